@@ -1,0 +1,147 @@
+/* qkf bench: inference throughput of the dense engine, side by side with the PyTorch reference
+ * (tools/reference/bench_torch.py) in the same run, so the ratio is measured under the same
+ * machine load. Results go to stdout as a table; BENCHMARKS.md records them with the command. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../sim/dense.h"
+#include "../tools/cli.h"
+
+static void help(void)
+{
+    printf("usage: qkf bench [--weights W.h5 | --variant NAME] [--batch 1,32] [--threads N]\n"
+           "                 [--seconds S] [--torch] [--python PY]\n"
+           "\n"
+           "Measures dense inference images/s at each batch size (default: the cifar10 preset,\n"
+           "HST-4-384 T=4, batches 1 and 32). With --torch, runs the PyTorch reference\n"
+           "(tools/reference/bench_torch.py, same weights) in the same run and prints ratios.\n");
+}
+
+static double run_dense(qkf_model *m, int B, double seconds)
+{
+    qkf_dense *e = qkf_dense_create(m, B, 0);
+    if (!e)
+        return -1.0;
+    int S = m->cfg.img_size, C = m->cfg.in_channels;
+    int64_t per = (int64_t)C * S * S * (qkf_config_is_frames(&m->cfg) ? m->cfg.T : 1);
+    float *x = qkf_malloc((size_t)(per * B) * sizeof(float));
+    float *logits = qkf_malloc((size_t)B * m->cfg.num_classes * sizeof(float));
+    qkf_rng r;
+    qkf_rng_seed(&r, 7);
+    for (int64_t i = 0; i < per * B; i++)
+        x[i] = qkf_rng_normal(&r);
+    qkf_dense_forward(e, x, B, logits, NULL); /* warm-up */
+    int iters = 0;
+    double t0 = qkf_now(), best = 1e30;
+    while (qkf_now() - t0 < seconds || iters < 3) {
+        double t1 = qkf_now();
+        qkf_dense_forward(e, x, B, logits, NULL);
+        double dt = qkf_now() - t1;
+        best = dt < best ? dt : best;
+        iters++;
+    }
+    double mean = (qkf_now() - t0) / iters;
+    (void)best;
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_dense_free(e);
+    return (double)B / mean;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "bench"};
+    const char *weights = NULL, *variant = "cifar10", *batches = "1,32", *py = "python3", *v;
+    long threads = 2;
+    double seconds = 5.0;
+    int torch = 0, r;
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            help();
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
+            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--python", &py))) {
+            if (r < 0)
+                return qkf_cli_fail("bench");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
+                return qkf_cli_fail("bench");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--seconds", &v)) != 0) {
+            if (r < 0 || qkf_parse_float("--seconds", v, 0.01, 3600, &seconds))
+                return qkf_cli_fail("bench");
+            continue;
+        }
+        if (qkf_flag(&a, "--torch")) {
+            torch = 1;
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s' (qkf bench --help)", argv[a.i]);
+        return qkf_cli_fail("bench");
+    }
+    int bs[16], nbs = 0;
+    for (const char *p = batches; *p && nbs < 16;) {
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 4096) {
+            qkf_set_error("option --batch: '%s' is not a list of batch sizes like 1,32", batches);
+            return qkf_cli_fail("bench");
+        }
+        bs[nbs++] = (int)b;
+        p = *end == ',' ? end + 1 : end;
+    }
+    qkf_set_threads((int)threads);
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    if (weights) {
+        if (qkf_ckpt_load(weights, &m))
+            return qkf_cli_fail("bench");
+    } else {
+        if (qkf_config_preset(variant, &m.cfg) || qkf_params_build(&m.cfg, &m.params))
+            return qkf_cli_fail("bench");
+        qkf_params_init(&m.cfg, &m.params, 1);
+    }
+    printf("model: %s, img %d, T %d, threads %ld\n", weights ? weights : variant, m.cfg.img_size,
+           m.cfg.T, threads);
+    double ours[16];
+    for (int i = 0; i < nbs; i++) {
+        ours[i] = run_dense(&m, bs[i], seconds);
+        printf("qkf dense batch=%d images_per_s=%.2f\n", bs[i], ours[i]);
+        fflush(stdout);
+    }
+    if (torch) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s%s%s",
+                 py, QKF_SOURCE_DIR, threads, batches, weights ? " --weights " : "",
+                 weights ? weights : "");
+        printf("running: %s\n", cmd);
+        fflush(stdout);
+        FILE *f = popen(cmd, "r");
+        if (!f) {
+            qkf_set_error("cannot run %s", cmd);
+            qkf_model_free(&m);
+            return qkf_cli_fail("bench");
+        }
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            fputs(line, stdout);
+            int b;
+            double ips;
+            if (sscanf(line, "torch batch=%d images_per_s=%lf", &b, &ips) == 2)
+                for (int i = 0; i < nbs; i++)
+                    if (bs[i] == b && ips > 0)
+                        printf("ratio batch=%d qkf/torch=%.2f\n", b, ours[i] / ips);
+        }
+        if (pclose(f) != 0)
+            printf("note: the PyTorch reference did not finish cleanly\n");
+    }
+    qkf_model_free(&m);
+    return 0;
+}

@@ -1,0 +1,281 @@
+/* Dense engine: executes the graph op by op over whole [C][F][N] tensors.
+ *
+ * Memory is planned once at creation: each tensor gets a buffer from a pool, reused as soon as
+ * the tensor's last reader has run (unless KEEP_ALL), so a forward pass allocates nothing. */
+#include <cblas.h>
+#include <omp.h>
+#include <string.h>
+
+#include "../kernels/base.h"
+#include "../kernels/kernels.h"
+#include "dense.h"
+
+struct qkf_dense {
+    const qkf_model *m;
+    qkf_graph g;
+    int max_batch, flags;
+    int n_buf;
+    float **buf;      /* pool */
+    int *tensor_buf;  /* tensor -> buffer index */
+    float **lif_v, **lif_h;
+    float *col, *prepool, *ssa_scratch, *feat;
+    int64_t col_cap;
+    int B; /* batch of the last forward */
+};
+
+void qkf_set_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+static int64_t tensor_floats(const qkf_graph *g, int t, int B)
+{
+    const qkf_tensor *x = &g->tensors[t];
+    int64_t F = x->static_t ? B : (int64_t)g->cfg.T * B;
+    return (int64_t)x->c * F * x->h * x->w;
+}
+
+qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
+{
+    if (max_batch < 1)
+        max_batch = 1;
+    qkf_dense *e = qkf_calloc(1, sizeof *e);
+    e->m = m;
+    e->max_batch = max_batch;
+    e->flags = flags;
+    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_DENSE_TB_COMPAT) != 0, &e->g)) {
+        qkf_free(e);
+        return NULL;
+    }
+    qkf_graph *g = &e->g;
+    int nt = g->n_tensors;
+    /* last reader of each tensor */
+    int *last = qkf_malloc((size_t)nt * sizeof(int));
+    for (int t = 0; t < nt; t++)
+        last[t] = -1;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        int ins[3] = {op->in0, op->in1, op->in2};
+        for (int j = 0; j < 3; j++)
+            if (ins[j] >= 0)
+                last[ins[j]] = i;
+    }
+    e->tensor_buf = qkf_malloc((size_t)nt * sizeof(int));
+    int64_t *cap = qkf_malloc((size_t)(nt + 1) * sizeof(int64_t));
+    int *busy = qkf_malloc((size_t)(nt + 1) * sizeof(int));
+    int keep = (flags & QKF_DENSE_KEEP_ALL) != 0;
+    /* assign: input first, then each op's output; free inputs after their last reader */
+    for (int step = -1; step < g->n_ops; step++) {
+        int t = step < 0 ? g->input : g->ops[step].out;
+        int64_t need = tensor_floats(g, t, max_batch);
+        int best = -1;
+        if (!keep)
+            for (int bi = 0; bi < e->n_buf; bi++)
+                if (!busy[bi] && cap[bi] >= need && (best < 0 || cap[bi] < cap[best]))
+                    best = bi;
+        if (best < 0 && !keep) /* grow the largest free buffer rather than add one */
+            for (int bi = 0; bi < e->n_buf; bi++)
+                if (!busy[bi] && (best < 0 || cap[bi] > cap[best]))
+                    best = bi;
+        if (best < 0) {
+            best = e->n_buf++;
+            cap[best] = 0;
+        }
+        if (cap[best] < need)
+            cap[best] = need;
+        busy[best] = 1;
+        e->tensor_buf[t] = best;
+        if (step >= 0 && !keep) {
+            const qkf_op *op = &g->ops[step];
+            int ins[3] = {op->in0, op->in1, op->in2};
+            for (int j = 0; j < 3; j++)
+                if (ins[j] >= 0 && last[ins[j]] == step)
+                    busy[e->tensor_buf[ins[j]]] = 0;
+        }
+    }
+    e->buf = qkf_malloc((size_t)e->n_buf * sizeof(float *));
+    for (int bi = 0; bi < e->n_buf; bi++)
+        e->buf[bi] = qkf_malloc((size_t)cap[bi] * sizeof(float));
+    qkf_free(cap);
+    qkf_free(busy);
+    qkf_free(last);
+
+    /* scratch: im2col, pre-pool currents, SSA, readout features */
+    int64_t col_frame = 0, col_total = 0, prepool = 0, ssa = 0;
+    int T = g->cfg.T;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *x = &g->tensors[op->in0 >= 0 ? op->in0 : 0];
+        int64_t F = x->static_t ? max_batch : (int64_t)T * max_batch;
+        if (op->kind == QKF_OP_CONV) {
+            if (!(op->k == 1 && op->stride == 1)) {
+                int64_t c = qkf_conv_col_floats(op->cin, x->h, x->w, op->k, op->stride, op->pad);
+                col_frame = c > col_frame ? c : col_frame;
+                col_total = c * F > col_total ? c * F : col_total;
+            }
+            if (op->pool) {
+                int64_t p = (int64_t)op->cout * F * x->h * x->w;
+                prepool = p > prepool ? p : prepool;
+            }
+        } else if (op->kind == QKF_OP_SSA) {
+            int64_t s = qkf_ssa_scratch_floats(x->c, op->heads, omp_get_max_threads());
+            ssa = s > ssa ? s : ssa;
+        }
+    }
+    const int64_t col_budget = 8 << 20; /* 32 MB: large GEMMs without huge im2col buffers */
+    e->col_cap = col_total < col_budget ? col_total : col_budget;
+    if (e->col_cap < col_frame)
+        e->col_cap = col_frame;
+    e->col = qkf_malloc((size_t)(e->col_cap + 1) * sizeof(float));
+    e->prepool = qkf_malloc((size_t)(prepool + 1) * sizeof(float));
+    e->ssa_scratch = qkf_malloc((size_t)(ssa + 1) * sizeof(float));
+    e->feat = qkf_malloc((size_t)max_batch * g->cfg.embed_dims * sizeof(float));
+    if (flags & QKF_DENSE_RECORD_VH) {
+        e->lif_v = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+        e->lif_h = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+        for (int l = 0; l < g->n_lif; l++) {
+            int64_t n = tensor_floats(g, g->ops[g->lif_ops[l]].out, max_batch);
+            e->lif_v[l] = qkf_malloc((size_t)n * sizeof(float));
+            e->lif_h[l] = qkf_malloc((size_t)n * sizeof(float));
+        }
+    }
+    return e;
+}
+
+void qkf_dense_free(qkf_dense *e)
+{
+    if (!e)
+        return;
+    for (int bi = 0; bi < e->n_buf; bi++)
+        qkf_free(e->buf[bi]);
+    if (e->lif_v)
+        for (int l = 0; l < e->g.n_lif; l++) {
+            qkf_free(e->lif_v[l]);
+            qkf_free(e->lif_h[l]);
+        }
+    qkf_free(e->lif_v);
+    qkf_free(e->lif_h);
+    qkf_free(e->buf);
+    qkf_free(e->tensor_buf);
+    qkf_free(e->col);
+    qkf_free(e->prepool);
+    qkf_free(e->ssa_scratch);
+    qkf_free(e->feat);
+    qkf_graph_free(&e->g);
+    qkf_free(e);
+}
+
+const qkf_graph *qkf_dense_graph(const qkf_dense *e) { return &e->g; }
+
+const float *qkf_dense_tensor(const qkf_dense *e, int tensor)
+{
+    if (!(e->flags & QKF_DENSE_KEEP_ALL) || tensor < 0 || tensor >= e->g.n_tensors)
+        return NULL;
+    return e->buf[e->tensor_buf[tensor]];
+}
+
+const float *qkf_dense_lif_v(const qkf_dense *e, int l) { return e->lif_v ? e->lif_v[l] : NULL; }
+const float *qkf_dense_lif_h(const qkf_dense *e, int l) { return e->lif_h ? e->lif_h[l] : NULL; }
+
+static float *T_(qkf_dense *e, int t) { return e->buf[e->tensor_buf[t]]; }
+
+int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
+                      int64_t *spike_count)
+{
+    if (B < 1 || B > e->max_batch)
+        return qkf_set_error("batch %d outside 1..%d", B, e->max_batch);
+    const qkf_graph *g = &e->g;
+    const qkf_config *cfg = &g->cfg;
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    int T = cfg->T;
+    e->B = B;
+    /* input -> [C][F][N] */
+    {
+        const qkf_tensor *x = &g->tensors[g->input];
+        int64_t N = (int64_t)x->h * x->w;
+        float *dst = T_(e, g->input);
+        if (x->static_t) {
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < x->c; c++)
+                    memcpy(dst + ((int64_t)c * B + b) * N, input + ((int64_t)b * x->c + c) * N,
+                           (size_t)N * sizeof(float));
+        } else {
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    for (int c = 0; c < x->c; c++)
+                        memcpy(dst + ((int64_t)c * T * B + (int64_t)t * B + b) * N,
+                               input + (((int64_t)b * T + t) * x->c + c) * N,
+                               (size_t)N * sizeof(float));
+        }
+    }
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *x = &g->tensors[op->in0];
+        const qkf_tensor *y = &g->tensors[op->out];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        int N = x->h * x->w;
+        switch (op->kind) {
+        case QKF_OP_CONV: {
+            int ho = (x->h - 1) / op->stride + 1, wo = (x->w - 1) / op->stride + 1;
+            float *dst = op->pool ? e->prepool : T_(e, op->out);
+            qkf_conv_forward(dst, T_(e, op->in0), P + pp[op->p_w].offset, (int)F, op->cin, x->h,
+                             x->w, op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            qkf_bias_bn_forward(dst, op->cout, F * ho * wo,
+                                op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                                P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                                P + pp[op->p_bn_mean].offset, P + pp[op->p_bn_var].offset);
+            if (op->pool)
+                qkf_maxpool3s2_forward(T_(e, op->out), dst, (int64_t)op->cout * F, ho, wo);
+            break;
+        }
+        case QKF_OP_LIF: {
+            float *v = e->lif_v ? e->lif_v[op->lif_index] : NULL;
+            float *h = e->lif_h ? e->lif_h[op->lif_index] : NULL;
+            int64_t n = qkf_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N,
+                                        x->static_t, op->vth, op->tb_compat, v, h);
+            if (spike_count)
+                spike_count[op->lif_index] += n;
+            break;
+        }
+        case QKF_OP_ADD: {
+            int64_t n = (int64_t)y->c * T * B * N;
+            const float *a = T_(e, op->in0), *b2 = T_(e, op->in1);
+            float *o = T_(e, op->out);
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++)
+                o[j] = a[j] + b2[j];
+            break;
+        }
+        case QKF_OP_QK_SUM:
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_sum(T_(e, op->out), T_(e, op->in0), x->c, op->heads, (int)F, N);
+            else
+                qkf_qk_channel_sum(T_(e, op->out), T_(e, op->in0), x->c, (int)F, N);
+            break;
+        case QKF_OP_QK_MASK: {
+            const qkf_tensor *k = &g->tensors[op->in1];
+            int Nk = k->h * k->w;
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_mask(T_(e, op->out), T_(e, op->in0), T_(e, op->in1), k->c, op->heads,
+                                  (int)F, Nk);
+            else
+                qkf_qk_channel_mask(T_(e, op->out), T_(e, op->in0), T_(e, op->in1), k->c, (int)F,
+                                    Nk);
+            break;
+        }
+        case QKF_OP_SSA:
+            qkf_ssa_forward(T_(e, op->out), T_(e, op->in0), T_(e, op->in1), T_(e, op->in2), x->c,
+                            op->heads, (int)F, N, e->ssa_scratch);
+            break;
+        case QKF_OP_READOUT:
+            qkf_readout_forward(logits, e->feat, T_(e, op->in0), P + pp[op->p_head_w].offset,
+                                P + pp[op->p_head_b].offset, x->c, T, B, N, cfg->num_classes);
+            break;
+        }
+    }
+    return 0;
+}

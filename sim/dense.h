@@ -1,0 +1,38 @@
+/* The dense engine: runs the model graph over all T steps for a batch, every neuron computed
+ * (what PyTorch and SpikingJelly do), with GEMM convolutions. It is the numerical reference of
+ * qkf; the event engine (sched.c) must produce the same spikes. */
+#ifndef QKF_DENSE_H
+#define QKF_DENSE_H
+
+#include <stdint.h>
+
+#include "../models/qkformer.h"
+
+enum {
+    QKF_DENSE_KEEP_ALL = 1,  /* keep every tensor after the forward (tests, traces, cross-check) */
+    QKF_DENSE_RECORD_VH = 2, /* also keep each LIF layer's membrane v (after reset) and h */
+    QKF_DENSE_TB_COMPAT = 4, /* official SSA proj_lif over the T*B axis */
+};
+
+typedef struct qkf_dense qkf_dense;
+
+/* Plans buffers for batches of up to max_batch samples; no allocation happens in forward. */
+qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags);
+void qkf_dense_free(qkf_dense *e);
+const qkf_graph *qkf_dense_graph(const qkf_dense *e);
+
+/* input: B images [B][C][H][W] (static variants) or frames [B][T][C][H][W] (dvs variants).
+ * logits: [B][classes]. spike_count (optional): [n_lif], incremented by this batch's spikes. */
+int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
+                      int64_t *spike_count);
+
+/* After a forward with KEEP_ALL: a tensor in [C][F][N] layout (F = B for static tensors),
+ * and with RECORD_VH the membrane tensors of LIF layer i (NULL otherwise). */
+const float *qkf_dense_tensor(const qkf_dense *e, int tensor);
+const float *qkf_dense_lif_v(const qkf_dense *e, int lif_index);
+const float *qkf_dense_lif_h(const qkf_dense *e, int lif_index);
+
+/* Threads for OpenMP kernels and OpenBLAS. Results do not depend on it. */
+void qkf_set_threads(int n);
+
+#endif

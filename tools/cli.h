@@ -1,0 +1,35 @@
+/* Shared helpers of the qkf command: option parsing, model loading, tables. */
+#ifndef QKF_CLI_H
+#define QKF_CLI_H
+
+#include <stdint.h>
+
+#include "../models/qkformer.h"
+
+/* A tiny long-option parser: "--name value", "--name=value" and flags. */
+typedef struct {
+    int argc;
+    char **argv;
+    int i;
+    const char *cmd;
+} qkf_args;
+
+/* Returns 1 and sets *val if argv[i] is --name (consuming its value), 0 otherwise, -1 on a
+ * missing value (error recorded). */
+int qkf_arg(qkf_args *a, const char *name, const char **val);
+int qkf_flag(qkf_args *a, const char *name);
+int qkf_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
+
+/* Config overrides shared by info/init: --img-size --in-channels --num-classes --embed-dims
+ * --num-heads --mlp-ratio --depths --T --qk-attn. Returns 1 if consumed, 0 if not, -1 error. */
+int qkf_arg_config(qkf_args *a, qkf_config *cfg);
+
+int cmd_info(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns 1 */
+
+#endif

@@ -1,0 +1,232 @@
+/* qkf infer: run a checkpoint on an HDF5 input; write logits, spike counts and firing rates. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../sim/dense.h"
+#include "cli.h"
+
+static void help(void)
+{
+    printf("usage: qkf infer --weights W.h5 --input X.h5 --output Y.h5 [--mode dense]\n"
+           "                 [--threads N] [--batch N] [--tb-compat] [--quiet]\n"
+           "\n"
+           "Reads dataset 'input' from X.h5: float32 [B,C,H,W] images (cifar, imagenet) or\n"
+           "[B,T,C,H,W] frames (dvs128, cifar10dvs); other datasets are ignored. The input size may\n"
+           "differ from the checkpoint's img_size if the architecture allows it (no position\n"
+           "embedding), e.g. imagenet models at 288 or 384. Writes to Y.h5 (atomically):\n"
+           "  logits                float32 [B,classes]\n"
+           "  predictions           int64 [B]\n"
+           "  spike_count/<layer>   int64, spikes over T, batch and neurons, per LIF layer\n"
+           "  firing_rate/<layer>   float64, spike_count / (T * B * neurons)\n"
+           "Layers are named by their official module path (stage1.0.tssa.q_lif, ...).\n"
+           "\n"
+           "  --mode dense     the dense engine (every neuron, GEMM convolutions)\n"
+           "  --threads N      OpenMP and BLAS threads (default: all cores)\n"
+           "  --batch N        samples per forward pass (default 32)\n"
+           "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
+           "                   axis, leaking across the samples of a batch (as the published\n"
+           "                   checkpoints were evaluated); the batch is --batch\n");
+}
+
+/* Prints a firing-rate table: layer, neurons per sample, spikes, rate, and a bar. */
+void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples);
+void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples)
+{
+    printf("\n%-34s %10s %12s %9s\n", "layer", "neurons", "spikes", "rate");
+    int64_t tot_n = 0, tot_s = 0;
+    for (int l = 0; l < g->n_lif; l++) {
+        int64_t n = qkf_graph_lif_neurons(g, l);
+        double rate = (double)count[l] / ((double)n * g->cfg.T * (double)samples);
+        char bar[21];
+        int k = (int)(rate * 20.0 + 0.5);
+        k = k > 20 ? 20 : k;
+        memset(bar, '#', (size_t)k);
+        bar[k] = 0;
+        printf("%-34s %10lld %12lld %8.2f%% %s\n", g->ops[g->lif_ops[l]].name, (long long)n,
+               (long long)count[l], 100.0 * rate, bar);
+        tot_n += n, tot_s += count[l];
+    }
+    printf("%-34s %10lld %12lld %8.2f%%\n", "all", (long long)tot_n, (long long)tot_s,
+           100.0 * (double)tot_s / ((double)tot_n * g->cfg.T * (double)samples));
+}
+
+int cmd_infer(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "infer"};
+    const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
+    long threads = 0, batch = 32;
+    int tb = 0, quiet = 0, r;
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            help();
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
+            (r = qkf_arg(&a, "--output", &output)) || (r = qkf_arg(&a, "--mode", &mode))) {
+            if (r < 0)
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if (qkf_flag(&a, "--tb-compat")) {
+            tb = 1;
+            continue;
+        }
+        if (qkf_flag(&a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s' (qkf infer --help)", argv[a.i]);
+        return qkf_cli_fail("infer");
+    }
+    if (!weights || !input || !output) {
+        qkf_set_error("--weights, --input and --output are required");
+        return qkf_cli_fail("infer");
+    }
+    if (strcmp(mode, "dense") != 0) {
+        qkf_set_error("option --mode: '%s' is not a known engine (dense)", mode);
+        return qkf_cli_fail("infer");
+    }
+    if (threads)
+        qkf_set_threads((int)threads);
+
+    int rc = 1;
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    float *x = NULL, *logits = NULL;
+    int64_t *counts = NULL, *pred = NULL;
+    qkf_dense *e = NULL;
+    qkf_h5out *o = NULL;
+    int ndim;
+    int64_t shape[5];
+    if (qkf_ckpt_load(weights, &m))
+        goto done;
+    if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
+        goto done;
+    int frames = qkf_config_is_frames(&m.cfg);
+    int want = frames ? 5 : 4;
+    if (ndim != want) {
+        qkf_set_error("%s: dataset 'input' has %d dimensions but a %s model takes %s", input, ndim,
+                      qkf_variant_name(m.cfg.variant),
+                      frames ? "frames [B,T,C,H,W]" : "images [B,C,H,W]");
+        goto done;
+    }
+    int64_t B = shape[0], C = shape[frames ? 2 : 1], H = shape[frames ? 3 : 2],
+            W = shape[frames ? 4 : 3];
+    if (C != m.cfg.in_channels || H != W) {
+        qkf_set_error("%s: dataset 'input' has %lld channels of %lld x %lld; the model takes %d "
+                      "channels of a square image",
+                      input, (long long)C, (long long)H, (long long)W, m.cfg.in_channels);
+        goto done;
+    }
+    if (B < 1) {
+        qkf_set_error("%s: dataset 'input' holds no samples", input);
+        goto done;
+    }
+    if (H != m.cfg.img_size) { /* no position embedding: any size the strides allow */
+        qkf_config c2 = m.cfg;
+        c2.img_size = (int)H;
+        if (qkf_config_validate(&c2)) {
+            qkf_set_error("%s: input size %lld does not fit the model (%s)", input, (long long)H,
+                          qkf_last_error());
+            goto done;
+        }
+        m.cfg.img_size = (int)H;
+    }
+    if (frames && shape[1] != m.cfg.T) {
+        if (!quiet)
+            printf("note: input has T = %lld frames; running the model with T = %lld (checkpoint "
+                   "T = %d)\n",
+                   (long long)shape[1], (long long)shape[1], m.cfg.T);
+        m.cfg.T = (int)shape[1];
+    }
+    int nb = (int)(B < batch ? B : batch);
+    e = qkf_dense_create(&m, nb, tb ? QKF_DENSE_TB_COMPAT : 0);
+    if (!e)
+        goto done;
+    const qkf_graph *g = qkf_dense_graph(e);
+    int K = m.cfg.num_classes;
+    logits = qkf_malloc((size_t)(B * K) * sizeof(float));
+    counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    pred = qkf_malloc((size_t)B * sizeof(int64_t));
+    int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
+    double t0 = qkf_now();
+    for (int64_t b0 = 0; b0 < B; b0 += nb) {
+        int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (qkf_dense_forward(e, x + b0 * per, n, logits + b0 * K, counts))
+            goto done;
+    }
+    double dt = qkf_now() - t0;
+    for (int64_t b = 0; b < B; b++) {
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (logits[b * K + k] > logits[b * K + best])
+                best = k;
+        pred[b] = best;
+    }
+    o = qkf_h5out_open(output);
+    if (!o)
+        goto done;
+    int64_t ls[2] = {B, K};
+    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "predictions", 1, &B, pred))
+        goto done;
+    for (int l = 0; l < g->n_lif; l++) {
+        char name[QKF_MAX_NAME + 32];
+        const char *ln = g->ops[g->lif_ops[l]].name;
+        double rate = (double)counts[l] /
+                      ((double)qkf_graph_lif_neurons(g, l) * m.cfg.T * (double)B);
+        snprintf(name, sizeof name, "spike_count/%s", ln);
+        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
+            goto done;
+        snprintf(name, sizeof name, "firing_rate/%s", ln);
+        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
+            goto done;
+    }
+    if (qkf_h5out_attr_str(o, NULL, "engine", mode) ||
+        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
+        qkf_h5out_attr_str(o, NULL, "weights", weights) ||
+        qkf_h5out_attr_i64(o, NULL, "tb_compat", tb))
+        goto done;
+    int crc = qkf_h5out_commit(o);
+    o = NULL;
+    if (crc)
+        goto done;
+    if (!quiet) {
+        printf("%lld samples, %s engine, %.3f s (%.1f samples/s)\n", (long long)B, mode, dt,
+               (double)B / dt);
+        int show = B < 16 ? (int)B : 16;
+        for (int b = 0; b < show; b++)
+            printf("sample %d: class %lld (logit %.4f)\n", b, (long long)pred[b],
+                   (double)logits[(int64_t)b * K + pred[b]]);
+        if (B > show)
+            printf("... %lld more in %s\n", (long long)(B - show), output);
+        qkf_print_rates(g, counts, B);
+        printf("\nwrote %s\n", output);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("infer");
+    if (o)
+        qkf_h5out_abort(o);
+    qkf_dense_free(e);
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_free(counts);
+    qkf_free(pred);
+    qkf_model_free(&m);
+    return rc;
+}

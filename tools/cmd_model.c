@@ -1,0 +1,184 @@
+/* qkf info, qkf init: model configuration, parameter counts, fresh checkpoints. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "cli.h"
+
+static void print_config(const qkf_config *c)
+{
+    printf("variant: %s\n", qkf_variant_name(c->variant));
+    printf("input: %d x %d x %d%s, T = %d\n", c->in_channels, c->img_size, c->img_size,
+           qkf_config_is_frames(c) ? " frames" : " image (repeated over T)", c->T);
+    printf("classes: %d\n", c->num_classes);
+    printf("embed_dims: %d, num_heads: %d, mlp_ratio: %g, depths: %d, qk_attn: %s\n",
+           c->embed_dims, c->num_heads, (double)c->mlp_ratio, c->depths,
+           c->qk_attn == QKF_QK_TOKEN ? "token (QKTA)" : "channel (QKCA)");
+}
+
+static void print_params(const qkf_config *cfg, const qkf_params *ps)
+{
+    qkf_graph g;
+    if (qkf_graph_walk(cfg, 0, &g) == 0) {
+        int h1, h2, h3 = 0;
+        qkf_config_token_grid(cfg, 1, &h1);
+        qkf_config_token_grid(cfg, 2, &h2);
+        int stages = qkf_config_is_frames(cfg) ? 2 : 3;
+        if (stages == 3)
+            qkf_config_token_grid(cfg, 3, &h3);
+        printf("tokens per stage: %d x %d", h1, h1);
+        printf(", %d x %d", h2, h2);
+        if (stages == 3)
+            printf(", %d x %d", h3, h3);
+        printf("\nLIF layers: %d\n", g.n_lif);
+        qkf_graph_free(&g);
+    }
+    printf("\n%-16s %14s\n", "module", "parameters");
+    char cur[QKF_MAX_NAME] = "";
+    int64_t sum = 0;
+    for (int i = 0; i <= ps->n; i++) {
+        char top[QKF_MAX_NAME] = "";
+        if (i < ps->n) {
+            const char *name = ps->p[i].name;
+            size_t n = strcspn(name, ".");
+            memcpy(top, name, n);
+            top[n] = 0;
+        }
+        if (i == ps->n || strcmp(top, cur) != 0) {
+            if (cur[0])
+                printf("%-16s %14lld\n", cur, (long long)sum);
+            strcpy(cur, top);
+            sum = 0;
+        }
+        if (i < ps->n && !ps->p[i].is_buffer)
+            sum += ps->p[i].numel;
+    }
+    printf("parameters: %lld\n", (long long)ps->n_train);
+}
+
+int cmd_info(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "info"};
+    const char *weights = NULL, *variant = NULL, *v;
+    qkf_config cfg;
+    int r;
+    /* Two passes: the preset first (so overrides apply on top of it wherever they stand). */
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--variant", 9)) {
+            a.i = i;
+            if (qkf_arg(&a, "--variant", &variant) < 0)
+                return qkf_cli_fail("info");
+        }
+    if (variant && qkf_config_preset(variant, &cfg))
+        return qkf_cli_fail("info");
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            printf("usage: qkf info W.h5\n       qkf info --variant NAME [--img-size N] "
+                   "[--num-classes N] [--embed-dims N] [--num-heads N] [--mlp-ratio R] "
+                   "[--depths N] [--T N] [--in-channels N] [--qk-attn token|channel]\n\n"
+                   "Prints the model configuration, parameters per stage and a line "
+                   "'parameters: N'.\npresets: %s\n",
+                   qkf_config_preset_list());
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--variant", &v)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("info");
+            continue;
+        }
+        if (variant && (r = qkf_arg_config(&a, &cfg)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("info");
+            continue;
+        }
+        if (argv[a.i][0] == '-' || weights) {
+            qkf_set_error("unexpected argument '%s'", argv[a.i]);
+            return qkf_cli_fail("info");
+        }
+        weights = argv[a.i];
+    }
+    if (!weights && !variant) {
+        qkf_set_error("give a checkpoint (qkf info W.h5) or --variant NAME");
+        return qkf_cli_fail("info");
+    }
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    if (weights) {
+        if (qkf_ckpt_load(weights, &m))
+            return qkf_cli_fail("info");
+        printf("checkpoint: %s\n", weights);
+    } else {
+        if (qkf_config_validate(&cfg) || qkf_params_build(&cfg, &m.params))
+            return qkf_cli_fail("info");
+        m.cfg = cfg;
+        printf("preset: %s\n", variant);
+    }
+    print_config(&m.cfg);
+    print_params(&m.cfg, &m.params);
+    qkf_model_free(&m);
+    return 0;
+}
+
+int cmd_init(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "init"};
+    const char *variant = NULL, *out = NULL, *v;
+    long seed = 0;
+    int r;
+    qkf_config cfg;
+    /* The preset first, so that overrides apply on top of it wherever they stand. */
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--variant", 9)) {
+            a.i = i;
+            if (qkf_arg(&a, "--variant", &variant) < 0)
+                return qkf_cli_fail("init");
+        }
+    if (variant && qkf_config_preset(variant, &cfg))
+        return qkf_cli_fail("init");
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            printf("usage: qkf init --variant NAME --out W.h5 [--seed S] [config overrides as in "
+                   "qkf info]\n\nWrites a freshly initialised checkpoint (PyTorch default "
+                   "initialisation).\npresets: %s\n",
+                   qkf_config_preset_list());
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--variant", &v)) || (r = qkf_arg(&a, "--out", &out))) {
+            if (r < 0)
+                return qkf_cli_fail("init");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--seed", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--seed", v, 0, 0x7fffffffL, &seed))
+                return qkf_cli_fail("init");
+            continue;
+        }
+        if (variant && (r = qkf_arg_config(&a, &cfg)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("init");
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s'", argv[a.i]);
+        return qkf_cli_fail("init");
+    }
+    if (!variant || !out) {
+        qkf_set_error("--variant NAME and --out W.h5 are required (presets: %s)",
+                      qkf_config_preset_list());
+        return qkf_cli_fail("init");
+    }
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = cfg;
+    if (qkf_config_validate(&cfg) || qkf_params_build(&cfg, &m.params))
+        return qkf_cli_fail("init");
+    qkf_params_init(&cfg, &m.params, (uint64_t)seed);
+    if (qkf_ckpt_save(out, &m)) {
+        qkf_model_free(&m);
+        return qkf_cli_fail("init");
+    }
+    printf("wrote %s: %s, parameters: %lld\n", out, variant, (long long)m.params.n_train);
+    qkf_model_free(&m);
+    return 0;
+}
