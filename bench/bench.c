@@ -27,6 +27,7 @@ static double run_dense(qkf_model *m, int B, double seconds)
         return -1.0;
     int S = m->cfg.img_size, C = m->cfg.in_channels;
     int64_t per = (int64_t)C * S * S * (qkf_config_is_frames(&m->cfg) ? m->cfg.T : 1);
+    double *prof = getenv("QKF_PROFILE") ? qkf_dense_profile(e) : NULL;
     float *x = qkf_malloc((size_t)(per * B) * sizeof(float));
     float *logits = qkf_malloc((size_t)B * m->cfg.num_classes * sizeof(float));
     qkf_rng r;
@@ -45,6 +46,18 @@ static double run_dense(qkf_model *m, int B, double seconds)
     }
     double mean = (qkf_now() - t0) / iters;
     (void)best;
+    if (prof) {
+        const qkf_graph *g = qkf_dense_graph(e);
+        double kind[8] = {0};
+        for (int i = 0; i < g->n_ops; i++) {
+            kind[g->ops[i].kind] += prof[i];
+            if (g->ops[i].kind == QKF_OP_CONV)
+                printf("  %-36s %8.2f ms/img\n", g->ops[i].name, 1e3 * prof[i] / (iters + 1) / B);
+        }
+        const char *kn[] = {"conv", "lif", "add", "qk_sum", "qk_mask", "ssa", "readout"};
+        for (int k = 0; k < 7; k++)
+            printf("  total %-10s %8.2f ms/img\n", kn[k], 1e3 * kind[k] / (iters + 1) / B);
+    }
     qkf_free(x);
     qkf_free(logits);
     qkf_dense_free(e);

@@ -21,6 +21,7 @@ struct qkf_dense {
     float *col, *prepool, *ssa_scratch, *feat;
     int64_t col_cap;
     int B; /* batch of the last forward */
+    double *op_time; /* seconds per op, accumulated, when profiling */
 };
 
 void qkf_set_threads(int n)
@@ -164,11 +165,19 @@ void qkf_dense_free(qkf_dense *e)
     qkf_free(e->prepool);
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
+    qkf_free(e->op_time);
     qkf_graph_free(&e->g);
     qkf_free(e);
 }
 
 const qkf_graph *qkf_dense_graph(const qkf_dense *e) { return &e->g; }
+
+double *qkf_dense_profile(qkf_dense *e)
+{
+    if (!e->op_time)
+        e->op_time = qkf_calloc((size_t)e->g.n_ops, sizeof(double));
+    return e->op_time;
+}
 
 const float *qkf_dense_tensor(const qkf_dense *e, int tensor)
 {
@@ -213,6 +222,7 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         }
     }
     for (int i = 0; i < g->n_ops; i++) {
+        double t_op = e->op_time ? qkf_now() : 0.0;
         const qkf_op *op = &g->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0];
         const qkf_tensor *y = &g->tensors[op->out];
@@ -276,6 +286,8 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
                                 P + pp[op->p_head_b].offset, x->c, T, B, N, cfg->num_classes);
             break;
         }
+        if (e->op_time)
+            e->op_time[i] += qkf_now() - t_op;
     }
     return 0;
 }

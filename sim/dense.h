@@ -32,6 +32,9 @@ const float *qkf_dense_tensor(const qkf_dense *e, int tensor);
 const float *qkf_dense_lif_v(const qkf_dense *e, int lif_index);
 const float *qkf_dense_lif_h(const qkf_dense *e, int lif_index);
 
+/* Turns on per-op timing; returns the array of accumulated seconds per graph op. */
+double *qkf_dense_profile(qkf_dense *e);
+
 /* Threads for OpenMP kernels and OpenBLAS. Results do not depend on it. */
 void qkf_set_threads(int n);
 

@@ -1,0 +1,485 @@
+/* Training engine: training-mode forward and surrogate-gradient backward over a qkf_graph.
+ *
+ * Memory, planned once at creation:
+ *   - every tensor of the forward keeps its own buffer until the backward has run (the backward
+ *     reads convolution inputs, spikes, attention inputs); the membrane h that a LIF layer's
+ *     backward needs overwrites that layer's input currents in place (the currents have no
+ *     other reader), so recording h costs nothing;
+ *   - per convolution: the pre-BatchNorm output z (the BN backward recomputes x-hat from it),
+ *     the batch mean and 1/std per channel, and the MaxPool argmax;
+ *   - gradient buffers come from a pool planned over the reverse op order: a tensor's gradient
+ *     lives from its last reader's backward to its producer's backward;
+ *   - one flat gradient buffer parallel to params.data.
+ * Nothing is allocated in forward or backward. */
+#include <cblas.h>
+#include <omp.h>
+#include <string.h>
+
+#include "../kernels/backward.h"
+#include "../kernels/base.h"
+#include "../kernels/kernels.h"
+#include "train.h"
+
+typedef struct {
+    float *z;             /* conv output before BN: [cout][F][hc*wc] */
+    float *mean, *invstd; /* [cout] */
+    int32_t *arg;         /* MaxPool argmax [cout][F][ho*wo] */
+} conv_cache;
+
+struct qkf_train {
+    qkf_model *m;
+    qkf_graph g;
+    int max_batch, flags, threads;
+    int B; /* batch of the last forward, 0 before the first */
+    float **act;     /* per tensor */
+    float **lif_h;   /* per LIF layer: its own buffer (static input) or the input's buffer */
+    int *h_private;  /* per LIF layer: lif_h was allocated separately */
+    conv_cache *cc;  /* per op */
+    int *last_reader;
+    int n_gbuf;
+    float **gbuf;
+    int *grad_buf; /* tensor -> gradient buffer, -1 when the tensor needs no gradient */
+    float *grads;
+    float *col, *pre, *dpre, *ssa_scratch, *feat, *logits, *probs, *dlogits;
+    int64_t col_cap, bytes;
+};
+
+static int64_t tensor_frames(const qkf_graph *g, int t, int B)
+{
+    return g->tensors[t].static_t ? B : (int64_t)g->cfg.T * B;
+}
+
+static int64_t tensor_floats(const qkf_graph *g, int t, int B)
+{
+    const qkf_tensor *x = &g->tensors[t];
+    return (int64_t)x->c * tensor_frames(g, t, B) * x->h * x->w;
+}
+
+static void *alloc(qkf_train *e, int64_t n, size_t size)
+{
+    e->bytes += n * (int64_t)size;
+    return qkf_calloc((size_t)(n > 0 ? n : 1), size);
+}
+
+/* Size of a convolution's output before pooling. */
+static void conv_out_hw(const qkf_graph *g, const qkf_op *op, int *hc, int *wc)
+{
+    const qkf_tensor *x = &g->tensors[op->in0];
+    *hc = (x->h - 1) / op->stride + 1;
+    *wc = (x->w - 1) / op->stride + 1;
+}
+
+static void plan_grads(qkf_train *e)
+{
+    qkf_graph *g = &e->g;
+    int nt = g->n_tensors, B = e->max_batch;
+    int64_t *cap = qkf_calloc((size_t)nt + 1, sizeof(int64_t));
+    int *busy = qkf_calloc((size_t)nt + 1, sizeof(int));
+    e->grad_buf = qkf_malloc((size_t)nt * sizeof(int));
+    for (int t = 0; t < nt; t++)
+        e->grad_buf[t] = -1;
+    for (int i = g->n_ops - 1; i >= 0; i--) {
+        const qkf_op *op = &g->ops[i];
+        int ins[3] = {op->in0, op->in1, op->in2};
+        for (int j = 0; j < 3; j++) {
+            int t = ins[j];
+            if (t < 0 || t == g->input || e->grad_buf[t] >= 0 || e->last_reader[t] != i)
+                continue;
+            int64_t need = tensor_floats(g, t, B);
+            int best = -1;
+            for (int bi = 0; bi < e->n_gbuf; bi++)
+                if (!busy[bi] && cap[bi] >= need && (best < 0 || cap[bi] < cap[best]))
+                    best = bi;
+            if (best < 0)
+                for (int bi = 0; bi < e->n_gbuf; bi++)
+                    if (!busy[bi] && (best < 0 || cap[bi] > cap[best]))
+                        best = bi;
+            if (best < 0)
+                best = e->n_gbuf++;
+            if (cap[best] < need)
+                cap[best] = need;
+            busy[best] = 1;
+            e->grad_buf[t] = best;
+        }
+        if (op->kind != QKF_OP_READOUT && e->grad_buf[op->out] >= 0)
+            busy[e->grad_buf[op->out]] = 0;
+    }
+    e->gbuf = qkf_malloc((size_t)(e->n_gbuf + 1) * sizeof(float *));
+    for (int bi = 0; bi < e->n_gbuf; bi++)
+        e->gbuf[bi] = alloc(e, cap[bi], sizeof(float));
+    qkf_free(cap);
+    qkf_free(busy);
+}
+
+qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
+{
+    if (max_batch < 1)
+        max_batch = 1;
+    qkf_train *e = qkf_calloc(1, sizeof *e);
+    e->m = m;
+    e->max_batch = max_batch;
+    e->flags = flags;
+    e->threads = omp_get_max_threads();
+    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_TRAIN_TB_COMPAT) != 0, &e->g)) {
+        qkf_free(e);
+        return NULL;
+    }
+    qkf_graph *g = &e->g;
+    int nt = g->n_tensors, B = max_batch, T = g->cfg.T;
+    int *readers = qkf_calloc((size_t)nt, sizeof(int));
+    e->last_reader = qkf_malloc((size_t)nt * sizeof(int));
+    for (int t = 0; t < nt; t++)
+        e->last_reader[t] = -1;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        int ins[3] = {op->in0, op->in1, op->in2};
+        for (int j = 0; j < 3; j++)
+            if (ins[j] >= 0) {
+                readers[ins[j]]++;
+                e->last_reader[ins[j]] = i;
+            }
+    }
+    e->act = qkf_calloc((size_t)nt, sizeof(float *));
+    for (int t = 0; t < nt; t++)
+        e->act[t] = alloc(e, tensor_floats(g, t, B), sizeof(float));
+    e->lif_h = qkf_calloc((size_t)g->n_lif + 1, sizeof(float *));
+    e->h_private = qkf_calloc((size_t)g->n_lif + 1, sizeof(int));
+    for (int l = 0; l < g->n_lif; l++) {
+        const qkf_op *op = &g->ops[g->lif_ops[l]];
+        if (!g->tensors[op->in0].static_t && readers[op->in0] == 1 && op->in0 != g->input) {
+            e->lif_h[l] = e->act[op->in0];
+        } else {
+            e->lif_h[l] = alloc(e, tensor_floats(g, op->out, B), sizeof(float));
+            e->h_private[l] = 1;
+        }
+    }
+    qkf_free(readers);
+
+    e->cc = qkf_calloc((size_t)g->n_ops, sizeof(conv_cache));
+    int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, ssa = 0;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *x = &g->tensors[op->in0 >= 0 ? op->in0 : 0];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        if (op->kind == QKF_OP_CONV) {
+            int hc, wc;
+            conv_out_hw(g, op, &hc, &wc);
+            int64_t zn = (int64_t)op->cout * F * hc * wc;
+            conv_cache *c = &e->cc[i];
+            c->z = alloc(e, zn, sizeof(float));
+            c->mean = alloc(e, op->cout, sizeof(float));
+            c->invstd = alloc(e, op->cout, sizeof(float));
+            if (op->pool) {
+                c->arg = alloc(e, tensor_floats(g, op->out, B), sizeof(int32_t));
+                premax = zn > premax ? zn : premax;
+            }
+            zmax = zn > zmax ? zn : zmax;
+            if (!(op->k == 1 && op->stride == 1)) {
+                int64_t cf = qkf_conv_col_floats(op->cin, x->h, x->w, op->k, op->stride, op->pad);
+                col_frame = cf > col_frame ? cf : col_frame;
+                col_total = cf * F > col_total ? cf * F : col_total;
+            }
+        } else if (op->kind == QKF_OP_SSA) {
+            int64_t s1 = qkf_ssa_scratch_floats(x->c, op->heads, e->threads);
+            int64_t s2 = qkf_ssa_backward_scratch_floats(x->c, op->heads, e->threads);
+            ssa = s1 > ssa ? s1 : ssa;
+            ssa = s2 > ssa ? s2 : ssa;
+        }
+    }
+    const int64_t col_budget = 8 << 20; /* 32 MB of im2col: large GEMMs, bounded scratch */
+    e->col_cap = col_total < col_budget ? col_total : col_budget;
+    if (e->col_cap < col_frame)
+        e->col_cap = col_frame;
+    e->col = alloc(e, e->col_cap, sizeof(float));
+    e->pre = alloc(e, premax, sizeof(float));
+    e->dpre = alloc(e, zmax, sizeof(float));
+    e->ssa_scratch = alloc(e, ssa, sizeof(float));
+    int K = g->cfg.num_classes;
+    e->feat = alloc(e, (int64_t)B * g->cfg.embed_dims, sizeof(float));
+    e->logits = alloc(e, (int64_t)B * K, sizeof(float));
+    e->probs = alloc(e, (int64_t)B * K, sizeof(float));
+    e->dlogits = alloc(e, (int64_t)B * K, sizeof(float));
+    e->grads = alloc(e, m->params.total, sizeof(float));
+    plan_grads(e);
+    return e;
+}
+
+void qkf_train_free(qkf_train *e)
+{
+    if (!e)
+        return;
+    qkf_graph *g = &e->g;
+    for (int t = 0; t < g->n_tensors; t++)
+        qkf_free(e->act[t]);
+    for (int l = 0; l < g->n_lif; l++)
+        if (e->h_private[l])
+            qkf_free(e->lif_h[l]);
+    for (int i = 0; i < g->n_ops; i++) {
+        qkf_free(e->cc[i].z);
+        qkf_free(e->cc[i].mean);
+        qkf_free(e->cc[i].invstd);
+        qkf_free(e->cc[i].arg);
+    }
+    for (int bi = 0; bi < e->n_gbuf; bi++)
+        qkf_free(e->gbuf[bi]);
+    qkf_free(e->act);
+    qkf_free(e->lif_h);
+    qkf_free(e->h_private);
+    qkf_free(e->cc);
+    qkf_free(e->last_reader);
+    qkf_free(e->gbuf);
+    qkf_free(e->grad_buf);
+    qkf_free(e->grads);
+    qkf_free(e->col);
+    qkf_free(e->pre);
+    qkf_free(e->dpre);
+    qkf_free(e->ssa_scratch);
+    qkf_free(e->feat);
+    qkf_free(e->logits);
+    qkf_free(e->probs);
+    qkf_free(e->dlogits);
+    qkf_graph_free(&e->g);
+    qkf_free(e);
+}
+
+const qkf_graph *qkf_train_graph(const qkf_train *e) { return &e->g; }
+int64_t qkf_train_bytes(const qkf_train *e) { return e->bytes; }
+float *qkf_train_grads(qkf_train *e) { return e->grads; }
+
+void qkf_train_zero_grad(qkf_train *e)
+{
+    memset(e->grads, 0, (size_t)e->m->params.total * sizeof(float));
+}
+
+const float *qkf_train_tensor(const qkf_train *e, int tensor)
+{
+    if (tensor < 0 || tensor >= e->g.n_tensors)
+        return NULL;
+    return e->act[tensor];
+}
+
+static int check_threads(const qkf_train *e)
+{
+    if (omp_get_max_threads() > e->threads)
+        return qkf_set_error("training engine planned for %d threads, now %d (set the thread "
+                             "count before creating it)",
+                             e->threads, omp_get_max_threads());
+    return 0;
+}
+
+int qkf_train_forward(qkf_train *e, const float *input, int B, int update_running,
+                      const float **logits)
+{
+    if (B < 1 || B > e->max_batch)
+        return qkf_set_error("batch %d outside 1..%d", B, e->max_batch);
+    if (check_threads(e))
+        return -1;
+    const qkf_graph *g = &e->g;
+    const qkf_config *cfg = &g->cfg;
+    float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    int T = cfg->T;
+    e->B = B;
+    {
+        const qkf_tensor *x = &g->tensors[g->input];
+        int64_t N = (int64_t)x->h * x->w;
+        float *dst = e->act[g->input];
+        if (x->static_t) {
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < x->c; c++)
+                    memcpy(dst + ((int64_t)c * B + b) * N, input + ((int64_t)b * x->c + c) * N,
+                           (size_t)N * sizeof(float));
+        } else {
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    for (int c = 0; c < x->c; c++)
+                        memcpy(dst + ((int64_t)c * T * B + (int64_t)t * B + b) * N,
+                               input + (((int64_t)b * T + t) * x->c + c) * N,
+                               (size_t)N * sizeof(float));
+        }
+    }
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *x = &g->tensors[op->in0];
+        const qkf_tensor *y = &g->tensors[op->out];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        int N = x->h * x->w;
+        switch (op->kind) {
+        case QKF_OP_CONV: {
+            int hc, wc;
+            conv_out_hw(g, op, &hc, &wc);
+            conv_cache *c = &e->cc[i];
+            int64_t M = F * hc * wc;
+            qkf_conv_forward(c->z, e->act[op->in0], P + pp[op->p_w].offset, (int)F, op->cin,
+                             x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            float *bn_out = op->pool ? e->pre : e->act[op->out];
+            int64_t n_count = (x->static_t ? (int64_t)T * B : F) * hc * wc;
+            qkf_bn_train_forward(bn_out, c->mean, c->invstd, c->z, op->cout, M,
+                                 op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                                 P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                                 update_running ? P + pp[op->p_bn_mean].offset : NULL,
+                                 update_running ? P + pp[op->p_bn_var].offset : NULL, n_count);
+            if (op->pool)
+                qkf_maxpool3s2_train_forward(e->act[op->out], c->arg, e->pre,
+                                             (int64_t)op->cout * F, hc, wc);
+            break;
+        }
+        case QKF_OP_LIF:
+            qkf_lif_forward(e->act[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
+                            op->vth, op->tb_compat, NULL, e->lif_h[op->lif_index]);
+            break;
+        case QKF_OP_ADD: {
+            int64_t n = (int64_t)y->c * T * B * N;
+            const float *a = e->act[op->in0], *b2 = e->act[op->in1];
+            float *o = e->act[op->out];
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++)
+                o[j] = a[j] + b2[j];
+            break;
+        }
+        case QKF_OP_QK_SUM:
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_sum(e->act[op->out], e->act[op->in0], x->c, op->heads, (int)F, N);
+            else
+                qkf_qk_channel_sum(e->act[op->out], e->act[op->in0], x->c, (int)F, N);
+            break;
+        case QKF_OP_QK_MASK: {
+            const qkf_tensor *k = &g->tensors[op->in1];
+            int Nk = k->h * k->w;
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_mask(e->act[op->out], e->act[op->in0], e->act[op->in1], k->c,
+                                  op->heads, (int)F, Nk);
+            else
+                qkf_qk_channel_mask(e->act[op->out], e->act[op->in0], e->act[op->in1], k->c,
+                                    (int)F, Nk);
+            break;
+        }
+        case QKF_OP_SSA:
+            qkf_ssa_forward(e->act[op->out], e->act[op->in0], e->act[op->in1], e->act[op->in2],
+                            x->c, op->heads, (int)F, N, e->ssa_scratch);
+            break;
+        case QKF_OP_READOUT:
+            qkf_readout_forward(e->logits, e->feat, e->act[op->in0], P + pp[op->p_head_w].offset,
+                                P + pp[op->p_head_b].offset, x->c, T, B, N, cfg->num_classes);
+            break;
+        }
+    }
+    if (logits)
+        *logits = e->logits;
+    return 0;
+}
+
+static float *G(qkf_train *e, int t) { return e->grad_buf[t] >= 0 ? e->gbuf[e->grad_buf[t]] : NULL; }
+
+int qkf_train_backward(qkf_train *e, const float *dlogits)
+{
+    if (e->B < 1)
+        return qkf_set_error("backward without a forward");
+    if (check_threads(e))
+        return -1;
+    const qkf_graph *g = &e->g;
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    float *dP = e->grads;
+    int T = g->cfg.T, B = e->B;
+    for (int i = g->n_ops - 1; i >= 0; i--) {
+        const qkf_op *op = &g->ops[i];
+        int ins[3] = {op->in0, op->in1, op->in2};
+        for (int j = 0; j < 3; j++) /* first touch of an input's gradient: zero it */
+            if (ins[j] >= 0 && ins[j] != g->input && e->last_reader[ins[j]] == i)
+                memset(G(e, ins[j]), 0, (size_t)tensor_floats(g, ins[j], B) * sizeof(float));
+        const qkf_tensor *x = &g->tensors[op->in0];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        int N = x->h * x->w;
+        float *gin = op->in0 == g->input ? NULL : G(e, op->in0);
+        switch (op->kind) {
+        case QKF_OP_CONV: {
+            int hc, wc;
+            conv_out_hw(g, op, &hc, &wc);
+            const conv_cache *c = &e->cc[i];
+            int64_t M = F * hc * wc;
+            const float *dy = G(e, op->out);
+            if (op->pool) {
+                qkf_maxpool3s2_backward(e->dpre, dy, c->arg, (int64_t)op->cout * F, hc, wc);
+                dy = e->dpre;
+            }
+            qkf_bn_train_backward(e->dpre, dP + pp[op->p_bn_w].offset, dP + pp[op->p_bn_b].offset,
+                                  op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
+                                  c->mean, c->invstd, op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                                  P + pp[op->p_bn_w].offset, op->cout, M);
+            qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
+                              P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
+                              op->k, op->stride, op->pad, e->col, e->col_cap);
+            break;
+        }
+        case QKF_OP_LIF:
+            qkf_lif_backward(gin, G(e, op->out), e->lif_h[op->lif_index], e->act[op->out], x->c,
+                             T, B, N, x->static_t, op->vth, op->tb_compat, QKF_SURROGATE_ALPHA);
+            break;
+        case QKF_OP_ADD: {
+            int64_t n = tensor_floats(g, op->out, B);
+            const float *go = G(e, op->out);
+            float *g0 = G(e, op->in0), *g1 = G(e, op->in1);
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++) {
+                g0[j] += go[j];
+                g1[j] += go[j];
+            }
+            break;
+        }
+        case QKF_OP_QK_SUM:
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_sum_backward(gin, G(e, op->out), x->c, op->heads, (int)F, N);
+            else
+                qkf_qk_channel_sum_backward(gin, G(e, op->out), x->c, (int)F, N);
+            break;
+        case QKF_OP_QK_MASK: {
+            const qkf_tensor *k = &g->tensors[op->in1];
+            int Nk = k->h * k->w;
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_mask_backward(gin, G(e, op->in1), G(e, op->out), e->act[op->in0],
+                                           e->act[op->in1], k->c, op->heads, (int)F, Nk);
+            else
+                qkf_qk_channel_mask_backward(gin, G(e, op->in1), G(e, op->out), e->act[op->in0],
+                                             e->act[op->in1], k->c, (int)F, Nk);
+            break;
+        }
+        case QKF_OP_SSA:
+            qkf_ssa_backward(gin, G(e, op->in1), G(e, op->in2), G(e, op->out), e->act[op->in0],
+                             e->act[op->in1], e->act[op->in2], x->c, op->heads, (int)F, N,
+                             e->ssa_scratch);
+            break;
+        case QKF_OP_READOUT:
+            qkf_readout_backward(gin, dP + pp[op->p_head_w].offset, dP + pp[op->p_head_b].offset,
+                                 dlogits, e->feat, P + pp[op->p_head_w].offset, x->c, T, B, N,
+                                 g->cfg.num_classes);
+            break;
+        }
+    }
+    return 0;
+}
+
+int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
+                            double *loss, int *correct)
+{
+    const float *logits;
+    if (qkf_train_forward(e, input, B, 1, &logits))
+        return -1;
+    int K = e->g.cfg.num_classes;
+    *loss = qkf_xent_forward(e->probs, logits, target, B, K);
+    if (correct) {
+        int n = 0;
+        for (int b = 0; b < B; b++) {
+            const float *z = logits + (int64_t)b * K, *tg = target + (int64_t)b * K;
+            int bz = 0, bt = 0;
+            for (int j = 1; j < K; j++) {
+                bz = z[j] > z[bz] ? j : bz;
+                bt = tg[j] > tg[bt] ? j : bt;
+            }
+            n += bz == bt;
+        }
+        *correct = n;
+    }
+    qkf_xent_backward(e->dlogits, e->probs, target, B, K, 1.0f);
+    return qkf_train_backward(e, e->dlogits);
+}

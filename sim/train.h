@@ -1,0 +1,48 @@
+/* The training engine: a training-mode forward (BatchNorm with batch statistics, running
+ * statistics updated) over the same qkf_graph the dense engine runs, keeping what the backward
+ * needs, and the backward pass (surrogate-gradient BPTT) into one flat gradient buffer parallel
+ * to params.data (same offsets; BatchNorm running statistics get no gradient). */
+#ifndef QKF_TRAIN_H
+#define QKF_TRAIN_H
+
+#include <stdint.h>
+
+#include "../models/qkformer.h"
+
+enum {
+    QKF_TRAIN_TB_COMPAT = 1, /* official SSA proj_lif over the T*B axis */
+};
+
+typedef struct qkf_train qkf_train;
+
+/* Plans every buffer for batches of up to max_batch samples (nothing is allocated later).
+ * m->params is read and, by qkf_train_forward, its running statistics are updated. */
+qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags);
+void qkf_train_free(qkf_train *e);
+const qkf_graph *qkf_train_graph(const qkf_train *e);
+/* Floats of activations and scratch the engine holds (for reports). */
+int64_t qkf_train_bytes(const qkf_train *e);
+
+/* The flat gradient buffer (params.total floats, same offsets as params.data). */
+float *qkf_train_grads(qkf_train *e);
+void qkf_train_zero_grad(qkf_train *e);
+
+/* Training-mode forward. input as qkf_dense_forward ([B][C][H][W] images or [B][T][C][H][W]
+ * frames); logits [B][classes] (the engine's own buffer, valid until the next forward).
+ * update_running: 0 leaves the BatchNorm running statistics untouched. */
+int qkf_train_forward(qkf_train *e, const float *input, int B, int update_running,
+                      const float **logits);
+/* Backward of the last forward from dlogits [B][classes]; gradients accumulate into the flat
+ * buffer. */
+int qkf_train_backward(qkf_train *e, const float *dlogits);
+
+/* One step's loss and gradient: forward, soft-target cross-entropy (target [B][classes]),
+ * backward. Returns 0; *loss receives the mean loss and, if correct is not NULL, *correct the
+ * number of samples whose arg-max logit equals the arg-max target. */
+int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
+                            double *loss, int *correct);
+
+/* After a forward: a kept tensor ([C][F][N], F = B for static tensors) or NULL. */
+const float *qkf_train_tensor(const qkf_train *e, int tensor);
+
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs qkf's build and test dependencies from Debian 12 packages (idempotent; needs root or
+# sudo). Python packages are for the reference scripts and plots only; the C tests never need them.
+set -euo pipefail
+PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
+      libopenblas-openmp-dev zlib1g-dev"
+if [ "${QKF_PYTHON_DEPS:-0}" = 1 ]; then
+  PKGS="$PKGS python3-torch python3-h5py python3-numpy python3-matplotlib libopenblas0-openmp"
+fi
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing:$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
