@@ -1,0 +1,204 @@
+/* The qkf command as users' scripts call it: documented outputs, and bad input answered with one
+ * line on stderr, a non-zero exit, and no output file left behind. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+
+static char dir[256];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/qkf_cli_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    qkf_h5_quiet();
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Runs qkf with args; captures stdout and stderr; returns the exit status. */
+static int run(const char *args, char *out, size_t nout, char *err, size_t nerr)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout 2>%s/stderr", dir, QKF_BINARY, args, dir,
+             dir);
+    int st = system(cmd);
+    char path[512];
+    snprintf(path, sizeof path, "%s/stdout", dir);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(out, 1, nout - 1, f) : 0;
+    out[n] = 0;
+    if (f)
+        fclose(f);
+    snprintf(path, sizeof path, "%s/stderr", dir);
+    f = fopen(path, "r");
+    n = f ? fread(err, 1, nerr - 1, f) : 0;
+    err[n] = 0;
+    if (f)
+        fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+static int exists(const char *name)
+{
+    char path[512];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &sb) == 0;
+}
+
+static int lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* Writes an input file with `input` of the given shape, filled with small values. */
+static void write_input(const char *name, int ndim, const int64_t *shape, float poison)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    float *x = qkf_malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)((i * 7919) % 17) / 8.0f - 1.0f;
+    if (poison != 0.0f)
+        x[n / 2] = poison;
+    qkf_h5out *o = qkf_h5out_open(path);
+    cr_assert_not_null(o, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5out_f32(o, "input", ndim, shape, x), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    qkf_free(x);
+}
+
+static void write_text(const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+#define W QKF_FIXTURE_DIR "/cifar_small.weights.h5"
+#define OUTB 65536
+
+TestSuite(cli, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(cli, info_counts_presets)
+{
+    static char out[OUTB], err[OUTB];
+    cr_assert_eq(run("info --variant cifar100", out, OUTB, err, OUTB), 0, "%s", err);
+    cr_expect(strstr(out, "\nparameters: 6740884\n") != NULL, "%s", out);
+    cr_assert_eq(run("info --variant dvs128-gesture --mlp-ratio 1", out, OUTB, err, OUTB), 0);
+    cr_expect(strstr(out, "\nparameters: 1504395\n") != NULL, "%s", out);
+    cr_expect_neq(run("info --variant resnet50", out, OUTB, err, OUTB), 0);
+    cr_expect_eq(lines(err), 1, "%s", err);
+    cr_expect(strstr(err, "resnet50") != NULL, "%s", err);
+}
+
+Test(cli, init_then_info_roundtrip)
+{
+    static char out[OUTB], err[OUTB];
+    cr_assert_eq(run("init --variant cifar10 --out w.h5 --seed 3 --num-classes 7", out, OUTB, err,
+                     OUTB),
+                 0, "%s", err);
+    cr_assert_eq(run("info w.h5", out, OUTB, err, OUTB), 0, "%s", err);
+    /* 6706234 minus the head's 3 classes: 3 * 384 weights + 3 biases */
+    cr_expect(strstr(out, "\nparameters: 6705079\n") != NULL, "%s", out);
+    cr_expect(strstr(out, "classes: 7") != NULL, "%s", out);
+}
+
+Test(cli, infer_writes_the_documented_datasets)
+{
+    static char out[OUTB], err[OUTB];
+    int64_t shape[4] = {3, 3, 16, 16};
+    write_input("x.h5", 4, shape, 0.0f);
+    cr_assert_eq(run("infer --weights " W " --input x.h5 --output y.h5", out, OUTB, err, OUTB), 0,
+                 "%s", err);
+    cr_expect(strstr(out, "stage1.0.tssa.attn_lif") != NULL, "firing-rate table: %s", out);
+    char path[512];
+    snprintf(path, sizeof path, "%s/y.h5", dir);
+    float *logits;
+    int nd;
+    int64_t sh[5];
+    cr_assert_eq(qkf_h5_read_f32(path, "logits", &logits, &nd, sh), 0, "%s", qkf_last_error());
+    cr_expect(nd == 2 && sh[0] == 3 && sh[1] == 10);
+    int64_t *cnt;
+    cr_assert_eq(qkf_h5_read_i64(path, "spike_count/stage3.1.ssa.attn_lif", &cnt, &nd, sh), 0,
+                 "%s", qkf_last_error());
+    cr_expect_eq(nd, 0);
+    cr_expect_gt(cnt[0], 0);
+    float *rate;
+    cr_assert_eq(qkf_h5_read_f32(path, "firing_rate/patch_embed1.proj_lif", &rate, &nd, sh), 0);
+    cr_expect(rate[0] > 0.0f && rate[0] < 1.0f);
+    qkf_free(logits);
+    qkf_free(cnt);
+    qkf_free(rate);
+}
+
+/* Every bad input: exit != 0, exactly one line naming the culprit, no y.h5 and no temporary. */
+static void expect_clean_failure(const char *args, const char *needle)
+{
+    static char out[OUTB], err[OUTB];
+    int rc = run(args, out, OUTB, err, OUTB);
+    cr_expect_neq(rc, 0, "qkf %s succeeded", args);
+    cr_expect_eq(lines(err), 1, "qkf %s: stderr is not one line: %s", args, err);
+    cr_expect(strstr(err, needle) != NULL, "qkf %s: '%s' not in: %s", args, needle, err);
+    cr_expect(!exists("y.h5"), "qkf %s left y.h5", args);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+    cr_expect_neq(system(cmd), 0, "qkf %s left a temporary file", args);
+}
+
+Test(cli, infer_bad_inputs)
+{
+    int64_t good[4] = {2, 3, 16, 16}, chans[4] = {2, 1, 16, 16}, size[4] = {2, 3, 18, 18},
+            rank[3] = {3, 16, 16};
+    write_input("good.h5", 4, good, 0.0f);
+    write_input("chans.h5", 4, chans, 0.0f);
+    write_input("size.h5", 4, size, 0.0f);
+    write_input("rank.h5", 3, rank, 0.0f);
+    write_input("nan.h5", 4, good, NAN);
+    write_input("inf.h5", 4, good, INFINITY);
+    write_text("text.h5", "this is not an HDF5 file\n");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "head -c 3000 %s > %s/trunc.h5", W, dir);
+    cr_assert_eq(system(cmd), 0);
+
+    expect_clean_failure("infer --weights text.h5 --input good.h5 --output y.h5", "text.h5");
+    expect_clean_failure("infer --weights trunc.h5 --input good.h5 --output y.h5", "trunc.h5");
+    expect_clean_failure("infer --weights missing.h5 --input good.h5 --output y.h5", "missing.h5");
+    expect_clean_failure("infer --weights " W " --input text.h5 --output y.h5", "text.h5");
+    expect_clean_failure("infer --weights " W " --input chans.h5 --output y.h5", "channels");
+    expect_clean_failure("infer --weights " W " --input size.h5 --output y.h5", "18");
+    expect_clean_failure("infer --weights " W " --input rank.h5 --output y.h5", "dimensions");
+    expect_clean_failure("infer --weights " W " --input nan.h5 --output y.h5", "input");
+    expect_clean_failure("infer --weights " W " --input inf.h5 --output y.h5", "input");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --threads 0",
+                         "--threads");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --batch -3",
+                         "--batch");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --mode quantum",
+                         "quantum");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --bogus", "--bogus");
+    expect_clean_failure("infer --weights " W " --input good.h5", "--output");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output /nonexistent/dir/y.h5",
+                         "/nonexistent/dir/y.h5");
+}
