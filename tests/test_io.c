@@ -1,0 +1,817 @@
+/* Tests for io/: the HDF5 readers, the atomic writer and checkpoints.
+ *
+ * Each test works in its own mkdtemp directory under /tmp, removed by the suite's fini. Broken
+ * checkpoints are made in C: a good checkpoint is saved, copied, and the copy edited with the
+ * HDF5 API (or cut short). Every error test checks that the message names the file and the
+ * key or attribute at fault, and that no HDF5 handle is left open. */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "io/io.h"
+#include "kernels/base.h"
+#include "models/qkformer.h"
+
+static char tmpdir[64];
+
+static void io_setup(void)
+{
+    qkf_h5_quiet();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/qkf-test-io-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void io_teardown(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[512];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(tmpdir);
+}
+
+TestSuite(io, .init = io_setup, .fini = io_teardown, .timeout = 60);
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* "<tmpdir>/<name>" in one of a few rotating buffers, so several can be alive at once. */
+static const char *tpath(const char *name)
+{
+    static char bufs[4][512];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
+    return b;
+}
+
+/* HDF5 ids a test holds on purpose (an open writer is one file id). */
+static ssize_t handles_held;
+
+static void no_open_handles(void)
+{
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);
+    cr_assert_eq(n, handles_held, "%zd HDF5 handles open, expected %zd", n, handles_held);
+}
+
+/* The last error mentions every one of the given strings (NULL-terminated list). */
+static void expect_error(int rc, const char *first, ...)
+{
+    cr_assert_lt(rc, 0, "expected a failure");
+    const char *msg = qkf_last_error();
+    cr_assert_null(strchr(msg, '\n'), "error is not one line: %s", msg);
+    cr_log_info("error: %s", msg);
+    va_list ap;
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *))
+        cr_assert_not_null(strstr(msg, s), "error '%s' does not mention '%s'", msg, s);
+    va_end(ap);
+    no_open_handles();
+}
+
+/* Entries of tmpdir, excluding . and ..; *only receives the name when there is exactly one. */
+static int dir_entries(char *only, size_t cap)
+{
+    DIR *d = opendir(tmpdir);
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (only)
+            snprintf(only, cap, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Copies the first `keep` bytes of src to dst (all of it when keep < 0); returns src's size. */
+static long copy_file(const char *src, const char *dst, long keep)
+{
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    cr_assert(in && out);
+    fseek(in, 0, SEEK_END);
+    long size = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    long n = keep < 0 ? size : keep;
+    char *buf = malloc((size_t)size);
+    cr_assert_eq(fread(buf, 1, (size_t)size, in), (size_t)size);
+    cr_assert_eq(fwrite(buf, 1, (size_t)n, out), (size_t)n);
+    free(buf);
+    fclose(in);
+    fclose(out);
+    return size;
+}
+
+static void make_model(qkf_model *m, uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    cr_assert_eq(qkf_config_preset("cifar10", &m->cfg), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_params_build(&m->cfg, &m->params), 0, "%s", qkf_last_error());
+    qkf_params_init(&m->cfg, &m->params, seed);
+    cr_assert_gt(m->params.n, 2);
+}
+
+/* Saves a fresh cifar10 model to tmpdir/name and returns the file's path. */
+static const char *saved_ckpt(const char *name)
+{
+    qkf_model m;
+    make_model(&m, 7);
+    const char *p = tpath(name);
+    cr_assert_eq(qkf_ckpt_save(p, &m), 0, "%s", qkf_last_error());
+    qkf_model_free(&m);
+    return p;
+}
+
+/* A copy of a saved checkpoint opened for editing. */
+static hid_t edit_copy(const char *copy)
+{
+    copy_file(saved_ckpt("good.h5"), copy, -1);
+    hid_t f = H5Fopen(copy, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    return f;
+}
+
+static void put_f32(hid_t loc, const char *name, int ndim, const hsize_t *dims, const float *v)
+{
+    hid_t s = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(d, 0, "cannot create %s", name);
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+/* Replaces root attribute `key` with a scalar of file type ftype holding *v (memory type mtype). */
+static void put_attr(hid_t f, const char *key, hid_t ftype, hid_t mtype, const void *v)
+{
+    if (H5Aexists(f, key) > 0)
+        H5Adelete(f, key);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, key, ftype, s, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(a, 0);
+    cr_assert_geq(H5Awrite(a, mtype, v), 0);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+/* A fixed-length ASCII string attribute, as numpy bytes are stored by h5py. */
+static void put_attr_fixed_str(hid_t f, const char *key, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v));
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    put_attr(f, key, t, t, v);
+    H5Tclose(t);
+}
+
+static int find_or_fail(const qkf_params *ps, const char *name)
+{
+    int k = qkf_params_find(ps, name);
+    cr_assert_geq(k, 0, "model has no %s", name);
+    return k;
+}
+
+/* ---- checkpoints ---------------------------------------------------------------------------- */
+
+static void assert_same_model(const qkf_model *a, const qkf_model *b)
+{
+    cr_assert_eq(a->cfg.variant, b->cfg.variant);
+    cr_assert_eq(a->cfg.img_size, b->cfg.img_size);
+    cr_assert_eq(a->cfg.in_channels, b->cfg.in_channels);
+    cr_assert_eq(a->cfg.num_classes, b->cfg.num_classes);
+    cr_assert_eq(a->cfg.embed_dims, b->cfg.embed_dims);
+    cr_assert_eq(a->cfg.num_heads, b->cfg.num_heads);
+    cr_assert_eq(a->cfg.depths, b->cfg.depths);
+    cr_assert_eq(a->cfg.T, b->cfg.T);
+    cr_assert_eq(a->cfg.qk_attn, b->cfg.qk_attn);
+    /* float -> float64 attribute -> float is exact. */
+    cr_assert(a->cfg.mlp_ratio == b->cfg.mlp_ratio);
+    cr_assert_eq(a->n_norm, b->n_norm);
+    for (int i = 0; i < a->n_norm; i++) {
+        cr_assert(a->input_mean[i] == b->input_mean[i]);
+        cr_assert(a->input_std[i] == b->input_std[i]);
+    }
+    cr_assert_eq(a->params.n, b->params.n);
+    cr_assert_eq(a->params.total, b->params.total);
+    for (int k = 0; k < a->params.n; k++) {
+        const qkf_param *p = &a->params.p[k], *q = &b->params.p[k];
+        cr_assert_str_eq(p->name, q->name);
+        cr_assert_eq(p->ndim, q->ndim);
+        cr_assert_eq(p->offset, q->offset);
+        for (int64_t i = 0; i < p->numel; i++) {
+            /* Stored as float32, so every value must come back bit for bit. */
+            float x = a->params.data[p->offset + i], y = b->params.data[q->offset + i];
+            cr_assert(memcmp(&x, &y, sizeof x) == 0, "%s[%lld]: %.9g != %.9g", p->name,
+                      (long long)i, (double)x, (double)y);
+        }
+    }
+}
+
+Test(io, ckpt_roundtrip)
+{
+    qkf_model m, back;
+    make_model(&m, 1234);
+    m.cfg.qk_attn = QKF_QK_CHANNEL;
+    m.n_norm = 3;
+    const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, std[3] = {0.247f, 0.2435f, 0.2616f};
+    memcpy(m.input_mean, mean, sizeof mean);
+    memcpy(m.input_std, std, sizeof std);
+    /* Running statistics must travel too: make them distinctive. */
+    for (int k = 0; k < m.params.n; k++)
+        if (m.params.p[k].is_buffer)
+            for (int64_t i = 0; i < m.params.p[k].numel; i++)
+                m.params.data[m.params.p[k].offset + i] = 0.5f + (float)i;
+
+    const char *p = tpath("m.h5");
+    cr_assert_eq(qkf_ckpt_save(p, &m), 0, "%s", qkf_last_error());
+    char only[256];
+    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_str_eq(only, "m.h5");
+
+    memset(&back, 0xAB, sizeof back); /* load must not depend on what was there */
+    cr_assert_eq(qkf_ckpt_load(p, &back), 0, "%s", qkf_last_error());
+    no_open_handles();
+    assert_same_model(&m, &back);
+
+    /* The stored attribute types are the documented ones. */
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int64_t fmt = 0;
+    hid_t a = H5Aopen(f, "qkf_format", H5P_DEFAULT), t = H5Aget_type(a);
+    cr_assert(H5Tequal(t, H5T_STD_I64LE) > 0);
+    H5Aread(a, H5T_NATIVE_INT64, &fmt);
+    cr_assert_eq(fmt, QKF_CKPT_FORMAT);
+    H5Tclose(t);
+    H5Aclose(a);
+    a = H5Aopen(f, "variant", H5P_DEFAULT);
+    t = H5Aget_type(a);
+    cr_assert_eq(H5Tget_class(t), H5T_STRING);
+    cr_assert(H5Tis_variable_str(t) > 0);
+    cr_assert_eq(H5Tget_cset(t), H5T_CSET_UTF8);
+    H5Tclose(t);
+    H5Aclose(a);
+    a = H5Aopen(f, "mlp_ratio", H5P_DEFAULT);
+    t = H5Aget_type(a);
+    cr_assert(H5Tequal(t, H5T_IEEE_F64LE) > 0);
+    H5Tclose(t);
+    H5Aclose(a);
+    a = H5Aopen(f, "T", H5P_DEFAULT);
+    t = H5Aget_type(a);
+    cr_assert(H5Tequal(t, H5T_STD_I64LE) > 0);
+    H5Tclose(t);
+    H5Aclose(a);
+    cr_assert(H5Aexists(f, "qkf_version") > 0);
+    H5Fclose(f);
+
+    qkf_model_free(&m);
+    qkf_model_free(&back);
+    no_open_handles();
+}
+
+/* What a converter writing with h5py/numpy produces: other numeric types, fixed-length ASCII
+ * strings, no qk_attn or qkf_format, plus num_batches_tracked, unknown attributes and an
+ * optimizer group, all of which the loader accepts or ignores. */
+Test(io, ckpt_accepts_converted_files)
+{
+    qkf_model ref, back;
+    make_model(&ref, 7); /* the same weights as saved_ckpt() */
+    const char *p = tpath("conv.h5");
+    hid_t f = edit_copy(p);
+    int32_t i32 = ref.cfg.img_size;
+    float f32 = ref.cfg.mlp_ratio;
+    uint8_t u8 = (uint8_t)ref.cfg.T;
+    put_attr(f, "img_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &i32);
+    put_attr(f, "mlp_ratio", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &f32);
+    put_attr(f, "T", H5T_STD_U8LE, H5T_NATIVE_UINT8, &u8);
+    double d = ref.cfg.embed_dims;
+    put_attr(f, "embed_dims", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &d);
+    put_attr_fixed_str(f, "variant", qkf_variant_name(ref.cfg.variant));
+    put_attr_fixed_str(f, "epoch_note", "best");
+    H5Adelete(f, "qk_attn");
+    H5Adelete(f, "qkf_format");
+    H5Adelete(f, "qkf_version");
+    float one = 1.0f;
+    put_f32(f, "patch_embed1.proj_bn.num_batches_tracked", 0, NULL, &one);
+    hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n3 = 3;
+    float junk[3] = {1, 2, 3};
+    put_f32(g, "state.0.exp_avg", 1, &n3, junk);
+    H5Gclose(g);
+    /* A key stored as float64 converts exactly back to the float32 values. */
+    int k = find_or_fail(&ref.params, "head.bias");
+    const qkf_param *hb = &ref.params.p[k];
+    double *v = calloc((size_t)hb->numel, sizeof *v);
+    for (int64_t i = 0; i < hb->numel; i++)
+        v[i] = (double)ref.params.data[hb->offset + i];
+    H5Ldelete(f, "head.bias", H5P_DEFAULT);
+    hsize_t hd = (hsize_t)hb->shape[0];
+    hid_t s = H5Screate_simple(1, &hd, NULL);
+    hid_t ds = H5Dcreate2(f, "head.bias", H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(ds);
+    H5Sclose(s);
+    free(v);
+    H5Fclose(f);
+
+    cr_assert_eq(qkf_ckpt_load(p, &back), 0, "%s", qkf_last_error());
+    cr_assert_eq(back.cfg.qk_attn, QKF_QK_TOKEN);
+    cr_assert_eq(back.n_norm, 0);
+    cr_assert(back.input_mean[0] == 0.0f && back.input_std[0] == 1.0f);
+    assert_same_model(&ref, &back);
+    qkf_model_free(&ref);
+    qkf_model_free(&back);
+    no_open_handles();
+}
+
+Test(io, ckpt_missing_key)
+{
+    qkf_model m;
+    make_model(&m, 7);
+    const char *key = m.params.p[m.params.n / 2].name;
+    const char *p = tpath("missing.h5");
+    hid_t f = edit_copy(p);
+    cr_assert_geq(H5Ldelete(f, key, H5P_DEFAULT), 0);
+    H5Fclose(f);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "missing key", key, NULL);
+    qkf_model_free(&m);
+}
+
+Test(io, ckpt_extra_key)
+{
+    const char *p = tpath("extra.h5");
+    hid_t f = edit_copy(p);
+    hsize_t n = 4;
+    float v[4] = {0};
+    put_f32(f, "stage9.0.attn.q_conv.weight", 1, &n, v);
+    H5Fclose(f);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "unexpected key 'stage9.0.attn.q_conv.weight'",
+                 "cifar", NULL);
+}
+
+Test(io, ckpt_wrong_shape)
+{
+    qkf_model m;
+    make_model(&m, 7);
+    int k = find_or_fail(&m.params, "head.weight");
+    const qkf_param *hw = &m.params.p[k];
+    cr_assert_eq(hw->ndim, 2);
+    const char *p = tpath("shape.h5");
+    hid_t f = edit_copy(p);
+    H5Ldelete(f, "head.weight", H5P_DEFAULT);
+    hsize_t dims[2] = {(hsize_t)hw->shape[0], (hsize_t)hw->shape[1] - 1};
+    float *z = calloc(dims[0] * dims[1], sizeof *z);
+    put_f32(f, "head.weight", 2, dims, z);
+    free(z);
+    H5Fclose(f);
+    char have[64], want[64];
+    snprintf(have, sizeof have, "[%d,%d]", hw->shape[0], hw->shape[1] - 1);
+    snprintf(want, sizeof want, "[%d,%d]", hw->shape[0], hw->shape[1]);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "'head.weight'", have, want, NULL);
+    qkf_model_free(&m);
+}
+
+Test(io, ckpt_nan_weight)
+{
+    qkf_model m;
+    make_model(&m, 7);
+    int k = find_or_fail(&m.params, "head.bias");
+    m.params.data[m.params.p[k].offset + 3] = NAN;
+    const char *p = tpath("nan.h5");
+    cr_assert_eq(qkf_ckpt_save(p, &m), 0, "%s", qkf_last_error());
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "'head.bias'", "non-finite", "index 3", NULL);
+    qkf_model_free(&m);
+}
+
+Test(io, ckpt_not_hdf5)
+{
+    const char *p = tpath("notes.txt");
+    FILE *fp = fopen(p, "w");
+    fputs("this is not a checkpoint\n", fp);
+    fclose(fp);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "not an HDF5 file or unreadable", NULL);
+}
+
+Test(io, ckpt_truncated)
+{
+    /* Cut both a checkpoint written by the PyTorch reference and one of our own. */
+    const char *srcs[2] = {QKF_FIXTURE_DIR "/cifar_small.weights.h5", saved_ckpt("good.h5")};
+    for (int i = 0; i < 2; i++) {
+        const char *p = tpath("half.h5");
+        FILE *fp = fopen(srcs[i], "rb");
+        cr_assert_not_null(fp, "cannot open %s", srcs[i]);
+        fseek(fp, 0, SEEK_END);
+        long size = ftell(fp);
+        fclose(fp);
+        copy_file(srcs[i], p, size / 2);
+        qkf_model back;
+        expect_error(qkf_ckpt_load(p, &back), p, "not an HDF5 file or unreadable", NULL);
+    }
+}
+
+/* The weights the PyTorch reference wrote for the numerics fixtures load, and saving them again
+ * gives the same model. */
+Test(io, ckpt_loads_reference_fixtures)
+{
+    DIR *d = opendir(QKF_FIXTURE_DIR);
+    cr_assert_not_null(d, "cannot list %s", QKF_FIXTURE_DIR);
+    int loaded = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 11 || strcmp(e->d_name + n - 11, ".weights.h5") != 0)
+            continue;
+        char src[512];
+        snprintf(src, sizeof src, "%s/%s", QKF_FIXTURE_DIR, e->d_name);
+        qkf_model m, back;
+        cr_assert_eq(qkf_ckpt_load(src, &m), 0, "%s", qkf_last_error());
+        no_open_handles();
+        const char *p = tpath("again.h5");
+        cr_assert_eq(qkf_ckpt_save(p, &m), 0, "%s", qkf_last_error());
+        cr_assert_eq(qkf_ckpt_load(p, &back), 0, "%s", qkf_last_error());
+        assert_same_model(&m, &back);
+        qkf_model_free(&m);
+        qkf_model_free(&back);
+        loaded++;
+    }
+    closedir(d);
+    cr_assert_geq(loaded, 1, "no *.weights.h5 fixtures in %s", QKF_FIXTURE_DIR);
+    no_open_handles();
+}
+
+Test(io, h5_reads_reference_input)
+{
+    float *x;
+    int ndim;
+    int64_t shape[5];
+    const char *src = QKF_FIXTURE_DIR "/cifar_small.ref.h5";
+    cr_assert_eq(qkf_h5_read_f32(src, "input", &x, &ndim, shape), 0, "%s", qkf_last_error());
+    cr_assert_eq(ndim, 4);
+    cr_assert(shape[0] >= 1 && shape[1] == 3);
+    qkf_free(x);
+    cr_assert_eq(qkf_h5_has(src, "logits"), 1);
+    no_open_handles();
+}
+
+Test(io, ckpt_missing_file)
+{
+    const char *p = tpath("nowhere.h5");
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "No such file", NULL);
+}
+
+Test(io, ckpt_missing_attribute)
+{
+    const char *p = tpath("noattr.h5");
+    hid_t f = edit_copy(p);
+    cr_assert_geq(H5Adelete(f, "num_heads"), 0);
+    H5Fclose(f);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "missing attribute 'num_heads'", NULL);
+}
+
+Test(io, ckpt_bad_attributes)
+{
+    const char *p = tpath("badvar.h5");
+    hid_t f = edit_copy(p);
+    put_attr_fixed_str(f, "variant", "resnet50");
+    H5Fclose(f);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "'variant'", "resnet50", NULL);
+
+    p = tpath("badint.h5");
+    f = edit_copy(p);
+    double half = 32.5;
+    put_attr(f, "img_size", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &half);
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "'img_size'", "not an integer", NULL);
+
+    p = tpath("badqk.h5");
+    f = edit_copy(p);
+    put_attr_fixed_str(f, "qk_attn", "diagonal");
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "'qk_attn'", "diagonal", NULL);
+
+    p = tpath("strint.h5");
+    f = edit_copy(p);
+    put_attr_fixed_str(f, "T", "4");
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "'T'", "not a number", NULL);
+
+    p = tpath("future.h5");
+    f = edit_copy(p);
+    int64_t fmt = QKF_CKPT_FORMAT + 1;
+    put_attr(f, "qkf_format", H5T_STD_I64LE, H5T_NATIVE_INT64, &fmt);
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "format", NULL);
+
+    /* Normalisation needs both arrays, each with one value per input channel. */
+    p = tpath("halfnorm.h5");
+    f = edit_copy(p);
+    double one = 1.0;
+    put_attr(f, "input_mean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &one);
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "'input_mean'", "input_std", NULL);
+
+    p = tpath("shortnorm.h5");
+    f = edit_copy(p);
+    put_attr(f, "input_mean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &one);
+    put_attr(f, "input_std", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &one);
+    H5Fclose(f);
+    expect_error(qkf_ckpt_load(p, &back), p, "'input_mean'", "expected 3", NULL);
+}
+
+Test(io, ckpt_invalid_config_names_file)
+{
+    const char *p = tpath("tiny.h5");
+    hid_t f = edit_copy(p);
+    int64_t heads = 7; /* 384 channels do not split into 7 heads */
+    put_attr(f, "num_heads", H5T_STD_I64LE, H5T_NATIVE_INT64, &heads);
+    H5Fclose(f);
+    qkf_model back;
+    expect_error(qkf_ckpt_load(p, &back), p, "num_heads", NULL);
+}
+
+Test(io, ckpt_save_fails_cleanly)
+{
+    qkf_model m;
+    make_model(&m, 7);
+    expect_error(qkf_ckpt_save("/nonexistent-dir/m.h5", &m), "/nonexistent-dir/m.h5", NULL);
+    m.n_norm = 2; /* does not match in_channels = 3 */
+    expect_error(qkf_ckpt_save(tpath("m.h5"), &m), "m.h5", "in_channels", NULL);
+    m.n_norm = 0;
+    m.cfg.num_heads = 7; /* the loader would refuse this configuration */
+    expect_error(qkf_ckpt_save(tpath("m.h5"), &m), "m.h5", "num_heads", NULL);
+    cr_assert_eq(dir_entries(NULL, 0), 0);
+    qkf_model_free(&m);
+}
+
+/* ---- the writer ----------------------------------------------------------------------------- */
+
+Test(io, h5out_commit_leaves_only_the_final_file)
+{
+    const char *p = tpath("out.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    cr_assert_not_null(o, "%s", qkf_last_error());
+    int64_t shape[1] = {3};
+    const double v[3] = {1, 2, 3};
+    cr_assert_eq(qkf_h5out_f64(o, "x", 1, shape, v), 0, "%s", qkf_last_error());
+    char only[256];
+    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_neq(strcmp(only, "out.h5"), 0, "the final name appeared before commit");
+    cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
+    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_str_eq(only, "out.h5");
+    no_open_handles();
+
+    /* Committing again replaces the old file. */
+    o = qkf_h5out_open(p);
+    cr_assert_not_null(o);
+    cr_assert_eq(qkf_h5out_attr_i64(o, NULL, "second", 2), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
+    cr_assert_eq(dir_entries(NULL, 0), 1);
+    cr_assert_eq(qkf_h5_has(p, "x"), 0);
+}
+
+Test(io, h5out_abort_leaves_nothing)
+{
+    const char *p = tpath("out.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    cr_assert_not_null(o);
+    int64_t shape[2] = {100, 100};
+    float *z = calloc(10000, sizeof *z);
+    cr_assert_eq(qkf_h5out_f32(o, "big", 2, shape, z), 0);
+    free(z);
+    qkf_h5out_abort(o);
+    cr_assert_eq(dir_entries(NULL, 0), 0);
+    no_open_handles();
+    qkf_h5out_abort(NULL);
+}
+
+Test(io, h5out_abort_keeps_an_existing_file)
+{
+    const char *p = tpath("out.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    cr_assert_eq(qkf_h5out_attr_str(o, NULL, "gen", "first"), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    o = qkf_h5out_open(p);
+    cr_assert_eq(qkf_h5out_attr_str(o, NULL, "gen", "second"), 0);
+    qkf_h5out_abort(o);
+    char only[256];
+    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_str_eq(only, "out.h5");
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "gen", H5P_DEFAULT), t = H5Aget_type(a);
+    char *s = NULL;
+    H5Aread(a, t, &s);
+    cr_assert_str_eq(s, "first");
+    H5free_memory(s);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(f);
+    no_open_handles();
+}
+
+Test(io, h5out_errors)
+{
+    expect_error(qkf_h5out_open("/nonexistent-dir/x.h5") == NULL ? -1 : 0, "/nonexistent-dir/x.h5",
+                 NULL);
+    expect_error(qkf_h5out_f32(NULL, "x", 0, NULL, NULL), "'x'", NULL);
+    expect_error(qkf_h5out_commit(NULL), NULL);
+
+    const char *p = tpath("err.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    handles_held = 1;
+    int64_t shape[6] = {1, 1, 1, 1, 1, 1};
+    float v = 1.0f;
+    cr_assert_eq(qkf_h5out_f32(o, "a/b", 1, shape, &v), 0);
+    expect_error(qkf_h5out_f32(o, "a/b", 1, shape, &v), p, "'a/b'", "already exists", NULL);
+    expect_error(qkf_h5out_f32(o, "six", 6, shape, &v), p, "'six'", "rank 6", NULL);
+    int64_t neg[1] = {-2};
+    expect_error(qkf_h5out_f32(o, "neg", 1, neg, &v), p, "'neg'", NULL);
+    expect_error(qkf_h5out_attr_i64(o, "no/such", "k", 1), p, "'k'", "no/such", NULL);
+    expect_error(qkf_h5out_attr_f64v(o, NULL, "empty", 0, NULL), p, "'empty'", NULL);
+    /* After a failed write, commit refuses with the first message and leaves nothing. */
+    handles_held = 0;
+    expect_error(qkf_h5out_commit(o), p, "'a/b'", "already exists", NULL);
+    cr_assert_eq(dir_entries(NULL, 0), 0);
+}
+
+/* ---- the readers ---------------------------------------------------------------------------- */
+
+Test(io, h5_read_roundtrip)
+{
+    const char *p = tpath("data.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    cr_assert_not_null(o);
+    /* Big enough to be chunked and compressed, with a shape that does not divide the chunk. */
+    int64_t big_shape[3] = {70, 33, 129};
+    int64_t nbig = 70 * 33 * 129;
+    float *big = malloc((size_t)nbig * sizeof *big);
+    for (int64_t i = 0; i < nbig; i++)
+        big[i] = (float)(i % 1000) * 0.25f - 7.0f;
+    cr_assert_eq(qkf_h5out_f32(o, "input", 3, big_shape, big), 0, "%s", qkf_last_error());
+    int64_t lab_shape[1] = {5};
+    const int64_t labels[5] = {0, 9, -3, 1LL << 40, 2};
+    cr_assert_eq(qkf_h5out_i64(o, "spike_count/stage1.0.tssa.q_lif", 1, lab_shape, labels), 0, "%s",
+                 qkf_last_error());
+    int64_t u8_shape[2] = {2, 3};
+    const uint8_t bytes[6] = {0, 1, 2, 253, 254, 255};
+    cr_assert_eq(qkf_h5out_u8(o, "events/p", 2, u8_shape, bytes), 0);
+    const double pi = 3.25;
+    cr_assert_eq(qkf_h5out_f64(o, "scalar", 0, NULL, &pi), 0);
+    cr_assert_eq(qkf_h5out_attr_str(o, "events/p", "unit", "polarity"), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5out_attr_f64(o, "/", "rate", 0.5), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
+
+    float *x;
+    int ndim;
+    int64_t shape[5];
+    cr_assert_eq(qkf_h5_read_f32(p, "input", &x, &ndim, shape), 0, "%s", qkf_last_error());
+    cr_assert_eq(ndim, 3);
+    cr_assert(shape[0] == 70 && shape[1] == 33 && shape[2] == 129);
+    cr_assert(memcmp(x, big, (size_t)nbig * sizeof *big) == 0);
+    qkf_free(x);
+    free(big);
+
+    int64_t *iv;
+    cr_assert_eq(qkf_h5_read_i64(p, "spike_count/stage1.0.tssa.q_lif", &iv, &ndim, shape), 0);
+    cr_assert(ndim == 1 && shape[0] == 5);
+    cr_assert(memcmp(iv, labels, sizeof labels) == 0);
+    qkf_free(iv);
+    /* Converted by HDF5: uint8 to int64 and to float. */
+    cr_assert_eq(qkf_h5_read_i64(p, "events/p", &iv, &ndim, shape), 0);
+    cr_assert(ndim == 2 && shape[0] == 2 && shape[1] == 3);
+    cr_assert(iv[5] == 255 && iv[3] == 253);
+    qkf_free(iv);
+    cr_assert_eq(qkf_h5_read_f32(p, "events/p", &x, &ndim, shape), 0);
+    cr_assert(x[4] == 254.0f);
+    qkf_free(x);
+    cr_assert_eq(qkf_h5_read_f32(p, "scalar", &x, &ndim, shape), 0);
+    cr_assert_eq(ndim, 0);
+    cr_assert(x[0] == 3.25f);
+    qkf_free(x);
+
+    /* The big dataset is chunked and compressed; the small ones are not. */
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "input", H5P_DEFAULT), pl = H5Dget_create_plist(d);
+    cr_assert_eq(H5Pget_layout(pl), H5D_CHUNKED);
+    cr_assert_geq(H5Pget_nfilters(pl), 1);
+    H5Pclose(pl);
+    H5Dclose(d);
+    d = H5Dopen2(f, "events/p", H5P_DEFAULT);
+    pl = H5Dget_create_plist(d);
+    cr_assert_neq(H5Pget_layout(pl), H5D_CHUNKED);
+    H5Pclose(pl);
+    /* String attributes are variable-length UTF-8 (h5py reads them as str). */
+    hid_t a = H5Aopen(d, "unit", H5P_DEFAULT), t = H5Aget_type(a);
+    cr_assert(H5Tis_variable_str(t) > 0);
+    cr_assert_eq(H5Tget_cset(t), H5T_CSET_UTF8);
+    char *s = NULL;
+    H5Aread(a, t, &s);
+    cr_assert_str_eq(s, "polarity");
+    H5free_memory(s);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Dclose(d);
+    H5Fclose(f);
+    no_open_handles();
+}
+
+Test(io, h5_read_nan_names_the_index)
+{
+    const char *p = tpath("nan.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    int64_t shape[2] = {50, 50};
+    float *v = calloc(2500, sizeof *v);
+    v[1234] = NAN;
+    v[2000] = INFINITY;
+    cr_assert_eq(qkf_h5out_f32(o, "input", 2, shape, v), 0);
+    free(v);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    float *x = (float *)&x; /* a failed read sets it to NULL, never to freed memory */
+    int ndim;
+    int64_t sh[5];
+    expect_error(qkf_h5_read_f32(p, "input", &x, &ndim, sh), p, "'input'", "nan", "index 1234",
+                 NULL);
+    cr_assert_null(x);
+}
+
+Test(io, h5_read_errors)
+{
+    const char *p = tpath("r.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    int64_t shape[1] = {2};
+    const int64_t v[2] = {1, 2};
+    cr_assert_eq(qkf_h5out_i64(o, "grp/x", 1, shape, v), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    float *x;
+    int ndim;
+    int64_t sh[5];
+    expect_error(qkf_h5_read_f32(p, "input", &x, &ndim, sh), p, "'input'", NULL);
+    expect_error(qkf_h5_read_f32(p, "grp", &x, &ndim, sh), p, "'grp'", "not a dataset", NULL);
+    expect_error(qkf_h5_read_f32(p, "grp/x/y", &x, &ndim, sh), p, "'grp/x/y'", NULL);
+    expect_error(qkf_h5_read_f32(p, "nogrp/x", &x, &ndim, sh), p, "'nogrp/x'", NULL);
+    expect_error(qkf_h5_read_f32(tpath("absent.h5"), "input", &x, &ndim, sh), "absent.h5", NULL);
+
+    /* A string dataset and a rank-6 dataset. */
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 4);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(f, "text", t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(s);
+    H5Tclose(t);
+    hsize_t dims6[6] = {1, 1, 1, 1, 1, 2};
+    float six[2] = {0, 0};
+    put_f32(f, "six", 6, dims6, six);
+    H5Fclose(f);
+    expect_error(qkf_h5_read_f32(p, "text", &x, &ndim, sh), p, "'text'", "string", NULL);
+    expect_error(qkf_h5_read_f32(p, "six", &x, &ndim, sh), p, "'six'", "rank 6", NULL);
+}
+
+Test(io, h5_has)
+{
+    const char *p = tpath("has.h5");
+    qkf_h5out *o = qkf_h5out_open(p);
+    int64_t shape[1] = {1};
+    const float v = 1.0f;
+    cr_assert_eq(qkf_h5out_f32(o, "a/b/c", 1, shape, &v), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    cr_assert_eq(qkf_h5_has(p, "a/b/c"), 1);
+    cr_assert_eq(qkf_h5_has(p, "/a/b/c"), 1);
+    cr_assert_eq(qkf_h5_has(p, "a/b"), 0); /* a group, not a dataset */
+    cr_assert_eq(qkf_h5_has(p, "a/x/c"), 0);
+    cr_assert_eq(qkf_h5_has(p, "input"), 0);
+    no_open_handles();
+    FILE *fp = fopen(tpath("t.txt"), "w");
+    fputs("text", fp);
+    fclose(fp);
+    cr_assert_eq(qkf_h5_has(tpath("t.txt"), "input"), -1);
+    cr_assert_not_null(strstr(qkf_last_error(), "t.txt"));
+    cr_assert_eq(qkf_h5_has(tpath("none.h5"), "input"), -1);
+    no_open_handles();
+}
