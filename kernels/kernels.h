@@ -37,6 +37,14 @@ void qkf_maxpool3s2_forward(float *out, const float *in, int64_t P, int h, int w
 int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, int x_static,
                         float vth, int tb_compat, float *v_rec, float *h_rec);
 
+/* The same LIF with the preceding conv bias and eval BatchNorm fused into its input read: the
+ * input is the raw convolution output and x[t] = (raw + bias[c]) * alpha[c] + shift[c], computed
+ * exactly as qkf_bias_bn_forward does, so spikes are identical and one pass over the currents is
+ * saved. bias may be NULL; x_rec (optional, [C][F][N] or [C][B][N] when static) receives x. */
+int64_t qkf_bn_lif_forward(float *s, const float *raw, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, const float *bias, const float *alpha,
+                           const float *shift, float *v_rec, float *h_rec);
+
 /* QKTA: cnt [heads][F][N] = sum of q over each head's channels; QKCA: cnt [C][F][1] = sum of q
  * over the tokens of each channel. q [C][F][N]. */
 void qkf_qk_token_sum(float *cnt, const float *q, int C, int heads, int F, int N);

@@ -1,10 +1,20 @@
 /* Multi-step LIF neuron (SpikingJelly MultiStepLIFNode: tau = 2, decay_input, v_reset = 0). */
+#include <stddef.h>
+
 #include "kernels.h"
 
 #define TILE 256 /* tokens whose membranes live on the stack while stepping through time */
 
 int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, int x_static,
                         float vth, int tb_compat, float *v_rec, float *h_rec)
+{
+    return qkf_bn_lif_forward(s, x, C, T, B, N, x_static, vth, tb_compat, NULL, NULL, NULL, v_rec,
+                              h_rec);
+}
+
+int64_t qkf_bn_lif_forward(float *s, const float *x, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, const float *bias, const float *alpha,
+                           const float *shift, float *v_rec, float *h_rec)
 {
     int64_t F = (int64_t)T * B, total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
@@ -13,6 +23,9 @@ int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, in
         const float *xc = x + (int64_t)c * xF * N;
         float *sc = s + (int64_t)c * F * N;
         int nb = tb_compat ? 1 : B; /* independent membranes per (c, n) */
+        const int fused = alpha != NULL;
+        const float bc = bias ? bias[c] : 0.0f, ac = fused ? alpha[c] : 1.0f,
+                    sc_ = fused ? shift[c] : 0.0f;
         for (int b = 0; b < nb; b++)
             for (int n0 = 0; n0 < N; n0 += TILE) {
                 int nn = N - n0 < TILE ? N - n0 : TILE;
@@ -25,6 +38,22 @@ int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, in
                     const float *xt = xc + fx * N + n0;
                     float *st = sc + f * N + n0;
                     int64_t off = ((int64_t)c * F + f) * N + n0;
+                    float xin[TILE];
+                    if (fused) {
+                        /* (raw + b) * a + s, rounded step by step as qkf_bias_bn_forward does */
+                        if (bias)
+                            for (int i = 0; i < nn; i++) {
+                                float tmp = xt[i] + bc;
+                                tmp = tmp * ac;
+                                xin[i] = tmp + sc_;
+                            }
+                        else
+                            for (int i = 0; i < nn; i++) {
+                                float tmp = xt[i] * ac;
+                                xin[i] = tmp + sc_;
+                            }
+                        xt = xin;
+                    }
                     for (int i = 0; i < nn; i++) {
                         float h = v[i] + (xt[i] - v[i]) / 2.0f;
                         float spike = h >= vth ? 1.0f : 0.0f;

@@ -22,6 +22,10 @@ struct qkf_dense {
     int64_t col_cap;
     int B; /* batch of the last forward */
     double *op_time; /* seconds per op, accumulated, when profiling */
+    /* Eval BatchNorm folded per conv op (alpha, shift: [cout] each, NULL for other ops). Convs
+     * without a MaxPool leave the raw GEMM output and their LIF applies bias + BN on the fly. */
+    float **bn_alpha, **bn_shift;
+    int *fuse; /* op index -> 1 if this CONV's BN is applied by the following LIF */
 };
 
 void qkf_set_threads(int n)
@@ -134,6 +138,24 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
     e->prepool = qkf_malloc((size_t)(prepool + 1) * sizeof(float));
     e->ssa_scratch = qkf_malloc((size_t)(ssa + 1) * sizeof(float));
     e->feat = qkf_malloc((size_t)max_batch * g->cfg.embed_dims * sizeof(float));
+    e->bn_alpha = qkf_calloc((size_t)g->n_ops, sizeof(float *));
+    e->bn_shift = qkf_calloc((size_t)g->n_ops, sizeof(float *));
+    e->fuse = qkf_calloc((size_t)g->n_ops, sizeof(int));
+    const float *P = m->params.data;
+    const qkf_param *pp = m->params.p;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        if (op->kind != QKF_OP_CONV)
+            continue;
+        e->bn_alpha[i] = qkf_malloc((size_t)op->cout * sizeof(float));
+        e->bn_shift[i] = qkf_malloc((size_t)op->cout * sizeof(float));
+        qkf_bn_fold(op->cout, P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                    P + pp[op->p_bn_mean].offset, P + pp[op->p_bn_var].offset, e->bn_alpha[i],
+                    e->bn_shift[i]);
+        /* the graph always puts a conv's LIF right after it; KEEP_ALL keeps currents post-BN */
+        e->fuse[i] = !op->pool && !(flags & QKF_DENSE_KEEP_ALL) && i + 1 < g->n_ops &&
+                     g->ops[i + 1].kind == QKF_OP_LIF && g->ops[i + 1].in0 == op->out;
+    }
     if (flags & QKF_DENSE_RECORD_VH) {
         e->lif_v = qkf_calloc((size_t)g->n_lif, sizeof(float *));
         e->lif_h = qkf_calloc((size_t)g->n_lif, sizeof(float *));
@@ -166,6 +188,13 @@ void qkf_dense_free(qkf_dense *e)
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
     qkf_free(e->op_time);
+    for (int i = 0; i < e->g.n_ops; i++) {
+        qkf_free(e->bn_alpha[i]);
+        qkf_free(e->bn_shift[i]);
+    }
+    qkf_free(e->bn_alpha);
+    qkf_free(e->bn_shift);
+    qkf_free(e->fuse);
     qkf_graph_free(&e->g);
     qkf_free(e);
 }
@@ -234,6 +263,8 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
             float *dst = op->pool ? e->prepool : T_(e, op->out);
             qkf_conv_forward(dst, T_(e, op->in0), P + pp[op->p_w].offset, (int)F, op->cin, x->h,
                              x->w, op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            if (e->fuse[i])
+                break; /* bias + BN applied by the LIF that follows */
             qkf_bias_bn_forward(dst, op->cout, F * ho * wo,
                                 op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
                                 P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
@@ -245,8 +276,17 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         case QKF_OP_LIF: {
             float *v = e->lif_v ? e->lif_v[op->lif_index] : NULL;
             float *h = e->lif_h ? e->lif_h[op->lif_index] : NULL;
-            int64_t n = qkf_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N,
-                                        x->static_t, op->vth, op->tb_compat, v, h);
+            int64_t n;
+            if (i > 0 && e->fuse[i - 1]) {
+                const qkf_op *cv = &g->ops[i - 1];
+                n = qkf_bn_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N,
+                                       x->static_t, op->vth, op->tb_compat,
+                                       cv->p_b >= 0 ? P + pp[cv->p_b].offset : NULL,
+                                       e->bn_alpha[i - 1], e->bn_shift[i - 1], v, h);
+            } else {
+                n = qkf_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N, x->static_t,
+                                    op->vth, op->tb_compat, v, h);
+            }
             if (spike_count)
                 spike_count[op->lif_index] += n;
             break;

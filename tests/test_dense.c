@@ -159,3 +159,39 @@ Test(dense, thread_count_independent)
     qkf_dense_free(e);
     qkf_model_free(&m);
 }
+
+/* The production engine fuses bias + BatchNorm into the LIF input read; the KEEP_ALL engine used
+ * above applies them as a separate pass. Both must give bit-identical logits and spike counts. */
+Test(dense, fused_bn_lif_is_bit_identical)
+{
+    const char *names[] = {"cifar_small", "imagenet_small", "dvs128_small"};
+    for (int k = 0; k < 3; k++) {
+        char wpath[512], rpath[512];
+        snprintf(wpath, sizeof wpath, "%s/%s.weights.h5", QKF_FIXTURE_DIR, names[k]);
+        snprintf(rpath, sizeof rpath, "%s/%s.ref.h5", QKF_FIXTURE_DIR, names[k]);
+        qkf_model m;
+        memset(&m, 0, sizeof m);
+        cr_assert_eq(qkf_ckpt_load(wpath, &m), 0, "%s", qkf_last_error());
+        float *x;
+        int nd;
+        int64_t sh[5];
+        cr_assert_eq(qkf_h5_read_f32(rpath, "input", &x, &nd, sh), 0);
+        int B = (int)sh[0], K = m.cfg.num_classes;
+        qkf_dense *a = qkf_dense_create(&m, B, 0), *b = qkf_dense_create(&m, B, QKF_DENSE_KEEP_ALL);
+        int nl = qkf_dense_graph(a)->n_lif;
+        float *la = qkf_malloc((size_t)B * K * sizeof(float)), *lb = qkf_malloc((size_t)B * K * sizeof(float));
+        int64_t *ca = qkf_calloc((size_t)nl, sizeof(int64_t)), *cb = qkf_calloc((size_t)nl, sizeof(int64_t));
+        cr_assert_eq(qkf_dense_forward(a, x, B, la, ca), 0);
+        cr_assert_eq(qkf_dense_forward(b, x, B, lb, cb), 0);
+        cr_expect_eq(memcmp(la, lb, (size_t)B * K * sizeof(float)), 0, "%s logits", names[k]);
+        cr_expect_eq(memcmp(ca, cb, (size_t)nl * sizeof(int64_t)), 0, "%s spike counts", names[k]);
+        qkf_free(la);
+        qkf_free(lb);
+        qkf_free(ca);
+        qkf_free(cb);
+        qkf_free(x);
+        qkf_dense_free(a);
+        qkf_dense_free(b);
+        qkf_model_free(&m);
+    }
+}
