@@ -66,10 +66,12 @@ static void run_fixture(const char *name, int tb, int threads, fixture_result *r
         cr_assert_eq(rnd, 3, "%s rank", key);
         cr_assert(rs[0] == T && rs[1] == B && rs[2] == n, "%s shape [%lld,%lld,%lld], want [%d,%d,%lld]",
                   key, (long long)rs[0], (long long)rs[1], (long long)rs[2], T, B, (long long)n);
+        /* membranes are stored for the base fixtures only (the derived ones stay small) */
         float *vref = NULL;
         int64_t vs[5];
         snprintf(key, sizeof key, "v/%s", op->name);
-        cr_assert_eq(qkf_h5_read_f32(rpath, key, &vref, &rnd, vs), 0, "%s", qkf_last_error());
+        if (qkf_h5_has(rpath, key) == 1)
+            cr_assert_eq(qkf_h5_read_f32(rpath, key, &vref, &rnd, vs), 0, "%s", qkf_last_error());
         const float *s = qkf_dense_tensor(e, op->out);
         const float *v = qkf_dense_lif_v(e, l);
         int64_t flips = 0;
@@ -87,9 +89,11 @@ static void run_fixture(const char *name, int tb, int threads, fixture_result *r
                                         op->name, ti, b, (long long)j);
                         flips++;
                     }
-                    double d = fabs((double)v[(c * F + f) * N + tok] -
-                                    (double)vref[((int64_t)ti * B + b) * n + j]);
-                    verr = d > verr ? d : verr;
+                    if (vref) {
+                        double d = fabs((double)v[(c * F + f) * N + tok] -
+                                        (double)vref[((int64_t)ti * B + b) * n + j]);
+                        verr = d > verr ? d : verr;
+                    }
                 }
         res->neurons += n * T * B;
         if (!flipped_before && flips == 0 && verr > res->max_v_err)
