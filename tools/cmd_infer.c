@@ -7,12 +7,13 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
+#include "../sim/sched.h"
 #include "cli.h"
 
 static void help(void)
 {
-    printf("usage: qkf infer --weights W.h5 --input X.h5 --output Y.h5 [--mode dense]\n"
-           "                 [--threads N] [--batch N] [--tb-compat] [--quiet]\n"
+    printf("usage: qkf infer --weights W.h5 --input X.h5 --output Y.h5 [--mode dense|event]\n"
+           "                 [--cross-check] [--threads N] [--batch N] [--tb-compat] [--quiet]\n"
            "\n"
            "Reads dataset 'input' from X.h5: float32 [B,C,H,W] images (cifar, imagenet) or\n"
            "[B,T,C,H,W] frames (dvs128, cifar10dvs); other datasets are ignored. The input size may\n"
@@ -24,7 +25,13 @@ static void help(void)
            "  firing_rate/<layer>   float64, spike_count / (T * B * neurons)\n"
            "Layers are named by their official module path (stage1.0.tssa.q_lif, ...).\n"
            "\n"
-           "  --mode dense     the dense engine (every neuron, GEMM convolutions)\n"
+           "  --mode dense     the dense engine (every neuron, GEMM convolutions; default)\n"
+           "  --mode event     the event-driven engine (work only where spikes arrive; frames of\n"
+           "                   dvs models must hold event counts); same datasets\n"
+           "  --cross-check    run both engines; report the first (step, layer, sample, neuron)\n"
+           "                   where their spikes differ, or \"engines agree\"; outputs come\n"
+           "                   from --mode. Fails if a difference is not a rounding flip at a\n"
+           "                   threshold (default batch 4: both engines keep every tensor)\n"
            "  --threads N      OpenMP and BLAS threads (default: all cores)\n"
            "  --batch N        samples per forward pass (default 32)\n"
            "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
@@ -59,7 +66,7 @@ int cmd_infer(int argc, char **argv)
     qkf_args a = {argc, argv, 1, "infer"};
     const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
     long threads = 0, batch = 32;
-    int tb = 0, quiet = 0, r;
+    int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -79,6 +86,7 @@ int cmd_infer(int argc, char **argv)
         if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
                 return qkf_cli_fail("infer");
+            batch_given = 1;
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -89,6 +97,10 @@ int cmd_infer(int argc, char **argv)
             quiet = 1;
             continue;
         }
+        if (qkf_flag(&a, "--cross-check")) {
+            xcheck = 1;
+            continue;
+        }
         qkf_set_error("unexpected argument '%s' (qkf infer --help)", argv[a.i]);
         return qkf_cli_fail("infer");
     }
@@ -96,19 +108,27 @@ int cmd_infer(int argc, char **argv)
         qkf_set_error("--weights, --input and --output are required");
         return qkf_cli_fail("infer");
     }
-    if (strcmp(mode, "dense") != 0) {
-        qkf_set_error("option --mode: '%s' is not a known engine (dense)", mode);
+    int event = strcmp(mode, "event") == 0;
+    if (!event && strcmp(mode, "dense") != 0) {
+        qkf_set_error("option --mode: '%s' is not a known engine (dense or event)", mode);
         return qkf_cli_fail("infer");
     }
+    if (xcheck && !batch_given)
+        batch = 4;
     if (threads)
         qkf_set_threads((int)threads);
 
     int rc = 1;
     qkf_model m;
     memset(&m, 0, sizeof m);
-    float *x = NULL, *logits = NULL;
+    float *x = NULL, *logits = NULL, *other = NULL;
     int64_t *counts = NULL, *pred = NULL;
     qkf_dense *e = NULL;
+    qkf_sched *ev = NULL;
+    qkf_xcheck first;
+    memset(&first, 0, sizeof first);
+    first.layer = -1;
+    int64_t xc_spikes = 0, xc_mismatches = 0, first_sample = 0;
     qkf_h5out *o = NULL;
     int ndim;
     int64_t shape[5];
@@ -154,22 +174,46 @@ int cmd_infer(int argc, char **argv)
         m.cfg.T = (int)shape[1];
     }
     int nb = (int)(B < batch ? B : batch);
-    e = qkf_dense_create(&m, nb, tb ? QKF_DENSE_TB_COMPAT : 0);
-    if (!e)
-        goto done;
-    const qkf_graph *g = qkf_dense_graph(e);
+    if (!event || xcheck) {
+        int fl = (tb ? QKF_DENSE_TB_COMPAT : 0) |
+                 (xcheck ? QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH : 0);
+        if (!(e = qkf_dense_create(&m, nb, fl)))
+            goto done;
+    }
+    if (event || xcheck) {
+        int fl = (tb ? QKF_SCHED_TB_COMPAT : 0) | (xcheck ? QKF_SCHED_RECORD : 0);
+        if (!(ev = qkf_sched_create(&m, nb, fl)))
+            goto done;
+    }
+    const qkf_graph *g = e ? qkf_dense_graph(e) : qkf_sched_graph(ev);
     int K = m.cfg.num_classes;
     logits = qkf_malloc((size_t)(B * K) * sizeof(float));
+    other = qkf_malloc((size_t)(nb * K) * sizeof(float));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
     pred = qkf_malloc((size_t)B * sizeof(int64_t));
     int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
-    double t0 = qkf_now();
+    double dt = 0.0;
     for (int64_t b0 = 0; b0 < B; b0 += nb) {
         int n = (int)(B - b0 < nb ? B - b0 : nb);
-        if (qkf_dense_forward(e, x + b0 * per, n, logits + b0 * K, counts))
+        /* the engine of --mode writes the outputs; the other one (cross-check) only compares */
+        double t0 = qkf_now();
+        if (event ? qkf_sched_forward(ev, x + b0 * per, n, logits + b0 * K, counts)
+                  : qkf_dense_forward(e, x + b0 * per, n, logits + b0 * K, counts))
             goto done;
+        dt += qkf_now() - t0;
+        if (!xcheck)
+            continue;
+        if (event ? qkf_dense_forward(e, x + b0 * per, n, other, NULL)
+                  : qkf_sched_forward(ev, x + b0 * per, n, other, NULL))
+            goto done;
+        qkf_xcheck xc;
+        if (qkf_sched_compare(ev, e, n, &xc))
+            goto done;
+        xc_spikes += xc.spikes;
+        if (xc.mismatches && first.layer < 0)
+            first = xc, first_sample = b0 + xc.b;
+        xc_mismatches += xc.mismatches;
     }
-    double dt = qkf_now() - t0;
     for (int64_t b = 0; b < B; b++) {
         int best = 0;
         for (int k = 1; k < K; k++)
@@ -216,6 +260,27 @@ int cmd_infer(int argc, char **argv)
         qkf_print_rates(g, counts, B);
         printf("\nwrote %s\n", output);
     }
+    if (xcheck) {
+        if (xc_mismatches == 0) {
+            printf("engines agree: %lld spikes\n", (long long)xc_spikes);
+        } else {
+            const char *ln = g->ops[g->lif_ops[first.layer]].name;
+            int near = first.has_h && fabsf(first.h - first.vth) <= 1e-5f;
+            printf("engines differ in %lld of %lld spikes; first at layer %s, t=%d, sample %lld, "
+                   "neuron %lld (dense %s, h = %.9g, threshold %g)%s\n",
+                   (long long)xc_mismatches, (long long)xc_spikes, ln, first.t,
+                   (long long)first_sample, (long long)first.neuron,
+                   first.dense_spike ? "spikes" : "silent", (double)first.h, (double)first.vth,
+                   near ? ": a rounding flip at the threshold, which then propagates" : "");
+            if (!near) {
+                qkf_set_error("engines differ at layer %s, t=%d, sample %lld, neuron %lld, away "
+                              "from the threshold (h = %.9g)",
+                              ln, first.t, (long long)first_sample, (long long)first.neuron,
+                              (double)first.h);
+                goto done;
+            }
+        }
+    }
     rc = 0;
 done:
     if (rc)
@@ -223,8 +288,10 @@ done:
     if (o)
         qkf_h5out_abort(o);
     qkf_dense_free(e);
+    qkf_sched_free(ev);
     qkf_free(x);
     qkf_free(logits);
+    qkf_free(other);
     qkf_free(counts);
     qkf_free(pred);
     qkf_model_free(&m);

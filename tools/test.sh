@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
 JOBS=${JOBS:-2}
+# Test processes run side by side: spinning OpenMP workers would steal each other's cores.
+export OMP_WAIT_POLICY=passive
 
 echo "== release build (-Werror)"
 cmake -S . -B build -DQKF_WERROR=ON >/dev/null

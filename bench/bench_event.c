@@ -1,0 +1,270 @@
+/* qkf bench event: the event-driven engine against the dense engine, in one run, on a model
+ * whose BatchNorms are calibrated to realistic firing rates (sim/stats.c qkf_stats_calibrate):
+ * event vs dense time at batch 1 and 8 with a median ~10% rate, and a curve of event time
+ * against the average firing rate (1, 5, 10, 20, 40% by default), with the achieved
+ * accumulates per second. Default model: the cifar10 preset (HST-4-384, T = 4). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../sim/dense.h"
+#include "../sim/sched.h"
+#include "../sim/stats.h"
+#include "../tools/cli.h"
+
+int qkf_bench_event(int argc, char **argv);
+
+static void help(void)
+{
+    printf(
+        "usage: qkf bench event [--variant NAME | --weights W.h5] [--batch 1,8]\n"
+        "                       [--rates 0.01,0.05,0.1,0.2,0.4] [--rate 0.1] [--threads N]\n"
+        "                       [--seconds S] [--seed N]\n"
+        "\n"
+        "Calibrates every BatchNorm so its LIF fires at about --rate (per channel spread), then\n"
+        "times the dense and the event engine on the same input at each batch size, and the\n"
+        "event engine at batch 1 for each rate of --rates. Reports time per sample, the ratio,\n"
+        "the measured firing rates, and accumulates per second (event) against the machine's\n"
+        "add throughput (about 2 cores x 32 float adds per cycle).\n");
+}
+
+/* CPU seconds of the whole process (all threads): on a shared machine, time spent running
+ * rather than waiting for a core. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Mean wall seconds per forward of B samples over at least `seconds` (and 3 runs); *cpu gets
+ * the mean CPU seconds. */
+static double time_dense(qkf_dense *d, const float *x, int B, float *logits, double seconds,
+                         double *cpu)
+{
+    qkf_dense_forward(d, x, B, logits, NULL); /* warm-up */
+    int it = 0;
+    double t0 = qkf_now(), c0 = cpu_now();
+    while (qkf_now() - t0 < seconds || it < 3) {
+        qkf_dense_forward(d, x, B, logits, NULL);
+        it++;
+    }
+    *cpu = (cpu_now() - c0) / it;
+    return (qkf_now() - t0) / it;
+}
+
+static double time_event(qkf_sched *e, const float *x, int B, float *logits, double seconds,
+                         double *cpu)
+{
+    qkf_sched_forward(e, x, B, logits, NULL); /* warm-up */
+    qkf_stats_reset(qkf_sched_stats(e));
+    int it = 0;
+    double t0 = qkf_now(), c0 = cpu_now();
+    while (qkf_now() - t0 < seconds || it < 3) {
+        qkf_sched_forward(e, x, B, logits, NULL);
+        it++;
+    }
+    *cpu = (cpu_now() - c0) / it;
+    return (qkf_now() - t0) / it;
+}
+
+/* Average firing rate over all LIF neurons and the median of the layers' rates. */
+static void rates(const qkf_stats *s, double *avg, double *median)
+{
+    double sp = 0, ne = 0, r[1024];
+    int n = 0;
+    for (int i = 0; i < s->n_nodes && n < 1024; i++) {
+        if (s->node[i].neurons <= 0)
+            continue;
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        double den = (double)s->node[i].neurons * s->T * (double)s->samples;
+        sp += (double)w.out_spikes, ne += den;
+        r[n++] = (double)w.out_spikes / den;
+    }
+    for (int i = 1; i < n; i++) /* insertion sort: a few dozen layers */
+        for (int j = i; j > 0 && r[j - 1] > r[j]; j--) {
+            double t = r[j];
+            r[j] = r[j - 1], r[j - 1] = t;
+        }
+    *avg = ne > 0 ? sp / ne : 0.0;
+    *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
+}
+
+static int parse_list(const char *s, double *v, int cap, double lo, double hi, const char *opt)
+{
+    int n = 0;
+    const char *p = s;
+    while (*p && n < cap) {
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p || !(x >= lo && x <= hi))
+            return qkf_set_error("option %s: '%s' is not a list of numbers in [%g, %g]", opt, s, lo,
+                                 hi);
+        v[n++] = x;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return qkf_set_error("option %s: '%s' is not a comma-separated list", opt, s);
+    }
+    if (n == 0)
+        return qkf_set_error("option %s: empty list", opt);
+    return n;
+}
+
+static float *make_input(const qkf_config *c, int B, uint64_t seed)
+{
+    int frames = qkf_config_is_frames(c);
+    int64_t per = (int64_t)c->in_channels * c->img_size * c->img_size * (frames ? c->T : 1);
+    float *x = qkf_malloc((size_t)(per * B) * sizeof(float));
+    qkf_rng r;
+    qkf_rng_seed(&r, seed);
+    for (int64_t i = 0; i < per * B; i++) {
+        if (frames) { /* event counts, mostly 0 */
+            float u = qkf_rng_uniform(&r);
+            x[i] = u < 0.7f ? 0.0f : u < 0.9f ? 1.0f : u < 0.97f ? 2.0f : 3.0f;
+        } else {
+            x[i] = qkf_rng_normal(&r);
+        }
+    }
+    return x;
+}
+
+int qkf_bench_event(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "bench event"};
+    const char *weights = NULL, *variant = "cifar10", *batches = "1,8";
+    const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *v;
+    long threads = 2, seed = 1;
+    double seconds = 2.0, rate = 0.1;
+    int r;
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            help();
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
+            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--rates", &rate_list))) {
+            if (r < 0)
+                return qkf_cli_fail("bench event");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
+                return qkf_cli_fail("bench event");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--seed", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--seed", v, 0, 1L << 30, &seed))
+                return qkf_cli_fail("bench event");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--seconds", &v)) != 0) {
+            if (r < 0 || qkf_parse_float("--seconds", v, 0.01, 3600, &seconds))
+                return qkf_cli_fail("bench event");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--rate", &v)) != 0) {
+            if (r < 0 || qkf_parse_float("--rate", v, 0.001, 0.6, &rate))
+                return qkf_cli_fail("bench event");
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s' (qkf bench event --help)", argv[a.i]);
+        return qkf_cli_fail("bench event");
+    }
+    double bl[16], rl[16];
+    int nb = parse_list(batches, bl, 16, 1, 4096, "--batch");
+    int nr = nb < 0 ? -1 : parse_list(rate_list, rl, 16, 0.001, 0.6, "--rates");
+    if (nb < 0 || nr < 0)
+        return qkf_cli_fail("bench event");
+    qkf_set_threads((int)threads);
+
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    if (weights) {
+        if (qkf_ckpt_load(weights, &m))
+            return qkf_cli_fail("bench event");
+    } else {
+        if (qkf_config_preset(variant, &m.cfg) || qkf_params_build(&m.cfg, &m.params))
+            return qkf_cli_fail("bench event");
+        qkf_params_init(&m.cfg, &m.params, (uint64_t)seed);
+    }
+    int maxb = 1;
+    for (int i = 0; i < nb; i++)
+        maxb = (int)bl[i] > maxb ? (int)bl[i] : maxb;
+    float *x = make_input(&m.cfg, maxb, (uint64_t)seed + 100);
+    float *logits = qkf_malloc((size_t)maxb * m.cfg.num_classes * sizeof(float));
+    float *saved = qkf_malloc((size_t)m.params.total * sizeof(float));
+    memcpy(saved, m.params.data, (size_t)m.params.total * sizeof(float));
+    int rc = 1;
+
+    printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample\n",
+           weights ? weights : variant, m.cfg.T, (int)threads);
+    double t0 = qkf_now();
+    if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
+        goto done;
+    printf("calibration to rate %.3f: %.1f s\n\n", rate, qkf_now() - t0);
+    printf("wall time per sample (cpu: CPU time of all threads, robust on a busy machine)\n");
+    printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s\n", "batch", "dense ms", "event ms",
+           "speedup", "dense cpu", "event cpu", "cpu x", "avg rate", "median", "G acc/s",
+           "of peak");
+    for (int i = 0; i < nb; i++) {
+        int B = (int)bl[i];
+        qkf_dense *d = qkf_dense_create(&m, B, 0);
+        qkf_sched *e = d ? qkf_sched_create(&m, B, 0) : NULL;
+        if (!e) {
+            qkf_dense_free(d);
+            goto done;
+        }
+        double cd, ce;
+        double td = time_dense(d, x, B, logits, seconds, &cd) / B;
+        double te = time_event(e, x, B, logits, seconds, &ce) / B;
+        cd /= B, ce /= B;
+        qkf_stats *s = qkf_sched_stats(e);
+        qkf_work tot = qkf_stats_step_total(s, -1);
+        double avg, med;
+        rates(s, &avg, &med);
+        double acs = (double)tot.acs / (double)s->samples / te;
+        /* peak: 2 cores x 32 float adds per cycle at ~3.5 GHz (PERF-NOTES.md) */
+        double peak = (double)threads * 32.0 * 3.5e9;
+        printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
+               td * 1e3, te * 1e3, td / te, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
+               acs * 1e-9, 100 * acs / peak);
+        qkf_sched_free(e);
+        qkf_dense_free(d);
+    }
+
+    printf("\nevent time against firing rate (batch 1):\n");
+    printf("%8s %9s %9s %12s %12s %10s %10s %9s %9s\n", "target", "avg rate", "median",
+           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "ns/kacc");
+    for (int i = 0; i < nr; i++) {
+        memcpy(m.params.data, saved, (size_t)m.params.total * sizeof(float));
+        if (qkf_stats_calibrate(&m, x, 1, rl[i], 0.5, 0, (uint64_t)seed))
+            goto done;
+        qkf_sched *e = qkf_sched_create(&m, 1, 0);
+        if (!e)
+            goto done;
+        double ce;
+        double te = time_event(e, x, 1, logits, seconds, &ce);
+        qkf_stats *s = qkf_sched_stats(e);
+        qkf_work tot = qkf_stats_step_total(s, -1);
+        double avg, med;
+        rates(s, &avg, &med);
+        double acc = (double)tot.acs / (double)s->samples;
+        printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %9.2f\n", 100 * rl[i],
+               100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc, te * 1e3,
+               ce * 1e3, acc / te * 1e-9, te * 1e12 / acc);
+        qkf_sched_free(e);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("bench event");
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_free(saved);
+    qkf_model_free(&m);
+    return rc;
+}

@@ -1,0 +1,1080 @@
+/* Event-driven engine: a discrete-time scheduler over the model graph.
+ *
+ * Nodes. Each graph op is a node, except that a conv and the LIF right after it form one node
+ * (conv -> folded BN -> pool -> LIF). Kinds (sim/stats.h): encode, conv, qk_sum, attn_lif, mask,
+ * ssa, add, readout.
+ *
+ * Order. for t in 0..T-1: every node in graph order, each node stepping all samples of the batch
+ * (a node never looks at another sample, so this is the same as running the samples one after
+ * the other, and it keeps the node's weights in cache across the batch). Neurons of one token
+ * are stepped sample after sample in order b = 0, 1, ..., which is exactly the official T*B
+ * time axis when a layer's membrane is shared across samples (tb_compat SSA proj_lif).
+ *
+ * Data. Spike and count tensors travel as qkf_events (kernels/spike.h), grouped by token, sample
+ * b's token n at index b*N + n. Currents are token-major floats [B][N][C]; membranes [B][N][C]
+ * (one [N][C] with tb_compat). Weights are folded with BatchNorm once at creation,
+ * W' = W * alpha, b' = b * alpha + shift (qkf_bn_fold), and re-laid [Cin][ky][kx][Cout] so one
+ * event reads contiguous rows. A conv computes each output token as the sum of the weight rows
+ * of the events in its receptive field (the gather form of "each event adds its row to its
+ * targets": the same adds, accumulators held in registers), starting from the bias (added once
+ * per step); the LIF runs on the finished row while it is in L1. When a conv's weights would not
+ * fit in L2, output channels are processed in blocks of 64 over all tokens (each block's
+ * weights stored contiguously, [Cin][ky][kx][64]), so a block's weights stay cached while it is
+ * used, and the LIF runs in a second pass.
+ *
+ * The encoding conv (a real-valued static image) is dense: the dense engine's own kernels (sgemm,
+ * then bias + BatchNorm exactly as dense computes it) run once per sample before the time loop,
+ * so its currents, and the first layer's spikes, equal the dense engine's bit for bit.
+ *
+ * Threads. One OpenMP region spans the whole forward; nodes split output tokens (or heads)
+ * statically. Each output is computed by one thread in a fixed order and every counter is an
+ * integer, so nothing depends on the thread count. Producers publish the events and spikes of
+ * their output per step for their consumers' statistics. Nothing is allocated after creation. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../kernels/base.h"
+#include "../kernels/kernels.h"
+#include "../kernels/spike.h"
+#include "sched.h"
+
+#define SLAB_BYTES (1 << 20) /* conv weights above this are processed in channel blocks */
+#define BLOCK 64             /* output channels per block */
+
+typedef struct {
+    qkf_node_kind kind;
+    const qkf_op *op;  /* the graph op */
+    const qkf_op *lif; /* LIF op whose spikes this node emits (conv: the fused one), or NULL */
+    int stat;          /* row in the statistics table */
+    int in0, in1, in2; /* input tensors */
+    int out;           /* output tensor: the LIF's for conv nodes */
+    int cin, cout, k, stride, pad, pool;
+    int h, w;   /* input grid */
+    int ho, wo; /* conv output grid (before pooling) */
+    int C, N;   /* output channels and tokens (LIF / attention nodes) */
+    int bw;     /* conv: output channels per block (cout: one pass, LIF fused); the weights of
+                   block j are contiguous, [Cin][k][k][width of block j], at wt + j*Cin*k*k*bw */
+    int heads, d;
+    float vth;
+    int or_rule; /* attention LIF on integer counts: fires iff count >= 1 */
+    int tb;      /* one membrane for all samples (tb_compat) */
+    float *wt, *bias;
+    float *v;       /* membranes [max_batch][N][C] ([N][C] with tb) */
+    float *pre;     /* conv currents before pooling / LIF [max_batch][ho*wo][cout] */
+    float *enc;     /* encoding: currents [max_batch][N][C] */
+    float *kv;      /* SSA: [max_batch][heads][d][d] */
+    uint8_t *fired; /* QKCA mask: [max_batch][C] */
+} node;
+
+typedef struct {
+    qkf_spike_seg seg[9];
+    float *row;
+    qkf_work *hw; /* per-head partial counters [heads_max] */
+    char pad[64];
+} scratch;
+
+struct qkf_sched {
+    const qkf_model *m;
+    qkf_graph g;
+    qkf_stats st;
+    int max_batch, flags, nthreads, T;
+    int n_nodes;
+    node *nodes;
+    qkf_events *ev; /* [n_tensors], N = max_batch * tokens; ch == NULL: not an event tensor */
+    float **cur;    /* [n_tensors]: currents [max_batch][N][C] of qk_sum and ssa outputs */
+    int64_t *tev;   /* [n_tensors][T][2]: events, spikes published by producers */
+    scratch *scr;
+    uint8_t **rec;       /* [n_lif]: [T][B][n] with RECORD */
+    int64_t *lif_spikes; /* [n_lif] spikes of the current forward */
+    int64_t *ro;         /* readout event counts [max_batch][T][C] */
+    float *feat;         /* readout features [C] */
+    float *enc_in, *enc_buf, *enc_pool, *enc_col;
+    int64_t enc_col_cap;
+    int B;
+    const float *input;
+};
+
+static void publish(qkf_sched *e, int tensor, int t, int64_t events, int64_t spikes)
+{
+    int64_t *p = e->tev + ((int64_t)tensor * e->T + t) * 2;
+    if (events) {
+#pragma omp atomic
+        p[0] += events;
+    }
+    if (spikes) {
+#pragma omp atomic
+        p[1] += spikes;
+    }
+}
+
+static void add_work(qkf_work *dst, const qkf_work *src)
+{
+    if (src->in_events) {
+#pragma omp atomic
+        dst->in_events += src->in_events;
+    }
+    for (int k = 0; k < 3; k++)
+        if (src->in_spikes[k]) {
+#pragma omp atomic
+            dst->in_spikes[k] += src->in_spikes[k];
+        }
+    if (src->out_spikes) {
+#pragma omp atomic
+        dst->out_spikes += src->out_spikes;
+    }
+    if (src->acs) {
+#pragma omp atomic
+        dst->acs += src->acs;
+    }
+    if (src->macs) {
+#pragma omp atomic
+        dst->macs += src->macs;
+    }
+}
+
+/* Input statistics of a node from its producers' published totals (one thread; the fields it
+ * writes are written by no other thread). */
+static void count_inputs(qkf_sched *e, const node *nd, int t)
+{
+    qkf_work *w = qkf_stats_at(&e->st, nd->stat, t);
+    int ins[3] = {nd->in0, nd->in1, nd->in2};
+    for (int k = 0; k < 3; k++)
+        if (ins[k] >= 0 && e->ev[ins[k]].ch) {
+            const int64_t *p = e->tev + ((int64_t)ins[k] * e->T + t) * 2;
+            w->in_events += p[0];
+            w->in_spikes[k] += p[1];
+        }
+}
+
+static void flush_heads(qkf_sched *e, const node *nd, scratch *s, int t)
+{
+    for (int h = 0; h < nd->heads; h++)
+        add_work(qkf_stats_head(&e->st, nd->stat, h, t), &s->hw[h]);
+}
+
+static void clear_heads(const node *nd, scratch *s)
+{
+    memset(s->hw, 0, (size_t)nd->heads * sizeof *s->hw);
+}
+
+/* Spikes of LIF node nd emitted for sample b, token tok: kept with QKF_SCHED_RECORD. */
+static void record(qkf_sched *e, const node *nd, int t, int b, int tok, const uint16_t *ch, int n)
+{
+    if (!e->rec || n == 0)
+        return;
+    int64_t nper = (int64_t)nd->C * nd->N;
+    uint8_t *r = e->rec[nd->lif->lif_index] + ((int64_t)t * e->B + b) * nper + tok;
+    for (int i = 0; i < n; i++)
+        r[(int64_t)ch[i] * nd->N] = 1;
+}
+
+static void finish_lif(qkf_sched *e, const node *nd, int t, int64_t spikes)
+{
+    if (spikes) {
+#pragma omp atomic
+        e->lif_spikes[nd->lif->lif_index] += spikes;
+    }
+    publish(e, nd->out, t, spikes, spikes);
+}
+
+static float *membrane(const node *nd, int b)
+{
+    return nd->tb ? nd->v : nd->v + (int64_t)b * nd->N * nd->C;
+}
+
+/* One LIF row of node nd (sample b, output token p) from currents x; emits its events. */
+static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const float *x)
+{
+    qkf_events *out = &e->ev[nd->out];
+    int64_t tok = (int64_t)b * nd->N + p;
+    uint16_t *ch = out->ch + tok * nd->C;
+    int ns = qkf_spike_lif_row(ch, membrane(nd, b) + (int64_t)p * nd->C, x, nd->C, nd->vth);
+    out->len[tok] = ns;
+    record(e, nd, t, b, p, ch, ns);
+    return ns;
+}
+
+/* ---- nodes ------------------------------------------------------------------------------------
+ */
+
+/* Receptive field of output position p (pre-pool grid) of sample b: one segment per kernel
+ * position that has events, in (ky, kx) order. Row of (channel c, ky, kx) in a block of width
+ * `pitch`: c * k*k*pitch + (ky*k + kx) * pitch. */
+static int conv_segs(const node *nd, const qkf_events *in, int b, int p, int pitch,
+                     qkf_spike_seg *seg)
+{
+    int oy = p / nd->wo, ox = p % nd->wo, ns = 0;
+    int64_t tok0 = (int64_t)b * nd->h * nd->w;
+    for (int ky = 0; ky < nd->k; ky++) {
+        int iy = oy * nd->stride - nd->pad + ky;
+        if (iy < 0 || iy >= nd->h)
+            continue;
+        for (int kx = 0; kx < nd->k; kx++) {
+            int ix = ox * nd->stride - nd->pad + kx;
+            if (ix < 0 || ix >= nd->w)
+                continue;
+            int64_t tok = tok0 + (int64_t)iy * nd->w + ix;
+            int len = in->len[tok];
+            if (!len)
+                continue;
+            seg[ns].ch = in->ch + tok * in->C;
+            seg[ns].cnt = in->cnt ? in->cnt + tok * in->C : NULL;
+            seg[ns].n = len;
+            seg[ns].base = (ky * nd->k + kx) * pitch;
+            ns++;
+        }
+    }
+    return ns;
+}
+
+static void conv_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    const qkf_events *in = &e->ev[nd->in0];
+    int B = e->B, C = nd->cout, P = nd->ho * nd->wo;
+    int32_t stride = nd->k * nd->k * C;
+    int64_t acs = 0, spikes = 0;
+#pragma omp master
+    count_inputs(e, nd, t);
+    if (!nd->pool && nd->bw == C) { /* one pass: gather a row, step its LIF while in L1 */
+#pragma omp for schedule(static) nowait
+        for (int p = 0; p < P; p++)
+            for (int b = 0; b < B; b++) {
+                /* the membrane row this token's LIF will read: fetch it during the gather */
+                const char *vn = (const char *)(membrane(nd, b) + (int64_t)p * C);
+                for (int64_t o = 0; o < (int64_t)C * 4; o += 64)
+                    __builtin_prefetch(vn + o, 1, 3);
+                int ns = conv_segs(nd, in, b, p, C, s->seg);
+                if (ns == 0) { /* no event in the receptive field: the current is the bias */
+                    spikes += lif_emit(e, nd, t, b, p, nd->bias);
+                    continue;
+                }
+                acs += qkf_spike_gather(s->row, nd->bias, nd->wt, stride, s->seg, ns, C) * C;
+                spikes += lif_emit(e, nd, t, b, p, s->row);
+            }
+    } else {
+        /* currents of every (block, sample, token), block-major so that a thread works
+         * through one block's weights at a time */
+        int nblk = (C + nd->bw - 1) / nd->bw;
+        int64_t total = (int64_t)nblk * B * P;
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < total; q++) {
+            int blk = (int)(q / ((int64_t)B * P)), r = (int)(q % ((int64_t)B * P));
+            int b = r / P, p = r % P, j0 = blk * nd->bw;
+            int width = C - j0 < nd->bw ? C - j0 : nd->bw;
+            int ns = conv_segs(nd, in, b, p, width, s->seg);
+            acs += qkf_spike_gather(nd->pre + ((int64_t)b * P + p) * C + j0, nd->bias + j0,
+                                    nd->wt + (int64_t)j0 * nd->cin * nd->k * nd->k,
+                                    nd->k * nd->k * width, s->seg, ns, width) *
+                   width;
+        }
+#pragma omp for schedule(static) nowait
+        for (int q = 0; q < nd->N; q++)
+            for (int b = 0; b < B; b++) {
+                const float *cur = nd->pre + (int64_t)b * P * C;
+                if (!nd->pool) {
+                    spikes += lif_emit(e, nd, t, b, q, cur + (int64_t)q * C);
+                    continue;
+                }
+                /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
+                int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
+                for (int c = 0; c < C; c++)
+                    s->row[c] = -INFINITY;
+                for (int dy = -1; dy <= 1; dy++) {
+                    int iy = 2 * qy + dy;
+                    if (iy < 0 || iy >= nd->ho)
+                        continue;
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int ix = 2 * qx + dx;
+                        if (ix < 0 || ix >= nd->wo)
+                            continue;
+                        const float *src = cur + ((int64_t)iy * nd->wo + ix) * C;
+                        for (int c = 0; c < C; c++) /* the dense pool's comparison */
+                            s->row[c] = src[c] > s->row[c] ? src[c] : s->row[c];
+                    }
+                }
+                spikes += lif_emit(e, nd, t, b, q, s->row);
+            }
+    }
+    qkf_work w = {0, {0, 0, 0}, spikes, acs, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    finish_lif(e, nd, t, spikes);
+#pragma omp barrier
+}
+
+/* The encoding layer: LIF on the currents computed once per sample before the time loop. */
+static void encode_step(qkf_sched *e, node *nd, int t)
+{
+    int B = e->B, C = nd->C;
+    int64_t spikes = 0;
+#pragma omp for schedule(static) nowait
+    for (int p = 0; p < nd->N; p++)
+        for (int b = 0; b < B; b++)
+            spikes += lif_emit(e, nd, t, b, p, nd->enc + ((int64_t)b * nd->N + p) * C);
+    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
+    if (t == 0 && omp_get_thread_num() == 0) /* the MACs ran once, before step 0 */
+        w.macs = e->st.node[nd->stat].macs_once * B;
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    finish_lif(e, nd, t, spikes);
+#pragma omp barrier
+}
+
+/* Frames of a DVS input: every non-zero value is an event whose count is the value. */
+static void frames_step(qkf_sched *e, int t)
+{
+    const qkf_tensor *x = &e->g.tensors[e->g.input];
+    qkf_events *ev = &e->ev[e->g.input];
+    int C = x->c, N = x->h * x->w, B = e->B;
+    int64_t events = 0, spikes = 0;
+#pragma omp for schedule(static) nowait
+    for (int64_t q = 0; q < (int64_t)B * N; q++) {
+        int64_t b = q / N, n = q % N;
+        const float *src = e->input + (b * e->T + t) * C * N + n;
+        uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
+        int k = 0;
+        for (int c = 0; c < C; c++) {
+            float val = src[(int64_t)c * N];
+            if (val != 0.0f) {
+                ch[k] = (uint16_t)c, cnt[k++] = (uint16_t)val;
+                spikes += (int64_t)val;
+            }
+        }
+        ev->len[q] = k;
+        events += k;
+    }
+    publish(e, e->g.input, t, events, spikes);
+#pragma omp barrier
+}
+
+/* Attention LIF: QK counts through the OR neuron, SSA currents through the general LIF. */
+static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    qkf_events *out = &e->ev[nd->out];
+    int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim;
+    int64_t spikes = 0;
+    clear_heads(nd, s);
+#pragma omp for schedule(static) nowait
+    for (int p = 0; p < nd->N; p++)
+        for (int b = 0; b < B; b++) {
+            int64_t tok = (int64_t)b * nd->N + p;
+            const float *x = e->cur[nd->in0] + tok * C;
+            uint16_t *ch = out->ch + tok * C;
+            int ns = nd->or_rule
+                         ? qkf_spike_attn_row(ch, x, C)
+                         : qkf_spike_lif_row(ch, membrane(nd, b) + (int64_t)p * C, x, C, nd->vth);
+            out->len[tok] = ns;
+            spikes += ns;
+            for (int i = 0; i < ns; i++)
+                s->hw[ch[i] / hd].out_spikes++;
+            record(e, nd, t, b, p, ch, ns);
+        }
+    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    flush_heads(e, nd, s, t);
+    finish_lif(e, nd, t, spikes);
+#pragma omp barrier
+}
+
+/* Q-K attention, the sum: QKTA counts q events per (token, head) -> [N][heads]; QKCA counts
+ * them per channel over all tokens -> [1][C]. One accumulate per q event. */
+static void qk_sum_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    const qkf_events *q = &e->ev[nd->in0];
+    float *cnt = e->cur[nd->out];
+    int d = nd->d, B = e->B, Nq = q->N / e->max_batch;
+    int64_t acs = 0;
+    clear_heads(nd, s);
+#pragma omp master
+    count_inputs(e, nd, t);
+    if (nd->op->qk == QKF_QK_TOKEN) {
+#pragma omp for schedule(static) nowait
+        for (int64_t n = 0; n < (int64_t)B * Nq; n++) {
+            float *row = cnt + n * nd->heads;
+            memset(row, 0, (size_t)nd->heads * sizeof(float));
+            const uint16_t *ch = q->ch + n * q->C;
+            for (int i = 0; i < q->len[n]; i++) {
+                int h = ch[i] / d;
+                row[h] += 1.0f;
+                s->hw[h].in_events++, s->hw[h].in_spikes[0]++, s->hw[h].acs++;
+            }
+            acs += q->len[n];
+        }
+    } else {
+#pragma omp for schedule(static) nowait
+        for (int b = 0; b < B; b++) {
+            float *row = cnt + (int64_t)b * q->C;
+            memset(row, 0, (size_t)q->C * sizeof(float));
+            for (int64_t n = (int64_t)b * Nq; n < (int64_t)(b + 1) * Nq; n++) {
+                const uint16_t *ch = q->ch + n * q->C;
+                for (int i = 0; i < q->len[n]; i++) {
+                    row[ch[i]] += 1.0f;
+                    int h = ch[i] / d;
+                    s->hw[h].in_events++, s->hw[h].in_spikes[0]++, s->hw[h].acs++;
+                }
+                acs += q->len[n];
+            }
+        }
+    }
+    qkf_work w = {0, {0, 0, 0}, 0, acs, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    flush_heads(e, nd, s, t);
+#pragma omp barrier
+}
+
+/* Q-K attention, the mask: forward the k events whose attention neuron fired. */
+static void mask_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    const qkf_events *a = &e->ev[nd->in0], *k = &e->ev[nd->in1];
+    qkf_events *out = &e->ev[nd->out];
+    int d = nd->d, C = k->C, B = e->B, N = k->N / e->max_batch;
+    int token = nd->op->qk == QKF_QK_TOKEN;
+    int64_t kept = 0;
+    clear_heads(nd, s);
+#pragma omp master
+    count_inputs(e, nd, t);
+    if (!token) { /* the attention tensor is [C] per sample: one token */
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            uint8_t *f = nd->fired + (int64_t)b * C;
+            memset(f, 0, (size_t)C);
+            const uint16_t *ac = a->ch + (int64_t)b * a->C;
+            for (int i = 0; i < a->len[b]; i++) {
+                f[ac[i]] = 1;
+                s->hw[ac[i] / d].in_events++, s->hw[ac[i] / d].in_spikes[0]++;
+            }
+        }
+    }
+#pragma omp for schedule(static) nowait
+    for (int64_t n = 0; n < (int64_t)B * N; n++) {
+        const uint16_t *kc = k->ch + n * C;
+        uint16_t *oc = out->ch + n * C;
+        int nk = k->len[n], no = 0;
+        if (token) { /* both lists ascending: walk the heads that fired alongside */
+            const uint16_t *ac = a->ch + n * a->C;
+            int na = a->len[n], ia = 0;
+            for (int i = 0; i < na; i++)
+                s->hw[ac[i]].in_events++, s->hw[ac[i]].in_spikes[0]++;
+            for (int i = 0; i < nk; i++) {
+                int h = kc[i] / d;
+                while (ia < na && ac[ia] < h)
+                    ia++;
+                s->hw[h].in_events++, s->hw[h].in_spikes[1]++;
+                if (ia < na && ac[ia] == h)
+                    oc[no++] = kc[i], s->hw[h].out_spikes++;
+            }
+        } else {
+            const uint8_t *f = nd->fired + (n / N) * C;
+            for (int i = 0; i < nk; i++) {
+                int h = kc[i] / d;
+                s->hw[h].in_events++, s->hw[h].in_spikes[1]++;
+                if (f[kc[i]])
+                    oc[no++] = kc[i], s->hw[h].out_spikes++;
+            }
+        }
+        out->len[n] = no;
+        kept += no;
+    }
+    qkf_work w = {0, {0, 0, 0}, kept, 0, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    flush_heads(e, nd, s, t);
+    publish(e, nd->out, t, kept, kept);
+#pragma omp barrier
+}
+
+/* First index in ch[0..n) with ch[i] >= c. */
+static int lower(const uint16_t *ch, int n, int c)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (ch[mid] < c)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* SSA: per sample and head kv = K^T V from the co-active (k, v) events of each token (one
+ * accumulate per pair), then out[n] = 0.125 x the sum of the kv rows of token n's q events
+ * (head_dim accumulates per q event). Every value is an integer times 0.125: exact, as in
+ * dense. */
+static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    const qkf_events *q = &e->ev[nd->in0], *k = &e->ev[nd->in1], *v = &e->ev[nd->in2];
+    float *out = e->cur[nd->out];
+    int d = nd->d, C = q->C, B = e->B, H = nd->heads, N = q->N / e->max_batch;
+    int64_t acs = 0;
+    clear_heads(nd, s);
+#pragma omp master
+    count_inputs(e, nd, t);
+#pragma omp for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, lo = h * d, hi = lo + d;
+        float *kv = nd->kv + (int64_t)bh * d * d;
+        memset(kv, 0, (size_t)d * d * sizeof(float));
+        int64_t pairs = 0, nks = 0, nvs = 0;
+        for (int64_t n = (int64_t)b * N; n < (int64_t)(b + 1) * N; n++) {
+            const uint16_t *kc = k->ch + n * C, *vc = v->ch + n * C;
+            int k0 = lower(kc, k->len[n], lo), k1 = lower(kc, k->len[n], hi);
+            int v0 = lower(vc, v->len[n], lo), v1 = lower(vc, v->len[n], hi);
+            nks += k1 - k0, nvs += v1 - v0;
+            if (k1 == k0 || v1 == v0)
+                continue;
+            for (int i = k0; i < k1; i++) {
+                float *row = kv + (int64_t)(kc[i] - lo) * d;
+                for (int j = v0; j < v1; j++)
+                    row[vc[j] - lo] += 1.0f;
+            }
+            pairs += (int64_t)(k1 - k0) * (v1 - v0);
+        }
+        s->hw[h].acs += pairs;
+        s->hw[h].in_events += nks + nvs;
+        s->hw[h].in_spikes[1] += nks, s->hw[h].in_spikes[2] += nvs;
+        acs += pairs;
+    }
+#pragma omp for schedule(static) nowait
+    for (int64_t n = 0; n < (int64_t)B * N; n++) {
+        const uint16_t *qc = q->ch + n * C;
+        float *row = out + n * C;
+        const float *kvb = nd->kv + (n / N) * H * d * d;
+        int i = 0, nq = q->len[n];
+        for (int h = 0; h < H; h++) {
+            int lo = h * d, i0 = i;
+            while (i < nq && qc[i] < lo + d)
+                i++;
+            qkf_spike_seg sg = {qc + i0, NULL, i - i0, -lo * d};
+            qkf_spike_gather(row + lo, NULL, kvb + (int64_t)h * d * d, d, &sg, 1, d);
+            for (int j = 0; j < d; j++)
+                row[lo + j] *= 0.125f;
+            s->hw[h].acs += (int64_t)(i - i0) * d;
+            s->hw[h].in_events += i - i0, s->hw[h].in_spikes[0] += i - i0;
+            acs += (int64_t)(i - i0) * d;
+        }
+    }
+    qkf_work w = {0, {0, 0, 0}, 0, acs, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    flush_heads(e, nd, s, t);
+#pragma omp barrier
+}
+
+/* Residual: merge the two event lists of every token, adding counts. */
+static void add_step(qkf_sched *e, node *nd, int t)
+{
+    const qkf_events *x = &e->ev[nd->in0], *y = &e->ev[nd->in1];
+    qkf_events *out = &e->ev[nd->out];
+    int C = out->C, N = out->N / e->max_batch;
+    int64_t events = 0, spikes = 0;
+#pragma omp master
+    count_inputs(e, nd, t);
+#pragma omp for schedule(static) nowait
+    for (int64_t n = 0; n < (int64_t)e->B * N; n++) {
+        int64_t o = n * C;
+        int k = qkf_spike_merge(out->ch + o, out->cnt + o, x->ch + o, x->cnt ? x->cnt + o : NULL,
+                                x->len[n], y->ch + o, y->cnt ? y->cnt + o : NULL, y->len[n]);
+        out->len[n] = k;
+        events += k;
+        for (int i = 0; i < k; i++)
+            spikes += out->cnt[o + i];
+    }
+    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
+    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    publish(e, nd->out, t, events, spikes);
+#pragma omp barrier
+}
+
+/* Readout: event counts per channel, summed over tokens (one accumulate per spike). */
+static void readout_step(qkf_sched *e, node *nd, int t)
+{
+#pragma omp single
+    {
+        const qkf_events *x = &e->ev[nd->in0];
+        int N = x->N / e->max_batch;
+        int64_t spikes = 0;
+        for (int b = 0; b < e->B; b++) {
+            int64_t *rc = e->ro + ((int64_t)b * e->T + t) * x->C;
+            for (int64_t n = (int64_t)b * N; n < (int64_t)(b + 1) * N; n++) {
+                const uint16_t *ch = x->ch + n * x->C;
+                const uint16_t *cnt = x->cnt ? x->cnt + n * x->C : NULL;
+                for (int i = 0; i < x->len[n]; i++) {
+                    int c = cnt ? cnt[i] : 1;
+                    rc[ch[i]] += c;
+                    spikes += c;
+                }
+            }
+        }
+        count_inputs(e, nd, t);
+        qkf_work *w = qkf_stats_at(&e->st, nd->stat, t);
+        w->acs += spikes;
+        if (t == e->T - 1)
+            w->macs += e->st.node[nd->stat].macs_once * e->B;
+    }
+}
+
+static void node_step(qkf_sched *e, node *nd, int t, scratch *s)
+{
+    switch (nd->kind) {
+    case QKF_NODE_ENCODE:
+        encode_step(e, nd, t);
+        break;
+    case QKF_NODE_CONV:
+        conv_step(e, nd, t, s);
+        break;
+    case QKF_NODE_QK_SUM:
+        qk_sum_step(e, nd, t, s);
+        break;
+    case QKF_NODE_ATTN:
+        attn_step(e, nd, t, s);
+        break;
+    case QKF_NODE_MASK:
+        mask_step(e, nd, t, s);
+        break;
+    case QKF_NODE_SSA:
+        ssa_step(e, nd, t, s);
+        break;
+    case QKF_NODE_ADD:
+        add_step(e, nd, t);
+        break;
+    case QKF_NODE_READOUT:
+        readout_step(e, nd, t);
+        break;
+    case QKF_NODE_KIND_COUNT:
+        break;
+    }
+}
+
+/* ---- creation ----------------------------------------------------------------------------------
+ */
+
+/* Events of a tensor of N tokens per sample, for max_batch samples. */
+static void events_alloc(qkf_events *ev, int N, int C, int counts)
+{
+    ev->N = N, ev->C = C;
+    ev->len = qkf_calloc((size_t)N, sizeof(int32_t));
+    ev->ch = qkf_malloc((size_t)N * C * sizeof(uint16_t));
+    ev->cnt = counts ? qkf_malloc((size_t)N * C * sizeof(uint16_t)) : NULL;
+}
+
+/* W' = W * alpha per output channel, re-laid [Cin][k][k][Cout] (per block of bw output
+ * channels when the conv is processed in blocks); b' = b * alpha + shift. */
+static void fold(node *nd, const qkf_model *m)
+{
+    const float *P = m->params.data;
+    const qkf_param *pp = m->params.p;
+    const qkf_op *op = nd->op;
+    int cin = nd->cin, cout = nd->cout, k = nd->k;
+    float *alpha = qkf_malloc((size_t)cout * sizeof(float));
+    float *shift = qkf_malloc((size_t)cout * sizeof(float));
+    qkf_bn_fold(cout, P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                P + pp[op->p_bn_mean].offset, P + pp[op->p_bn_var].offset, alpha, shift);
+    const float *W = P + pp[op->p_w].offset;
+    const float *bias = op->p_b >= 0 ? P + pp[op->p_b].offset : NULL;
+    nd->wt = qkf_malloc((size_t)cin * k * k * cout * sizeof(float));
+    nd->bias = qkf_malloc((size_t)cout * sizeof(float));
+    for (int co = 0; co < cout; co++) {
+        int j0 = co / nd->bw * nd->bw, width = cout - j0 < nd->bw ? cout - j0 : nd->bw;
+        float *blk = nd->wt + (int64_t)j0 * cin * k * k;
+        for (int ci = 0; ci < cin; ci++)
+            for (int kk = 0; kk < k * k; kk++)
+                blk[((int64_t)ci * k * k + kk) * width + (co - j0)] =
+                    W[((int64_t)co * cin + ci) * k * k + kk] * alpha[co];
+        nd->bias[co] = (bias ? bias[co] : 0.0f) * alpha[co] + shift[co];
+    }
+    qkf_free(alpha);
+    qkf_free(shift);
+}
+
+static int producer(const qkf_graph *g, int tensor)
+{
+    for (int i = 0; i < g->n_ops; i++)
+        if (g->ops[i].out == tensor)
+            return i;
+    return -1;
+}
+
+qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
+{
+    if (max_batch < 1)
+        max_batch = 1;
+    qkf_sched *e = qkf_calloc(1, sizeof *e);
+    e->m = m;
+    e->max_batch = max_batch;
+    e->flags = flags;
+    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_SCHED_TB_COMPAT) != 0, &e->g)) {
+        qkf_free(e);
+        return NULL;
+    }
+    if (qkf_stats_init(&e->st, &e->g)) {
+        qkf_graph_free(&e->g);
+        qkf_free(e);
+        return NULL;
+    }
+    const qkf_graph *g = &e->g;
+    int T = e->T = g->cfg.T, nt = g->n_tensors;
+    for (int i = 0; i < nt; i++)
+        if (g->tensors[i].c > 65535) {
+            qkf_set_error("event engine: tensor '%s' has %d channels (at most 65535)",
+                          g->tensors[i].name, g->tensors[i].c);
+            qkf_sched_free(e);
+            return NULL;
+        }
+    e->ev = qkf_calloc((size_t)nt, sizeof *e->ev);
+    e->cur = qkf_calloc((size_t)nt, sizeof *e->cur);
+    e->tev = qkf_calloc((size_t)nt * T * 2, sizeof(int64_t));
+    /* event tensors: the frame input, LIF, add and mask outputs; currents: qk sums, ssa */
+    const qkf_tensor *xin = &g->tensors[g->input];
+    if (!xin->static_t)
+        events_alloc(&e->ev[g->input], max_batch * xin->h * xin->w, xin->c, 1);
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *y = &g->tensors[op->out];
+        int N = y->h * y->w;
+        if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
+            events_alloc(&e->ev[op->out], max_batch * N, y->c, op->kind == QKF_OP_ADD);
+        else if (op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_SSA)
+            e->cur[op->out] = qkf_calloc((size_t)max_batch * N * y->c, sizeof(float));
+    }
+
+    e->n_nodes = e->st.n_nodes;
+    e->nodes = qkf_calloc((size_t)e->n_nodes, sizeof *e->nodes);
+    int max_row = 1;
+    int64_t enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
+    for (int i = 0; i < e->n_nodes; i++) {
+        const qkf_node_info *info = &e->st.node[i];
+        node *nd = &e->nodes[i];
+        const qkf_op *op = &g->ops[info->op];
+        nd->kind = info->kind;
+        nd->op = op;
+        nd->stat = i;
+        nd->lif = info->lif_op >= 0 ? &g->ops[info->lif_op] : NULL;
+        nd->in0 = op->in0, nd->in1 = op->in1, nd->in2 = op->in2;
+        nd->out = nd->lif ? nd->lif->out : op->out;
+        nd->heads = op->heads;
+        const qkf_tensor *x = op->in0 >= 0 ? &g->tensors[op->in0] : NULL;
+        if (nd->lif) {
+            const qkf_tensor *y = &g->tensors[nd->lif->out];
+            nd->C = y->c, nd->N = y->h * y->w;
+            nd->vth = nd->lif->vth;
+            nd->tb = nd->lif->tb_compat;
+        }
+        switch (nd->kind) {
+        case QKF_NODE_ENCODE:
+        case QKF_NODE_CONV: {
+            nd->cin = op->cin, nd->cout = op->cout, nd->k = op->k, nd->stride = op->stride;
+            nd->pad = op->pad, nd->pool = op->pool;
+            nd->h = x->h, nd->w = x->w;
+            nd->ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
+            nd->wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
+            if ((int64_t)nd->cin * nd->k * nd->k * nd->cout >= INT32_MAX) {
+                qkf_set_error("event engine: conv '%s' has too many weights", op->name);
+                qkf_sched_free(e);
+                return NULL;
+            }
+            if (nd->kind == QKF_NODE_ENCODE) {
+                int64_t np = (int64_t)nd->ho * nd->wo, xin_n = (int64_t)x->c * x->h * x->w;
+                enc_in = enc_in > xin_n * max_batch ? enc_in : xin_n * max_batch;
+                enc_buf = enc_buf > nd->cout * max_batch * np ? enc_buf : nd->cout * max_batch * np;
+                if (op->pool)
+                    enc_pool = enc_pool > (int64_t)nd->C * max_batch * nd->N
+                                   ? enc_pool
+                                   : (int64_t)nd->C * max_batch * nd->N;
+                int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
+                col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
+                nd->enc = qkf_malloc((size_t)max_batch * nd->N * nd->C * sizeof(float));
+            } else {
+                int64_t slab = (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
+                nd->bw = slab > SLAB_BYTES && nd->cout > BLOCK ? BLOCK : nd->cout;
+                fold(nd, m);
+                if (nd->pool || nd->bw < nd->cout)
+                    nd->pre =
+                        qkf_malloc((size_t)max_batch * nd->ho * nd->wo * nd->cout * sizeof(float));
+            }
+            max_row = nd->cout > max_row ? nd->cout : max_row;
+            break;
+        }
+        case QKF_NODE_ATTN: {
+            int p = producer(g, op->in0);
+            nd->or_rule = p >= 0 && g->ops[p].kind == QKF_OP_QK_SUM && nd->vth == 0.5f;
+            nd->heads = info->heads;
+            break;
+        }
+        case QKF_NODE_QK_SUM:
+        case QKF_NODE_MASK:
+            nd->d = info->head_dim;
+            if (nd->kind == QKF_NODE_MASK)
+                nd->fired = qkf_calloc((size_t)max_batch * g->tensors[op->in1].c, 1);
+            break;
+        case QKF_NODE_SSA:
+            nd->d = info->head_dim;
+            nd->kv = qkf_malloc((size_t)max_batch * nd->heads * nd->d * nd->d * sizeof(float));
+            break;
+        default:
+            break;
+        }
+        if (nd->lif && !nd->or_rule) {
+            int64_t per = (int64_t)nd->N * nd->C;
+            nd->v = qkf_calloc((size_t)(nd->tb ? per : per * max_batch), sizeof(float));
+        }
+    }
+    if (enc_in) {
+        e->enc_in = qkf_malloc((size_t)enc_in * sizeof(float));
+        e->enc_buf = qkf_malloc((size_t)enc_buf * sizeof(float));
+        e->enc_pool = enc_pool ? qkf_malloc((size_t)enc_pool * sizeof(float)) : NULL;
+        const int64_t budget = 8 << 20; /* as the dense engine: at most 32 MB of im2col */
+        e->enc_col_cap = col_frame < budget ? col_frame : budget;
+        int64_t one = col_frame / max_batch;
+        if (e->enc_col_cap < one)
+            e->enc_col_cap = one;
+        e->enc_col = qkf_malloc((size_t)(e->enc_col_cap + 1) * sizeof(float));
+    }
+    int threads = omp_get_max_threads(), procs = omp_get_num_procs();
+    e->nthreads = threads > procs ? threads : procs;
+    e->scr = qkf_calloc((size_t)e->nthreads, sizeof *e->scr);
+    for (int i = 0; i < e->nthreads; i++) {
+        e->scr[i].row = qkf_malloc((size_t)max_row * sizeof(float));
+        e->scr[i].hw = qkf_calloc((size_t)e->st.heads_max, sizeof(qkf_work));
+    }
+    e->lif_spikes = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    const qkf_op *ro = &g->ops[g->n_ops - 1];
+    e->ro = qkf_calloc((size_t)max_batch * T * g->tensors[ro->in0].c, sizeof(int64_t));
+    e->feat = qkf_malloc((size_t)g->tensors[ro->in0].c * sizeof(float));
+    if (flags & QKF_SCHED_RECORD) {
+        e->rec = qkf_calloc((size_t)g->n_lif, sizeof(uint8_t *));
+        for (int l = 0; l < g->n_lif; l++)
+            e->rec[l] = qkf_malloc((size_t)(qkf_graph_lif_neurons(g, l) * T * max_batch));
+    }
+    return e;
+}
+
+void qkf_sched_free(qkf_sched *e)
+{
+    if (!e)
+        return;
+    for (int i = 0; i < e->n_nodes; i++) {
+        node *nd = &e->nodes[i];
+        qkf_free(nd->wt);
+        qkf_free(nd->bias);
+        qkf_free(nd->v);
+        qkf_free(nd->pre);
+        qkf_free(nd->enc);
+        qkf_free(nd->kv);
+        qkf_free(nd->fired);
+    }
+    qkf_free(e->nodes);
+    if (e->ev)
+        for (int i = 0; i < e->g.n_tensors; i++) {
+            qkf_free(e->ev[i].len);
+            qkf_free(e->ev[i].ch);
+            qkf_free(e->ev[i].cnt);
+            qkf_free(e->cur[i]);
+        }
+    qkf_free(e->ev);
+    qkf_free(e->cur);
+    qkf_free(e->tev);
+    if (e->scr)
+        for (int i = 0; i < e->nthreads; i++) {
+            qkf_free(e->scr[i].row);
+            qkf_free(e->scr[i].hw);
+        }
+    qkf_free(e->scr);
+    if (e->rec)
+        for (int l = 0; l < e->g.n_lif; l++)
+            qkf_free(e->rec[l]);
+    qkf_free(e->rec);
+    qkf_free(e->lif_spikes);
+    qkf_free(e->ro);
+    qkf_free(e->feat);
+    qkf_free(e->enc_in);
+    qkf_free(e->enc_buf);
+    qkf_free(e->enc_pool);
+    qkf_free(e->enc_col);
+    qkf_stats_free(&e->st);
+    qkf_graph_free(&e->g);
+    qkf_free(e);
+}
+
+const qkf_graph *qkf_sched_graph(const qkf_sched *e) { return &e->g; }
+qkf_stats *qkf_sched_stats(qkf_sched *e) { return &e->st; }
+
+const uint8_t *qkf_sched_spikes(const qkf_sched *e, int lif_index)
+{
+    if (!e->rec || lif_index < 0 || lif_index >= e->g.n_lif)
+        return NULL;
+    return e->rec[lif_index];
+}
+
+/* ---- forward -----------------------------------------------------------------------------------
+ */
+
+/* The encoding conv of every sample, with the dense engine's kernels: [Cin][B][H][W] -> sgemm ->
+ * bias + BN (-> pool) -> token-major currents [B][N][Cout]. */
+static void encode_all(qkf_sched *e, node *nd, const float *input, int B)
+{
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    const qkf_op *op = nd->op;
+    int64_t Nin = (int64_t)nd->h * nd->w, np = (int64_t)nd->ho * nd->wo;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < nd->cin; c++)
+            memcpy(e->enc_in + ((int64_t)c * B + b) * Nin, input + ((int64_t)b * nd->cin + c) * Nin,
+                   (size_t)Nin * sizeof(float));
+    qkf_conv_forward(e->enc_buf, e->enc_in, P + pp[op->p_w].offset, B, nd->cin, nd->h, nd->w,
+                     nd->cout, nd->k, nd->stride, nd->pad, e->enc_col, e->enc_col_cap);
+    qkf_bias_bn_forward(e->enc_buf, nd->cout, B * np, op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                        P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                        P + pp[op->p_bn_mean].offset, P + pp[op->p_bn_var].offset);
+    const float *src = e->enc_buf;
+    if (nd->pool) {
+        qkf_maxpool3s2_forward(e->enc_pool, e->enc_buf, (int64_t)nd->cout * B, nd->ho, nd->wo);
+        src = e->enc_pool;
+    }
+    int64_t N = nd->N;
+    for (int b = 0; b < B; b++)
+        for (int64_t n = 0; n < N; n++)
+            for (int c = 0; c < nd->C; c++)
+                nd->enc[((int64_t)b * N + n) * nd->C + c] = src[((int64_t)c * B + b) * N + n];
+}
+
+/* Frames must hold event counts: non-negative integers that fit an event's count. */
+static int check_frames(const qkf_sched *e, const float *input, int B)
+{
+    const qkf_tensor *x = &e->g.tensors[e->g.input];
+    int64_t per = (int64_t)x->c * x->h * x->w, n = (int64_t)B * e->T * per;
+    for (int64_t i = 0; i < n; i++) {
+        float v = input[i];
+        if (!(v >= 0.0f && v <= 65535.0f) || v != (float)(int32_t)v) {
+            int64_t s = i / (e->T * per), r = i % (e->T * per);
+            int64_t t = r / per, c = (r % per) / ((int64_t)x->h * x->w),
+                    p = r % ((int64_t)x->h * x->w);
+            return qkf_set_error("input frame [%lld,%lld,%lld,%lld,%lld] is %g: the event engine "
+                                 "takes event counts (integers 0..65535)",
+                                 (long long)s, (long long)t, (long long)c, (long long)(p / x->w),
+                                 (long long)(p % x->w), (double)v);
+        }
+    }
+    return 0;
+}
+
+int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, int64_t *spike_count)
+{
+    if (B < 1 || B > e->max_batch)
+        return qkf_set_error("batch %d outside 1..%d", B, e->max_batch);
+    const qkf_graph *g = &e->g;
+    int T = e->T, frames = !g->tensors[g->input].static_t;
+    if (frames && check_frames(e, input, B))
+        return -1;
+    e->B = B;
+    e->input = input;
+    memset(e->tev, 0, (size_t)g->n_tensors * T * 2 * sizeof(int64_t));
+    memset(e->lif_spikes, 0, (size_t)g->n_lif * sizeof(int64_t));
+    const qkf_op *ro = &g->ops[g->n_ops - 1];
+    int Cr = g->tensors[ro->in0].c;
+    memset(e->ro, 0, (size_t)B * T * Cr * sizeof(int64_t));
+    for (int i = 0; i < e->n_nodes; i++) {
+        node *nd = &e->nodes[i];
+        if (nd->v) {
+            int64_t per = (int64_t)nd->N * nd->C;
+            memset(nd->v, 0, (size_t)(nd->tb ? per : per * B) * sizeof(float));
+        }
+        if (nd->kind == QKF_NODE_ENCODE)
+            encode_all(e, nd, input, B);
+    }
+    if (e->rec)
+        for (int l = 0; l < g->n_lif; l++)
+            memset(e->rec[l], 0, (size_t)(qkf_graph_lif_neurons(g, l) * T * B));
+
+    int nt = omp_get_max_threads();
+    if (nt > e->nthreads)
+        nt = e->nthreads;
+#pragma omp parallel num_threads(nt)
+    {
+        scratch *s = &e->scr[omp_get_thread_num()];
+        for (int t = 0; t < T; t++) {
+            if (frames)
+                frames_step(e, t);
+            double t0 = qkf_now();
+            for (int i = 0; i < e->n_nodes; i++) {
+                node_step(e, &e->nodes[i], t, s);
+                if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
+                    double t1 = qkf_now();
+                    e->st.node_seconds[i] += t1 - t0;
+                    t0 = t1;
+                }
+            }
+        }
+    }
+
+    /* logits exactly as the dense readout computes them from the same spikes */
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    const qkf_tensor *xr = &g->tensors[ro->in0];
+    int N = xr->h * xr->w, K = g->cfg.num_classes;
+    const float *W = P + pp[ro->p_head_w].offset, *bias = P + pp[ro->p_head_b].offset;
+    float *feat = e->feat;
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < Cr; c++) {
+            float st = 0.0f;
+            for (int t = 0; t < T; t++) {
+                float sn = (float)e->ro[((int64_t)b * T + t) * Cr + c];
+                st += sn / (float)N;
+            }
+            feat[c] = st / (float)T;
+        }
+        for (int j = 0; j < K; j++) {
+            const float *wj = W + (int64_t)j * Cr;
+            float sum = 0.0f;
+            for (int c = 0; c < Cr; c++)
+                sum += feat[c] * wj[c];
+            logits[(int64_t)b * K + j] = sum + bias[j];
+        }
+    }
+    if (spike_count)
+        for (int l = 0; l < g->n_lif; l++)
+            spike_count[l] += e->lif_spikes[l];
+    e->st.samples += B;
+    e->st.batches++;
+    return 0;
+}
+
+int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck *r)
+{
+    memset(r, 0, sizeof *r);
+    r->layer = -1;
+    if (!e->rec)
+        return qkf_set_error("cross-check needs an event engine created with QKF_SCHED_RECORD");
+    if (B != e->B)
+        return qkf_set_error("cross-check: the event engine last ran %d samples, not %d", e->B, B);
+    const qkf_graph *g = &e->g;
+    int T = e->T;
+    for (int l = 0; l < g->n_lif; l++)
+        if (!qkf_dense_tensor(d, g->ops[g->lif_ops[l]].out))
+            return qkf_set_error("cross-check needs a dense engine that keeps its tensors");
+    /* causal order: step, then layer, so the first difference is where the runs part */
+    for (int t = 0; t < T; t++)
+        for (int l = 0; l < g->n_lif; l++) {
+            const qkf_op *op = &g->ops[g->lif_ops[l]];
+            const qkf_tensor *y = &g->tensors[op->out];
+            const float *x = qkf_dense_tensor(d, op->out), *h = qkf_dense_lif_h(d, l);
+            int64_t N = (int64_t)y->h * y->w, nper = (int64_t)y->c * N, F = (int64_t)T * B;
+            const uint8_t *rec = e->rec[l];
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < y->c; c++) {
+                    int64_t di = ((int64_t)c * F + (int64_t)t * B + b) * N;
+                    const uint8_t *es = rec + ((int64_t)t * B + b) * nper + (int64_t)c * N;
+                    for (int64_t n = 0; n < N; n++) {
+                        int ds = x[di + n] != 0.0f;
+                        r->spikes += ds;
+                        if (ds != es[n] && r->mismatches++ == 0) {
+                            r->layer = l, r->t = t, r->b = b;
+                            r->neuron = (int64_t)c * N + n;
+                            r->dense_spike = ds;
+                            r->vth = op->vth;
+                            r->h = h ? h[di + n] : 0.0f;
+                            r->has_h = h != NULL;
+                        }
+                    }
+                }
+        }
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* The event-driven engine: a discrete-time scheduler that runs the model graph the way a
+ * neuromorphic chip would. For each time step and sample, the graph's nodes (ops in topological
+ * order, each conv fused with its LIF) consume the spike events delivered to them, integrate
+ * them into their neurons' currents, step their LIF neurons, and emit events to their
+ * consumers. Synaptic work is done only where an event arrives; every counter of it lands in a
+ * qkf_stats table (sim/stats.h).
+ *
+ * It produces the same spikes as the dense engine (sim/dense.c): exactly where every sum is exact
+ * (small powers of two), otherwise up to rare flips of a value within float rounding of a
+ * threshold, since BatchNorm is folded into the weights and sums run in event order. Results do
+ * not depend on the thread count. */
+#ifndef QKF_SCHED_H
+#define QKF_SCHED_H
+
+#include <stdint.h>
+
+#include "../models/qkformer.h"
+#include "dense.h"
+#include "stats.h"
+
+enum {
+    QKF_SCHED_TB_COMPAT = 4, /* official SSA proj_lif over the T*B axis (as QKF_DENSE_TB_COMPAT) */
+    QKF_SCHED_RECORD = 8,    /* keep every LIF layer's spikes of the last forward */
+};
+
+typedef struct qkf_sched qkf_sched;
+
+/* Prepares nodes for batches of up to max_batch samples: folds BatchNorm into the weights,
+ * re-lays them for events, and allocates every buffer (nothing is allocated per step or event).
+ * The model must outlive the engine. NULL on error (message recorded). */
+qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags);
+void qkf_sched_free(qkf_sched *e);
+const qkf_graph *qkf_sched_graph(const qkf_sched *e);
+
+/* Runs B samples over T steps. input: B images [B][C][H][W] (static variants) or frames
+ * [B][T][C][H][W] (dvs variants; frame values are event counts: non-negative integers).
+ * logits [B][classes]; spike_count (optional) [n_lif] is incremented. Work is added to the
+ * engine's statistics. Fails (nothing changed) on a frame value that is not an event count.
+ * Runs its own OpenMP team (omp_get_max_threads() threads): call it from serial code, not from
+ * inside a parallel region, and not on one engine from two threads at once. */
+int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, int64_t *spike_count);
+
+/* The statistics accumulated since creation or the last reset. */
+qkf_stats *qkf_sched_stats(qkf_sched *e);
+
+/* With QKF_SCHED_RECORD: LIF layer l's spikes of the last forward, uint8 [T][B][n] with
+ * n = c*N + token (the official per-sample flattening, as in the reference fixtures). */
+const uint8_t *qkf_sched_spikes(const qkf_sched *e, int lif_index);
+
+/* Cross-check against the dense engine after both ran the same B samples (dense with
+ * QKF_DENSE_KEEP_ALL, event with QKF_SCHED_RECORD). Neurons are compared in causal order (time
+ * step, then layer in graph order, sample, neuron), so the first difference is where the two runs
+ * part; with QKF_DENSE_RECORD_VH the dense pre-spike membrane there is reported too: within ~1e-5
+ * of the threshold, float summation order decided the spike. */
+typedef struct {
+    int64_t spikes;     /* spikes of the dense engine, all layers */
+    int64_t mismatches; /* neurons and steps where the engines differ */
+    int layer;          /* first difference: LIF layer index, or -1 */
+    int t, b;
+    int64_t neuron;  /* per-sample index c*N + token */
+    int dense_spike; /* the dense engine's spike there */
+    int has_h;       /* h below is known */
+    float h, vth;    /* the dense membrane before the spike decision, and the threshold */
+} qkf_xcheck;
+int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck *r);
+
+#endif

@@ -1,0 +1,599 @@
+/* qkf sim: run a checkpoint with the event-driven engine (default) or the dense engine and report
+ * the sparsity and the work: per layer, per attention head and per time step, the events in,
+ * spikes out, accumulates performed, multiply-accumulates, and energy, beside the paper's
+ * firing-rate estimate (spec section 7.3). A table on the terminal; JSON or CSV with --report
+ * (written to a temporary file and renamed, so a failed run leaves nothing behind). */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../io/dataset.h"
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../sim/dense.h"
+#include "../sim/sched.h"
+#include "../sim/stats.h"
+#include "cli.h"
+
+static void help(void)
+{
+    printf(
+        "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
+        "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
+        "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
+        "\n"
+        "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
+        "[B,T,C,H,W] event-count frames for dvs models), or on the test split of an image\n"
+        "dataset (--data NAME, read and normalised as qkf eval does; the accuracy is printed),\n"
+        "and reports per layer, per attention head and per time step (averaged per sample):\n"
+        "  in events    event entries delivered to the layer (an entry may carry a count > 1)\n"
+        "  in spikes    spikes those entries carry\n"
+        "  out spikes   spikes emitted (LIF layers), events kept (masks), spikes summed (adds)\n"
+        "  rate         out spikes / (neurons x T)\n"
+        "  ACs          accumulates performed: one per arriving spike and target neuron\n"
+        "  MACs         multiply-accumulates: the encoding conv on a real-valued image (once per\n"
+        "               sample: the image is the same at every step) and the readout head\n"
+        "  est SOP/MAC  the paper's estimate, SOP = fr x T x FLOPs of the layer (spec 7.3)\n"
+        "  energy       ACs x e_ac + MACs x e_mac, beside the estimate's\n"
+        "With --mode dense the dense engine runs instead, and MACs counts every multiply-add it\n"
+        "performs (what a GPU or CPU does).\n"
+        "\n"
+        "  --mode event|dense   engine (default event)\n"
+        "  --report FILE        also write every counter, per layer, head and step (.json, .csv)\n"
+        "  --limit N            with --data: the first N test samples (default: all)\n"
+        "  --threads N          OpenMP (and BLAS) threads (default: all cores)\n"
+        "  --batch N            samples per forward pass (default 8)\n"
+        "  --e-ac, --e-mac      energy per accumulate and multiply-accumulate in pJ (45 nm:\n"
+        "                       0.9 and 4.6, Horowitz 2014)\n"
+        "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
+        "  --quiet              no table (with --report)\n");
+}
+
+/* ---- formatting ----------------------------------------------------------------------------- */
+
+/* A number in 7 characters with an SI suffix: 987, 12.3k, 1.37G. */
+static const char *si(double v, char *buf)
+{
+    static const char *suf[] = {"", "k", "M", "G", "T", "P"};
+    int k = 0;
+    double a = fabs(v);
+    while (a >= 999.5 && k < 5)
+        a /= 1000.0, v /= 1000.0, k++;
+    if (k == 0 && v == floor(v))
+        snprintf(buf, 16, "%.0f", v);
+    else
+        snprintf(buf, 16, a >= 99.95 ? "%.0f%s" : a >= 9.995 ? "%.1f%s" : "%.2f%s", v, suf[k]);
+    return buf;
+}
+
+typedef struct {
+    double e_ac, e_mac;
+    const char *engine, *weights, *input;
+    int threads, tb;
+} report_info;
+
+static double spikes_in(const qkf_work *w)
+{
+    return (double)(w->in_spikes[0] + w->in_spikes[1] + w->in_spikes[2]);
+}
+
+static double est_energy(const qkf_stats *s, int node, const qkf_work *w, int64_t samples,
+                         const report_info *ri)
+{
+    return ri->e_ac * qkf_stats_est_sops(s, node, w) +
+           ri->e_mac * qkf_stats_est_macs(s, node, samples);
+}
+
+static void print_table(const qkf_stats *s, const report_info *ri)
+{
+    double S = (double)s->samples;
+    char b[8][16];
+    printf("\n%s engine: %lld samples x T = %d, %.3f s (%.1f ms per sample)%s\n", ri->engine,
+           (long long)s->samples, s->T, s->seconds, 1e3 * s->seconds / S,
+           ri->tb ? ", tb_compat" : "");
+    printf("per sample; energy in nJ at %.2f pJ/AC and %.2f pJ/MAC; est = firing-rate formula "
+           "(spec 7.3)\n\n",
+           ri->e_ac, ri->e_mac);
+    printf("%-32s %-8s %7s %7s %7s %7s %7s %7s %7s %7s %9s %9s\n", "layer", "kind", "in ev",
+           "in sp", "out sp", "rate", "ACs", "MACs", "est SOP", "est MAC", "energy", "est E");
+    double tot_e = 0, tot_est = 0;
+    for (int i = 0; i < s->n_nodes; i++) {
+        const qkf_node_info *nd = &s->node[i];
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        double e = qkf_energy_pj(&w, ri->e_ac, ri->e_mac),
+               est = est_energy(s, i, &w, s->samples, ri);
+        tot_e += e, tot_est += est;
+        char rate[16] = "";
+        if (nd->neurons > 0)
+            snprintf(rate, sizeof rate, "%.2f%%",
+                     100.0 * (double)w.out_spikes / ((double)nd->neurons * s->T * S));
+        printf("%-32s %-8s %7s %7s %7s %7s %7s %7s %7s %7s %9.2f %9.2f\n", nd->name,
+               qkf_node_kind_name(nd->kind), si((double)w.in_events / S, b[0]),
+               si(spikes_in(&w) / S, b[1]), si((double)w.out_spikes / S, b[2]), rate,
+               si((double)w.acs / S, b[3]), si((double)w.macs / S, b[4]),
+               si(qkf_stats_est_sops(s, i, &w) / S, b[5]),
+               si(qkf_stats_est_macs(s, i, s->samples) / S, b[7]), e / S * 1e-3, est / S * 1e-3);
+        if (nd->heads > 0) { /* one line: the head's main figure */
+            int acs = nd->kind == QKF_NODE_QK_SUM || nd->kind == QKF_NODE_SSA;
+            printf("  %-30s", acs ? "per head: ACs" : "per head: out spikes");
+            for (int h = 0; h < nd->heads; h++) {
+                qkf_work wh = qkf_stats_node_total(s, i, h);
+                printf(" %s", si((acs ? (double)wh.acs : (double)wh.out_spikes) / S, b[6]));
+            }
+            printf("\n");
+        }
+    }
+    /* per step: events delivered and spikes carried over all nodes; LIF spikes emitted */
+    printf("\n%-6s %9s %9s %9s %9s %9s %11s\n", "step", "in ev", "in sp", "LIF sp", "ACs", "MACs",
+           "energy nJ");
+    for (int t = 0; t < s->T; t++) {
+        qkf_work w = qkf_stats_step_total(s, t);
+        int64_t lif = 0;
+        for (int i = 0; i < s->n_nodes; i++)
+            if (s->node[i].neurons > 0)
+                lif += s->w[(int64_t)i * s->T + t].out_spikes;
+        printf("t=%-4d %9s %9s %9s %9s %9s %11.2f\n", t, si((double)w.in_events / S, b[0]),
+               si(spikes_in(&w) / S, b[1]), si((double)lif / S, b[2]), si((double)w.acs / S, b[3]),
+               si((double)w.macs / S, b[4]), qkf_energy_pj(&w, ri->e_ac, ri->e_mac) / S * 1e-3);
+    }
+    qkf_work all = qkf_stats_step_total(s, -1);
+    int64_t lif_n = 0, lif_s = 0;
+    for (int i = 0; i < s->n_nodes; i++)
+        if (s->node[i].neurons > 0) {
+            lif_n += s->node[i].neurons;
+            lif_s += qkf_stats_node_total(s, i, -1).out_spikes;
+        }
+    printf("%-6s %9s %9s %9s %9s %9s %11.2f\n", "all", si((double)all.in_events / S, b[0]),
+           si(spikes_in(&all) / S, b[1]), si((double)lif_s / S, b[2]),
+           si((double)all.acs / S, b[3]), si((double)all.macs / S, b[4]), tot_e / S * 1e-3);
+    printf("\nfiring rate of all LIF neurons: %.2f%% (%s neurons x T = %d)\n",
+           100.0 * (double)lif_s / ((double)lif_n * s->T * S), si((double)lif_n, b[0]), s->T);
+    printf("energy per sample: %.4f uJ measured (%s ACs x %.2f pJ + %s MACs x %.2f pJ)\n",
+           tot_e / S * 1e-6, si((double)all.acs / S, b[1]), ri->e_ac,
+           si((double)all.macs / S, b[2]), ri->e_mac);
+    printf("                   %.4f uJ by the firing-rate formula (measured / estimate = %.3f)\n",
+           tot_est / S * 1e-6, tot_est > 0 ? tot_e / tot_est : 0.0);
+}
+
+/* ---- JSON and CSV -----------------------------------------------------------------------------
+ */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void json_work(FILE *f, const qkf_stats *s, int node, const qkf_work *w, int64_t neurons,
+                      double samples, int with_macs, const report_info *ri)
+{
+    fprintf(f,
+            "\"in_events\": %lld, \"in_spikes\": [%lld, %lld, %lld], \"out_spikes\": %lld, "
+            "\"acs\": %lld, \"macs\": %lld, \"est_sops\": %.6g",
+            (long long)w->in_events, (long long)w->in_spikes[0], (long long)w->in_spikes[1],
+            (long long)w->in_spikes[2], (long long)w->out_spikes, (long long)w->acs,
+            (long long)w->macs, qkf_stats_est_sops(s, node, w));
+    if (neurons > 0)
+        fprintf(f, ", \"firing_rate\": %.6g", (double)w->out_spikes / ((double)neurons * samples));
+    fprintf(f, ", \"energy_pj\": %.6g", qkf_energy_pj(w, ri->e_ac, ri->e_mac));
+    if (with_macs)
+        fprintf(f, ", \"est_macs\": %.6g, \"est_energy_pj\": %.6g",
+                qkf_stats_est_macs(s, node, s->samples), est_energy(s, node, w, s->samples, ri));
+}
+
+static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
+{
+    double S = (double)s->samples;
+    fprintf(f, "{\n  \"engine\": ");
+    json_str(f, ri->engine);
+    fprintf(f, ",\n  \"weights\": ");
+    json_str(f, ri->weights);
+    fprintf(f, ",\n  \"input\": ");
+    json_str(f, ri->input);
+    fprintf(
+        f,
+        ",\n  \"qkf_version\": \"%s\",\n  \"samples\": %lld,\n  \"T\": %d,\n  \"threads\": %d,\n"
+        "  \"tb_compat\": %d,\n  \"seconds\": %.6g,\n  \"e_ac_pj\": %.6g,\n  \"e_mac_pj\": %.6g,\n",
+        QKF_VERSION, (long long)s->samples, s->T, ri->threads, ri->tb, s->seconds, ri->e_ac,
+        ri->e_mac);
+    qkf_work all = qkf_stats_step_total(s, -1);
+    double est = 0, est_e = 0;
+    for (int i = 0; i < s->n_nodes; i++) {
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        est += qkf_stats_est_sops(s, i, &w);
+        est_e += est_energy(s, i, &w, s->samples, ri);
+    }
+    fprintf(f,
+            "  \"totals\": {\"in_events\": %lld, \"out_spikes\": %lld, \"acs\": %lld, \"macs\": "
+            "%lld, \"est_sops\": %.6g, \"energy_pj\": %.6g, \"est_energy_pj\": %.6g},\n",
+            (long long)all.in_events, (long long)all.out_spikes, (long long)all.acs,
+            (long long)all.macs, est, qkf_energy_pj(&all, ri->e_ac, ri->e_mac), est_e);
+    fprintf(f, "  \"steps\": [");
+    for (int t = 0; t < s->T; t++) {
+        qkf_work w = qkf_stats_step_total(s, t);
+        fprintf(f,
+                "%s\n    {\"t\": %d, \"in_events\": %lld, \"out_spikes\": %lld, \"acs\": %lld, "
+                "\"macs\": %lld, \"energy_pj\": %.6g}",
+                t ? "," : "", t, (long long)w.in_events, (long long)w.out_spikes, (long long)w.acs,
+                (long long)w.macs, qkf_energy_pj(&w, ri->e_ac, ri->e_mac));
+    }
+    fprintf(f, "\n  ],\n  \"nodes\": [");
+    for (int i = 0; i < s->n_nodes; i++) {
+        const qkf_node_info *nd = &s->node[i];
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+        json_str(f, nd->name);
+        fprintf(f,
+                ", \"kind\": \"%s\", \"neurons\": %lld, \"heads\": %d, \"flops\": %lld, "
+                "\"seconds\": %.6g,\n     ",
+                qkf_node_kind_name(nd->kind), (long long)nd->neurons, nd->heads,
+                (long long)nd->flops, s->node_seconds ? s->node_seconds[i] : 0.0);
+        json_work(f, s, i, &w, nd->neurons, (double)s->T * S, 1, ri);
+        fprintf(f, ",\n     \"steps\": [");
+        for (int t = 0; t < s->T; t++) {
+            const qkf_work *wt = &s->w[(int64_t)i * s->T + t];
+            fprintf(f, "%s{\"t\": %d, ", t ? ", " : "", t);
+            json_work(f, s, i, wt, nd->neurons, S, 0, ri);
+            fprintf(f, "}");
+        }
+        fprintf(f, "]");
+        if (nd->heads > 0) {
+            fprintf(f, ",\n     \"head_work\": [");
+            for (int h = 0; h < nd->heads; h++) {
+                qkf_work wh = qkf_stats_node_total(s, i, h);
+                fprintf(f, "%s\n       {\"head\": %d, ", h ? "," : "", h);
+                json_work(f, s, i, &wh, nd->neurons / nd->heads, (double)s->T * S, 0, ri);
+                fprintf(f, ", \"steps\": [");
+                for (int t = 0; t < s->T; t++) {
+                    const qkf_work *wt = &s->wh[((int64_t)i * s->heads_max + h) * s->T + t];
+                    fprintf(f, "%s{\"t\": %d, ", t ? ", " : "", t);
+                    json_work(f, s, i, wt, nd->neurons / nd->heads, S, 0, ri);
+                    fprintf(f, "}");
+                }
+                fprintf(f, "]}");
+            }
+            fprintf(f, "]");
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "\n  ]\n}\n");
+}
+
+static void csv_row(FILE *f, const qkf_stats *s, int node, int head, int t, const qkf_work *w,
+                    const report_info *ri)
+{
+    const qkf_node_info *nd = &s->node[node];
+    int64_t neurons = head >= 0 && nd->heads ? nd->neurons / nd->heads : nd->neurons;
+    double steps = t < 0 ? (double)s->T : 1.0;
+    char hs[16] = "all", ts[16] = "all", rate[32] = "";
+    if (head >= 0)
+        snprintf(hs, sizeof hs, "%d", head);
+    if (t >= 0)
+        snprintf(ts, sizeof ts, "%d", t);
+    if (neurons > 0)
+        snprintf(rate, sizeof rate, "%.6g",
+                 (double)w->out_spikes / ((double)neurons * steps * (double)s->samples));
+    double est_macs = head < 0 && t < 0 ? qkf_stats_est_macs(s, node, s->samples) : 0.0;
+    fprintf(f, "%s,%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%s,%lld,%lld,%.6g,%.6g,%.6g,%.6g\n", nd->name,
+            qkf_node_kind_name(nd->kind), hs, ts, (long long)s->samples, (long long)neurons,
+            (long long)w->in_events,
+            (long long)(w->in_spikes[0] + w->in_spikes[1] + w->in_spikes[2]),
+            (long long)w->out_spikes, rate, (long long)w->acs, (long long)w->macs,
+            qkf_stats_est_sops(s, node, w), est_macs, qkf_energy_pj(w, ri->e_ac, ri->e_mac),
+            ri->e_ac * qkf_stats_est_sops(s, node, w) + ri->e_mac * est_macs);
+}
+
+static void write_csv(FILE *f, const qkf_stats *s, const report_info *ri)
+{
+    fprintf(f, "node,kind,head,t,samples,neurons,in_events,in_spikes,out_spikes,firing_rate,acs,"
+               "macs,est_sops,est_macs,energy_pj,est_energy_pj\n");
+    for (int i = 0; i < s->n_nodes; i++) {
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        csv_row(f, s, i, -1, -1, &w, ri);
+        for (int t = 0; t < s->T; t++)
+            csv_row(f, s, i, -1, t, &s->w[(int64_t)i * s->T + t], ri);
+        for (int h = 0; h < s->node[i].heads; h++) {
+            qkf_work wh = qkf_stats_node_total(s, i, h);
+            csv_row(f, s, i, h, -1, &wh, ri);
+            for (int t = 0; t < s->T; t++)
+                csv_row(f, s, i, h, t, &s->wh[((int64_t)i * s->heads_max + h) * s->T + t], ri);
+        }
+    }
+}
+
+/* Writes the report to path.tmp.<pid>, then renames it over path. */
+static int write_report(const char *path, int json, const qkf_stats *s, const report_info *ri)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return qkf_set_error("%s: cannot create the report (%s)", path, strerror(errno));
+    if (json)
+        write_json(f, s, ri);
+    else
+        write_csv(f, s, ri);
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        unlink(tmp);
+        return qkf_set_error("%s: cannot write the report (%s)", path, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        int err = errno;
+        unlink(tmp);
+        return qkf_set_error("%s: cannot rename the report into place (%s)", path, strerror(err));
+    }
+    return 0;
+}
+
+/* ---- the command ---------------------------------------------------------------------------- */
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+/* Reads and checks dataset 'input' of path against the model (as qkf infer does). */
+static int load_input(const char *path, qkf_model *m, float **x, int64_t *B, int64_t *per)
+{
+    int ndim;
+    int64_t shape[5];
+    if (qkf_h5_read_f32(path, "input", x, &ndim, shape))
+        return -1;
+    int frames = qkf_config_is_frames(&m->cfg);
+    if (ndim != (frames ? 5 : 4))
+        return qkf_set_error("%s: dataset 'input' has %d dimensions but a %s model takes %s", path,
+                             ndim, qkf_variant_name(m->cfg.variant),
+                             frames ? "frames [B,T,C,H,W]" : "images [B,C,H,W]");
+    int64_t C = shape[frames ? 2 : 1], H = shape[frames ? 3 : 2], W = shape[frames ? 4 : 3];
+    if (C != m->cfg.in_channels || H != W)
+        return qkf_set_error("%s: dataset 'input' has %lld channels of %lld x %lld; the model "
+                             "takes %d channels of a square image",
+                             path, (long long)C, (long long)H, (long long)W, m->cfg.in_channels);
+    if (shape[0] < 1)
+        return qkf_set_error("%s: dataset 'input' holds no samples", path);
+    if (H != m->cfg.img_size) {
+        qkf_config c2 = m->cfg;
+        c2.img_size = (int)H;
+        if (qkf_config_validate(&c2))
+            return qkf_set_error("%s: input size %lld does not fit the model (%s)", path,
+                                 (long long)H, qkf_last_error());
+        m->cfg.img_size = (int)H;
+    }
+    if (frames)
+        m->cfg.T = (int)shape[1];
+    *B = shape[0];
+    *per = frames ? (int64_t)m->cfg.T * C * H * W : C * H * W;
+    return 0;
+}
+
+/* The test split of image dataset NAME, checked against the model (as qkf eval does). */
+static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset *d, int64_t *B)
+{
+    if (qkf_config_is_frames(&m->cfg))
+        return qkf_set_error("--data %s: a %s model takes event frames; image datasets do not "
+                             "fit it (use --input with frames)",
+                             name, qkf_variant_name(m->cfg.variant));
+    if (qkf_dataset_load(name, 0, d))
+        return -1;
+    if (d->c != m->cfg.in_channels || d->h != d->w)
+        return qkf_set_error("%s: images are %d x %d x %d but the model takes %d channels of a "
+                             "square image",
+                             d->source, d->c, d->h, d->w, m->cfg.in_channels);
+    if (d->h != m->cfg.img_size) { /* no position embedding: any size the strides allow */
+        qkf_config c2 = m->cfg;
+        c2.img_size = d->h;
+        if (qkf_config_validate(&c2))
+            return qkf_set_error("%s: image size %d does not fit the model (%s)", d->source, d->h,
+                                 qkf_last_error());
+        m->cfg.img_size = d->h;
+    }
+    for (int64_t i = 0; i < d->n; i++)
+        if (d->labels[i] >= m->cfg.num_classes)
+            return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
+                                 d->source, (long long)i, d->labels[i], m->cfg.num_classes);
+    *B = limit > 0 && limit < d->n ? limit : d->n;
+    if (*B < 1)
+        return qkf_set_error("%s: the test split holds no samples", d->source);
+    return 0;
+}
+
+int cmd_sim(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "sim"};
+    const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
+    long threads = 0, batch = 8, limit = 0;
+    double e_ac = 0.9, e_mac = 4.6;
+    int tb = 0, quiet = 0, r;
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            help();
+            return 0;
+        }
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
+            (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
+            (r = qkf_arg(&a, "--report", &report))) {
+            if (r < 0)
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--limit", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--limit", v, 1, 1L << 40, &limit))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--e-ac", &v)) != 0) {
+            if (r < 0 || qkf_parse_float("--e-ac", v, 0, 1e9, &e_ac))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--e-mac", &v)) != 0) {
+            if (r < 0 || qkf_parse_float("--e-mac", v, 0, 1e9, &e_mac))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if (qkf_flag(&a, "--tb-compat")) {
+            tb = 1;
+            continue;
+        }
+        if (qkf_flag(&a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s' (qkf sim --help)", argv[a.i]);
+        return qkf_cli_fail("sim");
+    }
+    /* every option is checked before any work, so a bad one writes nothing */
+    if (!weights) {
+        qkf_set_error("--weights is required (qkf sim --help)");
+        return qkf_cli_fail("sim");
+    }
+    if (data && input) {
+        qkf_set_error("give --input or --data, not both");
+        return qkf_cli_fail("sim");
+    }
+    if (!input && !data) {
+        qkf_set_error("--input X.h5 (or --data NAME) is required");
+        return qkf_cli_fail("sim");
+    }
+    int event = strcmp(mode, "event") == 0;
+    if (!event && strcmp(mode, "dense") != 0) {
+        qkf_set_error("option --mode: '%s' is not an engine (event or dense)", mode);
+        return qkf_cli_fail("sim");
+    }
+    int json = 0;
+    if (report) {
+        json = ends_with(report, ".json");
+        if (!json && !ends_with(report, ".csv")) {
+            qkf_set_error("%s: the report must be .json or .csv", report);
+            return qkf_cli_fail("sim");
+        }
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", report);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *(slash == dir ? slash + 1 : slash) = 0;
+        if (access(slash ? dir : ".", W_OK) != 0) {
+            qkf_set_error("%s: cannot write the report there (%s)", report, strerror(errno));
+            return qkf_cli_fail("sim");
+        }
+    }
+    if (threads)
+        qkf_set_threads((int)threads);
+
+    int rc = 1;
+    qkf_model m;
+    memset(&m, 0, sizeof m);
+    float *x = NULL, *logits = NULL;
+    qkf_sched *e = NULL;
+    qkf_dense *d = NULL;
+    qkf_stats ds;
+    memset(&ds, 0, sizeof ds);
+    qkf_stats *st = NULL;
+    qkf_dataset dset;
+    memset(&dset, 0, sizeof dset);
+    qkf_loader *ld = NULL;
+    int64_t B = 0, per = 0, correct = 0;
+    if (qkf_ckpt_load(weights, &m))
+        goto done;
+    if (input ? load_input(input, &m, &x, &B, &per) : load_data(data, &m, limit, &dset, &B))
+        goto done;
+    int nb = (int)(B < batch ? B : batch);
+    if (event) {
+        e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
+        if (!e)
+            goto done;
+        st = qkf_sched_stats(e);
+    } else {
+        d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0));
+        if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
+            goto done;
+        st = &ds;
+    }
+    int K = m.cfg.num_classes;
+    logits = qkf_malloc((size_t)nb * K * sizeof(float));
+    if (data) {
+        qkf_loader_cfg lc;
+        memset(&lc, 0, sizeof lc);
+        lc.d = &dset, lc.batch = nb, lc.limit = limit, lc.n_norm = m.n_norm;
+        memcpy(lc.mean, m.input_mean, sizeof lc.mean);
+        memcpy(lc.std, m.input_std, sizeof lc.std);
+        ld = qkf_loader_start(&lc, 0, 0);
+    }
+    double busy = 0;
+    for (int64_t b0 = 0; b0 < B;) {
+        const float *xb = x ? x + b0 * per : NULL;
+        const int32_t *labels = NULL;
+        int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
+            break;
+        double t1 = qkf_now();
+        if (event ? qkf_sched_forward(e, xb, n, logits, NULL)
+                  : qkf_dense_forward(d, xb, n, logits, NULL))
+            goto done;
+        busy += qkf_now() - t1;
+        if (!event && qkf_stats_add_dense(&ds, d, n))
+            goto done;
+        for (int b = 0; labels && b < n; b++) {
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                best = logits[b * K + k] > logits[b * K + best] ? k : best;
+            correct += best == labels[b];
+        }
+        b0 += n;
+    }
+    st->seconds = busy;
+    report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
+                      tb};
+    if (!ri.threads)
+        ri.threads = omp_get_max_threads();
+    if (report && write_report(report, json, st, &ri))
+        goto done;
+    if (!quiet) {
+        print_table(st, &ri);
+        if (data)
+            printf("accuracy: %.2f%% of %lld test samples of %s\n",
+                   100.0 * (double)correct / (double)st->samples, (long long)st->samples,
+                   dset.source);
+        if (report)
+            printf("\nwrote %s\n", report);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("sim");
+    if (ld)
+        qkf_loader_stop(ld);
+    qkf_dataset_free(&dset);
+    qkf_sched_free(e);
+    qkf_dense_free(d);
+    if (ds.node)
+        qkf_stats_free(&ds);
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_model_free(&m);
+    return rc;
+}
