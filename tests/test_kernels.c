@@ -1,0 +1,174 @@
+/* Each optimised dense kernel against a plain loop written straight from its definition. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "../kernels/base.h"
+#include "../kernels/kernels.h"
+
+static float *rand_buf(qkf_rng *r, int64_t n, int spikes)
+{
+    float *x = qkf_malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = spikes ? (float)(qkf_rng_uniform(r) < 0.3f) : qkf_rng_normal(r);
+    return x;
+}
+
+/* Direct convolution: out[co][f][oy][ox] = sum w[co][ci][ky][kx] in[ci][f][iy][ix]. */
+static void conv_naive(float *out, const float *in, const float *w, int F, int cin, int h, int wd,
+                       int cout, int k, int s, int p)
+{
+    int ho = (h + 2 * p - k) / s + 1, wo = (wd + 2 * p - k) / s + 1;
+    for (int co = 0; co < cout; co++)
+        for (int f = 0; f < F; f++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    double acc = 0;
+                    for (int ci = 0; ci < cin; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd)
+                                    continue;
+                                acc += (double)w[((co * cin + ci) * k + ky) * k + kx] *
+                                       (double)in[((int64_t)ci * F + f) * h * wd + iy * wd + ix];
+                            }
+                    out[(((int64_t)co * F + f) * ho + oy) * wo + ox] = (float)acc;
+                }
+}
+
+Test(kernels, conv_matches_direct_convolution)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 11);
+    struct {
+        int F, cin, h, cout, k, s, p;
+        int64_t cap; /* im2col scratch: small values force several frame chunks */
+    } cases[] = {
+        {3, 5, 9, 7, 3, 1, 1, 1 << 20}, {5, 4, 8, 6, 3, 1, 1, 4 * 9 * 64 * 2},
+        {4, 6, 8, 5, 1, 1, 0, 0},       {3, 6, 8, 5, 1, 2, 0, 1 << 20},
+        {2, 3, 16, 4, 1, 4, 0, 1 << 20}, {2, 3, 7, 4, 3, 1, 1, 1 << 20},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int F = cases[c].F, cin = cases[c].cin, h = cases[c].h, cout = cases[c].cout,
+            k = cases[c].k, s = cases[c].s, p = cases[c].p;
+        int ho = (h + 2 * p - k) / s + 1;
+        float *in = rand_buf(&r, (int64_t)cin * F * h * h, 0);
+        float *w = rand_buf(&r, (int64_t)cout * cin * k * k, 0);
+        float *a = qkf_calloc((size_t)cout * F * ho * ho, sizeof(float));
+        float *b = qkf_calloc((size_t)cout * F * ho * ho, sizeof(float));
+        int64_t cap = cases[c].cap ? cases[c].cap : 1;
+        int64_t need = qkf_conv_col_floats(cin, h, h, k, s, p);
+        if (cap < need)
+            cap = need;
+        float *col = qkf_malloc((size_t)cap * sizeof(float));
+        qkf_conv_forward(a, in, w, F, cin, h, h, cout, k, s, p, col, cap);
+        conv_naive(b, in, w, F, cin, h, h, cout, k, s, p);
+        for (int64_t i = 0; i < (int64_t)cout * F * ho * ho; i++)
+            cr_assert_float_eq(a[i], b[i], 1e-4f, "case %zu element %lld: %g vs %g", c,
+                               (long long)i, (double)a[i], (double)b[i]);
+        qkf_free(in), qkf_free(w), qkf_free(a), qkf_free(b), qkf_free(col);
+    }
+}
+
+Test(kernels, maxpool_matches_definition)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 3);
+    int P = 6, sizes[] = {8, 7, 1, 2};
+    for (int si = 0; si < 4; si++) {
+        int h = sizes[si], ho = (h - 1) / 2 + 1;
+        float *in = rand_buf(&r, (int64_t)P * h * h, 0), *out = qkf_malloc((size_t)P * ho * ho * 4);
+        qkf_maxpool3s2_forward(out, in, P, h, h);
+        for (int p = 0; p < P; p++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < ho; ox++) {
+                    float m = -INFINITY;
+                    for (int iy = 2 * oy - 1; iy <= 2 * oy + 1; iy++)
+                        for (int ix = 2 * ox - 1; ix <= 2 * ox + 1; ix++)
+                            if (iy >= 0 && iy < h && ix >= 0 && ix < h)
+                                m = fmaxf(m, in[(p * h + iy) * h + ix]);
+                    cr_assert_eq(out[(p * ho + oy) * ho + ox], m);
+                }
+        qkf_free(in), qkf_free(out);
+    }
+}
+
+Test(kernels, bn_matches_pytorch_formula)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 5);
+    int C = 4, M = 50;
+    float *x = rand_buf(&r, C * M, 0), *y = qkf_malloc((size_t)C * M * 4);
+    float g[4] = {1.5f, -0.5f, 2.0f, 0.25f}, b[4] = {0.1f, 0.2f, -0.3f, 0.0f},
+          mu[4] = {0.3f, -1.0f, 0.0f, 2.0f}, var[4] = {1.0f, 0.25f, 4.0f, 1e-6f},
+          bias[4] = {0.5f, 0.0f, -0.25f, 1.0f};
+    memcpy(y, x, (size_t)C * M * 4);
+    qkf_bias_bn_forward(y, C, M, bias, g, b, mu, var);
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < M; i++) {
+            double ref = ((double)x[c * M + i] + (double)bias[c] - (double)mu[c]) /
+                             sqrt((double)var[c] + 1e-5) * (double)g[c] + (double)b[c];
+            cr_assert(fabs((double)y[c * M + i] - ref) < 1e-4 * (1 + fabs(ref)), "%g vs %g",
+                      (double)y[c * M + i], ref);
+        }
+    qkf_free(x), qkf_free(y);
+}
+
+Test(kernels, lif_matches_equations_and_tb_axis)
+{
+    /* one neuron, hand-computed: x = 2.5, 0.2, 1.8, 1.8 -> h = 1.25 (spike), 0.1, 0.95, 1.375 */
+    float x[4] = {2.5f, 0.2f, 1.8f, 1.8f}, s[4], v[4], h[4];
+    int64_t n = qkf_lif_forward(s, x, 1, 4, 1, 1, 0, 1.0f, 0, v, h);
+    cr_expect_eq(n, 2);
+    float hs[4] = {1.25f, 0.1f, 0.95f, 1.375f}, ss[4] = {1, 0, 0, 1}, vs[4] = {0, 0.1f, 0.95f, 0};
+    for (int t = 0; t < 4; t++) {
+        cr_expect_float_eq(h[t], hs[t], 1e-6f, "t=%d", t);
+        cr_expect_eq(s[t], ss[t], "t=%d", t);
+        cr_expect_float_eq(v[t], vs[t], 1e-6f, "t=%d", t);
+    }
+    /* tb_compat: T=2, B=2 integrates frames (0,0),(0,1),(1,0),(1,1) in one membrane */
+    float y[4] = {1.5f, 1.5f, 0.0f, 0.0f}, s2[4];
+    qkf_lif_forward(s2, y, 1, 2, 2, 1, 0, 1.0f, 1, NULL, NULL);
+    /* h = 0.75, then 0.75 + (1.5-0.75)/2 = 1.125 (spike), then 0, 0 */
+    cr_expect(s2[0] == 0 && s2[1] == 1 && s2[2] == 0 && s2[3] == 0);
+    qkf_lif_forward(s2, y, 1, 2, 2, 1, 0, 1.0f, 0, NULL, NULL);
+    /* per sample: b=0 sees 1.5, 0 -> no spike; b=1 the same */
+    cr_expect(s2[0] == 0 && s2[1] == 0 && s2[2] == 0 && s2[3] == 0);
+}
+
+Test(kernels, attention_kernels_match_definitions)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 9);
+    int C = 12, H = 3, F = 3, N = 10, d = C / H;
+    float *q = rand_buf(&r, C * F * N, 1), *k = rand_buf(&r, C * F * N, 1),
+          *v = rand_buf(&r, C * F * N, 1);
+    float *cnt = qkf_malloc((size_t)H * F * N * 4), *out = qkf_malloc((size_t)C * F * N * 4);
+    qkf_qk_token_sum(cnt, q, C, H, F, N);
+    for (int hd = 0; hd < H; hd++)
+        for (int i = 0; i < F * N; i++) {
+            float s = 0;
+            for (int j = 0; j < d; j++)
+                s += q[(hd * d + j) * F * N + i];
+            cr_assert_eq(cnt[hd * F * N + i], s);
+        }
+    float *scratch = qkf_malloc((size_t)qkf_ssa_scratch_floats(C, H, 64) * 4);
+    qkf_ssa_forward(out, q, k, v, C, H, F, N, scratch);
+    /* Q K^T V * 0.125 computed the other way round: (Q K^T) V */
+    for (int f = 0; f < F; f++)
+        for (int hd = 0; hd < H; hd++)
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < d; j++) {
+                    double acc = 0;
+                    for (int m = 0; m < N; m++) {
+                        double qk = 0;
+                        for (int i = 0; i < d; i++)
+                            qk += (double)q[((hd * d + i) * F + f) * N + n] *
+                                  (double)k[((hd * d + i) * F + f) * N + m];
+                        acc += qk * (double)v[((hd * d + j) * F + f) * N + m];
+                    }
+                    cr_assert_eq(out[((hd * d + j) * F + f) * N + n], (float)(acc * 0.125));
+                }
+    qkf_free(q), qkf_free(k), qkf_free(v), qkf_free(cnt), qkf_free(out), qkf_free(scratch);
+}
