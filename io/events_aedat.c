@@ -1,0 +1,379 @@
+/* AEDAT 2.0 (jAER) and AEDAT 3.1 (cAER/DV, polarity packets), and DVS128 Gesture label files.
+ *
+ * AEDAT 2.0: ASCII header lines starting with '#' (the first "#!AER-DAT2.0"), then 8-byte
+ * records: big-endian uint32 address, big-endian uint32 timestamp (us). DVS128 address: bit 0
+ * raw polarity (0 = ON), bits 1..7 raw x, bits 8..14 raw y, bit 15 external sync and bit 31
+ * special events (skipped). jAER's extractor flips x and the polarity; SpikingJelly's
+ * CIFAR10-DVS loader also transposes (QKF_EV_ORIENT_CIFAR10DVS).
+ *
+ * AEDAT 3.1: header lines from "#!AER-DAT3.1" to "#!END-HEADER", then packets, little-endian:
+ * a 28-byte header (int16 eventType, int16 eventSource, int32 eventSize, eventTSOffset,
+ * eventTSOverflow, eventCapacity, eventNumber, eventValid) and eventCapacity * eventSize bytes of
+ * events, of which the first eventNumber are read. Polarity events (type 1, 8 bytes): uint32
+ * data (bit 0 valid, bit 1 polarity, bits 2..16 y, bits 17..31 x), int32 timestamp; the full
+ * time is eventTSOverflow << 31 | timestamp. Other packet types are skipped and counted.
+ *
+ * DVS128 Gesture: "<stem>.aedat" with "<stem>_labels.csv": a header line, then
+ * "class,startTime_usec,endTime_usec" rows, classes 1..11; a sample is the events with
+ * start <= t < end (as SpikingJelly slices them). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events_internal.h"
+
+#define AEDAT2_SPECIAL 0x80008000u /* sync (bit 15) and special (bit 31) events */
+#define AEDAT3_HEADER 28
+#define POLARITY_EVENT 1
+
+/* Skips the '#' header lines; *data receives the offset of the first binary byte. For AEDAT 3.1
+ * the header must end with a "#!END-HEADER" line. */
+static int skip_header(const uint8_t *buf, size_t len, const char *name, int version, size_t *data)
+{
+    const char *magic = version == 2 ? "#!AER-DAT2." : "#!AER-DAT3.";
+    size_t ml = strlen(magic);
+    if (len < ml || memcmp(buf, magic, ml) != 0) {
+        char got[16];
+        size_t k = 0;
+        for (; k < len && k < 12 && buf[k] >= 0x20 && buf[k] < 0x7F; k++)
+            got[k] = (char)buf[k];
+        got[k] = 0;
+        return qkf_set_error("%s: byte 0: not an AEDAT %d file (the first line is '%s', expected "
+                             "'%s0' or '%s1')",
+                             name, version, got, magic, magic);
+    }
+    size_t pos = 0;
+    while (pos < len && buf[pos] == '#') {
+        const uint8_t *nl = memchr(buf + pos, '\n', len - pos);
+        if (!nl)
+            return qkf_set_error("%s: byte %zu: unterminated header line", name, pos);
+        size_t end = (size_t)(nl - buf) + 1;
+        int last = version == 3 && end - pos >= 12 && memcmp(buf + pos, "#!END-HEADER", 12) == 0;
+        pos = end;
+        if (last) {
+            *data = pos;
+            return 0;
+        }
+    }
+    if (version == 3)
+        return qkf_set_error("%s: byte %zu: the header ends without a '#!END-HEADER' line", name,
+                             pos);
+    *data = pos;
+    return 0;
+}
+
+int qkf__decode_aedat2(const uint8_t *buf, size_t len, int orient, qkf__evdec *d)
+{
+    size_t data;
+    if (skip_header(buf, len, d->name, 2, &data))
+        return -1;
+    size_t n = (len - data) / 8;
+    qkf__ev_reserve(d, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        size_t off = data + 8 * i;
+        uint32_t addr = qkf__be32(buf + off), ts = qkf__be32(buf + off + 4);
+        if (addr & AEDAT2_SPECIAL) {
+            d->out->special++;
+            continue;
+        }
+        int64_t xr = (addr >> 1) & 0x7F, yr = (addr >> 8) & 0x7F;
+        int p = 1 - (int)(addr & 1);
+        int64_t x = orient == QKF_EV_ORIENT_CIFAR10DVS ? 127 - yr : 127 - xr;
+        int64_t y = orient == QKF_EV_ORIENT_CIFAR10DVS ? 127 - xr : yr;
+        if (qkf__ev_emit(d, ts, x, y, p, off, (int64_t)i))
+            return -1;
+    }
+    d->out->records = (int64_t)n;
+    if ((len - data) % 8)
+        return qkf_set_error("%s: byte %zu: truncated event (%zu trailing bytes; AEDAT 2.0 events "
+                             "are 8 bytes)",
+                             d->name, data + 8 * n, (len - data) % 8);
+    return 0;
+}
+
+int qkf__decode_aedat3(const uint8_t *buf, size_t len, qkf__evdec *d)
+{
+    size_t pos;
+    if (skip_header(buf, len, d->name, 3, &pos))
+        return -1;
+    int64_t rec = 0, packet = 0;
+    qkf__ev_reserve(d, (int64_t)((len - pos) / 8)); /* every event is 8 bytes */
+    while (pos < len) {
+        if (len - pos < AEDAT3_HEADER)
+            return qkf_set_error("%s: byte %zu (packet %lld): truncated packet header (%zu of %d "
+                                 "bytes)",
+                                 d->name, pos, (long long)packet, len - pos, AEDAT3_HEADER);
+        const uint8_t *h = buf + pos;
+        int type = (int16_t)qkf__le16(h);
+        int32_t size = (int32_t)qkf__le32(h + 4), tsoff = (int32_t)qkf__le32(h + 8),
+                ovf = (int32_t)qkf__le32(h + 12), cap = (int32_t)qkf__le32(h + 16),
+                num = (int32_t)qkf__le32(h + 20), valid = (int32_t)qkf__le32(h + 24);
+        if (type < 0 || size <= 0 || tsoff < 0 || tsoff > size - 4 || ovf < 0 || cap < 0 ||
+            num < 0 || num > cap || valid < 0 || valid > num)
+            return qkf_set_error("%s: byte %zu (packet %lld): bad packet header (type %d, "
+                                 "eventSize %d, eventTSOffset %d, eventTSOverflow %d, "
+                                 "eventCapacity %d, eventNumber %d, eventValid %d)",
+                                 d->name, pos, (long long)packet, type, size, tsoff, ovf, cap, num,
+                                 valid);
+        uint64_t bytes = (uint64_t)cap * (uint64_t)size;
+        if (bytes > len - pos - AEDAT3_HEADER)
+            return qkf_set_error("%s: byte %zu (packet %lld): truncated packet: %llu bytes of "
+                                 "events declared, %zu present",
+                                 d->name, pos, (long long)packet, (unsigned long long)bytes,
+                                 len - pos - AEDAT3_HEADER);
+        size_t body = pos + AEDAT3_HEADER;
+        if (type == POLARITY_EVENT) {
+            if (size != 8 || tsoff != 4)
+                return qkf_set_error("%s: byte %zu (packet %lld): polarity packet with %d-byte "
+                                     "events, timestamp at byte %d (expected 8 and 4)",
+                                     d->name, pos, (long long)packet, size, tsoff);
+            int64_t hi = (int64_t)ovf << 31;
+            for (int32_t k = 0; k < num; k++, rec++) {
+                size_t off = body + 8 * (size_t)k;
+                uint32_t v = qkf__le32(buf + off);
+                int32_t ts = (int32_t)qkf__le32(buf + off + 4);
+                if (!(v & 1)) {
+                    d->out->invalid++;
+                    continue;
+                }
+                if (ts < 0)
+                    return qkf_set_error("%s: byte %zu (event %lld): negative timestamp %d",
+                                         d->name, off, (long long)rec, ts);
+                if (qkf__ev_emit(d, hi | ts, (v >> 17) & 0x7FFF, (v >> 2) & 0x7FFF, (v >> 1) & 1,
+                                 off, rec))
+                    return -1;
+            }
+        } else {
+            d->out->unknown_packets++;
+            rec += num;
+        }
+        pos = body + (size_t)bytes;
+        packet++;
+    }
+    d->out->records = rec;
+    return 0;
+}
+
+/* ---- encoders ------------------------------------------------------------------------------ */
+
+static const char aedat2_header[] = "#!AER-DAT2.0\r\n"
+                                    "# This is a raw AE data file created by qkf\r\n"
+                                    "# Data format is int32 address, int32 timestamp (8 bytes "
+                                    "total), repeated for each event\r\n"
+                                    "# Timestamps tick is 1 us\r\n";
+
+int qkf__encode_aedat2(const qkf_events *e, int orient, uint8_t **buf, size_t *len)
+{
+    for (int64_t i = 0; i < e->n; i++) {
+        const qkf_event *v = &e->ev[i];
+        if (v->x > 127 || v->y > 127 || v->p > 1 || v->t < 0 || v->t > (int64_t)UINT32_MAX)
+            return qkf_set_error("event %lld: x = %d, y = %d, p = %d, t = %lld cannot be stored "
+                                 "as a DVS128 AEDAT 2.0 event",
+                                 (long long)i, v->x, v->y, v->p, (long long)v->t);
+    }
+    size_t hl = sizeof aedat2_header - 1, size = hl + 8 * (size_t)e->n;
+    uint8_t *b = qkf_malloc(size);
+    memcpy(b, aedat2_header, hl);
+    for (int64_t i = 0; i < e->n; i++) {
+        const qkf_event *v = &e->ev[i];
+        uint32_t xr, yr;
+        if (orient == QKF_EV_ORIENT_CIFAR10DVS)
+            xr = 127u - v->y, yr = 127u - v->x;
+        else
+            xr = 127u - v->x, yr = v->y;
+        uint32_t addr = yr << 8 | xr << 1 | (uint32_t)(1 - v->p);
+        qkf__put_be32(b + hl + 8 * (size_t)i, addr);
+        qkf__put_be32(b + hl + 8 * (size_t)i + 4, (uint32_t)v->t);
+    }
+    *buf = b;
+    *len = size;
+    return 0;
+}
+
+static const char aedat3_header[] = "#!AER-DAT3.1\r\n"
+                                    "#Format: RAW\r\n"
+                                    "#Source 1: DVS128\r\n"
+                                    "#!END-HEADER\r\n";
+
+#define AEDAT3_PACKET_EVENTS 4096 /* events per packet written */
+
+int qkf__encode_aedat3(const qkf_events *e, uint8_t **buf, size_t *len)
+{
+    for (int64_t i = 0; i < e->n; i++) {
+        const qkf_event *v = &e->ev[i];
+        if (v->x > 0x7FFF || v->y > 0x7FFF || v->p > 1 || v->t < 0 || (v->t >> 31) > INT32_MAX ||
+            (i && v->t < e->ev[i - 1].t))
+            return qkf_set_error("event %lld: x = %d, y = %d, p = %d, t = %lld cannot be stored "
+                                 "as an AEDAT 3.1 polarity event (timestamps must not decrease)",
+                                 (long long)i, v->x, v->y, v->p, (long long)v->t);
+    }
+    /* packets end at AEDAT3_PACKET_EVENTS events or where the timestamp overflow changes */
+    int64_t packets = 0;
+    for (int64_t i = 0; i < e->n;) {
+        int64_t j = i + 1, ovf = e->ev[i].t >> 31;
+        while (j < e->n && j - i < AEDAT3_PACKET_EVENTS && (e->ev[j].t >> 31) == ovf)
+            j++;
+        packets++;
+        i = j;
+    }
+    size_t hl = sizeof aedat3_header - 1;
+    size_t size = hl + (size_t)packets * AEDAT3_HEADER + 8 * (size_t)e->n;
+    uint8_t *b = qkf_malloc(size), *w = b + hl;
+    memcpy(b, aedat3_header, hl);
+    for (int64_t i = 0; i < e->n;) {
+        int64_t j = i + 1, ovf = e->ev[i].t >> 31;
+        while (j < e->n && j - i < AEDAT3_PACKET_EVENTS && (e->ev[j].t >> 31) == ovf)
+            j++;
+        uint32_t cnt = (uint32_t)(j - i);
+        qkf__put_le16(w, POLARITY_EVENT);
+        qkf__put_le16(w + 2, 1);
+        qkf__put_le32(w + 4, 8);
+        qkf__put_le32(w + 8, 4);
+        qkf__put_le32(w + 12, (uint32_t)ovf);
+        qkf__put_le32(w + 16, cnt);
+        qkf__put_le32(w + 20, cnt);
+        qkf__put_le32(w + 24, cnt);
+        w += AEDAT3_HEADER;
+        for (int64_t k = i; k < j; k++, w += 8) {
+            const qkf_event *v = &e->ev[k];
+            qkf__put_le32(w, (uint32_t)v->x << 17 | (uint32_t)v->y << 2 | (uint32_t)v->p << 1 | 1u);
+            qkf__put_le32(w + 4, (uint32_t)(v->t & 0x7FFFFFFF));
+        }
+        i = j;
+    }
+    *buf = b;
+    *len = size;
+    return 0;
+}
+
+/* ---- DVS128 Gesture labels ------------------------------------------------------------------ */
+
+void qkf_gesture_labels_path(const char *aedat, char *buf, size_t cap)
+{
+    const char *slash = strrchr(aedat, '/'), *dot = strrchr(aedat, '.');
+    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - aedat) : strlen(aedat);
+    snprintf(buf, cap, "%.*s_labels.csv", (int)stem, aedat);
+}
+
+/* Parses a non-negative decimal integer at *s (spaces around it allowed); advances *s. */
+static int parse_u(const char **s, int64_t *v)
+{
+    const char *p = *s;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p < '0' || *p > '9')
+        return -1;
+    int64_t x = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (x > (INT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (*p - '0');
+    }
+    while (*p == ' ' || *p == '\t')
+        p++;
+    *v = x;
+    *s = p;
+    return 0;
+}
+
+int qkf_gesture_labels_load(const char *csv, qkf_gesture_segment **segs, int *n)
+{
+    *segs = NULL;
+    *n = 0;
+    FILE *f = fopen(csv, "rb");
+    if (!f)
+        return qkf_set_error("%s: cannot open the labels file", csv);
+    char line[256];
+    int cap = 16, cnt = 0, lineno = 0;
+    long off = 0;
+    qkf_gesture_segment *s = qkf_malloc((size_t)cap * sizeof *s);
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        long here = off;
+        size_t l = strlen(line);
+        off += (long)l;
+        if (l == sizeof line - 1 && line[l - 1] != '\n') {
+            rc = qkf_set_error("%s: line %d (byte %ld): line too long", csv, lineno, here);
+            break;
+        }
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r' || line[l - 1] == ' '))
+            line[--l] = 0;
+        if (lineno == 1) {
+            if (strncmp(line, "class", 5) != 0) {
+                rc = qkf_set_error("%s: line 1 (byte 0): expected the header "
+                                   "'class,startTime_usec,endTime_usec'",
+                                   csv);
+                break;
+            }
+            continue;
+        }
+        if (l == 0)
+            continue;
+        const char *p = line;
+        int64_t c, t0, t1;
+        if (parse_u(&p, &c) || *p++ != ',' || parse_u(&p, &t0) || *p++ != ',' || parse_u(&p, &t1) ||
+            *p) {
+            rc = qkf_set_error("%s: line %d (byte %ld): expected 'class,startTime_usec,"
+                               "endTime_usec' with non-negative integers, got '%s'",
+                               csv, lineno, here, line);
+            break;
+        }
+        if (c < 1 || c > 11) {
+            rc = qkf_set_error("%s: line %d (byte %ld): class %lld is not in 1..11", csv, lineno,
+                               here, (long long)c);
+            break;
+        }
+        if (t1 <= t0) {
+            rc = qkf_set_error("%s: line %d (byte %ld): the segment ends (%lld us) before it "
+                               "starts (%lld us)",
+                               csv, lineno, here, (long long)t1, (long long)t0);
+            break;
+        }
+        if (cnt == cap) {
+            qkf_gesture_segment *g = qkf_malloc((size_t)cap * 2 * sizeof *g);
+            memcpy(g, s, (size_t)cap * sizeof *g);
+            qkf_free(s);
+            s = g;
+            cap *= 2;
+        }
+        s[cnt].label = (int)c - 1;
+        s[cnt].t_start = t0;
+        s[cnt].t_end = t1;
+        s[cnt].i0 = s[cnt].i1 = 0;
+        cnt++;
+    }
+    if (!rc && ferror(f))
+        rc = qkf_set_error("%s: read error", csv);
+    if (!rc && lineno == 0)
+        rc = qkf_set_error("%s: empty labels file", csv);
+    fclose(f);
+    if (rc) {
+        qkf_free(s);
+        return rc;
+    }
+    *segs = s;
+    *n = cnt;
+    return 0;
+}
+
+int qkf_gesture_load(const char *aedat, const char *csv, const qkf_events_opts *o, qkf_events *ev,
+                     qkf_gesture_segment **segs, int *n)
+{
+    char path[4096];
+    if (!csv) {
+        qkf_gesture_labels_path(aedat, path, sizeof path);
+        csv = path;
+    }
+    if (qkf_gesture_labels_load(csv, segs, n))
+        return -1;
+    if (qkf_events_load(aedat, o, ev)) {
+        qkf_free(*segs);
+        *segs = NULL;
+        *n = 0;
+        return -1;
+    }
+    for (int i = 0; i < *n; i++)
+        qkf_events_range(ev, (*segs)[i].t_start, (*segs)[i].t_end, &(*segs)[i].i0, &(*segs)[i].i1);
+    return 0;
+}
