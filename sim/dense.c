@@ -26,6 +26,12 @@ struct qkf_dense {
      * without a MaxPool leave the raw GEMM output and their LIF applies bias + BN on the fly. */
     float **bn_alpha, **bn_shift;
     int *fuse; /* op index -> 1 if this CONV's BN is applied by the following LIF */
+    /* LIF observer (qkf_dense_set_lif_hook): what it wants per LIF layer, and scratch for the
+     * membranes (when RECORD_VH is off) and for x behind a fused BN */
+    qkf_dense_lif_hook hook;
+    void *hook_ctx;
+    uint8_t *hook_want;
+    float *hook_v, *hook_h, *hook_x;
 };
 
 void qkf_set_threads(int n)
@@ -195,6 +201,7 @@ void qkf_dense_free(qkf_dense *e)
     qkf_free(e->bn_alpha);
     qkf_free(e->bn_shift);
     qkf_free(e->fuse);
+    qkf_dense_set_lif_hook(e, NULL, NULL, NULL);
     qkf_graph_free(&e->g);
     qkf_free(e);
 }
@@ -219,6 +226,82 @@ const float *qkf_dense_lif_v(const qkf_dense *e, int l) { return e->lif_v ? e->l
 const float *qkf_dense_lif_h(const qkf_dense *e, int l) { return e->lif_h ? e->lif_h[l] : NULL; }
 
 static float *T_(qkf_dense *e, int t) { return e->buf[e->tensor_buf[t]]; }
+
+int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const uint8_t *want)
+{
+    qkf_free(e->hook_want);
+    qkf_free(e->hook_v);
+    qkf_free(e->hook_h);
+    qkf_free(e->hook_x);
+    e->hook_want = NULL;
+    e->hook_v = e->hook_h = e->hook_x = NULL;
+    e->hook = NULL;
+    e->hook_ctx = NULL;
+    if (!fn)
+        return 0;
+    if (!want)
+        return qkf_set_error("qkf_dense_set_lif_hook: no want table");
+    const qkf_graph *g = &e->g;
+    int64_t vh = 0, x = 0;
+    for (int l = 0; l < g->n_lif; l++) {
+        int i = g->lif_ops[l];
+        int64_t n = tensor_floats(g, g->ops[i].out, e->max_batch);
+        if ((want[l] & (QKF_DENSE_WANT_V | QKF_DENSE_WANT_H)) && n > vh)
+            vh = n;
+        if ((want[l] & QKF_DENSE_WANT_X) && i > 0 && e->fuse[i - 1]) {
+            int64_t nx = tensor_floats(g, g->ops[i].in0, e->max_batch);
+            x = nx > x ? nx : x;
+        }
+    }
+    e->hook_want = qkf_malloc((size_t)g->n_lif);
+    memcpy(e->hook_want, want, (size_t)g->n_lif);
+    if (vh && !e->lif_v) {
+        e->hook_v = qkf_malloc((size_t)vh * sizeof(float));
+        e->hook_h = qkf_malloc((size_t)vh * sizeof(float));
+    }
+    if (x)
+        e->hook_x = qkf_malloc((size_t)x * sizeof(float));
+    e->hook = fn;
+    e->hook_ctx = ctx;
+    return 0;
+}
+
+/* Hands LIF op i's tensors to the hook. Behind a fused conv the LIF read raw currents; x is then
+ * recomputed with qkf_bias_bn_forward, which rounds exactly as the fused read does. */
+static int call_lif_hook(qkf_dense *e, int i, int B, const float *v, const float *h)
+{
+    const qkf_graph *g = &e->g;
+    const qkf_op *op = &g->ops[i];
+    const qkf_tensor *xt = &g->tensors[op->in0], *yt = &g->tensors[op->out];
+    int want = e->hook_want[op->lif_index];
+    qkf_dense_lif_data d = {.lif_index = op->lif_index,
+                            .T = g->cfg.T,
+                            .B = B,
+                            .C = yt->c,
+                            .N = yt->h * yt->w,
+                            .x_static = xt->static_t};
+    if (want & QKF_DENSE_WANT_S)
+        d.s = T_(e, op->out);
+    if (want & QKF_DENSE_WANT_V)
+        d.v = v;
+    if (want & QKF_DENSE_WANT_H)
+        d.h = h;
+    if (want & QKF_DENSE_WANT_X) {
+        d.x = T_(e, op->in0);
+        if (i > 0 && e->fuse[i - 1]) {
+            const qkf_op *cv = &g->ops[i - 1];
+            const float *P = e->m->params.data;
+            const qkf_param *pp = e->m->params.p;
+            int64_t M = tensor_floats(g, op->in0, B) / xt->c;
+            memcpy(e->hook_x, d.x, (size_t)(M * xt->c) * sizeof(float));
+            qkf_bias_bn_forward(e->hook_x, xt->c, M, cv->p_b >= 0 ? P + pp[cv->p_b].offset : NULL,
+                                P + pp[cv->p_bn_w].offset, P + pp[cv->p_bn_b].offset,
+                                P + pp[cv->p_bn_mean].offset, P + pp[cv->p_bn_var].offset);
+            d.x = e->hook_x;
+        }
+    }
+    return e->hook(e->hook_ctx, &d);
+}
 
 int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
                       int64_t *spike_count)
@@ -276,6 +359,11 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         case QKF_OP_LIF: {
             float *v = e->lif_v ? e->lif_v[op->lif_index] : NULL;
             float *h = e->lif_h ? e->lif_h[op->lif_index] : NULL;
+            int want = e->hook ? e->hook_want[op->lif_index] : 0;
+            if (!v && (want & QKF_DENSE_WANT_V))
+                v = e->hook_v;
+            if (!h && (want & QKF_DENSE_WANT_H))
+                h = e->hook_h;
             int64_t n;
             if (i > 0 && e->fuse[i - 1]) {
                 const qkf_op *cv = &g->ops[i - 1];
@@ -289,6 +377,11 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
             }
             if (spike_count)
                 spike_count[op->lif_index] += n;
+            if (want) {
+                int rc = call_lif_hook(e, i, B, v, h);
+                if (rc)
+                    return rc;
+            }
             break;
         }
         case QKF_OP_ADD: {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../io/io.h"
+#include "../io/trace.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"
@@ -36,7 +37,16 @@ static void help(void)
            "  --batch N        samples per forward pass (default 32)\n"
            "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
            "                   axis, leaking across the samples of a batch (as the published\n"
-           "                   checkpoints were evaluated); the batch is --batch\n");
+           "                   checkpoints were evaluated); the batch is --batch\n"
+           "  --trace T.h5     record membranes and spikes to T.h5 while running (NIR data\n"
+           "                   layout, readable during the run; docs/traces.md); refused if T.h5\n"
+           "                   exists, unless --force\n"
+           "  --record SPEC    what to record, repeatable: LAYERS:OBS[,OBS...][:KEY=VALUE...]\n"
+           "                   LAYERS a glob over module paths ('stage1.*', '*.attn_lif');\n"
+           "                   OBS v, h, input, spikes, all; keys neurons=A-B,C random=K seed=S\n"
+           "                   steps=A-B every=K samples=A-B (default: '*:spikes')\n"
+           "  --trace-buffer MB  memory between the simulation and the trace writer (default 64)\n"
+           "  --force          overwrite an existing --trace file\n");
 }
 
 /* Prints a firing-rate table: layer, neurons per sample, spikes, rate, and a bar. */
@@ -67,6 +77,9 @@ int cmd_infer(int argc, char **argv)
     const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
     long threads = 0, batch = 32;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
+    const char *trace_path = NULL, *records[32];
+    int n_records = 0, force = 0;
+    long trace_mb = QKF_TRACE_BUFFER_MB;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -87,6 +100,26 @@ int cmd_infer(int argc, char **argv)
             if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
                 return qkf_cli_fail("infer");
             batch_given = 1;
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--trace", &trace_path)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--record", &v)) != 0) {
+            if (r < 0 || (n_records == 32 && qkf_set_error("--record: at most 32")))
+                return qkf_cli_fail("infer");
+            records[n_records++] = v;
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--trace-buffer", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--trace-buffer", v, 1, 65536, &trace_mb))
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if (qkf_flag(&a, "--force")) {
+            force = 1;
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -130,6 +163,9 @@ int cmd_infer(int argc, char **argv)
     first.layer = -1;
     int64_t xc_spikes = 0, xc_mismatches = 0, first_sample = 0;
     qkf_h5out *o = NULL;
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     int ndim;
     int64_t shape[5];
     if (qkf_ckpt_load(weights, &m))
@@ -191,6 +227,17 @@ int cmd_infer(int argc, char **argv)
     other = qkf_malloc((size_t)(nb * K) * sizeof(float));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
     pred = qkf_malloc((size_t)B * sizeof(int64_t));
+    if (trace_path) {
+        ts.buffer_bytes = (size_t)trace_mb << 20;
+        ts.force = force;
+        for (int i = 0; i < n_records; i++)
+            if (qkf_trace_parse_record(&ts, records[i], g))
+                goto done;
+        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, 0, NULL)))
+            goto done;
+        if (!event && qkf_trace_dense_attach(tr, e)) /* event: the scheduler calls qkf_trace_put */
+            goto done;
+    }
     int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
     double dt = 0.0;
     for (int64_t b0 = 0; b0 < B; b0 += nb) {
@@ -213,6 +260,12 @@ int cmd_infer(int argc, char **argv)
         if (xc.mismatches && first.layer < 0)
             first = xc, first_sample = b0 + xc.b;
         xc_mismatches += xc.mismatches;
+    }
+    if (tr) { /* finished before the output is written: HDF5 from one thread at a time */
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
     }
     for (int64_t b = 0; b < B; b++) {
         int best = 0;
@@ -287,6 +340,8 @@ done:
         qkf_cli_fail("infer");
     if (o)
         qkf_h5out_abort(o);
+    qkf_trace_abort(tr); /* before the engine it is attached to; keeps a file the writer failed on */
+    qkf_trace_spec_free(&ts);
     qkf_dense_free(e);
     qkf_sched_free(ev);
     qkf_free(x);
