@@ -94,6 +94,9 @@ struct qkf_sched {
     int64_t enc_col_cap;
     int B;
     const float *input;
+    int view;      /* 1: a session's state: the graph, the folded weights and the model are the
+                      engine's, shared read-only */
+    int64_t bytes; /* memory of the run state (what a session holds) */
 };
 
 static void publish(qkf_sched *e, int tensor, int t, int64_t events, int64_t spikes)
@@ -647,13 +650,26 @@ static void node_step(qkf_sched *e, node *nd, int t, scratch *s)
 /* ---- creation ----------------------------------------------------------------------------------
  */
 
+/* Run-state allocation, counted in e->bytes (a session reports what it holds). */
+static void *st_malloc(qkf_sched *e, size_t n)
+{
+    e->bytes += (int64_t)n;
+    return qkf_malloc(n);
+}
+
+static void *st_calloc(qkf_sched *e, size_t n, size_t size)
+{
+    e->bytes += (int64_t)(n * size);
+    return qkf_calloc(n, size);
+}
+
 /* Events of a tensor of N tokens per sample, for max_batch samples. */
-static void events_alloc(qkf_events *ev, int N, int C, int counts)
+static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
 {
     ev->N = N, ev->C = C;
-    ev->len = qkf_calloc((size_t)N, sizeof(int32_t));
-    ev->ch = qkf_malloc((size_t)N * C * sizeof(uint16_t));
-    ev->cnt = counts ? qkf_malloc((size_t)N * C * sizeof(uint16_t)) : NULL;
+    ev->len = st_calloc(e, (size_t)N, sizeof(int32_t));
+    ev->ch = st_malloc(e, (size_t)N * C * sizeof(uint16_t));
+    ev->cnt = counts ? st_malloc(e, (size_t)N * C * sizeof(uint16_t)) : NULL;
 }
 
 /* W' = W * alpha per output channel, re-laid [Cin][k][k][Cout] (per block of bw output
@@ -693,53 +709,13 @@ static int producer(const qkf_graph *g, int tensor)
     return -1;
 }
 
-qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
+/* The nodes: what each one computes and its folded weights (read-only once built; sessions
+ * share them). */
+static int nodes_build(qkf_sched *e)
 {
-    if (max_batch < 1)
-        max_batch = 1;
-    qkf_sched *e = qkf_calloc(1, sizeof *e);
-    e->m = m;
-    e->max_batch = max_batch;
-    e->flags = flags;
-    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_SCHED_TB_COMPAT) != 0, &e->g)) {
-        qkf_free(e);
-        return NULL;
-    }
-    if (qkf_stats_init(&e->st, &e->g)) {
-        qkf_graph_free(&e->g);
-        qkf_free(e);
-        return NULL;
-    }
     const qkf_graph *g = &e->g;
-    int T = e->T = g->cfg.T, nt = g->n_tensors;
-    for (int i = 0; i < nt; i++)
-        if (g->tensors[i].c > 65535) {
-            qkf_set_error("event engine: tensor '%s' has %d channels (at most 65535)",
-                          g->tensors[i].name, g->tensors[i].c);
-            qkf_sched_free(e);
-            return NULL;
-        }
-    e->ev = qkf_calloc((size_t)nt, sizeof *e->ev);
-    e->cur = qkf_calloc((size_t)nt, sizeof *e->cur);
-    e->tev = qkf_calloc((size_t)nt * T * 2, sizeof(int64_t));
-    /* event tensors: the frame input, LIF, add and mask outputs; currents: qk sums, ssa */
-    const qkf_tensor *xin = &g->tensors[g->input];
-    if (!xin->static_t)
-        events_alloc(&e->ev[g->input], max_batch * xin->h * xin->w, xin->c, 1);
-    for (int i = 0; i < g->n_ops; i++) {
-        const qkf_op *op = &g->ops[i];
-        const qkf_tensor *y = &g->tensors[op->out];
-        int N = y->h * y->w;
-        if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
-            events_alloc(&e->ev[op->out], max_batch * N, y->c, op->kind == QKF_OP_ADD);
-        else if (op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_SSA)
-            e->cur[op->out] = qkf_calloc((size_t)max_batch * N * y->c, sizeof(float));
-    }
-
     e->n_nodes = e->st.n_nodes;
     e->nodes = qkf_calloc((size_t)e->n_nodes, sizeof *e->nodes);
-    int max_row = 1;
-    int64_t enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
     for (int i = 0; i < e->n_nodes; i++) {
         const qkf_node_info *info = &e->st.node[i];
         node *nd = &e->nodes[i];
@@ -766,31 +742,13 @@ qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
             nd->h = x->h, nd->w = x->w;
             nd->ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
             nd->wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
-            if ((int64_t)nd->cin * nd->k * nd->k * nd->cout >= INT32_MAX) {
-                qkf_set_error("event engine: conv '%s' has too many weights", op->name);
-                qkf_sched_free(e);
-                return NULL;
-            }
-            if (nd->kind == QKF_NODE_ENCODE) {
-                int64_t np = (int64_t)nd->ho * nd->wo, xin_n = (int64_t)x->c * x->h * x->w;
-                enc_in = enc_in > xin_n * max_batch ? enc_in : xin_n * max_batch;
-                enc_buf = enc_buf > nd->cout * max_batch * np ? enc_buf : nd->cout * max_batch * np;
-                if (op->pool)
-                    enc_pool = enc_pool > (int64_t)nd->C * max_batch * nd->N
-                                   ? enc_pool
-                                   : (int64_t)nd->C * max_batch * nd->N;
-                int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
-                col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
-                nd->enc = qkf_malloc((size_t)max_batch * nd->N * nd->C * sizeof(float));
-            } else {
+            if ((int64_t)nd->cin * nd->k * nd->k * nd->cout >= INT32_MAX)
+                return qkf_set_error("event engine: conv '%s' has too many weights", op->name);
+            if (nd->kind == QKF_NODE_CONV) {
                 int64_t slab = (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
                 nd->bw = slab > SLAB_BYTES && nd->cout > BLOCK ? BLOCK : nd->cout;
-                fold(nd, m);
-                if (nd->pool || nd->bw < nd->cout)
-                    nd->pre =
-                        qkf_malloc((size_t)max_batch * nd->ho * nd->wo * nd->cout * sizeof(float));
+                fold(nd, e->m);
             }
-            max_row = nd->cout > max_row ? nd->cout : max_row;
             break;
         }
         case QKF_NODE_ATTN: {
@@ -801,67 +759,153 @@ qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
         }
         case QKF_NODE_QK_SUM:
         case QKF_NODE_MASK:
-            nd->d = info->head_dim;
-            if (nd->kind == QKF_NODE_MASK)
-                nd->fired = qkf_calloc((size_t)max_batch * g->tensors[op->in1].c, 1);
-            break;
         case QKF_NODE_SSA:
             nd->d = info->head_dim;
-            nd->kv = qkf_malloc((size_t)max_batch * nd->heads * nd->d * nd->d * sizeof(float));
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Everything a run writes, for max_batch samples and T steps: membranes, per-step buffers,
+ * event lists, statistics of producers, scratch for nthreads threads, readout counts. */
+static void state_alloc(qkf_sched *e)
+{
+    const qkf_graph *g = &e->g;
+    int T = e->T, nt = g->n_tensors, max_batch = e->max_batch;
+    e->ev = st_calloc(e, (size_t)nt, sizeof *e->ev);
+    e->cur = st_calloc(e, (size_t)nt, sizeof *e->cur);
+    e->tev = st_calloc(e, (size_t)nt * T * 2, sizeof(int64_t));
+    /* event tensors: the frame input, LIF, add and mask outputs; currents: qk sums, ssa */
+    const qkf_tensor *xin = &g->tensors[g->input];
+    if (!xin->static_t)
+        events_alloc(e, &e->ev[g->input], max_batch * xin->h * xin->w, xin->c, 1);
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *y = &g->tensors[op->out];
+        int N = y->h * y->w;
+        if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
+            events_alloc(e, &e->ev[op->out], max_batch * N, y->c, op->kind == QKF_OP_ADD);
+        else if (op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_SSA)
+            e->cur[op->out] = st_calloc(e, (size_t)max_batch * N * y->c, sizeof(float));
+    }
+
+    int max_row = 1;
+    int64_t enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
+    for (int i = 0; i < e->n_nodes; i++) {
+        node *nd = &e->nodes[i];
+        const qkf_op *op = nd->op;
+        switch (nd->kind) {
+        case QKF_NODE_ENCODE:
+        case QKF_NODE_CONV:
+            if (nd->kind == QKF_NODE_ENCODE) {
+                const qkf_tensor *x = &g->tensors[op->in0];
+                int64_t np = (int64_t)nd->ho * nd->wo, xin_n = (int64_t)x->c * x->h * x->w;
+                enc_in = enc_in > xin_n * max_batch ? enc_in : xin_n * max_batch;
+                enc_buf = enc_buf > nd->cout * max_batch * np ? enc_buf : nd->cout * max_batch * np;
+                if (op->pool)
+                    enc_pool = enc_pool > (int64_t)nd->C * max_batch * nd->N
+                                   ? enc_pool
+                                   : (int64_t)nd->C * max_batch * nd->N;
+                int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
+                col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
+                nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
+            } else if (nd->pool || nd->bw < nd->cout) {
+                nd->pre =
+                    st_malloc(e, (size_t)max_batch * nd->ho * nd->wo * nd->cout * sizeof(float));
+            }
+            max_row = nd->cout > max_row ? nd->cout : max_row;
+            break;
+        case QKF_NODE_MASK:
+            nd->fired = st_calloc(e, (size_t)max_batch * g->tensors[op->in1].c, 1);
+            break;
+        case QKF_NODE_SSA:
+            nd->kv = st_malloc(e, (size_t)max_batch * nd->heads * nd->d * nd->d * sizeof(float));
             break;
         default:
             break;
         }
         if (nd->lif && !nd->or_rule) {
             int64_t per = (int64_t)nd->N * nd->C;
-            nd->v = qkf_calloc((size_t)(nd->tb ? per : per * max_batch), sizeof(float));
+            nd->v = st_calloc(e, (size_t)(nd->tb ? per : per * max_batch), sizeof(float));
         }
     }
     if (enc_in) {
-        e->enc_in = qkf_malloc((size_t)enc_in * sizeof(float));
-        e->enc_buf = qkf_malloc((size_t)enc_buf * sizeof(float));
-        e->enc_pool = enc_pool ? qkf_malloc((size_t)enc_pool * sizeof(float)) : NULL;
+        e->enc_in = st_malloc(e, (size_t)enc_in * sizeof(float));
+        e->enc_buf = st_malloc(e, (size_t)enc_buf * sizeof(float));
+        e->enc_pool = enc_pool ? st_malloc(e, (size_t)enc_pool * sizeof(float)) : NULL;
         const int64_t budget = 8 << 20; /* as the dense engine: at most 32 MB of im2col */
         e->enc_col_cap = col_frame < budget ? col_frame : budget;
         int64_t one = col_frame / max_batch;
         if (e->enc_col_cap < one)
             e->enc_col_cap = one;
-        e->enc_col = qkf_malloc((size_t)(e->enc_col_cap + 1) * sizeof(float));
+        e->enc_col = st_malloc(e, (size_t)(e->enc_col_cap + 1) * sizeof(float));
+    }
+    e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
+    for (int i = 0; i < e->nthreads; i++) {
+        e->scr[i].row = st_malloc(e, (size_t)max_row * sizeof(float));
+        e->scr[i].hw = st_calloc(e, (size_t)e->st.heads_max, sizeof(qkf_work));
+    }
+    e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
+    const qkf_op *ro = &g->ops[g->n_ops - 1];
+    e->ro = st_calloc(e, (size_t)max_batch * T * g->tensors[ro->in0].c, sizeof(int64_t));
+    e->feat = st_malloc(e, (size_t)g->tensors[ro->in0].c * sizeof(float));
+    if (e->flags & QKF_SCHED_RECORD) {
+        e->rec = st_calloc(e, (size_t)g->n_lif, sizeof(uint8_t *));
+        for (int l = 0; l < g->n_lif; l++)
+            e->rec[l] = st_malloc(e, (size_t)(qkf_graph_lif_neurons(g, l) * T * max_batch));
+    }
+}
+
+qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
+{
+    if (max_batch < 1)
+        max_batch = 1;
+    qkf_sched *e = qkf_calloc(1, sizeof *e);
+    e->m = m;
+    e->max_batch = max_batch;
+    e->flags = flags;
+    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_SCHED_TB_COMPAT) != 0, &e->g)) {
+        qkf_free(e);
+        return NULL;
+    }
+    if (qkf_stats_init(&e->st, &e->g)) {
+        qkf_graph_free(&e->g);
+        qkf_free(e);
+        return NULL;
+    }
+    const qkf_graph *g = &e->g;
+    e->T = g->cfg.T;
+    for (int i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].c > 65535) {
+            qkf_set_error("event engine: tensor '%s' has %d channels (at most 65535)",
+                          g->tensors[i].name, g->tensors[i].c);
+            qkf_sched_free(e);
+            return NULL;
+        }
+    if (nodes_build(e)) {
+        qkf_sched_free(e);
+        return NULL;
     }
     int threads = omp_get_max_threads(), procs = omp_get_num_procs();
     e->nthreads = threads > procs ? threads : procs;
-    e->scr = qkf_calloc((size_t)e->nthreads, sizeof *e->scr);
-    for (int i = 0; i < e->nthreads; i++) {
-        e->scr[i].row = qkf_malloc((size_t)max_row * sizeof(float));
-        e->scr[i].hw = qkf_calloc((size_t)e->st.heads_max, sizeof(qkf_work));
-    }
-    e->lif_spikes = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-    const qkf_op *ro = &g->ops[g->n_ops - 1];
-    e->ro = qkf_calloc((size_t)max_batch * T * g->tensors[ro->in0].c, sizeof(int64_t));
-    e->feat = qkf_malloc((size_t)g->tensors[ro->in0].c * sizeof(float));
-    if (flags & QKF_SCHED_RECORD) {
-        e->rec = qkf_calloc((size_t)g->n_lif, sizeof(uint8_t *));
-        for (int l = 0; l < g->n_lif; l++)
-            e->rec[l] = qkf_malloc((size_t)(qkf_graph_lif_neurons(g, l) * T * max_batch));
-    }
+    state_alloc(e);
     return e;
 }
 
-void qkf_sched_free(qkf_sched *e)
+/* Frees what state_alloc allocated. */
+static void state_free(qkf_sched *e)
 {
-    if (!e)
-        return;
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
-        qkf_free(nd->wt);
-        qkf_free(nd->bias);
         qkf_free(nd->v);
         qkf_free(nd->pre);
         qkf_free(nd->enc);
         qkf_free(nd->kv);
         qkf_free(nd->fired);
     }
-    qkf_free(e->nodes);
     if (e->ev)
         for (int i = 0; i < e->g.n_tensors; i++) {
             qkf_free(e->ev[i].len);
@@ -889,8 +933,23 @@ void qkf_sched_free(qkf_sched *e)
     qkf_free(e->enc_buf);
     qkf_free(e->enc_pool);
     qkf_free(e->enc_col);
+}
+
+void qkf_sched_free(qkf_sched *e)
+{
+    if (!e)
+        return;
+    if (e->nodes)
+        state_free(e);
+    if (!e->view && e->nodes)
+        for (int i = 0; i < e->n_nodes; i++) {
+            qkf_free(e->nodes[i].wt);
+            qkf_free(e->nodes[i].bias);
+        }
+    qkf_free(e->nodes);
     qkf_stats_free(&e->st);
-    qkf_graph_free(&e->g);
+    if (!e->view)
+        qkf_graph_free(&e->g);
     qkf_free(e);
 }
 
@@ -956,6 +1015,41 @@ static int check_frames(const qkf_sched *e, const float *input, int B)
     return 0;
 }
 
+/* One time step t of every node (inside the forward's parallel region, or serially: every
+ * worksharing construct then runs on the calling thread alone). */
+static void step_nodes(qkf_sched *e, int t, int frames, scratch *s)
+{
+    if (frames)
+        frames_step(e, t);
+    double t0 = qkf_now();
+    for (int i = 0; i < e->n_nodes; i++) {
+        node_step(e, &e->nodes[i], t, s);
+        if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
+            double t1 = qkf_now();
+            e->st.node_seconds[i] += t1 - t0;
+            t0 = t1;
+        }
+    }
+}
+
+/* The linear head on readout features feat [C]: logits [classes]. */
+static void readout_head(const qkf_sched *e, const float *feat, float *logits)
+{
+    const qkf_graph *g = &e->g;
+    const qkf_op *ro = &g->ops[g->n_ops - 1];
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    int Cr = g->tensors[ro->in0].c, K = g->cfg.num_classes;
+    const float *W = P + pp[ro->p_head_w].offset, *bias = P + pp[ro->p_head_b].offset;
+    for (int j = 0; j < K; j++) {
+        const float *wj = W + (int64_t)j * Cr;
+        float sum = 0.0f;
+        for (int c = 0; c < Cr; c++)
+            sum += feat[c] * wj[c];
+        logits[j] = sum + bias[j];
+    }
+}
+
 int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, int64_t *spike_count)
 {
     if (B < 1 || B > e->max_batch)
@@ -990,27 +1084,13 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
 #pragma omp parallel num_threads(nt)
     {
         scratch *s = &e->scr[omp_get_thread_num()];
-        for (int t = 0; t < T; t++) {
-            if (frames)
-                frames_step(e, t);
-            double t0 = qkf_now();
-            for (int i = 0; i < e->n_nodes; i++) {
-                node_step(e, &e->nodes[i], t, s);
-                if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
-                    double t1 = qkf_now();
-                    e->st.node_seconds[i] += t1 - t0;
-                    t0 = t1;
-                }
-            }
-        }
+        for (int t = 0; t < T; t++)
+            step_nodes(e, t, frames, s);
     }
 
     /* logits exactly as the dense readout computes them from the same spikes */
-    const float *P = e->m->params.data;
-    const qkf_param *pp = e->m->params.p;
     const qkf_tensor *xr = &g->tensors[ro->in0];
     int N = xr->h * xr->w, K = g->cfg.num_classes;
-    const float *W = P + pp[ro->p_head_w].offset, *bias = P + pp[ro->p_head_b].offset;
     float *feat = e->feat;
     for (int b = 0; b < B; b++) {
         for (int c = 0; c < Cr; c++) {
@@ -1021,13 +1101,7 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
             }
             feat[c] = st / (float)T;
         }
-        for (int j = 0; j < K; j++) {
-            const float *wj = W + (int64_t)j * Cr;
-            float sum = 0.0f;
-            for (int c = 0; c < Cr; c++)
-                sum += feat[c] * wj[c];
-            logits[(int64_t)b * K + j] = sum + bias[j];
-        }
+        readout_head(e, feat, logits + (int64_t)b * K);
     }
     if (spike_count)
         for (int l = 0; l < g->n_lif; l++)
@@ -1078,3 +1152,150 @@ int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck 
         }
     return 0;
 }
+
+/* ---- sessions ----------------------------------------------------------------------------------
+ *
+ * A session is a run state of its own for one sample and one step slot (T = 1, max_batch = 1):
+ * membranes, event lists, scratch and statistics. It reuses the engine's graph, nodes and folded
+ * weights read-only, so any number of sessions can step at the same time on different threads.
+ * A step runs exactly the code of one forward time step; the readout keeps the running sum the
+ * forward accumulates over t (count / N per channel, in step order), so after T steps the scores
+ * equal the forward's logits bit for bit. */
+
+struct qkf_sched_session {
+    qkf_sched e; /* the state; e.view = 1 */
+    const qkf_sched *engine;
+    int threads;
+    int frames;    /* dvs variants: frames of event counts; otherwise an image per step */
+    int64_t steps; /* since creation or reset */
+    float *acc;    /* [Cr] readout: sum over steps of count / N */
+    int64_t bytes;
+};
+
+qkf_sched_session *qkf_sched_session_new(const qkf_sched *engine, int threads)
+{
+    qkf_sched_session *s = qkf_calloc(1, sizeof *s);
+    qkf_sched *e = &s->e;
+    s->engine = engine;
+    s->threads = threads < 1 ? 1 : threads;
+    s->frames = !engine->g.tensors[engine->g.input].static_t;
+    e->view = 1;
+    e->m = engine->m;
+    e->g = engine->g; /* shares ops and tensors */
+    e->max_batch = e->B = 1;
+    e->T = 1;
+    e->flags = engine->flags & ~QKF_SCHED_RECORD;
+    qkf_graph one = engine->g; /* statistics of one step slot */
+    one.cfg.T = 1;
+    if (qkf_stats_init(&e->st, &one)) {
+        qkf_free(s);
+        return NULL;
+    }
+    e->n_nodes = engine->n_nodes;
+    e->nodes = qkf_malloc((size_t)e->n_nodes * sizeof *e->nodes);
+    memcpy(e->nodes, engine->nodes, (size_t)e->n_nodes * sizeof *e->nodes);
+    for (int i = 0; i < e->n_nodes; i++) { /* keep the weights, not the engine's state */
+        node *nd = &e->nodes[i];
+        nd->v = nd->pre = nd->enc = nd->kv = NULL;
+        nd->fired = NULL;
+    }
+    e->nthreads = s->threads;
+    state_alloc(e);
+    const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
+    int Cr = e->g.tensors[ro->in0].c;
+    s->acc = qkf_calloc((size_t)Cr, sizeof(float));
+    s->bytes = e->bytes + (int64_t)sizeof *s + (int64_t)e->n_nodes * (int64_t)sizeof *e->nodes +
+               (int64_t)Cr * (int64_t)sizeof(float) +
+               (int64_t)e->st.n_nodes *
+                   (int64_t)(sizeof(qkf_node_info) + sizeof(qkf_work) + sizeof(double)) +
+               (int64_t)e->st.n_nodes * e->st.heads_max * (int64_t)sizeof(qkf_work);
+    return s;
+}
+
+void qkf_sched_session_free(qkf_sched_session *s)
+{
+    if (!s)
+        return;
+    state_free(&s->e);
+    qkf_free(s->e.nodes); /* the copy; the weights are the engine's */
+    qkf_stats_free(&s->e.st);
+    qkf_free(s->acc);
+    qkf_free(s);
+}
+
+void qkf_sched_session_reset(qkf_sched_session *s)
+{
+    qkf_sched *e = &s->e;
+    for (int i = 0; i < e->n_nodes; i++) {
+        node *nd = &e->nodes[i];
+        if (nd->v)
+            memset(nd->v, 0, (size_t)nd->N * nd->C * sizeof(float));
+    }
+    const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
+    memset(s->acc, 0, (size_t)e->g.tensors[ro->in0].c * sizeof(float));
+    s->steps = 0;
+}
+
+/* A frame must hold event counts, as qkf_sched_forward requires. */
+static int check_frame(const qkf_sched *e, const float *frame)
+{
+    const qkf_tensor *x = &e->g.tensors[e->g.input];
+    int64_t N = (int64_t)x->h * x->w, n = (int64_t)x->c * N;
+    for (int64_t i = 0; i < n; i++) {
+        float v = frame[i];
+        if (!(v >= 0.0f && v <= 65535.0f) || v != (float)(int32_t)v)
+            return qkf_set_error("frame [%lld,%lld,%lld] is %g: the event engine takes event "
+                                 "counts (integers 0..65535)",
+                                 (long long)(i / N), (long long)(i % N / x->w),
+                                 (long long)(i % x->w), (double)v);
+    }
+    return 0;
+}
+
+int qkf_sched_session_step(qkf_sched_session *s, const float *frame, int64_t *spike_count)
+{
+    qkf_sched *e = &s->e;
+    const qkf_graph *g = &e->g;
+    if (s->frames && check_frame(e, frame))
+        return -1;
+    e->input = frame;
+    memset(e->tev, 0, (size_t)g->n_tensors * 2 * sizeof(int64_t));
+    memset(e->lif_spikes, 0, (size_t)g->n_lif * sizeof(int64_t));
+    const qkf_op *ro = &g->ops[g->n_ops - 1];
+    const qkf_tensor *xr = &g->tensors[ro->in0];
+    int Cr = xr->c, N = xr->h * xr->w;
+    memset(e->ro, 0, (size_t)Cr * sizeof(int64_t));
+    for (int i = 0; i < e->n_nodes; i++) /* a static image: encode this step's image */
+        if (e->nodes[i].kind == QKF_NODE_ENCODE)
+            encode_all(e, &e->nodes[i], frame, 1);
+    if (s->threads > 1) {
+#pragma omp parallel num_threads(s->threads)
+        step_nodes(e, 0, s->frames, &e->scr[omp_get_thread_num()]);
+    } else {
+        step_nodes(e, 0, s->frames, &e->scr[0]);
+    }
+    for (int c = 0; c < Cr; c++) { /* as the forward's time sum, one step at a time */
+        float sn = (float)e->ro[c];
+        s->acc[c] += sn / (float)N;
+    }
+    if (s->steps++ == 0)
+        e->st.samples++;
+    e->st.batches++;
+    if (spike_count)
+        memcpy(spike_count, e->lif_spikes, (size_t)g->n_lif * sizeof(int64_t));
+    return 0;
+}
+
+void qkf_sched_session_scores(qkf_sched_session *s, float *scores)
+{
+    qkf_sched *e = &s->e;
+    const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
+    int Cr = e->g.tensors[ro->in0].c;
+    for (int c = 0; c < Cr; c++)
+        e->feat[c] = s->steps > 0 ? s->acc[c] / (float)s->steps : 0.0f;
+    readout_head(e, e->feat, scores);
+}
+
+int64_t qkf_sched_session_steps(const qkf_sched_session *s) { return s->steps; }
+int64_t qkf_sched_session_bytes(const qkf_sched_session *s) { return s->bytes; }
+qkf_stats *qkf_sched_session_stats(qkf_sched_session *s) { return &s->e.st; }

@@ -64,4 +64,39 @@ typedef struct {
 } qkf_xcheck;
 int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck *r);
 
+/* ---- sessions: one time step at a time ---------------------------------------------------
+ *
+ * A session is one sample's running state (membranes, per-step buffers, a readout accumulator)
+ * stepped one time window at a time, for streams whose length is not known in advance (a live
+ * event camera: qkf serve). It shares the engine's graph and folded weights read-only: the
+ * engine must outlive its sessions, and any number of sessions may step at the same time on
+ * different threads (one session on one thread at a time). A step runs the same code, in the
+ * same order, as one time step of qkf_sched_forward, and nothing is allocated after creation:
+ * stepping frames x[b][0..T) one by one gives forward's spikes and, after T steps, its logits
+ * bit for bit. */
+typedef struct qkf_sched_session qkf_sched_session;
+
+/* A fresh session (membranes at rest) of engine e, allocating its state. threads: OpenMP
+ * threads of each step; 1 steps on the calling thread alone, with no parallel region (a server
+ * running many sessions on a thread pool). NULL on error (message recorded). */
+qkf_sched_session *qkf_sched_session_new(const qkf_sched *e, int threads);
+void qkf_sched_session_free(qkf_sched_session *s);
+/* Back to rest: membranes and the readout accumulator cleared, steps = 0. */
+void qkf_sched_session_reset(qkf_sched_session *s);
+/* Advances one LIF time step through every node. frame: [C][H][W], the event counts of this
+ * step (dvs variants: non-negative integers <= 65535) or, for static variants, the image the
+ * encoding sees at this step. spike_count (optional) [n_lif] receives each LIF layer's spikes
+ * of this step (overwritten). Fails on a frame value that is not an event count, with nothing
+ * changed. Work is added to the session's statistics. */
+int qkf_sched_session_step(qkf_sched_session *s, const float *frame, int64_t *spike_count);
+/* Class scores [num_classes]: the linear head on the readout's time mean over the steps since
+ * the last reset (as qkf_sched_forward's logits over T steps; no step yet: the head's bias). */
+void qkf_sched_session_scores(qkf_sched_session *s, float *scores);
+int64_t qkf_sched_session_steps(const qkf_sched_session *s); /* since creation or reset */
+/* Bytes the session allocated (its state; the shared weights are not counted). */
+int64_t qkf_sched_session_bytes(const qkf_sched_session *s);
+/* Work of every step since creation, in one step slot (T = 1; batches counts steps, samples
+ * the resets that were followed by a step). */
+qkf_stats *qkf_sched_session_stats(qkf_sched_session *s);
+
 #endif
