@@ -38,6 +38,7 @@
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
+#include "../io/trace.h"
 #include "sched.h"
 
 #define SLAB_BYTES (1 << 20) /* conv weights above this are processed in channel blocks */
@@ -97,6 +98,16 @@ struct qkf_sched {
     int view;      /* 1: a session's state: the graph, the folded weights and the model are the
                       engine's, shared read-only */
     int64_t bytes; /* memory of the run state (what a session holds) */
+    /* Trace (qkf_sched_set_trace): per recorded LIF layer, the values of the last forward in
+     * per-sample order, [4][T][B][n] (v after reset, h before the spike, x the input, s),
+     * handed to the trace after the forward. OR-rule attention layers also keep the exact LIF
+     * membrane they stand for ([B][N][C]), so their v and h are the dense engine's. */
+    qkf_trace *trace;
+    int64_t trace_base; /* samples handed over so far */
+    float **tr_buf;     /* [n_lif], NULL where not recorded */
+    float **tr_mem;     /* [n_lif], OR-rule layers only */
+    float *tr_tmp;      /* [threads][2 * max C]: a row's membrane before the step, and spikes */
+    int tr_tmp_c;
 };
 
 static void publish(qkf_sched *e, int tensor, int t, int64_t events, int64_t spikes)
@@ -187,13 +198,44 @@ static float *membrane(const node *nd, int b)
     return nd->tb ? nd->v : nd->v + (int64_t)b * nd->N * nd->C;
 }
 
+static float *trace_tmp(const qkf_sched *e, const node *nd)
+{
+    if (!e->tr_buf || !nd->lif || !e->tr_buf[nd->lif->lif_index])
+        return NULL;
+    return e->tr_tmp + (int64_t)omp_get_thread_num() * 2 * e->tr_tmp_c;
+}
+
+/* Stores one traced LIF row (sample b, token p, channels 0..C-1) in per-sample order c*N + p:
+ * h recomputed exactly as the kernel computes it from the membrane before the step. */
+static void trace_row(qkf_sched *e, const node *nd, int t, int b, int p, const float *vold,
+                      const float *x, const float *vnew, const uint16_t *ch, int ns)
+{
+    int64_t n = (int64_t)nd->C * nd->N, plane = (int64_t)e->T * e->B * n;
+    float *V = e->tr_buf[nd->lif->lif_index] + ((int64_t)t * e->B + b) * n + p;
+    float *H = V + plane, *X = V + 2 * plane, *S = V + 3 * plane;
+    for (int c = 0; c < nd->C; c++) {
+        int64_t i = (int64_t)c * nd->N;
+        V[i] = vnew[c];
+        H[i] = vold[c] + (x[c] - vold[c]) / 2.0f;
+        X[i] = x[c];
+        S[i] = 0.0f;
+    }
+    for (int k = 0; k < ns; k++)
+        S[(int64_t)ch[k] * nd->N] = 1.0f;
+}
+
 /* One LIF row of node nd (sample b, output token p) from currents x; emits its events. */
 static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const float *x)
 {
     qkf_events *out = &e->ev[nd->out];
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C;
-    int ns = qkf_spike_lif_row(ch, membrane(nd, b) + (int64_t)p * nd->C, x, nd->C, nd->vth);
+    float *vrow = membrane(nd, b) + (int64_t)p * nd->C, *old = trace_tmp(e, nd);
+    if (old)
+        memcpy(old, vrow, (size_t)nd->C * sizeof(float));
+    int ns = qkf_spike_lif_row(ch, vrow, x, nd->C, nd->vth);
+    if (old)
+        trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
     out->len[tok] = ns;
     record(e, nd, t, b, p, ch, ns);
     return ns;
@@ -363,9 +405,23 @@ static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
             int64_t tok = (int64_t)b * nd->N + p;
             const float *x = e->cur[nd->in0] + tok * C;
             uint16_t *ch = out->ch + tok * C;
-            int ns = nd->or_rule
-                         ? qkf_spike_attn_row(ch, x, C)
-                         : qkf_spike_lif_row(ch, membrane(nd, b) + (int64_t)p * C, x, C, nd->vth);
+            float *old = trace_tmp(e, nd), *vrow;
+            int ns;
+            if (nd->or_rule) {
+                ns = qkf_spike_attn_row(ch, x, C);
+                if (old) { /* the exact LIF the OR rule stands for: same spikes, real membrane */
+                    vrow = e->tr_mem[nd->lif->lif_index] + tok * C;
+                    memcpy(old, vrow, (size_t)C * sizeof(float));
+                    qkf_spike_lif_row_ref((uint16_t *)(old + e->tr_tmp_c), vrow, x, C, nd->vth);
+                }
+            } else {
+                vrow = membrane(nd, b) + (int64_t)p * C;
+                if (old)
+                    memcpy(old, vrow, (size_t)C * sizeof(float));
+                ns = qkf_spike_lif_row(ch, vrow, x, C, nd->vth);
+            }
+            if (old)
+                trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
             out->len[tok] = ns;
             spikes += ns;
             for (int i = 0; i < ns; i++)
@@ -946,6 +1002,14 @@ void qkf_sched_free(qkf_sched *e)
             qkf_free(e->nodes[i].wt);
             qkf_free(e->nodes[i].bias);
         }
+    if (e->tr_buf)
+        for (int l = 0; l < e->g.n_lif; l++) {
+            qkf_free(e->tr_buf[l]);
+            qkf_free(e->tr_mem[l]);
+        }
+    qkf_free(e->tr_buf);
+    qkf_free(e->tr_mem);
+    qkf_free(e->tr_tmp);
     qkf_free(e->nodes);
     qkf_stats_free(&e->st);
     if (!e->view)
@@ -1077,6 +1141,10 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
     if (e->rec)
         for (int l = 0; l < g->n_lif; l++)
             memset(e->rec[l], 0, (size_t)(qkf_graph_lif_neurons(g, l) * T * B));
+    if (e->tr_mem)
+        for (int l = 0; l < g->n_lif; l++)
+            if (e->tr_mem[l])
+                memset(e->tr_mem[l], 0, (size_t)(qkf_graph_lif_neurons(g, l) * B) * sizeof(float));
 
     int nt = omp_get_max_threads();
     if (nt > e->nthreads)
@@ -1108,6 +1176,53 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
             spike_count[l] += e->lif_spikes[l];
     e->st.samples += B;
     e->st.batches++;
+    if (e->trace) {
+        for (int l = 0; l < g->n_lif; l++) {
+            if (!e->tr_buf[l])
+                continue;
+            unsigned w = qkf_trace_wants(e->trace, l);
+            int64_t n = qkf_graph_lif_neurons(g, l), plane = (int64_t)T * B * n;
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++) {
+                    const float *V = e->tr_buf[l] + ((int64_t)t * B + b) * n;
+                    if (qkf_trace_put(e->trace, l, e->trace_base + b, t,
+                                      w & (1u << QKF_TRACE_V) ? V : NULL,
+                                      w & (1u << QKF_TRACE_H) ? V + plane : NULL,
+                                      w & (1u << QKF_TRACE_INPUT) ? V + 2 * plane : NULL,
+                                      w & (1u << QKF_TRACE_SPIKES) ? V + 3 * plane : NULL, n))
+                        return -1;
+                }
+        }
+        e->trace_base += B;
+    }
+    return 0;
+}
+
+int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
+{
+    const qkf_graph *g = &e->g;
+    if (e->view)
+        return qkf_set_error("a session cannot record a trace");
+    e->trace = tr;
+    e->trace_base = 0;
+    if (e->tr_buf)
+        return 0;
+    e->tr_buf = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+    e->tr_mem = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+    int maxc = 1;
+    for (int i = 0; i < e->n_nodes; i++) {
+        const node *nd = &e->nodes[i];
+        if (!nd->lif || !qkf_trace_wants(tr, nd->lif->lif_index))
+            continue;
+        int l = nd->lif->lif_index;
+        int64_t n = qkf_graph_lif_neurons(g, l);
+        e->tr_buf[l] = qkf_malloc((size_t)(4 * (int64_t)e->T * e->max_batch * n) * sizeof(float));
+        if (nd->or_rule)
+            e->tr_mem[l] = qkf_malloc((size_t)(e->max_batch * n) * sizeof(float));
+        maxc = nd->C > maxc ? nd->C : maxc;
+    }
+    e->tr_tmp_c = maxc;
+    e->tr_tmp = qkf_malloc((size_t)omp_get_max_threads() * 2 * maxc * sizeof(float));
     return 0;
 }
 

@@ -29,6 +29,11 @@ typedef struct qkf_sched qkf_sched;
  * re-lays them for events, and allocates every buffer (nothing is allocated per step or event).
  * The model must outlive the engine. NULL on error (message recorded). */
 qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags);
+/* Records every forward from now on into tr (io/trace.h): v, h, input and spikes of the layers
+ * tr wants, with the values this engine computes (its currents come from folded BatchNorm, so
+ * v, h and input agree with the dense engine's to rounding; spikes exactly). */
+struct qkf_trace;
+int qkf_sched_set_trace(qkf_sched *e, struct qkf_trace *tr);
 void qkf_sched_free(qkf_sched *e);
 const qkf_graph *qkf_sched_graph(const qkf_sched *e);
 

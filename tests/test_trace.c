@@ -24,6 +24,7 @@
 #include "../io/trace.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
+#include "../sim/sched.h"
 
 static void tmp_path(char *buf, size_t n, const char *name)
 {
@@ -901,4 +902,67 @@ Test(trace, files_and_errors)
     cr_expect(strstr(qkf_last_error(), "not a trace"), "%s", qkf_last_error());
     qkf_trace_spec_free(&sp);
     qkf_graph_free(&g);
+}
+
+/* The event engine's trace against the dense engine's on the same input: identical spikes in
+ * every layer, and v, h, input equal up to the rounding of folded BatchNorm (1e-4). */
+Test(trace, event_engine_matches_dense, .timeout = 60)
+{
+    fixture f;
+    fixture_load(&f, "cifar_small");
+    int B = f.B, K = f.m.cfg.num_classes, T = f.m.cfg.T;
+    qkf_dense *d = qkf_dense_create(&f.m, B, 0);
+    qkf_sched *ev = qkf_sched_create(&f.m, B, 0);
+    cr_assert(d && ev, "%s", qkf_last_error());
+    const qkf_graph *g = qkf_dense_graph(d);
+    char pd[256], pe[256];
+    tmp_path(pd, sizeof pd, "xd");
+    tmp_path(pe, sizeof pe, "xe");
+    float *logits = qkf_malloc((size_t)B * K * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        qkf_trace_spec sp;
+        qkf_trace_spec_init(&sp);
+        cr_assert_eq(qkf_trace_parse_record(&sp, "*:all", g), 0, "%s", qkf_last_error());
+        qkf_trace *tr = qkf_trace_open(k ? pe : pd, &sp, g, f.wpath, k ? "event" : "dense", 0, NULL);
+        cr_assert_not_null(tr, "%s", qkf_last_error());
+        if (k) {
+            cr_assert_eq(qkf_sched_set_trace(ev, tr), 0, "%s", qkf_last_error());
+            cr_assert_eq(qkf_sched_forward(ev, f.x, B, logits, NULL), 0, "%s", qkf_last_error());
+        } else {
+            cr_assert_eq(qkf_trace_dense_attach(tr, d), 0, "%s", qkf_last_error());
+            cr_assert_eq(qkf_dense_forward(d, f.x, B, logits, NULL), 0, "%s", qkf_last_error());
+        }
+        cr_assert_eq(qkf_trace_close(tr), 0, "%s", qkf_last_error());
+        qkf_trace_spec_free(&sp);
+    }
+    const char *obs[] = {"v", "h", "input"};
+    for (int l = 0; l < g->n_lif; l++) {
+        const char *name = lif_name(g, l);
+        int64_t n = qkf_graph_lif_neurons(g, l), S1, S2;
+        uint8_t *s1 = read_spikes(pd, name, n, T, 0, 1, &S1), *s2 = read_spikes(pe, name, n, T, 0, 1, &S2);
+        cr_assert_eq(S1, B);
+        cr_assert_eq(S2, B);
+        cr_expect_eq(memcmp(s1, s2, (size_t)(B * T * n)), 0, "%s: spikes differ", name);
+        qkf_free(s1);
+        qkf_free(s2);
+        for (int o = 0; o < 3; o++) {
+            int64_t sh1[3], sh2[3];
+            float *a = read_grid(pd, name, obs[o], sh1), *b = read_grid(pe, name, obs[o], sh2);
+            cr_assert(sh1[0] == sh2[0] && sh1[1] == sh2[1] && sh1[2] == sh2[2]);
+            double worst = 0;
+            for (int64_t i = 0; i < sh1[0] * sh1[1] * sh1[2]; i++) {
+                double dd = fabs((double)a[i] - (double)b[i]);
+                worst = dd > worst ? dd : worst;
+            }
+            cr_expect_leq(worst, 1e-4, "%s %s: dense and event differ by %g", name, obs[o], worst);
+            qkf_free(a);
+            qkf_free(b);
+        }
+    }
+    unlink(pd);
+    unlink(pe);
+    qkf_free(logits);
+    qkf_sched_free(ev);
+    qkf_dense_free(d);
+    fixture_free(&f);
 }

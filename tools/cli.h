@@ -29,6 +29,14 @@ int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_sim(int, char **);
+int cmd_grad(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_events(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns 1 */
 

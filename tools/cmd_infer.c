@@ -233,9 +233,9 @@ int cmd_infer(int argc, char **argv)
         for (int i = 0; i < n_records; i++)
             if (qkf_trace_parse_record(&ts, records[i], g))
                 goto done;
-        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, 0, NULL)))
+        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, argc, argv)))
             goto done;
-        if (!event && qkf_trace_dense_attach(tr, e)) /* event: the scheduler calls qkf_trace_put */
+        if (event ? qkf_sched_set_trace(ev, tr) : qkf_trace_dense_attach(tr, e))
             goto done;
     }
     int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;

@@ -13,6 +13,7 @@
 
 #include "../io/dataset.h"
 #include "../io/io.h"
+#include "../io/trace.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"
@@ -50,7 +51,12 @@ static void help(void)
         "  --e-ac, --e-mac      energy per accumulate and multiply-accumulate in pJ (45 nm:\n"
         "                       0.9 and 4.6, Horowitz 2014)\n"
         "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
-        "  --quiet              no table (with --report)\n");
+        "  --quiet              no table (with --report)\n"
+        "  --trace T.h5         record membranes and spikes (NIR data layout, docs/traces.md)\n"
+        "  --record SPEC        what to record, repeatable: LAYERS:OBS[,OBS...][:KEY=VALUE...]\n"
+        "                       (as qkf infer --help; default '*:spikes')\n"
+        "  --trace-buffer MB    memory between the simulation and the trace writer (64)\n"
+        "  --force              overwrite an existing --trace file\n");
 }
 
 /* ---- formatting ----------------------------------------------------------------------------- */
@@ -418,10 +424,33 @@ int cmd_sim(int argc, char **argv)
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
     int tb = 0, quiet = 0, r;
+    const char *trace_path = NULL, *records[32];
+    int n_records = 0, force = 0;
+    long trace_mb = QKF_TRACE_BUFFER_MB;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
             return 0;
+        }
+        if ((r = qkf_arg(&a, "--trace", &trace_path)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--record", &v)) != 0) {
+            if (r < 0 || (n_records == 32 && qkf_set_error("--record: at most 32")))
+                return qkf_cli_fail("sim");
+            records[n_records++] = v;
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--trace-buffer", &v)) != 0) {
+            if (r < 0 || qkf_parse_int("--trace-buffer", v, 1, 65536, &trace_mb))
+                return qkf_cli_fail("sim");
+            continue;
+        }
+        if (qkf_flag(&a, "--force")) {
+            force = 1;
+            continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
             (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
@@ -517,6 +546,9 @@ int cmd_sim(int argc, char **argv)
     memset(&dset, 0, sizeof dset);
     qkf_loader *ld = NULL;
     int64_t B = 0, per = 0, correct = 0;
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     if (qkf_ckpt_load(weights, &m))
         goto done;
     if (input ? load_input(input, &m, &x, &B, &per) : load_data(data, &m, limit, &dset, &B))
@@ -532,6 +564,18 @@ int cmd_sim(int argc, char **argv)
         if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
             goto done;
         st = &ds;
+    }
+    if (trace_path) {
+        const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
+        ts.buffer_bytes = (size_t)trace_mb << 20;
+        ts.force = force;
+        for (int i = 0; i < n_records; i++)
+            if (qkf_trace_parse_record(&ts, records[i], g))
+                goto done;
+        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, argc, argv)))
+            goto done;
+        if (event ? qkf_sched_set_trace(e, tr) : qkf_trace_dense_attach(tr, d))
+            goto done;
     }
     int K = m.cfg.num_classes;
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
@@ -565,6 +609,12 @@ int cmd_sim(int argc, char **argv)
         }
         b0 += n;
     }
+    if (tr) {
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
+    }
     st->seconds = busy;
     report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
                       tb};
@@ -588,6 +638,8 @@ done:
     if (ld)
         qkf_loader_stop(ld);
     qkf_dataset_free(&dset);
+    qkf_trace_abort(tr); /* before the engine it is attached to */
+    qkf_trace_spec_free(&ts);
     qkf_sched_free(e);
     qkf_dense_free(d);
     if (ds.node)

@@ -20,7 +20,15 @@ static void usage(FILE *f)
             "  info     model configuration and parameter counts (checkpoint or preset)\n"
             "  init     write a freshly initialised checkpoint\n"
             "  infer    run a checkpoint on an input file; logits, spike counts, firing rates\n"
+            "  sim      event-driven simulation: sparsity, synaptic operations and energy report\n"
             "  bench    measure inference speed (dense engine vs the PyTorch reference)\n"
+            "  train    train a model (surrogate gradients, AdamW) on a dataset\n"
+            "  eval     accuracy of a checkpoint on a dataset's test split\n"
+            "  serve    the event engine as a live device on a TCP port (libuv)\n"
+            "  client   replay an event file to qkf serve; --bench N for events/s and latency\n"
+            "  report   statistics of a trace (rates, silent/saturated neurons, masks, membranes)\n"
+            "  events   event-camera files: info, frames for infer, DVS emulator, convert, bench\n"
+            "  grad     one training-mode forward + backward; loss and gradients to HDF5\n"
             "\n"
             "presets: %s\n",
             QKF_VERSION, qkf_config_preset_list());
@@ -143,8 +151,24 @@ int main(int argc, char **argv)
         return cmd_init(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer"))
         return cmd_infer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sim"))
+        return cmd_sim(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "grad"))
+        return cmd_grad(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train"))
+        return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "client"))
+        return cmd_client(argc - 1, argv + 1);
+    if (!strcmp(cmd, "report"))
+        return cmd_report(argc - 1, argv + 1);
+    if (!strcmp(cmd, "events"))
+        return cmd_events(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "qkf: unknown command '%s' (qkf --help lists them)\n", cmd);
     return 2;
 }
