@@ -21,6 +21,26 @@ static void help(void)
            "(tools/reference/bench_torch.py, same weights) in the same run and prints ratios.\n");
 }
 
+/* Multiply-adds of one image through the dense engine's convolutions and head (the encoding
+ * conv of a static image counted once, as the engine runs it). */
+static double dense_gflop(const qkf_model *m)
+{
+    qkf_graph g;
+    if (qkf_graph_build(&m->cfg, &m->params, 0, &g))
+        return 0.0;
+    double macs = 0.0;
+    for (int i = 0; i < g.n_ops; i++) {
+        const qkf_op *op = &g.ops[i];
+        if (op->kind != QKF_OP_CONV)
+            continue;
+        const qkf_tensor *x = &g.tensors[op->in0];
+        int ho = (x->h - 1) / op->stride + 1, wo = (x->w - 1) / op->stride + 1;
+        macs += (double)op->cout * op->cin * op->k * op->k * ho * wo * (x->static_t ? 1 : m->cfg.T);
+    }
+    qkf_graph_free(&g);
+    return 2.0 * macs / 1e9;
+}
+
 static double run_dense(qkf_model *m, int B, double seconds)
 {
     qkf_dense *e = qkf_dense_create(m, B, 0);
@@ -128,10 +148,11 @@ int cmd_bench(int argc, char **argv)
     }
     printf("model: %s, img %d, T %d, threads %ld\n", weights ? weights : variant, m.cfg.img_size,
            m.cfg.T, threads);
-    double ours[16];
+    double ours[16], gf = dense_gflop(&m);
+    printf("dense work: %.2f GFLOP per image (convolutions)\n", gf);
     for (int i = 0; i < nbs; i++) {
         ours[i] = run_dense(&m, bs[i], seconds);
-        printf("qkf dense batch=%d images_per_s=%.2f\n", bs[i], ours[i]);
+        printf("qkf dense batch=%d images_per_s=%.2f (%.0f GFLOP/s)\n", bs[i], ours[i], ours[i] * gf);
         fflush(stdout);
     }
     if (torch) {
