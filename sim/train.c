@@ -2,16 +2,19 @@
  *
  * Memory, planned once at creation:
  *   - every tensor of the forward keeps its own buffer until the backward has run (the backward
- *     reads convolution inputs, spikes, attention inputs); the membrane h that a LIF layer's
- *     backward needs overwrites that layer's input currents in place (the currents have no
- *     other reader), so recording h costs nothing;
- *   - per convolution: the pre-BatchNorm output z (the BN backward recomputes x-hat from it),
- *     the batch mean and 1/std per channel, and the MaxPool argmax;
+ *     reads convolution inputs, spikes, attention inputs), except the currents of a LIF layer
+ *     fed by a convolution: those live in one shared buffer, and the backward recomputes them
+ *     from the convolution's pre-BatchNorm output and the membrane h from them and the kept
+ *     spikes, bit for bit (the same float operations), so neither is stored;
+ *   - the other LIF layers (attention neurons) record h in place of their input, which has no
+ *     other reader;
+ *   - per convolution: the pre-BatchNorm output z (the BN backward needs x-hat), the batch mean
+ *     and 1/std per channel, and the MaxPool argmax;
  *   - gradient buffers come from a pool planned over the reverse op order: a tensor's gradient
  *     lives from its last reader's backward to its producer's backward;
  *   - one flat gradient buffer parallel to params.data.
  * Nothing is allocated in forward or backward. */
-#include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -32,8 +35,11 @@ struct qkf_train {
     int max_batch, flags, threads;
     int B; /* batch of the last forward, 0 before the first */
     float **act;     /* per tensor */
-    float **lif_h;   /* per LIF layer: its own buffer (static input) or the input's buffer */
+    int *act_shared; /* per tensor: act is the shared current buffer (not kept) */
+    float **lif_h;   /* per LIF layer: its own buffer, the input's buffer, or the shared hbuf */
     int *h_private;  /* per LIF layer: lif_h was allocated separately */
+    int *recompute;  /* per LIF layer: currents and h are recomputed in the backward */
+    float *ybuf, *hbuf; /* shared currents of conv-fed LIF layers, and their recomputed h */
     conv_cache *cc;  /* per op */
     int *last_reader;
     int n_gbuf;
@@ -140,13 +146,34 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
             }
     }
     e->act = qkf_calloc((size_t)nt, sizeof(float *));
-    for (int t = 0; t < nt; t++)
-        e->act[t] = alloc(e, tensor_floats(g, t, B), sizeof(float));
+    e->act_shared = qkf_calloc((size_t)nt, sizeof(int));
     e->lif_h = qkf_calloc((size_t)g->n_lif + 1, sizeof(float *));
     e->h_private = qkf_calloc((size_t)g->n_lif + 1, sizeof(int));
+    e->recompute = qkf_calloc((size_t)g->n_lif + 1, sizeof(int));
+    /* LIF layers whose only input is the convolution just before them: recomputed */
+    int64_t ymax = 0, hmax = 0;
+    for (int l = 0; l < g->n_lif; l++) {
+        int i = g->lif_ops[l];
+        const qkf_op *op = &g->ops[i];
+        if (i > 0 && g->ops[i - 1].kind == QKF_OP_CONV && g->ops[i - 1].out == op->in0 &&
+            readers[op->in0] == 1) {
+            e->recompute[l] = 1;
+            e->act_shared[op->in0] = 1;
+            int64_t y = tensor_floats(g, op->in0, B), h = tensor_floats(g, op->out, B);
+            ymax = y > ymax ? y : ymax;
+            hmax = h > hmax ? h : hmax;
+        }
+    }
+    e->ybuf = alloc(e, ymax, sizeof(float));
+    e->hbuf = alloc(e, hmax, sizeof(float));
+    for (int t = 0; t < nt; t++)
+        e->act[t] = e->act_shared[t] ? e->ybuf : alloc(e, tensor_floats(g, t, B), sizeof(float));
     for (int l = 0; l < g->n_lif; l++) {
         const qkf_op *op = &g->ops[g->lif_ops[l]];
-        if (!g->tensors[op->in0].static_t && readers[op->in0] == 1 && op->in0 != g->input) {
+        if (e->recompute[l]) {
+            e->lif_h[l] = e->hbuf;
+        } else if (!g->tensors[op->in0].static_t && readers[op->in0] == 1 &&
+                   op->in0 != g->input) {
             e->lif_h[l] = e->act[op->in0];
         } else {
             e->lif_h[l] = alloc(e, tensor_floats(g, op->out, B), sizeof(float));
@@ -210,7 +237,12 @@ void qkf_train_free(qkf_train *e)
         return;
     qkf_graph *g = &e->g;
     for (int t = 0; t < g->n_tensors; t++)
-        qkf_free(e->act[t]);
+        if (!e->act_shared[t])
+            qkf_free(e->act[t]);
+    qkf_free(e->ybuf);
+    qkf_free(e->hbuf);
+    qkf_free(e->act_shared);
+    qkf_free(e->recompute);
     for (int l = 0; l < g->n_lif; l++)
         if (e->h_private[l])
             qkf_free(e->lif_h[l]);
@@ -253,7 +285,7 @@ void qkf_train_zero_grad(qkf_train *e)
 
 const float *qkf_train_tensor(const qkf_train *e, int tensor)
 {
-    if (tensor < 0 || tensor >= e->g.n_tensors)
+    if (tensor < 0 || tensor >= e->g.n_tensors || e->act_shared[tensor])
         return NULL;
     return e->act[tensor];
 }
@@ -326,7 +358,8 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         }
         case QKF_OP_LIF:
             qkf_lif_forward(e->act[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
-                            op->vth, op->tb_compat, NULL, e->lif_h[op->lif_index]);
+                            op->vth, op->tb_compat, NULL,
+                            e->recompute[op->lif_index] ? NULL : e->lif_h[op->lif_index]);
             break;
         case QKF_OP_ADD: {
             int64_t n = (int64_t)y->c * T * B * N;
@@ -369,7 +402,10 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
     return 0;
 }
 
-static float *G(qkf_train *e, int t) { return e->grad_buf[t] >= 0 ? e->gbuf[e->grad_buf[t]] : NULL; }
+static float *G(qkf_train *e, int t)
+{
+    return e->grad_buf[t] >= 0 ? e->gbuf[e->grad_buf[t]] : NULL;
+}
 
 int qkf_train_backward(qkf_train *e, const float *dlogits)
 {
@@ -405,14 +441,29 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
             }
             qkf_bn_train_backward(e->dpre, dP + pp[op->p_bn_w].offset, dP + pp[op->p_bn_b].offset,
                                   op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
-                                  c->mean, c->invstd, op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
-                                  P + pp[op->p_bn_w].offset, op->cout, M);
+                                  c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M);
             qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
                               P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
                               op->k, op->stride, op->pad, e->col, e->col_cap);
             break;
         }
         case QKF_OP_LIF:
+            if (e->recompute[op->lif_index]) {
+                /* the currents again from the conv's z (BatchNorm, MaxPool), then h */
+                const qkf_op *cv = &g->ops[i - 1];
+                const conv_cache *c = &e->cc[i - 1];
+                int hc, wc;
+                conv_out_hw(g, cv, &hc, &wc);
+                int64_t Fc = x->static_t ? B : (int64_t)T * B;
+                float *y = cv->pool ? e->pre : e->act[op->in0];
+                qkf_bn_train_apply(y, c->z, c->mean, c->invstd, P + pp[cv->p_bn_w].offset,
+                                   P + pp[cv->p_bn_b].offset, cv->cout, Fc * hc * wc);
+                if (cv->pool)
+                    qkf_maxpool3s2_gather(e->act[op->in0], e->pre, c->arg,
+                                          (int64_t)cv->cout * Fc, hc, wc);
+                qkf_lif_recompute_h(e->hbuf, e->act[op->in0], e->act[op->out], x->c, T, B, N,
+                                    x->static_t, op->tb_compat);
+            }
             qkf_lif_backward(gin, G(e, op->out), e->lif_h[op->lif_index], e->act[op->out], x->c,
                              T, B, N, x->static_t, op->vth, op->tb_compat, QKF_SURROGATE_ALPHA);
             break;
@@ -482,4 +533,78 @@ int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float
     }
     qkf_xent_backward(e->dlogits, e->probs, target, B, K, 1.0f);
     return qkf_train_backward(e, e->dlogits);
+}
+
+/* ---- optimiser ------------------------------------------------------------------------------ */
+
+void qkf_optim_defaults(qkf_optim_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->lr = 1e-3f;
+    c->min_lr = 1e-5f;
+    c->warmup_lr = 1e-5f;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-8f;
+    c->weight_decay = 0.06f;
+}
+
+void qkf_optim_init(qkf_optim *o, const qkf_params *ps, const qkf_optim_cfg *c)
+{
+    memset(o, 0, sizeof *o);
+    o->cfg = *c;
+    o->n = ps->total;
+    o->m = qkf_calloc((size_t)ps->total, sizeof(float));
+    o->v = qkf_calloc((size_t)ps->total, sizeof(float));
+}
+
+void qkf_optim_free(qkf_optim *o)
+{
+    qkf_free(o->m);
+    qkf_free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+float qkf_optim_lr(const qkf_optim_cfg *c, int64_t step)
+{
+    if (step < c->warmup_steps)
+        return c->warmup_lr +
+               (c->lr - c->warmup_lr) * (float)((double)step / (double)c->warmup_steps);
+    int64_t span = c->total_steps - c->warmup_steps;
+    if (span <= 0)
+        return c->lr;
+    double p = (double)(step - c->warmup_steps) / (double)span;
+    if (p > 1.0)
+        p = 1.0;
+    return c->min_lr + (c->lr - c->min_lr) * (float)(0.5 * (1.0 + cos(3.14159265358979323846 * p)));
+}
+
+double qkf_optim_step(qkf_optim *o, qkf_params *ps, float *grads)
+{
+    double ss = 0.0;
+    for (int k = 0; k < ps->n; k++) {
+        const qkf_param *p = &ps->p[k];
+        if (p->is_buffer)
+            continue;
+        const float *g = grads + p->offset;
+        for (int64_t i = 0; i < p->numel; i++)
+            ss += (double)g[i] * (double)g[i];
+    }
+    double norm = sqrt(ss);
+    if (o->cfg.clip > 0.0f && norm > (double)o->cfg.clip) {
+        float s = (float)((double)o->cfg.clip / (norm + 1e-6));
+        for (int64_t i = 0; i < ps->total; i++)
+            grads[i] *= s;
+    }
+    float lr = qkf_optim_lr(&o->cfg, o->step);
+    o->step++;
+    for (int k = 0; k < ps->n; k++) {
+        const qkf_param *p = &ps->p[k];
+        if (p->is_buffer)
+            continue;
+        qkf_adamw_update(ps->data + p->offset, grads + p->offset, o->m + p->offset,
+                         o->v + p->offset, p->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
+                         p->decay ? o->cfg.weight_decay : 0.0f, o->step);
+    }
+    return norm;
 }

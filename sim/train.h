@@ -42,7 +42,37 @@ int qkf_train_backward(qkf_train *e, const float *dlogits);
 int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
                             double *loss, int *correct);
 
-/* After a forward: a kept tensor ([C][F][N], F = B for static tensors) or NULL. */
+/* ---- optimiser ------------------------------------------------------------------------------ */
+
+/* AdamW with a per-iteration schedule: linear warmup from warmup_lr to lr over warmup_steps,
+ * then a half-cycle cosine from lr to min_lr at total_steps. Weight decay applies only to
+ * tensors of two or more dimensions (qkf_param.decay), as the official recipes. clip > 0
+ * rescales the gradient to at most that global L2 norm. */
+typedef struct {
+    float lr, min_lr, warmup_lr;
+    int64_t warmup_steps, total_steps;
+    float beta1, beta2, eps, weight_decay, clip;
+} qkf_optim_cfg;
+
+typedef struct {
+    qkf_optim_cfg cfg;
+    int64_t step; /* updates done */
+    float *m, *v; /* moments, params.total floats each (zero for buffers) */
+    int64_t n;
+} qkf_optim;
+
+void qkf_optim_defaults(qkf_optim_cfg *c);
+void qkf_optim_init(qkf_optim *o, const qkf_params *ps, const qkf_optim_cfg *c);
+void qkf_optim_free(qkf_optim *o);
+/* Learning rate of update number `step` (0-based). */
+float qkf_optim_lr(const qkf_optim_cfg *c, int64_t step);
+/* Clips (if configured) and applies one update to the trainable parameters; returns the
+ * gradient norm before clipping. grads is the flat buffer (scaled in place when clipping). */
+double qkf_optim_step(qkf_optim *o, qkf_params *ps, float *grads);
+
+/* After a forward: a kept tensor ([C][F][N], F = B for static tensors) or NULL. The input
+ * currents of a LIF layer hold that layer's membrane h (before the spike decision) instead:
+ * the backward needs h, and nothing else reads the currents. */
 const float *qkf_train_tensor(const qkf_train *e, int tensor);
 
 #endif
