@@ -3,7 +3,7 @@
 # sudo). Python packages are for the reference scripts and plots only; the C tests never need them.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
-      libopenblas-openmp-dev zlib1g-dev"
+      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist"
 if [ "${QKF_PYTHON_DEPS:-0}" = 1 ]; then
   PKGS="$PKGS python3-torch python3-h5py python3-numpy python3-matplotlib libopenblas0-openmp"
 fi
