@@ -16,6 +16,7 @@
 #include "../io/trace.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
+#include "../sim/dist.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
 #include "cli.h"
@@ -417,7 +418,13 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
     return 0;
 }
 
-int cmd_sim(int argc, char **argv)
+/* Under mpirun, only rank 0 prints errors every rank shares (options, files). */
+static int fail_rank0(void)
+{
+    return qkf_dist_rank() == 0 ? qkf_cli_fail("sim") : 1;
+}
+
+static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
@@ -434,18 +441,18 @@ int cmd_sim(int argc, char **argv)
         }
         if ((r = qkf_arg(&a, "--trace", &trace_path)) != 0) {
             if (r < 0)
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--record", &v)) != 0) {
             if (r < 0 || (n_records == 32 && qkf_set_error("--record: at most 32")))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             records[n_records++] = v;
             continue;
         }
         if ((r = qkf_arg(&a, "--trace-buffer", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--trace-buffer", v, 1, 65536, &trace_mb))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if (qkf_flag(&a, "--force")) {
@@ -456,32 +463,32 @@ int cmd_sim(int argc, char **argv)
             (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
             (r = qkf_arg(&a, "--report", &report))) {
             if (r < 0)
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--limit", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--limit", v, 1, 1L << 40, &limit))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--e-ac", &v)) != 0) {
             if (r < 0 || qkf_parse_float("--e-ac", v, 0, 1e9, &e_ac))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--e-mac", &v)) != 0) {
             if (r < 0 || qkf_parse_float("--e-mac", v, 0, 1e9, &e_mac))
-                return qkf_cli_fail("sim");
+                return fail_rank0();
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -493,32 +500,32 @@ int cmd_sim(int argc, char **argv)
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf sim --help)", argv[a.i]);
-        return qkf_cli_fail("sim");
+        return fail_rank0();
     }
     /* every option is checked before any work, so a bad one writes nothing */
     if (!weights) {
         qkf_set_error("--weights is required (qkf sim --help)");
-        return qkf_cli_fail("sim");
+        return fail_rank0();
     }
     if (data && input) {
         qkf_set_error("give --input or --data, not both");
-        return qkf_cli_fail("sim");
+        return fail_rank0();
     }
     if (!input && !data) {
         qkf_set_error("--input X.h5 (or --data NAME) is required");
-        return qkf_cli_fail("sim");
+        return fail_rank0();
     }
     int event = strcmp(mode, "event") == 0;
     if (!event && strcmp(mode, "dense") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (event or dense)", mode);
-        return qkf_cli_fail("sim");
+        return fail_rank0();
     }
     int json = 0;
     if (report) {
         json = ends_with(report, ".json");
         if (!json && !ends_with(report, ".csv")) {
             qkf_set_error("%s: the report must be .json or .csv", report);
-            return qkf_cli_fail("sim");
+            return fail_rank0();
         }
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", report);
@@ -527,8 +534,12 @@ int cmd_sim(int argc, char **argv)
             *(slash == dir ? slash + 1 : slash) = 0;
         if (access(slash ? dir : ".", W_OK) != 0) {
             qkf_set_error("%s: cannot write the report there (%s)", report, strerror(errno));
-            return qkf_cli_fail("sim");
+            return fail_rank0();
         }
+    }
+    if (trace_path && qkf_dist_size() > 1) {
+        qkf_set_error("--trace records one process; run it without mpirun");
+        return fail_rank0();
     }
     if (threads)
         qkf_set_threads((int)threads);
@@ -546,13 +557,33 @@ int cmd_sim(int argc, char **argv)
     memset(&dset, 0, sizeof dset);
     qkf_loader *ld = NULL;
     int64_t B = 0, per = 0, correct = 0;
+    int silent = 0; /* another rank reports this run's error */
+    int shared = 0; /* the error concerns the whole job: no rank prefix */
     qkf_trace *tr = NULL;
     qkf_trace_spec ts;
     qkf_trace_spec_init(&ts);
-    if (qkf_ckpt_load(weights, &m))
+    int lfail = qkf_ckpt_load(weights, &m) ||
+                (input ? load_input(input, &m, &x, &B, &per)
+                       : load_data(data, &m, limit, &dset, &B));
+    if (!qkf_dist_all_ok(!lfail, NULL)) {
+        silent = !lfail;
         goto done;
-    if (input ? load_input(input, &m, &x, &B, &per) : load_data(data, &m, limit, &dset, &B))
+    }
+    /* under mpirun: this rank's contiguous shard [lo, hi) of the B samples */
+    int64_t lo = 0, hi = B;
+    if (B < qkf_dist_size()) {
+        qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", input ? input : data,
+                      (long long)B, qkf_dist_size());
         goto done;
+    }
+    qkf_dist_shard(B, &lo, &hi);
+    qkf_dataset dview = dset;
+    if (data) {
+        int64_t pp = (int64_t)dset.c * dset.h * dset.w;
+        dview.pixels = dset.pixels + lo * pp, dview.labels = dset.labels + lo, dview.n = hi - lo;
+    }
+    const float *xs = x ? x + lo * per : NULL;
+    B = hi - lo;
     int nb = (int)(B < batch ? B : batch);
     if (event) {
         e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
@@ -582,25 +613,43 @@ int cmd_sim(int argc, char **argv)
     if (data) {
         qkf_loader_cfg lc;
         memset(&lc, 0, sizeof lc);
-        lc.d = &dset, lc.batch = nb, lc.limit = limit, lc.n_norm = m.n_norm;
+        lc.d = &dview, lc.batch = nb, lc.limit = 0, lc.n_norm = m.n_norm;
         memcpy(lc.mean, m.input_mean, sizeof lc.mean);
         memcpy(lc.std, m.input_std, sizeof lc.std);
         ld = qkf_loader_start(&lc, 0, 0);
     }
+    /* start-up agreement: the same weights on every rank (mpirun over nodes) */
+    uint64_t h = qkf_dist_hash(QKF_DIST_HASH_INIT, m.params.data,
+                               (size_t)m.params.total * sizeof(float));
+    int bad_rank;
+    if (qkf_dist_agree(h, &bad_rank)) {
+        if (bad_rank >= 0)
+            qkf_set_error("rank %d: its checkpoint differs from rank 0's (the same --weights file "
+                          "on every node)",
+                          bad_rank);
+        silent = qkf_dist_rank() != 0;
+        shared = 1;
+        goto done;
+    }
     double busy = 0;
+    int failed = 0;
     for (int64_t b0 = 0; b0 < B;) {
-        const float *xb = x ? x + b0 * per : NULL;
+        const float *xb = xs ? xs + b0 * per : NULL;
         const int32_t *labels = NULL;
         int n = (int)(B - b0 < nb ? B - b0 : nb);
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
         double t1 = qkf_now();
         if (event ? qkf_sched_forward(e, xb, n, logits, NULL)
-                  : qkf_dense_forward(d, xb, n, logits, NULL))
-            goto done;
+                  : qkf_dense_forward(d, xb, n, logits, NULL)) {
+            failed = 1;
+            break;
+        }
         busy += qkf_now() - t1;
-        if (!event && qkf_stats_add_dense(&ds, d, n))
-            goto done;
+        if (!event && qkf_stats_add_dense(&ds, d, n)) {
+            failed = 1;
+            break;
+        }
         for (int b = 0; labels && b < n; b++) {
             int best = 0;
             for (int k = 1; k < K; k++)
@@ -615,14 +664,21 @@ int cmd_sim(int argc, char **argv)
         if (trc)
             goto done;
     }
+    if (!qkf_dist_all_ok(!failed, NULL)) {
+        silent = !failed; /* the failing rank names itself */
+        goto done;
+    }
     st->seconds = busy;
+    /* every rank's counters summed exactly (int64), then rank 0 alone reports */
+    if (qkf_dist_stats_sum(st) || qkf_dist_sum_i64(&correct, 1))
+        goto done;
     report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
                       tb};
     if (!ri.threads)
         ri.threads = omp_get_max_threads();
-    if (report && write_report(report, json, st, &ri))
+    if (qkf_dist_rank() == 0 && report && write_report(report, json, st, &ri))
         goto done;
-    if (!quiet) {
+    if (!quiet && qkf_dist_rank() == 0) {
         print_table(st, &ri);
         if (data)
             printf("accuracy: %.2f%% of %lld test samples of %s\n",
@@ -633,8 +689,10 @@ int cmd_sim(int argc, char **argv)
     }
     rc = 0;
 done:
-    if (rc)
-        qkf_cli_fail("sim");
+    if (rc && !silent)
+        qkf_dist_size() > 1 && !shared ? fprintf(stderr, "qkf sim: rank %d: %s\n", qkf_dist_rank(),
+                                      qkf_last_error())
+                            : qkf_cli_fail("sim");
     if (ld)
         qkf_loader_stop(ld);
     qkf_dataset_free(&dset);
@@ -647,5 +705,14 @@ done:
     qkf_free(x);
     qkf_free(logits);
     qkf_model_free(&m);
+    return rc;
+}
+
+int cmd_sim(int argc, char **argv)
+{
+    if (qkf_dist_init())
+        return qkf_cli_fail("sim");
+    int rc = sim_run(argc, argv);
+    qkf_dist_finalize();
     return rc;
 }

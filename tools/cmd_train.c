@@ -19,6 +19,7 @@
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
+#include "../sim/dist.h"
 #include "../sim/sched.h"
 #include "../sim/train.h"
 #include "cli.h"
@@ -212,14 +213,75 @@ static int check_fit(const qkf_dataset *d, const qkf_config *c)
     return 0;
 }
 
+/* Under mpirun: agrees whether every rank got this far. A failing rank prints its error (the
+ * lowest failing one only, so a shared error is one line); all ranks then return 1. */
+static int dist_failed(const char *cmd, int local_failed)
+{
+    int bad;
+    if (qkf_dist_all_ok(!local_failed, &bad))
+        return 0;
+    if (qkf_dist_rank() == bad) {
+        if (qkf_dist_size() > 1)
+            fprintf(stderr, "qkf %s: rank %d: %s\n", cmd, bad, qkf_last_error());
+        else
+            qkf_cli_fail(cmd);
+    }
+    return 1;
+}
+
+/* Start-up check under mpirun: every rank must hold the same model configuration, weights and
+ * normalisation (and `extra` bytes: the run's options), hashed and compared with rank 0's. */
+static int check_agree(const qkf_model *m, const void *extra, size_t n_extra)
+{
+    const qkf_config *c = &m->cfg;
+    int64_t f[] = {c->variant,   c->img_size, c->in_channels, c->num_classes,
+                   c->embed_dims, c->num_heads, (int64_t)(c->mlp_ratio * 1000.0f),
+                   c->depths,    c->T,        c->qk_attn,     m->n_norm};
+    uint64_t h = qkf_dist_hash(QKF_DIST_HASH_INIT, f, sizeof f);
+    h = qkf_dist_hash(h, m->params.data, (size_t)m->params.total * sizeof(float));
+    h = qkf_dist_hash(h, m->input_mean, sizeof m->input_mean);
+    h = qkf_dist_hash(h, m->input_std, sizeof m->input_std);
+    if (extra)
+        h = qkf_dist_hash(h, extra, n_extra);
+    int bad;
+    if (qkf_dist_agree(h, &bad))
+        return bad < 0 ? -1
+                       : qkf_set_error("rank %d: its configuration, checkpoint or options differ "
+                                       "from rank 0's (the same files and options on every node)",
+                                       bad);
+    return 0;
+}
+
+/* This rank's contiguous shard of the first `limit` samples of d (0: all), as a view into d
+ * (nothing copied; not to be freed). Fails when there are fewer samples than ranks. */
+static int shard_view(const qkf_dataset *d, int64_t limit, qkf_dataset *v)
+{
+    int64_t n = limit > 0 && limit < d->n ? limit : d->n, lo, hi;
+    if (n < qkf_dist_size())
+        return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", d->source,
+                             (long long)n, qkf_dist_size());
+    qkf_dist_shard(n, &lo, &hi);
+    *v = *d;
+    int64_t per = (int64_t)d->c * d->h * d->w;
+    v->pixels = d->pixels + lo * per;
+    v->labels = d->labels + lo;
+    v->n = hi - lo;
+    return 0;
+}
+
 /* Accuracy of m (eval mode; the dense engine, or the event engine when event is set) on the
- * first `limit` samples of d (0: all). */
-static int evaluate(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch, int tb,
+ * first `limit` samples of d (0: all). Under mpirun each rank classifies its contiguous shard and
+ * the correct counts are summed exactly (collective: every rank calls it). */
+static int evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, int batch, int tb,
                     int event, double *acc, int64_t *count)
 {
+    qkf_dataset view;
+    if (shard_view(dall, limit, &view))
+        return -1;
+    const qkf_dataset *d = &view;
     qkf_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
-    lc.d = d, lc.batch = batch, lc.limit = limit, lc.n_norm = m->n_norm;
+    lc.d = d, lc.batch = batch, lc.limit = 0, lc.n_norm = m->n_norm;
     memcpy(lc.mean, m->input_mean, sizeof lc.mean);
     memcpy(lc.std, m->input_std, sizeof lc.std);
     qkf_dense *e = NULL;
@@ -254,9 +316,15 @@ static int evaluate(const qkf_model *m, const qkf_dataset *d, int64_t limit, int
     qkf_free(logits);
     qkf_dense_free(e);
     qkf_sched_free(ev);
-    *acc = n ? (double)ok / (double)n : 0.0;
-    *count = n;
-    return rc;
+    int bad;
+    if (!qkf_dist_all_ok(rc == 0, &bad))
+        return rc ? rc : qkf_set_error("evaluation failed on rank %d", bad);
+    int64_t tot[2] = {ok, n};
+    if (qkf_dist_sum_i64(tot, 2))
+        return -1;
+    *acc = tot[1] ? (double)tot[0] / (double)tot[1] : 0.0;
+    *count = tot[1];
+    return 0;
 }
 
 /* ---- qkf eval -------------------------------------------------------------------------------- */
@@ -273,7 +341,13 @@ static void eval_help(void)
            "  --limit N   only the first N test images\n");
 }
 
-int cmd_eval(int argc, char **argv)
+/* Under mpirun, only rank 0 prints argument errors (every rank sees the same ones). */
+static int fail_rank0(const char *cmd)
+{
+    return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1;
+}
+
+static int eval_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "eval"};
     const char *weights = NULL, *data = "fashion-mnist", *mode = "dense", *v;
@@ -287,22 +361,22 @@ int cmd_eval(int argc, char **argv)
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode))) {
             if (r < 0)
-                return qkf_cli_fail("eval");
+                return fail_rank0("eval");
             continue;
         }
         if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return qkf_cli_fail("eval");
+                return fail_rank0("eval");
             continue;
         }
         if ((r = qkf_arg(&a, "--limit", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--limit", v, 1, 1L << 40, &limit))
-                return qkf_cli_fail("eval");
+                return fail_rank0("eval");
             continue;
         }
         if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
-                return qkf_cli_fail("eval");
+                return fail_rank0("eval");
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -310,15 +384,15 @@ int cmd_eval(int argc, char **argv)
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf eval --help)", argv[a.i]);
-        return qkf_cli_fail("eval");
+        return fail_rank0("eval");
     }
     if (!weights) {
         qkf_set_error("--weights is required");
-        return qkf_cli_fail("eval");
+        return fail_rank0("eval");
     }
     if (strcmp(mode, "dense") != 0 && strcmp(mode, "event") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (dense or event)", mode);
-        return qkf_cli_fail("eval");
+        return fail_rank0("eval");
     }
     if (threads)
         qkf_set_threads((int)threads);
@@ -329,18 +403,36 @@ int cmd_eval(int argc, char **argv)
     int rc = 1;
     double acc = 0.0, t0 = qkf_now();
     int64_t n = 0;
-    if (qkf_ckpt_load(weights, &m) || qkf_dataset_load(data, 0, &d) || check_fit(&d, &m.cfg) ||
-        evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), &acc, &n))
+    int bad = 0;
+    if (dist_failed("eval", qkf_ckpt_load(weights, &m) || qkf_dataset_load(data, 0, &d) ||
+                                check_fit(&d, &m.cfg)) ||
+        (check_agree(&m, NULL, 0) && fail_rank0("eval")))
+        goto quiet;
+    if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), &acc, &n)) {
+        bad = 1;
         goto done;
-    fprintf(stderr, "%lld test images of %s, %s engine, %.1f s\n", (long long)n, d.source, mode,
-            qkf_now() - t0);
-    printf("accuracy: %.4f\n", acc);
+    }
+    if (qkf_dist_rank() == 0) {
+        fprintf(stderr, "%lld test images of %s, %s engine, %d rank%s, %.1f s\n", (long long)n,
+                d.source, mode, qkf_dist_size(), qkf_dist_size() > 1 ? "s" : "", qkf_now() - t0);
+        printf("accuracy: %.4f\n", acc);
+    }
     rc = 0;
 done:
-    if (rc)
-        qkf_cli_fail("eval");
+    if (rc && bad)
+        fail_rank0("eval");
+quiet:
     qkf_dataset_free(&d);
     qkf_model_free(&m);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    if (qkf_dist_init())
+        return qkf_cli_fail("eval");
+    int rc = eval_run(argc, argv);
+    qkf_dist_finalize();
     return rc;
 }
 
@@ -811,6 +903,13 @@ int cmd_train(int argc, char **argv)
     }
     if (o.threads)
         qkf_set_threads((int)o.threads);
+    if (qkf_dist_init() || qkf_dist_size() > 1) {
+        int rank = qkf_dist_rank();
+        qkf_dist_finalize();
+        if (rank == 0)
+            qkf_set_error("training is not distributed yet: run qkf train without mpirun");
+        return rank == 0 ? qkf_cli_fail("train") : 1;
+    }
 
     int rc = 1;
     qkf_model m;

@@ -4,6 +4,9 @@
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
       libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist"
+if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
+  PKGS="$PKGS libopenmpi-dev openmpi-bin"
+fi
 if [ "${QKF_PYTHON_DEPS:-0}" = 1 ]; then
   PKGS="$PKGS python3-torch python3-h5py python3-numpy python3-matplotlib libopenblas0-openmp"
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds qkf and runs the whole test suite twice: an optimised -Werror build, then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build. This is exactly what CI runs (.ci/run).
+# A third stage builds with MPI (-DQKF_MPI=ON) and runs the 2-rank tests (QKF_MPI=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export QKF_MPI=${QKF_MPI:-1}
 bash tools/deps.sh
 JOBS=${JOBS:-2}
 # Test processes run side by side: spinning OpenMP workers would steal each other's cores.
@@ -21,3 +23,10 @@ cmake --build build-asan -j"$JOBS"
 echo "== tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ./build-asan/qkf_tests --jobs "$JOBS"
+
+if [ "${QKF_MPI:-0}" = 1 ]; then
+  echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
+  cmake -S . -B build-mpi -DQKF_WERROR=ON -DQKF_MPI=ON >/dev/null
+  cmake --build build-mpi -j"$JOBS"
+  ./build-mpi/qkf_tests --jobs 1 --filter 'mpi/*'
+fi

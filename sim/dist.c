@@ -1,0 +1,228 @@
+/* The rank layer (sim/dist.h): MPI when built with QKF_MPI and started by mpirun, otherwise one
+ * rank whose reductions do nothing. MPI errors return instead of aborting (MPI_ERRORS_RETURN)
+ * and are translated into qkf errors here, where they enter. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/base.h"
+#include "dist.h"
+
+#ifdef QKF_MPI
+#include <mpi.h>
+#endif
+
+static int g_init, g_mpi, g_rank, g_size = 1;
+static int64_t g_bytes;
+
+_Static_assert(sizeof(qkf_work) == 7 * sizeof(int64_t), "qkf_work is summed as int64 counters");
+
+int qkf_dist_compiled(void)
+{
+#ifdef QKF_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef QKF_MPI
+static int mpi_fail(int err, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(err, msg, &len);
+    return qkf_set_error("rank %d: %s failed (%s)", g_rank, what, msg);
+}
+
+/* Started by an MPI launcher? (Open MPI, PMIx, MPICH/Hydra.) A plain `qkf` stays one rank and
+ * never touches MPI, so it starts as fast as a build without it. */
+static int launched(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE");
+}
+#endif
+
+int qkf_dist_init(void)
+{
+    if (g_init)
+        return 0;
+    g_init = 1;
+#ifdef QKF_MPI
+    if (!launched())
+        return 0;
+    int err = MPI_Init(NULL, NULL);
+    if (err != MPI_SUCCESS)
+        return mpi_fail(err, "MPI_Init");
+    g_mpi = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+#endif
+    return 0;
+}
+
+void qkf_dist_finalize(void)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        MPI_Finalize();
+#endif
+    g_mpi = 0;
+    g_init = 0;
+    g_rank = 0;
+    g_size = 1;
+}
+
+void qkf_dist_abort(int code)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+    exit(code);
+}
+
+int qkf_dist_rank(void) { return g_rank; }
+int qkf_dist_size(void) { return g_size; }
+int64_t qkf_dist_bytes(void) { return g_bytes; }
+
+/* Large buffers go in pieces of at most 2^30 elements (MPI counts are int). */
+#ifdef QKF_MPI
+static int allreduce(void *buf, int64_t n, MPI_Datatype t, size_t size, MPI_Op op)
+{
+    char *p = buf;
+    g_bytes += n * (int64_t)size;
+    while (n > 0) {
+        int c = n > (1 << 30) ? 1 << 30 : (int)n;
+        int err = MPI_Allreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD);
+        if (err != MPI_SUCCESS)
+            return mpi_fail(err, "MPI_Allreduce");
+        p += (size_t)c * size;
+        n -= c;
+    }
+    return 0;
+}
+#endif
+
+int qkf_dist_sum_i64(int64_t *buf, int64_t n)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        return allreduce(buf, n, MPI_INT64_T, sizeof *buf, MPI_SUM);
+#endif
+    (void)buf, (void)n;
+    return 0;
+}
+
+int qkf_dist_sum_f64(double *buf, int64_t n)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        return allreduce(buf, n, MPI_DOUBLE, sizeof *buf, MPI_SUM);
+#endif
+    (void)buf, (void)n;
+    return 0;
+}
+
+int qkf_dist_sum_f32(float *buf, int64_t n)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        return allreduce(buf, n, MPI_FLOAT, sizeof *buf, MPI_SUM);
+#endif
+    (void)buf, (void)n;
+    return 0;
+}
+
+int qkf_dist_mean_f32(float *buf, int64_t n)
+{
+    if (g_size == 1)
+        return 0;
+    if (qkf_dist_sum_f32(buf, n))
+        return -1;
+    float s = 1.0f / (float)g_size;
+    for (int64_t i = 0; i < n; i++)
+        buf[i] *= s;
+    return 0;
+}
+
+int qkf_dist_max_f64(double *v)
+{
+#ifdef QKF_MPI
+    if (g_mpi)
+        return allreduce(v, 1, MPI_DOUBLE, sizeof *v, MPI_MAX);
+#endif
+    (void)v;
+    return 0;
+}
+
+int qkf_dist_all_ok(int ok, int *first_bad)
+{
+    if (first_bad)
+        *first_bad = ok ? -1 : g_rank;
+#ifdef QKF_MPI
+    if (g_mpi) {
+        /* the lowest failing rank, or g_size when none failed */
+        int64_t v = ok ? g_size : g_rank;
+        if (allreduce(&v, 1, MPI_INT64_T, sizeof v, MPI_MIN))
+            return 0;
+        if (first_bad)
+            *first_bad = v < g_size ? (int)v : -1;
+        return v == g_size;
+    }
+#endif
+    return ok != 0;
+}
+
+int qkf_dist_agree(uint64_t hash, int *bad_rank)
+{
+    *bad_rank = -1;
+#ifdef QKF_MPI
+    if (g_mpi) {
+        uint64_t h0 = hash;
+        int err = MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        if (err != MPI_SUCCESS)
+            return mpi_fail(err, "MPI_Bcast");
+        int64_t v = hash == h0 ? g_size : g_rank;
+        if (allreduce(&v, 1, MPI_INT64_T, sizeof v, MPI_MIN))
+            return -1;
+        if (v < g_size) {
+            *bad_rank = (int)v;
+            return -1;
+        }
+    }
+#endif
+    (void)hash;
+    return 0;
+}
+
+uint64_t qkf_dist_hash(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+void qkf_dist_shard(int64_t n, int64_t *lo, int64_t *hi)
+{
+    int64_t q = n / g_size, r = n % g_size;
+    *lo = g_rank * q + (g_rank < r ? g_rank : r);
+    *hi = *lo + q + (g_rank < r ? 1 : 0);
+}
+
+int qkf_dist_stats_sum(qkf_stats *s)
+{
+    if (g_size == 1)
+        return 0;
+    int64_t nw = (int64_t)s->n_nodes * s->T * 7, nh = nw * s->heads_max;
+    int64_t cnt[2] = {s->samples, s->batches};
+    if (qkf_dist_sum_i64((int64_t *)s->w, nw) || qkf_dist_sum_i64((int64_t *)s->wh, nh) ||
+        qkf_dist_sum_i64(cnt, 2) || qkf_dist_max_f64(&s->seconds))
+        return -1;
+    s->samples = cnt[0], s->batches = cnt[1];
+    /* node_seconds may be NULL on some engines; every rank runs the same engine */
+    if (s->node_seconds && qkf_dist_sum_f64(s->node_seconds, s->n_nodes))
+        return -1;
+    return 0;
+}

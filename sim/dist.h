@@ -1,0 +1,58 @@
+/* Distributed runs over MPI: the rank layer under `mpirun -np N qkf train|eval|sim`.
+ *
+ * Built with -DQKF_MPI=ON this wraps MPI (Open MPI); without it, or when the process was not
+ * started by an MPI launcher, it is a single rank (rank 0 of 1) whose reductions are no-ops, so
+ * callers never need an #ifdef. Every reduction is in place and collective: all ranks call it in
+ * the same order. Integer sums are exact; float sums are exact on one rank and otherwise in MPI's
+ * order (the same on every rank for a given rank count). Failures return -1 with a message
+ * (qkf_last_error()). */
+#ifndef QKF_DIST_H
+#define QKF_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stats.h"
+
+/* Joins the job if the process was started by mpirun (MPI_Init), else stays a single rank.
+ * Idempotent. */
+int qkf_dist_init(void);
+/* Leaves the job (MPI_Finalize); call once at the end of the command, on every rank. */
+void qkf_dist_finalize(void);
+/* Ends the whole job now with exit code `code` (MPI_Abort; plain exit on a single rank). */
+void qkf_dist_abort(int code);
+int qkf_dist_rank(void);
+int qkf_dist_size(void);
+/* 1 when this binary was built with MPI support. */
+int qkf_dist_compiled(void);
+/* Bytes this rank has sent in reductions so far (payload, one copy per reduction). */
+int64_t qkf_dist_bytes(void);
+
+/* In-place sums over all ranks. */
+int qkf_dist_sum_i64(int64_t *buf, int64_t n);
+int qkf_dist_sum_f64(double *buf, int64_t n);
+int qkf_dist_sum_f32(float *buf, int64_t n);
+/* In-place mean over all ranks (sum, then times 1/size; exact on one rank). */
+int qkf_dist_mean_f32(float *buf, int64_t n);
+/* Maximum over all ranks. */
+int qkf_dist_max_f64(double *v);
+
+/* 1 when every rank passes ok != 0, else 0 (and *first_bad, if not NULL, gets the lowest rank
+ * that passed 0). Used after each rank-local phase so that one rank's error ends every rank
+ * cleanly instead of leaving the others in a collective. */
+int qkf_dist_all_ok(int ok, int *first_bad);
+/* Compares `hash` across ranks: 0 if all agree; otherwise -1, *bad_rank the lowest rank whose
+ * hash differs from rank 0's. */
+int qkf_dist_agree(uint64_t hash, int *bad_rank);
+/* FNV-1a over n bytes, continuing from h (start with QKF_DIST_HASH_INIT). */
+#define QKF_DIST_HASH_INIT 0xcbf29ce484222325ull
+uint64_t qkf_dist_hash(uint64_t h, const void *p, size_t n);
+
+/* This rank's contiguous share [lo, hi) of n items: the first n % size ranks get one more. */
+void qkf_dist_shard(int64_t n, int64_t *lo, int64_t *hi);
+
+/* Sums every work counter and the sample and batch counts of s over all ranks (exact int64
+ * sums), the per-node seconds too; seconds becomes the slowest rank's. */
+int qkf_dist_stats_sum(qkf_stats *s);
+
+#endif
