@@ -22,6 +22,7 @@ cmake -S . -B build-asan -DQKF_WERROR=ON -DQKF_SANITIZE=address,undefined \
 cmake --build build-asan -j"$JOBS"
 echo "== tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp:print_suppressions=0 \
   ./build-asan/qkf_tests --jobs "$JOBS"
 
 if [ "${QKF_MPI:-0}" = 1 ]; then
