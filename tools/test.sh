@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds qkf and runs the whole test suite twice: an optimised -Werror build, then an
-# AddressSanitizer + UndefinedBehaviorSanitizer build. This is exactly what CI runs (.ci/run).
-# A third stage builds with MPI (-DQKF_MPI=ON) and runs the 2-rank tests (QKF_MPI=0 skips it).
+# Builds qkf and runs the test suite: an optimised -Werror build with every test, the MPI build
+# (-DQKF_MPI=ON) with its 2-rank tests (QKF_MPI=0 skips it), then an AddressSanitizer +
+# UndefinedBehaviorSanitizer build with every test again. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QKF_MPI=${QKF_MPI:-1}
@@ -16,6 +16,13 @@ cmake --build build -j"$JOBS"
 echo "== tests (release)"
 ./build/qkf_tests --jobs "$JOBS"
 
+if [ "${QKF_MPI:-0}" = 1 ]; then
+  echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
+  cmake -S . -B build-mpi -DQKF_WERROR=ON -DQKF_MPI=ON >/dev/null
+  cmake --build build-mpi -j"$JOBS"
+  ./build-mpi/qkf_tests --jobs 1 --filter 'mpi/*'
+fi
+
 echo "== ASan + UBSan build"
 cmake -S . -B build-asan -DQKF_WERROR=ON -DQKF_SANITIZE=address,undefined \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -24,10 +31,3 @@ echo "== tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp:print_suppressions=0 \
   ./build-asan/qkf_tests --jobs "$JOBS"
-
-if [ "${QKF_MPI:-0}" = 1 ]; then
-  echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
-  cmake -S . -B build-mpi -DQKF_WERROR=ON -DQKF_MPI=ON >/dev/null
-  cmake --build build-mpi -j"$JOBS"
-  ./build-mpi/qkf_tests --jobs 1 --filter 'mpi/*'
-fi
