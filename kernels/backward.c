@@ -33,46 +33,6 @@ static void conv_dims(int h, int w, int k, int stride, int pad, int *ho, int *wo
     *wo = (w + 2 * pad - k) / stride + 1;
 }
 
-/* col [cin*k*k][nf][ho*wo] for frames f0 .. f0+nf-1 of in [cin][F][h][w]. */
-static void im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w,
-                   int k, int stride, int pad, int ho, int wo)
-{
-    int64_t plane = (int64_t)h * w, oplane = (int64_t)ho * wo;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int kk = 0; kk < k * k; kk++) {
-            int ky = kk / k, kx = kk % k;
-            float *dst = col + ((int64_t)ci * k * k + kk) * nf * oplane;
-            for (int f = 0; f < nf; f++) {
-                const float *src = in + ((int64_t)ci * F + f0 + f) * plane;
-                float *d = dst + f * oplane;
-                for (int oy = 0; oy < ho; oy++) {
-                    int iy = oy * stride - pad + ky;
-                    float *drow = d + (int64_t)oy * wo;
-                    if (iy < 0 || iy >= h) {
-                        memset(drow, 0, (size_t)wo * sizeof(float));
-                        continue;
-                    }
-                    const float *srow = src + (int64_t)iy * w;
-                    if (stride == 1) { /* valid ox: 0 <= ox - pad + kx < w */
-                        int lo = pad - kx > 0 ? pad - kx : 0;
-                        int hi = w + pad - kx < wo ? w + pad - kx : wo;
-                        for (int ox = 0; ox < lo; ox++)
-                            drow[ox] = 0.0f;
-                        for (int ox = lo; ox < hi; ox++)
-                            drow[ox] = srow[ox - pad + kx];
-                        for (int ox = hi > lo ? hi : lo; ox < wo; ox++)
-                            drow[ox] = 0.0f;
-                        continue;
-                    }
-                    for (int ox = 0; ox < wo; ox++) {
-                        int ix = ox * stride - pad + kx;
-                        drow[ox] = (ix >= 0 && ix < w) ? srow[ix] : 0.0f;
-                    }
-                }
-            }
-        }
-}
 
 /* din[ci][f0+f][iy][ix] += col[(ci*k*k + kk)][f][oy][ox]; parallel over ci (disjoint). */
 static void col2im_add(float *din, const float *col, int F, int f0, int nf, int cin, int h, int w,
@@ -136,7 +96,7 @@ void qkf_conv_backward(float *din, float *dweight, const float *dout, const floa
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
         int n = (int)(nf * oplane);
-        im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        qkf_im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, (int)K, n, 1.0f,
                     dout + f0 * oplane, ld, col, n, 1.0f, dweight, (int)K);
         if (din) {

@@ -11,8 +11,7 @@ int64_t qkf_conv_col_floats(int cin, int h, int w, int k, int stride, int pad)
     return (int64_t)cin * k * k * ho * wo;
 }
 
-/* col [cin*k*k][nf][ho*wo] for frames f0 .. f0+nf-1 of in [cin][F][h][w]. */
-static void im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w,
+void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w,
                    int k, int stride, int pad, int ho, int wo)
 {
     int64_t plane = (int64_t)h * w, oplane = (int64_t)ho * wo;
@@ -73,7 +72,7 @@ void qkf_conv_forward(float *out, const float *in, const float *weight, int F, i
         chunk = F;
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
-        im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        qkf_im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)(nf * oplane), (int)K,
                     1.0f, weight, (int)K, col, (int)(nf * oplane), 0.0f, out + f0 * oplane,
                     (int)(F * oplane));

@@ -12,6 +12,10 @@
  * frames; each chunk is one sgemm. A 1x1 stride-1 convolution is one sgemm over all frames. */
 void qkf_conv_forward(float *out, const float *in, const float *weight, int F, int cin, int h,
                       int w, int cout, int k, int stride, int pad, float *col, int64_t col_cap);
+/* im2col for frames f0 .. f0+nf-1 of in [cin][F][h][w] into col [cin*k*k][nf][ho*wo] (zero
+ * padding): the GEMM operand of a k x k convolution, shared by the forward and the backward. */
+void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w, int k,
+                int stride, int pad, int ho, int wo);
 /* Floats of scratch that lets qkf_conv_forward process at least one frame per sgemm. */
 int64_t qkf_conv_col_floats(int cin, int h, int w, int k, int stride, int pad);
 
