@@ -5,6 +5,23 @@
 
 #include "kernels.h"
 
+void qkf_input_to_cfn(float *dst, const float *input, int C, int64_t N, int T, int B,
+                      int static_t)
+{
+    if (static_t) {
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                memcpy(dst + ((int64_t)c * B + b) * N, input + ((int64_t)b * C + c) * N,
+                       (size_t)N * sizeof(float));
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                memcpy(dst + ((int64_t)c * T * B + (int64_t)t * B + b) * N,
+                       input + (((int64_t)b * T + t) * C + c) * N, (size_t)N * sizeof(float));
+}
+
 int64_t qkf_conv_col_floats(int cin, int h, int w, int k, int stride, int pad)
 {
     int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;

@@ -6,6 +6,11 @@
 
 #include <stdint.h>
 
+/* Input layout: B images [B][C][N] -> [C][B][N] (static_t: one frame per sample, the same at
+ * every step), or B frame sequences [B][T][C][N] -> [C][T*B][N] (f = t*B + b). */
+void qkf_input_to_cfn(float *dst, const float *input, int C, int64_t N, int T, int B,
+                      int static_t);
+
 /* Convolution k x k (k = 1 or 3), stride s, zero padding p, no bias:
  *   in [cin][F][h][w], weight [cout][cin][k][k] (the PyTorch layout), out [cout][F][ho][wo].
  * 3x3 and strided convolutions go through im2col into `col` (col_cap floats), in chunks of

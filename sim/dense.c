@@ -314,25 +314,9 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
     const qkf_param *pp = e->m->params.p;
     int T = cfg->T;
     e->B = B;
-    /* input -> [C][F][N] */
-    {
-        const qkf_tensor *x = &g->tensors[g->input];
-        int64_t N = (int64_t)x->h * x->w;
-        float *dst = T_(e, g->input);
-        if (x->static_t) {
-            for (int b = 0; b < B; b++)
-                for (int c = 0; c < x->c; c++)
-                    memcpy(dst + ((int64_t)c * B + b) * N, input + ((int64_t)b * x->c + c) * N,
-                           (size_t)N * sizeof(float));
-        } else {
-            for (int b = 0; b < B; b++)
-                for (int t = 0; t < T; t++)
-                    for (int c = 0; c < x->c; c++)
-                        memcpy(dst + ((int64_t)c * T * B + (int64_t)t * B + b) * N,
-                               input + (((int64_t)b * T + t) * x->c + c) * N,
-                               (size_t)N * sizeof(float));
-        }
-    }
+    const qkf_tensor *xin = &g->tensors[g->input];
+    qkf_input_to_cfn(T_(e, g->input), input, xin->c, (int64_t)xin->h * xin->w, T, B,
+                     xin->static_t);
     for (int i = 0; i < g->n_ops; i++) {
         double t_op = e->op_time ? qkf_now() : 0.0;
         const qkf_op *op = &g->ops[i];
