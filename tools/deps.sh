@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs qkf's build and test dependencies from Debian 12 packages (idempotent; needs root or
-# sudo). Python packages are for the reference scripts and plots only; the C tests never need them.
+# sudo). python3-h5py and python3-matplotlib draw trace plots; PyTorch (QKF_PYTHON_DEPS=1) is for
+# the reference scripts only: the C tests never need Python.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
-      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist"
+      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist python3-h5py python3-matplotlib"
 if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
   PKGS="$PKGS libopenmpi-dev openmpi-bin"
 fi
