@@ -617,6 +617,7 @@ struct qkf_trace {
     char *config_json, *cmdline, *engine, *weights;
     char sha[65];
     uint64_t seed;
+    int no_compress;
     int force;
     /* ring */
     uint8_t *ring;
@@ -801,16 +802,16 @@ static hid_t group(hid_t loc, const char *name, const char *type)
     return gid;
 }
 
-/* A chunked, extendable, shuffled + gzip dataset with a fill value. */
+/* A chunked, extendable dataset with a fill value, shuffled + gzip unless !compress. */
 static hid_t dataset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
                      const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
-                     const void *fill, size_t cache_bytes)
+                     const void *fill, size_t cache_bytes, int compress)
 {
     hid_t sid = H5Screate_simple(rank, dims, maxdims);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
     hid_t did = -1;
     if (sid >= 0 && dcpl >= 0 && dapl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-        H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, 1) >= 0 &&
+        (!compress || (H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, 1) >= 0)) &&
         H5Pset_fill_value(dcpl, mtype, fill) >= 0 &&
         H5Pset_chunk_cache(dapl, 521, cache_bytes, 1.0) >= 0)
         did = H5Dcreate2(loc, name, ftype, sid, H5P_DEFAULT, dcpl, dapl);
@@ -844,9 +845,9 @@ static int create_slot(qkf_trace *tr, hid_t obs_group, slot *s)
         rc |= attr_f64(og, "t_start", (double)s->t_lo);
         if (!rc) {
             s->ds = dataset(og, "idx", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dims, maxd, ch, &fill_i,
-                            1 << 20);
+                            1 << 20, 1);
             s->ds_time = dataset(og, "time", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, maxd, ch,
-                                 &fill_t, 1 << 20);
+                                 &fill_t, 1 << 20, 1);
             rc |= s->ds < 0 || s->ds_time < 0;
         }
         s->ev_tag = qkf_malloc(EV_WINDOW * sizeof(int64_t));
@@ -858,14 +859,15 @@ static int create_slot(qkf_trace *tr, hid_t obs_group, slot *s)
         hsize_t dims[3] = {0, (hsize_t)s->n_steps, (hsize_t)s->n_sel};
         hsize_t maxd[3] = {H5S_UNLIMITED, dims[1], dims[2]};
         hsize_t ch[3] = {1, 1, dims[2] < GRID_CHUNK_MAX ? dims[2] : GRID_CHUNK_MAX};
-        s->direct = ch[2] == dims[2] && dims[2] * sizeof(float) >= DIRECT_MIN;
+        s->direct = !tr->no_compress && ch[2] == dims[2] && dims[2] * sizeof(float) >= DIRECT_MIN;
         float fill = NAN;
         rc |= attr_f64(og, "dt", (double)s->every);
         rc |= attr_f64(og, "t_start", (double)s->t_lo);
         if (!rc) {
             /* whole-chunk writes only: no chunk cache needed */
             s->ds =
-                dataset(og, "data", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dims, maxd, ch, &fill, 0);
+                dataset(og, "data", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dims, maxd, ch, &fill, 0,
+                        !tr->no_compress);
             rc |= s->ds < 0;
         }
     }
@@ -1592,6 +1594,7 @@ qkf_trace *qkf_trace_open(const char *path, const qkf_trace_spec *spec, const qk
         dflt.seed = spec->seed;
         dflt.buffer_bytes = spec->buffer_bytes;
         dflt.force = spec->force;
+        dflt.no_compress = spec->no_compress;
         dflt.writer_delay_us = spec->writer_delay_us;
         spec = &dflt;
     }
@@ -1601,6 +1604,7 @@ qkf_trace *qkf_trace_open(const char *path, const qkf_trace_spec *spec, const qk
     tr->fid = H5I_INVALID_HID;
     tr->seed = spec->seed;
     tr->force = spec->force;
+    tr->no_compress = spec->no_compress;
     tr->delay_us = spec->writer_delay_us;
     int *rec_of = qkf_malloc((size_t)g->n_lif * QKF_TRACE_NOBS * sizeof(int));
     tr->slot_of = qkf_malloc((size_t)g->n_lif * QKF_TRACE_NOBS * sizeof(int));

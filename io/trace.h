@@ -64,6 +64,7 @@ typedef struct {
     size_t buffer_bytes;       /* ring buffer between the simulation and the writer */
     uint64_t seed;             /* the run's seed: provenance, default seed of random subsets */
     int force;                 /* overwrite an existing file */
+    int no_compress;           /* store membranes uncompressed (faster, ~1.3x larger files) */
     int writer_delay_us;       /* tests: the writer sleeps this long per block (a slow disk) */
 } qkf_trace_spec;
 

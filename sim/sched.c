@@ -106,6 +106,9 @@ struct qkf_sched {
     int64_t trace_base; /* samples handed over so far */
     float **tr_buf;     /* [n_lif], NULL where not recorded */
     float **tr_mem;     /* [n_lif], OR-rule layers only */
+    unsigned *tr_want;  /* [n_lif] observables recorded (1u << QKF_TRACE_*) */
+    int64_t tr_out_n;   /* floats per observable in tr_out */
+    float *tr_out;      /* [4][max n]: one (layer, sample, step) in per-sample order */
     float *tr_tmp;      /* [threads][2 * max C]: a row's membrane before the step, and spikes */
     int tr_tmp_c;
 };
@@ -205,23 +208,45 @@ static float *trace_tmp(const qkf_sched *e, const node *nd)
     return e->tr_tmp + (int64_t)omp_get_thread_num() * 2 * e->tr_tmp_c;
 }
 
-/* Stores one traced LIF row (sample b, token p, channels 0..C-1) in per-sample order c*N + p:
- * h recomputed exactly as the kernel computes it from the membrane before the step. */
+/* Stores one traced LIF row (sample b, token p, channels 0..C-1) as the engine holds it,
+ * token-major [t][b][p][c] (contiguous stores; the hand-over transposes to c*N + p): h is
+ * recomputed exactly as the kernel computes it from the membrane before the step. */
 static void trace_row(qkf_sched *e, const node *nd, int t, int b, int p, const float *vold,
                       const float *x, const float *vnew, const uint16_t *ch, int ns)
 {
+    int l = nd->lif->lif_index;
+    unsigned w = e->tr_want[l];
     int64_t n = (int64_t)nd->C * nd->N, plane = (int64_t)e->T * e->B * n;
-    float *V = e->tr_buf[nd->lif->lif_index] + ((int64_t)t * e->B + b) * n + p;
-    float *H = V + plane, *X = V + 2 * plane, *S = V + 3 * plane;
-    for (int c = 0; c < nd->C; c++) {
-        int64_t i = (int64_t)c * nd->N;
-        V[i] = vnew[c];
-        H[i] = vold[c] + (x[c] - vold[c]) / 2.0f;
-        X[i] = x[c];
-        S[i] = 0.0f;
+    float *V = e->tr_buf[l] + ((int64_t)t * e->B + b) * n + (int64_t)p * nd->C;
+    if (w & (1u << QKF_TRACE_V))
+        memcpy(V, vnew, (size_t)nd->C * sizeof(float));
+    if (w & (1u << QKF_TRACE_H)) {
+        float *H = V + plane;
+        for (int c = 0; c < nd->C; c++)
+            H[c] = vold[c] + (x[c] - vold[c]) / 2.0f;
     }
-    for (int k = 0; k < ns; k++)
-        S[(int64_t)ch[k] * nd->N] = 1.0f;
+    if (w & (1u << QKF_TRACE_INPUT))
+        memcpy(V + 2 * plane, x, (size_t)nd->C * sizeof(float));
+    if (w & (1u << QKF_TRACE_SPIKES)) {
+        float *S = V + 3 * plane;
+        memset(S, 0, (size_t)nd->C * sizeof(float));
+        for (int k = 0; k < ns; k++)
+            S[ch[k]] = 1.0f;
+    }
+}
+
+/* [N][C] -> [C][N], in tiles that stay in cache. */
+static void transpose_nc(float *dst, const float *src, int64_t N, int C)
+{
+    const int TB = 32;
+    for (int64_t p0 = 0; p0 < N; p0 += TB)
+        for (int c0 = 0; c0 < C; c0 += TB) {
+            int64_t p1 = p0 + TB < N ? p0 + TB : N;
+            int c1 = c0 + TB < C ? c0 + TB : C;
+            for (int64_t p = p0; p < p1; p++)
+                for (int c = c0; c < c1; c++)
+                    dst[(int64_t)c * N + p] = src[p * C + c];
+        }
 }
 
 /* One LIF row of node nd (sample b, output token p) from currents x; emits its events. */
@@ -1009,6 +1034,8 @@ void qkf_sched_free(qkf_sched *e)
         }
     qkf_free(e->tr_buf);
     qkf_free(e->tr_mem);
+    qkf_free(e->tr_want);
+    qkf_free(e->tr_out);
     qkf_free(e->tr_tmp);
     qkf_free(e->nodes);
     qkf_stats_free(&e->st);
@@ -1180,16 +1207,21 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
         for (int l = 0; l < g->n_lif; l++) {
             if (!e->tr_buf[l])
                 continue;
-            unsigned w = qkf_trace_wants(e->trace, l);
-            int64_t n = qkf_graph_lif_neurons(g, l), plane = (int64_t)T * B * n;
+            unsigned w = e->tr_want[l];
+            const qkf_tensor *y = &g->tensors[g->ops[g->lif_ops[l]].out];
+            int64_t Nl = (int64_t)y->h * y->w, n = Nl * y->c, plane = (int64_t)T * B * n,
+                    mx = e->tr_out_n;
             for (int b = 0; b < B; b++)
                 for (int t = 0; t < T; t++) {
                     const float *V = e->tr_buf[l] + ((int64_t)t * B + b) * n;
-                    if (qkf_trace_put(e->trace, l, e->trace_base + b, t,
-                                      w & (1u << QKF_TRACE_V) ? V : NULL,
-                                      w & (1u << QKF_TRACE_H) ? V + plane : NULL,
-                                      w & (1u << QKF_TRACE_INPUT) ? V + 2 * plane : NULL,
-                                      w & (1u << QKF_TRACE_SPIKES) ? V + 3 * plane : NULL, n))
+                    const float *o[4] = {NULL, NULL, NULL, NULL};
+                    for (int k = 0; k < 4; k++)
+                        if (w & (1u << k)) {
+                            transpose_nc(e->tr_out + k * mx, V + k * plane, Nl, y->c);
+                            o[k] = e->tr_out + k * mx;
+                        }
+                    if (qkf_trace_put(e->trace, l, e->trace_base + b, t, o[QKF_TRACE_V],
+                                      o[QKF_TRACE_H], o[QKF_TRACE_INPUT], o[QKF_TRACE_SPIKES], n))
                         return -1;
                 }
         }
@@ -1209,19 +1241,25 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
         return 0;
     e->tr_buf = qkf_calloc((size_t)g->n_lif, sizeof(float *));
     e->tr_mem = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+    e->tr_want = qkf_calloc((size_t)g->n_lif, sizeof(unsigned));
     int maxc = 1;
+    int64_t maxn = 1;
     for (int i = 0; i < e->n_nodes; i++) {
         const node *nd = &e->nodes[i];
         if (!nd->lif || !qkf_trace_wants(tr, nd->lif->lif_index))
             continue;
         int l = nd->lif->lif_index;
         int64_t n = qkf_graph_lif_neurons(g, l);
+        e->tr_want[l] = qkf_trace_wants(tr, l);
         e->tr_buf[l] = qkf_malloc((size_t)(4 * (int64_t)e->T * e->max_batch * n) * sizeof(float));
+        maxn = n > maxn ? n : maxn;
         if (nd->or_rule)
             e->tr_mem[l] = qkf_malloc((size_t)(e->max_batch * n) * sizeof(float));
         maxc = nd->C > maxc ? nd->C : maxc;
     }
     e->tr_tmp_c = maxc;
+    e->tr_out_n = maxn;
+    e->tr_out = qkf_malloc((size_t)(4 * maxn) * sizeof(float));
     e->tr_tmp = qkf_malloc((size_t)omp_get_max_threads() * 2 * maxc * sizeof(float));
     return 0;
 }

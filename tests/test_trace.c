@@ -966,3 +966,41 @@ Test(trace, event_engine_matches_dense, .timeout = 60)
     qkf_dense_free(d);
     fixture_free(&f);
 }
+
+/* --trace-raw: uncompressed membranes hold exactly what the compressed file holds. */
+Test(trace, raw_equals_compressed, .timeout = 60)
+{
+    fixture f;
+    fixture_load(&f, "cifar_small");
+    int B = f.B, K = f.m.cfg.num_classes;
+    char p[2][256];
+    tmp_path(p[0], sizeof p[0], "gz");
+    tmp_path(p[1], sizeof p[1], "raw");
+    float *logits = qkf_malloc((size_t)B * K * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        qkf_dense *e = qkf_dense_create(&f.m, B, 0);
+        const qkf_graph *g = qkf_dense_graph(e);
+        qkf_trace_spec sp;
+        qkf_trace_spec_init(&sp);
+        sp.no_compress = k;
+        cr_assert_eq(qkf_trace_parse_record(&sp, "stage1.*:v,h,spikes", g), 0, "%s", qkf_last_error());
+        qkf_trace *tr = qkf_trace_open(p[k], &sp, g, f.wpath, "dense", 0, NULL);
+        cr_assert_not_null(tr, "%s", qkf_last_error());
+        cr_assert_eq(qkf_trace_dense_attach(tr, e), 0);
+        cr_assert_eq(qkf_dense_forward(e, f.x, B, logits, NULL), 0);
+        cr_assert_eq(qkf_trace_close(tr), 0, "%s", qkf_last_error());
+        qkf_trace_spec_free(&sp);
+        qkf_dense_free(e);
+    }
+    int64_t s0[3], s1[3];
+    float *a = read_grid(p[0], "stage1.0.mlp.mlp1_lif", "v", s0);
+    float *b = read_grid(p[1], "stage1.0.mlp.mlp1_lif", "v", s1);
+    cr_assert(s0[0] == s1[0] && s0[1] == s1[1] && s0[2] == s1[2]);
+    cr_expect_eq(memcmp(a, b, (size_t)(s0[0] * s0[1] * s0[2]) * sizeof(float)), 0);
+    qkf_free(a);
+    qkf_free(b);
+    unlink(p[0]);
+    unlink(p[1]);
+    qkf_free(logits);
+    fixture_free(&f);
+}

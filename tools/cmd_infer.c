@@ -46,7 +46,8 @@ static void help(void)
            "                   OBS v, h, input, spikes, all; keys neurons=A-B,C random=K seed=S\n"
            "                   steps=A-B every=K samples=A-B (default: '*:spikes')\n"
            "  --trace-buffer MB  memory between the simulation and the trace writer (default 64)\n"
-           "  --force          overwrite an existing --trace file\n");
+           "  --force          overwrite an existing --trace file\n"
+           "  --trace-raw      store membranes uncompressed: much less CPU, larger files\n");
 }
 
 /* Prints a firing-rate table: layer, neurons per sample, spikes, rate, and a bar. */
@@ -78,7 +79,7 @@ int cmd_infer(int argc, char **argv)
     long threads = 0, batch = 32;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
     const char *trace_path = NULL, *records[32];
-    int n_records = 0, force = 0;
+    int n_records = 0, force = 0, raw = 0;
     long trace_mb = QKF_TRACE_BUFFER_MB;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
@@ -120,6 +121,10 @@ int cmd_infer(int argc, char **argv)
         }
         if (qkf_flag(&a, "--force")) {
             force = 1;
+            continue;
+        }
+        if (qkf_flag(&a, "--trace-raw")) {
+            raw = 1;
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -230,6 +235,7 @@ int cmd_infer(int argc, char **argv)
     if (trace_path) {
         ts.buffer_bytes = (size_t)trace_mb << 20;
         ts.force = force;
+        ts.no_compress = raw;
         for (int i = 0; i < n_records; i++)
             if (qkf_trace_parse_record(&ts, records[i], g))
                 goto done;

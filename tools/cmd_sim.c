@@ -57,7 +57,8 @@ static void help(void)
         "  --record SPEC        what to record, repeatable: LAYERS:OBS[,OBS...][:KEY=VALUE...]\n"
         "                       (as qkf infer --help; default '*:spikes')\n"
         "  --trace-buffer MB    memory between the simulation and the trace writer (64)\n"
-        "  --force              overwrite an existing --trace file\n");
+        "  --force              overwrite an existing --trace file\n"
+        "  --trace-raw          store membranes uncompressed: much less CPU, larger files\n");
 }
 
 /* ---- formatting ----------------------------------------------------------------------------- */
@@ -432,7 +433,7 @@ static int sim_run(int argc, char **argv)
     double e_ac = 0.9, e_mac = 4.6;
     int tb = 0, quiet = 0, r;
     const char *trace_path = NULL, *records[32];
-    int n_records = 0, force = 0;
+    int n_records = 0, force = 0, raw = 0;
     long trace_mb = QKF_TRACE_BUFFER_MB;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
@@ -457,6 +458,10 @@ static int sim_run(int argc, char **argv)
         }
         if (qkf_flag(&a, "--force")) {
             force = 1;
+            continue;
+        }
+        if (qkf_flag(&a, "--trace-raw")) {
+            raw = 1;
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
@@ -600,6 +605,7 @@ static int sim_run(int argc, char **argv)
         const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
         ts.buffer_bytes = (size_t)trace_mb << 20;
         ts.force = force;
+        ts.no_compress = raw;
         for (int i = 0; i < n_records; i++)
             if (qkf_trace_parse_record(&ts, records[i], g))
                 goto done;
