@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "../io/trace.h"
 #include "../models/qkformer.h"
 
 /* A tiny long-option parser: "--name value", "--name=value" and flags. */
@@ -24,6 +25,22 @@ int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double
 /* Config overrides shared by info/init: --img-size --in-channels --num-classes --embed-dims
  * --num-heads --mlp-ratio --depths --T --qk-attn. Returns 1 if consumed, 0 if not, -1 error. */
 int qkf_arg_config(qkf_args *a, qkf_config *cfg);
+
+/* Trace options of qkf infer and qkf sim (tools/trace_opts.c). */
+#define QKF_MAX_RECORDS 32
+typedef struct {
+    const char *path; /* --trace; NULL: no trace */
+    const char *records[QKF_MAX_RECORDS];
+    int n_records, force, raw;
+    long buffer_mb;
+} qkf_trace_opts;
+extern const char *const qkf_trace_help; /* help lines for the options below */
+void qkf_trace_opts_init(qkf_trace_opts *t);
+/* Consumes --trace, --record, --trace-buffer, --trace-raw, --force: 1, 0 (not ours), -1 error. */
+int qkf_arg_trace(qkf_args *a, qkf_trace_opts *t);
+/* Parses the records against g and opens the trace (ts: initialised by the caller, freed by it). */
+qkf_trace *qkf_trace_opts_open(const qkf_trace_opts *t, qkf_trace_spec *ts, const qkf_graph *g,
+                               const char *weights, const char *engine, int argc, char **argv);
 
 int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);

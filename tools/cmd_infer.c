@@ -37,17 +37,8 @@ static void help(void)
            "  --batch N        samples per forward pass (default 32)\n"
            "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
            "                   axis, leaking across the samples of a batch (as the published\n"
-           "                   checkpoints were evaluated); the batch is --batch\n"
-           "  --trace T.h5     record membranes and spikes to T.h5 while running (NIR data\n"
-           "                   layout, readable during the run; docs/traces.md); refused if T.h5\n"
-           "                   exists, unless --force\n"
-           "  --record SPEC    what to record, repeatable: LAYERS:OBS[,OBS...][:KEY=VALUE...]\n"
-           "                   LAYERS a glob over module paths ('stage1.*', '*.attn_lif');\n"
-           "                   OBS v, h, input, spikes, all; keys neurons=A-B,C random=K seed=S\n"
-           "                   steps=A-B every=K samples=A-B (default: '*:spikes')\n"
-           "  --trace-buffer MB  memory between the simulation and the trace writer (default 64)\n"
-           "  --force          overwrite an existing --trace file\n"
-           "  --trace-raw      store membranes uncompressed: much less CPU, larger files\n");
+           "                   checkpoints were evaluated); the batch is --batch\n");
+    fputs(qkf_trace_help, stdout);
 }
 
 /* Prints a firing-rate table: layer, neurons per sample, spikes, rate, and a bar. */
@@ -78,9 +69,8 @@ int cmd_infer(int argc, char **argv)
     const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
     long threads = 0, batch = 32;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
-    const char *trace_path = NULL, *records[32];
-    int n_records = 0, force = 0, raw = 0;
-    long trace_mb = QKF_TRACE_BUFFER_MB;
+    qkf_trace_opts topt;
+    qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -103,28 +93,9 @@ int cmd_infer(int argc, char **argv)
             batch_given = 1;
             continue;
         }
-        if ((r = qkf_arg(&a, "--trace", &trace_path)) != 0) {
+        if ((r = qkf_arg_trace(&a, &topt)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("infer");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--record", &v)) != 0) {
-            if (r < 0 || (n_records == 32 && qkf_set_error("--record: at most 32")))
-                return qkf_cli_fail("infer");
-            records[n_records++] = v;
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--trace-buffer", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--trace-buffer", v, 1, 65536, &trace_mb))
-                return qkf_cli_fail("infer");
-            continue;
-        }
-        if (qkf_flag(&a, "--force")) {
-            force = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--trace-raw")) {
-            raw = 1;
             continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
@@ -232,14 +203,8 @@ int cmd_infer(int argc, char **argv)
     other = qkf_malloc((size_t)(nb * K) * sizeof(float));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
     pred = qkf_malloc((size_t)B * sizeof(int64_t));
-    if (trace_path) {
-        ts.buffer_bytes = (size_t)trace_mb << 20;
-        ts.force = force;
-        ts.no_compress = raw;
-        for (int i = 0; i < n_records; i++)
-            if (qkf_trace_parse_record(&ts, records[i], g))
-                goto done;
-        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, argc, argv)))
+    if (topt.path) {
+        if (!(tr = qkf_trace_opts_open(&topt, &ts, g, weights, mode, argc, argv)))
             goto done;
         if (event ? qkf_sched_set_trace(ev, tr) : qkf_trace_dense_attach(tr, e))
             goto done;

@@ -52,13 +52,8 @@ static void help(void)
         "  --e-ac, --e-mac      energy per accumulate and multiply-accumulate in pJ (45 nm:\n"
         "                       0.9 and 4.6, Horowitz 2014)\n"
         "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
-        "  --quiet              no table (with --report)\n"
-        "  --trace T.h5         record membranes and spikes (NIR data layout, docs/traces.md)\n"
-        "  --record SPEC        what to record, repeatable: LAYERS:OBS[,OBS...][:KEY=VALUE...]\n"
-        "                       (as qkf infer --help; default '*:spikes')\n"
-        "  --trace-buffer MB    memory between the simulation and the trace writer (64)\n"
-        "  --force              overwrite an existing --trace file\n"
-        "  --trace-raw          store membranes uncompressed: much less CPU, larger files\n");
+        "  --quiet              no table (with --report)\n");
+    fputs(qkf_trace_help, stdout);
 }
 
 /* ---- formatting ----------------------------------------------------------------------------- */
@@ -432,36 +427,16 @@ static int sim_run(int argc, char **argv)
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
     int tb = 0, quiet = 0, r;
-    const char *trace_path = NULL, *records[32];
-    int n_records = 0, force = 0, raw = 0;
-    long trace_mb = QKF_TRACE_BUFFER_MB;
+    qkf_trace_opts topt;
+    qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
             return 0;
         }
-        if ((r = qkf_arg(&a, "--trace", &trace_path)) != 0) {
+        if ((r = qkf_arg_trace(&a, &topt)) != 0) {
             if (r < 0)
-                return fail_rank0();
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--record", &v)) != 0) {
-            if (r < 0 || (n_records == 32 && qkf_set_error("--record: at most 32")))
-                return fail_rank0();
-            records[n_records++] = v;
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--trace-buffer", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--trace-buffer", v, 1, 65536, &trace_mb))
-                return fail_rank0();
-            continue;
-        }
-        if (qkf_flag(&a, "--force")) {
-            force = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--trace-raw")) {
-            raw = 1;
+                return qkf_cli_fail("sim");
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
@@ -542,7 +517,7 @@ static int sim_run(int argc, char **argv)
             return fail_rank0();
         }
     }
-    if (trace_path && qkf_dist_size() > 1) {
+    if (topt.path && qkf_dist_size() > 1) {
         qkf_set_error("--trace records one process; run it without mpirun");
         return fail_rank0();
     }
@@ -601,15 +576,9 @@ static int sim_run(int argc, char **argv)
             goto done;
         st = &ds;
     }
-    if (trace_path) {
+    if (topt.path) {
         const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
-        ts.buffer_bytes = (size_t)trace_mb << 20;
-        ts.force = force;
-        ts.no_compress = raw;
-        for (int i = 0; i < n_records; i++)
-            if (qkf_trace_parse_record(&ts, records[i], g))
-                goto done;
-        if (!(tr = qkf_trace_open(trace_path, &ts, g, weights, mode, argc, argv)))
+        if (!(tr = qkf_trace_opts_open(&topt, &ts, g, weights, mode, argc, argv)))
             goto done;
         if (event ? qkf_sched_set_trace(e, tr) : qkf_trace_dense_attach(tr, d))
             goto done;
