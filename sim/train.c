@@ -48,6 +48,9 @@ struct qkf_train {
     float *grads;
     float *col, *pre, *dpre, *ssa_scratch, *feat, *logits, *probs, *dlogits;
     int64_t col_cap, bytes;
+    float loss_weight;                  /* dloss of the cross-entropy backward */
+    int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
+    double *bn_red;                     /* its reduction buffer, 3 * max channels + 2 */
 };
 
 static int64_t tensor_frames(const qkf_graph *g, int t, int B)
@@ -126,6 +129,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->max_batch = max_batch;
     e->flags = flags;
     e->threads = omp_get_max_threads();
+    e->loss_weight = 1.0f;
     if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_TRAIN_TB_COMPAT) != 0, &e->g)) {
         qkf_free(e);
         return NULL;
@@ -227,6 +231,11 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->probs = alloc(e, (int64_t)B * K, sizeof(float));
     e->dlogits = alloc(e, (int64_t)B * K, sizeof(float));
     e->grads = alloc(e, m->params.total, sizeof(float));
+    int cmax = 1;
+    for (int i = 0; i < g->n_ops; i++)
+        if (g->ops[i].kind == QKF_OP_CONV && g->ops[i].cout > cmax)
+            cmax = g->ops[i].cout;
+    e->bn_red = alloc(e, 3 * (int64_t)cmax + 2, sizeof(double));
     plan_grads(e);
     return e;
 }
@@ -270,6 +279,7 @@ void qkf_train_free(qkf_train *e)
     qkf_free(e->logits);
     qkf_free(e->probs);
     qkf_free(e->dlogits);
+    qkf_free(e->bn_red);
     qkf_graph_free(&e->g);
     qkf_free(e);
 }
@@ -281,6 +291,110 @@ float *qkf_train_grads(qkf_train *e) { return e->grads; }
 void qkf_train_zero_grad(qkf_train *e)
 {
     memset(e->grads, 0, (size_t)e->m->params.total * sizeof(float));
+}
+
+void qkf_train_set_loss_weight(qkf_train *e, float w) { e->loss_weight = w; }
+void qkf_train_set_bn_sync(qkf_train *e, int (*sum)(double *buf, int64_t n)) { e->bn_sum = sum; }
+
+/* Synchronised BatchNorm forward (qkf_bn_train_forward over the union of every rank's batch):
+ * the global count and per-channel sums give the mean, then the squared deviations from that
+ * (float) mean give the biased variance; the running statistics take the unbiased one over the
+ * global n_count. Two collectives. */
+static int sync_bn_forward(qkf_train *e, float *y, float *mean, float *invstd, const float *x,
+                           int C, int64_t M, const float *bias, const float *gamma,
+                           const float *beta, float *run_mean, float *run_var, int64_t n_count)
+{
+    double *red = e->bn_red, *mu = e->bn_red + C + 2;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (int64_t)c * M;
+        double s = 0.0;
+        for (int64_t i = 0; i < M; i++)
+            s += (double)xc[i];
+        red[c] = s;
+    }
+    red[C] = (double)M;
+    red[C + 1] = (double)n_count;
+    if (e->bn_sum(red, C + 2))
+        return -1;
+    double Mg = red[C], ng = red[C + 1];
+    for (int c = 0; c < C; c++) {
+        mu[c] = red[c] / Mg;
+        mean[c] = (float)mu[c];
+    }
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (int64_t)c * M;
+        float m = mean[c];
+        double s = 0.0;
+        for (int64_t i = 0; i < M; i++) {
+            float d = xc[i] - m;
+            s += (double)d * (double)d;
+        }
+        red[c] = s;
+    }
+    if (e->bn_sum(red, C))
+        return -1;
+    for (int c = 0; c < C; c++) {
+        double var = red[c] / Mg;
+        invstd[c] = (float)(1.0 / sqrt(var + (double)QKF_BN_EPS));
+        if (run_mean) {
+            double b = bias ? (double)bias[c] : 0.0;
+            double unb = ng > 1.0 ? var * ng / (ng - 1.0) : var;
+            run_mean[c] = (1.0f - QKF_BN_MOMENTUM) * run_mean[c] +
+                          QKF_BN_MOMENTUM * (float)(mu[c] + b);
+            run_var[c] = (1.0f - QKF_BN_MOMENTUM) * run_var[c] + QKF_BN_MOMENTUM * (float)unb;
+        }
+    }
+    qkf_bn_train_apply(y, x, mean, invstd, gamma, beta, C, M);
+    return 0;
+}
+
+/* Synchronised BatchNorm backward: the per-channel sums of dy and dy * x-hat over every rank
+ * (one collective) give dx as over the global batch; gamma, beta and bias gradients receive this
+ * rank's share. */
+static int sync_bn_backward(qkf_train *e, float *dx, float *dgamma, float *dbeta, float *dbias,
+                            const float *dy, const float *x, const float *mean,
+                            const float *invstd, const float *gamma, int C, int64_t M)
+{
+    double *red = e->bn_red;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (int64_t)c * M, *dyc = dy + (int64_t)c * M;
+        float m = mean[c], is = invstd[c];
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t i = 0; i < M; i++) {
+            s1 += (double)dyc[i];
+            s2 += (double)(dyc[i] * ((xc[i] - m) * is));
+        }
+        red[c] = s1;
+        red[C + c] = s2;
+        dgamma[c] += (float)s2;
+        dbeta[c] += (float)s1;
+    }
+    red[2 * C] = (double)M;
+    if (e->bn_sum(red, 2 * C + 1))
+        return -1;
+    double Mg = red[2 * C];
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (int64_t)c * M, *dyc = dy + (int64_t)c * M;
+        float *dxc = dx + (int64_t)c * M;
+        float m = mean[c], is = invstd[c];
+        float k1 = (float)(red[c] / Mg), k2 = (float)(red[C + c] / Mg);
+        float a = gamma[c] * is;
+        for (int64_t i = 0; i < M; i++) {
+            float xh = (xc[i] - m) * is;
+            dxc[i] = (dyc[i] - k1 - xh * k2) * a;
+        }
+        if (dbias) {
+            double s = 0.0;
+            for (int64_t i = 0; i < M; i++)
+                s += (double)dxc[i];
+            dbias[c] += (float)s;
+        }
+    }
+    return 0;
 }
 
 const float *qkf_train_tensor(const qkf_train *e, int tensor)
@@ -346,11 +460,20 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
                              x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
             float *bn_out = op->pool ? e->pre : e->act[op->out];
             int64_t n_count = (x->static_t ? (int64_t)T * B : F) * hc * wc;
-            qkf_bn_train_forward(bn_out, c->mean, c->invstd, c->z, op->cout, M,
-                                 op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
-                                 P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
-                                 update_running ? P + pp[op->p_bn_mean].offset : NULL,
-                                 update_running ? P + pp[op->p_bn_var].offset : NULL, n_count);
+            if (e->bn_sum) {
+                if (sync_bn_forward(e, bn_out, c->mean, c->invstd, c->z, op->cout, M,
+                                    op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                                    P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                                    update_running ? P + pp[op->p_bn_mean].offset : NULL,
+                                    update_running ? P + pp[op->p_bn_var].offset : NULL, n_count))
+                    return -1;
+            } else
+                qkf_bn_train_forward(bn_out, c->mean, c->invstd, c->z, op->cout, M,
+                                     op->p_b >= 0 ? P + pp[op->p_b].offset : NULL,
+                                     P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
+                                     update_running ? P + pp[op->p_bn_mean].offset : NULL,
+                                     update_running ? P + pp[op->p_bn_var].offset : NULL,
+                                     n_count);
             if (op->pool)
                 qkf_maxpool3s2_train_forward(e->act[op->out], c->arg, e->pre,
                                              (int64_t)op->cout * F, hc, wc);
@@ -439,9 +562,17 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 qkf_maxpool3s2_backward(e->dpre, dy, c->arg, (int64_t)op->cout * F, hc, wc);
                 dy = e->dpre;
             }
-            qkf_bn_train_backward(e->dpre, dP + pp[op->p_bn_w].offset, dP + pp[op->p_bn_b].offset,
-                                  op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
-                                  c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M);
+            if (e->bn_sum) {
+                if (sync_bn_backward(e, e->dpre, dP + pp[op->p_bn_w].offset,
+                                     dP + pp[op->p_bn_b].offset,
+                                     op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
+                                     c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M))
+                    return -1;
+            } else
+                qkf_bn_train_backward(e->dpre, dP + pp[op->p_bn_w].offset,
+                                      dP + pp[op->p_bn_b].offset,
+                                      op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
+                                      c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M);
             qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
                               P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
                               op->k, op->stride, op->pad, e->col, e->col_cap);
@@ -531,7 +662,7 @@ int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float
         }
         *correct = n;
     }
-    qkf_xent_backward(e->dlogits, e->probs, target, B, K, 1.0f);
+    qkf_xent_backward(e->dlogits, e->probs, target, B, K, e->loss_weight);
     return qkf_train_backward(e, e->dlogits);
 }
 

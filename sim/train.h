@@ -42,6 +42,23 @@ int qkf_train_backward(qkf_train *e, const float *dlogits);
 int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
                             double *loss, int *correct);
 
+/* ---- data-parallel hooks (qkf train under mpirun) ----------------------------------------- */
+
+/* Multiplies the loss gradient of qkf_train_loss_backward by w (default 1). Data parallel: a rank
+ * holding B_r of a global batch of B sets w = B_r / B, so that the sum of the ranks' gradients is
+ * the gradient of the mean loss over the global batch. */
+void qkf_train_set_loss_weight(qkf_train *e, float w);
+/* Synchronised BatchNorm: sum(buf, n) must sum n doubles in place over every rank (collective,
+ * e.g. qkf_dist_sum_f64) and return 0, or -1 on failure. When set, every training-mode
+ * BatchNorm sums its per-channel statistics (count, sum, then squared deviations from the global
+ * mean) over the ranks and normalises with the global batch statistics, and its backward sums
+ * the two per-channel reductions (sum of dy and of dy * x-hat), so the ranks' summed gradients
+ * equal one process's over the global batch; the running statistics follow the global mean and
+ * unbiased variance. The BatchNorm gradients (gamma, beta, conv bias) accumulated into the flat
+ * buffer are this rank's share only, to be summed like every other gradient. NULL (default):
+ * per-rank statistics through the ordinary kernels. Do not set it in a single process. */
+void qkf_train_set_bn_sync(qkf_train *e, int (*sum)(double *buf, int64_t n));
+
 /* ---- optimiser ------------------------------------------------------------------------------ */
 
 /* AdamW with a per-iteration schedule: linear warmup from warmup_lr to lr over warmup_steps,

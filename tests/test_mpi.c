@@ -4,6 +4,7 @@
  * (-DQKF_MPI=OFF) or mpirun is missing; tools/test.sh runs them in its MPI stage. */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,4 +175,159 @@ Test(mpi, disagreeing_ranks_and_tiny_sets_fail, .init = setup, .fini = teardown,
                   0);
     slurp(p, err, sizeof err);
     cr_expect(strstr(err, "2 samples for 3 ranks") != NULL, "%s", err);
+}
+
+/* ---- data-parallel training -------------------------------------------------------------------- */
+
+#define TRAIN_ARGS                                                                                 \
+    "train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 --num-heads 2 "          \
+    "--mlp-ratio 2 --depths 3 --T 2 --batch 8 --epochs 2 --limit-train 32 --log-every 1 "        \
+    "--threads 1 --no-eval --quiet --seed 5 "
+
+/* The per-step losses of a JSON-lines metrics file (kind "step"), in order; returns the count. */
+static int read_losses(const char *path, double *loss, int cap)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        const char *p = strstr(line, "\"loss\":");
+        if (strstr(line, "\"kind\":\"step\"") && p)
+            loss[n++] = strtod(p + 7, NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Largest |a - b| / (|b| + 1e-3) over the parameters and running statistics of two checkpoints,
+ * with the name of the worst tensor, and (*bias_diff) the largest |a - b| over the biases of
+ * convolutions followed by BatchNorm and the running means they shift: BatchNorm cancels those
+ * biases, so their gradient is zero but for rounding noise, which AdamW turns into steps of up
+ * to +-lr in either run; they are compared separately against that bound. */
+static double weights_diff(const char *pa, const char *pb, char *worst, size_t cap,
+                           double *bias_diff)
+{
+    qkf_model a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    cr_assert_eq(qkf_ckpt_load(pa, &a), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_ckpt_load(pb, &b), 0, "%s", qkf_last_error());
+    cr_assert_eq(a.params.total, b.params.total);
+    qkf_graph g;
+    cr_assert_eq(qkf_graph_build(&a.cfg, &a.params, 0, &g), 0, "%s", qkf_last_error());
+    int *cancelled = qkf_calloc((size_t)a.params.n, sizeof(int));
+    for (int i = 0; i < g.n_ops; i++)
+        if (g.ops[i].kind == QKF_OP_CONV && g.ops[i].p_b >= 0)
+            cancelled[g.ops[i].p_b] = cancelled[g.ops[i].p_bn_mean] = 1;
+    double worst_d = 0.0;
+    *bias_diff = 0.0;
+    for (int k = 0; k < a.params.n; k++) {
+        const qkf_param *p = &a.params.p[k];
+        for (int64_t i = 0; i < p->numel; i++) {
+            double x = (double)a.params.data[p->offset + i], y = (double)b.params.data[p->offset + i];
+            if (cancelled[k]) {
+                *bias_diff = fmax(*bias_diff, fabs(x - y));
+                continue;
+            }
+            double d = fabs(x - y) / (fabs(y) + 1e-3);
+            if (d > worst_d) {
+                worst_d = d;
+                snprintf(worst, cap, "%s[%lld]: %.9g vs %.9g", p->name, (long long)i, x, y);
+            }
+        }
+    }
+    qkf_free(cancelled);
+    qkf_graph_free(&g);
+    qkf_model_free(&a);
+    qkf_model_free(&b);
+    return worst_d;
+}
+
+/* --sync-bn: two ranks sharing a global batch of 8 (4 each) follow one process with batch 8: the
+ * same per-step losses and the same final weights, within float rounding (the sums run in another
+ * order). Then a run stopped after epoch 1 on one process and resumed on two ranks ends where the
+ * uninterrupted run does. */
+Test(mpi, sync_bn_training_matches_one_process, .init = setup, .fini = teardown, .timeout = 180)
+{
+    char data[128];
+    snprintf(data, sizeof data, "%s/d.h5", tdir);
+    write_dataset(data, 64);
+    cr_assert_eq(run(ENV "%s " TRAIN_ARGS "--data h5:%s --out %s/w1.h5 --metrics %s/m1.jsonl",
+                     QKF_BINARY, data, tdir, tdir),
+                 0);
+    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--sync-bn --data h5:%s --out %s/w2.h5 "
+                                "--metrics %s/m2.jsonl",
+                     QKF_BINARY, data, tdir, tdir),
+                 0);
+    char p1[256], p2[256], worst[512] = "";
+    double l1[64], l2[64];
+    snprintf(p1, sizeof p1, "%s/m1.jsonl", tdir);
+    snprintf(p2, sizeof p2, "%s/m2.jsonl", tdir);
+    int n1 = read_losses(p1, l1, 64), n2 = read_losses(p2, l2, 64);
+    cr_assert_eq(n1, 8);
+    cr_assert_eq(n2, 8, "rank 0 alone writes the metrics: one line per step");
+    double ld = 0.0;
+    for (int i = 0; i < n1; i++) {
+        ld = fmax(ld, fabs(l1[i] - l2[i]) / fabs(l1[i]));
+        cr_expect(fabs(l1[i] - l2[i]) <= 1e-4 * fabs(l1[i]), "step %d: loss %.6f vs %.6f", i + 1,
+                  l1[i], l2[i]);
+    }
+    cr_log_info("sync-bn, 2 ranks vs 1: largest relative loss difference %.3g", ld);
+    snprintf(p1, sizeof p1, "%s/w1.h5", tdir);
+    snprintf(p2, sizeof p2, "%s/w2.h5", tdir);
+    double bd, d = weights_diff(p2, p1, worst, sizeof worst, &bd);
+    cr_log_info("sync-bn, 2 ranks vs 1: largest relative weight difference %.3g (%s); "
+                "BN-cancelled biases %.3g",
+                d, worst, bd);
+    cr_expect(d <= 1e-4, "final weights differ: %s", worst);
+    cr_expect(bd <= 2 * 8 * 1.5e-3, "BN-cancelled biases differ by %g", bd);
+
+    /* one process for epoch 1, two ranks for epoch 2 */
+    cr_assert_eq(run(ENV "%s " TRAIN_ARGS "--max-steps 4 --data h5:%s --out %s/w3.h5",
+                     QKF_BINARY, data, tdir),
+                 0);
+    cr_assert_eq(run(ENV MPIRUN "%s train --resume %s/w3.h5 --sync-bn --no-eval --quiet "
+                                "--threads 1 --out %s/w3.h5",
+                     QKF_BINARY, tdir, tdir),
+                 0);
+    snprintf(p2, sizeof p2, "%s/w3.h5", tdir);
+    d = weights_diff(p2, p1, worst, sizeof worst, &bd);
+    cr_log_info("resumed on 2 ranks vs 1: largest relative weight difference %.3g (%s); "
+                "BN-cancelled biases %.3g",
+                d, worst, bd);
+    cr_expect(d <= 1e-4, "resumed run differs: %s", worst);
+    cr_expect(bd <= 2 * 8 * 1.5e-3, "BN-cancelled biases differ by %g", bd);
+}
+
+/* Per-rank BatchNorm (the default) runs and keeps the ranks identical (running statistics
+ * averaged); a rank whose parameters drift (test hook) stops the job at the epoch's checksum with
+ * one line naming it, and no checkpoint is written. */
+Test(mpi, train_ranks_stay_identical, .init = setup, .fini = teardown, .timeout = 120)
+{
+    char data[128], err[4096], p[256];
+    snprintf(data, sizeof data, "%s/d.h5", tdir);
+    write_dataset(data, 64);
+    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data,
+                     tdir),
+                 0);
+    cr_assert_neq(run(ENV "QKF_TEST_DESYNC_RANK=1 " MPIRUN "%s " TRAIN_ARGS
+                          "--data h5:%s --out %s/bad.h5 2>%s/err.txt",
+                      QKF_BINARY, data, tdir, tdir),
+                  0);
+    snprintf(p, sizeof p, "%s/err.txt", tdir);
+    slurp(p, err, sizeof err);
+    cr_expect(strstr(err, "qkf train: rank 1: its parameters differ from rank 0's after step 4") !=
+                  NULL,
+              "%s", err);
+    snprintf(p, sizeof p, "%s/bad.h5", tdir);
+    cr_expect_neq(access(p, F_OK), 0, "a diverged run wrote %s", p);
+    /* the global batch must give each rank a sample */
+    cr_assert_neq(run(ENV MPIRUN "%s " TRAIN_ARGS "--batch 1 --data h5:%s --out %s/w.h5 "
+                                 "2>%s/err.txt",
+                      QKF_BINARY, data, tdir, tdir),
+                  0);
+    snprintf(p, sizeof p, "%s/err.txt", tdir);
+    slurp(p, err, sizeof err);
+    cr_expect(strstr(err, "--batch 1 is the global batch") != NULL, "%s", err);
 }

@@ -448,7 +448,7 @@ typedef struct {
     long mixup_off_epoch;
     qkf_optim_cfg opt;
     uint64_t seed;
-    int flip, tb, quiet, no_eval, eval_event;
+    int flip, tb, quiet, no_eval, eval_event, sync_bn;
 } train_opts;
 
 static void train_help(void)
@@ -493,6 +493,12 @@ static void train_help(void)
         "  --eval-mode M        engine of the per-epoch evaluation: event (default, faster)\n"
         "                       or dense\n"
         "  --threads N  --eval-batch N (200)  --no-eval  --quiet\n"
+        "distributed (mpirun -np N qkf train ..., an MPI build; docs/mpi.md):\n"
+        "  --batch is the global batch: each rank trains on a contiguous slice of the batch\n"
+        "  the single-process run would see, the gradients are summed over the ranks, every\n"
+        "  rank applies the same update; rank 0 prints and writes the checkpoint and metrics\n"
+        "  --sync-bn            BatchNorm with the statistics of the global batch (default:\n"
+        "                       each rank's own slice, as the official recipe)\n"
         "\n"
         "A config file holds the same options, one per line, as 'name value' or 'name = value'\n"
         "(without the dashes); '#' starts a comment. Command-line options override it.\n");
@@ -591,7 +597,8 @@ static int parse_train_opt(qkf_args *a, train_opts *o)
     } flags[] = {{"--flip", &o->flip},
                  {"--tb-compat", &o->tb},
                  {"--quiet", &o->quiet},
-                 {"--no-eval", &o->no_eval}};
+                 {"--no-eval", &o->no_eval},
+                 {"--sync-bn", &o->sync_bn}};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (qkf_flag(a, flags[i].name)) {
             *flags[i].dst = 1;
@@ -740,7 +747,8 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
                      o->mixup,                  (double)o->mixup_off_epoch,
                      (double)o->epochs,         (double)o->batch,
                      (double)o->crop_pad,       (double)o->flip,
-                     (double)o->tb,             (double)o->limit_train};
+                     (double)o->tb,             (double)o->limit_train,
+                     (double)o->sync_bn};
     int64_t nopt = (int64_t)(sizeof opts / sizeof opts[0]), ndata = (int64_t)strlen(o->data);
     if (qkf_h5out_f64(h, "optim/options", 1, &nopt, opts) < 0 ||
         qkf_h5out_u8(h, "optim/data", 1, &ndata, (const uint8_t *)o->data) < 0)
@@ -822,6 +830,8 @@ static int load_train_options(const char *path, train_opts *o, char *data_buf, s
     o->mixup_off_epoch = (long)v[11], o->epochs = (long)v[12], o->batch = (long)v[13];
     o->crop_pad = (long)v[14], o->flip = (int)v[15], o->tb = (int)v[16];
     o->limit_train = (int64_t)v[17];
+    if (s[0] >= 19)
+        o->sync_bn = (int)v[18];
     qkf_free(v);
     if (qkf_h5_read_i64(path, "optim/data", &d, &nd, s))
         return -1;
@@ -853,7 +863,59 @@ static void fmt_time(char *buf, size_t cap, double s)
         snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
+/* Rank 0 writes the checkpoint; every rank learns whether it succeeded (collective). */
+static int save_dist(const char *path, const qkf_model *m, const qkf_optim *opt,
+                     const train_opts *o, int64_t step)
+{
+    int rc = qkf_dist_rank() == 0 ? save_train_ckpt(path, m, opt, o, step) : 0;
+    int bad;
+    if (qkf_dist_all_ok(rc == 0, &bad))
+        return 0;
+    return rc ? rc : qkf_set_error("rank %d could not write %s", bad, path);
+}
+
+/* Under mpirun: every rank must hold the same parameters and optimiser moments (they apply the
+ * same update to the same summed gradient); a hash compared with rank 0's. */
+static int params_agree(const qkf_model *m, const qkf_optim *opt, int64_t step)
+{
+    if (qkf_dist_size() == 1)
+        return 0;
+    size_t nb = (size_t)m->params.total * sizeof(float);
+    uint64_t h = qkf_dist_hash(QKF_DIST_HASH_INIT, m->params.data, nb);
+    h = qkf_dist_hash(h, opt->m, nb);
+    h = qkf_dist_hash(h, opt->v, nb);
+    int bad;
+    if (qkf_dist_agree(h, &bad) == 0)
+        return 0;
+    return bad < 0 ? -1
+                   : qkf_set_error("rank %d: its parameters differ from rank 0's after step %lld "
+                                   "(the ranks diverged; stopping without writing)",
+                                   bad, (long long)step);
+}
+
+/* Whether to stop for Ctrl-C, agreed by every rank (collective under mpirun). */
+static int stop_now(void)
+{
+    if (qkf_dist_size() == 1)
+        return interrupted != 0;
+    double v = interrupted ? 1.0 : 0.0;
+    if (qkf_dist_max_f64(&v))
+        return 1;
+    return v > 0.0;
+}
+
+static int train_run(int argc, char **argv);
+
 int cmd_train(int argc, char **argv)
+{
+    if (qkf_dist_init())
+        return qkf_cli_fail("train");
+    int rc = train_run(argc, argv);
+    qkf_dist_finalize();
+    return rc;
+}
+
+static int train_run(int argc, char **argv)
 {
     train_opts o;
     memset(&o, 0, sizeof o);
@@ -877,13 +939,13 @@ int cmd_train(int argc, char **argv)
             qkf_h5_quiet();
             if (qkf_arg(&a, "--resume", &path) < 0 ||
                 load_train_options(path, &o, data_buf, sizeof data_buf))
-                return qkf_cli_fail("train");
+                return fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++)
         if (!strcmp(argv[a.i], "--config") || !strncmp(argv[a.i], "--config=", 9)) {
             const char *path;
             if (qkf_arg(&a, "--config", &path) < 0 || read_config_file(path, &o))
-                return qkf_cli_fail("train");
+                return fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
@@ -895,23 +957,27 @@ int cmd_train(int argc, char **argv)
         if (r == 0)
             r = parse_train_opt(&a, &o);
         if (r < 0)
-            return qkf_cli_fail("train");
+            return fail_rank0("train");
         if (r == 0) {
             qkf_set_error("unexpected argument '%s' (qkf train --help)", argv[a.i]);
-            return qkf_cli_fail("train");
+            return fail_rank0("train");
         }
     }
     if (o.threads)
         qkf_set_threads((int)o.threads);
-    if (qkf_dist_init() || qkf_dist_size() > 1) {
-        int rank = qkf_dist_rank();
-        qkf_dist_finalize();
-        if (rank == 0)
-            qkf_set_error("training is not distributed yet: run qkf train without mpirun");
-        return rank == 0 ? qkf_cli_fail("train") : 1;
+    int nr = qkf_dist_size(), rank = qkf_dist_rank();
+    if (o.batch < nr) {
+        qkf_set_error("--batch %ld is the global batch, split over %d ranks: at least one sample "
+                      "per rank",
+                      o.batch, nr);
+        return fail_rank0("train");
     }
+    if (rank != 0) /* rank 0 alone prints and writes */
+        o.quiet = 1, o.metrics = NULL;
+    const char *desync = getenv("QKF_TEST_DESYNC_RANK"); /* test hook: the divergence check */
+    int desync_rank = desync && *desync ? atoi(desync) : -1;
 
-    int rc = 1;
+    int rc = 1, setup_failed = 1, stop = 0;
     qkf_model m;
     qkf_dataset dtrain, dtest;
     qkf_optim opt;
@@ -923,7 +989,7 @@ int cmd_train(int argc, char **argv)
     qkf_loader *ld = NULL;
     FILE *mf = NULL;
     float *xmix = NULL, *target = NULL, *tflip = NULL;
-    int64_t step = 0;
+    int64_t step = 0, spe = 0;
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -935,25 +1001,25 @@ int cmd_train(int argc, char **argv)
     const char *from = o.resume ? o.resume : o.init;
     if (from) {
         if (qkf_ckpt_load(from, &m))
-            goto done;
+            goto setup_end;
         if (o.cfg_given && !same_config(&o.cfg, &m.cfg)) {
             qkf_set_error("%s: the checkpoint's model configuration differs from the one given "
                           "(drop the model options, or start a new run)",
                           from);
-            goto done;
+            goto setup_end;
         }
     } else {
         if (qkf_config_validate(&o.cfg))
-            goto done;
+            goto setup_end;
         m.cfg = o.cfg;
         if (qkf_params_build(&m.cfg, &m.params))
-            goto done;
+            goto setup_end;
         qkf_params_init(&m.cfg, &m.params, o.seed);
     }
     if (qkf_dataset_load(o.data, 1, &dtrain) || check_fit(&dtrain, &m.cfg))
-        goto done;
+        goto setup_end;
     if (!o.no_eval && (qkf_dataset_load(o.data, 0, &dtest) || check_fit(&dtest, &m.cfg)))
-        goto done;
+        goto setup_end;
     if (m.n_norm == 0) {
         m.n_norm = m.cfg.in_channels;
         qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
@@ -964,10 +1030,10 @@ int cmd_train(int argc, char **argv)
     lc.flip = o.flip, lc.drop_last = 1, lc.limit = o.limit_train, lc.n_norm = m.n_norm;
     memcpy(lc.mean, m.input_mean, sizeof lc.mean);
     memcpy(lc.std, m.input_std, sizeof lc.std);
-    int64_t spe = qkf_loader_batches(&lc);
+    spe = qkf_loader_batches(&lc);
     if (spe < 1) {
         qkf_set_error("%s: fewer training images than one batch of %ld", dtrain.source, o.batch);
-        goto done;
+        goto setup_end;
     }
     o.opt.total_steps = o.epochs * spe;
     o.opt.warmup_steps = (int64_t)(o.warmup_epochs * (double)spe);
@@ -975,19 +1041,41 @@ int cmd_train(int argc, char **argv)
     if (o.resume) {
         uint64_t seed = o.seed;
         if (load_train_state(o.resume, &m.params, &opt, &step, &seed))
-            goto done;
+            goto setup_end;
         o.seed = seed;
         lc.seed = seed;
     }
     lc.seed = o.seed;
-    e = qkf_train_create(&m, (int)o.batch, o.tb ? QKF_TRAIN_TB_COMPAT : 0);
+    /* each rank holds at most ceil(batch / ranks) samples of the global batch */
+    e = qkf_train_create(&m, (int)((o.batch + nr - 1) / nr), o.tb ? QKF_TRAIN_TB_COMPAT : 0);
     if (!e)
-        goto done;
+        goto setup_end;
+    if (nr > 1 && o.sync_bn)
+        qkf_train_set_bn_sync(e, qkf_dist_sum_f64);
     if (o.metrics) {
         mf = fopen(o.metrics, o.resume ? "a" : "w");
         if (!mf) {
             qkf_set_error("%s: cannot open (%s)", o.metrics, strerror(errno));
-            goto done;
+            goto setup_end;
+        }
+    }
+    setup_failed = 0;
+setup_end:
+    if (dist_failed("train", setup_failed))
+        goto quiet;
+    {
+        /* every rank must run the same job: model, weights, normalisation and options */
+        double agree[] = {(double)o.batch, (double)o.epochs, (double)o.seed, (double)step,
+                          (double)o.limit_train, (double)o.limit_test, (double)o.sync_bn,
+                          (double)o.max_steps, (double)o.tb, (double)o.crop_pad, (double)o.flip,
+                          (double)o.no_eval, (double)o.opt.lr, (double)o.opt.min_lr,
+                          (double)o.opt.warmup_lr, (double)o.opt.weight_decay,
+                          (double)o.opt.clip, o.warmup_epochs, o.smoothing, o.mixup,
+                          (double)o.mixup_off_epoch, (double)o.eval_event, (double)o.eval_batch,
+                          (double)o.save_every};
+        if (check_agree(&m, agree, sizeof agree)) {
+            fail_rank0("train");
+            goto quiet;
         }
     }
     size_t mlen = o.metrics ? strlen(o.metrics) : 0;
@@ -1002,14 +1090,17 @@ int cmd_train(int argc, char **argv)
     if (!o.quiet)
         fprintf(stderr,
                 "qkf train: %s variant, img %d, embed %d, heads %d, T %d, %lld parameters; %s: "
-                "%lld train / %lld test images; %lld steps of %ld (%lld per epoch)%s\n",
+                "%lld train / %lld test images; %lld steps of %ld (%lld per epoch)%s%s\n",
                 qkf_variant_name(m.cfg.variant), m.cfg.img_size, m.cfg.embed_dims,
                 m.cfg.num_heads, m.cfg.T, (long long)m.params.n_train, dtrain.source,
                 (long long)(o.limit_train && o.limit_train < dtrain.n ? o.limit_train : dtrain.n),
                 (long long)(o.no_eval ? 0 : o.limit_test && o.limit_test < dtest.n ? o.limit_test
                                                                                     : dtest.n),
                 (long long)o.opt.total_steps, o.batch, (long long)spe,
-                o.resume ? " (resumed)" : "");
+                o.resume ? " (resumed)" : "",
+                nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
+                                    : "; ranks share the batch, BatchNorm per rank")
+                       : "");
     if (!o.quiet)
         fprintf(stderr, "training engine: %.0f MB of activations, gradients and optimiser state\n",
                 (double)(qkf_train_bytes(e) + 2 * m.params.total * 4) / 1e6);
@@ -1018,7 +1109,8 @@ int cmd_train(int argc, char **argv)
     int64_t steps_run = 0;
     int saved_at_interrupt = 0;
     for (int64_t epoch = step / spe;
-         epoch < o.epochs && !interrupted && !(o.max_steps && step >= o.max_steps); epoch++) {
+         epoch < o.epochs && !(stop = stop_now()) && !(o.max_steps && step >= o.max_steps);
+         epoch++) {
         ld = qkf_loader_start(&lc, epoch, step - epoch * spe);
         const float *x;
         const int32_t *lab;
@@ -1026,7 +1118,7 @@ int cmd_train(int argc, char **argv)
         double ep_loss = 0.0, win_loss = 0.0;
         int64_t ep_ok = 0, ep_n = 0, win_ok = 0, win_n = 0;
         double t_epoch = qkf_now();
-        while (!interrupted && !(o.max_steps && step >= o.max_steps) &&
+        while (!(stop = stop_now()) && !(o.max_steps && step >= o.max_steps) &&
                qkf_loader_next(ld, &x, &lab, &B)) {
             double t0 = qkf_now();
             qkf_xent_targets(target, lab, B, K, (float)o.smoothing);
@@ -1048,13 +1140,51 @@ int cmd_train(int argc, char **argv)
                 memcpy(target, tflip, (size_t)(B * K) * sizeof(float));
                 xin = xmix;
             }
-            double loss;
-            int ok;
+            /* this rank's contiguous slice of the global batch; its loss gradient weighted by
+             * its share, so that the summed gradients are those of the global mean loss */
+            int64_t lo = 0, hi = B;
+            if (nr > 1)
+                qkf_dist_shard(B, &lo, &hi);
+            int Bl = (int)(hi - lo);
+            double loss = 0.0;
+            int ok = 0;
             qkf_train_zero_grad(e);
-            if (qkf_train_loss_backward(e, xin, B, target, &loss, &ok))
+            qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
+            int lfail = qkf_train_loss_backward(e, xin + lo * per, Bl, target + lo * K, &loss,
+                                                &ok) != 0;
+            float *grads = qkf_train_grads(e);
+            if (nr > 1) {
+                double red[3] = {loss * Bl, ok, lfail};
+                if (qkf_dist_sum_f64(red, 3))
+                    goto done;
+                if (red[2] > 0.0) {
+                    if (!lfail)
+                        qkf_set_error("step %lld failed on another rank", (long long)step);
+                    goto done;
+                }
+                loss = red[0] / B, ok = (int)red[1];
+                /* per-rank BatchNorm: the running statistics, averaged over the ranks in the
+                 * same reduction (the gradient buffer has zeros there) */
+                const qkf_params *ps = &m.params;
+                for (int k = 0; k < ps->n; k++)
+                    if (ps->p[k].is_buffer && !o.sync_bn)
+                        for (int64_t i = 0; i < ps->p[k].numel; i++)
+                            grads[ps->p[k].offset + i] = ps->data[ps->p[k].offset + i] / (float)nr;
+                if (qkf_dist_sum_f32(grads, ps->total))
+                    goto done;
+                for (int k = 0; k < ps->n; k++)
+                    if (ps->p[k].is_buffer) {
+                        if (!o.sync_bn)
+                            memcpy(ps->data + ps->p[k].offset, grads + ps->p[k].offset,
+                                   (size_t)ps->p[k].numel * sizeof(float));
+                        memset(grads + ps->p[k].offset, 0, (size_t)ps->p[k].numel * sizeof(float));
+                    }
+            } else if (lfail)
                 goto done;
             float lr = qkf_optim_lr(&opt.cfg, opt.step);
-            double gnorm = qkf_optim_step(&opt, &m.params, qkf_train_grads(e));
+            double gnorm = qkf_optim_step(&opt, &m.params, grads);
+            if (desync_rank == rank && nr > 1 && step == 0)
+                m.params.data[0] += 1e-3f;
             if (!isfinite(loss)) {
                 qkf_set_error("step %lld: the loss is %g (lower --lr, or set --clip)",
                               (long long)step, loss);
@@ -1100,7 +1230,7 @@ int cmd_train(int argc, char **argv)
                         100.0 * (double)ep_ok / (double)ep_n, ips, eta, tty ? "   " : "\n");
             }
             if (o.save_every > 0 && step % o.save_every == 0 &&
-                save_train_ckpt(o.out, &m, &opt, &o, step))
+                save_dist(o.out, &m, &opt, &o, step))
                 goto done;
         }
         double wait = qkf_loader_wait_seconds(ld);
@@ -1108,8 +1238,12 @@ int cmd_train(int argc, char **argv)
         ld = NULL;
         if (tty)
             fprintf(stderr, "\n");
-        if (interrupted || (o.max_steps && step >= o.max_steps && step % spe))
+        if (stop || (o.max_steps && step >= o.max_steps && step % spe))
             break;
+        if (params_agree(&m, &opt, step)) {
+            fail_rank0("train");
+            goto quiet;
+        }
         double test_acc = -1.0;
         int64_t ntest = 0;
         if (!o.no_eval &&
@@ -1142,17 +1276,23 @@ int cmd_train(int argc, char **argv)
                         qkf_now() - t_start);
             fflush(mf);
         }
-        if (save_train_ckpt(o.out, &m, &opt, &o, step))
+        if (save_dist(o.out, &m, &opt, &o, step))
             goto done;
     }
-    if (interrupted) {
-        if (save_train_ckpt(o.out, &m, &opt, &o, step))
+    if (params_agree(&m, &opt, step)) {
+        fail_rank0("train");
+        goto quiet;
+    }
+    if (stop || (nr == 1 && interrupted)) {
+        if (save_dist(o.out, &m, &opt, &o, step))
             goto done;
         saved_at_interrupt = 1;
-        fprintf(stderr, "\ninterrupted: saved step %lld to %s (continue with --resume %s)\n",
-                (long long)step, o.out, o.out);
+        if (rank == 0)
+            fprintf(stderr,
+                    "\ninterrupted: saved step %lld to %s (continue with --resume %s)\n",
+                    (long long)step, o.out, o.out);
     } else if (step == 0 || o.epochs * spe == step || step % spe) {
-        if (save_train_ckpt(o.out, &m, &opt, &o, step))
+        if (save_dist(o.out, &m, &opt, &o, step))
             goto done;
         if (!o.quiet)
             fprintf(stderr, "wrote %s (step %lld, %.1f min)\n", o.out, (long long)step,
@@ -1161,7 +1301,8 @@ int cmd_train(int argc, char **argv)
     rc = saved_at_interrupt ? 130 : 0;
 done:
     if (rc == 1)
-        qkf_cli_fail("train");
+        fail_rank0("train");
+quiet:
     sigaction(SIGINT, &old_sa, NULL);
     qkf_loader_stop(ld);
     if (mf)
