@@ -426,24 +426,9 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
     const qkf_param *pp = e->m->params.p;
     int T = cfg->T;
     e->B = B;
-    {
-        const qkf_tensor *x = &g->tensors[g->input];
-        int64_t N = (int64_t)x->h * x->w;
-        float *dst = e->act[g->input];
-        if (x->static_t) {
-            for (int b = 0; b < B; b++)
-                for (int c = 0; c < x->c; c++)
-                    memcpy(dst + ((int64_t)c * B + b) * N, input + ((int64_t)b * x->c + c) * N,
-                           (size_t)N * sizeof(float));
-        } else {
-            for (int b = 0; b < B; b++)
-                for (int t = 0; t < T; t++)
-                    for (int c = 0; c < x->c; c++)
-                        memcpy(dst + ((int64_t)c * T * B + (int64_t)t * B + b) * N,
-                               input + (((int64_t)b * T + t) * x->c + c) * N,
-                               (size_t)N * sizeof(float));
-        }
-    }
+    const qkf_tensor *xin = &g->tensors[g->input];
+    qkf_input_to_cfn(e->act[g->input], input, xin->c, (int64_t)xin->h * xin->w, T, B,
+                     xin->static_t);
     for (int i = 0; i < g->n_ops; i++) {
         const qkf_op *op = &g->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0];
