@@ -221,11 +221,16 @@ static int load_h5(const char *path, qkf_dataset *d)
     int64_t *lab = NULL;
     int nd, ld;
     int64_t s[5], ls[5];
-    if (qkf_h5_read_f32(path, "images", &img, &nd, s))
+    /* images [n,C,H,W], or event-count frames `input` [n,T,C,H,W] for the DVS variants */
+    int frames = qkf_h5_has(path, "images") == 0 && qkf_h5_has(path, "input") == 1;
+    const char *key = frames ? "input" : "images";
+    if (qkf_h5_read_f32(path, key, &img, &nd, s))
         return -1;
-    if (nd != 4 || s[1] > 4) {
+    if (frames ? (nd != 5 || s[2] > 4) : (nd != 4 || s[1] > 4)) {
         qkf_free(img);
-        return qkf_set_error("%s: dataset 'images' must be [n,C,H,W] with C <= 4", path);
+        return frames ? qkf_set_error("%s: dataset 'input' must be frames [n,T,C,H,W] with C <= 4",
+                                      path)
+                      : qkf_set_error("%s: dataset 'images' must be [n,C,H,W] with C <= 4", path);
     }
     if (qkf_h5_read_i64(path, "labels", &lab, &ld, ls)) {
         qkf_free(img);
@@ -237,19 +242,26 @@ static int load_h5(const char *path, qkf_dataset *d)
         return qkf_set_error("%s: dataset 'labels' must be [n] with n = %lld", path,
                              (long long)s[0]);
     }
-    int64_t per = s[1] * s[2] * s[3], total = s[0] * per;
+    int o = frames; /* shape offset: frames have T at index 1 */
+    int64_t per = s[1 + o] * s[2 + o] * s[3 + o] * (frames ? s[1] : 1), total = s[0] * per;
     float mx = 0.0f;
     for (int64_t i = 0; i < total; i++)
         mx = img[i] > mx ? img[i] : mx;
-    float scale = mx > 1.0f ? 1.0f : 255.0f;
-    d->n = s[0], d->c = (int)s[1], d->h = (int)s[2], d->w = (int)s[3];
+    float scale = frames || mx > 1.0f ? 1.0f : 255.0f;
+    d->n = s[0], d->t = frames ? (int)s[1] : 0;
+    d->c = (int)s[1 + o], d->h = (int)s[2 + o], d->w = (int)s[3 + o];
     d->pixels = qkf_malloc((size_t)total);
     d->labels = qkf_malloc((size_t)d->n * sizeof(int32_t));
     for (int64_t i = 0; i < total; i++) {
         float v = img[i] * scale;
-        if (!(v >= 0.0f && v <= 255.0f)) {
-            qkf_set_error("%s: images value %g at flat index %lld is outside [0, %s]", path,
-                          (double)img[i], (long long)i, scale > 1.0f ? "1" : "255");
+        if (!(v >= 0.0f && v <= 255.0f) || (frames && v != floorf(v))) {
+            if (frames)
+                qkf_set_error("%s: input value %g at flat index %lld is not an event count in "
+                              "0..255",
+                              path, (double)img[i], (long long)i);
+            else
+                qkf_set_error("%s: images value %g at flat index %lld is outside [0, %s]", path,
+                              (double)img[i], (long long)i, scale > 1.0f ? "1" : "255");
             qkf_free(img);
             qkf_free(lab);
             return -1;
@@ -407,12 +419,16 @@ static void make_sample(const qkf_loader *l, int64_t idx, float *dst)
     }
     if (c->flip)
         flip = (int)(qkf_rng_u64(&r) >> 63);
-    int64_t plane = (int64_t)d->h * d->w;
-    for (int ch = 0; ch < d->c; ch++) {
-        const uint8_t *src = d->pixels + (idx * d->c + ch) * plane;
+    /* every plane (channel, and frame for event frames) gets the same crop and flip */
+    int64_t plane = (int64_t)d->h * d->w, planes = (int64_t)d->c * (d->t > 0 ? d->t : 1);
+    for (int64_t pl = 0; pl < planes; pl++) {
+        int ch = (int)(pl % d->c);
+        const uint8_t *src = d->pixels + (idx * planes + pl) * plane;
         float m = ch < c->n_norm ? c->mean[ch] : 0.0f, s = ch < c->n_norm ? c->std[ch] : 1.0f;
         float a = 1.0f / (255.0f * s), b = -m / s;
-        float *o = dst + ch * plane;
+        if (d->t > 0) /* event counts pass as they are */
+            a = 1.0f, b = 0.0f;
+        float *o = dst + pl * plane;
         for (int y = 0; y < d->h; y++)
             for (int x = 0; x < d->w; x++) {
                 int sy = y + dy, sx = (flip ? d->w - 1 - x : x) + dx;
@@ -428,7 +444,7 @@ static void *worker(void *arg)
 {
     qkf_loader *l = arg;
     const qkf_dataset *d = l->cfg.d;
-    int64_t per = (int64_t)d->c * d->h * d->w;
+    int64_t per = (int64_t)d->c * d->h * d->w * (d->t > 0 ? d->t : 1);
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int s = -1;
@@ -487,7 +503,7 @@ qkf_loader *qkf_loader_start(const qkf_loader_cfg *cfg, int64_t epoch, int64_t f
             l->perm[j] = t;
         }
     }
-    int64_t per = (int64_t)cfg->d->c * cfg->d->h * cfg->d->w;
+    int64_t per = (int64_t)cfg->d->c * cfg->d->h * cfg->d->w * (cfg->d->t > 0 ? cfg->d->t : 1);
     for (int s = 0; s < SLOTS; s++) {
         l->x[s] = qkf_malloc((size_t)(per * cfg->batch) * sizeof(float));
         l->lab[s] = qkf_malloc((size_t)cfg->batch * sizeof(int32_t));

@@ -9,9 +9,12 @@
  *   cifar100:DIR             train.bin / test.bin (fine labels)
  *   h5:TRAIN.h5[,TEST.h5]    or any NAME ending in .h5: datasets `images` [n,C,H,W] (uint8
  *                            0..255, or float in [0,1]; values above 1 are taken as 0..255)
- *                            and `labels` [n] (integers)
+ *                            and `labels` [n] (integers); or, for the DVS variants, `input`
+ *                            [n,T,C,H,W] event-count frames (integers 0..255, as `qkf events
+ *                            emulate|frames --out X.h5` write them) and `labels` [n]
  * Pixels are kept as bytes (0..255); the loader scales them to [0,1], normalises with the
- * model's mean/std and augments. Errors name the file and, for corrupt data, the byte offset. */
+ * model's mean/std and augments. Frames are event counts: the loader passes them on as they are
+ * (the official DVS pipeline feeds counts), with the same crop and flip for every frame. Errors name the file and, for corrupt data, the byte offset. */
 #ifndef QKF_DATASET_H
 #define QKF_DATASET_H
 
@@ -20,8 +23,9 @@
 typedef struct {
     int64_t n;
     int c, h, w;
+    int t;           /* frames per sample ([n][t][c][h][w] event counts); 0: images */
     int classes;     /* 1 + the largest label (or the dataset's known class count) */
-    uint8_t *pixels; /* [n][c][h][w] */
+    uint8_t *pixels; /* [n][c][h][w], or [n][t][c][h][w] for frames */
     int32_t *labels; /* [n] */
     char source[1024];
 } qkf_dataset;
@@ -53,7 +57,8 @@ typedef struct qkf_loader qkf_loader;
  * order and augmentation of every sample depend only on (seed, epoch, sample index), so a
  * resumed run sees exactly the batches an uninterrupted one would. */
 qkf_loader *qkf_loader_start(const qkf_loader_cfg *cfg, int64_t epoch, int64_t first);
-/* The next batch: x [B][c][h][w] normalised floats, labels [B]; valid until the next call.
+/* The next batch: x [B][c][h][w] normalised floats (frames: [B][t][c][h][w] counts), labels [B];
+ * valid until the next call.
  * Returns 1 with a batch, 0 at the end of the epoch. */
 int qkf_loader_next(qkf_loader *l, const float **x, const int32_t **labels, int *B);
 /* Batches in one epoch. */

@@ -386,12 +386,17 @@ static int load_input(const char *path, qkf_model *m, float **x, int64_t *B, int
 /* The test split of image dataset NAME, checked against the model (as qkf eval does). */
 static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset *d, int64_t *B)
 {
-    if (qkf_config_is_frames(&m->cfg))
-        return qkf_set_error("--data %s: a %s model takes event frames; image datasets do not "
-                             "fit it (use --input with frames)",
-                             name, qkf_variant_name(m->cfg.variant));
     if (qkf_dataset_load(name, 0, d))
         return -1;
+    if (qkf_config_is_frames(&m->cfg) != (d->t > 0))
+        return qkf_set_error(d->t > 0 ? "%s: event frames fit only a dvs128 or cifar10dvs model, "
+                                        "not %s"
+                                      : "%s: a %s model takes event frames; image datasets do "
+                                        "not fit it (qkf events emulate --out X.h5 makes frames)",
+                             d->source, qkf_variant_name(m->cfg.variant));
+    if (d->t > 0 && d->t != m->cfg.T)
+        return qkf_set_error("%s: %d frames per sample but the model has T = %d", d->source,
+                             d->t, m->cfg.T);
     if (d->c != m->cfg.in_channels || d->h != d->w)
         return qkf_set_error("%s: images are %d x %d x %d but the model takes %d channels of a "
                              "square image",
@@ -559,7 +564,7 @@ static int sim_run(int argc, char **argv)
     qkf_dist_shard(B, &lo, &hi);
     qkf_dataset dview = dset;
     if (data) {
-        int64_t pp = (int64_t)dset.c * dset.h * dset.w;
+        int64_t pp = (int64_t)dset.c * dset.h * dset.w * (dset.t > 0 ? dset.t : 1);
         dview.pixels = dset.pixels + lo * pp, dview.labels = dset.labels + lo, dview.n = hi - lo;
     }
     const float *xs = x ? x + lo * per : NULL;

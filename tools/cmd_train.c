@@ -198,9 +198,15 @@ done:
 /* Checks that a dataset fits the model: channels, square size, labels. */
 static int check_fit(const qkf_dataset *d, const qkf_config *c)
 {
-    if (qkf_config_is_frames(c))
-        return qkf_set_error("%s: a %s model takes event frames; image datasets do not fit it",
+    if (qkf_config_is_frames(c) != (d->t > 0))
+        return qkf_set_error(d->t > 0 ? "%s: event frames fit only a dvs128 or cifar10dvs model, "
+                                        "not %s (--model dvs128)"
+                                      : "%s: a %s model takes event frames; image datasets do "
+                                        "not fit it (qkf events emulate --out X.h5 makes frames)",
                              d->source, qkf_variant_name(c->variant));
+    if (d->t > 0 && d->t != c->T)
+        return qkf_set_error("%s: %d frames per sample but the model has T = %d (--T)", d->source,
+                             d->t, c->T);
     if (d->c != c->in_channels || d->h != c->img_size || d->w != c->img_size)
         return qkf_set_error("%s: images are %d x %d x %d but the model takes %d x %d x %d "
                              "(--in-channels, --img-size)",
@@ -262,7 +268,7 @@ static int shard_view(const qkf_dataset *d, int64_t limit, qkf_dataset *v)
                              (long long)n, qkf_dist_size());
     qkf_dist_shard(n, &lo, &hi);
     *v = *d;
-    int64_t per = (int64_t)d->c * d->h * d->w;
+    int64_t per = (int64_t)d->c * d->h * d->w * (d->t > 0 ? d->t : 1);
     v->pixels = d->pixels + lo * per;
     v->labels = d->labels + lo;
     v->n = hi - lo;
@@ -1020,7 +1026,7 @@ static int train_run(int argc, char **argv)
         goto setup_end;
     if (!o.no_eval && (qkf_dataset_load(o.data, 0, &dtest) || check_fit(&dtest, &m.cfg)))
         goto setup_end;
-    if (m.n_norm == 0) {
+    if (m.n_norm == 0 && dtrain.t == 0) { /* images are normalised; event counts are not */
         m.n_norm = m.cfg.in_channels;
         qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
     }
