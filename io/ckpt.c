@@ -440,7 +440,7 @@ done:
     return rc;
 }
 
-int qkf_ckpt_save(const char *path, const qkf_model *m)
+int qkf_ckpt_write(qkf_h5out *o, const char *path, const qkf_model *m)
 {
     const qkf_config *c = &m->cfg;
     const qkf_params *ps = &m->params;
@@ -453,9 +453,6 @@ int qkf_ckpt_save(const char *path, const qkf_model *m)
                              m->n_norm, c->in_channels);
     const char *variant = qkf_variant_name(c->variant);
 
-    qkf_h5out *o = qkf_h5out_open(path);
-    if (!o)
-        return -1;
     const struct {
         const char *key;
         int val;
@@ -497,8 +494,19 @@ int qkf_ckpt_save(const char *path, const qkf_model *m)
         if (qkf_h5out_f32(o, p->name, p->ndim, shape, ps->data + p->offset) < 0)
             goto fail;
     }
-    return qkf_h5out_commit(o);
+    return 0;
 fail:
-    qkf_h5out_abort(o);
     return -1;
+}
+
+int qkf_ckpt_save(const char *path, const qkf_model *m)
+{
+    qkf_h5out *o = qkf_h5out_open(path);
+    if (!o)
+        return -1;
+    if (qkf_ckpt_write(o, path, m) < 0) {
+        qkf_h5out_abort(o);
+        return -1;
+    }
+    return qkf_h5out_commit(o);
 }

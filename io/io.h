@@ -50,6 +50,10 @@ int qkf_h5out_attr_i64(qkf_h5out *o, const char *obj, const char *key, int64_t v
 int qkf_h5out_attr_f64(qkf_h5out *o, const char *obj, const char *key, double val);
 /* A one-dimensional float64 array attribute of n values (n >= 1). */
 int qkf_h5out_attr_f64v(qkf_h5out *o, const char *obj, const char *key, int n, const double *vals);
+/* The checkpoint part of qkf_ckpt_save into an open writer: validates m, writes the config
+ * attributes, the normalisation and every parameter (callers such as the trainer add their own
+ * groups before committing). path is for error messages. */
+int qkf_ckpt_write(qkf_h5out *o, const char *path, const qkf_model *m);
 /* Closes and renames into place. Frees o in every case. */
 int qkf_h5out_commit(qkf_h5out *o);
 /* Closes and deletes the temporary file. Frees o. */

@@ -687,37 +687,12 @@ static double rng_gamma(qkf_rng *r, double a)
 static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim *opt,
                            const train_opts *o, int64_t step)
 {
-    const qkf_config *c = &m->cfg;
     const qkf_params *ps = &m->params;
     qkf_h5out *h = qkf_h5out_open(path);
     if (!h)
         return -1;
-    const struct {
-        const char *key;
-        int val;
-    } ints[] = {{"img_size", c->img_size},       {"in_channels", c->in_channels},
-                {"num_classes", c->num_classes}, {"embed_dims", c->embed_dims},
-                {"num_heads", c->num_heads},     {"depths", c->depths},
-                {"T", c->T}};
-    if (qkf_h5out_attr_str(h, NULL, "variant", qkf_variant_name(c->variant)) < 0)
+    if (qkf_ckpt_write(h, path, m) < 0)
         goto fail;
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if (qkf_h5out_attr_i64(h, NULL, ints[i].key, ints[i].val) < 0)
-            goto fail;
-    if (qkf_h5out_attr_f64(h, NULL, "mlp_ratio", (double)c->mlp_ratio) < 0 ||
-        qkf_h5out_attr_str(h, NULL, "qk_attn", c->qk_attn == QKF_QK_CHANNEL ? "channel" : "token") <
-            0 ||
-        qkf_h5out_attr_i64(h, NULL, "qkf_format", QKF_CKPT_FORMAT) < 0 ||
-        qkf_h5out_attr_str(h, NULL, "qkf_version", QKF_VERSION) < 0)
-        goto fail;
-    if (m->n_norm > 0) {
-        double mean[4], std[4];
-        for (int i = 0; i < m->n_norm; i++)
-            mean[i] = (double)m->input_mean[i], std[i] = (double)m->input_std[i];
-        if (qkf_h5out_attr_f64v(h, NULL, "input_mean", m->n_norm, mean) < 0 ||
-            qkf_h5out_attr_f64v(h, NULL, "input_std", m->n_norm, std) < 0)
-            goto fail;
-    }
     /* the training run, for the record and for --resume checks */
     if (qkf_h5out_attr_str(h, NULL, "train_data", o->data) < 0 ||
         qkf_h5out_attr_i64(h, NULL, "train_step", step) < 0 ||
@@ -727,13 +702,11 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
         qkf_h5out_attr_f64(h, NULL, "train_lr", (double)o->opt.lr) < 0 ||
         qkf_h5out_attr_i64(h, NULL, "tb_compat", o->tb) < 0)
         goto fail;
-    for (int k = 0; k < ps->n; k++) {
+    for (int k = 0; k < ps->n; k++) { /* the AdamW moments beside the weights */
         const qkf_param *p = &ps->p[k];
         int64_t shape[4];
         for (int i = 0; i < p->ndim; i++)
             shape[i] = p->shape[i];
-        if (qkf_h5out_f32(h, p->name, p->ndim, shape, ps->data + p->offset) < 0)
-            goto fail;
         if (p->is_buffer || !opt)
             continue;
         char name[QKF_MAX_NAME + 16];
