@@ -25,6 +25,7 @@
 #include <hdf5.h>
 
 #include "../kernels/base.h"
+#include "h5_internal.h"
 
 #define MAX_DIMS 32 /* H5S_MAX_RANK: enough to describe whatever shape a file holds */
 
@@ -35,20 +36,6 @@ static int prefix_error(const char *path)
     char msg[768];
     snprintf(msg, sizeof msg, "%s", qkf_last_error());
     return qkf_set_error("%s: %s", path, msg);
-}
-
-static hid_t open_ro(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        qkf_set_error("%s: cannot open (%s)", path, strerror(errno));
-        return H5I_INVALID_HID;
-    }
-    close(fd);
-    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (fid < 0)
-        qkf_set_error("%s: not an HDF5 file or unreadable", path);
-    return fid;
 }
 
 /* ---- root attributes ------------------------------------------------------------------ */
@@ -369,7 +356,7 @@ int qkf_ckpt_load(const char *path, qkf_model *m)
     char *name = NULL;
 
     memset(&nm, 0, sizeof nm);
-    if ((fid = open_ro(path)) < 0)
+    if ((fid = qkf_h5_open_ro(path)) < 0)
         goto done;
     if (read_config(fid, path, &nm) < 0)
         goto done;

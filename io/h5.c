@@ -20,6 +20,7 @@
 #include <hdf5.h>
 
 #include "../kernels/base.h"
+#include "h5_internal.h"
 
 #define MAX_RANK 5
 #define COMPRESS_MIN 4096   /* elements: below this, chunk overhead outweighs any gain */
@@ -37,9 +38,7 @@ void qkf_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 /* ---- reading ------------------------------------------------------------------------- */
 
-/* Opens path read-only. A missing or unreadable file gets the errno text; anything that exists
- * but is not a complete HDF5 file (text, truncated copy) gets one fixed message. */
-static hid_t open_ro(const char *path)
+hid_t qkf_h5_open_ro(const char *path)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -116,7 +115,7 @@ static int read_numeric(const char *path, const char *name, hid_t memtype, size_
     for (int i = 0; i < MAX_RANK; i++)
         shape[i] = 0;
 
-    if ((fid = open_ro(path)) < 0)
+    if ((fid = qkf_h5_open_ro(path)) < 0)
         goto done;
     int kind = probe(fid, name);
     if (kind == 0) {
@@ -227,7 +226,7 @@ int qkf_h5_read_i64(const char *path, const char *name, int64_t **data, int *ndi
 
 int qkf_h5_has(const char *path, const char *name)
 {
-    hid_t fid = open_ro(path);
+    hid_t fid = qkf_h5_open_ro(path);
     if (fid < 0)
         return -1;
     int kind = probe(fid, name);
