@@ -1461,3 +1461,72 @@ Test(serve, cli_refuses_other_addresses)
     cr_assert_neq(pclose(f), 0);
     cr_assert(strstr(line, "dvs variant"), "%s", line);
 }
+
+/* The issue's bar: 64 concurrent clients with malformed input among them. 64 well-formed
+ * clients stream at once (from their own thread and event loop) while malformed and oversized
+ * connections arrive from the test thread; each bad one gets its ERROR and is closed, and every
+ * good client still gets exactly the offline engine's answers. */
+typedef struct {
+    int port, n;
+    const qkf_events *ev;
+    answers *got;
+} clients_job;
+
+static void *clients_main(void *arg)
+{
+    clients_job *j = arg;
+    run_clients(j->port, j->n, j->ev, j->got, 0, 1.0, NULL);
+    return NULL;
+}
+
+Test(serve, sixty_four_clients_with_malformed_among_them, .timeout = 120)
+{
+    model m;
+    model_load(&m);
+    enum { NC = 64 };
+    qkf_server_opts o;
+    qkf_server_opts_default(&o, &m.f.m.cfg);
+    o.window = 5000;
+    o.max_sessions = NC + 16;
+    qkf_events *ev = qkf_calloc(NC, sizeof *ev);
+    answers *want = qkf_calloc(NC, sizeof *want), *got = qkf_calloc(NC, sizeof *got);
+    for (int i = 0; i < NC; i++) {
+        random_events(&ev[i], 32, 32, 600 + 20 * i, 16000 + 100 * i, 500 + (uint64_t)i);
+        offline(m.e, &ev[i], QKF_WINDOW_TIME, o.window, o.steps, &want[i]);
+    }
+    server_ctx sc;
+    server_start(&sc, m.e, &o);
+    clients_job job = {sc.port, NC, ev, got};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, clients_main, &job), 0);
+    uint8_t junk[5];
+    for (int k = 0; k < 4; k++) {
+        int fd = raw_connect(sc.port);
+        raw_hello(fd, 1, 32, 32);
+        raw_frame(fd, 0x7f, "x", 1);
+        expect_error(fd, QKF_SERVE_E_MALFORMED, "unknown type among 64 clients");
+        fd = raw_connect(sc.port);
+        le32(junk, QKF_SERVE_MAX_FRAME + 1);
+        junk[4] = QKF_MSG_HELLO;
+        raw_send(fd, junk, 5);
+        expect_error(fd, QKF_SERVE_E_TOO_LARGE, "oversized among 64 clients");
+    }
+    pthread_join(th, NULL);
+    server_stop(&sc);
+    int64_t windows = 0;
+    for (int i = 0; i < NC; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "client %d", i);
+        expect_same_answers(&got[i], &want[i], what);
+        windows += want[i].n;
+        answers_free(&got[i]);
+        answers_free(&want[i]);
+        qkf_events_free(&ev[i]);
+    }
+    cr_assert_eq(sc.st.windows, windows);
+    cr_assert_eq(sc.st.errors, 8);
+    qkf_free(ev);
+    qkf_free(want);
+    qkf_free(got);
+    model_free(&m);
+}
