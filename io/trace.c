@@ -1439,6 +1439,11 @@ unsigned qkf_trace_wants(const qkf_trace *tr, int lif_index)
     return m;
 }
 
+int qkf_trace_put_layer(qkf_trace *tr, const void *dense_lif_data)
+{
+    return dense_hook(tr, (const qkf_dense_lif_data *)dense_lif_data);
+}
+
 int qkf_trace_dense_attach(qkf_trace *tr, qkf_dense *e)
 {
     const qkf_graph *eg = qkf_dense_graph(e);

@@ -108,6 +108,11 @@ unsigned qkf_trace_wants(const qkf_trace *tr, int lif_index);
 int qkf_trace_put(qkf_trace *tr, int lif_index, int64_t sample, int t, const float *v,
                   const float *h, const float *x, const float *s, int64_t n);
 
+/* Hands one LIF layer's tensors of a whole batch to the trace, in the dense engines' [C][F][N]
+ * layout (what the dense hook receives; the training engine calls it for recorded steps).
+ * Samples are numbered on from the previous call for that layer. */
+int qkf_trace_put_layer(qkf_trace *tr, const void *dense_lif_data);
+
 /* Waits until everything handed over so far is written and flushed. */
 int qkf_trace_sync(qkf_trace *tr);
 

@@ -21,6 +21,8 @@
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
+#include "../io/trace.h"
+#include "dense.h"
 #include "train.h"
 
 typedef struct {
@@ -30,6 +32,8 @@ typedef struct {
 } conv_cache;
 
 struct qkf_train {
+    struct qkf_trace *trace; /* recording the next forwards (qkf_train_set_trace) */
+    float *tr_v, *tr_h;      /* [largest LIF tensor]: membranes of a recorded layer */
     qkf_model *m;
     qkf_graph g;
     int max_batch, flags, threads;
@@ -240,8 +244,27 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     return e;
 }
 
+void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr)
+{
+    if (tr && !e->tr_v) {
+        const qkf_graph *g = &e->g;
+        int64_t mx = 1;
+        for (int l = 0; l < g->n_lif; l++) {
+            int64_t n = tensor_floats(g, g->ops[g->lif_ops[l]].out, e->max_batch);
+            mx = n > mx ? n : mx;
+        }
+        e->tr_v = qkf_malloc((size_t)mx * sizeof(float));
+        e->tr_h = qkf_malloc((size_t)mx * sizeof(float));
+    }
+    e->trace = tr;
+}
+
 void qkf_train_free(qkf_train *e)
 {
+    if (e) {
+        qkf_free(e->tr_v);
+        qkf_free(e->tr_h);
+    }
     if (!e)
         return;
     qkf_graph *g = &e->g;
@@ -464,11 +487,19 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
                                              (int64_t)op->cout * F, hc, wc);
             break;
         }
-        case QKF_OP_LIF:
+        case QKF_OP_LIF: {
+            int l = op->lif_index, rec = e->trace && qkf_trace_wants(e->trace, l);
+            float *h = e->recompute[l] ? (rec ? e->tr_h : NULL) : e->lif_h[l];
             qkf_lif_forward(e->act[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
-                            op->vth, op->tb_compat, NULL,
-                            e->recompute[op->lif_index] ? NULL : e->lif_h[op->lif_index]);
+                            op->vth, op->tb_compat, rec ? e->tr_v : NULL, h);
+            if (rec) {
+                qkf_dense_lif_data d = {l, T, B, x->c, N, x->static_t, e->act[op->out],
+                                        e->tr_v, h, e->act[op->in0]};
+                if (qkf_trace_put_layer(e->trace, &d))
+                    return -1;
+            }
             break;
+        }
         case QKF_OP_ADD: {
             int64_t n = (int64_t)y->c * T * B * N;
             const float *a = e->act[op->in0], *b2 = e->act[op->in1];

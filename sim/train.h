@@ -20,6 +20,10 @@ typedef struct qkf_train qkf_train;
 qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags);
 void qkf_train_free(qkf_train *e);
 const qkf_graph *qkf_train_graph(const qkf_train *e);
+/* Records the LIF layers tr wants (v, h, input, spikes of training-mode forwards) from the next
+ * forward on; NULL stops recording. The trace's scratch is allocated on the first call. */
+struct qkf_trace;
+void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr);
 /* Floats of activations and scratch the engine holds (for reports). */
 int64_t qkf_train_bytes(const qkf_train *e);
 

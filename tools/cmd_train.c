@@ -444,6 +444,47 @@ int cmd_eval(int argc, char **argv)
 
 /* ---- qkf train ------------------------------------------------------------------------------- */
 
+/* --trace-steps: update numbers (1-based) whose forward is recorded, "N", "A-B", comma lists. */
+typedef struct {
+    int n;
+    int64_t lo[64], hi[64];
+} step_set;
+
+static int parse_steps(const char *spec, step_set *st)
+{
+    st->n = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long long a = strtoll(p, &end, 10), b = a;
+        if (end == p || a < 1)
+            return qkf_set_error("option --trace-steps: '%s' is not a list like 1,100-105", spec);
+        if (*end == '-') {
+            p = end + 1;
+            b = strtoll(p, &end, 10);
+            if (end == p || b < a)
+                return qkf_set_error("option --trace-steps: bad range in '%s'", spec);
+        }
+        if (st->n == 64)
+            return qkf_set_error("option --trace-steps: at most 64 items");
+        st->lo[st->n] = a, st->hi[st->n] = b, st->n++;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return qkf_set_error("option --trace-steps: '%s' is not a list like 1,100-105", spec);
+        p = end;
+    }
+    return st->n ? 0 : qkf_set_error("option --trace-steps: empty list");
+}
+
+static int in_steps(const step_set *st, int64_t step)
+{
+    for (int i = 0; i < st->n; i++)
+        if (step >= st->lo[i] && step <= st->hi[i])
+            return 1;
+    return 0;
+}
+
 typedef struct {
     qkf_config cfg;
     int cfg_given; /* a model option was given (checked against a resumed checkpoint) */
@@ -499,6 +540,9 @@ static void train_help(void)
         "  --eval-mode M        engine of the per-epoch evaluation: event (default, faster)\n"
         "                       or dense\n"
         "  --threads N  --eval-batch N (200)  --no-eval  --quiet\n"
+        "traces (command line only; one process):\n"
+        "  --trace T.h5 --record SPEC ... as in qkf infer --help, of training-mode forwards\n"
+        "  --trace-steps LIST   updates to record, 1-based: N, A-B, comma lists (default 1)\n"
         "distributed (mpirun -np N qkf train ..., an MPI build; docs/mpi.md):\n"
         "  --batch is the global batch: each rank trains on a contiguous slice of the batch\n"
         "  the single-process run would see, the gradients are summed over the ranks, every\n"
@@ -910,6 +954,11 @@ static int train_run(int argc, char **argv)
     o.opt.lr = 1.5e-3f;
 
     qkf_args a = {argc, argv, 1, "train"};
+    qkf_trace_opts topt; /* --trace/--record/...: command line only */
+    qkf_trace_opts_init(&topt);
+    const char *trace_steps = "1";
+    step_set tsteps;
+    parse_steps(trace_steps, &tsteps);
     /* precedence: defaults < the resumed checkpoint's options < config file < command line */
     static char data_buf[512];
     for (a.i = 1; a.i < argc; a.i++)
@@ -934,6 +983,11 @@ static int train_run(int argc, char **argv)
         const char *dummy;
         int r = qkf_arg(&a, "--config", &dummy);
         if (r == 0)
+            r = qkf_arg_trace(&a, &topt);
+        if (r == 0 && (r = qkf_arg(&a, "--trace-steps", &trace_steps)) > 0 &&
+            parse_steps(trace_steps, &tsteps))
+            r = -1;
+        if (r == 0)
             r = parse_train_opt(&a, &o);
         if (r < 0)
             return fail_rank0("train");
@@ -951,12 +1005,19 @@ static int train_run(int argc, char **argv)
                       o.batch, nr);
         return fail_rank0("train");
     }
+    if (topt.path && nr > 1) {
+        qkf_set_error("--trace records one process; run qkf train without mpirun to record");
+        return fail_rank0("train");
+    }
     if (rank != 0) /* rank 0 alone prints and writes */
         o.quiet = 1, o.metrics = NULL;
     const char *desync = getenv("QKF_TEST_DESYNC_RANK"); /* test hook: the divergence check */
     int desync_rank = desync && *desync ? atoi(desync) : -1;
 
     int rc = 1, setup_failed = 1, stop = 0;
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     qkf_model m;
     qkf_dataset dtrain, dtest;
     qkf_optim opt;
@@ -1031,6 +1092,10 @@ static int train_run(int argc, char **argv)
         goto setup_end;
     if (nr > 1 && o.sync_bn)
         qkf_train_set_bn_sync(e, qkf_dist_sum_f64);
+    if (topt.path &&
+        !(tr = qkf_trace_opts_open(&topt, &ts, qkf_train_graph(e), o.resume ? o.resume : o.init,
+                                   "train", argc, argv)))
+        goto setup_end;
     if (o.metrics) {
         mf = fopen(o.metrics, o.resume ? "a" : "w");
         if (!mf) {
@@ -1128,6 +1193,8 @@ setup_end:
             double loss = 0.0;
             int ok = 0;
             qkf_train_zero_grad(e);
+            if (tr) /* record the forward of the selected updates (1-based) */
+                qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? tr : NULL);
             qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
             int lfail = qkf_train_loss_backward(e, xin + lo * per, Bl, target + lo * K, &loss,
                                                 &ok) != 0;
@@ -1277,6 +1344,15 @@ setup_end:
             fprintf(stderr, "wrote %s (step %lld, %.1f min)\n", o.out, (long long)step,
                     (qkf_now() - t_start) / 60.0);
     }
+    if (tr) {
+        qkf_train_set_trace(e, NULL);
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
+        if (!o.quiet)
+            printf("wrote trace %s\n", topt.path);
+    }
     rc = saved_at_interrupt ? 130 : 0;
 done:
     if (rc == 1)
@@ -1289,6 +1365,11 @@ quiet:
     qkf_free(xmix);
     qkf_free(target);
     qkf_free(tflip);
+    if (tr) {
+        qkf_train_set_trace(e, NULL);
+        qkf_trace_abort(tr);
+    }
+    qkf_trace_spec_free(&ts);
     qkf_train_free(e);
     qkf_optim_free(&opt);
     qkf_dataset_free(&dtrain);
