@@ -30,6 +30,8 @@ void qkf_free(void *p);
 
 /* Monotonic wall clock in seconds. */
 double qkf_now(void);
+/* Sleeps ms milliseconds. */
+void qkf_sleep_ms(int ms);
 
 /* Deterministic random numbers (xoshiro128+ style), identical on every machine. */
 typedef struct {

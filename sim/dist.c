@@ -1,6 +1,7 @@
 /* The rank layer (sim/dist.h): MPI when built with QKF_MPI and started by mpirun, otherwise one
  * rank whose reductions do nothing. MPI errors return instead of aborting (MPI_ERRORS_RETURN)
  * and are translated into qkf errors here, where they enter. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,17 +87,106 @@ int qkf_dist_rank(void) { return g_rank; }
 int qkf_dist_size(void) { return g_size; }
 int64_t qkf_dist_bytes(void) { return g_bytes; }
 
-/* Large buffers go in pieces of at most 2^30 elements (MPI counts are int). */
+/* Large buffers go in pieces of at most 2^30 elements (MPI counts are int).
+ *
+ * Watchdog. Every collective is non-blocking and polled against a deadline (QKF_MPI_TIMEOUT
+ * seconds, default 600), so a rank that died or hangs cannot stall the job forever. To name it,
+ * each rank also sends rank 0 a small "arrived at collective #k" message: when the deadline
+ * passes, rank 0 prints one line naming the ranks that never arrived and aborts the job; the
+ * other ranks wait a grace period longer for rank 0 to do so (and abort on their own, naming
+ * rank 0, if it is rank 0 that hangs). */
 #ifdef QKF_MPI
+#define TAG_ARRIVE 7301
+static int64_t g_seq; /* collectives so far: the same on every rank */
+
+static double timeout_s(void)
+{
+    const char *t = getenv("QKF_MPI_TIMEOUT");
+    double v = t && *t ? atof(t) : 600.0;
+    return v > 0 ? v : 600.0;
+}
+
+static void hung(int64_t seq, const int *arrived)
+{
+    if (g_rank == 0) {
+        char who[256] = "";
+        size_t k = 0;
+        for (int r = 1; r < g_size && k + 16 < sizeof who; r++)
+            if (!arrived[r])
+                k += (size_t)snprintf(who + k, sizeof who - k, "%s%d", k ? ", " : "", r);
+        fprintf(stderr,
+                "qkf: rank %s did not reach collective #%lld within %g s (dead or hung); "
+                "aborting the job\n",
+                who[0] ? who : "?", (long long)seq, timeout_s());
+    } else {
+        fprintf(stderr,
+                "qkf: rank 0 did not finish collective #%lld within %g s (dead or hung); "
+                "aborting the job (rank %d)\n",
+                (long long)seq, timeout_s(), g_rank);
+    }
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    exit(3);
+}
+
 static int allreduce(void *buf, int64_t n, MPI_Datatype t, size_t size, MPI_Op op)
 {
     char *p = buf;
     g_bytes += n * (int64_t)size;
+    const char *hang = getenv("QKF_TEST_HANG_RANK"); /* test hook: this rank stops answering */
+    if (hang && *hang && atoi(hang) == g_rank && g_seq >= 1)
+        for (;;)
+            qkf_sleep_ms(1000);
     while (n > 0) {
         int c = n > (1 << 30) ? 1 << 30 : (int)n;
-        int err = MPI_Allreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD);
-        if (err != MPI_SUCCESS)
-            return mpi_fail(err, "MPI_Allreduce");
+        int64_t seq = g_seq++;
+        MPI_Request req, arr_send = MPI_REQUEST_NULL;
+        MPI_Request *arr = NULL;
+        int *arrived = NULL;
+        int64_t one = seq;
+        if (g_rank == 0) {
+            arr = qkf_malloc((size_t)g_size * sizeof *arr);
+            arrived = qkf_calloc((size_t)g_size, sizeof *arrived);
+            int64_t *in = qkf_malloc((size_t)g_size * sizeof *in);
+            arr[0] = MPI_REQUEST_NULL;
+            arrived[0] = 1;
+            for (int r = 1; r < g_size; r++)
+                MPI_Irecv(&in[r], 1, MPI_INT64_T, r, TAG_ARRIVE, MPI_COMM_WORLD, &arr[r]);
+            int err = MPI_Iallreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD, &req);
+            if (err != MPI_SUCCESS)
+                return mpi_fail(err, "MPI_Allreduce");
+            double deadline = qkf_now() + timeout_s();
+            int done = 0;
+            while (!done) {
+                MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+                for (int r = 1; r < g_size; r++)
+                    if (!arrived[r])
+                        MPI_Test(&arr[r], &arrived[r], MPI_STATUS_IGNORE);
+                if (!done && qkf_now() > deadline)
+                    hung(seq, arrived);
+                if (!done && qkf_now() > deadline - timeout_s() + 0.002) /* spin 2 ms first */
+                    qkf_sleep_ms(1);
+            }
+            MPI_Waitall(g_size, arr, MPI_STATUSES_IGNORE);
+            qkf_free(in);
+            qkf_free(arr);
+            qkf_free(arrived);
+        } else {
+            MPI_Isend(&one, 1, MPI_INT64_T, 0, TAG_ARRIVE, MPI_COMM_WORLD, &arr_send);
+            int err = MPI_Iallreduce(MPI_IN_PLACE, p, c, t, op, MPI_COMM_WORLD, &req);
+            if (err != MPI_SUCCESS)
+                return mpi_fail(err, "MPI_Allreduce");
+            double deadline = qkf_now() + timeout_s() + 5.0; /* rank 0 speaks first */
+            int done = 0;
+            while (!done) {
+                MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+                if (!done && qkf_now() > deadline)
+                    hung(seq, NULL);
+                if (!done && qkf_now() > deadline - timeout_s() - 5.0 + 0.002)
+                    qkf_sleep_ms(1);
+            }
+            MPI_Wait(&arr_send, MPI_STATUS_IGNORE);
+        }
         p += (size_t)c * size;
         n -= c;
     }

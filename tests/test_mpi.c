@@ -331,3 +331,37 @@ Test(mpi, train_ranks_stay_identical, .init = setup, .fini = teardown, .timeout 
     slurp(p, err, sizeof err);
     cr_expect(strstr(err, "--batch 1 is the global batch") != NULL, "%s", err);
 }
+
+/* A rank that stops answering ends the job within the watchdog's timeout, with one line from
+ * rank 0 naming it, a non-zero exit, and the previous checkpoint intact. */
+Test(mpi, hung_rank_is_named_and_the_job_ends, .init = setup, .fini = teardown, .timeout = 60)
+{
+    char data[128], err[8192], p[256];
+    snprintf(data, sizeof data, "%s/d.h5", tdir);
+    write_dataset(data, 64);
+    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data,
+                     tdir),
+                 0);
+    snprintf(p, sizeof p, "%s/w.h5", tdir);
+    qkf_model before, after;
+    memset(&before, 0, sizeof before);
+    memset(&after, 0, sizeof after);
+    cr_assert_eq(qkf_ckpt_load(p, &before), 0, "%s", qkf_last_error());
+    double t0 = qkf_now();
+    cr_assert_neq(run(ENV "QKF_MPI_TIMEOUT=2 " MPIRUN "-x QKF_MPI_TIMEOUT -x QKF_TEST_HANG_RANK=1 "
+                          "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5 2>%s/err.txt",
+                      QKF_BINARY, data, tdir, tdir),
+                  0);
+    double dt = qkf_now() - t0;
+    cr_expect_lt(dt, 30.0, "the job took %.1f s to end", dt);
+    char ep[256];
+    snprintf(ep, sizeof ep, "%s/err.txt", tdir);
+    slurp(ep, err, sizeof err);
+    cr_expect(strstr(err, "qkf: rank 1 did not reach collective #") != NULL, "%s", err);
+    cr_assert_eq(qkf_ckpt_load(p, &after), 0, "the checkpoint was damaged: %s", qkf_last_error());
+    cr_expect_eq(memcmp(before.params.data, after.params.data,
+                        (size_t)before.params.total * sizeof(float)),
+                 0, "the checkpoint changed");
+    qkf_model_free(&before);
+    qkf_model_free(&after);
+}
