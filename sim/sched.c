@@ -108,7 +108,7 @@ struct qkf_sched {
     float **tr_mem;     /* [n_lif], OR-rule layers only */
     unsigned *tr_want;  /* [n_lif] observables recorded (1u << QKF_TRACE_*) */
     int64_t tr_out_n;   /* floats per observable in tr_out */
-    float *tr_out;      /* [4][max n]: one (layer, sample, step) in per-sample order */
+    float *tr_out;      /* [threads][4][max n]: one (layer, sample, step) in per-sample order */
     float *tr_tmp;      /* [threads][2 * max C]: a row's membrane before the step, and spikes */
     int tr_tmp_c;
 };
@@ -1204,27 +1204,36 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
     e->st.samples += B;
     e->st.batches++;
     if (e->trace) {
-        for (int l = 0; l < g->n_lif; l++) {
-            if (!e->tr_buf[l])
+        /* one (layer, sample) per task, its steps in order, transposed to c*N + token */
+        int fail = 0, nl = g->n_lif;
+#pragma omp parallel for schedule(dynamic) num_threads(nt)
+        for (int q = 0; q < nl * B; q++) {
+            int l = q / B, b = q % B;
+            if (!e->tr_buf[l] || fail)
                 continue;
             unsigned w = e->tr_want[l];
             const qkf_tensor *y = &g->tensors[g->ops[g->lif_ops[l]].out];
             int64_t Nl = (int64_t)y->h * y->w, n = Nl * y->c, plane = (int64_t)T * B * n,
                     mx = e->tr_out_n;
-            for (int b = 0; b < B; b++)
-                for (int t = 0; t < T; t++) {
-                    const float *V = e->tr_buf[l] + ((int64_t)t * B + b) * n;
-                    const float *o[4] = {NULL, NULL, NULL, NULL};
-                    for (int k = 0; k < 4; k++)
-                        if (w & (1u << k)) {
-                            transpose_nc(e->tr_out + k * mx, V + k * plane, Nl, y->c);
-                            o[k] = e->tr_out + k * mx;
-                        }
-                    if (qkf_trace_put(e->trace, l, e->trace_base + b, t, o[QKF_TRACE_V],
-                                      o[QKF_TRACE_H], o[QKF_TRACE_INPUT], o[QKF_TRACE_SPIKES], n))
-                        return -1;
+            float *out = e->tr_out + (int64_t)omp_get_thread_num() * 4 * mx;
+            for (int t = 0; t < T; t++) {
+                const float *V = e->tr_buf[l] + ((int64_t)t * B + b) * n;
+                const float *o[4] = {NULL, NULL, NULL, NULL};
+                for (int k = 0; k < 4; k++)
+                    if (w & (1u << k)) {
+                        transpose_nc(out + k * mx, V + k * plane, Nl, y->c);
+                        o[k] = out + k * mx;
+                    }
+                if (qkf_trace_put(e->trace, l, e->trace_base + b, t, o[QKF_TRACE_V],
+                                  o[QKF_TRACE_H], o[QKF_TRACE_INPUT], o[QKF_TRACE_SPIKES], n)) {
+#pragma omp atomic write
+                    fail = 1;
+                    break;
                 }
+            }
         }
+        if (fail)
+            return -1;
         e->trace_base += B;
     }
     return 0;
@@ -1259,7 +1268,7 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
     }
     e->tr_tmp_c = maxc;
     e->tr_out_n = maxn;
-    e->tr_out = qkf_malloc((size_t)(4 * maxn) * sizeof(float));
+    e->tr_out = qkf_malloc((size_t)(omp_get_max_threads() * 4 * maxn) * sizeof(float));
     e->tr_tmp = qkf_malloc((size_t)omp_get_max_threads() * 2 * maxc * sizeof(float));
     return 0;
 }
