@@ -14,6 +14,7 @@
 
 static int g_init, g_mpi, g_rank, g_size = 1;
 static int64_t g_bytes;
+static double g_seconds;
 
 _Static_assert(sizeof(qkf_work) == 7 * sizeof(int64_t), "qkf_work is summed as int64 counters");
 
@@ -86,6 +87,7 @@ void qkf_dist_abort(int code)
 int qkf_dist_rank(void) { return g_rank; }
 int qkf_dist_size(void) { return g_size; }
 int64_t qkf_dist_bytes(void) { return g_bytes; }
+double qkf_dist_seconds(void) { return g_seconds; }
 
 /* Large buffers go in pieces of at most 2^30 elements (MPI counts are int).
  *
@@ -129,7 +131,17 @@ static void hung(int64_t seq, const int *arrived)
     exit(3);
 }
 
+static int allreduce_timed(void *buf, int64_t n, MPI_Datatype t, size_t size, MPI_Op op);
+
 static int allreduce(void *buf, int64_t n, MPI_Datatype t, size_t size, MPI_Op op)
+{
+    double t0 = qkf_now();
+    int rc = allreduce_timed(buf, n, t, size, op);
+    g_seconds += qkf_now() - t0;
+    return rc;
+}
+
+static int allreduce_timed(void *buf, int64_t n, MPI_Datatype t, size_t size, MPI_Op op)
 {
     char *p = buf;
     g_bytes += n * (int64_t)size;

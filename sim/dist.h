@@ -27,6 +27,8 @@ int qkf_dist_size(void);
 int qkf_dist_compiled(void);
 /* Bytes this rank has sent in reductions so far (payload, one copy per reduction). */
 int64_t qkf_dist_bytes(void);
+/* Wall seconds this rank has spent inside reductions so far (waiting included). */
+double qkf_dist_seconds(void);
 
 /* In-place sums over all ranks. */
 int qkf_dist_sum_i64(int64_t *buf, int64_t n);

@@ -1344,6 +1344,13 @@ setup_end:
             fprintf(stderr, "wrote %s (step %lld, %.1f min)\n", o.out, (long long)step,
                     (qkf_now() - t_start) / 60.0);
     }
+    if (nr > 1 && !o.quiet) /* rank 0: what the scale-out cost */
+        fprintf(stderr,
+                "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%), %.2f MB sent per rank over "
+                "%lld steps\n",
+                nr, qkf_dist_seconds(), qkf_now() - t_start,
+                100.0 * qkf_dist_seconds() / (qkf_now() - t_start), (double)qkf_dist_bytes() / 1e6,
+                (long long)step);
     if (tr) {
         qkf_train_set_trace(e, NULL);
         int trc = qkf_trace_close(tr);
