@@ -15,6 +15,7 @@ static void help(void)
     printf("usage: qkf bench [--weights W.h5 | --variant NAME] [--batch 1,32] [--threads N]\n"
            "                 [--seconds S] [--torch] [--python PY]\n"
            "       qkf bench event --help    event engine vs dense, and the firing-rate curve\n"
+           "       qkf bench train --help    training throughput and memory vs PyTorch\n"
            "\n"
            "Measures dense inference images/s at each batch size (default: the cifar10 preset,\n"
            "HST-4-384 T=4, batches 1 and 32). With --torch, runs the PyTorch reference\n"
@@ -86,11 +87,14 @@ static double run_dense(qkf_model *m, int B, double seconds)
 }
 
 int qkf_bench_event(int argc, char **argv); /* bench/bench_event.c */
+int qkf_bench_train(int argc, char **argv); /* bench/bench_train.c */
 
 int cmd_bench(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "event") == 0)
         return qkf_bench_event(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "train") == 0)
+        return qkf_bench_train(argc - 1, argv + 1);
     qkf_args a = {argc, argv, 1, "bench"};
     const char *weights = NULL, *variant = "cifar10", *batches = "1,32", *py = "/usr/bin/python3", *v;
     long threads = 2;
