@@ -13,6 +13,25 @@
 #include "../kernels/base.h"
 #include "cli.h"
 
+/* The frame options of `frames` and `emulate`: --T, --size, --split. 1 consumed, 0 not ours,
+ * -1 error. */
+static int frame_opt(qkf_args *a, long *T, long *size, qkf_split *split, const char **split_name)
+{
+    const char *v;
+    int r;
+    if ((r = qkf_arg(a, "--T", &v)) != 0)
+        return r < 0 || qkf_parse_int("--T", v, 1, 1024, T) ? -1 : 1;
+    if ((r = qkf_arg(a, "--size", &v)) != 0)
+        return r < 0 || qkf_parse_int("--size", v, 1, 4096, size) ? -1 : 1;
+    if ((r = qkf_arg(a, "--split", &v)) != 0) {
+        if (r < 0 || qkf_split_parse(v, split))
+            return -1;
+        *split_name = v;
+        return 1;
+    }
+    return 0;
+}
+
 static void help(void)
 {
     printf(
@@ -189,7 +208,7 @@ static int events_frames(int argc, char **argv)
     qkf_args a = {argc, argv, 2, "events"};
     qkf_events_opts o;
     memset(&o, 0, sizeof o);
-    const char *file = NULL, *out = NULL, *labels = NULL, *v;
+    const char *file = NULL, *out = NULL, *labels = NULL;
     long T = 16, size = 0;
     qkf_split split = QKF_SPLIT_NUMBER;
     const char *split_name = "number";
@@ -201,20 +220,9 @@ static int events_frames(int argc, char **argv)
                 return qkf_cli_fail("events");
             continue;
         }
-        if ((r = qkf_arg(&a, "--T", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--T", v, 1, 1024, &T))
+        if ((r = frame_opt(&a, &T, &size, &split, &split_name)) != 0) {
+            if (r < 0)
                 return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--size", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--size", v, 1, 4096, &size))
-                return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--split", &v)) != 0) {
-            if (r < 0 || qkf_split_parse(v, &split))
-                return qkf_cli_fail("events");
-            split_name = v;
             continue;
         }
         if (qkf_flag(&a, "--gesture")) {
@@ -394,20 +402,9 @@ static int events_emulate(int argc, char **argv)
                 return qkf_cli_fail("events");
             continue;
         }
-        if ((r = qkf_arg(&a, "--T", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--T", v, 1, 1024, &T))
+        if ((r = frame_opt(&a, &T, &size, &split, &split_name)) != 0) {
+            if (r < 0)
                 return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--size", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--size", v, 1, 4096, &size))
-                return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--split", &v)) != 0) {
-            if (r < 0 || qkf_split_parse(v, &split))
-                return qkf_cli_fail("events");
-            split_name = v;
             continue;
         }
         if (qkf_flag(&a, "--test")) {
