@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qkformer_ref as ref  # noqa: E402 (first: finds a python with torch)
 import torch  # noqa: E402
+from make_fixtures import make_input  # noqa: E402 (the fixtures' inputs)
 
 
 CALIB_BATCH = 8
@@ -36,13 +37,6 @@ def build(preset, seed, log=None):
     calib = make_input(cfg, CALIB_BATCH, gen)
     ref.randomize_bn(model, calib, gen, log=log)
     return cfg, model
-
-
-def make_input(cfg, B, gen):
-    if cfg.is_frames:
-        lam = torch.full((B, cfg.T, cfg.in_channels, cfg.img_size, cfg.img_size), 0.5)
-        return torch.poisson(lam, generator=gen)
-    return torch.randn(B, cfg.in_channels, cfg.img_size, cfg.img_size, generator=gen)
 
 
 def time_batch(model, x, warmup, runs):

@@ -22,7 +22,6 @@ Usage:  tools/reference/make_grad_fixtures.py [--out tests/fixtures] [--only NAM
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qkformer_ref as ref  # noqa: E402
 from qkformer_ref import QKFConfig  # noqa: E402
+from make_fixtures import git_commit, make_input  # noqa: E402 (shared with the forward fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "tools/reference/make_grad_fixtures.py"
@@ -94,22 +94,6 @@ def lif_forward(self, x):
             NEAR[0] += int((h.detach() - self.vth).abs().lt(NEAR_EPS).sum())
         out.append(s)
     return torch.stack(out)
-
-
-def git_commit():
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
-
-
-def make_input(cfg, B, gen):
-    if cfg.is_frames:
-        lam = torch.full((B, cfg.T, cfg.in_channels, cfg.img_size, cfg.img_size), 0.5)
-        return torch.poisson(lam, generator=gen)
-    return torch.randn(B, cfg.in_channels, cfg.img_size, cfg.img_size, generator=gen)
 
 
 def attempt(fx, k):
