@@ -13,13 +13,16 @@
 static void help(void)
 {
     printf("usage: qkf bench [--weights W.h5 | --variant NAME] [--batch 1,32] [--threads N]\n"
-           "                 [--seconds S] [--torch] [--python PY]\n"
+           "                 [--conv winograd4,direct] [--seconds S] [--torch] [--python PY]\n"
            "       qkf bench event --help    event engine vs dense, and the firing-rate curve\n"
            "       qkf bench train --help    training throughput and memory vs PyTorch\n"
            "\n"
            "Measures dense inference images/s at each batch size (default: the cifar10 preset,\n"
            "HST-4-384 T=4, batches 1 and 32). With --torch, runs the PyTorch reference\n"
-           "(tools/reference/bench_torch.py, same weights) in the same run and prints ratios.\n");
+           "(tools/reference/bench_torch.py, same weights) in the same run and prints ratios.\n"
+           "--conv lists the dense engine's convolution algorithms to time, one after the\n"
+           "other (winograd4: Winograd F(4x4,3x3), the default; winograd2: F(2x2,3x3);\n"
+           "direct: im2col + sgemm); the first is the one compared with PyTorch.\n");
 }
 
 /* Multiply-adds of one image through the dense engine's convolutions and head (the encoding
@@ -42,9 +45,9 @@ static double dense_gflop(const qkf_model *m)
     return 2.0 * macs / 1e9;
 }
 
-static double run_dense(qkf_model *m, int B, double seconds)
+static double run_dense(qkf_model *m, int B, int conv, double seconds)
 {
-    qkf_dense *e = qkf_dense_create(m, B, 0);
+    qkf_dense *e = qkf_dense_create(m, B, conv);
     if (!e)
         return -1.0;
     int S = m->cfg.img_size, C = m->cfg.in_channels;
@@ -97,6 +100,7 @@ int cmd_bench(int argc, char **argv)
         return qkf_bench_train(argc - 1, argv + 1);
     qkf_args a = {argc, argv, 1, "bench"};
     const char *weights = NULL, *variant = "cifar10", *batches = "1,32", *py = "/usr/bin/python3", *v;
+    const char *convs = "winograd4,direct";
     long threads = 2;
     double seconds = 5.0;
     int torch = 0, r;
@@ -106,7 +110,8 @@ int cmd_bench(int argc, char **argv)
             return 0;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
-            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--python", &py))) {
+            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--python", &py)) ||
+            (r = qkf_arg(&a, "--conv", &convs))) {
             if (r < 0)
                 return qkf_cli_fail("bench");
             continue;
@@ -139,6 +144,27 @@ int cmd_bench(int argc, char **argv)
         bs[nbs++] = (int)b;
         p = *end == ',' ? end + 1 : end;
     }
+    int cf[4], ncf = 0;
+    char cnames[4][16];
+    for (const char *p = convs; *p;) {
+        size_t len = strcspn(p, ",");
+        if (ncf == 4 || len >= sizeof cnames[0]) {
+            qkf_set_error("option --conv: '%s' is not a list like winograd4,direct", convs);
+            return qkf_cli_fail("bench");
+        }
+        memcpy(cnames[ncf], p, len);
+        cnames[ncf][len] = 0;
+        if (qkf_dense_conv_flags(cnames[ncf], &cf[ncf]))
+            return qkf_cli_fail("bench");
+        if (!cf[ncf])
+            cf[ncf] = QKF_DENSE_WINO4;
+        ncf++;
+        p += len + (p[len] == ',');
+    }
+    if (ncf == 0) {
+        qkf_set_error("option --conv: empty list");
+        return qkf_cli_fail("bench");
+    }
     qkf_set_threads((int)threads);
     qkf_model m;
     memset(&m, 0, sizeof m);
@@ -154,11 +180,23 @@ int cmd_bench(int argc, char **argv)
            m.cfg.T, threads);
     double ours[16], gf = dense_gflop(&m);
     printf("dense work: %.2f GFLOP per image (convolutions)\n", gf);
-    for (int i = 0; i < nbs; i++) {
-        ours[i] = run_dense(&m, bs[i], seconds);
-        printf("qkf dense batch=%d images_per_s=%.2f (%.0f GFLOP/s)\n", bs[i], ours[i], ours[i] * gf);
-        fflush(stdout);
-    }
+    for (int i = 0; i < nbs; i++)
+        for (int c = 0; c < ncf; c++) {
+            double ips = run_dense(&m, bs[i], cf[c], seconds);
+            if (ips < 0) {
+                qkf_model_free(&m);
+                return qkf_cli_fail("bench");
+            }
+            if (c == 0)
+                ours[i] = ips;
+            /* GFLOP/s of the direct convolution's multiply-adds: Winograd does fewer */
+            printf("qkf dense conv=%s batch=%d images_per_s=%.2f (%.0f direct-equivalent "
+                   "GFLOP/s)%s\n",
+                   cnames[c], bs[i], ips, ips * gf, c ? "" : " <- compared with PyTorch");
+            if (c > 0)
+                printf("ratio batch=%d %s/%s=%.2f\n", bs[i], cnames[0], cnames[c], ours[i] / ips);
+            fflush(stdout);
+        }
     if (torch) {
         char cmd[4096];
         snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s%s%s",

@@ -8,13 +8,23 @@
 
 #include "../models/qkformer.h"
 
+typedef struct qkf_dense qkf_dense;
+
 enum {
     QKF_DENSE_KEEP_ALL = 1,  /* keep every tensor after the forward (tests, traces, cross-check) */
     QKF_DENSE_RECORD_VH = 2, /* also keep each LIF layer's membrane v (after reset) and h */
     QKF_DENSE_TB_COMPAT = 4, /* official SSA proj_lif over the T*B axis */
+    /* 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3) unless one of these is set:
+     * DIRECT_CONV: im2col + sgemm for every convolution (the plain summation order);
+     * WINO2: Winograd F(2x2, 3x3), exact wherever direct convolution is (power-of-two weights) */
+    QKF_DENSE_DIRECT_CONV = 8,
+    QKF_DENSE_WINO2 = 16,
+    QKF_DENSE_WINO4 = 32, /* F(4x4) even when QKF_CONV says otherwise */
 };
-
-typedef struct qkf_dense qkf_dense;
+/* When none of the three is set, the environment variable QKF_CONV (winograd4 | winograd2 |
+ * direct) chooses; qkf_dense_create fails on any other value. */
+int qkf_dense_conv_flags(const char *name, int *flags); /* name -> flags, or an error */
+const char *qkf_dense_conv_name(const qkf_dense *e);     /* what the engine runs */
 
 /* Plans buffers for batches of up to max_batch samples; no allocation happens in forward. */
 qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags);

@@ -22,8 +22,13 @@ typedef struct {
     double max_logit_err, max_v_err;
 } fixture_result;
 
-static void run_fixture(const char *name, int tb, int threads, fixture_result *res)
+/* conv: 0 (Winograd F(4x4), the default), QKF_DENSE_WINO2 or QKF_DENSE_DIRECT_CONV */
+static void run_fixture_conv(const char *name, int tb, int threads, int conv,
+                             fixture_result *res)
 {
+    const char *algo = conv == QKF_DENSE_DIRECT_CONV ? "direct"
+                       : conv == QKF_DENSE_WINO2     ? "winograd2"
+                                                     : "winograd4";
     char wpath[512], rpath[512];
     snprintf(wpath, sizeof wpath, "%s/%s.weights.h5", QKF_FIXTURE_DIR, name);
     snprintf(rpath, sizeof rpath, "%s/%s.ref.h5", QKF_FIXTURE_DIR, name);
@@ -39,7 +44,7 @@ static void run_fixture(const char *name, int tb, int threads, fixture_result *r
     int B = (int)sh[0], K = m.cfg.num_classes, T = m.cfg.T;
     qkf_set_threads(threads);
     qkf_dense *e = qkf_dense_create(&m, B, QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH |
-                                               (tb ? QKF_DENSE_TB_COMPAT : 0));
+                                               (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
     cr_assert_not_null(e, "%s", qkf_last_error());
     const qkf_graph *g = qkf_dense_graph(e);
     float *logits = qkf_malloc((size_t)B * K * sizeof(float));
@@ -105,14 +110,14 @@ static void run_fixture(const char *name, int tb, int threads, fixture_result *r
         qkf_free(ref);
         qkf_free(vref);
     }
-    cr_log_info("%s: %lld spikes of %lld neuron-steps, %lld flipped, max logit err %.2e, max v "
-                "err %.2e",
-                name, (long long)res->spikes, (long long)res->neurons, (long long)res->flips,
+    cr_log_info("%s (%s): %lld spikes of %lld neuron-steps, %lld flipped, max logit err %.2e, "
+                "max v err %.2e",
+                name, algo, (long long)res->spikes, (long long)res->neurons, (long long)res->flips,
                 res->max_logit_err, res->max_v_err);
-    cr_expect_leq(res->flips, FLIP_BUDGET, "%s: %lld spikes flipped (budget %d)", name,
-                  (long long)res->flips, FLIP_BUDGET);
+    cr_expect_leq(res->flips, FLIP_BUDGET, "%s (%s): %lld spikes flipped (budget %d)", name,
+                  algo, (long long)res->flips, FLIP_BUDGET);
     if (res->flips == 0)
-        cr_expect_leq(res->max_logit_err, 1e-4, "%s: logits differ by %g", name,
+        cr_expect_leq(res->max_logit_err, 1e-4, "%s (%s): logits differ by %g", name, algo,
                       res->max_logit_err);
     /* firing rates are realistic, so the comparison is not vacuous */
     double rate = (double)res->spikes / (double)res->neurons;
@@ -122,6 +127,14 @@ static void run_fixture(const char *name, int tb, int threads, fixture_result *r
     qkf_free(ref_logits);
     qkf_dense_free(e);
     qkf_model_free(&m);
+}
+
+/* Every fixture through each convolution algorithm of the dense engine. */
+static void run_fixture(const char *name, int tb, int threads, fixture_result *res)
+{
+    const int convs[3] = {0, QKF_DENSE_WINO2, QKF_DENSE_DIRECT_CONV};
+    for (int k = 0; k < 3; k++)
+        run_fixture_conv(name, tb, threads, convs[k], res);
 }
 
 Test(dense, cifar_small) { fixture_result r; run_fixture("cifar_small", 0, 2, &r); }

@@ -190,8 +190,11 @@ static void agree(const qkf_model *m, const float *x, int B, int tb, agreement *
 {
     memset(a, 0, sizeof *a);
     a->first_t = a->first_layer = -1;
-    qkf_dense *d = qkf_dense_create(
-        m, B, QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH | (tb ? QKF_DENSE_TB_COMPAT : 0));
+    /* dense F(2x2) Winograd: exact wherever direct convolution is, so power-of-two models must
+     * agree bit for bit (the default F(4x4) rounds its 1/6 and 1/24 weight factors) */
+    qkf_dense *d = qkf_dense_create(m, B,
+                                    QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH | QKF_DENSE_WINO2 |
+                                        (tb ? QKF_DENSE_TB_COMPAT : 0));
     qkf_sched *e = qkf_sched_create(m, B, QKF_SCHED_RECORD | (tb ? QKF_SCHED_TB_COMPAT : 0));
     cr_assert(d && e, "%s", qkf_last_error());
     int K = m->cfg.num_classes, T = m->cfg.T;
@@ -597,7 +600,7 @@ static void statistics(const char *name, uint64_t seed)
     int B = 2;
     make_model(&m, name, B, seed, 1, &x); /* power of two: identical spikes */
     qkf_sched *e = qkf_sched_create(&m, B, 0);
-    qkf_dense *d = qkf_dense_create(&m, B, QKF_DENSE_KEEP_ALL);
+    qkf_dense *d = qkf_dense_create(&m, B, QKF_DENSE_KEEP_ALL | QKF_DENSE_WINO2);
     cr_assert(e && d, "%s", qkf_last_error());
     float *l = qkf_malloc((size_t)B * m.cfg.num_classes * sizeof(float));
     cr_assert_eq(qkf_sched_forward(e, x, B, l, NULL), 0);

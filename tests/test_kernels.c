@@ -5,6 +5,7 @@
 
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
+#include "../kernels/winograd.h"
 
 static float *rand_buf(qkf_rng *r, int64_t n, int spikes)
 {
@@ -69,6 +70,82 @@ Test(kernels, conv_matches_direct_convolution)
                                (long long)i, (double)a[i], (double)b[i]);
         qkf_free(in), qkf_free(w), qkf_free(a), qkf_free(b), qkf_free(col);
     }
+}
+
+/* Winograd F(2x2) and F(4x4) against direct convolution in double: image sizes that are and are
+ * not multiples of the tile, one and several frames per pass, real and spike inputs. The bound
+ * is relative to the sum of |w| |x| of each output (the scale of its rounding error): 1e-6 for
+ * F(2x2), 8e-6 for F(4x4), whose transforms amplify rounding (direct convolution: ~1e-7). */
+Test(kernels, winograd_matches_direct_convolution)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 12);
+    struct {
+        int F, cin, h, w, cout, spikes;
+        int64_t cap; /* 0: one frame per pass */
+    } cases[] = {
+        {3, 5, 8, 8, 7, 0, 1 << 22}, {2, 4, 9, 7, 3, 0, 1 << 22}, {5, 16, 16, 16, 24, 1, 0},
+        {4, 8, 7, 7, 8, 1, 1 << 22}, {1, 3, 1, 1, 2, 0, 1 << 22}, {6, 32, 8, 8, 16, 1, 1 << 16},
+    };
+    for (int m = 2; m <= 4; m += 2)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            int F = cases[c].F, cin = cases[c].cin, h = cases[c].h, wd = cases[c].w,
+                cout = cases[c].cout;
+            float *in = rand_buf(&r, (int64_t)cin * F * h * wd, cases[c].spikes);
+            float *w = rand_buf(&r, (int64_t)cout * cin * 9, 0);
+            float *absw = qkf_malloc((size_t)cout * cin * 9 * sizeof(float));
+            float *absx = qkf_malloc((size_t)cin * F * h * wd * sizeof(float));
+            for (int64_t i = 0; i < (int64_t)cout * cin * 9; i++)
+                absw[i] = fabsf(w[i]);
+            for (int64_t i = 0; i < (int64_t)cin * F * h * wd; i++)
+                absx[i] = fabsf(in[i]);
+            int64_t n = (int64_t)cout * F * h * wd;
+            float *a = qkf_calloc((size_t)n, sizeof(float));
+            float *b = qkf_calloc((size_t)n, sizeof(float));
+            float *scale = qkf_calloc((size_t)n, sizeof(float));
+            float *U = qkf_malloc((size_t)qkf_wino_weight_floats(m, cout, cin) * sizeof(float));
+            int64_t need = qkf_wino_scratch_floats(m, cin, cout, h, wd);
+            int64_t cap = cases[c].cap > need ? cases[c].cap : need;
+            float *scr = qkf_malloc((size_t)cap * sizeof(float));
+            cr_assert(qkf_wino_ok(m, 3, 1, 1) && !qkf_wino_ok(m, 3, 2, 1) && !qkf_wino_ok(m, 1, 1, 0));
+            qkf_wino_weights(m, U, w, cout, cin);
+            qkf_wino_conv_forward(m, a, in, U, F, cin, h, wd, cout, scr, cap);
+            conv_naive(b, in, w, F, cin, h, wd, cout, 3, 1, 1);
+            conv_naive(scale, absx, absw, F, cin, h, wd, cout, 3, 1, 1);
+            for (int64_t i = 0; i < n; i++)
+                cr_assert(fabsf(a[i] - b[i]) <= (m == 2 ? 1e-6f : 8e-6f) * (scale[i] + 1.0f),
+                          "F(%dx%d) case %zu element %lld: %.9g vs %.9g (scale %g)", m, m, c,
+                          (long long)i, (double)a[i], (double)b[i], (double)scale[i]);
+            qkf_free(in), qkf_free(w), qkf_free(absw), qkf_free(absx), qkf_free(a), qkf_free(b);
+            qkf_free(scale), qkf_free(U), qkf_free(scr);
+        }
+}
+
+/* F(2x2) on power-of-two weights and spike inputs: every value exact, so bit-identical to the
+ * im2col GEMM path (what keeps the event engine's bit-exact tests valid). */
+Test(kernels, winograd2_exact_on_power_of_two_weights)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 13);
+    int F = 4, cin = 24, h = 8, wd = 8, cout = 16;
+    float *in = rand_buf(&r, (int64_t)cin * F * h * wd, 1);
+    float *w = qkf_malloc((size_t)cout * cin * 9 * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)cout * cin * 9; i++) {
+        int e = (int)(qkf_rng_uniform(&r) * 6.0f) - 6;
+        w[i] = (qkf_rng_uniform(&r) < 0.5f ? -1.0f : 1.0f) * ldexpf(1.0f, e);
+    }
+    int64_t n = (int64_t)cout * F * h * wd;
+    float *a = qkf_calloc((size_t)n, sizeof(float)), *b = qkf_calloc((size_t)n, sizeof(float));
+    float *U = qkf_malloc((size_t)qkf_wino_weight_floats(2, cout, cin) * sizeof(float));
+    int64_t cap = qkf_wino_scratch_floats(2, cin, cout, h, wd) * F;
+    int64_t ccap = qkf_conv_col_floats(cin, h, wd, 3, 1, 1) * F;
+    float *scr = qkf_malloc((size_t)cap * sizeof(float));
+    float *col = qkf_malloc((size_t)ccap * sizeof(float));
+    qkf_wino_weights(2, U, w, cout, cin);
+    qkf_wino_conv_forward(2, a, in, U, F, cin, h, wd, cout, scr, cap);
+    qkf_conv_forward(b, in, w, F, cin, h, wd, cout, 3, 1, 1, col, ccap);
+    cr_assert(memcmp(a, b, (size_t)n * sizeof(float)) == 0, "F(2x2) not bit-identical");
+    qkf_free(in), qkf_free(w), qkf_free(a), qkf_free(b), qkf_free(U), qkf_free(scr), qkf_free(col);
 }
 
 Test(kernels, maxpool_matches_definition)

@@ -318,10 +318,11 @@ Test(trace, dense_exact_cifar_small, .timeout = 60)
         qkf_free(rh);
         qkf_free(rs);
     }
-    /* The reference sums convolutions in another order (oneDNN vs OpenBLAS): membranes agree to
-     * float rounding (test_dense sees at most ~2.4e-6 on this fixture). */
-    cr_expect_leq(max_v, 1e-5, "v differs from the reference by %g", max_v);
-    cr_expect_leq(max_h, 1e-5, "h differs from the reference by %g", max_h);
+    /* The reference sums convolutions in another order (oneDNN), and the engine's default
+     * Winograd F(4x4, 3x3) rounds its transforms: membranes agree to float rounding (test_dense
+     * sees at most ~1.6e-5 on this fixture with F(4x4), ~2.4e-6 with direct convolution). */
+    cr_expect_leq(max_v, 5e-5, "v differs from the reference by %g", max_v);
+    cr_expect_leq(max_h, 5e-5, "h differs from the reference by %g", max_h);
     cr_log_info("cifar_small trace vs reference: max |dv| %.2e, max |dh| %.2e", max_v, max_h);
 
     /* the report of this trace: rates are the engine's spike counts over T*B*n */

@@ -15,6 +15,7 @@ static void help(void)
 {
     printf("usage: qkf infer --weights W.h5 --input X.h5 --output Y.h5 [--mode dense|event]\n"
            "                 [--cross-check] [--threads N] [--batch N] [--tb-compat] [--quiet]\n"
+           "                 [--conv winograd4|winograd2|direct]\n"
            "\n"
            "Reads dataset 'input' from X.h5: float32 [B,C,H,W] images (cifar, imagenet) or\n"
            "[B,T,C,H,W] frames (dvs128, cifar10dvs); other datasets are ignored. The input size may\n"
@@ -33,6 +34,10 @@ static void help(void)
            "                   where their spikes differ, or \"engines agree\"; outputs come\n"
            "                   from --mode. Fails if a difference is not a rounding flip at a\n"
            "                   threshold (default batch 4: both engines keep every tensor)\n"
+           "  --conv ALGO      the dense engine's 3x3 convolutions: winograd4 (Winograd\n"
+           "                   F(4x4,3x3), the fastest; default, or $QKF_CONV), winograd2\n"
+           "                   (F(2x2,3x3): exact wherever direct is, e.g. power-of-two\n"
+           "                   weights), direct (im2col + sgemm, plain summation order)\n"
            "  --threads N      OpenMP and BLAS threads (default: all cores)\n"
            "  --batch N        samples per forward pass (default 32)\n"
            "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
@@ -68,6 +73,7 @@ int cmd_infer(int argc, char **argv)
     qkf_args a = {argc, argv, 1, "infer"};
     const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
     long threads = 0, batch = 32;
+    int conv = 0;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
@@ -85,6 +91,13 @@ int cmd_infer(int argc, char **argv)
         if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
             if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
                 return qkf_cli_fail("infer");
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--conv", &v)) != 0) {
+            if (r < 0 || qkf_dense_conv_flags(v, &conv))
+                return qkf_cli_fail("infer");
+            if (!conv) /* winograd4 asked for explicitly: not overridden by $QKF_CONV */
+                conv = QKF_DENSE_WINO4;
             continue;
         }
         if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
@@ -187,7 +200,7 @@ int cmd_infer(int argc, char **argv)
     }
     int nb = (int)(B < batch ? B : batch);
     if (!event || xcheck) {
-        int fl = (tb ? QKF_DENSE_TB_COMPAT : 0) |
+        int fl = (tb ? QKF_DENSE_TB_COMPAT : 0) | conv |
                  (xcheck ? QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH : 0);
         if (!(e = qkf_dense_create(&m, nb, fl)))
             goto done;
