@@ -7,8 +7,9 @@
  *   M[a] (cout x P) = U[a] (cout x cin) x V[a] (cin x P),   P = tiles in the chunk.
  * F(4x4) does 36 multiplies per 16 outputs where direct convolution does 144; F(2x2) 16 per 4.
  *
- * The transforms run over blocks of WB tiles with the tile index innermost, so the compiler
- * vectorises them across tiles; the GEMMs run one per thread (OpenBLAS is single-threaded
+ * The input is first copied into zero-padded planes, so that every tile reads its n x n patch
+ * without bounds checks; the transforms run over blocks of WB tiles with the tile index
+ * innermost, so the compiler vectorises them across tiles; the GEMMs run one per thread (OpenBLAS is single-threaded
  * inside an OpenMP region), so every output is computed in the same order at any thread count.
  *
  * Accuracy: F(2x2)'s transforms have coefficients 0, +-1 and +-1/2, so on weights that are
@@ -23,22 +24,18 @@
 
 #define WB 16 /* tiles per transform block (one AVX-512 vector of floats) */
 
-/* B^T, G and A^T of F(2x2, 3x3) and F(4x4, 3x3), stored n x n, n x 3 and m x n. */
-static const float BT2[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+/* G of F(2x2, 3x3) and F(4x4, 3x3), n x 3 (B^T and A^T are written out in bt* and at*). */
 static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-static const float AT2[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
 
-static const float BT4[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
-                                {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
-                                {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+
+
 static const double G4[6][3] = {{1.0 / 4, 0, 0},
                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                 {0, 0, 1}};
-static const float AT4[4][6] = {
-    {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
 
 int qkf_wino_ok(int m, int k, int stride, int pad)
 {
@@ -77,101 +74,126 @@ static void tiles_of(int m, int h, int w, int *th, int *tw)
     *tw = (w + m - 1) / m;
 }
 
+/* floats of one zero-padded input plane: (th*m + 2) x (tw*m + 2) */
+static int64_t padded_plane(int m, int th, int tw)
+{
+    return (int64_t)(th * m + 2) * (tw * m + 2);
+}
+
 int64_t qkf_wino_scratch_floats(int m, int cin, int cout, int h, int w)
 {
     int th, tw;
     tiles_of(m, h, w, &th, &tw);
     int64_t P = (int64_t)th * tw;
     P = (P + WB - 1) / WB * WB;
-    return (int64_t)(m + 2) * (m + 2) * (cin + cout) * P;
+    return (int64_t)(m + 2) * (m + 2) * (cin + cout) * P + (int64_t)cin * padded_plane(m, th, tw);
 }
 
-/* V[a][c][p] for tiles p0 .. p0+nb-1 (nb <= WB) of channel c: d = the n x n input patch of
- * each tile (zero outside the image), V = B^T d B, lanes = tiles. */
-static void input_block(int m, float *V, int64_t vstride, const float *in, int F_in, int c, int f0,
-                        int h, int w, int th, int tw, int64_t q0, int nb)
+/* The 1-D transforms, over WB lanes: B^T x (n = m + 2 values in, n out) and A^T x (n in, m
+ * out), written out so that no multiply by 0 or 1 is done. */
+#define LANES for (int l = 0; l < WB; l++)
+static void bt4(float (*restrict o)[WB], const float (*restrict x)[WB])
+{
+    LANES
+    {
+        float x0 = x[0][l], x1 = x[1][l], x2 = x[2][l], x3 = x[3][l], x4 = x[4][l], x5 = x[5][l];
+        o[0][l] = 4.0f * x0 - 5.0f * x2 + x4;
+        o[1][l] = -4.0f * x1 - 4.0f * x2 + x3 + x4;
+        o[2][l] = 4.0f * x1 - 4.0f * x2 - x3 + x4;
+        o[3][l] = -2.0f * x1 - x2 + 2.0f * x3 + x4;
+        o[4][l] = 2.0f * x1 - x2 - 2.0f * x3 + x4;
+        o[5][l] = 4.0f * x1 - 5.0f * x3 + x5;
+    }
+}
+static void bt2(float (*restrict o)[WB], const float (*restrict x)[WB])
+{
+    LANES
+    {
+        float x0 = x[0][l], x1 = x[1][l], x2 = x[2][l], x3 = x[3][l];
+        o[0][l] = x0 - x2;
+        o[1][l] = x1 + x2;
+        o[2][l] = x2 - x1;
+        o[3][l] = x1 - x3;
+    }
+}
+static void at4(float (*restrict o)[WB], const float (*restrict x)[WB])
+{
+    LANES
+    {
+        float x0 = x[0][l], x1 = x[1][l], x2 = x[2][l], x3 = x[3][l], x4 = x[4][l], x5 = x[5][l];
+        float s12 = x1 + x2, d12 = x1 - x2, s34 = x3 + x4, d34 = x3 - x4;
+        o[0][l] = x0 + s12 + s34;
+        o[1][l] = d12 + 2.0f * d34;
+        o[2][l] = s12 + 4.0f * s34;
+        o[3][l] = d12 + 8.0f * d34 + x5;
+    }
+}
+static void at2(float (*restrict o)[WB], const float (*restrict x)[WB])
+{
+    LANES
+    {
+        float x0 = x[0][l], x1 = x[1][l], x2 = x[2][l], x3 = x[3][l];
+        o[0][l] = x0 + x1 + x2;
+        o[1][l] = x1 - x2 - x3;
+    }
+}
+
+/* 2-D: out = T^T in T for an n x n (input) or n x n -> m x m (output) block of lanes, with
+ * f the 1-D transform (o rows of k_out from n rows). in, out: [rows * cols][WB]. */
+static void transform2d(void (*f)(float (*)[WB], const float (*)[WB]), int n, int k_out,
+                        float (*out)[WB], const float (*in)[WB])
+{
+    float col[6][WB], res[6][WB], t[36][WB];
+    for (int j = 0; j < n; j++) { /* columns: t[.][j] = f(in[.][j]) */
+        for (int i = 0; i < n; i++)
+            memcpy(col[i], in[i * n + j], sizeof col[i]);
+        f(res, (const float(*)[WB])col);
+        for (int i = 0; i < k_out; i++)
+            memcpy(t[i * n + j], res[i], sizeof res[i]);
+    }
+    for (int i = 0; i < k_out; i++) { /* rows: out[i][.] = f(t[i][.]) */
+        f(res, (const float(*)[WB])(t + i * n));
+        for (int j = 0; j < k_out; j++)
+            memcpy(out[i * k_out + j], res[j], sizeof res[j]);
+    }
+}
+
+/* V[a][c][p] for tiles q0 .. q0+nb-1 (nb <= WB) of channel c, from its zero-padded planes
+ * pad [nf][hp][wp]: d = the n x n patch of each tile, V = B^T d B, lanes = tiles. */
+static void input_block(int m, float *V, int64_t vstride, const float *pad, int hp, int wp,
+                        int tw, int64_t per_frame, int64_t q0, int nb)
 {
     const int n = m + 2;
-    const float *BT = m == 2 ? &BT2[0][0] : &BT4[0][0];
-    float d[36][WB], t[36][WB];
-    const int64_t per_frame = (int64_t)th * tw;
+    float d[36][WB], v[36][WB];
     for (int l = 0; l < nb; l++) {
         int64_t q = q0 + l;
-        int f = (int)(q / per_frame), r = (int)(q % per_frame);
-        int y0 = (r / tw) * m - 1, x0 = (r % tw) * m - 1;
-        const float *src = in + ((int64_t)c * F_in + f0 + f) * h * w;
-        for (int i = 0; i < n; i++) {
-            int y = y0 + i;
-            for (int j = 0; j < n; j++) {
-                int x = x0 + j;
-                d[i * n + j][l] = (y >= 0 && y < h && x >= 0 && x < w) ? src[y * w + x] : 0.0f;
-            }
-        }
+        int64_t f = q / per_frame;
+        int r = (int)(q % per_frame);
+        const float *src = pad + f * hp * wp + (int64_t)(r / tw) * m * wp + (r % tw) * m;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                d[i * n + j][l] = src[i * wp + j];
     }
     for (int l = nb; l < WB; l++)
         for (int i = 0; i < n * n; i++)
             d[i][l] = 0.0f;
-    /* t = B^T d */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            float acc[WB] = {0};
-            for (int k = 0; k < n; k++) {
-                float b = BT[i * n + k];
-                if (b != 0.0f)
-                    for (int l = 0; l < WB; l++)
-                        acc[l] += b * d[k * n + j][l];
-            }
-            memcpy(t[i * n + j], acc, sizeof acc);
-        }
-    /* V = t B */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            float acc[WB] = {0};
-            for (int k = 0; k < n; k++) {
-                float b = BT[j * n + k];
-                if (b != 0.0f)
-                    for (int l = 0; l < WB; l++)
-                        acc[l] += t[i * n + k][l] * b;
-            }
-            memcpy(V + (int64_t)(i * n + j) * vstride, acc, (size_t)nb * sizeof(float));
-        }
+    transform2d(m == 2 ? bt2 : bt4, n, n, v, (const float(*)[WB])d);
+    for (int a = 0; a < n * n; a++)
+        memcpy(V + (int64_t)a * vstride, v[a], (size_t)nb * sizeof(float));
 }
 
-/* Y = A^T M A for tiles p0 .. p0+nb-1 of output channel co, written into out (clipped). */
-static void output_block(int m, float *out, int F_out, int co, int f0, int h, int w, int th,
-                         int tw, const float *M, int64_t mstride, int64_t q0, int nb)
+/* Y = A^T M A for tiles q0 .. q0+nb-1 of output channel co, written into out (clipped). */
+static void output_block(int m, float *out, int F_out, int co, int f0, int h, int w, int tw,
+                         const float *M, int64_t mstride, int64_t per_frame, int64_t q0, int nb)
 {
     const int n = m + 2;
-    const float *AT = m == 2 ? &AT2[0][0] : &AT4[0][0];
-    float mm[36][WB], t[24][WB], y[16][WB];
+    float mm[36][WB], y[16][WB];
     for (int a = 0; a < n * n; a++) {
         memcpy(mm[a], M + a * mstride, (size_t)nb * sizeof(float));
         for (int l = nb; l < WB; l++)
             mm[a][l] = 0.0f;
     }
-    for (int i = 0; i < m; i++) /* t = A^T M, m x n */
-        for (int j = 0; j < n; j++) {
-            float acc[WB] = {0};
-            for (int k = 0; k < n; k++) {
-                float c = AT[i * n + k];
-                if (c != 0.0f)
-                    for (int l = 0; l < WB; l++)
-                        acc[l] += c * mm[k * n + j][l];
-            }
-            memcpy(t[i * n + j], acc, sizeof acc);
-        }
-    for (int i = 0; i < m; i++) /* y = t A, m x m */
-        for (int j = 0; j < m; j++) {
-            float acc[WB] = {0};
-            for (int k = 0; k < n; k++) {
-                float c = AT[j * n + k];
-                if (c != 0.0f)
-                    for (int l = 0; l < WB; l++)
-                        acc[l] += t[i * n + k][l] * c;
-            }
-            memcpy(y[i * m + j], acc, sizeof acc);
-        }
-    const int64_t per_frame = (int64_t)th * tw;
+    transform2d(m == 2 ? at2 : at4, n, m, y, (const float(*)[WB])mm);
     for (int l = 0; l < nb; l++) {
         int64_t q = q0 + l;
         int f = (int)(q / per_frame), r = (int)(q % per_frame);
@@ -190,11 +212,14 @@ void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, i
     int th, tw;
     tiles_of(m, h, w, &th, &tw);
     const int64_t per_frame = (int64_t)th * tw;
-    /* frames per chunk: V [A][cin][P] and M [A][cout][P] fit in scratch (P rounded to WB) */
+    const int hp = th * m + 2, wp = tw * m + 2;
+    const int64_t plane = padded_plane(m, th, tw);
+    /* frames per chunk: V [A][cin][P], M [A][cout][P] (P rounded up to WB) and the padded
+     * input planes [cin][nf][hp][wp] fit in scratch */
     int chunk = 1;
     while (chunk < F) {
         int64_t P = ((int64_t)(chunk + 1) * per_frame + WB - 1) / WB * WB;
-        if ((int64_t)A * (cin + cout) * P > scratch_cap)
+        if ((int64_t)A * (cin + cout) * P + (int64_t)cin * (chunk + 1) * plane > scratch_cap)
             break;
         chunk++;
     }
@@ -202,16 +227,31 @@ void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, i
         int nf = F - f0 < chunk ? F - f0 : chunk;
         int64_t P = (int64_t)nf * per_frame, Pp = (P + WB - 1) / WB * WB;
         float *V = scratch, *M = scratch + (int64_t)A * cin * Pp;
+        float *pad = M + (int64_t)A * cout * Pp;
         int64_t nblk = Pp / WB;
 #pragma omp parallel
         {
+#pragma omp for collapse(2) schedule(static)
+            for (int c = 0; c < cin; c++) /* zero-padded copies of the chunk's planes */
+                for (int f = 0; f < nf; f++) {
+                    float *dst = pad + ((int64_t)c * nf + f) * plane;
+                    const float *src = in + ((int64_t)c * F + f0 + f) * h * w;
+                    memset(dst, 0, (size_t)wp * sizeof(float));
+                    for (int y = 0; y < h; y++) {
+                        float *row = dst + (int64_t)(y + 1) * wp;
+                        row[0] = 0.0f;
+                        memcpy(row + 1, src + (int64_t)y * w, (size_t)w * sizeof(float));
+                        memset(row + 1 + w, 0, (size_t)(wp - 1 - w) * sizeof(float));
+                    }
+                    memset(dst + (int64_t)(h + 1) * wp, 0, (size_t)(hp - 1 - h) * wp * sizeof(float));
+                }
 #pragma omp for collapse(2) schedule(static)
             for (int c = 0; c < cin; c++)
                 for (int64_t bk = 0; bk < nblk; bk++) {
                     int64_t q0 = bk * WB;
                     int nb = (int)(P - q0 < WB ? P - q0 : WB);
-                    input_block(m, V + (int64_t)c * Pp + q0, (int64_t)cin * Pp, in, F, c, f0, h,
-                                w, th, tw, q0, nb);
+                    input_block(m, V + (int64_t)c * Pp + q0, (int64_t)cin * Pp,
+                                pad + (int64_t)c * nf * plane, hp, wp, tw, per_frame, q0, nb);
                 }
 #pragma omp for schedule(dynamic, 1)
             for (int a = 0; a < A; a++)
@@ -223,8 +263,8 @@ void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, i
                 for (int64_t bk = 0; bk < nblk; bk++) {
                     int64_t q0 = bk * WB;
                     int nb = (int)(P - q0 < WB ? P - q0 : WB);
-                    output_block(m, out, F, co, f0, h, w, th, tw, M + (int64_t)co * Pp + q0,
-                                 (int64_t)cout * Pp, q0, nb);
+                    output_block(m, out, F, co, f0, h, w, tw, M + (int64_t)co * Pp + q0,
+                                 (int64_t)cout * Pp, per_frame, q0, nb);
                 }
         }
     }
