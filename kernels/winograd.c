@@ -20,6 +20,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "base.h"
 #include "winograd.h"
 
 #define WB 16 /* tiles per transform block (one AVX-512 vector of floats) */
@@ -66,6 +67,20 @@ void qkf_wino_weights(int m, float *U, const float *w, int cout, int cin)
                     U[((int64_t)(i * n + j) * cout + co) * cin + ci] = (float)u;
                 }
         }
+}
+
+void qkf_wino_weights_transposed(int m, float *U, const float *w, int cout, int cin)
+{
+    /* the data gradient of y = conv(x, w) is dx = conv(dy, w'), w'[ci][co][ky][kx] =
+     * w[co][ci][2-ky][2-kx]: transform w' as the weights of a cout -> cin convolution */
+    const int64_t n = (int64_t)cout * cin * 9;
+    float *wt = qkf_malloc((size_t)n * sizeof(float));
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int k = 0; k < 9; k++)
+                wt[((int64_t)ci * cout + co) * 9 + 8 - k] = w[((int64_t)co * cin + ci) * 9 + k];
+    qkf_wino_weights(m, U, wt, cin, cout);
+    qkf_free(wt);
 }
 
 static void tiles_of(int m, int h, int w, int *th, int *tw)
@@ -184,7 +199,8 @@ static void input_block(int m, float *V, int64_t vstride, const float *pad, int 
 
 /* Y = A^T M A for tiles q0 .. q0+nb-1 of output channel co, written into out (clipped). */
 static void output_block(int m, float *out, int F_out, int co, int f0, int h, int w, int tw,
-                         const float *M, int64_t mstride, int64_t per_frame, int64_t q0, int nb)
+                         const float *M, int64_t mstride, int64_t per_frame, int64_t q0, int nb,
+                         int acc)
 {
     const int n = m + 2;
     float mm[36][WB], y[16][WB];
@@ -200,13 +216,15 @@ static void output_block(int m, float *out, int F_out, int co, int f0, int h, in
         int y0 = (r / tw) * m, x0 = (r % tw) * m;
         float *dst = out + ((int64_t)co * F_out + f0 + f) * h * w;
         for (int i = 0; i < m && y0 + i < h; i++)
-            for (int j = 0; j < m && x0 + j < w; j++)
-                dst[(y0 + i) * w + x0 + j] = y[i * m + j][l];
+            for (int j = 0; j < m && x0 + j < w; j++) {
+                float *o = dst + (y0 + i) * w + x0 + j;
+                *o = acc ? *o + y[i * m + j][l] : y[i * m + j][l];
+            }
     }
 }
 
-void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, int F, int cin,
-                           int h, int w, int cout, float *scratch, int64_t scratch_cap)
+static void wino_conv(int m, float *out, const float *in, const float *U, int F, int cin, int h,
+                      int w, int cout, float *scratch, int64_t scratch_cap, int acc)
 {
     const int n = m + 2, A = n * n;
     int th, tw;
@@ -264,8 +282,20 @@ void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, i
                     int64_t q0 = bk * WB;
                     int nb = (int)(P - q0 < WB ? P - q0 : WB);
                     output_block(m, out, F, co, f0, h, w, tw, M + (int64_t)co * Pp + q0,
-                                 (int64_t)cout * Pp, per_frame, q0, nb);
+                                 (int64_t)cout * Pp, per_frame, q0, nb, acc);
                 }
         }
     }
+}
+
+void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, int F, int cin,
+                           int h, int w, int cout, float *scratch, int64_t scratch_cap)
+{
+    wino_conv(m, out, in, U, F, cin, h, w, cout, scratch, scratch_cap, 0);
+}
+
+void qkf_wino_conv_accumulate(int m, float *out, const float *in, const float *U, int F, int cin,
+                              int h, int w, int cout, float *scratch, int64_t scratch_cap)
+{
+    wino_conv(m, out, in, U, F, cin, h, w, cout, scratch, scratch_cap, 1);
 }

@@ -17,5 +17,13 @@ void qkf_wino_weights(int m, float *U, const float *w, int cout, int cin);
 int64_t qkf_wino_scratch_floats(int m, int cin, int cout, int h, int w);
 void qkf_wino_conv_forward(int m, float *out, const float *in, const float *U, int F, int cin,
                            int h, int w, int cout, float *scratch, int64_t scratch_cap);
+/* The same adding into out (out += conv(in)). */
+void qkf_wino_conv_accumulate(int m, float *out, const float *in, const float *U, int F, int cin,
+                              int h, int w, int cout, float *scratch, int64_t scratch_cap);
+/* For the data gradient of a cin -> cout convolution with weights w [cout][cin][3][3]:
+ * U (of qkf_wino_weight_floats(m, cin, cout) floats) such that
+ *   qkf_wino_conv_accumulate(m, din, dout, U, F, cout, h, w, cin, ...)
+ * adds w^T (*) dout to din [cin][F][h][w], as qkf_conv_backward does. */
+void qkf_wino_weights_transposed(int m, float *U, const float *w, int cout, int cin);
 
 #endif

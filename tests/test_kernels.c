@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../kernels/base.h"
+#include "../kernels/backward.h"
 #include "../kernels/kernels.h"
 #include "../kernels/winograd.h"
 
@@ -146,6 +147,50 @@ Test(kernels, winograd2_exact_on_power_of_two_weights)
     qkf_conv_forward(b, in, w, F, cin, h, wd, cout, 3, 1, 1, col, ccap);
     cr_assert(memcmp(a, b, (size_t)n * sizeof(float)) == 0, "F(2x2) not bit-identical");
     qkf_free(in), qkf_free(w), qkf_free(a), qkf_free(b), qkf_free(U), qkf_free(scr), qkf_free(col);
+}
+
+/* The data gradient through Winograd (transposed, rotated weights, accumulating) against the
+ * plain backward reference. */
+Test(kernels, winograd_data_gradient_matches_reference)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 14);
+    int F = 3, cin = 12, cout = 20, h = 9, wd = 6;
+    float *in = rand_buf(&r, (int64_t)cin * F * h * wd, 1);
+    float *w = rand_buf(&r, (int64_t)cout * cin * 9, 0);
+    float *dout = rand_buf(&r, (int64_t)cout * F * h * wd, 0);
+    int64_t nin = (int64_t)cin * F * h * wd;
+    float *a = rand_buf(&r, nin, 0), *b = qkf_malloc((size_t)nin * sizeof(float));
+    memcpy(b, a, (size_t)nin * sizeof(float)); /* both accumulate onto the same values */
+    float *dw = qkf_calloc((size_t)cout * cin * 9, sizeof(float));
+    float *scale = qkf_calloc((size_t)nin, sizeof(float));
+    float *absw = qkf_malloc((size_t)cout * cin * 9 * sizeof(float));
+    float *absd = qkf_malloc((size_t)cout * F * h * wd * sizeof(float));
+    for (int m = 2; m <= 4; m += 2) {
+        float *U = qkf_malloc((size_t)qkf_wino_weight_floats(m, cin, cout) * sizeof(float));
+        int64_t cap = qkf_wino_scratch_floats(m, cout, cin, h, wd) * F;
+        float *scr = qkf_malloc((size_t)cap * sizeof(float));
+        float *am = qkf_malloc((size_t)nin * sizeof(float));
+        memcpy(am, a, (size_t)nin * sizeof(float));
+        qkf_wino_weights_transposed(m, U, w, cout, cin);
+        qkf_wino_conv_accumulate(m, am, dout, U, F, cout, h, wd, cin, scr, cap);
+        if (m == 2) {
+            qkf_conv_backward_ref(b, dw, dout, in, w, F, cin, h, wd, cout, 3, 1, 1);
+            /* the scale of each sum: sum |w| |dout| */
+            for (int64_t i = 0; i < (int64_t)cout * cin * 9; i++)
+                absw[i] = fabsf(w[i]);
+            for (int64_t i = 0; i < (int64_t)cout * F * h * wd; i++)
+                absd[i] = fabsf(dout[i]);
+            qkf_conv_backward_ref(scale, dw, absd, in, absw, F, cin, h, wd, cout, 3, 1, 1);
+        }
+        for (int64_t i = 0; i < nin; i++)
+            cr_assert(fabsf(am[i] - b[i]) <= (m == 2 ? 1e-6f : 8e-6f) * (scale[i] + 1.0f),
+                      "F(%dx%d) din[%lld]: %.9g vs %.9g", m, m, (long long)i, (double)am[i],
+                      (double)b[i]);
+        qkf_free(U), qkf_free(scr), qkf_free(am);
+    }
+    qkf_free(in), qkf_free(w), qkf_free(dout), qkf_free(a), qkf_free(b), qkf_free(dw);
+    qkf_free(scale), qkf_free(absw), qkf_free(absd);
 }
 
 Test(kernels, maxpool_matches_definition)
