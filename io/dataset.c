@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "../kernels/base.h"
+#include "h5_part.h"
 #include "io.h"
 
 /* ---- idx (MNIST, Fashion-MNIST) -------------------------------------------------------------- */
@@ -64,6 +67,33 @@ static uint32_t be32(const uint8_t *b)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
+/* The header of an idx file opened with gzopen: checks the magic (unsigned bytes, ndim_want
+ * dimensions) and reads the dimensions; *off is the byte after it. */
+static int idx_header(gzFile f, const char *used, int ndim_want, int64_t *dims, int64_t *total,
+                      int64_t *off)
+{
+    uint8_t hdr[4];
+    *off = 0;
+    if (gz_read_exact(f, used, hdr, 4, off))
+        return -1;
+    if (hdr[0] != 0 || hdr[1] != 0 || hdr[2] != 0x08 || hdr[3] != ndim_want)
+        return qkf_set_error("%s: wrong magic 0x%02x%02x%02x%02x at byte 0 (expected 0x000008%02x, "
+                             "an idx file of unsigned bytes with %d dimensions)",
+                             used, hdr[0], hdr[1], hdr[2], hdr[3], ndim_want, ndim_want);
+    *total = 1;
+    for (int i = 0; i < ndim_want; i++) {
+        uint8_t b[4];
+        if (gz_read_exact(f, used, b, 4, off))
+            return -1;
+        dims[i] = be32(b);
+        if (dims[i] < 1 || dims[i] > (1 << 28))
+            return qkf_set_error("%s: implausible dimension %lld at byte %lld", used,
+                                 (long long)dims[i], (long long)(*off - 4));
+        *total *= dims[i];
+    }
+    return 0;
+}
+
 /* One idx file: ndim_want 3 (images) or 1 (labels). Allocates *data. */
 static int read_idx(const char *dir, const char *base, int ndim_want, int64_t *dims,
                     uint8_t **data, char *used, size_t cap)
@@ -71,30 +101,10 @@ static int read_idx(const char *dir, const char *base, int ndim_want, int64_t *d
     gzFile f = open_maybe_gz(dir, base, used, cap);
     if (!f)
         return -1;
-    int64_t off = 0;
-    uint8_t hdr[4];
+    int64_t off = 0, total = 0;
     *data = NULL;
-    if (gz_read_exact(f, used, hdr, 4, &off))
+    if (idx_header(f, used, ndim_want, dims, &total, &off))
         goto fail;
-    if (hdr[0] != 0 || hdr[1] != 0 || hdr[2] != 0x08 || hdr[3] != ndim_want) {
-        qkf_set_error("%s: wrong magic 0x%02x%02x%02x%02x at byte 0 (expected 0x000008%02x, an "
-                      "idx file of unsigned bytes with %d dimensions)",
-                      used, hdr[0], hdr[1], hdr[2], hdr[3], ndim_want, ndim_want);
-        goto fail;
-    }
-    int64_t total = 1;
-    for (int i = 0; i < ndim_want; i++) {
-        uint8_t b[4];
-        if (gz_read_exact(f, used, b, 4, &off))
-            goto fail;
-        dims[i] = be32(b);
-        if (dims[i] < 1 || dims[i] > (1 << 28)) {
-            qkf_set_error("%s: implausible dimension %lld at byte %lld", used, (long long)dims[i],
-                          (long long)(off - 4));
-            goto fail;
-        }
-        total *= dims[i];
-    }
     *data = qkf_malloc((size_t)total);
     if (gz_read_exact(f, used, *data, total, &off))
         goto fail;
@@ -110,7 +120,7 @@ fail:
 static int load_idx(const char *dir, int train, int classes, qkf_dataset *d)
 {
     char ipath[600], lpath[600];
-    int64_t idims[3], ldims[1];
+    int64_t idims[3] = {0}, ldims[1] = {0};
     uint8_t *lab = NULL;
     const char *pre = train ? "train" : "t10k";
     char base[64];
@@ -295,9 +305,19 @@ static int ends_with(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-int qkf_dataset_load(const char *name, int train, qkf_dataset *d)
+enum { SRC_IDX, SRC_CIFAR, SRC_H5 };
+
+/* Where split `train` of NAME lives. */
+typedef struct {
+    int kind;
+    int c100;       /* cifar100 */
+    char dir[512];  /* idx and CIFAR directory */
+    char path[512]; /* the HDF5 file of the split */
+} source;
+
+static int resolve(const char *name, int train, source *src)
 {
-    memset(d, 0, sizeof *d);
+    memset(src, 0, sizeof *src);
     char kind[32] = "", arg[512] = "";
     const char *colon = strchr(name, ':');
     if (colon && (size_t)(colon - name) < sizeof kind) {
@@ -308,36 +328,47 @@ int qkf_dataset_load(const char *name, int train, qkf_dataset *d)
         snprintf(kind, sizeof kind, "%s", ends_with(name, ".h5") ? "h5" : name);
         snprintf(arg, sizeof arg, "%s", ends_with(name, ".h5") ? name : "");
     }
-    int rc;
     if (!strcmp(kind, "fashion-mnist") || !strcmp(kind, "mnist") || !strcmp(kind, "idx")) {
-        char dir[600];
+        src->kind = SRC_IDX;
         if (arg[0])
-            snprintf(dir, sizeof dir, "%s", arg);
+            snprintf(src->dir, sizeof src->dir, "%s", arg);
         else
-            snprintf(dir, sizeof dir, "/usr/share/datasets/%s", kind);
-        rc = load_idx(dir, train, 10, d);
+            snprintf(src->dir, sizeof src->dir, "/usr/share/datasets/%s", kind);
     } else if (!strcmp(kind, "cifar10") || !strcmp(kind, "cifar100")) {
         if (!arg[0])
             return qkf_set_error("dataset '%s' needs a directory: %s:DIR", name, kind);
-        rc = load_cifar(arg, train, !strcmp(kind, "cifar100"), d);
+        src->kind = SRC_CIFAR;
+        src->c100 = !strcmp(kind, "cifar100");
+        snprintf(src->dir, sizeof src->dir, "%s", arg);
     } else if (!strcmp(kind, "h5")) {
         /* TRAIN.h5[,TEST.h5]: the test split is the second file, or the same file */
+        src->kind = SRC_H5;
         char *comma = strchr(arg, ',');
-        if (comma) {
+        if (comma)
             *comma = 0;
-            rc = load_h5(train ? arg : comma + 1, d);
-        } else {
-            rc = load_h5(arg, d);
-        }
+        snprintf(src->path, sizeof src->path, "%s", comma && !train ? comma + 1 : arg);
     } else {
         return qkf_set_error("unknown dataset '%s' (fashion-mnist, mnist, mnist:DIR, "
                              "cifar10:DIR, cifar100:DIR, h5:FILE.h5[,TEST.h5])",
                              name);
     }
+    return 0;
+}
+
+int qkf_dataset_load(const char *name, int train, qkf_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    source src;
+    if (resolve(name, train, &src))
+        return -1;
+    int rc = src.kind == SRC_IDX     ? load_idx(src.dir, train, 10, d)
+             : src.kind == SRC_CIFAR ? load_cifar(src.dir, train, src.c100, d)
+                                     : load_h5(src.path, d);
     if (rc) {
         qkf_dataset_free(d);
         return -1;
     }
+    d->total = d->n;
     return 0;
 }
 
@@ -345,7 +376,432 @@ void qkf_dataset_free(qkf_dataset *d)
 {
     qkf_free(d->pixels);
     qkf_free(d->labels);
+    qkf_free(d->index);
     memset(d, 0, sizeof *d);
+}
+
+/* ---- selective reading: the size first, then only the wanted samples ------------------------ */
+
+/* An idx file's place and shape, from its header. */
+typedef struct {
+    char path[600];
+    int64_t dims[3], hdr, rec, n;
+} idx_file;
+
+static int idx_probe(const char *dir, const char *base, int ndim, idx_file *x)
+{
+    gzFile f = open_maybe_gz(dir, base, x->path, sizeof x->path);
+    if (!f)
+        return -1;
+    int64_t off = 0, total = 0;
+    int rc = idx_header(f, x->path, ndim, x->dims, &total, &off);
+    gzclose(f);
+    x->hdr = off, x->n = x->dims[0], x->rec = total / x->dims[0];
+    if (rc)
+        return rc;
+    /* a plain file's size is known without reading it */
+    uint8_t magic[2] = {0, 0};
+    FILE *fp = fopen(x->path, "rb");
+    struct stat st;
+    int plain = fp && fread(magic, 1, 2, fp) == 2 && !(magic[0] == 0x1f && magic[1] == 0x8b);
+    if (fp)
+        fclose(fp);
+    int64_t need = x->hdr + x->n * x->rec;
+    if (plain && stat(x->path, &st) == 0 && st.st_size < need)
+        return qkf_set_error("%s: truncated: expected %lld more bytes at byte %lld", x->path,
+                             (long long)(need - st.st_size), (long long)st.st_size);
+    return 0;
+}
+
+/* Records index[0..k) (ascending) of an idx file into out [k][rec]. A gzipped file is read in one
+ * streaming pass to its end (so that truncation is found whatever the subset), keeping only the
+ * wanted records; a plain file is read with pread, one call per run of consecutive records, after
+ * its size has been checked. */
+static int idx_read(const idx_file *x, const int64_t *index, int64_t k, uint8_t *out)
+{
+    int fd = open(x->path, O_RDONLY);
+    if (fd < 0)
+        return qkf_set_error("%s: cannot open (%s)", x->path, strerror(errno));
+    uint8_t magic[2] = {0, 0};
+    ssize_t got = pread(fd, magic, 2, 0);
+    int64_t need = x->hdr + x->n * x->rec;
+    if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+        close(fd);
+        gzFile f = gzopen(x->path, "rb");
+        if (!f)
+            return qkf_set_error("%s: cannot open (%s)", x->path, strerror(errno));
+        gzbuffer(f, 1 << 17);
+        int64_t off = 0, chunk = ((int64_t)1 << 20) / x->rec + 1, j = 0;
+        uint8_t *buf = qkf_malloc((size_t)(chunk * x->rec));
+        int rc = gz_read_exact(f, x->path, buf, x->hdr, &off);
+        for (int64_t r0 = 0; rc == 0 && r0 < x->n; r0 += chunk) {
+            int64_t cnt = x->n - r0 < chunk ? x->n - r0 : chunk;
+            rc = gz_read_exact(f, x->path, buf, cnt * x->rec, &off);
+            for (; rc == 0 && j < k && index[j] < r0 + cnt; j++)
+                memcpy(out + j * x->rec, buf + (index[j] - r0) * x->rec, (size_t)x->rec);
+        }
+        qkf_free(buf);
+        gzclose(f);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < need) {
+        int64_t size = fstat(fd, &st) == 0 ? (int64_t)st.st_size : 0;
+        close(fd);
+        return qkf_set_error("%s: truncated: expected %lld more bytes at byte %lld", x->path,
+                             (long long)(need - size), (long long)size);
+    }
+    for (int64_t j = 0; j < k;) {
+        int64_t e = j + 1;
+        while (e < k && index[e] == index[e - 1] + 1 && (e - j) * x->rec < (1 << 26))
+            e++;
+        int64_t len = (e - j) * x->rec, at = x->hdr + index[j] * x->rec, done = 0;
+        while (done < len) {
+            ssize_t r =
+                pread(fd, out + j * x->rec + done, (size_t)(len - done), (off_t)(at + done));
+            if (r <= 0) {
+                close(fd);
+                return qkf_set_error("%s: short read at byte %lld (%s)", x->path,
+                                     (long long)(at + done),
+                                     r < 0 ? strerror(errno) : "end of file");
+            }
+            done += r;
+        }
+        j = e;
+    }
+    close(fd);
+    return 0;
+}
+
+typedef struct {
+    idx_file img, lab;
+} idx_pair;
+
+static int idx_probe_pair(const char *dir, int train, idx_pair *p)
+{
+    const char *pre = train ? "train" : "t10k";
+    char base[64];
+    snprintf(base, sizeof base, "%s-images-idx3-ubyte", pre);
+    if (idx_probe(dir, base, 3, &p->img))
+        return -1;
+    snprintf(base, sizeof base, "%s-labels-idx1-ubyte", pre);
+    if (idx_probe(dir, base, 1, &p->lab))
+        return -1;
+    if (p->lab.n != p->img.n)
+        return qkf_set_error("%s: %lld labels for %lld images in %s", p->lab.path,
+                             (long long)p->lab.n, (long long)p->img.n, p->img.path);
+    return 0;
+}
+
+/* CIFAR: the files of the split and their record counts. */
+typedef struct {
+    int nf, lb, rec, classes;
+    char path[5][600];
+    int64_t count[5];
+} cifar_files;
+
+static int cifar_probe(const char *dir, int train, int c100, cifar_files *cf)
+{
+    const char *files10[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                             "data_batch_4.bin", "data_batch_5.bin"};
+    cf->nf = !c100 && train ? 5 : 1;
+    cf->lb = c100 ? 2 : 1, cf->rec = cf->lb + 3072, cf->classes = c100 ? 100 : 10;
+    for (int i = 0; i < cf->nf; i++) {
+        const char *nm = c100 ? (train ? "train.bin" : "test.bin")
+                              : (train ? files10[i] : "test_batch.bin");
+        snprintf(cf->path[i], sizeof cf->path[i], "%s/%s", dir, nm);
+        struct stat st;
+        if (stat(cf->path[i], &st) != 0)
+            return qkf_set_error("%s: cannot open (%s)", cf->path[i], strerror(errno));
+        if (st.st_size == 0 || st.st_size % cf->rec)
+            return qkf_set_error("%s: truncated or not a CIFAR-%d binary batch: %lld bytes is "
+                                 "not a multiple of the %d-byte record (last record starts at "
+                                 "byte %lld)",
+                                 cf->path[i], cf->classes, (long long)st.st_size, cf->rec,
+                                 (long long)(st.st_size / cf->rec * cf->rec));
+        cf->count[i] = st.st_size / cf->rec;
+    }
+    return 0;
+}
+
+/* HDF5: which dataset holds the samples, and the shape. */
+typedef struct {
+    int frames;
+    const char *key;
+    int64_t s[5], per;
+} h5_info;
+
+static int h5_probe(const char *path, h5_info *h)
+{
+    int nd, ld;
+    int64_t ls[5];
+    h->frames = qkf_h5_has(path, "images") == 0 && qkf_h5_has(path, "input") == 1;
+    h->key = h->frames ? "input" : "images";
+    if (qkf_h5_shape(path, h->key, &nd, h->s))
+        return -1;
+    if (h->frames ? (nd != 5 || h->s[2] > 4) : (nd != 4 || h->s[1] > 4))
+        return h->frames
+                   ? qkf_set_error("%s: dataset 'input' must be frames [n,T,C,H,W] with C <= 4",
+                                   path)
+                   : qkf_set_error("%s: dataset 'images' must be [n,C,H,W] with C <= 4", path);
+    if (qkf_h5_shape(path, "labels", &ld, ls))
+        return -1;
+    if (ld != 1 || ls[0] != h->s[0])
+        return qkf_set_error("%s: dataset 'labels' must be [n] with n = %lld", path,
+                             (long long)h->s[0]);
+    int o = h->frames;
+    h->per = h->s[1 + o] * h->s[2 + o] * h->s[3 + o] * (h->frames ? h->s[1] : 1);
+    return 0;
+}
+
+int qkf_dataset_probe(const char *name, int train, qkf_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    source src;
+    if (resolve(name, train, &src))
+        return -1;
+    if (src.kind == SRC_IDX) {
+        idx_pair p;
+        if (idx_probe_pair(src.dir, train, &p))
+            return -1;
+        d->n = p.img.n, d->c = 1, d->h = (int)p.img.dims[1], d->w = (int)p.img.dims[2];
+        d->classes = 10;
+        snprintf(d->source, sizeof d->source, "%s", p.img.path);
+    } else if (src.kind == SRC_CIFAR) {
+        cifar_files cf;
+        if (cifar_probe(src.dir, train, src.c100, &cf))
+            return -1;
+        for (int i = 0; i < cf.nf; i++)
+            d->n += cf.count[i];
+        d->c = 3, d->h = 32, d->w = 32, d->classes = cf.classes;
+        snprintf(d->source, sizeof d->source, "%s", src.dir);
+    } else {
+        h5_info h;
+        if (h5_probe(src.path, &h))
+            return -1;
+        int o = h.frames;
+        d->n = h.s[0], d->t = h.frames ? (int)h.s[1] : 0;
+        d->c = (int)h.s[1 + o], d->h = (int)h.s[2 + o], d->w = (int)h.s[3 + o];
+        snprintf(d->source, sizeof d->source, "%s", src.path);
+    }
+    d->total = d->n;
+    return 0;
+}
+
+int qkf_dataset_max(const char *name, int train, int64_t lo, int64_t hi, float *mx)
+{
+    *mx = 255.0f;
+    source src;
+    if (resolve(name, train, &src))
+        return -1;
+    if (src.kind != SRC_H5)
+        return 0;
+    h5_info h;
+    if (h5_probe(src.path, &h))
+        return -1;
+    if (h.frames)
+        return 0;
+    enum { BLOCK = 256 };
+    int64_t idx[BLOCK];
+    float *buf = qkf_malloc((size_t)(BLOCK * h.per) * sizeof(float));
+    float m = 0.0f;
+    int rc = 0;
+    for (int64_t r0 = lo; r0 < hi && rc == 0; r0 += BLOCK) {
+        int64_t cnt = hi - r0 < BLOCK ? hi - r0 : BLOCK;
+        for (int64_t j = 0; j < cnt; j++)
+            idx[j] = r0 + j;
+        rc = qkf_h5_read_rows_f32(src.path, h.key, idx, cnt, buf);
+        for (int64_t i = 0; rc == 0 && i < cnt * h.per; i++)
+            m = buf[i] > m ? buf[i] : m;
+    }
+    qkf_free(buf);
+    *mx = m;
+    return rc;
+}
+
+/* The wanted records of each kind into d (pixels and labels allocated, n = k). */
+static int subset_idx(const source *src, int train, const int64_t *index, int64_t k, qkf_dataset *d)
+{
+    idx_pair p;
+    if (idx_probe_pair(src->dir, train, &p))
+        return -1;
+    uint8_t *lab = qkf_malloc((size_t)(k > 0 ? k : 1));
+    if (idx_read(&p.img, index, k, d->pixels) || idx_read(&p.lab, index, k, lab)) {
+        qkf_free(lab);
+        return -1;
+    }
+    for (int64_t j = 0; j < k; j++) {
+        if (lab[j] >= d->classes) {
+            int v = lab[j];
+            qkf_free(lab);
+            return qkf_set_error("%s: label %d out of range 0..%d at byte %lld", p.lab.path, v,
+                                 d->classes - 1, (long long)(p.lab.hdr + index[j]));
+        }
+        d->labels[j] = lab[j];
+    }
+    qkf_free(lab);
+    return 0;
+}
+
+static int subset_cifar(const source *src, int train, const int64_t *index, int64_t k,
+                        qkf_dataset *d)
+{
+    cifar_files cf;
+    if (cifar_probe(src->dir, train, src->c100, &cf))
+        return -1;
+    uint8_t *buf = qkf_malloc((size_t)cf.rec);
+    int64_t first = 0, j = 0;
+    int rc = 0;
+    for (int i = 0; i < cf.nf && rc == 0; first += cf.count[i], i++) {
+        if (j >= k || index[j] >= first + cf.count[i])
+            continue;
+        int fd = open(cf.path[i], O_RDONLY);
+        if (fd < 0) {
+            rc = qkf_set_error("%s: cannot open (%s)", cf.path[i], strerror(errno));
+            break;
+        }
+        for (; j < k && index[j] < first + cf.count[i]; j++) {
+            int64_t at = (index[j] - first) * cf.rec;
+            if (pread(fd, buf, (size_t)cf.rec, (off_t)at) != (ssize_t)cf.rec) {
+                rc = qkf_set_error("%s: short read at byte %lld", cf.path[i], (long long)at);
+                break;
+            }
+            int label = buf[cf.lb - 1];
+            if (label >= cf.classes) {
+                rc = qkf_set_error("%s: label %d out of range 0..%d at byte %lld", cf.path[i],
+                                   label, cf.classes - 1, (long long)(at + cf.lb - 1));
+                break;
+            }
+            d->labels[j] = label;
+            memcpy(d->pixels + j * 3072, buf + cf.lb, 3072);
+        }
+        close(fd);
+    }
+    qkf_free(buf);
+    return rc;
+}
+
+static int subset_h5(const source *src, const int64_t *index, int64_t k, float mx, qkf_dataset *d)
+{
+    h5_info h;
+    if (h5_probe(src->path, &h))
+        return -1;
+    float *img = qkf_malloc((size_t)((k > 0 ? k : 1) * h.per) * sizeof(float));
+    int64_t *lab = qkf_malloc((size_t)(k > 0 ? k : 1) * sizeof(int64_t));
+    int rc = -1;
+    if (qkf_h5_read_rows_f32(src->path, h.key, index, k, img) ||
+        qkf_h5_read_rows_i64(src->path, "labels", index, k, lab))
+        goto done;
+    /* the scale of the whole split: from its largest value, as load_h5 decides it */
+    float scale = h.frames || mx > 1.0f ? 1.0f : 255.0f;
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t e = 0; e < h.per; e++) {
+            float raw = img[j * h.per + e], v = raw * scale;
+            if (!(v >= 0.0f && v <= 255.0f) || (h.frames && v != floorf(v))) {
+                long long flat = (long long)(index[j] * h.per + e);
+                if (h.frames)
+                    qkf_set_error("%s: input value %g at flat index %lld is not an event count "
+                                  "in 0..255",
+                                  src->path, (double)raw, flat);
+                else
+                    qkf_set_error("%s: images value %g at flat index %lld is outside [0, %s]",
+                                  src->path, (double)raw, flat, scale > 1.0f ? "1" : "255");
+                goto done;
+            }
+            d->pixels[j * h.per + e] = (uint8_t)(v + 0.5f);
+        }
+    int64_t mxl = 0;
+    for (int64_t j = 0; j < k; j++) {
+        if (lab[j] < 0 || lab[j] > 100000) {
+            qkf_set_error("%s: labels[%lld] = %lld is out of range", src->path,
+                          (long long)index[j], (long long)lab[j]);
+            goto done;
+        }
+        d->labels[j] = (int32_t)lab[j];
+        mxl = lab[j] > mxl ? lab[j] : mxl;
+    }
+    d->classes = (int)mxl + 1;
+    rc = 0;
+done:
+    qkf_free(img);
+    qkf_free(lab);
+    return rc;
+}
+
+int qkf_dataset_load_subset(const char *name, int train, const int64_t *index, int64_t k,
+                            float mx, qkf_dataset *d)
+{
+    source src;
+    if (qkf_dataset_probe(name, train, d) || resolve(name, train, &src))
+        return -1;
+    for (int64_t j = 0; j < k; j++)
+        if (index[j] < 0 || index[j] >= d->total || (j && index[j] <= index[j - 1])) {
+            qkf_set_error("%s: sample %lld is not in 0..%lld (or the indices are not ascending)",
+                          d->source, (long long)index[j], (long long)d->total - 1);
+            memset(d, 0, sizeof *d);
+            return -1;
+        }
+    int64_t per = (int64_t)d->c * d->h * d->w * (d->t > 0 ? d->t : 1);
+    d->n = k;
+    d->pixels = qkf_malloc((size_t)((k > 0 ? k : 1) * per));
+    d->labels = qkf_malloc((size_t)(k > 0 ? k : 1) * sizeof(int32_t));
+    d->index = qkf_malloc((size_t)(k > 0 ? k : 1) * sizeof(int64_t));
+    if (k > 0)
+        memcpy(d->index, index, (size_t)k * sizeof(int64_t));
+    int rc = src.kind == SRC_IDX     ? subset_idx(&src, train, index, k, d)
+             : src.kind == SRC_CIFAR ? subset_cifar(&src, train, index, k, d)
+                                     : subset_h5(&src, index, k, mx, d);
+    if (rc) {
+        qkf_dataset_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+int64_t qkf_dataset_find(const qkf_dataset *d, int64_t i)
+{
+    if (!d->index)
+        return i >= 0 && i < d->n ? i : -1;
+    int64_t lo = 0, hi = d->n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (d->index[mid] < i)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < d->n && d->index[lo] == i ? lo : -1;
+}
+
+int64_t qkf_dataset_bytes(const qkf_dataset *d)
+{
+    int64_t per = (int64_t)d->c * d->h * d->w * (d->t > 0 ? d->t : 1);
+    return d->n * (per + (int64_t)sizeof(int32_t) + (d->index ? (int64_t)sizeof(int64_t) : 0));
+}
+
+void qkf_dataset_pixel_sums(const qkf_dataset *d, int64_t *sum, int64_t *sq)
+{
+    int64_t plane = (int64_t)d->h * d->w;
+    for (int c = 0; c < d->c; c++) {
+        int64_t s = 0, ss = 0;
+        for (int64_t i = 0; i < d->n; i++) {
+            const uint8_t *p = d->pixels + (i * d->c + c) * plane;
+            for (int64_t j = 0; j < plane; j++)
+                s += p[j], ss += (int64_t)p[j] * p[j];
+        }
+        sum[c] = s, sq[c] = ss;
+    }
+}
+
+void qkf_dataset_stats_from_sums(const int64_t *sum, const int64_t *sq, int channels,
+                                 int64_t count, float *mean, float *std)
+{
+    for (int c = 0; c < channels; c++) {
+        double cnt = (double)count, mu = (double)sum[c] / 255.0 / cnt;
+        mean[c] = (float)mu;
+        double var = (double)sq[c] / 65025.0 / cnt - mu * mu;
+        std[c] = (float)sqrt(var > 1e-12 ? var : 1e-12);
+    }
 }
 
 void qkf_dataset_stats(const qkf_dataset *d, float *mean, float *std)
@@ -385,9 +841,11 @@ struct qkf_loader {
     int32_t *lab[SLOTS];
     int nb[SLOTS];
     int ready[SLOTS];
+    int gb[SLOTS]; /* size of the global batch the slot's rows belong to */
     int64_t slot_batch[SLOTS];
     int64_t produce, consume; /* next batch index to produce / hand out */
     int held;                 /* slot handed to the consumer, -1 none */
+    int held_gb;              /* global batch size of the batch handed out */
     double wait;
 };
 
@@ -399,10 +857,79 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* Samples of the split the loader draws from: the first `limit` of the whole split. */
+static int64_t n_use_of(const qkf_loader_cfg *c)
+{
+    int64_t n = c->d->index ? c->d->total : c->d->n;
+    return c->limit > 0 && c->limit < n ? c->limit : n;
+}
+
 int64_t qkf_loader_batches(const qkf_loader_cfg *c)
 {
-    int64_t n = c->limit > 0 && c->limit < c->d->n ? c->limit : c->d->n;
+    int64_t n = n_use_of(c);
     return c->drop_last ? n / c->batch : (n + c->batch - 1) / c->batch;
+}
+
+/* The epoch's order of the n samples: identity, or a permutation from (seed, epoch). */
+static int64_t *make_perm(const qkf_loader_cfg *cfg, int64_t epoch, int64_t n)
+{
+    int64_t *perm = qkf_malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    if (cfg->shuffle) {
+        qkf_rng r;
+        qkf_rng_seed(&r, mix64(cfg->seed ^ mix64(0x5eed0000ull + (uint64_t)epoch)));
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(qkf_rng_u64(&r) % (uint64_t)(i + 1));
+            int64_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+    }
+    return perm;
+}
+
+/* Rank `rank` of `ranks`'s contiguous share [lo, hi) of n rows (as qkf_dist_shard). */
+static void share(int64_t n, int rank, int ranks, int64_t *lo, int64_t *hi)
+{
+    int64_t q = n / ranks, r = n % ranks;
+    *lo = rank * q + (rank < r ? rank : r);
+    *hi = *lo + q + (rank < r ? 1 : 0);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int qkf_loader_indices(const qkf_loader_cfg *cfg, int64_t epoch, int64_t first, int64_t **index,
+                       int64_t *k)
+{
+    int64_t n = n_use_of(cfg), nb = qkf_loader_batches(cfg);
+    int ranks = cfg->ranks > 1 ? cfg->ranks : 1;
+    int64_t *perm = make_perm(cfg, epoch, n);
+    int64_t cap = (nb - (first > 0 ? first : 0)) * ((cfg->batch + ranks - 1) / ranks) *
+                  (cfg->mirror ? 2 : 1);
+    int64_t *out = qkf_malloc((size_t)(cap > 0 ? cap : 1) * sizeof(int64_t)), m = 0;
+    for (int64_t bi = first > 0 ? first : 0; bi < nb; bi++) {
+        int64_t i0 = bi * cfg->batch, ng = n - i0 < cfg->batch ? n - i0 : cfg->batch, lo, hi;
+        share(ng, cfg->rank, ranks, &lo, &hi);
+        for (int64_t p = lo; p < hi; p++) {
+            out[m++] = perm[i0 + p];
+            if (cfg->mirror)
+                out[m++] = perm[i0 + ng - 1 - p];
+        }
+    }
+    qkf_free(perm);
+    qsort(out, (size_t)m, sizeof *out, cmp_i64);
+    int64_t u = 0;
+    for (int64_t i = 0; i < m; i++)
+        if (u == 0 || out[i] != out[u - 1])
+            out[u++] = out[i];
+    *index = out;
+    *k = u;
+    return 0;
 }
 
 /* Sample `idx` of the dataset into dst [c][h][w]: crop, flip, scale, normalise. */
@@ -421,9 +948,12 @@ static void make_sample(const qkf_loader *l, int64_t idx, float *dst)
         flip = (int)(qkf_rng_u64(&r) >> 63);
     /* every plane (channel, and frame for event frames) gets the same crop and flip */
     int64_t plane = (int64_t)d->h * d->w, planes = (int64_t)d->c * (d->t > 0 ? d->t : 1);
+    int64_t at = d->index ? qkf_dataset_find(d, idx) : idx; /* where a subset holds it */
+    if (at < 0) /* a programming error: the subset lacks a sample of qkf_loader_indices */
+        abort();
     for (int64_t pl = 0; pl < planes; pl++) {
         int ch = (int)(pl % d->c);
-        const uint8_t *src = d->pixels + (idx * planes + pl) * plane;
+        const uint8_t *src = d->pixels + (at * planes + pl) * plane;
         float m = ch < c->n_norm ? c->mean[ch] : 0.0f, s = ch < c->n_norm ? c->std[ch] : 1.0f;
         float a = 1.0f / (255.0f * s), b = -m / s;
         if (d->t > 0) /* event counts pass as they are */
@@ -468,14 +998,28 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&l->mu);
 
         int64_t i0 = bi * l->cfg.batch;
-        int n = (int)(l->n_use - i0 < l->cfg.batch ? l->n_use - i0 : l->cfg.batch);
-        for (int j = 0; j < n; j++) {
-            int64_t idx = l->perm[i0 + j];
-            make_sample(l, idx, l->x[s] + j * per);
-            l->lab[s][j] = d->labels[idx];
+        int ng = (int)(l->n_use - i0 < l->cfg.batch ? l->n_use - i0 : l->cfg.batch), n = ng;
+        if (l->cfg.ranks > 1) { /* this rank's rows of the global batch, then their mirrors */
+            int64_t lo, hi;
+            share(ng, l->cfg.rank, l->cfg.ranks, &lo, &hi);
+            n = (int)(hi - lo);
+            for (int j = 0; j < n; j++)
+                for (int mir = 0; mir <= (l->cfg.mirror != 0); mir++) {
+                    int64_t idx = l->perm[i0 + (mir ? ng - 1 - (lo + j) : lo + j)];
+                    int row = j + mir * n;
+                    make_sample(l, idx, l->x[s] + row * per);
+                    l->lab[s][row] = d->labels[qkf_dataset_find(d, idx)];
+                }
+        } else {
+            for (int j = 0; j < n; j++) {
+                int64_t idx = l->perm[i0 + j];
+                make_sample(l, idx, l->x[s] + j * per);
+                l->lab[s][j] = d->labels[d->index ? qkf_dataset_find(d, idx) : idx];
+            }
         }
         pthread_mutex_lock(&l->mu);
         l->nb[s] = n;
+        l->gb[s] = ng;
         l->slot_batch[s] = bi;
         l->ready[s] = 1;
         pthread_cond_broadcast(&l->cv);
@@ -488,25 +1032,16 @@ qkf_loader *qkf_loader_start(const qkf_loader_cfg *cfg, int64_t epoch, int64_t f
     qkf_loader *l = qkf_calloc(1, sizeof *l);
     l->cfg = *cfg;
     l->epoch = epoch;
-    l->n_use = cfg->limit > 0 && cfg->limit < cfg->d->n ? cfg->limit : cfg->d->n;
+    l->n_use = n_use_of(cfg);
     l->n_batches = qkf_loader_batches(cfg);
-    l->perm = qkf_malloc((size_t)l->n_use * sizeof(int64_t));
-    for (int64_t i = 0; i < l->n_use; i++)
-        l->perm[i] = i;
-    if (cfg->shuffle) {
-        qkf_rng r;
-        qkf_rng_seed(&r, mix64(cfg->seed ^ mix64(0x5eed0000ull + (uint64_t)epoch)));
-        for (int64_t i = l->n_use - 1; i > 0; i--) {
-            int64_t j = (int64_t)(qkf_rng_u64(&r) % (uint64_t)(i + 1));
-            int64_t t = l->perm[i];
-            l->perm[i] = l->perm[j];
-            l->perm[j] = t;
-        }
-    }
+    l->perm = make_perm(cfg, epoch, l->n_use);
     int64_t per = (int64_t)cfg->d->c * cfg->d->h * cfg->d->w * (cfg->d->t > 0 ? cfg->d->t : 1);
+    int64_t rows = cfg->ranks > 1 ? ((int64_t)cfg->batch + cfg->ranks - 1) / cfg->ranks *
+                                        (cfg->mirror ? 2 : 1)
+                                  : cfg->batch;
     for (int s = 0; s < SLOTS; s++) {
-        l->x[s] = qkf_malloc((size_t)(per * cfg->batch) * sizeof(float));
-        l->lab[s] = qkf_malloc((size_t)cfg->batch * sizeof(int32_t));
+        l->x[s] = qkf_malloc((size_t)(per * rows) * sizeof(float));
+        l->lab[s] = qkf_malloc((size_t)rows * sizeof(int32_t));
     }
     l->produce = l->consume = first < 0 ? 0 : first;
     l->held = -1;
@@ -545,9 +1080,12 @@ int qkf_loader_next(qkf_loader *l, const float **x, const int32_t **labels, int 
     *x = l->x[s];
     *labels = l->lab[s];
     *B = l->nb[s];
+    l->held_gb = l->gb[s];
     pthread_mutex_unlock(&l->mu);
     return 1;
 }
+
+int qkf_loader_global_batch(const qkf_loader *l) { return l->held_gb; }
 
 double qkf_loader_wait_seconds(const qkf_loader *l) { return l->wait; }
 

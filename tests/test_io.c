@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <zlib.h>
 
+#include "io/dataset.h"
 #include "io/io.h"
 #include "kernels/base.h"
 #include "models/qkformer.h"
@@ -814,4 +816,324 @@ Test(io, h5_has)
     cr_assert_not_null(strstr(qkf_last_error(), "t.txt"));
     cr_assert_eq(qkf_h5_has(tpath("none.h5"), "input"), -1);
     no_open_handles();
+}
+
+/* ---- datasets: selective reading (io/dataset.c, io/h5_part.c) ------------------------------- */
+
+/* A subset read must hold, row for row, what a whole load holds at those indices. */
+static void expect_subset_matches(const qkf_dataset *full, const qkf_dataset *sub,
+                                  const int64_t *idx, int64_t k)
+{
+    int64_t per = (int64_t)full->c * full->h * full->w * (full->t > 0 ? full->t : 1);
+    cr_assert_eq(sub->n, k);
+    cr_assert_eq(sub->total, full->n);
+    cr_assert_eq(sub->c, full->c);
+    cr_assert_eq(sub->h, full->h);
+    cr_assert_eq(sub->w, full->w);
+    cr_assert_eq(sub->t, full->t);
+    for (int64_t j = 0; j < k; j++) {
+        cr_expect_eq(sub->index[j], idx[j]);
+        cr_expect_eq(sub->labels[j], full->labels[idx[j]], "label of sample %lld",
+                     (long long)idx[j]);
+        cr_expect_eq(memcmp(sub->pixels + j * per, full->pixels + idx[j] * per, (size_t)per), 0,
+                     "pixels of sample %lld", (long long)idx[j]);
+        cr_expect_eq(qkf_dataset_find(sub, idx[j]), j);
+    }
+    cr_expect_eq(qkf_dataset_find(sub, full->n), -1);
+}
+
+static void put_be32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)(v >> 24), b[1] = (uint8_t)(v >> 16), b[2] = (uint8_t)(v >> 8);
+    b[3] = (uint8_t)v;
+}
+
+/* idx files of n 5x4 images for split `pre` ("train"/"t10k"), images gzipped or plain, labels
+ * plain; cut: bytes cut off the end of the image data. */
+static void write_idx(const char *pre, int n, int gz, int cut)
+{
+    char name[128];
+    uint8_t hdr[16];
+    put_be32(hdr, 0x00000803u), put_be32(hdr + 4, (uint32_t)n);
+    put_be32(hdr + 8, 5), put_be32(hdr + 12, 4);
+    int npix = n * 20 - cut;
+    uint8_t *pix = qkf_malloc((size_t)npix);
+    for (int i = 0; i < npix; i++)
+        pix[i] = (uint8_t)(i * 31 + i / 20);
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte%s", pre, gz ? ".gz" : "");
+    if (gz) {
+        gzFile f = gzopen(tpath(name), "wb");
+        gzwrite(f, hdr, 16);
+        gzwrite(f, pix, (unsigned)npix);
+        gzclose(f);
+    } else {
+        FILE *f = fopen(tpath(name), "wb");
+        fwrite(hdr, 1, 16, f);
+        fwrite(pix, 1, (size_t)npix, f);
+        fclose(f);
+    }
+    qkf_free(pix);
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", pre);
+    FILE *f = fopen(tpath(name), "wb");
+    put_be32(hdr, 0x00000801u), put_be32(hdr + 4, (uint32_t)n);
+    fwrite(hdr, 1, 8, f);
+    for (int i = 0; i < n; i++) {
+        uint8_t l = (uint8_t)((i * 7) % 10);
+        fwrite(&l, 1, 1, f);
+    }
+    fclose(f);
+}
+
+Test(io, dataset_subset_idx_plain_and_gz)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    write_idx("train", 50, 0, 0); /* plain */
+    write_idx("t10k", 50, 1, 0);  /* gzipped images */
+    const int64_t idx[] = {0, 3, 4, 5, 17, 48, 49};
+    int64_t k = 7;
+    for (int train = 0; train < 2; train++) {
+        qkf_dataset full, sub, probe;
+        cr_assert_eq(qkf_dataset_load(name, train, &full), 0, "%s", qkf_last_error());
+        cr_assert_eq(full.total, 50);
+        cr_assert_eq(qkf_dataset_probe(name, train, &probe), 0, "%s", qkf_last_error());
+        cr_expect_eq(probe.total, 50);
+        cr_expect_null(probe.pixels);
+        cr_assert_eq(qkf_dataset_load_subset(name, train, idx, k, 255.0f, &sub), 0, "%s",
+                     qkf_last_error());
+        expect_subset_matches(&full, &sub, idx, k);
+        cr_expect_eq(qkf_dataset_bytes(&sub), k * (20 + 4 + 8));
+        qkf_dataset_free(&sub);
+        /* an empty subset and the whole set as a subset */
+        cr_assert_eq(qkf_dataset_load_subset(name, train, idx, 0, 255.0f, &sub), 0);
+        cr_expect_eq(sub.n, 0);
+        qkf_dataset_free(&sub);
+        int64_t all[50];
+        for (int i = 0; i < 50; i++)
+            all[i] = i;
+        cr_assert_eq(qkf_dataset_load_subset(name, train, all, 50, 255.0f, &sub), 0);
+        expect_subset_matches(&full, &sub, all, 50);
+        qkf_dataset_free(&sub);
+        qkf_dataset_free(&full);
+    }
+    /* out of range or not ascending */
+    qkf_dataset sub;
+    const int64_t bad[] = {3, 2};
+    expect_error(qkf_dataset_load_subset(name, 1, bad, 2, 255.0f, &sub), "train-images", "2",
+                 NULL);
+    const int64_t far[] = {50};
+    expect_error(qkf_dataset_load_subset(name, 1, far, 1, 255.0f, &sub), "sample 50", NULL);
+}
+
+/* A truncated file is an error naming the file and the byte offset, the same offset a whole load
+ * names, whichever samples are wanted. */
+Test(io, dataset_subset_idx_truncated)
+{
+    char name[128], whole[1024];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    const int64_t first[] = {0, 1};
+    qkf_dataset d;
+    for (int gz = 0; gz < 2; gz++) {
+        write_idx("train", 20, gz, 5);
+        /* 16 header bytes + 20 * 20 pixels - 5 cut: the data ends at byte 411 */
+        cr_assert_eq(qkf_dataset_load(name, 1, &d), -1);
+        snprintf(whole, sizeof whole, "%s", qkf_last_error());
+        cr_expect(strstr(whole, "byte 411"), "%s", whole);
+        expect_error(qkf_dataset_load_subset(name, 1, first, 2, 255.0f, &d),
+                     "train-images-idx3-ubyte", "truncated", "byte 411", NULL);
+        if (gz) {
+            remove(tpath("train-images-idx3-ubyte.gz"));
+        } else {
+            expect_error(qkf_dataset_probe(name, 1, &d), "train-images-idx3-ubyte", "byte 411",
+                         NULL);
+            remove(tpath("train-images-idx3-ubyte"));
+        }
+    }
+    /* a label out of range names the labels file and its byte */
+    write_idx("train", 20, 0, 0);
+    FILE *f = fopen(tpath("train-labels-idx1-ubyte"), "r+b");
+    fseek(f, 8 + 13, SEEK_SET);
+    fputc(12, f);
+    fclose(f);
+    const int64_t idx[] = {2, 13};
+    expect_error(qkf_dataset_load_subset(name, 1, idx, 2, 255.0f, &d), "train-labels-idx1-ubyte",
+                 "label 12", "byte 21", NULL);
+    const int64_t other[] = {2, 14}; /* a subset without the bad record reads fine */
+    cr_assert_eq(qkf_dataset_load_subset(name, 1, other, 2, 255.0f, &d), 0, "%s",
+                 qkf_last_error());
+    qkf_dataset_free(&d);
+}
+
+Test(io, dataset_subset_cifar)
+{
+    const char *files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                           "data_batch_4.bin", "data_batch_5.bin"};
+    const int counts[] = {3, 2, 4, 1, 2};
+    uint8_t rec[3073];
+    int s = 0;
+    for (int i = 0; i < 5; i++) {
+        FILE *f = fopen(tpath(files[i]), "wb");
+        for (int r = 0; r < counts[i]; r++, s++) {
+            rec[0] = (uint8_t)(s % 10);
+            for (int j = 1; j < 3073; j++)
+                rec[j] = (uint8_t)(j * 13 + s * 7);
+            fwrite(rec, 1, sizeof rec, f);
+        }
+        fclose(f);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "cifar10:%s", tmpdir);
+    qkf_dataset full, sub;
+    cr_assert_eq(qkf_dataset_load(name, 1, &full), 0, "%s", qkf_last_error());
+    cr_assert_eq(full.n, 12);
+    const int64_t idx[] = {1, 2, 3, 5, 9, 11}; /* across file boundaries */
+    cr_assert_eq(qkf_dataset_load_subset(name, 1, idx, 6, 255.0f, &sub), 0, "%s",
+                 qkf_last_error());
+    expect_subset_matches(&full, &sub, idx, 6);
+    qkf_dataset_free(&sub);
+    qkf_dataset_free(&full);
+    /* a batch file that is not a whole number of records */
+    cr_assert_eq(truncate(tpath("data_batch_3.bin"), 3073 * 2 + 100), 0);
+    expect_error(qkf_dataset_load_subset(name, 1, idx, 1, 255.0f, &sub), "data_batch_3.bin",
+                 "6146", NULL);
+}
+
+/* HDF5 images (floats in [0,1], scaled by 255 as the whole split's largest value says) and event
+ * frames, read as hyperslabs. */
+Test(io, dataset_subset_h5)
+{
+    enum { N = 40 };
+    float *img = qkf_malloc((size_t)N * 2 * 3 * 3 * sizeof(float));
+    uint8_t *fr = qkf_malloc((size_t)N * 2 * 1 * 4 * 4);
+    int64_t lab[N];
+    for (int i = 0; i < N * 18; i++)
+        img[i] = (float)((i * 37) % 256) / 255.0f;
+    for (int i = 0; i < N * 32; i++)
+        fr[i] = (uint8_t)((i * 11) % 7);
+    for (int i = 0; i < N; i++)
+        lab[i] = (i * 3) % 5;
+    int64_t si[4] = {N, 2, 3, 3}, sf[5] = {N, 2, 1, 4, 4}, sl = N;
+    qkf_h5out *o = qkf_h5out_open(tpath("img.h5"));
+    cr_assert_eq(qkf_h5out_f32(o, "images", 4, si, img), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &sl, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    o = qkf_h5out_open(tpath("fr.h5"));
+    cr_assert_eq(qkf_h5out_u8(o, "input", 5, sf, fr), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &sl, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    const int64_t idx[] = {0, 1, 2, 7, 8, 20, 39};
+    for (int frames = 0; frames < 2; frames++) {
+        char name[600];
+        snprintf(name, sizeof name, "h5:%s", tpath(frames ? "fr.h5" : "img.h5"));
+        qkf_dataset full, sub;
+        cr_assert_eq(qkf_dataset_load(name, 1, &full), 0, "%s", qkf_last_error());
+        float mx = 0.0f, m1, m2;
+        cr_assert_eq(qkf_dataset_max(name, 1, 0, 17, &m1), 0, "%s", qkf_last_error());
+        cr_assert_eq(qkf_dataset_max(name, 1, 17, N, &m2), 0, "%s", qkf_last_error());
+        mx = m1 > m2 ? m1 : m2;
+        if (!frames)
+            cr_expect_float_eq(mx, 1.0f, 1e-6);
+        cr_assert_eq(qkf_dataset_load_subset(name, 1, idx, 7, mx, &sub), 0, "%s",
+                     qkf_last_error());
+        expect_subset_matches(&full, &sub, idx, 7);
+        qkf_dataset_free(&sub);
+        qkf_dataset_free(&full);
+    }
+    no_open_handles();
+    /* a bad value names the flat index in the whole dataset, wherever the subset starts */
+    img[20 * 18 + 4] = 3.0f;
+    o = qkf_h5out_open(tpath("img.h5"));
+    cr_assert_eq(qkf_h5out_f32(o, "images", 4, si, img), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &sl, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    char name[600];
+    snprintf(name, sizeof name, "h5:%s", tpath("img.h5"));
+    qkf_dataset sub;
+    expect_error(qkf_dataset_load_subset(name, 1, idx, 7, 1.0f, &sub), "img.h5",
+                 "flat index 364", NULL);
+    /* a file that is not HDF5 */
+    FILE *f = fopen(tpath("t.h5"), "w");
+    fputs("text", f);
+    fclose(f);
+    snprintf(name, sizeof name, "h5:%s", tpath("t.h5"));
+    expect_error(qkf_dataset_probe(name, 1, &sub), "t.h5", NULL);
+    qkf_free(img);
+    qkf_free(fr);
+}
+
+/* The loader under ranks: with each rank holding only qkf_loader_indices' samples, rank r's
+ * batches are exactly its slices of the global batches one process produces (same shuffle,
+ * crops and flips), and with mirror the rows mixup pairs them with. */
+Test(io, loader_rank_slices_from_subsets)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    write_idx("train", 45, 1, 0);
+    qkf_dataset full;
+    cr_assert_eq(qkf_dataset_load(name, 1, &full), 0, "%s", qkf_last_error());
+    qkf_loader_cfg c;
+    memset(&c, 0, sizeof c);
+    c.d = &full, c.batch = 7, c.shuffle = 1, c.crop_pad = 1, c.flip = 1, c.drop_last = 1;
+    c.seed = 11, c.n_norm = 1, c.mean[0] = 0.3f, c.std[0] = 0.2f, c.limit = 40;
+    int64_t nb = qkf_loader_batches(&c), per = 20;
+    cr_assert_eq(nb, 5);
+    float *gx = qkf_malloc((size_t)(nb * 7 * per) * sizeof(float));
+    int32_t gl[5 * 7];
+    qkf_loader *l = qkf_loader_start(&c, 2, 1);
+    const float *x;
+    const int32_t *lab;
+    int B, k = 1;
+    while (qkf_loader_next(l, &x, &lab, &B)) {
+        cr_assert_eq(B, 7);
+        memcpy(gx + k * 7 * per, x, (size_t)(7 * per) * sizeof(float));
+        memcpy(gl + k * 7, lab, 7 * sizeof(int32_t));
+        k++;
+    }
+    qkf_loader_stop(l);
+    for (int mirror = 0; mirror < 2; mirror++) {
+        int64_t held = 0;
+        for (int r = 0; r < 3; r++) {
+            qkf_loader_cfg rc = c;
+            qkf_dataset meta, sub;
+            cr_assert_eq(qkf_dataset_probe(name, 1, &meta), 0);
+            rc.d = &meta, rc.ranks = 3, rc.rank = r, rc.mirror = mirror;
+            int64_t *idx, n;
+            cr_assert_eq(qkf_loader_indices(&rc, 2, 1, &idx, &n), 0);
+            cr_assert_eq(qkf_dataset_load_subset(name, 1, idx, n, 255.0f, &sub), 0, "%s",
+                         qkf_last_error());
+            qkf_free(idx);
+            held += n;
+            rc.d = &sub;
+            cr_expect_eq(qkf_loader_batches(&rc), nb);
+            l = qkf_loader_start(&rc, 2, 1);
+            int64_t lo = r * 2 + (r < 1 ? r : 1), hi = lo + 2 + (r < 1); /* 7 = 3 + 2 + 2 */
+            for (int64_t bi = 1; bi < nb; bi++) {
+                cr_assert_eq(qkf_loader_next(l, &x, &lab, &B), 1);
+                cr_assert_eq(B, hi - lo);
+                cr_assert_eq(qkf_loader_global_batch(l), 7);
+                for (int j = 0; j < B; j++) {
+                    cr_expect_eq(memcmp(x + j * per, gx + (bi * 7 + lo + j) * per,
+                                        (size_t)per * sizeof(float)),
+                                 0, "rank %d batch %lld row %d", r, (long long)bi, j);
+                    cr_expect_eq(lab[j], gl[bi * 7 + lo + j]);
+                    if (mirror) {
+                        int64_t g = bi * 7 + 6 - (lo + j);
+                        cr_expect_eq(memcmp(x + (B + j) * per, gx + g * per,
+                                            (size_t)per * sizeof(float)),
+                                     0, "rank %d batch %lld mirror of row %d", r, (long long)bi,
+                                     j);
+                        cr_expect_eq(lab[B + j], gl[g]);
+                    }
+                }
+            }
+            cr_assert_eq(qkf_loader_next(l, &x, &lab, &B), 0);
+            qkf_loader_stop(l);
+            qkf_dataset_free(&sub);
+        }
+        /* without mirror the ranks hold disjoint shares: the 4 batches of 7 between them */
+        if (!mirror)
+            cr_expect_eq(held, 28);
+    }
+    qkf_free(gx);
+    qkf_dataset_free(&full);
 }

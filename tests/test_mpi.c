@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "../io/io.h"
 #include "../kernels/base.h"
@@ -364,4 +365,124 @@ Test(mpi, hung_rank_is_named_and_the_job_ends, .init = setup, .fini = teardown, 
                  0, "the checkpoint changed");
     qkf_model_free(&before);
     qkf_model_free(&after);
+}
+
+/* ---- each rank reads only its share of the data ---------------------------------------------- */
+
+static void put_be32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)(v >> 24), b[1] = (uint8_t)(v >> 16), b[2] = (uint8_t)(v >> 8);
+    b[3] = (uint8_t)v;
+}
+
+/* The images of write_dataset as gzipped idx files (train and t10k alike) in dir, the format of
+ * the default dataset (Fashion-MNIST); cut: bytes cut off the end of the training images. */
+static void write_idx_gz(const char *dir, int n, int cut)
+{
+    uint8_t *img = qkf_calloc((size_t)n * 64, 1), *lab = qkf_malloc((size_t)n);
+    qkf_rng r;
+    qkf_rng_seed(&r, 7);
+    for (int i = 0; i < n; i++) {
+        int q = (int)(qkf_rng_u64(&r) % 4);
+        lab[i] = (uint8_t)q;
+        for (int j = 0; j < 64; j++)
+            img[i * 64 + j] = (uint8_t)(qkf_rng_u64(&r) % 60);
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 3; x++)
+                img[i * 64 + ((q / 2) * 4 + y) * 8 + (q % 2) * 4 + x] = 250;
+    }
+    for (int split = 0; split < 2; split++) {
+        char p[256];
+        uint8_t hdr[16];
+        snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte.gz", dir, split ? "t10k" : "train");
+        gzFile f = gzopen(p, "wb");
+        put_be32(hdr, 0x803), put_be32(hdr + 4, (uint32_t)n), put_be32(hdr + 8, 8);
+        put_be32(hdr + 12, 8);
+        gzwrite(f, hdr, 16);
+        gzwrite(f, img, (unsigned)(n * 64 - (split ? 0 : cut)));
+        gzclose(f);
+        snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte.gz", dir, split ? "t10k" : "train");
+        f = gzopen(p, "wb");
+        put_be32(hdr, 0x801), put_be32(hdr + 4, (uint32_t)n);
+        gzwrite(f, hdr, 8);
+        gzwrite(f, lab, (unsigned)n);
+        gzclose(f);
+    }
+    qkf_free(img);
+    qkf_free(lab);
+}
+
+#define SHARE_ARGS                                                                                 \
+    "train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 --num-heads 2 "          \
+    "--mlp-ratio 2 --depths 3 --T 2 --batch 8 --epochs 2 --limit-train 32 --limit-test 20 "      \
+    "--log-every 1 --threads 1 --seed 5 "
+
+/* From gzipped idx files (one streaming pass per epoch and rank) and from HDF5 (hyperslabs): two
+ * ranks each hold half the samples an epoch uses and half the test shard, say so, and still train
+ * what one process trains (--sync-bn: the same losses within float rounding, mixup included,
+ * whose mirrored rows a rank reads as well). Then the failures: fewer samples than ranks, and a
+ * truncated file named with its byte offset, with nothing written. */
+Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout = 240)
+{
+    char data[2][256], err[8192], p1[256], p2[256], ep[256];
+    snprintf(data[0], sizeof data[0], "idx:%s", tdir);
+    write_idx_gz(tdir, 64, 0);
+    snprintf(data[1], sizeof data[1], "h5:%s/d.h5", tdir);
+    write_dataset(data[1] + 3, 64);
+    snprintf(ep, sizeof ep, "%s/err.txt", tdir);
+    snprintf(p1, sizeof p1, "%s/m1.jsonl", tdir);
+    snprintf(p2, sizeof p2, "%s/m2.jsonl", tdir);
+    for (int src = 0; src < 2; src++)
+        for (int mix = 0; mix < 2; mix++) {
+            const char *extra = mix ? "--mixup 0.8 " : "";
+            cr_assert_eq(run(ENV "%s " SHARE_ARGS "%s--data %s --out %s/w1.h5 --metrics %s "
+                                 "2>/dev/null",
+                             QKF_BINARY, extra, data[src], tdir, p1),
+                         0);
+            cr_assert_eq(run(ENV MPIRUN "%s " SHARE_ARGS "%s--sync-bn --data %s --out %s/w2.h5 "
+                                        "--metrics %s 2>%s",
+                             QKF_BINARY, extra, data[src], tdir, p2, ep),
+                         0);
+            slurp(ep, err, sizeof err);
+            if (!mix) { /* with mixup a rank also reads the rows its slice is mixed with */
+                cr_expect(strstr(err, "rank 0 holds 16 of 32 training samples (") &&
+                              strstr(err, "rank 1 holds 16 of 32 training samples ("),
+                          "%s", err);
+                cr_expect(strstr(err, "rank 0 holds 10 of 20 test samples (") &&
+                              strstr(err, "rank 1 holds 10 of 20 test samples ("),
+                          "%s", err);
+            }
+            double l1[64], l2[64];
+            int n1 = read_losses(p1, l1, 64), n2 = read_losses(p2, l2, 64);
+            cr_assert_eq(n1, 8);
+            cr_assert_eq(n2, 8);
+            for (int i = 0; i < n1; i++) /* as in sync_bn_training_matches_one_process */
+                cr_expect(fabs(l1[i] - l2[i]) <= 1e-4 * fabs(l1[i]),
+                          "%s%s: step %d: loss %.6f vs %.6f", data[src], mix ? ", mixup" : "",
+                          i + 1, l1[i], l2[i]);
+        }
+    /* eval: one rank per shard, and too few samples */
+    cr_assert_eq(run(ENV MPIRUN "%s eval --weights %s/w2.h5 --data %s --limit 5 2>%s >/dev/null",
+                     QKF_BINARY, tdir, data[0], ep),
+                 0);
+    slurp(ep, err, sizeof err);
+    cr_expect(strstr(err, "rank 0 holds 3 of 5 test samples") &&
+                  strstr(err, "rank 1 holds 2 of 5 test samples"),
+              "%s", err);
+    cr_assert_neq(run(ENV MPIRUN "%s eval --weights %s/w2.h5 --data %s --limit 1 2>%s >/dev/null",
+                      QKF_BINARY, tdir, data[0], ep),
+                  0);
+    slurp(ep, err, sizeof err);
+    cr_expect(strstr(err, "1 samples for 2 ranks (use fewer ranks)"), "%s", err);
+    /* a truncated training file: one line naming it and the byte, no checkpoint */
+    write_idx_gz(tdir, 64, 10);
+    cr_assert_neq(run(ENV MPIRUN "%s " SHARE_ARGS "--data %s --out %s/w3.h5 2>%s", QKF_BINARY,
+                      data[0], tdir, ep),
+                  0);
+    slurp(ep, err, sizeof err);
+    cr_expect(strstr(err, "train-images-idx3-ubyte.gz: truncated") && strstr(err, "at byte 4102"),
+              "%s", err);
+    char w3[256];
+    snprintf(w3, sizeof w3, "%s/w3.h5", tdir);
+    cr_expect_neq(access(w3, F_OK), 0, "a failed run wrote %s", w3);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../io/dataset.h"
+#include "../io/h5_part.h"
 #include "../io/io.h"
 #include "../io/trace.h"
 #include "../kernels/base.h"
@@ -349,12 +350,15 @@ static int ends_with(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-/* Reads and checks dataset 'input' of path against the model (as qkf infer does). */
-static int load_input(const char *path, qkf_model *m, float **x, int64_t *B, int64_t *per)
+/* Reads and checks dataset 'input' of path against the model (as qkf infer does). shard (under
+ * mpirun): only this rank's contiguous shard of the samples is read, and *B is its size. */
+static int load_input(const char *path, qkf_model *m, int shard, float **x, int64_t *B,
+                      int64_t *per)
 {
     int ndim;
     int64_t shape[5];
-    if (qkf_h5_read_f32(path, "input", x, &ndim, shape))
+    if (shard ? qkf_h5_shape(path, "input", &ndim, shape)
+              : qkf_h5_read_f32(path, "input", x, &ndim, shape))
         return -1;
     int frames = qkf_config_is_frames(&m->cfg);
     if (ndim != (frames ? 5 : 4))
@@ -380,14 +384,51 @@ static int load_input(const char *path, qkf_model *m, float **x, int64_t *B, int
         m->cfg.T = (int)shape[1];
     *B = shape[0];
     *per = frames ? (int64_t)m->cfg.T * C * H * W : C * H * W;
+    if (shard) {
+        if (*B < qkf_dist_size())
+            return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", path,
+                                 (long long)*B, qkf_dist_size());
+        int64_t lo, hi;
+        qkf_dist_shard(*B, &lo, &hi);
+        int64_t *idx = qkf_malloc((size_t)(hi - lo) * sizeof(int64_t));
+        for (int64_t i = lo; i < hi; i++)
+            idx[i - lo] = i;
+        *x = qkf_malloc((size_t)((hi - lo) * *per) * sizeof(float));
+        int rc = qkf_h5_read_rows_f32(path, "input", idx, hi - lo, *x);
+        qkf_free(idx);
+        *B = hi - lo;
+        return rc;
+    }
     return 0;
 }
 
-/* The test split of image dataset NAME, checked against the model (as qkf eval does). */
+/* Under mpirun, rank 0 prints how many samples each rank holds (collective). */
+static int report_held(int64_t n, int64_t bytes, int quiet)
+{
+    int nr = qkf_dist_size();
+    if (nr == 1)
+        return 0;
+    int64_t *all = qkf_calloc((size_t)nr * 2, sizeof(int64_t));
+    int rc = qkf_dist_gather_i64(n, all) || qkf_dist_gather_i64(bytes, all + nr) ? -1 : 0;
+    int64_t total = 0; /* the shards partition the samples */
+    for (int r = 0; r < nr; r++)
+        total += all[r];
+    if (rc == 0 && qkf_dist_rank() == 0 && !quiet)
+        for (int r = 0; r < nr; r++)
+            fprintf(stderr, "rank %d holds %lld of %lld samples (%.2f MB)\n", r, (long long)all[r],
+                    (long long)total, (double)all[nr + r] / 1e6);
+    qkf_free(all);
+    return rc;
+}
+
+/* The test split of image dataset NAME, checked against the model (as qkf eval does). Under
+ * mpirun (qkf_dist_dataset_shard) d holds this rank's shard alone and *B is its size; a return
+ * of -2 means another rank failed. */
 static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset *d, int64_t *B)
 {
-    if (qkf_dataset_load(name, 0, d))
-        return -1;
+    int rc = qkf_dist_dataset_shard(name, 0, limit, d);
+    if (rc)
+        return rc;
     if (qkf_config_is_frames(&m->cfg) != (d->t > 0))
         return qkf_set_error(d->t > 0 ? "%s: event frames fit only a dvs128 or cifar10dvs model, "
                                         "not %s"
@@ -413,7 +454,7 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
         if (d->labels[i] >= m->cfg.num_classes)
             return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
                                  d->source, (long long)i, d->labels[i], m->cfg.num_classes);
-    *B = limit > 0 && limit < d->n ? limit : d->n;
+    *B = !d->index && limit > 0 && limit < d->n ? limit : d->n;
     if (*B < 1)
         return qkf_set_error("%s: the test split holds no samples", d->source);
     return 0;
@@ -547,22 +588,31 @@ static int sim_run(int argc, char **argv)
     qkf_trace *tr = NULL;
     qkf_trace_spec ts;
     qkf_trace_spec_init(&ts);
-    int lfail = qkf_ckpt_load(weights, &m) ||
-                (input ? load_input(input, &m, &x, &B, &per)
-                       : load_data(data, &m, limit, &dset, &B));
-    if (!qkf_dist_all_ok(!lfail, NULL)) {
+    /* under mpirun each rank reads only its contiguous shard of the samples; the checkpoint is
+     * agreed on first, because reading a dataset shard involves collectives */
+    int shard = qkf_dist_size() > 1, other = 0;
+    int lfail = qkf_ckpt_load(weights, &m) != 0;
+    if (shard && !qkf_dist_all_ok(!lfail, NULL)) {
         silent = !lfail;
         goto done;
     }
-    /* under mpirun: this rank's contiguous shard [lo, hi) of the B samples */
-    int64_t lo = 0, hi = B;
-    if (B < qkf_dist_size()) {
-        qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", input ? input : data,
-                      (long long)B, qkf_dist_size());
+    if (!lfail) {
+        int drc = input ? load_input(input, &m, shard, &x, &B, &per)
+                        : load_data(data, &m, limit, &dset, &B);
+        other = drc == -2, lfail = drc != 0;
+    }
+    if (!qkf_dist_all_ok(!lfail || other, NULL)) {
+        silent = !lfail || other;
         goto done;
     }
-    qkf_dist_shard(B, &lo, &hi);
+    if (report_held(B, input ? B * per * (int64_t)sizeof(float) : qkf_dataset_bytes(&dset), quiet))
+        goto done;
+    /* this rank's contiguous shard [lo, hi) of the B samples (already read alone under mpirun) */
+    int64_t lo = 0, hi = B;
+    if (!shard)
+        qkf_dist_shard(B, &lo, &hi);
     qkf_dataset dview = dset;
+    dview.index = NULL, dview.total = dview.n;
     if (data) {
         int64_t pp = (int64_t)dset.c * dset.h * dset.w * (dset.t > 0 ? dset.t : 1);
         dview.pixels = dset.pixels + lo * pp, dview.labels = dset.labels + lo, dview.n = hi - lo;

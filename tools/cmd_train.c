@@ -212,20 +212,23 @@ static int check_fit(const qkf_dataset *d, const qkf_config *c)
                              "(--in-channels, --img-size)",
                              d->source, d->c, d->h, d->w, c->in_channels, c->img_size,
                              c->img_size);
-    for (int64_t i = 0; i < d->n; i++)
+    for (int64_t i = 0; d->labels && i < d->n; i++) /* a probe holds no labels yet */
         if (d->labels[i] >= c->num_classes)
             return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                 d->source, (long long)i, d->labels[i], c->num_classes);
+                                 d->source, (long long)(d->index ? d->index[i] : i),
+                                 d->labels[i], c->num_classes);
     return 0;
 }
 
-/* Under mpirun: agrees whether every rank got this far. A failing rank prints its error (the
- * lowest failing one only, so a shared error is one line); all ranks then return 1. */
+/* Under mpirun: agrees whether every rank got this far. local_failed: 0 ok, 1 failed here (the
+ * message is in qkf_last_error()), 2 failed because another rank did (a dist dataset call
+ * returned -2: nothing to say). A failing rank prints its error (the lowest failing one only, so
+ * a shared error is one line); all ranks then return 1. */
 static int dist_failed(const char *cmd, int local_failed)
 {
     int bad;
-    if (qkf_dist_all_ok(!local_failed, &bad))
-        return 0;
+    if (qkf_dist_all_ok(local_failed != 1, &bad))
+        return local_failed != 0;
     if (qkf_dist_rank() == bad) {
         if (qkf_dist_size() > 1)
             fprintf(stderr, "qkf %s: rank %d: %s\n", cmd, bad, qkf_last_error());
@@ -258,10 +261,36 @@ static int check_agree(const qkf_model *m, const void *extra, size_t n_extra)
     return 0;
 }
 
+/* Under mpirun, rank 0 prints how many of the `used` samples of the split each rank holds in
+ * memory (one line per rank, to stderr; nothing when quiet or on one rank). Collective. */
+static int report_held(const char *what, const qkf_dataset *d, int64_t used, int quiet)
+{
+    int nr = qkf_dist_size();
+    if (nr == 1)
+        return 0;
+    int64_t *all = qkf_calloc((size_t)nr * 2, sizeof(int64_t));
+    if (qkf_dist_gather_i64(d->n, all) || qkf_dist_gather_i64(qkf_dataset_bytes(d), all + nr)) {
+        qkf_free(all);
+        return qkf_dist_rank() == 0 ? qkf_cli_fail("data") : 1;
+    }
+    if (qkf_dist_rank() == 0 && !quiet)
+        for (int r = 0; r < nr; r++)
+            fprintf(stderr, "rank %d holds %lld of %lld %s samples (%.2f MB)\n", r,
+                    (long long)all[r], (long long)used, what, (double)all[nr + r] / 1e6);
+    qkf_free(all);
+    return 0;
+}
+
 /* This rank's contiguous shard of the first `limit` samples of d (0: all), as a view into d
- * (nothing copied; not to be freed). Fails when there are fewer samples than ranks. */
+ * (nothing copied; not to be freed). Fails when there are fewer samples than ranks. A subset
+ * (qkf_dist_dataset_shard under mpirun) is this rank's shard already. */
 static int shard_view(const qkf_dataset *d, int64_t limit, qkf_dataset *v)
 {
+    if (d->index) {
+        *v = *d;
+        v->index = NULL, v->total = v->n;
+        return 0;
+    }
     int64_t n = limit > 0 && limit < d->n ? limit : d->n, lo, hi;
     if (n < qkf_dist_size())
         return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", d->source,
@@ -410,9 +439,13 @@ static int eval_run(int argc, char **argv)
     double acc = 0.0, t0 = qkf_now();
     int64_t n = 0;
     int bad = 0;
-    if (dist_failed("eval", qkf_ckpt_load(weights, &m) || qkf_dataset_load(data, 0, &d) ||
-                                check_fit(&d, &m.cfg)) ||
-        (check_agree(&m, NULL, 0) && fail_rank0("eval")))
+    if (dist_failed("eval", qkf_ckpt_load(weights, &m) != 0))
+        goto quiet;
+    /* under mpirun each rank reads only its shard of the test split */
+    int drc = qkf_dist_dataset_shard(data, 0, limit, &d);
+    if (dist_failed("eval", drc == -2 ? 2 : drc || check_fit(&d, &m.cfg)) ||
+        (check_agree(&m, NULL, 0) && fail_rank0("eval")) ||
+        report_held("test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
         goto quiet;
     if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), &acc, &n)) {
         bad = 1;
@@ -1019,11 +1052,15 @@ static int train_run(int argc, char **argv)
     qkf_trace_spec ts;
     qkf_trace_spec_init(&ts);
     qkf_model m;
-    qkf_dataset dtrain, dtest;
+    /* one process: dtrain is the whole training split. Under mpirun: dtrain is its probe (size
+     * and shape) and dshard the samples this rank consumes in the current epoch. */
+    qkf_dataset dtrain, dtest, dshard;
+    float mx_train = 255.0f; /* HDF5 images: the training split's largest value (its scale) */
     qkf_optim opt;
     memset(&m, 0, sizeof m);
     memset(&dtrain, 0, sizeof dtrain);
     memset(&dtest, 0, sizeof dtest);
+    memset(&dshard, 0, sizeof dshard);
     memset(&opt, 0, sizeof opt);
     qkf_train *e = NULL;
     qkf_loader *ld = NULL;
@@ -1056,18 +1093,55 @@ static int train_run(int argc, char **argv)
             goto setup_end;
         qkf_params_init(&m.cfg, &m.params, o.seed);
     }
-    if (qkf_dataset_load(o.data, 1, &dtrain) || check_fit(&dtrain, &m.cfg))
-        goto setup_end;
-    if (!o.no_eval && (qkf_dataset_load(o.data, 0, &dtest) || check_fit(&dtest, &m.cfg)))
-        goto setup_end;
-    if (m.n_norm == 0 && dtrain.t == 0) { /* images are normalised; event counts are not */
-        m.n_norm = m.cfg.in_channels;
-        qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
+    if (nr == 1) {
+        if (qkf_dataset_load(o.data, 1, &dtrain) || check_fit(&dtrain, &m.cfg))
+            goto setup_end;
+        if (!o.no_eval && (qkf_dataset_load(o.data, 0, &dtest) || check_fit(&dtest, &m.cfg)))
+            goto setup_end;
+        if (m.n_norm == 0 && dtrain.t == 0) { /* images are normalised; event counts are not */
+            m.n_norm = m.cfg.in_channels;
+            qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
+        }
+    } else {
+        /* every rank reads only what it needs: the training split's size now, its samples epoch
+         * by epoch (dshard), and its shard of the test split. Each step below is agreed by all
+         * ranks, so they stay in step through the collectives inside. */
+        if (dist_failed("train", 0))
+            goto quiet;
+        int drc = qkf_dist_dataset_probe(o.data, 1, &dtrain, &mx_train);
+        if (!drc && dist_failed("train", check_fit(&dtrain, &m.cfg) != 0))
+            goto quiet;
+        if (!drc && !o.no_eval)
+            drc = qkf_dist_dataset_shard(o.data, 0, o.limit_test, &dtest);
+        if (!drc && !o.no_eval && dist_failed("train", check_fit(&dtest, &m.cfg) != 0))
+            goto quiet;
+        /* the normalisation of the whole training split (as one process computes it, from exact
+         * per-rank pixel sums); computed by every rank if any rank needs it */
+        int need = m.n_norm == 0 && dtrain.t == 0;
+        if (!drc && !qkf_dist_all_ok(!need, NULL)) {
+            float mean[4] = {0}, std[4] = {0};
+            drc = qkf_dist_dataset_stats(o.data, 1, &dtrain, mx_train, mean, std);
+            if (!drc && need) {
+                m.n_norm = m.cfg.in_channels;
+                memcpy(m.input_mean, mean, (size_t)dtrain.c * sizeof(float));
+                memcpy(m.input_std, std, (size_t)dtrain.c * sizeof(float));
+            }
+        }
+        if (drc) {
+            setup_failed = drc == -2 ? 2 : 1;
+            goto setup_end;
+        }
+        if (!o.no_eval &&
+            report_held("test", &dtest,
+                        o.limit_test > 0 && o.limit_test < dtest.total ? o.limit_test : dtest.total,
+                        o.quiet))
+            goto quiet;
     }
     qkf_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
     lc.d = &dtrain, lc.batch = (int)o.batch, lc.shuffle = 1, lc.crop_pad = (int)o.crop_pad;
     lc.flip = o.flip, lc.drop_last = 1, lc.limit = o.limit_train, lc.n_norm = m.n_norm;
+    lc.ranks = nr, lc.rank = rank; /* each rank gets its slice of every global batch */
     memcpy(lc.mean, m.input_mean, sizeof lc.mean);
     memcpy(lc.std, m.input_std, sizeof lc.std);
     spe = qkf_loader_batches(&lc);
@@ -1129,7 +1203,7 @@ setup_end:
     int K = m.cfg.num_classes;
     int64_t per = (int64_t)m.cfg.in_channels * m.cfg.img_size * m.cfg.img_size;
     xmix = qkf_malloc((size_t)(per * o.batch) * sizeof(float));
-    target = qkf_malloc((size_t)(o.batch * K) * sizeof(float));
+    target = qkf_malloc((size_t)(2 * o.batch * K) * sizeof(float)); /* room for mirrored rows */
     tflip = qkf_malloc((size_t)(o.batch * K) * sizeof(float));
     if (!o.quiet)
         fprintf(stderr,
@@ -1138,8 +1212,9 @@ setup_end:
                 qkf_variant_name(m.cfg.variant), m.cfg.img_size, m.cfg.embed_dims,
                 m.cfg.num_heads, m.cfg.T, (long long)m.params.n_train, dtrain.source,
                 (long long)(o.limit_train && o.limit_train < dtrain.n ? o.limit_train : dtrain.n),
-                (long long)(o.no_eval ? 0 : o.limit_test && o.limit_test < dtest.n ? o.limit_test
-                                                                                    : dtest.n),
+                (long long)(o.no_eval ? 0 : o.limit_test && o.limit_test < dtest.total
+                                                    ? o.limit_test
+                                                    : dtest.total),
                 (long long)o.opt.total_steps, o.batch, (long long)spe,
                 o.resume ? " (resumed)" : "",
                 nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
@@ -1155,6 +1230,23 @@ setup_end:
     for (int64_t epoch = step / spe;
          epoch < o.epochs && !(stop = stop_now()) && !(o.max_steps && step >= o.max_steps);
          epoch++) {
+        if (nr > 1) {
+            /* this epoch's samples of this rank: its slices of the global batches (and their
+             * mirrors when mixup pairs them), read from the files; last epoch's are freed first */
+            int64_t *idx = NULL, k = 0;
+            lc.d = &dtrain;
+            lc.mirror = o.mixup > 0.0 && epoch < o.mixup_off_epoch;
+            qkf_dataset_free(&dshard);
+            qkf_loader_indices(&lc, epoch, step - epoch * spe, &idx, &k);
+            int lrc = qkf_dataset_load_subset(o.data, 1, idx, k, mx_train, &dshard) ||
+                      check_fit(&dshard, &m.cfg);
+            qkf_free(idx);
+            if (dist_failed("train", lrc != 0))
+                goto quiet;
+            lc.d = &dshard;
+            if (epoch == step / spe && report_held("training", &dshard, spe * o.batch, o.quiet))
+                goto quiet;
+        }
         ld = qkf_loader_start(&lc, epoch, step - epoch * spe);
         const float *x;
         const int32_t *lab;
@@ -1165,7 +1257,12 @@ setup_end:
         while (!(stop = stop_now()) && !(o.max_steps && step >= o.max_steps) &&
                qkf_loader_next(ld, &x, &lab, &B)) {
             double t0 = qkf_now();
-            qkf_xent_targets(target, lab, B, K, (float)o.smoothing);
+            /* under mpirun the loader hands this rank its contiguous slice of the global batch
+             * (Bl of G samples), followed by the mirrored rows when mixup is on */
+            int Bl = B;
+            B = nr > 1 ? qkf_loader_global_batch(ld) : Bl;
+            int mirrored = nr > 1 && lc.mirror;
+            qkf_xent_targets(target, lab, mirrored ? 2 * Bl : Bl, K, (float)o.smoothing);
             const float *xin = x;
             if (o.mixup > 0.0 && epoch < o.mixup_off_epoch) {
                 /* timm batch mixup: x = lam x + (1 - lam) x[::-1], same for the targets */
@@ -1173,31 +1270,27 @@ setup_end:
                 qkf_rng_seed(&r, o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)step);
                 double g1 = rng_gamma(&r, o.mixup), g2 = rng_gamma(&r, o.mixup);
                 float lam = (float)(g1 / (g1 + g2));
-                for (int b = 0; b < B; b++) {
-                    const float *x1 = x + b * per, *x2 = x + (B - 1 - b) * per;
+                for (int b = 0; b < Bl; b++) {
+                    int b2 = mirrored ? Bl + b : B - 1 - b; /* the row paired with row b */
+                    const float *x1 = x + b * per, *x2 = x + b2 * per;
                     for (int64_t i = 0; i < per; i++)
                         xmix[b * per + i] = lam * x1[i] + (1.0f - lam) * x2[i];
                     for (int k = 0; k < K; k++)
-                        tflip[b * K + k] = lam * target[b * K + k] +
-                                           (1.0f - lam) * target[(B - 1 - b) * K + k];
+                        tflip[b * K + k] =
+                            lam * target[b * K + k] + (1.0f - lam) * target[b2 * K + k];
                 }
-                memcpy(target, tflip, (size_t)(B * K) * sizeof(float));
+                memcpy(target, tflip, (size_t)(Bl * K) * sizeof(float));
                 xin = xmix;
             }
-            /* this rank's contiguous slice of the global batch; its loss gradient weighted by
-             * its share, so that the summed gradients are those of the global mean loss */
-            int64_t lo = 0, hi = B;
-            if (nr > 1)
-                qkf_dist_shard(B, &lo, &hi);
-            int Bl = (int)(hi - lo);
+            /* this rank's loss gradient is weighted by its share, so that the summed gradients
+             * are those of the global mean loss */
             double loss = 0.0;
             int ok = 0;
             qkf_train_zero_grad(e);
             if (tr) /* record the forward of the selected updates (1-based) */
                 qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? tr : NULL);
             qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
-            int lfail = qkf_train_loss_backward(e, xin + lo * per, Bl, target + lo * K, &loss,
-                                                &ok) != 0;
+            int lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
             float *grads = qkf_train_grads(e);
             if (nr > 1) {
                 double red[3] = {loss * Bl, ok, lfail};
@@ -1381,6 +1474,7 @@ quiet:
     qkf_optim_free(&opt);
     qkf_dataset_free(&dtrain);
     qkf_dataset_free(&dtest);
+    qkf_dataset_free(&dshard);
     qkf_model_free(&m);
     return rc;
 }

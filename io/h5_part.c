@@ -1,0 +1,181 @@
+/* Partial HDF5 reads (h5_part.h). Each call opens the file read-only, selects the wanted rows as
+ * a union of hyperslabs (one block per run of consecutive indices, at most RUNS blocks per
+ * H5Dread, since HDF5 combines long unions slowly), reads them into a contiguous memory space
+ * and closes every handle at one cleanup label. */
+#define _POSIX_C_SOURCE 200809L
+#include "h5_part.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include <hdf5.h>
+
+#include "../kernels/base.h"
+#include "h5_internal.h"
+
+#define MAX_RANK 5
+#define RUNS 64
+
+/* Opens dataset `name` of an open file and checks it holds numbers of rank 1..5. */
+static hid_t open_numeric(hid_t fid, const char *path, const char *name, int *ndim,
+                          hsize_t dims[MAX_RANK])
+{
+    hid_t did = H5I_INVALID_HID, tid = H5I_INVALID_HID, sid = H5I_INVALID_HID;
+    htri_t ex = H5Lexists(fid, name, H5P_DEFAULT);
+    if (ex <= 0) {
+        qkf_set_error("%s: no dataset '%s'", path, name);
+        return H5I_INVALID_HID;
+    }
+    hid_t oid = H5Oopen(fid, name, H5P_DEFAULT);
+    H5I_type_t type = oid >= 0 ? H5Iget_type(oid) : H5I_BADID;
+    if (oid >= 0)
+        H5Oclose(oid);
+    if (type != H5I_DATASET) {
+        qkf_set_error("%s: '%s' is a group, not a dataset", path, name);
+        return H5I_INVALID_HID;
+    }
+    if ((did = H5Dopen2(fid, name, H5P_DEFAULT)) < 0 || (tid = H5Dget_type(did)) < 0 ||
+        (sid = H5Dget_space(did)) < 0) {
+        qkf_set_error("%s: cannot open dataset '%s'", path, name);
+        goto fail;
+    }
+    H5T_class_t cls = H5Tget_class(tid);
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
+        qkf_set_error("%s: dataset '%s' does not hold numbers", path, name);
+        goto fail;
+    }
+    int r = H5Sget_simple_extent_type(sid) == H5S_SIMPLE ? H5Sget_simple_extent_ndims(sid) : 0;
+    if (r < 1 || r > MAX_RANK) {
+        qkf_set_error("%s: dataset '%s' has rank %d (expected 1 to %d)", path, name, r, MAX_RANK);
+        goto fail;
+    }
+    H5Sget_simple_extent_dims(sid, dims, NULL);
+    *ndim = r;
+    H5Tclose(tid);
+    H5Sclose(sid);
+    return did;
+fail:
+    if (sid >= 0)
+        H5Sclose(sid);
+    if (tid >= 0)
+        H5Tclose(tid);
+    if (did >= 0)
+        H5Dclose(did);
+    return H5I_INVALID_HID;
+}
+
+int qkf_h5_shape(const char *path, const char *name, int *ndim, int64_t shape[5])
+{
+    hid_t fid = qkf_h5_open_ro(path);
+    if (fid < 0)
+        return -1;
+    hsize_t dims[MAX_RANK] = {0};
+    hid_t did = open_numeric(fid, path, name, ndim, dims);
+    H5Fclose(fid);
+    if (did < 0)
+        return -1;
+    H5Dclose(did);
+    for (int i = 0; i < MAX_RANK; i++)
+        shape[i] = i < *ndim ? (int64_t)dims[i] : 0;
+    return 0;
+}
+
+static int read_rows(const char *path, const char *name, hid_t memtype, size_t esize,
+                     const int64_t *index, int64_t k, void *out)
+{
+    hid_t fid = H5I_INVALID_HID, did = H5I_INVALID_HID, fs = H5I_INVALID_HID;
+    hid_t ms = H5I_INVALID_HID;
+    int rc = -1, ndim = 0;
+    hsize_t dims[MAX_RANK] = {0};
+    if ((fid = qkf_h5_open_ro(path)) < 0)
+        goto done;
+    if ((did = open_numeric(fid, path, name, &ndim, dims)) < 0)
+        goto done;
+    if ((fs = H5Dget_space(did)) < 0) {
+        qkf_set_error("%s: cannot read dataset '%s'", path, name);
+        goto done;
+    }
+    hsize_t row = 1;
+    for (int i = 1; i < ndim; i++)
+        row *= dims[i];
+    for (int64_t j = 0; j < k; j++)
+        if (index[j] < 0 || (hsize_t)index[j] >= dims[0] || (j && index[j] <= index[j - 1])) {
+            qkf_set_error("%s: dataset '%s': row %lld is not in 0..%llu (or not ascending)",
+                          path, name, (long long)index[j], (unsigned long long)dims[0] - 1);
+            goto done;
+        }
+    char *dst = out;
+    int64_t j = 0;
+    while (j < k) {
+        /* up to RUNS runs of consecutive rows in one selection */
+        H5Sselect_none(fs);
+        hsize_t rows = 0;
+        for (int r = 0; r < RUNS && j < k; r++) {
+            int64_t e = j + 1;
+            while (e < k && index[e] == index[e - 1] + 1)
+                e++;
+            hsize_t start[MAX_RANK] = {0}, count[MAX_RANK];
+            start[0] = (hsize_t)index[j];
+            count[0] = (hsize_t)(e - j);
+            for (int i = 1; i < ndim; i++)
+                count[i] = dims[i];
+            if (H5Sselect_hyperslab(fs, r ? H5S_SELECT_OR : H5S_SELECT_SET, start, NULL, count,
+                                    NULL) < 0) {
+                qkf_set_error("%s: cannot select rows of dataset '%s'", path, name);
+                goto done;
+            }
+            rows += (hsize_t)(e - j);
+            j = e;
+        }
+        hsize_t mdim = rows * row;
+        if ((ms = H5Screate_simple(1, &mdim, NULL)) < 0 ||
+            H5Dread(did, memtype, ms, fs, H5P_DEFAULT, dst) < 0) {
+            qkf_set_error("%s: cannot read dataset '%s'", path, name);
+            goto done;
+        }
+        H5Sclose(ms);
+        ms = H5I_INVALID_HID;
+        dst += (size_t)mdim * esize;
+    }
+    rc = 0;
+done:
+    if (ms >= 0)
+        H5Sclose(ms);
+    if (fs >= 0)
+        H5Sclose(fs);
+    if (did >= 0)
+        H5Dclose(did);
+    if (fid >= 0)
+        H5Fclose(fid);
+    return rc;
+}
+
+int qkf_h5_read_rows_f32(const char *path, const char *name, const int64_t *index, int64_t k,
+                         float *out)
+{
+    int ndim;
+    int64_t shape[MAX_RANK];
+    if (qkf_h5_shape(path, name, &ndim, shape) ||
+        read_rows(path, name, H5T_NATIVE_FLOAT, sizeof(float), index, k, out))
+        return -1;
+    int64_t row = 1;
+    for (int i = 1; i < ndim; i++)
+        row *= shape[i];
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t e = 0; e < row; e++) {
+            float v = out[j * row + e];
+            if (!isfinite(v))
+                return qkf_set_error("%s: dataset '%s' has a non-finite value (%s) at flat index "
+                                     "%" PRId64,
+                                     path, name, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf",
+                                     index[j] * row + e);
+        }
+    return 0;
+}
+
+int qkf_h5_read_rows_i64(const char *path, const char *name, const int64_t *index, int64_t k,
+                         int64_t *out)
+{
+    return read_rows(path, name, H5T_NATIVE_INT64, sizeof(int64_t), index, k, out);
+}
