@@ -14,11 +14,47 @@
 
 int qkf_bench_train(int argc, char **argv);
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static double peak_rss_mb(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0; /* kB on Linux */
+}
+
+/* QKF_PROFILE: per-op forward and backward milliseconds per step, and the input density of
+ * every convolution. */
+static void print_profile(const qkf_graph *g, const double *prof, int steps)
+{
+    double tf = 0.0, tb = 0.0, kinds[2][8] = {{0}};
+    static const char *kname[] = {"conv", "lif", "add", "qk_sum", "qk_mask", "ssa", "readout"};
+    printf("%-36s %9s %9s %8s %9s\n", "op", "fwd ms", "bwd ms", "density", "dW ms");
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        double f = 1e3 * prof[i] / steps, b = 1e3 * prof[g->n_ops + i] / steps;
+        tf += f;
+        tb += b;
+        if ((int)op->kind < 7) {
+            kinds[0][op->kind] += f;
+            kinds[1][op->kind] += b;
+        }
+        if (prof[3 * g->n_ops + i] > 0)
+            printf("%-36s %9.1f %9.1f %8.3f %9.1f\n", op->name, f, b,
+                   prof[2 * g->n_ops + i] / prof[3 * g->n_ops + i],
+                   1e3 * prof[4 * g->n_ops + i] / steps);
+        else
+            printf("%-36s %9.1f %9.1f\n", op->name, f, b);
+    }
+    for (int k = 0; k < 7; k++)
+        printf("total %-30s %9.1f %9.1f\n", kname[k], kinds[0][k], kinds[1][k]);
+    printf("%-36s %9.1f %9.1f\n", "total", tf, tb);
 }
 
 int qkf_bench_train(int argc, char **argv)
@@ -95,10 +131,11 @@ int qkf_bench_train(int argc, char **argv)
            weights ? weights : variant, S, m.cfg.T, B, threads,
            (double)qkf_train_bytes(e) / 1e6);
     fflush(stdout);
-    double best = 1e30, total = 0.0;
+    double *prof = getenv("QKF_PROFILE") ? qkf_train_profile(e) : NULL;
+    double best = 1e30, total = 0.0, cpu = 0.0;
     int rc = 0;
     for (long i = 0; i <= steps; i++) {
-        double t0 = qkf_now(), loss;
+        double t0 = qkf_now(), c0 = cpu_seconds(), loss;
         qkf_train_zero_grad(e);
         if (qkf_train_loss_backward(e, x, B, target, &loss, NULL)) {
             rc = qkf_cli_fail("bench train");
@@ -108,14 +145,19 @@ int qkf_bench_train(int argc, char **argv)
         double dt = qkf_now() - t0;
         if (i) { /* the first step warms up */
             total += dt;
+            cpu += cpu_seconds() - c0;
             best = dt < best ? dt : best;
+        } else if (prof) {
+            memset(prof, 0, (size_t)5 * qkf_train_graph(e)->n_ops * sizeof(double));
         }
     }
+    if (prof && !rc)
+        print_profile(qkf_train_graph(e), prof, (int)steps);
     if (!rc) {
         printf("qkf train batch=%d images_per_s=%.2f peak_rss_mb=%.0f mean_ms=%.1f best_ms=%.1f "
-               "steps=%ld\n",
+               "steps=%ld cpu_s_per_step=%.2f\n",
                B, (double)B * (double)steps / total, peak_rss_mb(), 1e3 * total / (double)steps,
-               1e3 * best, steps);
+               1e3 * best, steps, cpu / (double)steps);
         fflush(stdout);
     }
     double ours = rc ? 0.0 : (double)B * (double)steps / total, our_mem = peak_rss_mb();

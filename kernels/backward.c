@@ -79,12 +79,41 @@ void qkf_conv_backward(float *din, float *dweight, const float *dout, const floa
     int64_t oplane = (int64_t)ho * wo, K = (int64_t)cin * k * k;
     if (k == 1 && stride == 1 && pad == 0) {
         int n = (int)((int64_t)F * oplane);
-        /* dW[cout][cin] += dout[cout][n] in[cin][n]^T ; din[cin][n] += W^T dout */
+        /* dW[cout][cin] += dout[cout][n] in[cin][n]^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, cin, n, 1.0f, dout, n, in, n,
                     1.0f, dweight, cin);
-        if (din)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, n, cout, 1.0f, weight, cin,
-                        dout, n, 1.0f, din, n);
+    } else {
+        int64_t per_frame = K * oplane;
+        CHECK(col_cap >= per_frame);
+        int chunk = (int)(col_cap / per_frame);
+        if (chunk > F)
+            chunk = F;
+        int ld = (int)((int64_t)F * oplane);
+        for (int f0 = 0; f0 < F; f0 += chunk) {
+            int nf = F - f0 < chunk ? F - f0 : chunk;
+            int n = (int)(nf * oplane);
+            qkf_im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, (int)K, n, 1.0f,
+                        dout + f0 * oplane, ld, col, n, 1.0f, dweight, (int)K);
+        }
+    }
+    if (din)
+        qkf_conv_backward_input(din, dout, weight, F, cin, h, w, cout, k, stride, pad, col,
+                                col_cap);
+}
+
+void qkf_conv_backward_input(float *din, const float *dout, const float *weight, int F, int cin,
+                             int h, int w, int cout, int k, int stride, int pad, float *col,
+                             int64_t col_cap)
+{
+    int ho, wo;
+    conv_dims(h, w, k, stride, pad, &ho, &wo);
+    int64_t oplane = (int64_t)ho * wo, K = (int64_t)cin * k * k;
+    if (k == 1 && stride == 1 && pad == 0) {
+        int n = (int)((int64_t)F * oplane);
+        /* din[cin][n] += W^T dout */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, n, cout, 1.0f, weight, cin,
+                    dout, n, 1.0f, din, n);
         return;
     }
     int64_t per_frame = K * oplane;
@@ -96,14 +125,9 @@ void qkf_conv_backward(float *din, float *dweight, const float *dout, const floa
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
         int n = (int)(nf * oplane);
-        qkf_im2col(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, (int)K, n, 1.0f,
-                    dout + f0 * oplane, ld, col, n, 1.0f, dweight, (int)K);
-        if (din) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, n, cout, 1.0f, weight,
-                        (int)K, dout + f0 * oplane, ld, 0.0f, col, n);
-            col2im_add(din, col, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
-        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, n, cout, 1.0f, weight,
+                    (int)K, dout + f0 * oplane, ld, 0.0f, col, n);
+        col2im_add(din, col, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
     }
 }
 

@@ -24,6 +24,10 @@
 void qkf_conv_backward(float *din, float *dweight, const float *dout, const float *in,
                        const float *weight, int F, int cin, int h, int w, int cout, int k,
                        int stride, int pad, float *col, int64_t col_cap);
+/* The input half of qkf_conv_backward alone: din += weight^T (*) dout. */
+void qkf_conv_backward_input(float *din, const float *dout, const float *weight, int F, int cin,
+                             int h, int w, int cout, int k, int stride, int pad, float *col,
+                             int64_t col_cap);
 /* Plain single-threaded references (direct loops, no im2col) used by the tests. */
 void qkf_conv_forward_ref(float *out, const float *in, const float *weight, int F, int cin, int h,
                           int w, int cout, int k, int stride, int pad);

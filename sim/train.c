@@ -6,6 +6,9 @@
  *     fed by a convolution: those live in one shared buffer, and the backward recomputes them
  *     from the convolution's pre-BatchNorm output and the membrane h from them and the kept
  *     spikes, bit for bit (the same float operations), so neither is stored;
+ *   - spikes (LIF and Q-K mask outputs) and residual sums of spikes are small integers and are
+ *     kept as bytes (kernels/spike_train.h); the convolutions that read them run their forward
+ *     and weight-gradient products over the events only;
  *   - the other LIF layers (attention neurons) record h in place of their input, which has no
  *     other reader;
  *   - per convolution: the pre-BatchNorm output z (the BN backward needs x-hat), the batch mean
@@ -21,6 +24,7 @@
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
+#include "../kernels/spike_train.h"
 #include "../io/trace.h"
 #include "dense.h"
 #include "train.h"
@@ -33,12 +37,13 @@ typedef struct {
 
 struct qkf_train {
     struct qkf_trace *trace; /* recording the next forwards (qkf_train_set_trace) */
-    float *tr_v, *tr_h;      /* [largest LIF tensor]: membranes of a recorded layer */
+    float *tr_v, *tr_h, *tr_s; /* [largest LIF tensor]: membranes, spikes of a recorded layer */
     qkf_model *m;
     qkf_graph g;
     int max_batch, flags, threads;
     int B; /* batch of the last forward, 0 before the first */
-    float **act;     /* per tensor */
+    float **act;     /* per tensor: float values (NULL for byte tensors) */
+    uint8_t **sp;    /* per tensor: spikes / residual counts as bytes (NULL for float tensors) */
     int *act_shared; /* per tensor: act is the shared current buffer (not kept) */
     float **lif_h;   /* per LIF layer: its own buffer, the input's buffer, or the shared hbuf */
     int *h_private;  /* per LIF layer: lif_h was allocated separately */
@@ -55,6 +60,8 @@ struct qkf_train {
     float loss_weight;                  /* dloss of the cross-entropy backward */
     int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
     double *bn_red;                     /* its reduction buffer, 3 * max channels + 2 */
+    double *prof; /* qkf_train_profile: [5][n_ops] forward s, backward s, input density, calls,
+                   * weight-gradient s */
 };
 
 static int64_t tensor_frames(const qkf_graph *g, int t, int B)
@@ -62,6 +69,7 @@ static int64_t tensor_frames(const qkf_graph *g, int t, int B)
     return g->tensors[t].static_t ? B : (int64_t)g->cfg.T * B;
 }
 
+/* Values of tensor t (floats or bytes). */
 static int64_t tensor_floats(const qkf_graph *g, int t, int B)
 {
     const qkf_tensor *x = &g->tensors[t];
@@ -174,14 +182,29 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     }
     e->ybuf = alloc(e, ymax, sizeof(float));
     e->hbuf = alloc(e, hmax, sizeof(float));
-    for (int t = 0; t < nt; t++)
-        e->act[t] = e->act_shared[t] ? e->ybuf : alloc(e, tensor_floats(g, t, B), sizeof(float));
+    /* byte tensors: LIF spikes, Q-K masks of spikes, sums of byte tensors */
+    e->sp = qkf_calloc((size_t)nt, sizeof(uint8_t *));
+    uint8_t *is_byte = qkf_calloc((size_t)nt, 1);
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_QK_MASK ||
+            (op->kind == QKF_OP_ADD && is_byte[op->in0] && is_byte[op->in1]))
+            is_byte[op->out] = 1;
+    }
+    for (int t = 0; t < nt; t++) {
+        if (is_byte[t])
+            e->sp[t] = alloc(e, tensor_floats(g, t, B), 1);
+        else
+            e->act[t] = e->act_shared[t] ? e->ybuf
+                                         : alloc(e, tensor_floats(g, t, B), sizeof(float));
+    }
+    qkf_free(is_byte);
     for (int l = 0; l < g->n_lif; l++) {
         const qkf_op *op = &g->ops[g->lif_ops[l]];
         if (e->recompute[l]) {
             e->lif_h[l] = e->hbuf;
         } else if (!g->tensors[op->in0].static_t && readers[op->in0] == 1 &&
-                   op->in0 != g->input) {
+                   op->in0 != g->input && e->act[op->in0]) {
             e->lif_h[l] = e->act[op->in0];
         } else {
             e->lif_h[l] = alloc(e, tensor_floats(g, op->out, B), sizeof(float));
@@ -191,7 +214,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     qkf_free(readers);
 
     e->cc = qkf_calloc((size_t)g->n_ops, sizeof(conv_cache));
-    int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, ssa = 0;
+    int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, ssa = 0, work = 0;
     for (int i = 0; i < g->n_ops; i++) {
         const qkf_op *op = &g->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0 >= 0 ? op->in0 : 0];
@@ -214,17 +237,22 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
                 col_frame = cf > col_frame ? cf : col_frame;
                 col_total = cf * F > col_total ? cf * F : col_total;
             }
+            if (e->sp[op->in0]) {
+                int64_t wf = qkf_spikeconv_work_floats((int)F, op->cin, x->h, x->w, op->cout,
+                                                       op->k, op->stride, op->pad, e->threads);
+                work = wf > work ? wf : work;
+            }
         } else if (op->kind == QKF_OP_SSA) {
-            int64_t s1 = qkf_ssa_scratch_floats(x->c, op->heads, e->threads);
-            int64_t s2 = qkf_ssa_backward_scratch_floats(x->c, op->heads, e->threads);
+            int64_t s1 = qkf_ssa_u8_scratch_floats(x->c, op->heads, x->h * x->w, e->threads);
             ssa = s1 > ssa ? s1 : ssa;
-            ssa = s2 > ssa ? s2 : ssa;
         }
     }
     const int64_t col_budget = 8 << 20; /* 32 MB of im2col: large GEMMs, bounded scratch */
     e->col_cap = col_total < col_budget ? col_total : col_budget;
     if (e->col_cap < col_frame)
         e->col_cap = col_frame;
+    if (e->col_cap < work) /* the spike convolutions' scratch shares the im2col buffer */
+        e->col_cap = work;
     e->col = alloc(e, e->col_cap, sizeof(float));
     e->pre = alloc(e, premax, sizeof(float));
     e->dpre = alloc(e, zmax, sizeof(float));
@@ -255,6 +283,7 @@ void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr)
         }
         e->tr_v = qkf_malloc((size_t)mx * sizeof(float));
         e->tr_h = qkf_malloc((size_t)mx * sizeof(float));
+        e->tr_s = qkf_malloc((size_t)mx * sizeof(float));
     }
     e->trace = tr;
 }
@@ -264,13 +293,17 @@ void qkf_train_free(qkf_train *e)
     if (e) {
         qkf_free(e->tr_v);
         qkf_free(e->tr_h);
+        qkf_free(e->tr_s);
     }
     if (!e)
         return;
     qkf_graph *g = &e->g;
-    for (int t = 0; t < g->n_tensors; t++)
+    for (int t = 0; t < g->n_tensors; t++) {
         if (!e->act_shared[t])
             qkf_free(e->act[t]);
+        qkf_free(e->sp[t]);
+    }
+    qkf_free(e->sp);
     qkf_free(e->ybuf);
     qkf_free(e->hbuf);
     qkf_free(e->act_shared);
@@ -303,11 +336,20 @@ void qkf_train_free(qkf_train *e)
     qkf_free(e->probs);
     qkf_free(e->dlogits);
     qkf_free(e->bn_red);
+    qkf_free(e->prof);
     qkf_graph_free(&e->g);
     qkf_free(e);
 }
 
 const qkf_graph *qkf_train_graph(const qkf_train *e) { return &e->g; }
+
+double *qkf_train_profile(qkf_train *e)
+{
+    if (!e->prof)
+        e->prof = qkf_calloc((size_t)5 * e->g.n_ops, sizeof(double));
+    return e->prof;
+}
+
 int64_t qkf_train_bytes(const qkf_train *e) { return e->bytes; }
 float *qkf_train_grads(qkf_train *e) { return e->grads; }
 
@@ -427,6 +469,13 @@ const float *qkf_train_tensor(const qkf_train *e, int tensor)
     return e->act[tensor];
 }
 
+const uint8_t *qkf_train_spikes(const qkf_train *e, int tensor)
+{
+    if (tensor < 0 || tensor >= e->g.n_tensors)
+        return NULL;
+    return e->sp[tensor];
+}
+
 static int check_threads(const qkf_train *e)
 {
     if (omp_get_max_threads() > e->threads)
@@ -458,14 +507,25 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         const qkf_tensor *y = &g->tensors[op->out];
         int64_t F = x->static_t ? B : (int64_t)T * B;
         int N = x->h * x->w;
+        double t_op = e->prof ? qkf_now() : 0.0;
         switch (op->kind) {
         case QKF_OP_CONV: {
             int hc, wc;
             conv_out_hw(g, op, &hc, &wc);
             conv_cache *c = &e->cc[i];
             int64_t M = F * hc * wc;
-            qkf_conv_forward(c->z, e->act[op->in0], P + pp[op->p_w].offset, (int)F, op->cin,
-                             x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            if (e->sp[op->in0]) {
+                int64_t nnz = qkf_spikeconv_forward(c->z, e->sp[op->in0], P + pp[op->p_w].offset,
+                                                    (int)F, op->cin, x->h, x->w, op->cout, op->k,
+                                                    op->stride, op->pad, e->col, e->col_cap);
+                if (e->prof) {
+                    e->prof[2 * g->n_ops + i] += (double)nnz / (double)((int64_t)x->c * F * N);
+                    e->prof[3 * g->n_ops + i] += 1.0;
+                }
+            } else
+                qkf_conv_forward(c->z, e->act[op->in0], P + pp[op->p_w].offset, (int)F, op->cin,
+                                 x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col,
+                                 e->col_cap);
             float *bn_out = op->pool ? e->pre : e->act[op->out];
             int64_t n_count = (x->static_t ? (int64_t)T * B : F) * hc * wc;
             if (e->bn_sum) {
@@ -490,10 +550,11 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         case QKF_OP_LIF: {
             int l = op->lif_index, rec = e->trace && qkf_trace_wants(e->trace, l);
             float *h = e->recompute[l] ? (rec ? e->tr_h : NULL) : e->lif_h[l];
-            qkf_lif_forward(e->act[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
-                            op->vth, op->tb_compat, rec ? e->tr_v : NULL, h);
+            qkf_lif_forward_u8(e->sp[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
+                               op->vth, op->tb_compat, rec ? e->tr_v : NULL, h);
             if (rec) {
-                qkf_dense_lif_data d = {l, T, B, x->c, N, x->static_t, e->act[op->out],
+                qkf_u8_to_float(e->tr_s, e->sp[op->out], tensor_floats(g, op->out, B));
+                qkf_dense_lif_data d = {l, T, B, x->c, N, x->static_t, e->tr_s,
                                         e->tr_v, h, e->act[op->in0]};
                 if (qkf_trace_put_layer(e->trace, &d))
                     return -1;
@@ -502,6 +563,10 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         }
         case QKF_OP_ADD: {
             int64_t n = (int64_t)y->c * T * B * N;
+            if (e->sp[op->out]) {
+                qkf_add_u8(e->sp[op->out], e->sp[op->in0], e->sp[op->in1], n);
+                break;
+            }
             const float *a = e->act[op->in0], *b2 = e->act[op->in1];
             float *o = e->act[op->out];
 #pragma omp parallel for schedule(static)
@@ -511,30 +576,33 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         }
         case QKF_OP_QK_SUM:
             if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_sum(e->act[op->out], e->act[op->in0], x->c, op->heads, (int)F, N);
+                qkf_qk_token_sum_u8(e->act[op->out], e->sp[op->in0], x->c, op->heads, (int)F, N);
             else
-                qkf_qk_channel_sum(e->act[op->out], e->act[op->in0], x->c, (int)F, N);
+                qkf_qk_channel_sum_u8(e->act[op->out], e->sp[op->in0], x->c, (int)F, N);
             break;
         case QKF_OP_QK_MASK: {
             const qkf_tensor *k = &g->tensors[op->in1];
             int Nk = k->h * k->w;
             if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_mask(e->act[op->out], e->act[op->in0], e->act[op->in1], k->c,
-                                  op->heads, (int)F, Nk);
+                qkf_qk_token_mask_u8(e->sp[op->out], e->sp[op->in0], e->sp[op->in1], k->c,
+                                     op->heads, (int)F, Nk);
             else
-                qkf_qk_channel_mask(e->act[op->out], e->act[op->in0], e->act[op->in1], k->c,
-                                    (int)F, Nk);
+                qkf_qk_channel_mask_u8(e->sp[op->out], e->sp[op->in0], e->sp[op->in1], k->c,
+                                       (int)F, Nk);
             break;
         }
         case QKF_OP_SSA:
-            qkf_ssa_forward(e->act[op->out], e->act[op->in0], e->act[op->in1], e->act[op->in2],
-                            x->c, op->heads, (int)F, N, e->ssa_scratch);
+            qkf_ssa_forward_u8(e->act[op->out], e->sp[op->in0], e->sp[op->in1], e->sp[op->in2],
+                               x->c, op->heads, (int)F, N, e->ssa_scratch);
             break;
         case QKF_OP_READOUT:
-            qkf_readout_forward(e->logits, e->feat, e->act[op->in0], P + pp[op->p_head_w].offset,
-                                P + pp[op->p_head_b].offset, x->c, T, B, N, cfg->num_classes);
+            qkf_readout_forward_u8(e->logits, e->feat, e->sp[op->in0],
+                                   P + pp[op->p_head_w].offset, P + pp[op->p_head_b].offset, x->c,
+                                   T, B, N, cfg->num_classes);
             break;
         }
+        if (e->prof)
+            e->prof[i] += qkf_now() - t_op;
     }
     if (logits)
         *logits = e->logits;
@@ -567,6 +635,7 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
         int64_t F = x->static_t ? B : (int64_t)T * B;
         int N = x->h * x->w;
         float *gin = op->in0 == g->input ? NULL : G(e, op->in0);
+        double t_op = e->prof ? qkf_now() : 0.0;
         switch (op->kind) {
         case QKF_OP_CONV: {
             int hc, wc;
@@ -589,9 +658,21 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                                       dP + pp[op->p_bn_b].offset,
                                       op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
                                       c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M);
-            qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
-                              P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
-                              op->k, op->stride, op->pad, e->col, e->col_cap);
+            if (e->sp[op->in0]) {
+                double t_w = e->prof ? qkf_now() : 0.0;
+                qkf_spikeconv_backward_weight(dP + pp[op->p_w].offset, e->dpre, e->sp[op->in0],
+                                              (int)F, op->cin, x->h, x->w, op->cout, op->k,
+                                              op->stride, op->pad, e->col, e->col_cap);
+                if (e->prof)
+                    e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
+                if (gin)
+                    qkf_conv_backward_input(gin, e->dpre, P + pp[op->p_w].offset, (int)F,
+                                            op->cin, x->h, x->w, op->cout, op->k, op->stride,
+                                            op->pad, e->col, e->col_cap);
+            } else
+                qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
+                                  P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
+                                  op->k, op->stride, op->pad, e->col, e->col_cap);
             break;
         }
         case QKF_OP_LIF:
@@ -608,11 +689,12 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 if (cv->pool)
                     qkf_maxpool3s2_gather(e->act[op->in0], e->pre, c->arg,
                                           (int64_t)cv->cout * Fc, hc, wc);
-                qkf_lif_recompute_h(e->hbuf, e->act[op->in0], e->act[op->out], x->c, T, B, N,
-                                    x->static_t, op->tb_compat);
+                qkf_lif_recompute_h_u8(e->hbuf, e->act[op->in0], e->sp[op->out], x->c, T, B, N,
+                                       x->static_t, op->tb_compat);
             }
-            qkf_lif_backward(gin, G(e, op->out), e->lif_h[op->lif_index], e->act[op->out], x->c,
-                             T, B, N, x->static_t, op->vth, op->tb_compat, QKF_SURROGATE_ALPHA);
+            qkf_lif_backward_u8(gin, G(e, op->out), e->lif_h[op->lif_index], e->sp[op->out],
+                                x->c, T, B, N, x->static_t, op->vth, op->tb_compat,
+                                QKF_SURROGATE_ALPHA);
             break;
         case QKF_OP_ADD: {
             int64_t n = tensor_floats(g, op->out, B);
@@ -635,17 +717,18 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
             const qkf_tensor *k = &g->tensors[op->in1];
             int Nk = k->h * k->w;
             if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_mask_backward(gin, G(e, op->in1), G(e, op->out), e->act[op->in0],
-                                           e->act[op->in1], k->c, op->heads, (int)F, Nk);
+                qkf_qk_token_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
+                                              e->sp[op->in1], k->c, op->heads, (int)F, Nk);
             else
-                qkf_qk_channel_mask_backward(gin, G(e, op->in1), G(e, op->out), e->act[op->in0],
-                                             e->act[op->in1], k->c, (int)F, Nk);
+                qkf_qk_channel_mask_backward_u8(gin, G(e, op->in1), G(e, op->out),
+                                                e->sp[op->in0], e->sp[op->in1], k->c, (int)F,
+                                                Nk);
             break;
         }
         case QKF_OP_SSA:
-            qkf_ssa_backward(gin, G(e, op->in1), G(e, op->in2), G(e, op->out), e->act[op->in0],
-                             e->act[op->in1], e->act[op->in2], x->c, op->heads, (int)F, N,
-                             e->ssa_scratch);
+            qkf_ssa_backward_u8(gin, G(e, op->in1), G(e, op->in2), G(e, op->out),
+                                e->sp[op->in0], e->sp[op->in1], e->sp[op->in2], x->c, op->heads,
+                                (int)F, N, e->ssa_scratch);
             break;
         case QKF_OP_READOUT:
             qkf_readout_backward(gin, dP + pp[op->p_head_w].offset, dP + pp[op->p_head_b].offset,
@@ -653,6 +736,8 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                                  g->cfg.num_classes);
             break;
         }
+        if (e->prof)
+            e->prof[g->n_ops + i] += qkf_now() - t_op;
     }
     return 0;
 }

@@ -24,6 +24,10 @@ const qkf_graph *qkf_train_graph(const qkf_train *e);
  * forward on; NULL stops recording. The trace's scratch is allocated on the first call. */
 struct qkf_trace;
 void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr);
+/* Turns on per-op timing (qkf bench train under QKF_PROFILE); returns [5][n_ops]: seconds of
+ * forward and backward per graph op, and for convolutions over spikes the summed fraction of
+ * nonzero input values, the number of forwards and the seconds of the weight gradient. */
+double *qkf_train_profile(qkf_train *e);
 /* Floats of activations and scratch the engine holds (for reports). */
 int64_t qkf_train_bytes(const qkf_train *e);
 
@@ -91,9 +95,11 @@ float qkf_optim_lr(const qkf_optim_cfg *c, int64_t step);
  * gradient norm before clipping. grads is the flat buffer (scaled in place when clipping). */
 double qkf_optim_step(qkf_optim *o, qkf_params *ps, float *grads);
 
-/* After a forward: a kept tensor ([C][F][N], F = B for static tensors) or NULL. The input
- * currents of a LIF layer hold that layer's membrane h (before the spike decision) instead:
- * the backward needs h, and nothing else reads the currents. */
+/* After a forward: a kept float tensor ([C][F][N], F = B for static tensors) or NULL (byte
+ * tensors, recomputed currents). The input currents of a LIF layer hold that layer's membrane h
+ * (before the spike decision) instead: the backward needs h, and nothing else reads the
+ * currents. Spikes and residual counts are bytes: qkf_train_spikes, or NULL for float tensors. */
 const float *qkf_train_tensor(const qkf_train *e, int tensor);
+const uint8_t *qkf_train_spikes(const qkf_train *e, int tensor);
 
 #endif

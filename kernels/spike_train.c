@@ -1,0 +1,805 @@
+/* Training kernels over byte spike tensors (layout and contracts in spike_train.h). */
+#include "spike_train.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "spike.h"
+
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
+
+/* Programming errors (scratch planned too small): never compiled out. */
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "qkf: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+/* Event gathers run at ~50 G adds/s against sgemm's ~100 G multiply-adds/s (PERF-NOTES.md), so
+ * the sparse products win up to roughly 40% density; the residual streams that feed the stage
+ * embeddings are the densest inputs (~30%). */
+static double thr_forward = 0.4, thr_weight = 0.4;
+
+void qkf_spikeconv_set_threshold(double forward, double weight)
+{
+    thr_forward = forward;
+    thr_weight = weight;
+}
+
+/* dz rows of one weight-gradient chunk: 128 K floats (512 KB) stay in a core's L2. */
+#define CHUNK_FLOATS (128 * 1024)
+
+static void out_dims(int h, int w, int k, int stride, int pad, int *ho, int *wo)
+{
+    *ho = (h + 2 * pad - k) / stride + 1;
+    *wo = (w + 2 * pad - k) / stride + 1;
+}
+
+static int64_t count_nonzero(const uint8_t *x, int64_t n)
+{
+    int64_t k = 0;
+#pragma omp parallel for schedule(static) reduction(+ : k)
+    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+        int64_t e = i0 + 4096 < n ? i0 + 4096 : n, s = 0;
+        for (int64_t i = i0; i < e; i++)
+            s += x[i] != 0;
+        k += s;
+    }
+    return k;
+}
+
+/* Positions (base + i) and values of the nonzero bytes of row[0..n), ascending; returns how
+ * many. */
+static int scan_row(int32_t *pos, uint8_t *val, const uint8_t *row, int n, int32_t base)
+{
+    int k = 0, i = 0;
+#if defined(__AVX512BW__)
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_loadu_si512((const void *)(row + i));
+        uint64_t m = _mm512_test_epi8_mask(v, v);
+        while (m) {
+            int j = __builtin_ctzll(m);
+            pos[k] = base + i + j;
+            val[k++] = row[i + j];
+            m &= m - 1;
+        }
+    }
+#endif
+    for (; i < n; i++)
+        if (row[i]) {
+            pos[k] = base + i;
+            val[k++] = row[i];
+        }
+    return k;
+}
+
+/* im2col of qkf_im2col from a byte tensor: col [cin*k*k][nf][ho*wo] floats. */
+static void im2col_u8(float *col, const uint8_t *in, int F, int f0, int nf, int cin, int h, int w,
+                      int k, int stride, int pad, int ho, int wo)
+{
+    int64_t plane = (int64_t)h * w, oplane = (int64_t)ho * wo;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int kk = 0; kk < k * k; kk++) {
+            int ky = kk / k, kx = kk % k;
+            float *dst = col + ((int64_t)ci * k * k + kk) * nf * oplane;
+            for (int f = 0; f < nf; f++) {
+                const uint8_t *src = in + ((int64_t)ci * F + f0 + f) * plane;
+                float *d = dst + f * oplane;
+                for (int oy = 0; oy < ho; oy++) {
+                    int iy = oy * stride - pad + ky;
+                    float *drow = d + (int64_t)oy * wo;
+                    for (int ox = 0; ox < wo; ox++) {
+                        int ix = ox * stride - pad + kx;
+                        drow[ox] = iy >= 0 && iy < h && ix >= 0 && ix < w
+                                       ? (float)src[(int64_t)iy * w + ix]
+                                       : 0.0f;
+                    }
+                }
+            }
+        }
+}
+
+int64_t qkf_spikeconv_work_floats(int F, int cin, int h, int w, int cout, int k, int stride,
+                                  int pad, int threads)
+{
+    int ho, wo;
+    out_dims(h, w, k, stride, pad, &ho, &wo);
+    int64_t N = (int64_t)h * w, No = (int64_t)ho * wo, kk2 = (int64_t)k * k;
+    int64_t wt = (int64_t)cin * kk2 * cout;
+    /* forward: weights [cin][kk][cout]; per thread: zt [No][cout], len [N], ch + cnt [N][cin]
+     * (uint16), one scanned row (pos int32 + val byte) */
+    int64_t fwd = wt + threads * (No * cout + N + N * cin + 2 * N + 16);
+    /* weight gradient: dWt, the dz chunk, per thread: scanned rows of the chunk (pos + val), tap
+     * list (idx + cnt uint16), one partial row */
+    int64_t nf = CHUNK_FLOATS / (No * cout);
+    nf = nf < 1 ? 1 : nf > F ? F : nf;
+    if (nf * No > 65535)
+        nf = No > 65535 ? 1 : 65535 / No;
+    int64_t bwd = wt + threads * (nf * No * cout + nf * N * 3 + cout + 16);
+    int64_t dense = (int64_t)cin * kk2 * No; /* one frame of im2col */
+    int64_t m = fwd > bwd ? fwd : bwd;
+    return m > dense ? m : dense;
+}
+
+/* ---- forward --------------------------------------------------------------------------------- */
+
+static void dense_forward(float *out, const uint8_t *in, const float *weight, int F, int cin,
+                          int h, int w, int cout, int k, int stride, int pad, float *col,
+                          int64_t col_cap)
+{
+    int ho, wo;
+    out_dims(h, w, k, stride, pad, &ho, &wo);
+    int64_t No = (int64_t)ho * wo, K = (int64_t)cin * k * k;
+    CHECK(col_cap >= K * No);
+    int chunk = (int)(col_cap / (K * No));
+    chunk = chunk > F ? F : chunk;
+    for (int f0 = 0; f0 < F; f0 += chunk) {
+        int nf = F - f0 < chunk ? F - f0 : chunk;
+        im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)(nf * No), (int)K, 1.0f,
+                    weight, (int)K, col, (int)(nf * No), 0.0f, out + f0 * No, (int)(F * No));
+    }
+}
+
+int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight, int F, int cin,
+                              int h, int w, int cout, int k, int stride, int pad, float *work,
+                              int64_t work_cap)
+{
+    int ho, wo;
+    out_dims(h, w, k, stride, pad, &ho, &wo);
+    const int N = h * w, No = ho * wo, kk2 = k * k;
+    int64_t total = (int64_t)cin * F * N, nnz = count_nonzero(in, total);
+    if ((double)nnz > thr_forward * (double)total) {
+        dense_forward(out, in, weight, F, cin, h, w, cout, k, stride, pad, work, work_cap);
+        return nnz;
+    }
+    int threads = omp_get_max_threads();
+    CHECK(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
+    int64_t wt_n = (int64_t)cin * kk2 * cout;
+    int64_t per_thread = (int64_t)No * cout + N + (int64_t)N * cin + 2 * N + 16;
+    float *wt = work;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < cin; c++)
+        for (int t = 0; t < kk2; t++)
+            for (int co = 0; co < cout; co++)
+                wt[((int64_t)c * kk2 + t) * cout + co] = weight[((int64_t)co * cin + c) * kk2 + t];
+#pragma omp parallel
+    {
+        float *zt = work + wt_n + (int64_t)omp_get_thread_num() * per_thread;
+        int32_t *len = (int32_t *)(zt + (int64_t)No * cout);
+        int32_t *pos = len + N;
+        uint16_t *ch = (uint16_t *)(pos + N);
+        uint16_t *cnt = ch + (int64_t)N * cin;
+        uint8_t *val = (uint8_t *)(cnt + (int64_t)N * cin);
+        /* frames are independent and each output sums in a fixed order: any schedule gives the
+         * same bits */
+#pragma omp for schedule(dynamic, 1)
+        for (int f = 0; f < F; f++) {
+            memset(len, 0, (size_t)N * sizeof(int32_t));
+            int counts = 0;
+            for (int c = 0; c < cin; c++) {
+                int m = scan_row(pos, val, in + ((int64_t)c * F + f) * N, N, 0);
+                for (int i = 0; i < m; i++) {
+                    int64_t p = pos[i];
+                    int l = len[p]++;
+                    ch[p * cin + l] = (uint16_t)c;
+                    cnt[p * cin + l] = val[i];
+                    counts |= val[i] > 1;
+                }
+            }
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    qkf_spike_seg seg[9];
+                    int nseg = 0;
+                    for (int ky = 0; ky < k; ky++) {
+                        int iy = oy * stride - pad + ky;
+                        if (iy < 0 || iy >= h)
+                            continue;
+                        for (int kx = 0; kx < k; kx++) {
+                            int ix = ox * stride - pad + kx;
+                            if (ix < 0 || ix >= w)
+                                continue;
+                            int64_t p = (int64_t)iy * w + ix;
+                            if (!len[p])
+                                continue;
+                            seg[nseg].ch = ch + p * cin;
+                            seg[nseg].cnt = counts ? cnt + p * cin : NULL;
+                            seg[nseg].n = len[p];
+                            seg[nseg].base = (ky * k + kx) * cout;
+                            nseg++;
+                        }
+                    }
+                    qkf_spike_gather(zt + ((int64_t)oy * wo + ox) * cout, NULL, wt, kk2 * cout,
+                                     seg, nseg, cout);
+                }
+            /* token-major [No][cout] -> out[co][f][o], 16 tokens at a time */
+            for (int o0 = 0; o0 < No; o0 += 16) {
+                int no = No - o0 < 16 ? No - o0 : 16;
+                for (int co = 0; co < cout; co++) {
+                    float *dst = out + ((int64_t)co * F + f) * No + o0;
+                    const float *src = zt + (int64_t)o0 * cout + co;
+                    for (int o = 0; o < no; o++)
+                        dst[o] = src[(int64_t)o * cout];
+                }
+            }
+        }
+    }
+    return nnz;
+}
+
+/* ---- weight gradient ------------------------------------------------------------------------- */
+
+static void dense_weight(float *dweight, const float *dout, const uint8_t *in, int F, int cin,
+                         int h, int w, int cout, int k, int stride, int pad, float *col,
+                         int64_t col_cap)
+{
+    int ho, wo;
+    out_dims(h, w, k, stride, pad, &ho, &wo);
+    int64_t No = (int64_t)ho * wo, K = (int64_t)cin * k * k;
+    CHECK(col_cap >= K * No);
+    int chunk = (int)(col_cap / (K * No));
+    chunk = chunk > F ? F : chunk;
+    for (int f0 = 0; f0 < F; f0 += chunk) {
+        int nf = F - f0 < chunk ? F - f0 : chunk;
+        int n = (int)(nf * No);
+        im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, (int)K, n, 1.0f,
+                    dout + f0 * No, (int)(F * No), col, n, 1.0f, dweight, (int)K);
+    }
+}
+
+void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint8_t *in, int F,
+                                   int cin, int h, int w, int cout, int k, int stride, int pad,
+                                   float *work, int64_t work_cap)
+{
+    int ho, wo;
+    out_dims(h, w, k, stride, pad, &ho, &wo);
+    const int N = h * w, No = ho * wo, kk2 = k * k;
+    int64_t total = (int64_t)cin * F * N, nnz = count_nonzero(in, total);
+    if ((double)nnz > thr_weight * (double)total || No > 65535) {
+        dense_weight(dweight, dout, in, F, cin, h, w, cout, k, stride, pad, work, work_cap);
+        return;
+    }
+    int threads = omp_get_max_threads();
+    CHECK(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
+    int nf = CHUNK_FLOATS / (No * cout);
+    nf = nf < 1 ? 1 : nf > F ? F : nf;
+    if ((int64_t)nf * No > 65535)
+        nf = 65535 / No;
+    int64_t wt_n = (int64_t)cin * kk2 * cout;
+    int64_t per_thread = (int64_t)nf * No * cout + (int64_t)nf * N * 3 + cout + 16;
+    float *dwt = work;
+    memset(dwt, 0, (size_t)wt_n * sizeof(float));
+    /* Each thread owns a fixed range of input channels (their rows of dWt) and transposes every
+     * chunk of dz into its own L2-sized scratch: twice the transposition work, but no barrier
+     * per chunk (barriers cost a time slice each on a loaded machine). The sums do not depend
+     * on the thread count. */
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        int c0 = (int)((int64_t)cin * tid / nth), c1 = (int)((int64_t)cin * (tid + 1) / nth);
+        float *dzt = work + wt_n + (int64_t)tid * per_thread;
+        float *part = dzt + (int64_t)nf * No * cout;
+        int32_t *pos = (int32_t *)(part + cout);
+        uint16_t *idx = (uint16_t *)(pos + (int64_t)nf * N);
+        uint16_t *cnt = idx + (int64_t)nf * N;
+        uint8_t *val = (uint8_t *)(cnt + (int64_t)nf * N);
+        for (int f0 = 0; f0 < F && c0 < c1; f0 += nf) {
+            int nfc = F - f0 < nf ? F - f0 : nf;
+            int transposed = 0;
+            for (int c = c0; c < c1; c++) {
+                int m = 0;
+                for (int fi = 0; fi < nfc; fi++)
+                    m += scan_row(pos + m, val + m, in + ((int64_t)c * F + f0 + fi) * N, N,
+                                  fi * N);
+                if (!m)
+                    continue;
+                if (!transposed) { /* dz of the chunk, token-major: [(fi*No + o)][cout] */
+                    for (int fi = 0; fi < nfc; fi++)
+                        for (int o0 = 0; o0 < No; o0 += 16) {
+                            int no = No - o0 < 16 ? No - o0 : 16;
+                            float *dst = dzt + ((int64_t)fi * No + o0) * cout;
+                            for (int co = 0; co < cout; co++) {
+                                const float *src = dout + ((int64_t)co * F + f0 + fi) * No + o0;
+                                for (int o = 0; o < no; o++)
+                                    dst[(int64_t)o * cout + co] = src[o];
+                            }
+                        }
+                    transposed = 1;
+                }
+                int counts = 0;
+                for (int i = 0; i < m; i++)
+                    counts |= val[i] > 1;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int n = 0;
+                        for (int i = 0; i < m; i++) {
+                            int fi = pos[i] / N, p = pos[i] % N;
+                            int ny = p / w + pad - ky, nx = p % w + pad - kx;
+                            if (ny < 0 || nx < 0 || ny % stride || nx % stride)
+                                continue;
+                            int oy = ny / stride, ox = nx / stride;
+                            if (oy >= ho || ox >= wo)
+                                continue;
+                            idx[n] = (uint16_t)(fi * No + oy * wo + ox);
+                            cnt[n++] = val[i];
+                        }
+                        if (!n)
+                            continue;
+                        qkf_spike_seg seg = {idx, counts ? cnt : NULL, n, 0};
+                        /* the chunk's sum first, then one add into the row: shorter float sums */
+                        qkf_spike_gather(part, NULL, dzt, cout, &seg, 1, cout);
+                        float *row = dwt + ((int64_t)c * kk2 + ky * k + kx) * cout;
+                        for (int co = 0; co < cout; co++)
+                            row[co] += part[co];
+                    }
+            }
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < cout; co++)
+        for (int c = 0; c < cin; c++)
+            for (int t = 0; t < kk2; t++)
+                dweight[((int64_t)co * cin + c) * kk2 + t] +=
+                    dwt[((int64_t)c * kk2 + t) * cout + co];
+}
+
+/* ---- LIF ------------------------------------------------------------------------------------- */
+
+#define TILE 256
+
+int64_t qkf_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, float *v_rec, float *h_rec)
+{
+    int64_t F = (int64_t)T * B, total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int c = 0; c < C; c++) {
+        int64_t xF = x_static ? B : F;
+        const float *xc = x + (int64_t)c * xF * N;
+        int nb = tb_compat ? 1 : B;
+        int steps = tb_compat ? (int)F : T;
+        for (int b = 0; b < nb; b++)
+            for (int n0 = 0; n0 < N; n0 += TILE) {
+                int nn = N - n0 < TILE ? N - n0 : TILE;
+                float v[TILE] = {0};
+                for (int t = 0; t < steps; t++) {
+                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                    const float *xt = xc + fx * N + n0;
+                    int64_t off = ((int64_t)c * F + f) * N + n0;
+                    uint8_t *st = s + off;
+                    for (int i = 0; i < nn; i++) {
+                        float h = v[i] + (xt[i] - v[i]) / 2.0f;
+                        float spike = h >= vth ? 1.0f : 0.0f;
+                        st[i] = (uint8_t)(h >= vth);
+                        v[i] = h * (1.0f - spike);
+                        total += st[i];
+                        if (h_rec)
+                            h_rec[off + i] = h;
+                        if (v_rec)
+                            v_rec[off + i] = v[i];
+                    }
+                }
+            }
+    }
+    return total;
+}
+
+void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, int T, int B,
+                            int N, int x_static, int tb_compat)
+{
+    int64_t F = (int64_t)T * B;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        int64_t xF = x_static ? B : F;
+        const float *xc = x + (int64_t)c * xF * N;
+        int nb = tb_compat ? 1 : B;
+        int steps = tb_compat ? (int)F : T;
+        for (int b = 0; b < nb; b++)
+            for (int n0 = 0; n0 < N; n0 += TILE) {
+                int nn = N - n0 < TILE ? N - n0 : TILE;
+                float v[TILE] = {0};
+                for (int t = 0; t < steps; t++) {
+                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                    const float *xt = xc + fx * N + n0;
+                    int64_t off = ((int64_t)c * F + f) * N + n0;
+                    for (int i = 0; i < nn; i++) {
+                        float hv = v[i] + (xt[i] - v[i]) / 2.0f;
+                        h[off + i] = hv;
+                        v[i] = hv * (1.0f - (float)s[off + i]);
+                    }
+                }
+            }
+    }
+}
+
+/* exp(x) for x in [-87, 87] with plain float arithmetic (the polynomial of backward.c, so the
+ * surrogate is the same function). */
+static inline float exp_poly(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
+    const float shifter = 12582912.0f;
+    float t = x * 1.44269504f + shifter;
+    float n = t - shifter;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.42860682030941723212e-6f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t ni = (int32_t)n;
+    int32_t bits = (ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float surrogate(float x, float alpha)
+{
+    float sg = 1.0f / (1.0f + exp_poly(-alpha * x));
+    return alpha * sg * (1.0f - sg);
+}
+
+void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
+                         int T, int B, int N, int x_static, float vth, int tb_compat, float alpha)
+{
+    int64_t F = (int64_t)T * B;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        int64_t xF = x_static ? B : F;
+        float *dxc = dx + (int64_t)c * xF * N;
+        int nb = tb_compat ? 1 : B;
+        int steps = tb_compat ? (int)F : T;
+        for (int b = 0; b < nb; b++)
+            for (int n0 = 0; n0 < N; n0 += TILE) {
+                int nn = N - n0 < TILE ? N - n0 : TILE;
+                float gh[TILE] = {0};
+                for (int t = steps - 1; t >= 0; t--) {
+                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                    int64_t off = ((int64_t)c * F + f) * N + n0;
+                    float *dxt = dxc + fx * N + n0;
+                    for (int i = 0; i < nn; i++) {
+                        float st = (float)s[off + i];
+                        float g = ds[off + i] * surrogate(h[off + i] - vth, alpha) +
+                                  gh[i] * 0.5f * (1.0f - st);
+                        gh[i] = g;
+                        dxt[i] += g * 0.5f;
+                    }
+                }
+            }
+    }
+}
+
+/* ---- residual, Q-K attention ----------------------------------------------------------------- */
+
+void qkf_add_u8(uint8_t *out, const uint8_t *a, const uint8_t *b, int64_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (uint8_t)(a[i] + b[i]);
+}
+
+void qkf_u8_to_float(float *out, const uint8_t *in, int64_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)in[i];
+}
+
+void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, int N)
+{
+    int d = C / heads;
+    int64_t FN = (int64_t)F * N;
+#pragma omp parallel for schedule(static)
+    for (int hd = 0; hd < heads; hd++) {
+        float *o = cnt + hd * FN;
+        for (int64_t i0 = 0; i0 < FN; i0 += 1024) {
+            int nn = FN - i0 < 1024 ? (int)(FN - i0) : 1024;
+            int32_t acc[1024];
+            memset(acc, 0, sizeof acc);
+            for (int j = 0; j < d; j++) {
+                const uint8_t *qc = q + ((int64_t)hd * d + j) * FN + i0;
+                for (int i = 0; i < nn; i++)
+                    acc[i] += qc[i];
+            }
+            for (int i = 0; i < nn; i++)
+                o[i0 + i] = (float)acc[i];
+        }
+    }
+}
+
+void qkf_qk_channel_sum_u8(float *cnt, const uint8_t *q, int C, int F, int N)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f++) {
+            const uint8_t *qc = q + ((int64_t)c * F + f) * N;
+            int32_t s = 0;
+            for (int n = 0; n < N; n++)
+                s += qc[n];
+            cnt[(int64_t)c * F + f] = (float)s;
+        }
+}
+
+void qkf_qk_token_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, int C, int heads,
+                          int F, int N)
+{
+    int d = C / heads;
+    int64_t FN = (int64_t)F * N;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const uint8_t *a = attn + (int64_t)(c / d) * FN, *kc = k + (int64_t)c * FN;
+        uint8_t *o = out + (int64_t)c * FN;
+        for (int64_t i = 0; i < FN; i++)
+            o[i] = (uint8_t)(a[i] * kc[i]);
+    }
+}
+
+void qkf_qk_channel_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, int C, int F,
+                            int N)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f++) {
+            uint8_t a = attn[(int64_t)c * F + f];
+            const uint8_t *kc = k + ((int64_t)c * F + f) * N;
+            uint8_t *o = out + ((int64_t)c * F + f) * N;
+            for (int n = 0; n < N; n++)
+                o[n] = (uint8_t)(a * kc[n]);
+        }
+}
+
+void qkf_qk_token_mask_backward_u8(float *dattn, float *dk, const float *dout,
+                                   const uint8_t *attn, const uint8_t *k, int C, int heads, int F,
+                                   int N)
+{
+    int d = C / heads;
+    int64_t FN = (int64_t)F * N;
+#pragma omp parallel for schedule(static)
+    for (int hd = 0; hd < heads; hd++) {
+        const uint8_t *a = attn + (int64_t)hd * FN;
+        float *da = dattn + (int64_t)hd * FN;
+        for (int j = 0; j < d; j++) {
+            int64_t c = (int64_t)hd * d + j;
+            const float *g = dout + c * FN;
+            const uint8_t *kc = k + c * FN;
+            float *dkc = dk + c * FN;
+            for (int64_t i = 0; i < FN; i++) {
+                da[i] += g[i] * (float)kc[i];
+                dkc[i] += g[i] * (float)a[i];
+            }
+        }
+    }
+}
+
+void qkf_qk_channel_mask_backward_u8(float *dattn, float *dk, const float *dout,
+                                     const uint8_t *attn, const uint8_t *k, int C, int F, int N)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f++) {
+            int64_t o = ((int64_t)c * F + f) * N;
+            float a = (float)attn[(int64_t)c * F + f], s = 0.0f;
+            for (int n = 0; n < N; n++) {
+                s += dout[o + n] * (float)k[o + n];
+                dk[o + n] += dout[o + n] * a;
+            }
+            dattn[(int64_t)c * F + f] += s;
+        }
+}
+
+/* ---- SSA ------------------------------------------------------------------------------------- */
+
+int64_t qkf_ssa_u8_scratch_floats(int C, int heads, int N, int threads)
+{
+    int64_t d = C / heads;
+    return (int64_t)threads * (5 * d * N + 2 * d * d + N + d + 32);
+}
+
+/* Rows [d][N] of frame f, head hd of a byte tensor, as floats. */
+static void load_rows(float *dst, const uint8_t *x, int64_t FN, int64_t base, int d, int N)
+{
+    for (int i = 0; i < d; i++) {
+        const uint8_t *src = x + base + (int64_t)i * FN;
+        for (int n = 0; n < N; n++)
+            dst[(int64_t)i * N + n] = (float)src[n];
+    }
+}
+
+/* [d][N] -> [N][d] */
+static void transpose_rows(float *dst, const float *src, int d, int N)
+{
+    for (int i = 0; i < d; i++)
+        for (int n = 0; n < N; n++)
+            dst[(int64_t)n * d + i] = src[(int64_t)i * N + n];
+}
+
+void qkf_ssa_forward_u8(float *out, const uint8_t *q, const uint8_t *k, const uint8_t *v, int C,
+                        int heads, int F, int N, float *scratch)
+{
+    int d = C / heads;
+    int64_t FN = (int64_t)F * N;
+    int64_t per = 5 * (int64_t)d * N + 2 * (int64_t)d * d + N + d + 32;
+#pragma omp parallel
+    {
+        float *Q = scratch + (int64_t)omp_get_thread_num() * per;
+        float *K = Q + (int64_t)d * N, *V = K + (int64_t)d * N, *Vt = V + (int64_t)d * N;
+        float *kv = Vt + (int64_t)d * N, *acc = kv + 2 * (int64_t)d * d;
+#pragma omp for collapse(2) schedule(static)
+        for (int f = 0; f < F; f++)
+            for (int hd = 0; hd < heads; hd++) {
+                int64_t base = (int64_t)hd * d * FN + (int64_t)f * N;
+                load_rows(Q, q, FN, base, d, N);
+                load_rows(K, k, FN, base, d, N);
+                load_rows(V, v, FN, base, d, N);
+                transpose_rows(Vt, V, d, N);
+                /* kv[i][j] = sum_n K[i][n] V[j][n]: integers, exact in any order */
+                for (int i = 0; i < d; i++) {
+                    float *r = kv + (int64_t)i * d;
+                    for (int j = 0; j < d; j++)
+                        r[j] = 0.0f;
+                    for (int n = 0; n < N; n++)
+                        if (K[(int64_t)i * N + n] != 0.0f) {
+                            float a = K[(int64_t)i * N + n];
+                            const float *vr = Vt + (int64_t)n * d;
+                            for (int j = 0; j < d; j++)
+                                r[j] += a * vr[j];
+                        }
+                }
+                /* out[j][n] = 0.125 sum_i Q[i][n] kv[i][j] (exact integers times 0.125) */
+                for (int j = 0; j < d; j++) {
+                    for (int n = 0; n < N; n++)
+                        acc[n] = 0.0f;
+                    for (int i = 0; i < d; i++) {
+                        float a = kv[(int64_t)i * d + j];
+                        if (a == 0.0f)
+                            continue;
+                        const float *qr = Q + (int64_t)i * N;
+                        for (int n = 0; n < N; n++)
+                            acc[n] += qr[n] * a;
+                    }
+                    float *o = out + base + (int64_t)j * FN;
+                    for (int n = 0; n < N; n++)
+                        o[n] = acc[n] * 0.125f;
+                }
+            }
+    }
+}
+
+void qkf_ssa_backward_u8(float *dq, float *dk, float *dv, const float *dout, const uint8_t *q,
+                         const uint8_t *k, const uint8_t *v, int C, int heads, int F, int N,
+                         float *scratch)
+{
+    int d = C / heads;
+    int64_t FN = (int64_t)F * N;
+    int64_t per = 5 * (int64_t)d * N + 2 * (int64_t)d * d + N + d + 32;
+#pragma omp parallel
+    {
+        float *Q = scratch + (int64_t)omp_get_thread_num() * per;
+        float *K = Q + (int64_t)d * N, *V = K + (int64_t)d * N, *Vt = V + (int64_t)d * N;
+        float *Gt = Vt + (int64_t)d * N; /* dout rows transposed [N][d] */
+        float *kv = Gt + (int64_t)d * N, *dkv = kv + (int64_t)d * d, *acc = dkv + (int64_t)d * d;
+#pragma omp for collapse(2) schedule(static)
+        for (int f = 0; f < F; f++)
+            for (int hd = 0; hd < heads; hd++) {
+                int64_t base = (int64_t)hd * d * FN + (int64_t)f * N;
+#define ROW(p, i) ((p) + base + (int64_t)(i) * FN)
+                load_rows(Q, q, FN, base, d, N);
+                load_rows(K, k, FN, base, d, N);
+                load_rows(V, v, FN, base, d, N);
+                transpose_rows(Vt, V, d, N);
+                for (int j = 0; j < d; j++) {
+                    const float *g = ROW(dout, j);
+                    for (int n = 0; n < N; n++)
+                        Gt[(int64_t)n * d + j] = g[n];
+                }
+                /* kv[i][j] = sum_n K[i][n] V[j][n]; dkv[i][j] = 0.125 sum_n Q[i][n] dY[j][n] */
+                for (int i = 0; i < d; i++) {
+                    float *r = kv + (int64_t)i * d, *s = dkv + (int64_t)i * d;
+                    for (int j = 0; j < d; j++)
+                        r[j] = s[j] = 0.0f;
+                    for (int n = 0; n < N; n++) {
+                        float a = K[(int64_t)i * N + n], b = Q[(int64_t)i * N + n];
+                        if (a != 0.0f) {
+                            const float *vr = Vt + (int64_t)n * d;
+                            for (int j = 0; j < d; j++)
+                                r[j] += a * vr[j];
+                        }
+                        if (b != 0.0f) {
+                            const float *gr = Gt + (int64_t)n * d;
+                            for (int j = 0; j < d; j++)
+                                s[j] += b * gr[j];
+                        }
+                    }
+                    for (int j = 0; j < d; j++)
+                        s[j] *= 0.125f;
+                }
+                /* dQ[i] += 0.125 sum_j kv[i][j] dY[j];  dK[i] += sum_j dkv[i][j] V[j] */
+                for (int i = 0; i < d; i++) {
+                    for (int n = 0; n < N; n++)
+                        acc[n] = 0.0f;
+                    for (int j = 0; j < d; j++) {
+                        float a = kv[(int64_t)i * d + j];
+                        if (a == 0.0f)
+                            continue;
+                        const float *g = ROW(dout, j);
+                        for (int n = 0; n < N; n++)
+                            acc[n] += a * g[n];
+                    }
+                    float *o = ROW(dq, i);
+                    for (int n = 0; n < N; n++)
+                        o[n] += 0.125f * acc[n];
+                    for (int n = 0; n < N; n++)
+                        acc[n] = 0.0f;
+                    for (int j = 0; j < d; j++) {
+                        float a = dkv[(int64_t)i * d + j];
+                        const float *vr = V + (int64_t)j * N;
+                        for (int n = 0; n < N; n++)
+                            acc[n] += a * vr[n];
+                    }
+                    o = ROW(dk, i);
+                    for (int n = 0; n < N; n++)
+                        o[n] += acc[n];
+                }
+                /* dV[j] += sum_i dkv[i][j] K[i] */
+                for (int j = 0; j < d; j++) {
+                    for (int n = 0; n < N; n++)
+                        acc[n] = 0.0f;
+                    for (int i = 0; i < d; i++) {
+                        float a = dkv[(int64_t)i * d + j];
+                        const float *kr = K + (int64_t)i * N;
+                        for (int n = 0; n < N; n++)
+                            acc[n] += a * kr[n];
+                    }
+                    float *o = ROW(dv, j);
+                    for (int n = 0; n < N; n++)
+                        o[n] += acc[n];
+                }
+#undef ROW
+            }
+    }
+}
+
+/* ---- readout --------------------------------------------------------------------------------- */
+
+void qkf_readout_forward_u8(float *logits, float *feat, const uint8_t *x, const float *w,
+                            const float *bias, int C, int T, int B, int N, int classes)
+{
+    int64_t F = (int64_t)T * B;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            float st = 0.0f;
+            for (int t = 0; t < T; t++) {
+                const uint8_t *xc = x + ((int64_t)c * F + (int64_t)t * B + b) * N;
+                float sn = 0.0f;
+                for (int n = 0; n < N; n++)
+                    sn += (float)xc[n];
+                st += sn / (float)N;
+            }
+            feat[(int64_t)b * C + c] = st / (float)T;
+        }
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < classes; j++) {
+            const float *wj = w + (int64_t)j * C;
+            const float *fb = feat + (int64_t)b * C;
+            float s = 0.0f;
+            for (int c = 0; c < C; c++)
+                s += fb[c] * wj[c];
+            logits[(int64_t)b * classes + j] = s + bias[j];
+        }
+}

@@ -1,0 +1,87 @@
+/* Training kernels over byte spike tensors. The training engine keeps LIF spikes and residual
+ * counts as uint8 [C][F][N] (the layout of kernels.h: channel-major, frames f = t*B + b, tokens
+ * n = y*W + x), a quarter of the floats' memory, and exploits their sparsity in the convolution
+ * products that read them:
+ *
+ *   - forward  z = W (*) in: each output token gathers the weight rows of the events in its
+ *     receptive field (qkf_spike_gather, weights re-laid [cin][k*k][cout]) and the token-major
+ *     result is transposed back to [cout][F][N];
+ *   - weight gradient dW += dz (*) in^T: dz is transposed to token-major rows [position][cout]
+ *     in chunks of frames that fit in L2, and every (input channel, kernel tap) row of dW
+ *     accumulates the dz rows of the channel's events (again qkf_spike_gather).
+ *
+ * Above a density threshold both fall back to im2col (from bytes) + sgemm. Every output sums in
+ * an order that depends only on the data, never on the thread count.
+ *
+ * The other kernels are the byte-tensor twins of the float kernels of kernels.h / backward.h,
+ * with the same float operations in the same order where a float result is produced. Kernels
+ * never allocate: `work` is scratch of the size the _work_floats function returns. */
+#ifndef QKF_SPIKE_TRAIN_H
+#define QKF_SPIKE_TRAIN_H
+
+#include <stdint.h>
+
+/* ---- convolution with a byte input --------------------------------------------------------- */
+
+/* Scratch floats for qkf_spikeconv_forward and qkf_spikeconv_backward_weight of one shape with
+ * up to `threads` OpenMP threads. */
+int64_t qkf_spikeconv_work_floats(int F, int cin, int h, int w, int cout, int k, int stride,
+                                  int pad, int threads);
+/* out [cout][F][ho][wo] (overwritten) = weight [cout][cin][k][k] (*) in [cin][F][h][w] (bytes,
+ * integer counts), zero padding, no bias. Returns the number of nonzero input values. */
+int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight, int F, int cin,
+                              int h, int w, int cout, int k, int stride, int pad, float *work,
+                              int64_t work_cap);
+/* dweight [cout][cin][k][k] += dout [cout][F][ho][wo] (*) in^T. */
+void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint8_t *in, int F,
+                                   int cin, int h, int w, int cout, int k, int stride, int pad,
+                                   float *work, int64_t work_cap);
+/* Density (nonzero fraction) above which the products go dense; settable for tests and
+ * benchmarks (negative: always dense, above 1: always sparse). */
+void qkf_spikeconv_set_threshold(double forward, double weight);
+
+/* ---- LIF with byte spikes -------------------------------------------------------------------- */
+
+/* qkf_lif_forward with s [C][F][N] as bytes (0/1). h_rec optional. Returns the spike count. */
+int64_t qkf_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, float *v_rec, float *h_rec);
+/* qkf_lif_recompute_h and qkf_lif_backward with byte spikes. */
+void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, int T, int B,
+                            int N, int x_static, int tb_compat);
+void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
+                         int T, int B, int N, int x_static, float vth, int tb_compat, float alpha);
+
+/* ---- residual, Q-K attention, SSA, readout on byte tensors --------------------------------- */
+
+/* out[i] = a[i] + b[i] (counts; the caller guarantees they stay below 256). */
+void qkf_add_u8(uint8_t *out, const uint8_t *a, const uint8_t *b, int64_t n);
+/* out[i] = (float)in[i]. */
+void qkf_u8_to_float(float *out, const uint8_t *in, int64_t n);
+void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, int N);
+void qkf_qk_channel_sum_u8(float *cnt, const uint8_t *q, int C, int F, int N);
+/* QKTA: attn [heads][F][N]; QKCA: attn [C][F] (one neuron per channel and frame). */
+void qkf_qk_token_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, int C, int heads,
+                          int F, int N);
+void qkf_qk_channel_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, int C, int F,
+                            int N);
+void qkf_qk_token_mask_backward_u8(float *dattn, float *dk, const float *dout,
+                                   const uint8_t *attn, const uint8_t *k, int C, int heads, int F,
+                                   int N);
+void qkf_qk_channel_mask_backward_u8(float *dattn, float *dk, const float *dout,
+                                     const uint8_t *attn, const uint8_t *k, int C, int F, int N);
+
+/* SSA (qkf_ssa_forward / qkf_ssa_backward) with byte q, k, v. Per frame and head the operands
+ * are copied to contiguous [d][N] floats in scratch, so the products run over contiguous rows.
+ * scratch: qkf_ssa_u8_scratch_floats(C, heads, N, threads). */
+int64_t qkf_ssa_u8_scratch_floats(int C, int heads, int N, int threads);
+void qkf_ssa_forward_u8(float *out, const uint8_t *q, const uint8_t *k, const uint8_t *v, int C,
+                        int heads, int F, int N, float *scratch);
+void qkf_ssa_backward_u8(float *dq, float *dk, float *dv, const float *dout, const uint8_t *q,
+                         const uint8_t *k, const uint8_t *v, int C, int heads, int F, int N,
+                         float *scratch);
+
+/* qkf_readout_forward with a byte x (the same float sums: the counts are exact). */
+void qkf_readout_forward_u8(float *logits, float *feat, const uint8_t *x, const float *w,
+                            const float *bias, int C, int T, int B, int N, int classes);
+
+#endif
