@@ -486,3 +486,33 @@ Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout
     snprintf(w3, sizeof w3, "%s/w3.h5", tdir);
     cr_expect_neq(access(w3, F_OK), 0, "a failed run wrote %s", w3);
 }
+
+/* qkf sim --input under mpirun: each rank reads only its rows of 'input' (a hyperslab), and the
+ * report equals one process's. */
+Test(mpi, sim_input_rows_per_rank_are_exact, .init = setup, .fini = teardown, .timeout = 60)
+{
+    const char *fx = QKF_FIXTURE_DIR;
+    char err[4096], p[256];
+    static char r1[1 << 20], r2[1 << 20];
+    cr_assert_eq(run(ENV "%s sim --weights %s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 "
+                         "--report %s/s1.json --quiet",
+                     QKF_BINARY, fx, fx, tdir),
+                 0);
+    cr_assert_eq(run(ENV MPIRUN "%s sim --weights %s/cifar_small.weights.h5 --input "
+                                "%s/cifar_small.ref.h5 --report %s/s2.json 2>%s/err.txt >/dev/null",
+                     QKF_BINARY, fx, fx, tdir, tdir),
+                 0);
+    snprintf(p, sizeof p, "%s/err.txt", tdir);
+    slurp(p, err, sizeof err);
+    cr_expect(strstr(err, "rank 0 holds 1 of 2 samples (") &&
+                  strstr(err, "rank 1 holds 1 of 2 samples ("),
+              "%s", err);
+    snprintf(p, sizeof p, "%s/s1.json", tdir);
+    slurp(p, r1, sizeof r1);
+    snprintf(p, sizeof p, "%s/s2.json", tdir);
+    slurp(p, r2, sizeof r2);
+    drop_seconds(r1);
+    drop_seconds(r2);
+    cr_expect(strstr(r1, "\"samples\": 2") != NULL);
+    cr_expect_str_eq(r1, r2, "sim --input: one process and two ranks differ");
+}
