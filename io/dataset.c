@@ -909,26 +909,18 @@ int qkf_loader_indices(const qkf_loader_cfg *cfg, int64_t epoch, int64_t first, 
     int64_t n = n_use_of(cfg), nb = qkf_loader_batches(cfg);
     int ranks = cfg->ranks > 1 ? cfg->ranks : 1;
     int64_t *perm = make_perm(cfg, epoch, n);
-    int64_t cap = (nb - (first > 0 ? first : 0)) * ((cfg->batch + ranks - 1) / ranks) *
-                  (cfg->mirror ? 2 : 1);
+    int64_t cap = (nb - (first > 0 ? first : 0)) * ((cfg->batch + ranks - 1) / ranks);
     int64_t *out = qkf_malloc((size_t)(cap > 0 ? cap : 1) * sizeof(int64_t)), m = 0;
     for (int64_t bi = first > 0 ? first : 0; bi < nb; bi++) {
         int64_t i0 = bi * cfg->batch, ng = n - i0 < cfg->batch ? n - i0 : cfg->batch, lo, hi;
         share(ng, cfg->rank, ranks, &lo, &hi);
-        for (int64_t p = lo; p < hi; p++) {
+        for (int64_t p = lo; p < hi; p++)
             out[m++] = perm[i0 + p];
-            if (cfg->mirror)
-                out[m++] = perm[i0 + ng - 1 - p];
-        }
     }
     qkf_free(perm);
-    qsort(out, (size_t)m, sizeof *out, cmp_i64);
-    int64_t u = 0;
-    for (int64_t i = 0; i < m; i++)
-        if (u == 0 || out[i] != out[u - 1])
-            out[u++] = out[i];
+    qsort(out, (size_t)m, sizeof *out, cmp_i64); /* distinct: a permutation's entries */
     *index = out;
-    *k = u;
+    *k = m;
     return 0;
 }
 
@@ -999,17 +991,15 @@ static void *worker(void *arg)
 
         int64_t i0 = bi * l->cfg.batch;
         int ng = (int)(l->n_use - i0 < l->cfg.batch ? l->n_use - i0 : l->cfg.batch), n = ng;
-        if (l->cfg.ranks > 1) { /* this rank's rows of the global batch, then their mirrors */
+        if (l->cfg.ranks > 1) { /* this rank's rows of the global batch */
             int64_t lo, hi;
             share(ng, l->cfg.rank, l->cfg.ranks, &lo, &hi);
             n = (int)(hi - lo);
-            for (int j = 0; j < n; j++)
-                for (int mir = 0; mir <= (l->cfg.mirror != 0); mir++) {
-                    int64_t idx = l->perm[i0 + (mir ? ng - 1 - (lo + j) : lo + j)];
-                    int row = j + mir * n;
-                    make_sample(l, idx, l->x[s] + row * per);
-                    l->lab[s][row] = d->labels[qkf_dataset_find(d, idx)];
-                }
+            for (int j = 0; j < n; j++) {
+                int64_t idx = l->perm[i0 + lo + j];
+                make_sample(l, idx, l->x[s] + j * per);
+                l->lab[s][j] = d->labels[qkf_dataset_find(d, idx)];
+            }
         } else {
             for (int j = 0; j < n; j++) {
                 int64_t idx = l->perm[i0 + j];
@@ -1036,9 +1026,8 @@ qkf_loader *qkf_loader_start(const qkf_loader_cfg *cfg, int64_t epoch, int64_t f
     l->n_batches = qkf_loader_batches(cfg);
     l->perm = make_perm(cfg, epoch, l->n_use);
     int64_t per = (int64_t)cfg->d->c * cfg->d->h * cfg->d->w * (cfg->d->t > 0 ? cfg->d->t : 1);
-    int64_t rows = cfg->ranks > 1 ? ((int64_t)cfg->batch + cfg->ranks - 1) / cfg->ranks *
-                                        (cfg->mirror ? 2 : 1)
-                                  : cfg->batch;
+    int64_t rows =
+        cfg->ranks > 1 ? ((int64_t)cfg->batch + cfg->ranks - 1) / cfg->ranks : cfg->batch;
     for (int s = 0; s < SLOTS; s++) {
         l->x[s] = qkf_malloc((size_t)(per * rows) * sizeof(float));
         l->lab[s] = qkf_malloc((size_t)rows * sizeof(int32_t));

@@ -81,9 +81,8 @@ typedef struct {
     int64_t limit; /* use only the first `limit` samples (0: all) */
     /* ranks > 1: each batch handed out is rank `rank`'s contiguous slice of the global batch
      * (as qkf_dist_shard splits it), and d may be a subset holding the samples of
-     * qkf_loader_indices. mirror: after the slice's rows come the rows at the mirrored positions
-     * of the global batch (row j pairs with global position G - 1 - (lo + j)), for batch mixup. */
-    int ranks, rank, mirror;
+     * qkf_loader_indices. */
+    int ranks, rank;
     uint64_t seed;
     int n_norm;
     float mean[4], std[4];

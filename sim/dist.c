@@ -329,6 +329,23 @@ int qkf_dist_stats_sum(qkf_stats *s)
     return 0;
 }
 
+int qkf_dist_mirror_rows(const float *mine, int64_t G, int64_t row, float *scratch, float *out)
+{
+    int64_t lo, hi;
+    qkf_dist_shard(G, &lo, &hi);
+    const float *all = mine; /* one rank holds every row */
+    if (g_size > 1) {
+        memset(scratch, 0, (size_t)(G * row) * sizeof(float));
+        memcpy(scratch + lo * row, mine, (size_t)((hi - lo) * row) * sizeof(float));
+        if (qkf_dist_sum_f32(scratch, G * row))
+            return -1;
+        all = scratch;
+    }
+    for (int64_t j = 0; j < hi - lo; j++)
+        memcpy(out + j * row, all + (G - 1 - (lo + j)) * row, (size_t)row * sizeof(float));
+    return 0;
+}
+
 int qkf_dist_gather_i64(int64_t v, int64_t *all)
 {
     for (int r = 0; r < g_size; r++)

@@ -54,6 +54,13 @@ uint64_t qkf_dist_hash(uint64_t h, const void *p, size_t n);
 /* This rank's contiguous share [lo, hi) of n items: the first n % size ranks get one more. */
 void qkf_dist_shard(int64_t n, int64_t *lo, int64_t *hi);
 
+/* Batch mixup across ranks. Each rank holds rows [lo, hi) (qkf_dist_shard of G) of a global
+ * batch of G rows of `row` floats, in `mine`; out [hi - lo][row] receives, for each of them, the
+ * row at the mirrored position G - 1 - (lo + j), wherever it is held. One all-reduce of the G rows
+ * (each rank contributing its own, zeros elsewhere: exact, as x + 0 = x); scratch holds G * row
+ * floats. */
+int qkf_dist_mirror_rows(const float *mine, int64_t G, int64_t row, float *scratch, float *out);
+
 /* Gathers one value per rank: all[r] = rank r's v (all holds size() values). */
 int qkf_dist_gather_i64(int64_t v, int64_t *all);
 

@@ -1063,7 +1063,7 @@ Test(io, dataset_subset_h5)
 
 /* The loader under ranks: with each rank holding only qkf_loader_indices' samples, rank r's
  * batches are exactly its slices of the global batches one process produces (same shuffle,
- * crops and flips), and with mirror the rows mixup pairs them with. */
+ * crops and flips). */
 Test(io, loader_rank_slices_from_subsets)
 {
     char name[128];
@@ -1090,13 +1090,13 @@ Test(io, loader_rank_slices_from_subsets)
         k++;
     }
     qkf_loader_stop(l);
-    for (int mirror = 0; mirror < 2; mirror++) {
+    {
         int64_t held = 0;
         for (int r = 0; r < 3; r++) {
             qkf_loader_cfg rc = c;
             qkf_dataset meta, sub;
             cr_assert_eq(qkf_dataset_probe(name, 1, &meta), 0);
-            rc.d = &meta, rc.ranks = 3, rc.rank = r, rc.mirror = mirror;
+            rc.d = &meta, rc.ranks = 3, rc.rank = r;
             int64_t *idx, n;
             cr_assert_eq(qkf_loader_indices(&rc, 2, 1, &idx, &n), 0);
             cr_assert_eq(qkf_dataset_load_subset(name, 1, idx, n, 255.0f, &sub), 0, "%s",
@@ -1116,23 +1116,14 @@ Test(io, loader_rank_slices_from_subsets)
                                         (size_t)per * sizeof(float)),
                                  0, "rank %d batch %lld row %d", r, (long long)bi, j);
                     cr_expect_eq(lab[j], gl[bi * 7 + lo + j]);
-                    if (mirror) {
-                        int64_t g = bi * 7 + 6 - (lo + j);
-                        cr_expect_eq(memcmp(x + (B + j) * per, gx + g * per,
-                                            (size_t)per * sizeof(float)),
-                                     0, "rank %d batch %lld mirror of row %d", r, (long long)bi,
-                                     j);
-                        cr_expect_eq(lab[B + j], gl[g]);
-                    }
                 }
             }
             cr_assert_eq(qkf_loader_next(l, &x, &lab, &B), 0);
             qkf_loader_stop(l);
             qkf_dataset_free(&sub);
         }
-        /* without mirror the ranks hold disjoint shares: the 4 batches of 7 between them */
-        if (!mirror)
-            cr_expect_eq(held, 28);
+        /* the ranks hold disjoint shares: the 4 batches of 7 between them */
+        cr_expect_eq(held, 28);
     }
     qkf_free(gx);
     qkf_dataset_free(&full);

@@ -420,8 +420,8 @@ static void write_idx_gz(const char *dir, int n, int cut)
 /* From gzipped idx files (one streaming pass per epoch and rank) and from HDF5 (hyperslabs): two
  * ranks each hold half the samples an epoch uses and half the test shard, say so, and still train
  * what one process trains (--sync-bn: the same losses within float rounding, mixup included,
- * whose mirrored rows a rank reads as well). Then the failures: fewer samples than ranks, and a
- * truncated file named with its byte offset, with nothing written. */
+ * whose partner rows come from the rank holding them). Then the failures: fewer samples than
+ * ranks, and a truncated file named with its byte offset, with nothing written. */
 Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout = 240)
 {
     char data[2][256], err[8192], p1[256], p2[256], ep[256];
@@ -444,14 +444,12 @@ Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout
                              QKF_BINARY, extra, data[src], tdir, p2, ep),
                          0);
             slurp(ep, err, sizeof err);
-            if (!mix) { /* with mixup a rank also reads the rows its slice is mixed with */
-                cr_expect(strstr(err, "rank 0 holds 16 of 32 training samples (") &&
-                              strstr(err, "rank 1 holds 16 of 32 training samples ("),
-                          "%s", err);
-                cr_expect(strstr(err, "rank 0 holds 10 of 20 test samples (") &&
-                              strstr(err, "rank 1 holds 10 of 20 test samples ("),
-                          "%s", err);
-            }
+            cr_expect(strstr(err, "rank 0 holds 16 of 32 training samples (") &&
+                          strstr(err, "rank 1 holds 16 of 32 training samples ("),
+                      "%s", err);
+            cr_expect(strstr(err, "rank 0 holds 10 of 20 test samples (") &&
+                          strstr(err, "rank 1 holds 10 of 20 test samples ("),
+                      "%s", err);
             double l1[64], l2[64];
             int n1 = read_losses(p1, l1, 64), n2 = read_losses(p2, l2, 64);
             cr_assert_eq(n1, 8);

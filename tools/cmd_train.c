@@ -1066,6 +1066,8 @@ static int train_run(int argc, char **argv)
     qkf_loader *ld = NULL;
     FILE *mf = NULL;
     float *xmix = NULL, *target = NULL, *tflip = NULL;
+    float *xpack = NULL, *xall = NULL, *xmir = NULL; /* mixup under mpirun */
+    int32_t *labmir = NULL;
     int64_t step = 0, spe = 0;
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof sa);
@@ -1201,10 +1203,18 @@ setup_end:
     if (mf && csv && !o.resume)
         fprintf(mf, "kind,epoch,step,lr,loss,acc,test_acc,grad_norm,img_per_s,seconds\n");
     int K = m.cfg.num_classes;
-    int64_t per = (int64_t)m.cfg.in_channels * m.cfg.img_size * m.cfg.img_size;
+    /* floats per sample: an image, or T frames */
+    int64_t per = (int64_t)m.cfg.in_channels * m.cfg.img_size * m.cfg.img_size *
+                  (qkf_config_is_frames(&m.cfg) ? m.cfg.T : 1);
     xmix = qkf_malloc((size_t)(per * o.batch) * sizeof(float));
     target = qkf_malloc((size_t)(2 * o.batch * K) * sizeof(float)); /* room for mirrored rows */
     tflip = qkf_malloc((size_t)(o.batch * K) * sizeof(float));
+    if (nr > 1 && o.mixup > 0.0) { /* mixup pairs rows held by other ranks: packed rows */
+        xpack = qkf_malloc((size_t)((per + 1) * (o.batch + 1)) * sizeof(float)); /* 2 Bl rows */
+        xall = qkf_malloc((size_t)((per + 1) * o.batch) * sizeof(float));
+        xmir = qkf_malloc((size_t)((per + 1) * o.batch) * sizeof(float));
+        labmir = qkf_malloc((size_t)o.batch * sizeof(int32_t));
+    }
     if (!o.quiet)
         fprintf(stderr,
                 "qkf train: %s variant, img %d, embed %d, heads %d, T %d, %lld parameters; %s: "
@@ -1231,11 +1241,10 @@ setup_end:
          epoch < o.epochs && !(stop = stop_now()) && !(o.max_steps && step >= o.max_steps);
          epoch++) {
         if (nr > 1) {
-            /* this epoch's samples of this rank: its slices of the global batches (and their
-             * mirrors when mixup pairs them), read from the files; last epoch's are freed first */
+            /* this epoch's samples of this rank: its slices of the global batches, read from
+             * the files; last epoch's are freed first */
             int64_t *idx = NULL, k = 0;
             lc.d = &dtrain;
-            lc.mirror = o.mixup > 0.0 && epoch < o.mixup_off_epoch;
             qkf_dataset_free(&dshard);
             qkf_loader_indices(&lc, epoch, step - epoch * spe, &idx, &k);
             int lrc = qkf_dataset_load_subset(o.data, 1, idx, k, mx_train, &dshard) ||
@@ -1257,14 +1266,33 @@ setup_end:
         while (!(stop = stop_now()) && !(o.max_steps && step >= o.max_steps) &&
                qkf_loader_next(ld, &x, &lab, &B)) {
             double t0 = qkf_now();
-            /* under mpirun the loader hands this rank its contiguous slice of the global batch
-             * (Bl of G samples), followed by the mirrored rows when mixup is on */
+            /* under mpirun the loader hands this rank its contiguous slice of the global batch:
+             * Bl of its B samples */
             int Bl = B;
             B = nr > 1 ? qkf_loader_global_batch(ld) : Bl;
-            int mirrored = nr > 1 && lc.mirror;
-            qkf_xent_targets(target, lab, mirrored ? 2 * Bl : Bl, K, (float)o.smoothing);
+            int mixing = o.mixup > 0.0 && epoch < o.mixup_off_epoch, mirrored = nr > 1 && mixing;
+            qkf_xent_targets(target, lab, Bl, K, (float)o.smoothing);
+            if (mirrored) {
+                /* row b is mixed with row B-1-b of the global batch, which another rank may
+                 * hold: those rows (and labels) come from the ranks holding them, to rows
+                 * Bl.. of x and of the targets */
+                for (int b = 0; b < Bl; b++) {
+                    memcpy(xpack + b * (per + 1), x + b * per, (size_t)per * sizeof(float));
+                    xpack[b * (per + 1) + per] = (float)lab[b];
+                }
+                if (qkf_dist_mirror_rows(xpack, B, per + 1, xall, xmir))
+                    goto done;
+                for (int b = 0; b < Bl; b++) {
+                    memcpy(xpack + (Bl + b) * per, xmir + b * (per + 1),
+                           (size_t)per * sizeof(float));
+                    labmir[b] = (int32_t)xmir[b * (per + 1) + per];
+                }
+                memcpy(xpack, x, (size_t)(Bl * per) * sizeof(float));
+                x = xpack;
+                qkf_xent_targets(target + Bl * K, labmir, Bl, K, (float)o.smoothing);
+            }
             const float *xin = x;
-            if (o.mixup > 0.0 && epoch < o.mixup_off_epoch) {
+            if (mixing) {
                 /* timm batch mixup: x = lam x + (1 - lam) x[::-1], same for the targets */
                 qkf_rng r;
                 qkf_rng_seed(&r, o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)step);
@@ -1465,6 +1493,10 @@ quiet:
     qkf_free(xmix);
     qkf_free(target);
     qkf_free(tflip);
+    qkf_free(xpack);
+    qkf_free(xall);
+    qkf_free(xmir);
+    qkf_free(labmir);
     if (tr) {
         qkf_train_set_trace(e, NULL);
         qkf_trace_abort(tr);
