@@ -453,7 +453,8 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
     for (int64_t i = 0; i < d->n; i++)
         if (d->labels[i] >= m->cfg.num_classes)
             return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                 d->source, (long long)i, d->labels[i], m->cfg.num_classes);
+                                 d->source, (long long)(d->index ? d->index[i] : i),
+                                 d->labels[i], m->cfg.num_classes);
     *B = !d->index && limit > 0 && limit < d->n ? limit : d->n;
     if (*B < 1)
         return qkf_set_error("%s: the test split holds no samples", d->source);

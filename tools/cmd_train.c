@@ -263,7 +263,8 @@ static int check_agree(const qkf_model *m, const void *extra, size_t n_extra)
 
 /* Under mpirun, rank 0 prints how many of the `used` samples of the split each rank holds in
  * memory (one line per rank, to stderr; nothing when quiet or on one rank). Collective. */
-static int report_held(const char *what, const qkf_dataset *d, int64_t used, int quiet)
+static int report_held(const char *cmd, const char *what, const qkf_dataset *d, int64_t used,
+                       int quiet)
 {
     int nr = qkf_dist_size();
     if (nr == 1)
@@ -271,7 +272,7 @@ static int report_held(const char *what, const qkf_dataset *d, int64_t used, int
     int64_t *all = qkf_calloc((size_t)nr * 2, sizeof(int64_t));
     if (qkf_dist_gather_i64(d->n, all) || qkf_dist_gather_i64(qkf_dataset_bytes(d), all + nr)) {
         qkf_free(all);
-        return qkf_dist_rank() == 0 ? qkf_cli_fail("data") : 1;
+        return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1;
     }
     if (qkf_dist_rank() == 0 && !quiet)
         for (int r = 0; r < nr; r++)
@@ -445,7 +446,7 @@ static int eval_run(int argc, char **argv)
     int drc = qkf_dist_dataset_shard(data, 0, limit, &d);
     if (dist_failed("eval", drc == -2 ? 2 : drc || check_fit(&d, &m.cfg)) ||
         (check_agree(&m, NULL, 0) && fail_rank0("eval")) ||
-        report_held("test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
+        report_held("eval", "test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
         goto quiet;
     if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), &acc, &n)) {
         bad = 1;
@@ -1134,7 +1135,7 @@ static int train_run(int argc, char **argv)
             goto setup_end;
         }
         if (!o.no_eval &&
-            report_held("test", &dtest,
+            report_held("train", "test", &dtest,
                         o.limit_test > 0 && o.limit_test < dtest.total ? o.limit_test : dtest.total,
                         o.quiet))
             goto quiet;
@@ -1253,7 +1254,8 @@ setup_end:
             if (dist_failed("train", lrc != 0))
                 goto quiet;
             lc.d = &dshard;
-            if (epoch == step / spe && report_held("training", &dshard, spe * o.batch, o.quiet))
+            if (epoch == step / spe &&
+                report_held("train", "training", &dshard, spe * o.batch, o.quiet))
                 goto quiet;
         }
         ld = qkf_loader_start(&lc, epoch, step - epoch * spe);
