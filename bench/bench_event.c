@@ -23,13 +23,14 @@ static void help(void)
     printf(
         "usage: qkf bench event [--variant NAME | --weights W.h5] [--batch 1,8]\n"
         "                       [--rates 0.01,0.05,0.1,0.2,0.4] [--rate 0.1] [--threads N]\n"
-        "                       [--seconds S] [--seed N]\n"
+        "                       [--seconds S] [--seed N] [--no-dense]\n"
         "\n"
         "Calibrates every BatchNorm so its LIF fires at about --rate (per channel spread), then\n"
         "times the dense and the event engine on the same input at each batch size, and the\n"
         "event engine at batch 1 for each rate of --rates. Reports time per sample, the ratio,\n"
         "the measured firing rates, and accumulates per second (event) against the machine's\n"
-        "add throughput (about 2 cores x 32 float adds per cycle).\n");
+        "add throughput (about 2 cores x 32 float adds per cycle). --no-dense skips the dense\n"
+        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n");
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
@@ -70,6 +71,27 @@ static double time_event(qkf_sched *e, const float *x, int B, float *logits, dou
     }
     *cpu = (cpu_now() - c0) / it;
     return (qkf_now() - t0) / it;
+}
+
+/* QKF_PROFILE=1: where the event time goes, per node (wall seconds of the timed runs, so
+ * informative only), with the node's accumulates and input events per sample. */
+static void profile(const qkf_stats *s)
+{
+    double tot = 0;
+    for (int i = 0; i < s->n_nodes; i++)
+        tot += s->node_seconds[i];
+    if (tot <= 0 || s->samples <= 0)
+        return;
+    printf("  %-34s %-8s %9s %6s %12s %12s %8s\n", "node", "kind", "ms/smp", "share", "events/smp",
+           "acc/smp", "G acc/s");
+    for (int i = 0; i < s->n_nodes; i++) {
+        qkf_work w = qkf_stats_node_total(s, i, -1);
+        double ms = 1e3 * s->node_seconds[i] / (double)s->samples;
+        double acc = (double)w.acs / (double)s->samples;
+        printf("  %-34s %-8s %9.3f %5.1f%% %12.0f %12.4g %8.1f\n", s->node[i].name,
+               qkf_node_kind_name(s->node[i].kind), ms, 100 * s->node_seconds[i] / tot,
+               (double)w.in_events / (double)s->samples, acc, ms > 0 ? acc / ms * 1e-6 : 0.0);
+    }
 }
 
 /* Average firing rate over all LIF neurons and the median of the layers' rates. */
@@ -139,11 +161,15 @@ int qkf_bench_event(int argc, char **argv)
     const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *v;
     long threads = 2, seed = 1;
     double seconds = 2.0, rate = 0.1;
-    int r;
+    int r, no_dense = 0;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
             return 0;
+        }
+        if (qkf_flag(&a, "--no-dense")) {
+            no_dense = 1;
+            continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
             (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--rates", &rate_list))) {
@@ -212,14 +238,15 @@ int qkf_bench_event(int argc, char **argv)
            "of peak");
     for (int i = 0; i < nb; i++) {
         int B = (int)bl[i];
-        qkf_dense *d = qkf_dense_create(&m, B, 0);
-        qkf_sched *e = d ? qkf_sched_create(&m, B, 0) : NULL;
+        qkf_dense *d = no_dense ? NULL : qkf_dense_create(&m, B, 0);
+        qkf_sched *e = d || no_dense ? qkf_sched_create(&m, B, 0) : NULL;
         if (!e) {
             qkf_dense_free(d);
             goto done;
         }
-        double cd, ce;
-        double td = time_dense(d, x, B, logits, seconds, &cd) / B;
+        double cd = 0, ce, td = 0;
+        if (d)
+            td = time_dense(d, x, B, logits, seconds, &cd) / B;
         double te = time_event(e, x, B, logits, seconds, &ce) / B;
         cd /= B, ce /= B;
         qkf_stats *s = qkf_sched_stats(e);
@@ -232,6 +259,8 @@ int qkf_bench_event(int argc, char **argv)
         printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
                td * 1e3, te * 1e3, td / te, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
                acs * 1e-9, 100 * acs / peak);
+        if (getenv("QKF_PROFILE"))
+            profile(s);
         qkf_sched_free(e);
         qkf_dense_free(d);
     }

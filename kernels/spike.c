@@ -167,6 +167,130 @@ int64_t qkf_spike_gather(float *out, const float *init, const float *w, int32_t 
 
 #endif
 
+int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, const float *w,
+                                  int32_t stride, int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++)
+        spikes += qkf_spike_gather_ref(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
+    return spikes;
+}
+
+#if defined(__AVX512F__)
+
+/* Event i of a list into accumulators acc: its row times its count (one fused multiply-add), or
+ * its row (a plain add) when the list has no counts. */
+#define EV_ADD(acc, ws, ch, cn, i, sum)                                                          \
+    do {                                                                                         \
+        const float *p_ = (ws) + (int32_t)(ch)[i] * stride;                                      \
+        if (counts) {                                                                            \
+            int c1_ = (cn)[i];                                                                   \
+            __m512 c_ = _mm512_set1_ps((float)c1_);                                              \
+            sum += c1_;                                                                          \
+            _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                                         \
+                acc[k] = _mm512_fmadd_ps(c_, _mm512_loadu_ps(p_ + 16 * k), acc[k]);              \
+        } else {                                                                                 \
+            _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                                         \
+                acc[k] = _mm512_add_ps(acc[k], _mm512_loadu_ps(p_ + 16 * k));                    \
+        }                                                                                        \
+    } while (0)
+
+/* Two rows of nb vectors (a constant after inlining), their event lists walked side by side
+ * while both have events (twice the independent accumulators of one row, to hide the add
+ * latency), then each row's tail. A row's adds stay in its list order. */
+static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_row *x,
+                                                                const qkf_spike_row *y,
+                                                                const float *w, int32_t stride,
+                                                                int nb, int counts)
+{
+    int64_t s0 = 0, s1 = 0;
+    static const float zeros[128];
+    const float *i0 = x->init ? x->init : zeros, *i1 = y->init ? y->init : zeros;
+    const uint16_t *c0 = x->seg.ch, *n0c = x->seg.cnt, *c1 = y->seg.ch, *n1c = y->seg.cnt;
+    const float *w0 = w + x->seg.base, *w1 = w + y->seg.base;
+    int n0 = x->seg.n, n1 = y->seg.n, m = n0 < n1 ? n0 : n1, i = 0;
+    __m512 a[8], b[8];
+    _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
+    {
+        a[k] = _mm512_loadu_ps(i0 + 16 * k);
+        b[k] = _mm512_loadu_ps(i1 + 16 * k);
+    }
+    for (; i < m; i++) {
+        EV_ADD(a, w0, c0, n0c, i, s0);
+        EV_ADD(b, w1, c1, n1c, i, s1);
+    }
+    for (int j = i; j < n0; j++)
+        EV_ADD(a, w0, c0, n0c, j, s0);
+    for (int j = i; j < n1; j++)
+        EV_ADD(b, w1, c1, n1c, j, s1);
+    _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
+    {
+        _mm512_storeu_ps(x->out + 16 * k, a[k]);
+        _mm512_storeu_ps(y->out + 16 * k, b[k]);
+    }
+    return counts ? s0 + s1 : (int64_t)n0 + n1;
+}
+#undef EV_ADD
+
+/* Every pair of rows[0..nrow) (nrow even) with one nb and count mode: the dispatch happens once
+ * per call, the pair loop is tight. */
+#define PAIRS_FN(NB, COUNTS, NAME)                                                               \
+    static int64_t NAME(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride)     \
+    {                                                                                            \
+        int64_t spikes = 0;                                                                      \
+        for (int r = 0; r < nrow; r += 2)                                                        \
+            spikes += pair_block(&rows[r], &rows[r + 1], w, stride, NB, COUNTS);                 \
+        return spikes;                                                                           \
+    }
+PAIRS_FN(1, 0, pairs1) PAIRS_FN(2, 0, pairs2) PAIRS_FN(3, 0, pairs3) PAIRS_FN(4, 0, pairs4)
+PAIRS_FN(5, 0, pairs5) PAIRS_FN(6, 0, pairs6) PAIRS_FN(7, 0, pairs7) PAIRS_FN(8, 0, pairs8)
+PAIRS_FN(1, 1, pairs1c) PAIRS_FN(2, 1, pairs2c) PAIRS_FN(3, 1, pairs3c) PAIRS_FN(4, 1, pairs4c)
+PAIRS_FN(5, 1, pairs5c) PAIRS_FN(6, 1, pairs6c) PAIRS_FN(7, 1, pairs7c) PAIRS_FN(8, 1, pairs8c)
+#undef PAIRS_FN
+
+typedef int64_t (*pairs_fn)(const qkf_spike_row *, int, const float *, int32_t);
+static const pairs_fn pairs_fns[2][9] = {
+    {NULL, pairs1, pairs2, pairs3, pairs4, pairs5, pairs6, pairs7, pairs8},
+    {NULL, pairs1c, pairs2c, pairs3c, pairs4c, pairs5c, pairs6c, pairs7c, pairs8c},
+};
+
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
+                              int width)
+{
+    int64_t spikes = 0;
+    int nb = width / 16;
+    if (width % 16 || nb < 1 || nb > 8) {
+        for (int r = 0; r < nrow; r++)
+            spikes += qkf_spike_gather(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
+        return spikes;
+    }
+    /* rows in pairs when they agree on counts (the engine's always do), a last odd row alone */
+    int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;
+    for (int r = 1; r < nrow; r++)
+        same &= (rows[r].seg.cnt != NULL) == counts;
+    int paired = same ? nrow & ~1 : 0;
+    if (paired)
+        spikes += pairs_fns[counts][nb](rows, paired, w, stride);
+    for (int r = paired; r < nrow; r++) {
+        gather_nb(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, nb);
+        spikes += spikes_of(&rows[r].seg, 1);
+    }
+    return spikes;
+}
+
+#else
+
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
+                              int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++)
+        spikes += qkf_spike_gather(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
+    return spikes;
+}
+
+#endif
+
 int qkf_spike_lif_row_ref(uint16_t *ch, float *v, const float *x, int C, float vth)
 {
     int k = 0;

@@ -44,6 +44,27 @@ int64_t qkf_spike_gather(float *out, const float *init, const float *w, int32_t 
 int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int32_t stride,
                              const qkf_spike_seg *seg, int nseg, int width);
 
+/* One output row of qkf_spike_gather_rows: a single segment of events and where its sum goes. */
+typedef struct {
+    float *out;
+    const float *init; /* NULL: start from 0; may equal out (accumulate in place) */
+    qkf_spike_seg seg;
+} qkf_spike_row;
+
+/* Many rows against the same weights, the inner loop of a convolution that visits one kernel
+ * position for a tile of output tokens: for each r < nrow,
+ *   rows[r].out[j] = rows[r].init[j] + sum over events i of cnt[i] x w[base + ch[i]*stride + j]
+ * for j < width: exactly qkf_spike_gather(out, init, w, stride, &seg, 1, width) row by row (the
+ * same adds in the same order, so bit for bit). The fast path interleaves the event lists of 2 to
+ * 8 rows, so that enough independent accumulators are in flight to hide the add latency while
+ * the weights they read (a slab of the convolution, sized by the caller to stay in L1) are
+ * shared; it needs width % 16 == 0 and width <= 128, other widths go row by row. Rows must not
+ * overlap one another's outputs. Returns the spikes delivered (sum of counts). */
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
+                              int width);
+int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, const float *w,
+                                  int32_t stride, int width);
+
 /* One LIF step for a row of C neurons (the formula of qkf_lif_forward):
  *   h = v + (x - v) / 2;  s = h >= vth;  v = h * (1 - s)
  * v [C] is updated in place; the channels that spiked are written to ch (ascending) and

@@ -41,8 +41,10 @@
 #include "../io/trace.h"
 #include "sched.h"
 
-#define SLAB_BYTES (1 << 20) /* conv weights above this are processed in channel blocks */
-#define BLOCK 64             /* output channels per block */
+#define BLOCK 64              /* output channels per weight block */
+#define FUSE_BYTES (512 << 10) /* convs with more weights (or a pool) run block-major */
+#define TILE_MAX 64            /* output tokens per tile */
+#define TILE_FLOATS (16 << 10) /* a fused tile's currents: at most this many floats */
 
 typedef struct {
     qkf_node_kind kind;
@@ -55,22 +57,27 @@ typedef struct {
     int h, w;   /* input grid */
     int ho, wo; /* conv output grid (before pooling) */
     int C, N;   /* output channels and tokens (LIF / attention nodes) */
-    int bw;     /* conv: output channels per block (cout: one pass, LIF fused); the weights of
-                   block j are contiguous, [Cin][k][k][width of block j], at wt + j*Cin*k*k*bw */
+    int bw;     /* conv: output channels per weight block (BLOCK, or cout if smaller); the
+                   weights of block j are contiguous, [k][k][Cin][width of block j], at
+                   wt + j*bw*Cin*k*k: one kernel position of a block is a slab that stays in
+                   cache while a tile of output tokens reads it */
+    int fused;  /* conv: tiles of output tokens run every block, then their LIF (no pool, few
+                   weights); otherwise (block, tile) items fill the shared currents e->pre, and
+                   pooling and the LIF run in a second pass */
     int heads, d;
     float vth;
     int or_rule; /* attention LIF on integer counts: fires iff count >= 1 */
     int tb;      /* one membrane for all samples (tb_compat) */
     float *wt, *bias;
     float *v;       /* membranes [max_batch][N][C] ([N][C] with tb) */
-    float *pre;     /* conv currents before pooling / LIF [max_batch][ho*wo][cout] */
     float *enc;     /* encoding: currents [max_batch][N][C] */
     float *kv;      /* SSA: [max_batch][heads][d][d] */
     uint8_t *fired; /* QKCA mask: [max_batch][C] */
 } node;
 
 typedef struct {
-    qkf_spike_seg seg[9];
+    qkf_spike_row *rows; /* [TILE_MAX] */
+    float *tile;         /* [TILE_FLOATS]: currents of a fused conv's tile */
     float *row;
     qkf_work *hw; /* per-head partial counters [heads_max] */
     char pad[64];
@@ -83,14 +90,16 @@ struct qkf_sched {
     int max_batch, flags, nthreads, T;
     int n_nodes;
     node *nodes;
-    qkf_events *ev; /* [n_tensors], N = max_batch * tokens; ch == NULL: not an event tensor */
-    float **cur;    /* [n_tensors]: currents [max_batch][N][C] of qk_sum and ssa outputs */
+    qkf_events *ev; /* [n_tensors][T], N = max_batch * tokens; ch == NULL: not an event tensor */
+    float **cur;    /* [n_tensors][T]: currents [max_batch][N][C] of qk_sum and ssa outputs */
     int64_t *tev;   /* [n_tensors][T][2]: events, spikes published by producers */
     scratch *scr;
     uint8_t **rec;       /* [n_lif]: [T][B][n] with RECORD */
     int64_t *lif_spikes; /* [n_lif] spikes of the current forward */
     int64_t *ro;         /* readout event counts [max_batch][T][C] */
     float *feat;         /* readout features [C] */
+    float *pre; /* conv currents before pooling / LIF [max_batch][ho*wo][cout], shared by the
+                   block-major convs (each uses it within its step) */
     float *enc_in, *enc_buf, *enc_pool, *enc_col;
     int64_t enc_col_cap;
     int B;
@@ -112,6 +121,18 @@ struct qkf_sched {
     float *tr_tmp;      /* [threads][2 * max C]: a row's membrane before the step, and spikes */
     int tr_tmp_c;
 };
+
+/* The events (currents) of a tensor at step t: nodes run one after the other over all steps,
+ * so every step of a tensor is kept until its consumers have run. */
+static inline qkf_events *ev_at(const qkf_sched *e, int tensor, int t)
+{
+    return &e->ev[(int64_t)tensor * e->T + t];
+}
+
+static inline float *cur_at(const qkf_sched *e, int tensor, int t)
+{
+    return e->cur[(int64_t)tensor * e->T + t];
+}
 
 static void publish(qkf_sched *e, int tensor, int t, int64_t events, int64_t spikes)
 {
@@ -158,7 +179,7 @@ static void count_inputs(qkf_sched *e, const node *nd, int t)
     qkf_work *w = qkf_stats_at(&e->st, nd->stat, t);
     int ins[3] = {nd->in0, nd->in1, nd->in2};
     for (int k = 0; k < 3; k++)
-        if (ins[k] >= 0 && e->ev[ins[k]].ch) {
+        if (ins[k] >= 0 && ev_at(e, ins[k], 0)->ch) {
             const int64_t *p = e->tev + ((int64_t)ins[k] * e->T + t) * 2;
             w->in_events += p[0];
             w->in_spikes[k] += p[1];
@@ -252,7 +273,7 @@ static void transpose_nc(float *dst, const float *src, int64_t N, int C)
 /* One LIF row of node nd (sample b, output token p) from currents x; emits its events. */
 static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const float *x)
 {
-    qkf_events *out = &e->ev[nd->out];
+    qkf_events *out = ev_at(e, nd->out, t);
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C;
     float *vrow = membrane(nd, b) + (int64_t)p * nd->C, *old = trace_tmp(e, nd);
@@ -269,80 +290,107 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
 /* ---- nodes ------------------------------------------------------------------------------------
  */
 
-/* Receptive field of output position p (pre-pool grid) of sample b: one segment per kernel
- * position that has events, in (ky, kx) order. Row of (channel c, ky, kx) in a block of width
- * `pitch`: c * k*k*pitch + (ky*k + kx) * pitch. */
-static int conv_segs(const node *nd, const qkf_events *in, int b, int p, int pitch,
-                     qkf_spike_seg *seg)
+/* Rows of one kernel position kk of weight block j for output tokens q0..q1 (pre-pool grid)
+ * of a conv: token q is sample q % B, position q / B (by_pos: as the LIF steps them, so a
+ * tile holds every sample of its positions in order) or sample q / P, position q % P. Row q
+ * writes out + (q - q0) * pitch + j0 (tile) or pre + (b*P + p) * cout + j0. The first kernel
+ * position starts every row from the bias (a row without events there too); later ones add to
+ * the row in place and skip tokens without events. Returns the number of rows. */
+static int conv_rows(const qkf_sched *e, const node *nd, const qkf_events *in, int q0, int q1,
+                     int by_pos, int kk, int j0, float *out, int64_t pitch, qkf_spike_row *rows)
 {
-    int oy = p / nd->wo, ox = p % nd->wo, ns = 0;
-    int64_t tok0 = (int64_t)b * nd->h * nd->w;
-    for (int ky = 0; ky < nd->k; ky++) {
-        int iy = oy * nd->stride - nd->pad + ky;
-        if (iy < 0 || iy >= nd->h)
+    int B = e->B, P = nd->ho * nd->wo, ky = kk / nd->k, kx = kk % nd->k, nr = 0;
+    for (int q = q0; q < q1; q++) {
+        int b = by_pos ? q % B : q / P, p = by_pos ? q / B : q % P;
+        int oy = p / nd->wo, ox = p % nd->wo;
+        int iy = oy * nd->stride - nd->pad + ky, ix = ox * nd->stride - nd->pad + kx;
+        int inside = iy >= 0 && iy < nd->h && ix >= 0 && ix < nd->w;
+        int64_t tok = (int64_t)b * nd->h * nd->w + (inside ? (int64_t)iy * nd->w + ix : 0);
+        int n = inside ? in->len[tok] : 0;
+        if (kk > 0 && n == 0)
             continue;
-        for (int kx = 0; kx < nd->k; kx++) {
-            int ix = ox * nd->stride - nd->pad + kx;
-            if (ix < 0 || ix >= nd->w)
-                continue;
-            int64_t tok = tok0 + (int64_t)iy * nd->w + ix;
-            int len = in->len[tok];
-            if (!len)
-                continue;
-            seg[ns].ch = in->ch + tok * in->C;
-            seg[ns].cnt = in->cnt ? in->cnt + tok * in->C : NULL;
-            seg[ns].n = len;
-            seg[ns].base = (ky * nd->k + kx) * pitch;
-            ns++;
+        float *o = out ? out + (int64_t)(q - q0) * pitch + j0
+                       : e->pre + ((int64_t)b * P + p) * nd->cout + j0;
+        qkf_spike_row *r = &rows[nr++];
+        r->out = o;
+        r->init = kk == 0 ? nd->bias + j0 : o;
+        r->seg.ch = in->ch + tok * in->C;
+        r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
+        r->seg.n = n;
+        r->seg.base = 0;
+    }
+    return nr;
+}
+
+/* Accumulates weight block j over every kernel position for tokens q0..q1 (conv_rows); returns
+ * the accumulates. Kernel positions outermost: each slab [Cin][width] is read by the whole tile
+ * while it is in cache, and a row's adds keep the order (ky, kx, then list order) of a gather
+ * over its receptive field. */
+static int64_t conv_block(const qkf_sched *e, const node *nd, const qkf_events *in, int q0,
+                          int q1, int by_pos, int j, float *out, int64_t pitch, scratch *s)
+{
+    int j0 = j * nd->bw, width = nd->cout - j0 < nd->bw ? nd->cout - j0 : nd->bw;
+    int kk2 = nd->k * nd->k;
+    const float *blk = nd->wt + (int64_t)j0 * nd->cin * kk2;
+    int64_t acs = 0;
+    for (int kk = 0; kk < kk2; kk++) {
+        int nr = conv_rows(e, nd, in, q0, q1, by_pos, kk, j0, out, pitch, s->rows);
+        acs += qkf_spike_gather_rows(s->rows, nr, blk + (int64_t)kk * nd->cin * width, width,
+                                     width) *
+               width;
+    }
+    return acs;
+}
+
+/* Output tokens per tile: enough tiles for every thread, at most TILE_MAX (and a fused tile's
+ * currents within TILE_FLOATS); with one membrane for all samples (tb) a fused tile holds whole
+ * positions, so that one thread steps a position's samples in order. */
+static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
+{
+    int total = e->B * nd->ho * nd->wo;
+    int tt = (total + 2 * nthreads - 1) / (2 * nthreads);
+    tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
+    if (nd->fused) {
+        int cap = TILE_FLOATS / nd->cout > 1 ? TILE_FLOATS / nd->cout : 1;
+        tt = tt < cap ? tt : cap;
+        if (nd->tb) {
+            tt = tt / e->B * e->B;
+            tt = tt < e->B ? e->B : tt;
         }
     }
-    return ns;
+    return tt < 1 ? 1 : tt;
 }
 
 static void conv_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
-    const qkf_events *in = &e->ev[nd->in0];
+    const qkf_events *in = ev_at(e, nd->in0, t);
     int B = e->B, C = nd->cout, P = nd->ho * nd->wo;
-    int32_t stride = nd->k * nd->k * C;
+    int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, omp_get_num_threads());
+    int ntile = (B * P + tt - 1) / tt;
     int64_t acs = 0, spikes = 0;
 #pragma omp master
     count_inputs(e, nd, t);
-    if (!nd->pool && nd->bw == C) { /* one pass: gather a row, step its LIF while in L1 */
+    if (nd->fused) { /* a tile through every block, then its LIF while the currents are cached */
 #pragma omp for schedule(static) nowait
-        for (int p = 0; p < P; p++)
-            for (int b = 0; b < B; b++) {
-                /* the membrane row this token's LIF will read: fetch it during the gather */
-                const char *vn = (const char *)(membrane(nd, b) + (int64_t)p * C);
-                for (int64_t o = 0; o < (int64_t)C * 4; o += 64)
-                    __builtin_prefetch(vn + o, 1, 3);
-                int ns = conv_segs(nd, in, b, p, C, s->seg);
-                if (ns == 0) { /* no event in the receptive field: the current is the bias */
-                    spikes += lif_emit(e, nd, t, b, p, nd->bias);
-                    continue;
-                }
-                acs += qkf_spike_gather(s->row, nd->bias, nd->wt, stride, s->seg, ns, C) * C;
-                spikes += lif_emit(e, nd, t, b, p, s->row);
-            }
+        for (int tl = 0; tl < ntile; tl++) {
+            int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
+            for (int j = 0; j < nblk; j++)
+                acs += conv_block(e, nd, in, q0, q1, 1, j, s->tile, C, s);
+            for (int q = q0; q < q1; q++)
+                spikes += lif_emit(e, nd, t, q % B, q / B, s->tile + (int64_t)(q - q0) * C);
+        }
     } else {
-        /* currents of every (block, sample, token), block-major so that a thread works
-         * through one block's weights at a time */
-        int nblk = (C + nd->bw - 1) / nd->bw;
-        int64_t total = (int64_t)nblk * B * P;
+        /* currents of every (block, tile), block-major so that a thread works through a
+         * contiguous range of blocks: its share of the weights */
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < total; q++) {
-            int blk = (int)(q / ((int64_t)B * P)), r = (int)(q % ((int64_t)B * P));
-            int b = r / P, p = r % P, j0 = blk * nd->bw;
-            int width = C - j0 < nd->bw ? C - j0 : nd->bw;
-            int ns = conv_segs(nd, in, b, p, width, s->seg);
-            acs += qkf_spike_gather(nd->pre + ((int64_t)b * P + p) * C + j0, nd->bias + j0,
-                                    nd->wt + (int64_t)j0 * nd->cin * nd->k * nd->k,
-                                    nd->k * nd->k * width, s->seg, ns, width) *
-                   width;
+        for (int it = 0; it < nblk * ntile; it++) {
+            int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
+            acs += conv_block(e, nd, in, q0, q1, 0, j, NULL, 0, s);
         }
 #pragma omp for schedule(static) nowait
         for (int q = 0; q < nd->N; q++)
             for (int b = 0; b < B; b++) {
-                const float *cur = nd->pre + (int64_t)b * P * C;
+                const float *cur = e->pre + (int64_t)b * P * C;
                 if (!nd->pool) {
                     spikes += lif_emit(e, nd, t, b, q, cur + (int64_t)q * C);
                     continue;
@@ -394,7 +442,7 @@ static void encode_step(qkf_sched *e, node *nd, int t)
 static void frames_step(qkf_sched *e, int t)
 {
     const qkf_tensor *x = &e->g.tensors[e->g.input];
-    qkf_events *ev = &e->ev[e->g.input];
+    qkf_events *ev = ev_at(e, e->g.input, t);
     int C = x->c, N = x->h * x->w, B = e->B;
     int64_t events = 0, spikes = 0;
 #pragma omp for schedule(static) nowait
@@ -420,7 +468,7 @@ static void frames_step(qkf_sched *e, int t)
 /* Attention LIF: QK counts through the OR neuron, SSA currents through the general LIF. */
 static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
-    qkf_events *out = &e->ev[nd->out];
+    qkf_events *out = ev_at(e, nd->out, t);
     int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim;
     int64_t spikes = 0;
     clear_heads(nd, s);
@@ -428,7 +476,7 @@ static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
     for (int p = 0; p < nd->N; p++)
         for (int b = 0; b < B; b++) {
             int64_t tok = (int64_t)b * nd->N + p;
-            const float *x = e->cur[nd->in0] + tok * C;
+            const float *x = cur_at(e, nd->in0, t) + tok * C;
             uint16_t *ch = out->ch + tok * C;
             float *old = trace_tmp(e, nd), *vrow;
             int ns;
@@ -464,8 +512,8 @@ static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
  * them per channel over all tokens -> [1][C]. One accumulate per q event. */
 static void qk_sum_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
-    const qkf_events *q = &e->ev[nd->in0];
-    float *cnt = e->cur[nd->out];
+    const qkf_events *q = ev_at(e, nd->in0, t);
+    float *cnt = cur_at(e, nd->out, t);
     int d = nd->d, B = e->B, Nq = q->N / e->max_batch;
     int64_t acs = 0;
     clear_heads(nd, s);
@@ -509,8 +557,8 @@ static void qk_sum_step(qkf_sched *e, node *nd, int t, scratch *s)
 /* Q-K attention, the mask: forward the k events whose attention neuron fired. */
 static void mask_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
-    const qkf_events *a = &e->ev[nd->in0], *k = &e->ev[nd->in1];
-    qkf_events *out = &e->ev[nd->out];
+    const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
+    qkf_events *out = ev_at(e, nd->out, t);
     int d = nd->d, C = k->C, B = e->B, N = k->N / e->max_batch;
     int token = nd->op->qk == QKF_QK_TOKEN;
     int64_t kept = 0;
@@ -586,8 +634,9 @@ static int lower(const uint16_t *ch, int n, int c)
  * dense. */
 static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
-    const qkf_events *q = &e->ev[nd->in0], *k = &e->ev[nd->in1], *v = &e->ev[nd->in2];
-    float *out = e->cur[nd->out];
+    const qkf_events *q = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t),
+                     *v = ev_at(e, nd->in2, t);
+    float *out = cur_at(e, nd->out, t);
     int d = nd->d, C = q->C, B = e->B, H = nd->heads, N = q->N / e->max_batch;
     int64_t acs = 0;
     clear_heads(nd, s);
@@ -646,8 +695,8 @@ static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
 /* Residual: merge the two event lists of every token, adding counts. */
 static void add_step(qkf_sched *e, node *nd, int t)
 {
-    const qkf_events *x = &e->ev[nd->in0], *y = &e->ev[nd->in1];
-    qkf_events *out = &e->ev[nd->out];
+    const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
+    qkf_events *out = ev_at(e, nd->out, t);
     int C = out->C, N = out->N / e->max_batch;
     int64_t events = 0, spikes = 0;
 #pragma omp master
@@ -673,7 +722,7 @@ static void readout_step(qkf_sched *e, node *nd, int t)
 {
 #pragma omp single
     {
-        const qkf_events *x = &e->ev[nd->in0];
+        const qkf_events *x = ev_at(e, nd->in0, t);
         int N = x->N / e->max_batch;
         int64_t spikes = 0;
         for (int b = 0; b < e->B; b++) {
@@ -753,8 +802,8 @@ static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
     ev->cnt = counts ? st_malloc(e, (size_t)N * C * sizeof(uint16_t)) : NULL;
 }
 
-/* W' = W * alpha per output channel, re-laid [Cin][k][k][Cout] (per block of bw output
- * channels when the conv is processed in blocks); b' = b * alpha + shift. */
+/* W' = W * alpha per output channel, re-laid per block of bw output channels as
+ * [k][k][Cin][width]; b' = b * alpha + shift. */
 static void fold(node *nd, const qkf_model *m)
 {
     const float *P = m->params.data;
@@ -774,7 +823,7 @@ static void fold(node *nd, const qkf_model *m)
         float *blk = nd->wt + (int64_t)j0 * cin * k * k;
         for (int ci = 0; ci < cin; ci++)
             for (int kk = 0; kk < k * k; kk++)
-                blk[((int64_t)ci * k * k + kk) * width + (co - j0)] =
+                blk[((int64_t)kk * cin + ci) * width + (co - j0)] =
                     W[((int64_t)co * cin + ci) * k * k + kk] * alpha[co];
         nd->bias[co] = (bias ? bias[co] : 0.0f) * alpha[co] + shift[co];
     }
@@ -826,8 +875,10 @@ static int nodes_build(qkf_sched *e)
             if ((int64_t)nd->cin * nd->k * nd->k * nd->cout >= INT32_MAX)
                 return qkf_set_error("event engine: conv '%s' has too many weights", op->name);
             if (nd->kind == QKF_NODE_CONV) {
-                int64_t slab = (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
-                nd->bw = slab > SLAB_BYTES && nd->cout > BLOCK ? BLOCK : nd->cout;
+                int64_t bytes =
+                    (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
+                nd->bw = nd->cout > BLOCK ? BLOCK : nd->cout;
+                nd->fused = !nd->pool && bytes <= FUSE_BYTES;
                 fold(nd, e->m);
             }
             break;
@@ -856,25 +907,29 @@ static void state_alloc(qkf_sched *e)
 {
     const qkf_graph *g = &e->g;
     int T = e->T, nt = g->n_tensors, max_batch = e->max_batch;
-    e->ev = st_calloc(e, (size_t)nt, sizeof *e->ev);
-    e->cur = st_calloc(e, (size_t)nt, sizeof *e->cur);
+    e->ev = st_calloc(e, (size_t)nt * T, sizeof *e->ev);
+    e->cur = st_calloc(e, (size_t)nt * T, sizeof *e->cur);
     e->tev = st_calloc(e, (size_t)nt * T * 2, sizeof(int64_t));
     /* event tensors: the frame input, LIF, add and mask outputs; currents: qk sums, ssa */
     const qkf_tensor *xin = &g->tensors[g->input];
-    if (!xin->static_t)
-        events_alloc(e, &e->ev[g->input], max_batch * xin->h * xin->w, xin->c, 1);
-    for (int i = 0; i < g->n_ops; i++) {
-        const qkf_op *op = &g->ops[i];
-        const qkf_tensor *y = &g->tensors[op->out];
-        int N = y->h * y->w;
-        if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
-            events_alloc(e, &e->ev[op->out], max_batch * N, y->c, op->kind == QKF_OP_ADD);
-        else if (op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_SSA)
-            e->cur[op->out] = st_calloc(e, (size_t)max_batch * N * y->c, sizeof(float));
+    for (int t = 0; t < T; t++) {
+        if (!xin->static_t)
+            events_alloc(e, ev_at(e, g->input, t), max_batch * xin->h * xin->w, xin->c, 1);
+        for (int i = 0; i < g->n_ops; i++) {
+            const qkf_op *op = &g->ops[i];
+            const qkf_tensor *y = &g->tensors[op->out];
+            int N = y->h * y->w;
+            if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
+                events_alloc(e, ev_at(e, op->out, t), max_batch * N, y->c,
+                             op->kind == QKF_OP_ADD);
+            else if (op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_SSA)
+                e->cur[(int64_t)op->out * T + t] =
+                    st_calloc(e, (size_t)max_batch * N * y->c, sizeof(float));
+        }
     }
 
     int max_row = 1;
-    int64_t enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
+    int64_t pre = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
         const qkf_op *op = nd->op;
@@ -893,9 +948,9 @@ static void state_alloc(qkf_sched *e)
                 int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
                 col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
-            } else if (nd->pool || nd->bw < nd->cout) {
-                nd->pre =
-                    st_malloc(e, (size_t)max_batch * nd->ho * nd->wo * nd->cout * sizeof(float));
+            } else if (!nd->fused) {
+                int64_t n = (int64_t)max_batch * nd->ho * nd->wo * nd->cout;
+                pre = n > pre ? n : pre;
             }
             max_row = nd->cout > max_row ? nd->cout : max_row;
             break;
@@ -924,8 +979,13 @@ static void state_alloc(qkf_sched *e)
             e->enc_col_cap = one;
         e->enc_col = st_malloc(e, (size_t)(e->enc_col_cap + 1) * sizeof(float));
     }
+    e->pre = pre ? st_malloc(e, (size_t)pre * sizeof(float)) : NULL;
     e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
+    int64_t tile = (int64_t)max_row * max_batch > TILE_FLOATS ? (int64_t)max_row * max_batch
+                                                              : TILE_FLOATS;
     for (int i = 0; i < e->nthreads; i++) {
+        e->scr[i].rows = st_malloc(e, TILE_MAX * sizeof(qkf_spike_row));
+        e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
         e->scr[i].row = st_malloc(e, (size_t)max_row * sizeof(float));
         e->scr[i].hw = st_calloc(e, (size_t)e->st.heads_max, sizeof(qkf_work));
     }
@@ -982,13 +1042,12 @@ static void state_free(qkf_sched *e)
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
         qkf_free(nd->v);
-        qkf_free(nd->pre);
         qkf_free(nd->enc);
         qkf_free(nd->kv);
         qkf_free(nd->fired);
     }
     if (e->ev)
-        for (int i = 0; i < e->g.n_tensors; i++) {
+        for (int i = 0; i < e->g.n_tensors * e->T; i++) {
             qkf_free(e->ev[i].len);
             qkf_free(e->ev[i].ch);
             qkf_free(e->ev[i].cnt);
@@ -999,6 +1058,8 @@ static void state_free(qkf_sched *e)
     qkf_free(e->tev);
     if (e->scr)
         for (int i = 0; i < e->nthreads; i++) {
+            qkf_free(e->scr[i].rows);
+            qkf_free(e->scr[i].tile);
             qkf_free(e->scr[i].row);
             qkf_free(e->scr[i].hw);
         }
@@ -1010,6 +1071,7 @@ static void state_free(qkf_sched *e)
     qkf_free(e->lif_spikes);
     qkf_free(e->ro);
     qkf_free(e->feat);
+    qkf_free(e->pre);
     qkf_free(e->enc_in);
     qkf_free(e->enc_buf);
     qkf_free(e->enc_pool);
@@ -1106,15 +1168,20 @@ static int check_frames(const qkf_sched *e, const float *input, int B)
     return 0;
 }
 
-/* One time step t of every node (inside the forward's parallel region, or serially: every
- * worksharing construct then runs on the calling thread alone). */
-static void step_nodes(qkf_sched *e, int t, int frames, scratch *s)
+/* Every node over every time step, node after node (inside the forward's parallel region, or
+ * serially: every worksharing construct then runs on the calling thread alone). The graph is
+ * feed-forward across nodes and recurrent only within a node (its membranes over time), so a
+ * node can run all T steps before its consumers start: its weights and membranes are then used
+ * T times while they are cached. */
+static void run_nodes(qkf_sched *e, int frames, scratch *s)
 {
     if (frames)
-        frames_step(e, t);
+        for (int t = 0; t < e->T; t++)
+            frames_step(e, t);
     double t0 = qkf_now();
     for (int i = 0; i < e->n_nodes; i++) {
-        node_step(e, &e->nodes[i], t, s);
+        for (int t = 0; t < e->T; t++)
+            node_step(e, &e->nodes[i], t, s);
         if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
             double t1 = qkf_now();
             e->st.node_seconds[i] += t1 - t0;
@@ -1178,9 +1245,7 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
         nt = e->nthreads;
 #pragma omp parallel num_threads(nt)
     {
-        scratch *s = &e->scr[omp_get_thread_num()];
-        for (int t = 0; t < T; t++)
-            step_nodes(e, t, frames, s);
+        run_nodes(e, frames, &e->scr[omp_get_thread_num()]);
     }
 
     /* logits exactly as the dense readout computes them from the same spikes */
@@ -1358,7 +1423,7 @@ qkf_sched_session *qkf_sched_session_new(const qkf_sched *engine, int threads)
     memcpy(e->nodes, engine->nodes, (size_t)e->n_nodes * sizeof *e->nodes);
     for (int i = 0; i < e->n_nodes; i++) { /* keep the weights, not the engine's state */
         node *nd = &e->nodes[i];
-        nd->v = nd->pre = nd->enc = nd->kv = NULL;
+        nd->v = nd->enc = nd->kv = NULL;
         nd->fired = NULL;
     }
     e->nthreads = s->threads;
@@ -1432,9 +1497,9 @@ int qkf_sched_session_step(qkf_sched_session *s, const float *frame, int64_t *sp
             encode_all(e, &e->nodes[i], frame, 1);
     if (s->threads > 1) {
 #pragma omp parallel num_threads(s->threads)
-        step_nodes(e, 0, s->frames, &e->scr[omp_get_thread_num()]);
+        run_nodes(e, s->frames, &e->scr[omp_get_thread_num()]);
     } else {
-        step_nodes(e, 0, s->frames, &e->scr[0]);
+        run_nodes(e, s->frames, &e->scr[0]);
     }
     for (int c = 0; c < Cr; c++) { /* as the forward's time sum, one step at a time */
         float sn = (float)e->ro[c];

@@ -345,6 +345,58 @@ Test(event, gather_matches_reference)
     qkf_free(b);
 }
 
+/* The many-row gather (rows walked in pairs) equals its reference bit for bit: every fast
+ * width (16..128), widths that fall back to row by row, odd row counts, lists of unequal and zero
+ * length, with and without counts, from an init row, from zero, and in place. */
+Test(event, gather_rows_matches_reference)
+{
+    enum { CIN = 50, ROWS = 9, MAXW = 136 };
+    float *w = qkf_malloc((size_t)CIN * MAXW * sizeof(float));
+    float *init = qkf_malloc(MAXW * sizeof(float));
+    float *a = qkf_malloc((size_t)ROWS * MAXW * sizeof(float));
+    float *b = qkf_malloc((size_t)ROWS * MAXW * sizeof(float));
+    qkf_rng r;
+    qkf_rng_seed(&r, 11);
+    for (int i = 0; i < CIN * MAXW; i++)
+        w[i] = qkf_rng_normal(&r);
+    for (int i = 0; i < MAXW; i++)
+        init[i] = qkf_rng_normal(&r);
+    uint16_t ch[ROWS][CIN], cnt[ROWS][CIN];
+    const int widths[] = {16, 32, 48, 64, 80, 96, 112, 128, 8, 24, 136};
+    for (int wi = 0; wi < (int)(sizeof widths / sizeof *widths); wi++)
+        for (int mode = 0; mode < 6; mode++) {
+            int width = widths[wi], counts = mode % 2, nrow = 1 + (int)(qkf_rng_u64(&r) % ROWS);
+            qkf_spike_row ra[ROWS], rb[ROWS];
+            for (int k = 0; k < nrow; k++) {
+                float density = k == 1 ? 0.0f : 0.1f + 0.8f * qkf_rng_uniform(&r);
+                int n = 0;
+                for (int c = 0; c < CIN; c++)
+                    if (qkf_rng_uniform(&r) < density)
+                        ch[k][n] = (uint16_t)c, cnt[k][n++] = (uint16_t)(1 + qkf_rng_u64(&r) % 4);
+                float *oa = a + (int64_t)k * MAXW, *ob = b + (int64_t)k * MAXW;
+                for (int j = 0; j < width; j++) /* in place (mode 4, 5) starts from these */
+                    oa[j] = ob[j] = (float)(k + j) * 0.25f;
+                const float *ia = mode / 2 == 0 ? init : mode / 2 == 1 ? NULL : oa;
+                const float *ib = mode / 2 == 0 ? init : mode / 2 == 1 ? NULL : ob;
+                qkf_spike_seg sg = {ch[k], counts ? cnt[k] : NULL, n, 0};
+                ra[k] = (qkf_spike_row){oa, ia, sg};
+                rb[k] = (qkf_spike_row){ob, ib, sg};
+            }
+            int64_t sa = qkf_spike_gather_rows(ra, nrow, w, width, width);
+            int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, w, width, width);
+            cr_assert_eq(sa, sb, "width %d mode %d: spikes %lld vs %lld", width, mode,
+                         (long long)sa, (long long)sb);
+            for (int k = 0; k < nrow; k++)
+                cr_assert_eq(memcmp(a + (int64_t)k * MAXW, b + (int64_t)k * MAXW,
+                                    (size_t)width * sizeof(float)),
+                             0, "width %d mode %d row %d differs", width, mode, k);
+        }
+    qkf_free(w);
+    qkf_free(init);
+    qkf_free(a);
+    qkf_free(b);
+}
+
 /* The LIF row equals its reference and, stepped over time, the dense multi-step kernel. */
 Test(event, lif_row_matches_dense_lif)
 {
