@@ -131,6 +131,34 @@ void qkf_conv_backward_input(float *din, const float *dout, const float *weight,
     }
 }
 
+void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weight, int F,
+                               int cin, int h, int w, int cout, int k, int stride, int pad,
+                               float *col, int64_t col_cap)
+{
+    int ho, wo;
+    conv_dims(h, w, k, stride, pad, &ho, &wo);
+    int64_t oplane = (int64_t)ho * wo, K = (int64_t)cin * k * k;
+    if (k == 1 && stride == 1 && pad == 0) {
+        int n = (int)((int64_t)F * oplane);
+        /* din[cin][n] += W^T doutt^T */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cin, n, cout, 1.0f, weight, cin,
+                    doutt, cout, 1.0f, din, n);
+        return;
+    }
+    int64_t per_frame = K * oplane;
+    CHECK(col_cap >= per_frame);
+    int chunk = (int)(col_cap / per_frame);
+    if (chunk > F)
+        chunk = F;
+    for (int f0 = 0; f0 < F; f0 += chunk) {
+        int nf = F - f0 < chunk ? F - f0 : chunk;
+        int n = (int)(nf * oplane);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)K, n, cout, 1.0f, weight, (int)K,
+                    doutt + f0 * oplane * cout, cout, 0.0f, col, n);
+        col2im_add(din, col, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+    }
+}
+
 void qkf_conv_forward_ref(float *out, const float *in, const float *weight, int F, int cin, int h,
                           int w, int cout, int k, int stride, int pad)
 {
@@ -324,6 +352,52 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
         }
         if (dbias)
             dbias[c] += (float)sum_f(dxc, M);
+    }
+}
+
+void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
+                             const float *dy, const float *x, const float *mean,
+                             const float *invstd, const float *gamma, int C, int64_t M)
+{
+    /* blocks of 16 channels: each thread writes 64-byte pieces of the token-major rows */
+    int nblk = (C + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int cb = 0; cb < nblk; cb++) {
+        int c0 = cb * 16, nc = C - c0 < 16 ? C - c0 : 16;
+        float k1[16], k2[16], a[16], m[16], is[16], tile[16][16];
+        double ds[16] = {0};
+        for (int j = 0; j < nc; j++) {
+            int c = c0 + j;
+            const float *xc = x + (int64_t)c * M, *dyc = dy + (int64_t)c * M;
+            double sdy, sdyx;
+            m[j] = mean[c], is[j] = invstd[c];
+            sum_dy_dyx(dyc, xc, M, m[j], is[j], &sdy, &sdyx);
+            dgamma[c] += (float)sdyx;
+            dbeta[c] += (float)sdy;
+            k1[j] = (float)(sdy / (double)M), k2[j] = (float)(sdyx / (double)M);
+            a[j] = gamma[c] * is[j];
+        }
+        for (int64_t p0 = 0; p0 < M; p0 += 16) {
+            int np = M - p0 < 16 ? (int)(M - p0) : 16;
+            for (int j = 0; j < nc; j++) {
+                const float *xc = x + (int64_t)(c0 + j) * M + p0;
+                const float *dyc = dy + (int64_t)(c0 + j) * M + p0;
+                for (int i = 0; i < np; i++) {
+                    float xh = (xc[i] - m[j]) * is[j];
+                    tile[j][i] = (dyc[i] - k1[j] - xh * k2[j]) * a[j];
+                }
+            }
+            for (int i = 0; i < np; i++) {
+                float *row = dxt + (p0 + i) * C + c0;
+                for (int j = 0; j < nc; j++) {
+                    row[j] = tile[j][i];
+                    ds[j] += (double)tile[j][i];
+                }
+            }
+        }
+        if (dbias)
+            for (int j = 0; j < nc; j++)
+                dbias[c0 + j] += (float)ds[j];
     }
 }
 

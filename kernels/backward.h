@@ -28,6 +28,11 @@ void qkf_conv_backward(float *din, float *dweight, const float *dout, const floa
 void qkf_conv_backward_input(float *din, const float *dout, const float *weight, int F, int cin,
                              int h, int w, int cout, int k, int stride, int pad, float *col,
                              int64_t col_cap);
+/* The same with dout token-major: doutt [F][ho][wo][cout] (as qkf_bn_train_backward_t writes
+ * it). */
+void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weight, int F,
+                               int cin, int h, int w, int cout, int k, int stride, int pad,
+                               float *col, int64_t col_cap);
 /* Plain single-threaded references (direct loops, no im2col) used by the tests. */
 void qkf_conv_forward_ref(float *out, const float *in, const float *weight, int F, int cin, int h,
                           int w, int cout, int k, int stride, int pad);
@@ -58,6 +63,13 @@ void qkf_bn_train_apply(float *y, const float *x, const float *mean, const float
 void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias, const float *dy,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int C, int64_t M);
+
+/* qkf_bn_train_backward with dx written token-major: dxt [M][C] (M = F*N positions), the layout
+ * the spike convolutions' weight gradient and qkf_conv_backward_input_t read. The same dx values;
+ * dbias += the double sum of each channel's dx in position order. dxt must not alias dy. */
+void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
+                             const float *dy, const float *x, const float *mean,
+                             const float *invstd, const float *gamma, int C, int64_t M);
 
 /* ---- MaxPool 3/2/1 ------------------------------------------------------------------------ */
 

@@ -82,6 +82,35 @@ static int scan_row(int32_t *pos, uint8_t *val, const uint8_t *row, int n, int32
     return k;
 }
 
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16 tiles through a local
+ * buffer, so that both the loads and the stores run along contiguous memory. */
+static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int rows, int cols)
+{
+    float tile[16][16];
+    for (int r0 = 0; r0 < rows; r0 += 16) {
+        int nr = rows - r0 < 16 ? rows - r0 : 16;
+        for (int c0 = 0; c0 < cols; c0 += 16) {
+            int nc = cols - c0 < 16 ? cols - c0 : 16;
+            for (int r = 0; r < nr; r++)
+                memcpy(tile[r], src + (int64_t)(r0 + r) * lds + c0, (size_t)nc * sizeof(float));
+            for (int c = 0; c < nc; c++) {
+                float *d = dst + (int64_t)(c0 + c) * ldd + r0;
+                for (int r = 0; r < nr; r++)
+                    d[r] = tile[r][c];
+            }
+        }
+    }
+}
+
+void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += 256) {
+        int nr = rows - r0 < 256 ? (int)(rows - r0) : 256;
+        transpose(dst + r0, rows, src + r0 * cols, cols, nr, cols);
+    }
+}
+
 /* im2col of qkf_im2col from a byte tensor: col [cin*k*k][nf][ho*wo] floats. */
 static void im2col_u8(float *col, const uint8_t *in, int F, int f0, int nf, int cin, int h, int w,
                       int k, int stride, int pad, int ho, int wo)
@@ -125,7 +154,7 @@ int64_t qkf_spikeconv_work_floats(int F, int cin, int h, int w, int cout, int k,
     nf = nf < 1 ? 1 : nf > F ? F : nf;
     if (nf * No > 65535)
         nf = No > 65535 ? 1 : 65535 / No;
-    int64_t bwd = wt + threads * (nf * No * cout + nf * N * 3 + cout + 16);
+    int64_t bwd = wt + threads * (nf * N * 3 + cout + 16) + 2 * (cin + 1) + 2;
     int64_t dense = (int64_t)cin * kk2 * No; /* one frame of im2col */
     int64_t m = fwd > bwd ? fwd : bwd;
     return m > dense ? m : dense;
@@ -222,16 +251,8 @@ int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight
                     qkf_spike_gather(zt + ((int64_t)oy * wo + ox) * cout, NULL, wt, kk2 * cout,
                                      seg, nseg, cout);
                 }
-            /* token-major [No][cout] -> out[co][f][o], 16 tokens at a time */
-            for (int o0 = 0; o0 < No; o0 += 16) {
-                int no = No - o0 < 16 ? No - o0 : 16;
-                for (int co = 0; co < cout; co++) {
-                    float *dst = out + ((int64_t)co * F + f) * No + o0;
-                    const float *src = zt + (int64_t)o0 * cout + co;
-                    for (int o = 0; o < no; o++)
-                        dst[o] = src[(int64_t)o * cout];
-                }
-            }
+            /* token-major [No][cout] -> out[co][f][o] */
+            transpose(out + (int64_t)f * No, (int64_t)F * No, zt, cout, No, cout);
         }
     }
     return nnz;
@@ -239,7 +260,7 @@ int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight
 
 /* ---- weight gradient ------------------------------------------------------------------------- */
 
-static void dense_weight(float *dweight, const float *dout, const uint8_t *in, int F, int cin,
+static void dense_weight(float *dweight, const float *doutt, const uint8_t *in, int F, int cin,
                          int h, int w, int cout, int k, int stride, int pad, float *col,
                          int64_t col_cap)
 {
@@ -253,12 +274,12 @@ static void dense_weight(float *dweight, const float *dout, const uint8_t *in, i
         int nf = F - f0 < chunk ? F - f0 : chunk;
         int n = (int)(nf * No);
         im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, (int)K, n, 1.0f,
-                    dout + f0 * No, (int)(F * No), col, n, 1.0f, dweight, (int)K);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cout, (int)K, n, 1.0f,
+                    doutt + f0 * No * cout, cout, col, n, 1.0f, dweight, (int)K);
     }
 }
 
-void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint8_t *in, int F,
+void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uint8_t *in, int F,
                                    int cin, int h, int w, int cout, int k, int stride, int pad,
                                    float *work, int64_t work_cap)
 {
@@ -267,7 +288,7 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint
     const int N = h * w, No = ho * wo, kk2 = k * k;
     int64_t total = (int64_t)cin * F * N, nnz = count_nonzero(in, total);
     if ((double)nnz > thr_weight * (double)total || No > 65535) {
-        dense_weight(dweight, dout, in, F, cin, h, w, cout, k, stride, pad, work, work_cap);
+        dense_weight(dweight, doutt, in, F, cin, h, w, cout, k, stride, pad, work, work_cap);
         return;
     }
     int threads = omp_get_max_threads();
@@ -277,26 +298,46 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint
     if ((int64_t)nf * No > 65535)
         nf = 65535 / No;
     int64_t wt_n = (int64_t)cin * kk2 * cout;
-    int64_t per_thread = (int64_t)nf * No * cout + (int64_t)nf * N * 3 + cout + 16;
+    int64_t per_thread = (int64_t)nf * N * 3 + cout + 16;
     float *dwt = work;
+    int64_t cum_off = (wt_n + (int64_t)threads * per_thread + 1) & ~(int64_t)1; /* 8-aligned */
+    int64_t *cum = (int64_t *)(work + cum_off); /* [cin + 1] */
     memset(dwt, 0, (size_t)wt_n * sizeof(float));
-    /* Each thread owns a fixed range of input channels (their rows of dWt) and transposes every
-     * chunk of dz into its own L2-sized scratch: twice the transposition work, but no barrier
-     * per chunk (barriers cost a time slice each on a loaded machine). The sums do not depend
-     * on the thread count. */
+    /* events per channel, so that each thread gets a contiguous range of channels with about
+     * the same number of events */
+    cum[0] = 0;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < cin; c++) {
+        const uint8_t *row = in + (int64_t)c * F * N;
+        int64_t e = 0;
+        for (int64_t i = 0; i < (int64_t)F * N; i++)
+            e += row[i] != 0;
+        cum[c + 1] = e;
+    }
+    for (int c = 0; c < cin; c++)
+        cum[c + 1] += cum[c];
+    /* Each thread owns a range of input channels (their rows of dWt) and walks dz in chunks of
+     * frames that stay in its L2: no barrier per chunk (barriers cost a time slice each on a
+     * loaded machine). The sums do not depend on the thread count or the split. */
 #pragma omp parallel
     {
         int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        int c0 = (int)((int64_t)cin * tid / nth), c1 = (int)((int64_t)cin * (tid + 1) / nth);
-        float *dzt = work + wt_n + (int64_t)tid * per_thread;
-        float *part = dzt + (int64_t)nf * No * cout;
+        int c0 = 0, c1 = 0;
+        while (c0 < cin && cum[c0] * nth < cum[cin] * tid)
+            c0++;
+        c1 = c0;
+        while (c1 < cin && cum[c1] * nth < cum[cin] * (tid + 1))
+            c1++;
+        if (tid == nth - 1)
+            c1 = cin;
+        float *part = work + wt_n + (int64_t)tid * per_thread;
         int32_t *pos = (int32_t *)(part + cout);
         uint16_t *idx = (uint16_t *)(pos + (int64_t)nf * N);
         uint16_t *cnt = idx + (int64_t)nf * N;
         uint8_t *val = (uint8_t *)(cnt + (int64_t)nf * N);
         for (int f0 = 0; f0 < F && c0 < c1; f0 += nf) {
             int nfc = F - f0 < nf ? F - f0 : nf;
-            int transposed = 0;
+            const float *dzt = doutt + (int64_t)f0 * No * cout; /* the chunk's rows */
             for (int c = c0; c < c1; c++) {
                 int m = 0;
                 for (int fi = 0; fi < nfc; fi++)
@@ -304,36 +345,43 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint
                                   fi * N);
                 if (!m)
                     continue;
-                if (!transposed) { /* dz of the chunk, token-major: [(fi*No + o)][cout] */
-                    for (int fi = 0; fi < nfc; fi++)
-                        for (int o0 = 0; o0 < No; o0 += 16) {
-                            int no = No - o0 < 16 ? No - o0 : 16;
-                            float *dst = dzt + ((int64_t)fi * No + o0) * cout;
-                            for (int co = 0; co < cout; co++) {
-                                const float *src = dout + ((int64_t)co * F + f0 + fi) * No + o0;
-                                for (int o = 0; o < no; o++)
-                                    dst[(int64_t)o * cout + co] = src[o];
-                            }
-                        }
-                    transposed = 1;
-                }
                 int counts = 0;
                 for (int i = 0; i < m; i++)
                     counts |= val[i] > 1;
+                if (stride == 1) {
+                    /* ho = h, wo = w: output index = input index - tap offset; the border
+                     * flags of each event, once: bit 0 top row, 1 bottom, 2 left, 3 right */
+                    for (int i = 0; i < m; i++) {
+                        int p = pos[i] % N, iy = p / w, ix = p % w;
+                        val[m + i] = (uint8_t)((iy == 0) | (iy == h - 1) << 1 | (ix == 0) << 2 |
+                                               (ix == w - 1) << 3);
+                    }
+                }
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
                         int n = 0;
-                        for (int i = 0; i < m; i++) {
-                            int fi = pos[i] / N, p = pos[i] % N;
-                            int ny = p / w + pad - ky, nx = p % w + pad - kx;
-                            if (ny < 0 || nx < 0 || ny % stride || nx % stride)
-                                continue;
-                            int oy = ny / stride, ox = nx / stride;
-                            if (oy >= ho || ox >= wo)
-                                continue;
-                            idx[n] = (uint16_t)(fi * No + oy * wo + ox);
-                            cnt[n++] = val[i];
-                        }
+                        if (stride == 1) {
+                            int dy = pad - ky, dx = pad - kx, off = dy * w + dx;
+                            /* flags that rule the tap out: dy < 0 needs iy > 0, ... */
+                            uint8_t bad = (uint8_t)((dy < 0) | (dy > 0) << 1 | (dx < 0) << 2 |
+                                                    (dx > 0) << 3);
+                            for (int i = 0; i < m; i++)
+                                if (!(val[m + i] & bad)) {
+                                    idx[n] = (uint16_t)(pos[i] + off);
+                                    cnt[n++] = val[i];
+                                }
+                        } else
+                            for (int i = 0; i < m; i++) {
+                                int fi = pos[i] / N, p = pos[i] % N;
+                                int ny = p / w + pad - ky, nx = p % w + pad - kx;
+                                if (ny < 0 || nx < 0 || ny % stride || nx % stride)
+                                    continue;
+                                int oy = ny / stride, ox = nx / stride;
+                                if (oy >= ho || ox >= wo)
+                                    continue;
+                                idx[n] = (uint16_t)(fi * No + oy * wo + ox);
+                                cnt[n++] = val[i];
+                            }
                         if (!n)
                             continue;
                         qkf_spike_seg seg = {idx, counts ? cnt : NULL, n, 0};

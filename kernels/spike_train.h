@@ -6,9 +6,10 @@
  *   - forward  z = W (*) in: each output token gathers the weight rows of the events in its
  *     receptive field (qkf_spike_gather, weights re-laid [cin][k*k][cout]) and the token-major
  *     result is transposed back to [cout][F][N];
- *   - weight gradient dW += dz (*) in^T: dz is transposed to token-major rows [position][cout]
- *     in chunks of frames that fit in L2, and every (input channel, kernel tap) row of dW
- *     accumulates the dz rows of the channel's events (again qkf_spike_gather).
+ *   - weight gradient dW += dz (*) in^T: dz comes token-major, rows [position][cout] (the
+ *     BatchNorm backward writes it so), and every (input channel, kernel tap) row of dW
+ *     accumulates the dz rows of the channel's events (again qkf_spike_gather), in chunks of
+ *     frames that stay in L2.
  *
  * Above a density threshold both fall back to im2col (from bytes) + sgemm. Every output sums in
  * an order that depends only on the data, never on the thread count.
@@ -32,8 +33,9 @@ int64_t qkf_spikeconv_work_floats(int F, int cin, int h, int w, int cout, int k,
 int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight, int F, int cin,
                               int h, int w, int cout, int k, int stride, int pad, float *work,
                               int64_t work_cap);
-/* dweight [cout][cin][k][k] += dout [cout][F][ho][wo] (*) in^T. */
-void qkf_spikeconv_backward_weight(float *dweight, const float *dout, const uint8_t *in, int F,
+/* dweight [cout][cin][k][k] += dout (*) in^T, dout given token-major: doutt [F][ho][wo][cout]
+ * (qkf_bn_train_backward_t writes it so). */
+void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uint8_t *in, int F,
                                    int cin, int h, int w, int cout, int k, int stride, int pad,
                                    float *work, int64_t work_cap);
 /* Density (nonzero fraction) above which the products go dense; settable for tests and
@@ -55,6 +57,8 @@ void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8
 
 /* out[i] = a[i] + b[i] (counts; the caller guarantees they stay below 256). */
 void qkf_add_u8(uint8_t *out, const uint8_t *a, const uint8_t *b, int64_t n);
+/* dst [cols][rows] = src [rows][cols]^T, in parallel over tiles. */
+void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols);
 /* out[i] = (float)in[i]. */
 void qkf_u8_to_float(float *out, const uint8_t *in, int64_t n);
 void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, int N);

@@ -56,6 +56,7 @@ struct qkf_train {
     int *grad_buf; /* tensor -> gradient buffer, -1 when the tensor needs no gradient */
     float *grads;
     float *col, *pre, *dpre, *ssa_scratch, *feat, *logits, *probs, *dlogits;
+    float *dzt; /* a spike convolution's output gradient, token-major [F*N][cout] */
     int64_t col_cap, bytes;
     float loss_weight;                  /* dloss of the cross-entropy backward */
     int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
@@ -256,6 +257,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->col = alloc(e, e->col_cap, sizeof(float));
     e->pre = alloc(e, premax, sizeof(float));
     e->dpre = alloc(e, zmax, sizeof(float));
+    e->dzt = alloc(e, zmax, sizeof(float));
     e->ssa_scratch = alloc(e, ssa, sizeof(float));
     int K = g->cfg.num_classes;
     e->feat = alloc(e, (int64_t)B * g->cfg.embed_dims, sizeof(float));
@@ -330,6 +332,7 @@ void qkf_train_free(qkf_train *e)
     qkf_free(e->col);
     qkf_free(e->pre);
     qkf_free(e->dpre);
+    qkf_free(e->dzt);
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
     qkf_free(e->logits);
@@ -647,32 +650,43 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 qkf_maxpool3s2_backward(e->dpre, dy, c->arg, (int64_t)op->cout * F, hc, wc);
                 dy = e->dpre;
             }
-            if (e->bn_sum) {
-                if (sync_bn_backward(e, e->dpre, dP + pp[op->p_bn_w].offset,
-                                     dP + pp[op->p_bn_b].offset,
-                                     op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
-                                     c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M))
-                    return -1;
-            } else
-                qkf_bn_train_backward(e->dpre, dP + pp[op->p_bn_w].offset,
-                                      dP + pp[op->p_bn_b].offset,
-                                      op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL, dy, c->z,
-                                      c->mean, c->invstd, P + pp[op->p_bn_w].offset, op->cout, M);
+            const float *W = P + pp[op->p_w].offset;
+            float *dW = dP + pp[op->p_w].offset, *dgamma = dP + pp[op->p_bn_w].offset,
+                  *dbeta = dP + pp[op->p_bn_b].offset,
+                  *dbias = op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL;
+            const float *gamma = P + pp[op->p_bn_w].offset;
             if (e->sp[op->in0]) {
+                /* spike input: the BatchNorm backward writes dz token-major, which the event
+                 * weight gradient reads row by row and the input gradient's sgemm transposes */
+                if (e->bn_sum) {
+                    if (sync_bn_backward(e, e->dpre, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                         c->invstd, gamma, op->cout, M))
+                        return -1;
+                    qkf_transpose_f32(e->dzt, e->dpre, op->cout, (int)M);
+                } else
+                    qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                            c->invstd, gamma, op->cout, M);
                 double t_w = e->prof ? qkf_now() : 0.0;
-                qkf_spikeconv_backward_weight(dP + pp[op->p_w].offset, e->dpre, e->sp[op->in0],
-                                              (int)F, op->cin, x->h, x->w, op->cout, op->k,
-                                              op->stride, op->pad, e->col, e->col_cap);
+                qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
+                                              x->w, op->cout, op->k, op->stride, op->pad, e->col,
+                                              e->col_cap);
                 if (e->prof)
                     e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
                 if (gin)
-                    qkf_conv_backward_input(gin, e->dpre, P + pp[op->p_w].offset, (int)F,
-                                            op->cin, x->h, x->w, op->cout, op->k, op->stride,
-                                            op->pad, e->col, e->col_cap);
+                    qkf_conv_backward_input_t(gin, e->dzt, W, (int)F, op->cin, x->h, x->w,
+                                              op->cout, op->k, op->stride, op->pad, e->col,
+                                              e->col_cap);
+                break;
+            }
+            if (e->bn_sum) {
+                if (sync_bn_backward(e, e->dpre, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                     c->invstd, gamma, op->cout, M))
+                    return -1;
             } else
-                qkf_conv_backward(gin, dP + pp[op->p_w].offset, e->dpre, e->act[op->in0],
-                                  P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w, op->cout,
-                                  op->k, op->stride, op->pad, e->col, e->col_cap);
+                qkf_bn_train_backward(e->dpre, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                      c->invstd, gamma, op->cout, M);
+            qkf_conv_backward(gin, dW, e->dpre, e->act[op->in0], W, (int)F, op->cin, x->h, x->w,
+                              op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
             break;
         }
         case QKF_OP_LIF:

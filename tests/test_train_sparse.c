@@ -61,10 +61,11 @@ static void spikeconv_case(int F, int cin, int h, int cout, int k, int stride, f
     float *sf = qkf_malloc(nin * 4), *w = qkf_malloc(nw * 4), *dz = qkf_malloc(nout * 4);
     float *y = qkf_malloc(nout * 4), *y_ref = qkf_malloc(nout * 4), *y1 = qkf_malloc(nout * 4);
     float *dw = qkf_malloc(nw * 4), *dw_ref = qkf_malloc(nw * 4), *dw1 = qkf_malloc(nw * 4);
-    float *dx_ref = qkf_calloc(nin, 4);
+    float *dx_ref = qkf_calloc(nin, 4), *dzt = qkf_malloc(nout * 4);
     fill_spikes(s, sf, nin, &r, density, maxcount);
     fill(w, nw, &r, 0.5f);
     fill(dz, nout, &r, 1.0f);
+    qkf_transpose_f32(dzt, dz, cout, (int)(nout / cout)); /* token-major, as the engine passes it */
     fill(dw, nw, &r, 1.0f); /* the gradient accumulates: start from the same nonzero values */
     memcpy(dw_ref, dw, nw * 4);
     memcpy(dw1, dw, nw * 4);
@@ -72,7 +73,7 @@ static void spikeconv_case(int F, int cin, int h, int cout, int k, int stride, f
     float *work = qkf_malloc(cap * 4);
     qkf_spikeconv_set_threshold(thr, thr);
     int64_t nnz = qkf_spikeconv_forward(y, s, w, F, cin, h, h, cout, k, stride, pad, work, cap);
-    qkf_spikeconv_backward_weight(dw, dz, s, F, cin, h, h, cout, k, stride, pad, work, cap);
+    qkf_spikeconv_backward_weight(dw, dzt, s, F, cin, h, h, cout, k, stride, pad, work, cap);
     int64_t expect = 0;
     for (int64_t i = 0; i < nin; i++)
         expect += s[i] != 0;
@@ -93,7 +94,7 @@ static void spikeconv_case(int F, int cin, int h, int cout, int k, int stride, f
     omp_set_num_threads(1);
     qkf_spikeconv_forward(y1, s, w, F, cin, h, h, cout, k, stride, pad, work, cap);
     if (thr > 1.0) /* the dense path sums in sgemm's order, which depends on threads */
-        qkf_spikeconv_backward_weight(dw1, dz, s, F, cin, h, h, cout, k, stride, pad, work, cap);
+        qkf_spikeconv_backward_weight(dw1, dzt, s, F, cin, h, h, cout, k, stride, pad, work, cap);
     omp_set_num_threads(threads);
     if (thr > 1.0) {
         cr_expect(memcmp(y, y1, nout * 4) == 0, "forward depends on the thread count");
@@ -101,7 +102,7 @@ static void spikeconv_case(int F, int cin, int h, int cout, int k, int stride, f
     }
     qkf_spikeconv_set_threshold(0.4, 0.4);
     qkf_free(s), qkf_free(sf), qkf_free(w), qkf_free(dz), qkf_free(y), qkf_free(y_ref);
-    qkf_free(y1), qkf_free(dw), qkf_free(dw_ref), qkf_free(dw1), qkf_free(dx_ref);
+    qkf_free(y1), qkf_free(dw), qkf_free(dw_ref), qkf_free(dw1), qkf_free(dx_ref), qkf_free(dzt);
     qkf_free(work);
 }
 
@@ -233,4 +234,45 @@ Test(train_sparse, attention_u8)
     qkf_free(s8), qkf_free(w), qkf_free(bias);
     for (int i = 0; i < 6; i++)
         qkf_free(g[i]);
+}
+
+/* The token-major BatchNorm backward and the input gradient that reads it against the
+ * channel-major kernels. */
+Test(train_sparse, token_major_backward)
+{
+    int C = 21, F = 3, h = 5, cin = 6;
+    int64_t M = (int64_t)F * h * h, n = (int64_t)C * M, nin = (int64_t)cin * M;
+    qkf_rng r;
+    qkf_rng_seed(&r, 9);
+    float *x = qkf_malloc(n * 4), *dy = qkf_malloc(n * 4), *dx = qkf_malloc(n * 4);
+    float *dxt = qkf_malloc(n * 4), *dxt2 = qkf_malloc(n * 4);
+    float mean[32], invstd[32], gamma[32], g1[3][32] = {{0}}, g2[3][32] = {{0}}, y[1];
+    fill(x, n, &r, 2.0f);
+    fill(dy, n, &r, 1.0f);
+    fill(gamma, C, &r, 1.0f);
+    float *yb = qkf_malloc(n * 4), beta[32] = {0};
+    qkf_bn_train_forward(yb, mean, invstd, x, C, M, NULL, gamma, beta, NULL, NULL, M);
+    (void)y;
+    qkf_bn_train_backward(dx, g1[0], g1[1], g1[2], dy, x, mean, invstd, gamma, C, M);
+    qkf_bn_train_backward_t(dxt, g2[0], g2[1], g2[2], dy, x, mean, invstd, gamma, C, M);
+    qkf_transpose_f32(dxt2, dx, C, (int)M);
+    cr_expect(memcmp(dxt, dxt2, n * 4) == 0, "token-major dx differs");
+    cr_expect(memcmp(g1[0], g2[0], C * 4) == 0 && memcmp(g1[1], g2[1], C * 4) == 0,
+              "dgamma / dbeta differ");
+    for (int c = 0; c < C; c++) /* sums of dx, zero up to rounding, in two orders */
+        cr_expect_lt(fabs((double)g1[2][c] - (double)g2[2][c]), 1e-4, "dbias %d", c);
+    for (int k = 1; k <= 3; k += 2) {
+        int64_t nw = (int64_t)C * cin * k * k;
+        float *w = qkf_malloc(nw * 4), *din = qkf_calloc(nin, 4), *din2 = qkf_calloc(nin, 4);
+        fill(w, nw, &r, 0.5f);
+        int64_t cap = qkf_conv_col_floats(cin, h, h, k, 1, k / 2) * F;
+        float *col = qkf_malloc(cap * 4);
+        qkf_conv_backward_input(din, dx, w, F, cin, h, h, C, k, 1, k / 2, col, cap);
+        qkf_conv_backward_input_t(din2, dxt, w, F, cin, h, h, C, k, 1, k / 2, col, cap);
+        int64_t wi;
+        double e = max_abs_err(din, din2, nin, &wi); /* sgemm with the other operand layout */
+        cr_expect_lt(e, 1e-5, "input gradient k%d: err %g at %lld", k, e, (long long)wi);
+        qkf_free(w), qkf_free(din), qkf_free(din2), qkf_free(col);
+    }
+    qkf_free(x), qkf_free(dy), qkf_free(dx), qkf_free(dxt), qkf_free(dxt2), qkf_free(yb);
 }
