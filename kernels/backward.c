@@ -313,7 +313,7 @@ void qkf_bn_train_forward(float *y, float *mean, float *invstd, const float *x, 
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const float *xc = x + (int64_t)c * M;
-        float *yc = y + (int64_t)c * M;
+        float *yc = y ? y + (int64_t)c * M : NULL;
         double b = bias ? (double)bias[c] : 0.0;
         double mu = sum_f(xc, M) / (double)M; /* mean of x; the mean of x + bias is mu + b */
         float m = (float)mu;
@@ -321,7 +321,8 @@ void qkf_bn_train_forward(float *y, float *mean, float *invstd, const float *x, 
         float is = (float)(1.0 / sqrt(var + (double)QKF_BN_EPS));
         mean[c] = m;
         invstd[c] = is;
-        bn_apply_channel(yc, xc, M, m, is, gamma[c], beta[c]);
+        if (y)
+            bn_apply_channel(yc, xc, M, m, is, gamma[c], beta[c]);
         if (run_mean) {
             double unb = n_count > 1 ? var * (double)n_count / (double)(n_count - 1) : var;
             run_mean[c] = (1.0f - QKF_BN_MOMENTUM) * run_mean[c] +

@@ -49,7 +49,8 @@ void qkf_conv_backward_ref(float *din, float *dweight, const float *dout, const 
  * mean[C] (of x) and invstd[C] = 1/sqrt(var + eps) for the backward, and updates the running
  * statistics with momentum 0.1: running_mean with mean + bias, running_var with the UNBIASED
  * variance var * n/(n-1), n = n_count (M normally; T*B*N for a static tensor that stands for
- * T identical copies, as PyTorch sees them). run_mean / run_var may be NULL. */
+ * T identical copies, as PyTorch sees them). run_mean / run_var may be NULL; y NULL: the
+ * statistics only (qkf_bn_train_apply, or a consumer that applies them, produces y). */
 void qkf_bn_train_forward(float *y, float *mean, float *invstd, const float *x, int C, int64_t M,
                           const float *bias, const float *gamma, const float *beta,
                           float *run_mean, float *run_var, int64_t n_count);

@@ -533,6 +533,118 @@ void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8
     }
 }
 
+/* LIF of a convolution-fed layer, its input currents computed on the fly from the
+ * convolution's pre-BatchNorm output z (see spike_train.h). x[c][fx][n] as qkf_bn_train_apply
+ * computes it: (z - mean) * (gamma * invstd) + beta, z read at arg[n] when pooled. */
+static inline void bn_row(float *xin, const float *zp, const int32_t *ap, int nn, float m,
+                          float a, float b)
+{
+    if (ap)
+        for (int i = 0; i < nn; i++)
+            xin[i] = (zp[ap[i]] - m) * a + b;
+    else
+        for (int i = 0; i < nn; i++)
+            xin[i] = (zp[i] - m) * a + b;
+}
+
+void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const float *invstd,
+                           const float *gamma, const float *beta, int C, int T, int B, int N,
+                           int x_static, float vth, int tb_compat, float *h_rec)
+{
+    int64_t F = (int64_t)T * B;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        int64_t xF = x_static ? B : F;
+        const float *zc = z + (int64_t)c * xF * N;
+        float m = mean[c], a = gamma[c] * invstd[c], bt = beta[c];
+        int nb = tb_compat ? 1 : B;
+        int steps = tb_compat ? (int)F : T;
+        for (int b = 0; b < nb; b++)
+            for (int n0 = 0; n0 < N; n0 += TILE) {
+                int nn = N - n0 < TILE ? N - n0 : TILE;
+                float v[TILE] = {0}, xin[TILE];
+                for (int t = 0; t < steps; t++) {
+                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                    bn_row(xin, zc + fx * N + n0, NULL, nn, m, a, bt);
+                    int64_t off = ((int64_t)c * F + f) * N + n0;
+                    for (int i = 0; i < nn; i++) {
+                        float h = v[i] + (xin[i] - v[i]) / 2.0f;
+                        float spike = h >= vth ? 1.0f : 0.0f;
+                        s[off + i] = (uint8_t)(h >= vth);
+                        v[i] = h * (1.0f - spike);
+                        if (h_rec)
+                            h_rec[off + i] = h;
+                    }
+                }
+            }
+    }
+}
+
+int64_t qkf_lif_backward_bn_scratch_floats(int T, int B, int tb_compat, int threads)
+{
+    return (int64_t)threads * (tb_compat ? (int64_t)T * B : T) * TILE;
+}
+
+void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const float *z,
+                            const int32_t *arg, int zplane, const float *mean,
+                            const float *invstd, const float *gamma, const float *beta, int C,
+                            int T, int B, int N, int x_static, float vth, int tb_compat,
+                            float alpha, float *scratch)
+{
+    int64_t F = (int64_t)T * B;
+    int steps_max = tb_compat ? (int)F : T;
+#pragma omp parallel
+    {
+        float *hs = scratch + (int64_t)omp_get_thread_num() * steps_max * TILE;
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; c++) {
+            int64_t xF = x_static ? B : F;
+            float *dxc = dx + (int64_t)c * xF * N;
+            float m = mean[c], a = gamma[c] * invstd[c], bt = beta[c];
+            int nb = tb_compat ? 1 : B;
+            int steps = tb_compat ? (int)F : T;
+            for (int b = 0; b < nb; b++)
+                for (int n0 = 0; n0 < N; n0 += TILE) {
+                    int nn = N - n0 < TILE ? N - n0 : TILE;
+                    float v[TILE] = {0}, xin[TILE], gh[TILE] = {0};
+                    /* the membranes again, as qkf_lif_recompute_h_u8 */
+                    for (int t = 0; t < steps; t++) {
+                        int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                        int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                        int64_t plane = (int64_t)c * xF + fx;
+                        if (arg)
+                            bn_row(xin, z + plane * zplane, arg + plane * N + n0, nn, m, a, bt);
+                        else
+                            bn_row(xin, z + plane * N + n0, NULL, nn, m, a, bt);
+                        int64_t off = ((int64_t)c * F + f) * N + n0;
+                        float *h = hs + (int64_t)t * TILE;
+                        for (int i = 0; i < nn; i++) {
+                            float hv = v[i] + (xin[i] - v[i]) / 2.0f;
+                            h[i] = hv;
+                            v[i] = hv * (1.0f - (float)s[off + i]);
+                        }
+                    }
+                    /* then BPTT, as qkf_lif_backward_u8 */
+                    for (int t = steps - 1; t >= 0; t--) {
+                        int64_t f = tb_compat ? t : (int64_t)t * B + b;
+                        int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
+                        int64_t off = ((int64_t)c * F + f) * N + n0;
+                        const float *h = hs + (int64_t)t * TILE;
+                        float *dxt = dxc + fx * N + n0;
+                        for (int i = 0; i < nn; i++) {
+                            float st = (float)s[off + i];
+                            float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
+                                      gh[i] * 0.5f * (1.0f - st);
+                            gh[i] = g;
+                            dxt[i] += g * 0.5f;
+                        }
+                    }
+                }
+        }
+    }
+}
+
 /* ---- residual, Q-K attention ----------------------------------------------------------------- */
 
 void qkf_add_u8(uint8_t *out, const uint8_t *a, const uint8_t *b, int64_t n)

@@ -53,6 +53,24 @@ void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, i
 void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
                          int T, int B, int N, int x_static, float vth, int tb_compat, float alpha);
 
+/* The LIF of a convolution-fed layer without its input currents in memory: x is computed on the
+ * fly from the convolution's pre-BatchNorm output z [C][xF][N] and the batch statistics exactly
+ * as qkf_bn_train_apply computes it, so spikes and membranes equal qkf_lif_forward_u8's on
+ * that x. h_rec optional. */
+void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const float *invstd,
+                           const float *gamma, const float *beta, int C, int T, int B, int N,
+                           int x_static, float vth, int tb_compat, float *h_rec);
+/* qkf_lif_recompute_h_u8 + qkf_lif_backward_u8 in one pass, with x from z as above; pooled
+ * layers (arg != NULL) read z [C][xF][zplane] at the MaxPool argmax arg [C][xF][N], as
+ * qkf_maxpool3s2_gather does. Bit-identical to the unfused kernels; neither x nor h is kept.
+ * scratch: qkf_lif_backward_bn_scratch_floats(T, B, tb_compat, threads). */
+int64_t qkf_lif_backward_bn_scratch_floats(int T, int B, int tb_compat, int threads);
+void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const float *z,
+                            const int32_t *arg, int zplane, const float *mean,
+                            const float *invstd, const float *gamma, const float *beta, int C,
+                            int T, int B, int N, int x_static, float vth, int tb_compat,
+                            float alpha, float *scratch);
+
 /* ---- residual, Q-K attention, SSA, readout on byte tensors --------------------------------- */
 
 /* out[i] = a[i] + b[i] (counts; the caller guarantees they stay below 256). */

@@ -37,7 +37,8 @@ typedef struct {
 
 struct qkf_train {
     struct qkf_trace *trace; /* recording the next forwards (qkf_train_set_trace) */
-    float *tr_v, *tr_h, *tr_s; /* [largest LIF tensor]: membranes, spikes of a recorded layer */
+    float *tr_v, *tr_h, *tr_s, *tr_x; /* [largest LIF tensor]: a recorded layer's membranes,
+                                       * spikes, currents */
     qkf_model *m;
     qkf_graph g;
     int max_batch, flags, threads;
@@ -45,10 +46,12 @@ struct qkf_train {
     float **act;     /* per tensor: float values (NULL for byte tensors) */
     uint8_t **sp;    /* per tensor: spikes / residual counts as bytes (NULL for float tensors) */
     int *act_shared; /* per tensor: act is the shared current buffer (not kept) */
-    float **lif_h;   /* per LIF layer: its own buffer, the input's buffer, or the shared hbuf */
+    float **lif_h;   /* per LIF layer: its own buffer, the input's buffer, or NULL (recomputed) */
     int *h_private;  /* per LIF layer: lif_h was allocated separately */
     int *recompute;  /* per LIF layer: currents and h are recomputed in the backward */
-    float *ybuf, *hbuf; /* shared currents of conv-fed LIF layers, and their recomputed h */
+    float *ybuf;     /* shared currents of pooled conv-fed LIF layers (the others compute them
+                      * from the conv's z as they go, kernels/spike_train.h) */
+    float *lif_scratch; /* qkf_lif_backward_bn_u8 */
     conv_cache *cc;  /* per op */
     int *last_reader;
     int n_gbuf;
@@ -167,8 +170,10 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->lif_h = qkf_calloc((size_t)g->n_lif + 1, sizeof(float *));
     e->h_private = qkf_calloc((size_t)g->n_lif + 1, sizeof(int));
     e->recompute = qkf_calloc((size_t)g->n_lif + 1, sizeof(int));
-    /* LIF layers whose only input is the convolution just before them: recomputed */
-    int64_t ymax = 0, hmax = 0;
+    /* LIF layers whose only input is the convolution just before them: recomputed. Their
+     * currents are never stored (computed from z on the fly), except after a MaxPool, where
+     * they pass through the shared ybuf in the forward. */
+    int64_t ymax = 0;
     for (int l = 0; l < g->n_lif; l++) {
         int i = g->lif_ops[l];
         const qkf_op *op = &g->ops[i];
@@ -176,13 +181,13 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
             readers[op->in0] == 1) {
             e->recompute[l] = 1;
             e->act_shared[op->in0] = 1;
-            int64_t y = tensor_floats(g, op->in0, B), h = tensor_floats(g, op->out, B);
+            int64_t y = g->ops[i - 1].pool ? tensor_floats(g, op->in0, B) : 0;
             ymax = y > ymax ? y : ymax;
-            hmax = h > hmax ? h : hmax;
         }
     }
     e->ybuf = alloc(e, ymax, sizeof(float));
-    e->hbuf = alloc(e, hmax, sizeof(float));
+    e->lif_scratch = alloc(e, qkf_lif_backward_bn_scratch_floats(T, B, 1, e->threads),
+                           sizeof(float));
     /* byte tensors: LIF spikes, Q-K masks of spikes, sums of byte tensors */
     e->sp = qkf_calloc((size_t)nt, sizeof(uint8_t *));
     uint8_t *is_byte = qkf_calloc((size_t)nt, 1);
@@ -195,15 +200,15 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     for (int t = 0; t < nt; t++) {
         if (is_byte[t])
             e->sp[t] = alloc(e, tensor_floats(g, t, B), 1);
-        else
-            e->act[t] = e->act_shared[t] ? e->ybuf
-                                         : alloc(e, tensor_floats(g, t, B), sizeof(float));
+        else if (!e->act_shared[t])
+            e->act[t] = alloc(e, tensor_floats(g, t, B), sizeof(float));
     }
     qkf_free(is_byte);
     for (int l = 0; l < g->n_lif; l++) {
         const qkf_op *op = &g->ops[g->lif_ops[l]];
         if (e->recompute[l]) {
-            e->lif_h[l] = e->hbuf;
+            const qkf_op *cv = &g->ops[g->lif_ops[l] - 1];
+            e->act[op->in0] = cv->pool ? e->ybuf : NULL;
         } else if (!g->tensors[op->in0].static_t && readers[op->in0] == 1 &&
                    op->in0 != g->input && e->act[op->in0]) {
             e->lif_h[l] = e->act[op->in0];
@@ -215,7 +220,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     qkf_free(readers);
 
     e->cc = qkf_calloc((size_t)g->n_ops, sizeof(conv_cache));
-    int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, ssa = 0, work = 0;
+    int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, dpremax = 0, ssa = 0, work = 0;
     for (int i = 0; i < g->n_ops; i++) {
         const qkf_op *op = &g->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0 >= 0 ? op->in0 : 0];
@@ -232,6 +237,8 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
                 c->arg = alloc(e, tensor_floats(g, op->out, B), sizeof(int32_t));
                 premax = zn > premax ? zn : premax;
             }
+            if (op->pool || !e->sp[op->in0]) /* the backward's dpre: pooled or float input */
+                dpremax = zn > dpremax ? zn : dpremax;
             zmax = zn > zmax ? zn : zmax;
             if (!(op->k == 1 && op->stride == 1)) {
                 int64_t cf = qkf_conv_col_floats(op->cin, x->h, x->w, op->k, op->stride, op->pad);
@@ -256,7 +263,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
         e->col_cap = work;
     e->col = alloc(e, e->col_cap, sizeof(float));
     e->pre = alloc(e, premax, sizeof(float));
-    e->dpre = alloc(e, zmax, sizeof(float));
+    e->dpre = alloc(e, dpremax, sizeof(float));
     e->dzt = alloc(e, zmax, sizeof(float));
     e->ssa_scratch = alloc(e, ssa, sizeof(float));
     int K = g->cfg.num_classes;
@@ -286,6 +293,7 @@ void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr)
         e->tr_v = qkf_malloc((size_t)mx * sizeof(float));
         e->tr_h = qkf_malloc((size_t)mx * sizeof(float));
         e->tr_s = qkf_malloc((size_t)mx * sizeof(float));
+        e->tr_x = qkf_malloc((size_t)mx * sizeof(float));
     }
     e->trace = tr;
 }
@@ -296,6 +304,7 @@ void qkf_train_free(qkf_train *e)
         qkf_free(e->tr_v);
         qkf_free(e->tr_h);
         qkf_free(e->tr_s);
+        qkf_free(e->tr_x);
     }
     if (!e)
         return;
@@ -307,7 +316,7 @@ void qkf_train_free(qkf_train *e)
     }
     qkf_free(e->sp);
     qkf_free(e->ybuf);
-    qkf_free(e->hbuf);
+    qkf_free(e->lif_scratch);
     qkf_free(e->act_shared);
     qkf_free(e->recompute);
     for (int l = 0; l < g->n_lif; l++)
@@ -414,7 +423,8 @@ static int sync_bn_forward(qkf_train *e, float *y, float *mean, float *invstd, c
             run_var[c] = (1.0f - QKF_BN_MOMENTUM) * run_var[c] + QKF_BN_MOMENTUM * (float)unb;
         }
     }
-    qkf_bn_train_apply(y, x, mean, invstd, gamma, beta, C, M);
+    if (y)
+        qkf_bn_train_apply(y, x, mean, invstd, gamma, beta, C, M);
     return 0;
 }
 
@@ -529,6 +539,7 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
                 qkf_conv_forward(c->z, e->act[op->in0], P + pp[op->p_w].offset, (int)F, op->cin,
                                  x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col,
                                  e->col_cap);
+            /* NULL: statistics only, the LIF computes its currents from z */
             float *bn_out = op->pool ? e->pre : e->act[op->out];
             int64_t n_count = (x->static_t ? (int64_t)T * B : F) * hc * wc;
             if (e->bn_sum) {
@@ -553,12 +564,26 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         case QKF_OP_LIF: {
             int l = op->lif_index, rec = e->trace && qkf_trace_wants(e->trace, l);
             float *h = e->recompute[l] ? (rec ? e->tr_h : NULL) : e->lif_h[l];
-            qkf_lif_forward_u8(e->sp[op->out], e->act[op->in0], x->c, T, B, N, x->static_t,
-                               op->vth, op->tb_compat, rec ? e->tr_v : NULL, h);
+            const float *cur = e->act[op->in0];
+            if (!cur) { /* a convolution's un-pooled output: currents from z */
+                const qkf_op *cv = &g->ops[i - 1];
+                const conv_cache *c = &e->cc[i - 1];
+                const float *gm = P + pp[cv->p_bn_w].offset, *bt = P + pp[cv->p_bn_b].offset;
+                if (rec) { /* the trace wants them: once, by the same formula */
+                    qkf_bn_train_apply(e->tr_x, c->z, c->mean, c->invstd, gm, bt, cv->cout,
+                                       F * N);
+                    cur = e->tr_x;
+                } else
+                    qkf_lif_forward_bn_u8(e->sp[op->out], c->z, c->mean, c->invstd, gm, bt, x->c,
+                                          T, B, N, x->static_t, op->vth, op->tb_compat, h);
+            }
+            if (cur)
+                qkf_lif_forward_u8(e->sp[op->out], cur, x->c, T, B, N, x->static_t, op->vth,
+                                   op->tb_compat, rec ? e->tr_v : NULL, h);
             if (rec) {
                 qkf_u8_to_float(e->tr_s, e->sp[op->out], tensor_floats(g, op->out, B));
                 qkf_dense_lif_data d = {l, T, B, x->c, N, x->static_t, e->tr_s,
-                                        e->tr_v, h, e->act[op->in0]};
+                                        e->tr_v, h, cur};
                 if (qkf_trace_put_layer(e->trace, &d))
                     return -1;
             }
@@ -659,10 +684,13 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 /* spike input: the BatchNorm backward writes dz token-major, which the event
                  * weight gradient reads row by row and the input gradient's sgemm transposes */
                 if (e->bn_sum) {
-                    if (sync_bn_backward(e, e->dpre, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                    /* in place: dy is dpre after a MaxPool, else the output's gradient, which
+                     * has no other reader */
+                    float *d = op->pool ? e->dpre : G(e, op->out);
+                    if (sync_bn_backward(e, d, dgamma, dbeta, dbias, dy, c->z, c->mean,
                                          c->invstd, gamma, op->cout, M))
                         return -1;
-                    qkf_transpose_f32(e->dzt, e->dpre, op->cout, (int)M);
+                    qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
                 } else
                     qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
                                             c->invstd, gamma, op->cout, M);
@@ -691,20 +719,18 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
         }
         case QKF_OP_LIF:
             if (e->recompute[op->lif_index]) {
-                /* the currents again from the conv's z (BatchNorm, MaxPool), then h */
+                /* the currents again from the conv's z (BatchNorm, MaxPool), then h, then
+                 * BPTT, in one pass */
                 const qkf_op *cv = &g->ops[i - 1];
                 const conv_cache *c = &e->cc[i - 1];
                 int hc, wc;
                 conv_out_hw(g, cv, &hc, &wc);
-                int64_t Fc = x->static_t ? B : (int64_t)T * B;
-                float *y = cv->pool ? e->pre : e->act[op->in0];
-                qkf_bn_train_apply(y, c->z, c->mean, c->invstd, P + pp[cv->p_bn_w].offset,
-                                   P + pp[cv->p_bn_b].offset, cv->cout, Fc * hc * wc);
-                if (cv->pool)
-                    qkf_maxpool3s2_gather(e->act[op->in0], e->pre, c->arg,
-                                          (int64_t)cv->cout * Fc, hc, wc);
-                qkf_lif_recompute_h_u8(e->hbuf, e->act[op->in0], e->sp[op->out], x->c, T, B, N,
-                                       x->static_t, op->tb_compat);
+                qkf_lif_backward_bn_u8(gin, G(e, op->out), e->sp[op->out], c->z,
+                                       cv->pool ? c->arg : NULL, hc * wc, c->mean, c->invstd,
+                                       P + pp[cv->p_bn_w].offset, P + pp[cv->p_bn_b].offset,
+                                       x->c, T, B, N, x->static_t, op->vth, op->tb_compat,
+                                       QKF_SURROGATE_ALPHA, e->lif_scratch);
+                break;
             }
             qkf_lif_backward_u8(gin, G(e, op->out), e->lif_h[op->lif_index], e->sp[op->out],
                                 x->c, T, B, N, x->static_t, op->vth, op->tb_compat,

@@ -276,3 +276,58 @@ Test(train_sparse, token_major_backward)
     }
     qkf_free(x), qkf_free(dy), qkf_free(dx), qkf_free(dxt), qkf_free(dxt2), qkf_free(yb);
 }
+
+/* The LIF that computes its currents from the convolution's z (and the fused recompute +
+ * backward) against BatchNorm apply (+ MaxPool gather) followed by the plain byte LIF kernels:
+ * bit for bit. */
+Test(train_sparse, lif_from_z)
+{
+    int C = 4, T = 3, B = 2, hc = 6, wc = 7;
+    for (int mode = 0; mode < 4; mode++) {
+        int pooled = mode & 1, x_static = mode == 2, tb = mode == 3;
+        int ho = (hc - 1) / 2 + 1, wo = (wc - 1) / 2 + 1, N = pooled ? ho * wo : hc * wc;
+        int64_t F = (int64_t)T * B, xF = x_static ? B : F, zn = (int64_t)C * xF * hc * wc;
+        int64_t n = (int64_t)C * F * N, nx = (int64_t)C * xF * N;
+        qkf_rng r;
+        qkf_rng_seed(&r, 21 + mode);
+        float *z = qkf_malloc(zn * 4), *y = qkf_malloc(zn * 4), *x = qkf_malloc(nx * 4);
+        float *h = qkf_malloc(n * 4), *h2 = qkf_malloc(n * 4), *ds = qkf_malloc(n * 4);
+        float *dx = qkf_calloc(nx, 4), *dx2 = qkf_calloc(nx, 4), *xp = qkf_malloc(nx * 4);
+        int32_t *arg = qkf_malloc(nx * 4);
+        uint8_t *s = qkf_malloc(n), *s2 = qkf_malloc(n);
+        float mean[4], invstd[4], gamma[4], beta[4];
+        fill(z, zn, &r, 2.0f);
+        fill(ds, n, &r, 1.0f);
+        fill(gamma, C, &r, 1.5f);
+        fill(beta, C, &r, 1.0f);
+        qkf_bn_train_forward(y, mean, invstd, z, C, zn / C, NULL, gamma, beta, NULL, NULL, zn / C);
+        if (pooled)
+            qkf_maxpool3s2_train_forward(x, arg, y, (int64_t)C * xF, hc, wc);
+        else
+            memcpy(x, y, nx * 4);
+        qkf_lif_forward_u8(s, x, C, T, B, N, x_static, 1.0f, tb, NULL, h);
+        if (!pooled) {
+            qkf_lif_forward_bn_u8(s2, z, mean, invstd, gamma, beta, C, T, B, N, x_static, 1.0f,
+                                  tb, h2);
+            cr_expect(memcmp(s, s2, n) == 0 && memcmp(h, h2, n * 4) == 0,
+                      "forward from z differs (mode %d)", mode);
+        }
+        /* the unfused backward, as the engine ran it before */
+        qkf_bn_train_apply(y, z, mean, invstd, gamma, beta, C, zn / C);
+        if (pooled)
+            qkf_maxpool3s2_gather(xp, y, arg, (int64_t)C * xF, hc, wc);
+        else
+            memcpy(xp, y, nx * 4);
+        qkf_lif_recompute_h_u8(h2, xp, s, C, T, B, N, x_static, tb);
+        cr_expect(memcmp(h, h2, n * 4) == 0, "recomputed h differs (mode %d)", mode);
+        qkf_lif_backward_u8(dx, ds, h2, s, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA);
+        float *scratch = qkf_malloc(qkf_lif_backward_bn_scratch_floats(T, B, tb, 8) * 4);
+        qkf_lif_backward_bn_u8(dx2, ds, s, z, pooled ? arg : NULL, hc * wc, mean, invstd, gamma,
+                               beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA,
+                               scratch);
+        cr_expect(memcmp(dx, dx2, nx * 4) == 0, "fused backward differs (mode %d)", mode);
+        qkf_free(z), qkf_free(y), qkf_free(x), qkf_free(h), qkf_free(h2), qkf_free(ds);
+        qkf_free(dx), qkf_free(dx2), qkf_free(xp), qkf_free(arg), qkf_free(s), qkf_free(s2);
+        qkf_free(scratch);
+    }
+}
