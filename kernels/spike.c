@@ -167,12 +167,13 @@ int64_t qkf_spike_gather(float *out, const float *init, const float *w, int32_t 
 
 #endif
 
-int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, const float *w,
-                                  int32_t stride, int width)
+int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const float *w, int32_t stride, int width)
 {
     int64_t spikes = 0;
     for (int r = 0; r < nrow; r++)
-        spikes += qkf_spike_gather_ref(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
+        spikes += qkf_spike_gather_ref(rows[r].out + off, rows[r].init ? rows[r].init + off : NULL,
+                                       w, stride, &rows[r].seg, 1, width);
     return spikes;
 }
 
@@ -200,12 +201,13 @@ int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, const flo
  * latency), then each row's tail. A row's adds stay in its list order. */
 static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_row *x,
                                                                 const qkf_spike_row *y,
-                                                                const float *w, int32_t stride,
-                                                                int nb, int counts)
+                                                                int64_t off, const float *w,
+                                                                int32_t stride, int nb, int counts)
 {
     int64_t s0 = 0, s1 = 0;
     static const float zeros[128];
-    const float *i0 = x->init ? x->init : zeros, *i1 = y->init ? y->init : zeros;
+    const float *i0 = x->init ? x->init + off : zeros, *i1 = y->init ? y->init + off : zeros;
+    float *o0 = x->out + off, *o1 = y->out + off;
     const uint16_t *c0 = x->seg.ch, *n0c = x->seg.cnt, *c1 = y->seg.ch, *n1c = y->seg.cnt;
     const float *w0 = w + x->seg.base, *w1 = w + y->seg.base;
     int n0 = x->seg.n, n1 = y->seg.n, m = n0 < n1 ? n0 : n1, i = 0;
@@ -225,8 +227,8 @@ static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_
         EV_ADD(b, w1, c1, n1c, j, s1);
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
     {
-        _mm512_storeu_ps(x->out + 16 * k, a[k]);
-        _mm512_storeu_ps(y->out + 16 * k, b[k]);
+        _mm512_storeu_ps(o0 + 16 * k, a[k]);
+        _mm512_storeu_ps(o1 + 16 * k, b[k]);
     }
     return counts ? s0 + s1 : (int64_t)n0 + n1;
 }
@@ -235,11 +237,12 @@ static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_
 /* Every pair of rows[0..nrow) (nrow even) with one nb and count mode: the dispatch happens once
  * per call, the pair loop is tight. */
 #define PAIRS_FN(NB, COUNTS, NAME)                                                               \
-    static int64_t NAME(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride)     \
+    static int64_t NAME(const qkf_spike_row *rows, int nrow, int64_t off, const float *w,        \
+                        int32_t stride)                                                          \
     {                                                                                            \
         int64_t spikes = 0;                                                                      \
         for (int r = 0; r < nrow; r += 2)                                                        \
-            spikes += pair_block(&rows[r], &rows[r + 1], w, stride, NB, COUNTS);                 \
+            spikes += pair_block(&rows[r], &rows[r + 1], off, w, stride, NB, COUNTS);            \
         return spikes;                                                                           \
     }
 PAIRS_FN(1, 0, pairs1) PAIRS_FN(2, 0, pairs2) PAIRS_FN(3, 0, pairs3) PAIRS_FN(4, 0, pairs4)
@@ -248,20 +251,21 @@ PAIRS_FN(1, 1, pairs1c) PAIRS_FN(2, 1, pairs2c) PAIRS_FN(3, 1, pairs3c) PAIRS_FN
 PAIRS_FN(5, 1, pairs5c) PAIRS_FN(6, 1, pairs6c) PAIRS_FN(7, 1, pairs7c) PAIRS_FN(8, 1, pairs8c)
 #undef PAIRS_FN
 
-typedef int64_t (*pairs_fn)(const qkf_spike_row *, int, const float *, int32_t);
+typedef int64_t (*pairs_fn)(const qkf_spike_row *, int, int64_t, const float *, int32_t);
 static const pairs_fn pairs_fns[2][9] = {
     {NULL, pairs1, pairs2, pairs3, pairs4, pairs5, pairs6, pairs7, pairs8},
     {NULL, pairs1c, pairs2c, pairs3c, pairs4c, pairs5c, pairs6c, pairs7c, pairs8c},
 };
 
-int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
-                              int width)
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, int64_t off, const float *w,
+                              int32_t stride, int width)
 {
     int64_t spikes = 0;
     int nb = width / 16;
     if (width % 16 || nb < 1 || nb > 8) {
         for (int r = 0; r < nrow; r++)
-            spikes += qkf_spike_gather(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
+            spikes += qkf_spike_gather(rows[r].out + off, rows[r].init ? rows[r].init + off : NULL,
+                                       w, stride, &rows[r].seg, 1, width);
         return spikes;
     }
     /* rows in pairs when they agree on counts (the engine's always do), a last odd row alone */
@@ -270,9 +274,10 @@ int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *
         same &= (rows[r].seg.cnt != NULL) == counts;
     int paired = same ? nrow & ~1 : 0;
     if (paired)
-        spikes += pairs_fns[counts][nb](rows, paired, w, stride);
+        spikes += pairs_fns[counts][nb](rows, paired, off, w, stride);
     for (int r = paired; r < nrow; r++) {
-        gather_nb(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, nb);
+        gather_nb(rows[r].out + off, rows[r].init ? rows[r].init + off : NULL, w, stride,
+                  &rows[r].seg, 1, nb);
         spikes += spikes_of(&rows[r].seg, 1);
     }
     return spikes;
@@ -280,13 +285,10 @@ int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *
 
 #else
 
-int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
-                              int width)
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, int64_t off, const float *w,
+                              int32_t stride, int width)
 {
-    int64_t spikes = 0;
-    for (int r = 0; r < nrow; r++)
-        spikes += qkf_spike_gather(rows[r].out, rows[r].init, w, stride, &rows[r].seg, 1, width);
-    return spikes;
+    return qkf_spike_gather_rows_ref(rows, nrow, off, w, stride, width);
 }
 
 #endif
@@ -331,8 +333,22 @@ int qkf_spike_lif_row(uint16_t *ch, float *v, const float *x, int C, float vth)
 {
     /* (x - v) * 0.5 equals (x - v) / 2 exactly: both are the correctly rounded half. */
     const __m512 half = _mm512_set1_ps(0.5f), th = _mm512_set1_ps(vth);
-    int k = 0;
-    for (int c0 = 0; c0 < C; c0 += 16) {
+    int k = 0, c0 = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    /* full vectors: the 16 compressed indices are stored whole (one plain store, no test): lanes
+     * past the spikes land in this row's own slots [k, c0 + 16) with k <= c0, and are ignored */
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (; c0 + 16 <= C; c0 += 16) {
+        __m512 xv = _mm512_loadu_ps(x + c0), vv = _mm512_loadu_ps(v + c0);
+        __m512 h = _mm512_add_ps(vv, _mm512_mul_ps(_mm512_sub_ps(xv, vv), half));
+        __mmask16 s = _mm512_cmp_ps_mask(h, th, _CMP_GE_OQ);
+        _mm512_storeu_ps(v + c0, _mm512_maskz_mov_ps((__mmask16)~s, h));
+        __m512i idx = _mm512_maskz_compress_epi32(s, _mm512_add_epi32(iota, _mm512_set1_epi32(c0)));
+        _mm256_storeu_si256((__m256i *)(ch + k), _mm512_cvtepi32_epi16(idx));
+        k += __builtin_popcount((unsigned)s);
+    }
+#endif
+    for (; c0 < C; c0 += 16) {
         int rem = C - c0;
         __mmask16 lanes = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
         __m512 xv = _mm512_maskz_loadu_ps(lanes, x + c0);
@@ -367,17 +383,16 @@ int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
 int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint16_t *cnt0, int n0,
                     const uint16_t *ch1, const uint16_t *cnt1, int n1)
 {
+    /* branch-free: each step takes the smaller head channel (both when equal), so a random
+     * interleaving of the lists costs no mispredictions */
     int i = 0, j = 0, k = 0;
     while (i < n0 && j < n1) {
-        if (ch0[i] < ch1[j]) {
-            ch[k] = ch0[i], cnt[k++] = cnt0 ? cnt0[i] : 1, i++;
-        } else if (ch1[j] < ch0[i]) {
-            ch[k] = ch1[j], cnt[k++] = cnt1 ? cnt1[j] : 1, j++;
-        } else {
-            ch[k] = ch0[i];
-            cnt[k++] = (uint16_t)((cnt0 ? cnt0[i] : 1) + (cnt1 ? cnt1[j] : 1));
-            i++, j++;
-        }
+        unsigned a = ch0[i], b = ch1[j];
+        unsigned ca = cnt0 ? cnt0[i] : 1u, cb = cnt1 ? cnt1[j] : 1u;
+        int ta = a <= b, tb = b <= a;
+        ch[k] = (uint16_t)(ta ? a : b);
+        cnt[k] = (uint16_t)((ta ? ca : 0u) + (tb ? cb : 0u));
+        k++, i += ta, j += tb;
     }
     for (; i < n0; i++)
         ch[k] = ch0[i], cnt[k++] = cnt0 ? cnt0[i] : 1;

@@ -52,18 +52,19 @@ typedef struct {
 } qkf_spike_row;
 
 /* Many rows against the same weights, the inner loop of a convolution that visits one kernel
- * position for a tile of output tokens: for each r < nrow,
- *   rows[r].out[j] = rows[r].init[j] + sum over events i of cnt[i] x w[base + ch[i]*stride + j]
+ * position for a tile of output tokens: for each r < nrow, with out = rows[r].out + off and
+ * init = rows[r].init + off (off selects a block of columns of rows laid out once),
+ *   out[j] = init[j] + sum over events i of cnt[i] x w[base + ch[i]*stride + j]
  * for j < width: exactly qkf_spike_gather(out, init, w, stride, &seg, 1, width) row by row (the
  * same adds in the same order, so bit for bit). The fast path interleaves the event lists of 2 to
  * 8 rows, so that enough independent accumulators are in flight to hide the add latency while
  * the weights they read (a slab of the convolution, sized by the caller to stay in L1) are
  * shared; it needs width % 16 == 0 and width <= 128, other widths go row by row. Rows must not
  * overlap one another's outputs. Returns the spikes delivered (sum of counts). */
-int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, const float *w, int32_t stride,
-                              int width);
-int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, const float *w,
-                                  int32_t stride, int width);
+int64_t qkf_spike_gather_rows(const qkf_spike_row *rows, int nrow, int64_t off, const float *w,
+                              int32_t stride, int width);
+int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const float *w, int32_t stride, int width);
 
 /* One LIF step for a row of C neurons (the formula of qkf_lif_forward):
  *   h = v + (x - v) / 2;  s = h >= vth;  v = h * (1 - s)

@@ -44,7 +44,7 @@
 #define BLOCK 64              /* output channels per weight block */
 #define FUSE_BYTES (512 << 10) /* convs with more weights (or a pool) run block-major */
 #define TILE_MAX 64            /* output tokens per tile */
-#define TILE_FLOATS (16 << 10) /* a fused tile's currents: at most this many floats */
+#define TILE_FLOATS (32 << 10) /* a fused tile's currents: at most this many floats */
 
 typedef struct {
     qkf_node_kind kind;
@@ -76,8 +76,14 @@ typedef struct {
 } node;
 
 typedef struct {
-    qkf_spike_row *rows; /* [TILE_MAX] */
-    float *tile;         /* [TILE_FLOATS]: currents of a fused conv's tile */
+    qkf_spike_row *rows; /* [T][TILE_MAX] */
+    int *giy, *gix;      /* [TILE_MAX] a conv tile's geometry (conv_tile_geom) */
+    int64_t *gtok;
+    float **gout;
+    int *nrow; /* [T] rows of each step */
+    float *tile;         /* currents of a fused conv's tile [T][tile][C], or pooled rows [T][B][C] */
+    float *vt;           /* membranes of a conv's position, [max_batch][C] */
+    int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
     float *row;
     qkf_work *hw; /* per-head partial counters [heads_max] */
     char pad[64];
@@ -270,13 +276,15 @@ static void transpose_nc(float *dst, const float *src, int64_t N, int C)
         }
 }
 
-/* One LIF row of node nd (sample b, output token p) from currents x; emits its events. */
-static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const float *x)
+/* One LIF row of node nd (sample b, output token p) from currents x, membranes vrow; emits its
+ * events. */
+static int lif_emit_v(qkf_sched *e, const node *nd, int t, int b, int p, const float *x,
+                      float *vrow)
 {
     qkf_events *out = ev_at(e, nd->out, t);
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C;
-    float *vrow = membrane(nd, b) + (int64_t)p * nd->C, *old = trace_tmp(e, nd);
+    float *old = trace_tmp(e, nd);
     if (old)
         memcpy(old, vrow, (size_t)nd->C * sizeof(float));
     int ns = qkf_spike_lif_row(ch, vrow, x, nd->C, nd->vth);
@@ -287,137 +295,199 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
     return ns;
 }
 
+/* lif_emit_v on the node's own membranes. */
+static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const float *x)
+{
+    return lif_emit_v(e, nd, t, b, p, x, membrane(nd, b) + (int64_t)p * nd->C);
+}
+
 /* ---- nodes ------------------------------------------------------------------------------------
  */
 
-/* Rows of one kernel position kk of weight block j for output tokens q0..q1 (pre-pool grid)
- * of a conv: token q is sample q % B, position q / B (by_pos: as the LIF steps them, so a
- * tile holds every sample of its positions in order) or sample q / P, position q % P. Row q
- * writes out + (q - q0) * pitch + j0 (tile) or pre + (b*P + p) * cout + j0. The first kernel
- * position starts every row from the bias (a row without events there too); later ones add to
- * the row in place and skip tokens without events. Returns the number of rows. */
-static int conv_rows(const qkf_sched *e, const node *nd, const qkf_events *in, int q0, int q1,
-                     int by_pos, int kk, int j0, float *out, int64_t pitch, qkf_spike_row *rows)
+/* The geometry of output tokens q0..q1 (pre-pool grid) of a conv, once per tile: token q is
+ * sample q % B, position q / B (by_pos: as the LIF steps them, so a tile holds the samples of
+ * its positions in order) or sample q / P, position q % P. Keeps each token's first input token
+ * (top-left of its receptive field, possibly outside the grid), its row and column there, and
+ * its output row: out + (q - q0) * pitch (a tile) or its row of the shared currents e->pre
+ * (at step 0; step t adds t * B * P * cout). */
+static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, int by_pos,
+                           float *out, int64_t pitch, scratch *s)
 {
-    int B = e->B, P = nd->ho * nd->wo, ky = kk / nd->k, kx = kk % nd->k, nr = 0;
+    int B = e->B, P = nd->ho * nd->wo;
     for (int q = q0; q < q1; q++) {
-        int b = by_pos ? q % B : q / P, p = by_pos ? q / B : q % P;
-        int oy = p / nd->wo, ox = p % nd->wo;
-        int iy = oy * nd->stride - nd->pad + ky, ix = ox * nd->stride - nd->pad + kx;
+        int b = by_pos ? q % B : q / P, p = by_pos ? q / B : q % P, i = q - q0;
+        int iy = p / nd->wo * nd->stride - nd->pad, ix = p % nd->wo * nd->stride - nd->pad;
+        s->giy[i] = iy, s->gix[i] = ix;
+        s->gtok[i] = (int64_t)b * nd->h * nd->w + (int64_t)iy * nd->w + ix;
+        s->gout[i] = out ? out + (int64_t)i * pitch : e->pre + ((int64_t)b * P + p) * nd->cout;
+    }
+}
+
+/* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows:
+ * the first kernel position starts every row from the bias (a row without events there too);
+ * later ones add to the row in place and skip tokens without events. ostep: what step t adds
+ * to an output row. Returns the number of rows. */
+static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, int64_t ostep,
+                     const scratch *s, qkf_spike_row *rows)
+{
+    const qkf_events *in = ev_at(e, nd->in0, t);
+    int ky = kk / nd->k, kx = kk % nd->k, nr = 0;
+    int64_t dk = (int64_t)ky * nd->w + kx;
+    for (int i = 0; i < n; i++) {
+        int iy = s->giy[i] + ky, ix = s->gix[i] + kx;
         int inside = iy >= 0 && iy < nd->h && ix >= 0 && ix < nd->w;
-        int64_t tok = (int64_t)b * nd->h * nd->w + (inside ? (int64_t)iy * nd->w + ix : 0);
-        int n = inside ? in->len[tok] : 0;
-        if (kk > 0 && n == 0)
+        int64_t tok = inside ? s->gtok[i] + dk : 0;
+        int len = inside ? in->len[tok] : 0;
+        if (kk > 0 && len == 0)
             continue;
-        float *o = out ? out + (int64_t)(q - q0) * pitch + j0
-                       : e->pre + ((int64_t)b * P + p) * nd->cout + j0;
+        float *o = s->gout[i] + t * ostep;
         qkf_spike_row *r = &rows[nr++];
         r->out = o;
-        r->init = kk == 0 ? nd->bias + j0 : o;
+        r->init = kk == 0 ? nd->bias : o;
         r->seg.ch = in->ch + tok * in->C;
         r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
-        r->seg.n = n;
+        r->seg.n = len;
         r->seg.base = 0;
     }
     return nr;
 }
 
-/* Accumulates weight block j over every kernel position for tokens q0..q1 (conv_rows); returns
- * the accumulates. Kernel positions outermost: each slab [Cin][width] is read by the whole tile
- * while it is in cache, and a row's adds keep the order (ky, kx, then list order) of a gather
- * over its receptive field. */
-static int64_t conv_block(const qkf_sched *e, const node *nd, const qkf_events *in, int q0,
-                          int q1, int by_pos, int j, float *out, int64_t pitch, scratch *s)
+/* Accumulates weight blocks j0..j1-1 over every kernel position and step for the tile of
+ * conv_tile_geom (n tokens); adds the accumulates of step t to acs[t]. Kernel positions
+ * outermost; a position's rows are laid out once per step and serve every block (the block
+ * selects their columns); each slab [Cin][width] is then read by the whole tile at every step
+ * while it is in cache. A row's adds keep the order (ky, kx, then list order) of a gather over
+ * its receptive field. */
+static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j1, int64_t ostep,
+                        scratch *s, int64_t *acs)
 {
-    int j0 = j * nd->bw, width = nd->cout - j0 < nd->bw ? nd->cout - j0 : nd->bw;
-    int kk2 = nd->k * nd->k;
-    const float *blk = nd->wt + (int64_t)j0 * nd->cin * kk2;
-    int64_t acs = 0;
+    int kk2 = nd->k * nd->k, T = e->T, *nr = s->nrow;
     for (int kk = 0; kk < kk2; kk++) {
-        int nr = conv_rows(e, nd, in, q0, q1, by_pos, kk, j0, out, pitch, s->rows);
-        acs += qkf_spike_gather_rows(s->rows, nr, blk + (int64_t)kk * nd->cin * width, width,
-                                     width) *
-               width;
+        for (int t = 0; t < T; t++)
+            nr[t] = conv_rows(e, nd, t, n, kk, ostep, s, s->rows + (int64_t)t * TILE_MAX);
+        for (int j = j0; j < j1; j++) {
+            int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
+            const float *slab = nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
+            for (int t = 0; t < T; t++)
+                acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * TILE_MAX, nr[t], c0, slab,
+                                                width, width) *
+                          width;
+        }
     }
-    return acs;
 }
 
 /* Output tokens per tile: enough tiles for every thread, at most TILE_MAX (and a fused tile's
- * currents within TILE_FLOATS); with one membrane for all samples (tb) a fused tile holds whole
- * positions, so that one thread steps a position's samples in order. */
+ * currents of all steps within TILE_FLOATS); with one membrane for all samples (tb) a fused tile
+ * holds whole positions, so that one thread steps a position's samples in order. */
 static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
 {
     int total = e->B * nd->ho * nd->wo;
     int tt = (total + 2 * nthreads - 1) / (2 * nthreads);
     tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
     if (nd->fused) {
-        int cap = TILE_FLOATS / nd->cout > 1 ? TILE_FLOATS / nd->cout : 1;
+        int cap = TILE_FLOATS / (e->T * nd->cout);
         tt = tt < cap ? tt : cap;
-        if (nd->tb) {
+        if (nd->tb)
             tt = tt / e->B * e->B;
-            tt = tt < e->B ? e->B : tt;
-        }
+        if (tt < (nd->tb ? e->B : 1))
+            tt = nd->tb ? e->B : 1;
     }
-    return tt < 1 ? 1 : tt;
+    return tt;
 }
 
-static void conv_step(qkf_sched *e, node *nd, int t, scratch *s)
+/* The LIF of output position p for the samples b0..b1-1, over every step: currents of (t, b) at
+ * cur(t, b), membranes from zero in scratch (a session: the node's own, kept across steps).
+ * With tb one membrane serves every sample, stepped (t, b) in the official T*B order. */
+#define CUR(t, b) (curbase + (t) * ct + ((b) - b0) * cb)
+static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const float *curbase,
+                     int64_t ct, int64_t cb, scratch *s)
 {
-    const qkf_events *in = ev_at(e, nd->in0, t);
-    int B = e->B, C = nd->cout, P = nd->ho * nd->wo;
+    int C = nd->C, own = e->view;
+    if (!own) {
+        size_t n = (size_t)(nd->tb ? 1 : b1 - b0) * C;
+        memset(s->vt, 0, n * sizeof(float));
+    }
+    for (int t = 0; t < e->T; t++)
+        for (int b = b0; b < b1; b++) {
+            float *v = own ? membrane(nd, b) + (int64_t)p * C
+                           : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
+            s->spk[t] += lif_emit_v(e, nd, t, b, p, CUR(t, b), v);
+        }
+}
+#undef CUR
+
+/* A conv node over all T steps. */
+static void conv_run(qkf_sched *e, node *nd, scratch *s)
+{
+    int T = e->T, B = e->B, C = nd->cout, P = nd->ho * nd->wo;
     int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, omp_get_num_threads());
     int ntile = (B * P + tt - 1) / tt;
-    int64_t acs = 0, spikes = 0;
+    int64_t *acs = s->acs;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
+    memset(s->spk, 0, (size_t)T * sizeof(int64_t));
 #pragma omp master
-    count_inputs(e, nd, t);
-    if (nd->fused) { /* a tile through every block, then its LIF while the currents are cached */
+    for (int t = 0; t < T; t++)
+        count_inputs(e, nd, t);
+    if (nd->fused) { /* a tile through every block and step, then its LIF while cached */
+        int64_t tstride = (int64_t)tt * C;
 #pragma omp for schedule(static) nowait
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            for (int j = 0; j < nblk; j++)
-                acs += conv_block(e, nd, in, q0, q1, 1, j, s->tile, C, s);
-            for (int q = q0; q < q1; q++)
-                spikes += lif_emit(e, nd, t, q % B, q / B, s->tile + (int64_t)(q - q0) * C);
+            conv_tile_geom(e, nd, q0, q1, 1, s->tile, C, s);
+            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, s, acs);
+            for (int q = q0; q < q1;) { /* the tile's samples of each position */
+                int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
+                conv_lif(e, nd, p, q % B, q % B + (qe - q), s->tile + (int64_t)(q - q0) * C,
+                         tstride, C, s);
+                q = qe;
+            }
         }
     } else {
-        /* currents of every (block, tile), block-major so that a thread works through a
-         * contiguous range of blocks: its share of the weights */
+        /* currents of every (block, tile) into e->pre, block-major so that a thread works
+         * through a contiguous range of blocks: its share of the weights */
 #pragma omp for schedule(static)
         for (int it = 0; it < nblk * ntile; it++) {
             int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            acs += conv_block(e, nd, in, q0, q1, 0, j, NULL, 0, s);
+            conv_tile_geom(e, nd, q0, q1, 0, NULL, 0, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, s, acs);
         }
+        int64_t ct = (int64_t)B * P * C, cb = (int64_t)P * C;
 #pragma omp for schedule(static) nowait
-        for (int q = 0; q < nd->N; q++)
-            for (int b = 0; b < B; b++) {
-                const float *cur = e->pre + (int64_t)b * P * C;
-                if (!nd->pool) {
-                    spikes += lif_emit(e, nd, t, b, q, cur + (int64_t)q * C);
-                    continue;
-                }
-                /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
-                int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
-                for (int c = 0; c < C; c++)
-                    s->row[c] = -INFINITY;
-                for (int dy = -1; dy <= 1; dy++) {
-                    int iy = 2 * qy + dy;
-                    if (iy < 0 || iy >= nd->ho)
-                        continue;
-                    for (int dx = -1; dx <= 1; dx++) {
-                        int ix = 2 * qx + dx;
-                        if (ix < 0 || ix >= nd->wo)
+        for (int q = 0; q < nd->N; q++) {
+            if (!nd->pool) {
+                conv_lif(e, nd, q, 0, B, e->pre + (int64_t)q * C, ct, cb, s);
+                continue;
+            }
+            /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
+            int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
+            for (int t = 0; t < T; t++)
+                for (int b = 0; b < B; b++) {
+                    float *row = s->tile + ((int64_t)t * B + b) * C;
+                    const float *cur = e->pre + ((int64_t)t * B + b) * P * C;
+                    for (int c = 0; c < C; c++)
+                        row[c] = -INFINITY;
+                    for (int dy = -1; dy <= 1; dy++) {
+                        int iy = 2 * qy + dy;
+                        if (iy < 0 || iy >= nd->ho)
                             continue;
-                        const float *src = cur + ((int64_t)iy * nd->wo + ix) * C;
-                        for (int c = 0; c < C; c++) /* the dense pool's comparison */
-                            s->row[c] = src[c] > s->row[c] ? src[c] : s->row[c];
+                        for (int dx = -1; dx <= 1; dx++) {
+                            int ix = 2 * qx + dx;
+                            if (ix < 0 || ix >= nd->wo)
+                                continue;
+                            const float *src = cur + ((int64_t)iy * nd->wo + ix) * C;
+                            for (int c = 0; c < C; c++) /* the dense pool's comparison */
+                                row[c] = src[c] > row[c] ? src[c] : row[c];
+                        }
                     }
                 }
-                spikes += lif_emit(e, nd, t, b, q, s->row);
-            }
+            conv_lif(e, nd, q, 0, B, s->tile, (int64_t)B * C, C, s);
+        }
     }
-    qkf_work w = {0, {0, 0, 0}, spikes, acs, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    finish_lif(e, nd, t, spikes);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, s->spk[t], acs[t], 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        finish_lif(e, nd, t, s->spk[t]);
+    }
 #pragma omp barrier
 }
 
@@ -751,8 +821,7 @@ static void node_step(qkf_sched *e, node *nd, int t, scratch *s)
     case QKF_NODE_ENCODE:
         encode_step(e, nd, t);
         break;
-    case QKF_NODE_CONV:
-        conv_step(e, nd, t, s);
+    case QKF_NODE_CONV: /* all steps at once: conv_run */
         break;
     case QKF_NODE_QK_SUM:
         qk_sum_step(e, nd, t, s);
@@ -949,7 +1018,7 @@ static void state_alloc(qkf_sched *e)
                 col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
             } else if (!nd->fused) {
-                int64_t n = (int64_t)max_batch * nd->ho * nd->wo * nd->cout;
+                int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
                 pre = n > pre ? n : pre;
             }
             max_row = nd->cout > max_row ? nd->cout : max_row;
@@ -963,7 +1032,8 @@ static void state_alloc(qkf_sched *e)
         default:
             break;
         }
-        if (nd->lif && !nd->or_rule) {
+        /* membranes kept across calls: a forward steps its convs' membranes in scratch */
+        if (nd->lif && !nd->or_rule && (nd->kind != QKF_NODE_CONV || e->view)) {
             int64_t per = (int64_t)nd->N * nd->C;
             nd->v = st_calloc(e, (size_t)(nd->tb ? per : per * max_batch), sizeof(float));
         }
@@ -981,12 +1051,20 @@ static void state_alloc(qkf_sched *e)
     }
     e->pre = pre ? st_malloc(e, (size_t)pre * sizeof(float)) : NULL;
     e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
-    int64_t tile = (int64_t)max_row * max_batch > TILE_FLOATS ? (int64_t)max_row * max_batch
-                                                              : TILE_FLOATS;
+    int64_t tile = (int64_t)T * max_row * max_batch;
+    tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
     for (int i = 0; i < e->nthreads; i++) {
-        e->scr[i].rows = st_malloc(e, TILE_MAX * sizeof(qkf_spike_row));
+        e->scr[i].rows = st_malloc(e, (size_t)T * TILE_MAX * sizeof(qkf_spike_row));
+        e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
+        e->scr[i].gix = st_malloc(e, TILE_MAX * sizeof(int));
+        e->scr[i].gtok = st_malloc(e, TILE_MAX * sizeof(int64_t));
+        e->scr[i].gout = st_malloc(e, TILE_MAX * sizeof(float *));
+        e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
         e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
         e->scr[i].row = st_malloc(e, (size_t)max_row * sizeof(float));
+        e->scr[i].vt = st_malloc(e, (size_t)max_row * max_batch * sizeof(float));
+        e->scr[i].acs = st_malloc(e, (size_t)T * sizeof(int64_t));
+        e->scr[i].spk = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].hw = st_calloc(e, (size_t)e->st.heads_max, sizeof(qkf_work));
     }
     e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
@@ -1059,8 +1137,16 @@ static void state_free(qkf_sched *e)
     if (e->scr)
         for (int i = 0; i < e->nthreads; i++) {
             qkf_free(e->scr[i].rows);
+            qkf_free(e->scr[i].giy);
+            qkf_free(e->scr[i].gix);
+            qkf_free(e->scr[i].gtok);
+            qkf_free(e->scr[i].gout);
+            qkf_free(e->scr[i].nrow);
             qkf_free(e->scr[i].tile);
             qkf_free(e->scr[i].row);
+            qkf_free(e->scr[i].vt);
+            qkf_free(e->scr[i].acs);
+            qkf_free(e->scr[i].spk);
             qkf_free(e->scr[i].hw);
         }
     qkf_free(e->scr);
@@ -1180,8 +1266,11 @@ static void run_nodes(qkf_sched *e, int frames, scratch *s)
             frames_step(e, t);
     double t0 = qkf_now();
     for (int i = 0; i < e->n_nodes; i++) {
-        for (int t = 0; t < e->T; t++)
-            node_step(e, &e->nodes[i], t, s);
+        if (e->nodes[i].kind == QKF_NODE_CONV)
+            conv_run(e, &e->nodes[i], s);
+        else
+            for (int t = 0; t < e->T; t++)
+                node_step(e, &e->nodes[i], t, s);
         if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
             double t1 = qkf_now();
             e->st.node_seconds[i] += t1 - t0;
@@ -1225,7 +1314,7 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
     memset(e->ro, 0, (size_t)B * T * Cr * sizeof(int64_t));
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
-        if (nd->v) {
+        if (nd->v && nd->kind != QKF_NODE_CONV) { /* convs start from zero in scratch */
             int64_t per = (int64_t)nd->N * nd->C;
             memset(nd->v, 0, (size_t)(nd->tb ? per : per * B) * sizeof(float));
         }

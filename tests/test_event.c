@@ -352,9 +352,9 @@ Test(event, gather_rows_matches_reference)
 {
     enum { CIN = 50, ROWS = 9, MAXW = 136 };
     float *w = qkf_malloc((size_t)CIN * MAXW * sizeof(float));
-    float *init = qkf_malloc(MAXW * sizeof(float));
-    float *a = qkf_malloc((size_t)ROWS * MAXW * sizeof(float));
-    float *b = qkf_malloc((size_t)ROWS * MAXW * sizeof(float));
+    float *ibuf = qkf_malloc((MAXW + 8) * sizeof(float)), *init = ibuf + 8;
+    float *abuf = qkf_malloc((size_t)(ROWS * MAXW + 8) * sizeof(float)), *a = abuf + 8;
+    float *bbuf = qkf_malloc((size_t)(ROWS * MAXW + 8) * sizeof(float)), *b = bbuf + 8;
     qkf_rng r;
     qkf_rng_seed(&r, 11);
     for (int i = 0; i < CIN * MAXW; i++)
@@ -382,8 +382,14 @@ Test(event, gather_rows_matches_reference)
                 ra[k] = (qkf_spike_row){oa, ia, sg};
                 rb[k] = (qkf_spike_row){ob, ib, sg};
             }
-            int64_t sa = qkf_spike_gather_rows(ra, nrow, w, width, width);
-            int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, w, width, width);
+            /* rows laid out from 8 floats before their first column: off selects it */
+            for (int k = 0; k < nrow; k++) {
+                ra[k].out -= 8, rb[k].out -= 8;
+                if (ra[k].init)
+                    ra[k].init -= 8, rb[k].init -= 8;
+            }
+            int64_t sa = qkf_spike_gather_rows(ra, nrow, 8, w, width, width);
+            int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, 8, w, width, width);
             cr_assert_eq(sa, sb, "width %d mode %d: spikes %lld vs %lld", width, mode,
                          (long long)sa, (long long)sb);
             for (int k = 0; k < nrow; k++)
@@ -392,9 +398,9 @@ Test(event, gather_rows_matches_reference)
                              0, "width %d mode %d row %d differs", width, mode, k);
         }
     qkf_free(w);
-    qkf_free(init);
-    qkf_free(a);
-    qkf_free(b);
+    qkf_free(ibuf);
+    qkf_free(abuf);
+    qkf_free(bbuf);
 }
 
 /* The LIF row equals its reference and, stepped over time, the dense multi-step kernel. */
