@@ -138,24 +138,41 @@ void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weig
     int ho, wo;
     conv_dims(h, w, k, stride, pad, &ho, &wo);
     int64_t oplane = (int64_t)ho * wo, K = (int64_t)cin * k * k;
+    /* Dynamically scheduled pieces, each one single-threaded sgemm (OpenBLAS's OpenMP build
+     * runs serially inside a parallel region) on disjoint outputs: on a shared machine a
+     * preempted thread delays only its current piece, not a static half of the product. Every
+     * output element sums over cout in the same order whatever the split, so the bits do not
+     * depend on the thread count. */
     if (k == 1 && stride == 1 && pad == 0) {
-        int n = (int)((int64_t)F * oplane);
-        /* din[cin][n] += W^T doutt^T */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cin, n, cout, 1.0f, weight, cin,
-                    doutt, cout, 1.0f, din, n);
+        int64_t n = (int64_t)F * oplane;
+        const int64_t blk = 1024;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t j0 = 0; j0 < n; j0 += blk) {
+            int nb = (int)(n - j0 < blk ? n - j0 : blk);
+            /* din[cin][j0 ..] += W^T doutt[j0 ..]^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cin, nb, cout, 1.0f, weight, cin,
+                        doutt + j0 * cout, cout, 1.0f, din + j0, (int)n);
+        }
         return;
     }
     int64_t per_frame = K * oplane;
-    CHECK(col_cap >= per_frame);
-    int chunk = (int)(col_cap / per_frame);
-    if (chunk > F)
-        chunk = F;
-    for (int f0 = 0; f0 < F; f0 += chunk) {
-        int nf = F - f0 < chunk ? F - f0 : chunk;
-        int n = (int)(nf * oplane);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)K, n, cout, 1.0f, weight, (int)K,
-                    doutt + f0 * oplane * cout, cout, 0.0f, col, n);
-        col2im_add(din, col, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+    int nth = omp_get_max_threads();
+    CHECK(col_cap / nth >= per_frame);
+    int chunk = (int)(col_cap / nth / per_frame), spread = F / (4 * nth);
+    chunk = chunk > F ? F : chunk;
+    chunk = spread >= 1 && chunk > spread ? spread : chunk;
+    int nchunk = (F + chunk - 1) / chunk;
+#pragma omp parallel
+    {
+        float *mine = col + (int64_t)omp_get_thread_num() * (col_cap / nth);
+#pragma omp for schedule(dynamic, 1)
+        for (int ci = 0; ci < nchunk; ci++) {
+            int f0 = ci * chunk, nf = F - f0 < chunk ? F - f0 : chunk;
+            int n = (int)(nf * oplane);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)K, n, cout, 1.0f, weight,
+                        (int)K, doutt + f0 * oplane * cout, cout, 0.0f, mine, n);
+            col2im_add(din, mine, F, f0, nf, cin, h, w, k, stride, pad, ho, wo); /* serial */
+        }
     }
 }
 

@@ -29,7 +29,7 @@ void qkf_conv_backward_input(float *din, const float *dout, const float *weight,
                              int h, int w, int cout, int k, int stride, int pad, float *col,
                              int64_t col_cap);
 /* The same with dout token-major: doutt [F][ho][wo][cout] (as qkf_bn_train_backward_t writes
- * it). */
+ * it), in dynamically scheduled pieces; col_cap must hold one frame per thread. */
 void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weight, int F,
                                int cin, int h, int w, int cout, int k, int stride, int pad,
                                float *col, int64_t col_cap);

@@ -257,8 +257,8 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     }
     const int64_t col_budget = 8 << 20; /* 32 MB of im2col: large GEMMs, bounded scratch */
     e->col_cap = col_total < col_budget ? col_total : col_budget;
-    if (e->col_cap < col_frame)
-        e->col_cap = col_frame;
+    if (e->col_cap < col_frame * e->threads) /* one frame per thread at least */
+        e->col_cap = col_frame * e->threads;
     if (e->col_cap < work) /* the spike convolutions' scratch shares the im2col buffer */
         e->col_cap = work;
     e->col = alloc(e, e->col_cap, sizeof(float));
