@@ -4,7 +4,9 @@
  *
  * Determinism: every parallel loop writes disjoint memory and every reduction runs inside one
  * iteration in a fixed order, so results do not depend on the number of threads except through
- * OpenBLAS's sgemm (fixed for a given thread count). */
+ * OpenBLAS's sgemm (fixed for a given thread count). Loops over channels or planes are
+ * scheduled dynamically: the results do not depend on which thread runs an iteration, and on a
+ * shared machine a preempted thread then holds up one iteration, not a static share. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -317,7 +319,7 @@ static inline void bn_apply_channel(float *y, const float *x, int64_t M, float m
 void qkf_bn_train_apply(float *y, const float *x, const float *mean, const float *invstd,
                         const float *gamma, const float *beta, int C, int64_t M)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++)
         bn_apply_channel(y + (int64_t)c * M, x + (int64_t)c * M, M, mean[c], invstd[c], gamma[c],
                          beta[c]);
@@ -327,7 +329,7 @@ void qkf_bn_train_forward(float *y, float *mean, float *invstd, const float *x, 
                           const float *bias, const float *gamma, const float *beta,
                           float *run_mean, float *run_var, int64_t n_count)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         const float *xc = x + (int64_t)c * M;
         float *yc = y ? y + (int64_t)c * M : NULL;
@@ -353,7 +355,7 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
                            const float *x, const float *mean, const float *invstd,
                            const float *gamma, int C, int64_t M)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         const float *xc = x + (int64_t)c * M, *dyc = dy + (int64_t)c * M;
         float *dxc = dx + (int64_t)c * M;
@@ -379,7 +381,7 @@ void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbi
 {
     /* blocks of 16 channels: each thread writes 64-byte pieces of the token-major rows */
     int nblk = (C + 15) / 16;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int cb = 0; cb < nblk; cb++) {
         int c0 = cb * 16, nc = C - c0 < 16 ? C - c0 : 16;
         float k1[16], k2[16], a[16], m[16], is[16], tile[16][16];
@@ -425,7 +427,7 @@ void qkf_maxpool3s2_train_forward(float *out, int32_t *arg, const float *in, int
                                   int w)
 {
     int ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
     for (int64_t p = 0; p < P; p++) {
         const float *src = in + p * h * w;
         float *dst = out + p * ho * wo;
@@ -474,7 +476,7 @@ void qkf_maxpool3s2_gather(float *out, const float *in, const int32_t *arg, int6
                            int w)
 {
     int64_t oplane = (int64_t)((h - 1) / 2 + 1) * ((w - 1) / 2 + 1), plane = (int64_t)h * w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
     for (int64_t p = 0; p < P; p++) {
         const float *src = in + p * plane;
         const int32_t *a = arg + p * oplane;
@@ -488,7 +490,7 @@ void qkf_maxpool3s2_backward(float *din, const float *dout, const int32_t *arg, 
                              int w)
 {
     int64_t oplane = (int64_t)((h - 1) / 2 + 1) * ((w - 1) / 2 + 1), plane = (int64_t)h * w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
     for (int64_t p = 0; p < P; p++) {
         float *d = din + p * plane;
         memset(d, 0, (size_t)plane * sizeof(float));
@@ -738,7 +740,7 @@ void qkf_readout_backward(float *dx, float *dw, float *dbias, const float *dlogi
         dbias[j] += sb;
     }
     float scale = 1.0f / ((float)T * (float)N);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++)
         for (int b = 0; b < B; b++) {
             float s = 0.0f;

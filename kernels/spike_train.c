@@ -104,7 +104,7 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
 
 void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t r0 = 0; r0 < rows; r0 += 256) {
         int nr = rows - r0 < 256 ? (int)(rows - r0) : 256;
         transpose(dst + r0, rows, src + r0 * cols, cols, nr, cols);
@@ -306,7 +306,7 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uin
     /* events per channel, so that each thread gets a contiguous range of channels with about
      * the same number of events */
     cum[0] = 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < cin; c++) {
         const uint8_t *row = in + (int64_t)c * F * N;
         int64_t e = 0;
@@ -394,7 +394,7 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uin
             }
         }
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int co = 0; co < cout; co++)
         for (int c = 0; c < cin; c++)
             for (int t = 0; t < kk2; t++)
@@ -410,7 +410,7 @@ int64_t qkf_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int 
                            float vth, int tb_compat, float *v_rec, float *h_rec)
 {
     int64_t F = (int64_t)T * B, total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
     for (int c = 0; c < C; c++) {
         int64_t xF = x_static ? B : F;
         const float *xc = x + (int64_t)c * xF * N;
@@ -447,7 +447,7 @@ void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, i
                             int N, int x_static, int tb_compat)
 {
     int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         int64_t xF = x_static ? B : F;
         const float *xc = x + (int64_t)c * xF * N;
@@ -506,7 +506,7 @@ void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8
                          int T, int B, int N, int x_static, float vth, int tb_compat, float alpha)
 {
     int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         int64_t xF = x_static ? B : F;
         float *dxc = dx + (int64_t)c * xF * N;
@@ -552,7 +552,7 @@ void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const 
                            int x_static, float vth, int tb_compat, float *h_rec)
 {
     int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         int64_t xF = x_static ? B : F;
         const float *zc = z + (int64_t)c * xF * N;
@@ -597,7 +597,7 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
 #pragma omp parallel
     {
         float *hs = scratch + (int64_t)omp_get_thread_num() * steps_max * TILE;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < C; c++) {
             int64_t xF = x_static ? B : F;
             float *dxc = dx + (int64_t)c * xF * N;
@@ -665,7 +665,7 @@ void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, 
 {
     int d = C / heads;
     int64_t FN = (int64_t)F * N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int hd = 0; hd < heads; hd++) {
         float *o = cnt + hd * FN;
         for (int64_t i0 = 0; i0 < FN; i0 += 1024) {
@@ -685,7 +685,7 @@ void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, 
 
 void qkf_qk_channel_sum_u8(float *cnt, const uint8_t *q, int C, int F, int N)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++)
         for (int f = 0; f < F; f++) {
             const uint8_t *qc = q + ((int64_t)c * F + f) * N;
@@ -701,7 +701,7 @@ void qkf_qk_token_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, i
 {
     int d = C / heads;
     int64_t FN = (int64_t)F * N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++) {
         const uint8_t *a = attn + (int64_t)(c / d) * FN, *kc = k + (int64_t)c * FN;
         uint8_t *o = out + (int64_t)c * FN;
@@ -713,7 +713,7 @@ void qkf_qk_token_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, i
 void qkf_qk_channel_mask_u8(uint8_t *out, const uint8_t *attn, const uint8_t *k, int C, int F,
                             int N)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++)
         for (int f = 0; f < F; f++) {
             uint8_t a = attn[(int64_t)c * F + f];
@@ -730,7 +730,7 @@ void qkf_qk_token_mask_backward_u8(float *dattn, float *dk, const float *dout,
 {
     int d = C / heads;
     int64_t FN = (int64_t)F * N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int hd = 0; hd < heads; hd++) {
         const uint8_t *a = attn + (int64_t)hd * FN;
         float *da = dattn + (int64_t)hd * FN;
@@ -750,7 +750,7 @@ void qkf_qk_token_mask_backward_u8(float *dattn, float *dk, const float *dout,
 void qkf_qk_channel_mask_backward_u8(float *dattn, float *dk, const float *dout,
                                      const uint8_t *attn, const uint8_t *k, int C, int F, int N)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < C; c++)
         for (int f = 0; f < F; f++) {
             int64_t o = ((int64_t)c * F + f) * N;
@@ -800,7 +800,7 @@ void qkf_ssa_forward_u8(float *out, const uint8_t *q, const uint8_t *k, const ui
         float *Q = scratch + (int64_t)omp_get_thread_num() * per;
         float *K = Q + (int64_t)d * N, *V = K + (int64_t)d * N, *Vt = V + (int64_t)d * N;
         float *kv = Vt + (int64_t)d * N, *acc = kv + 2 * (int64_t)d * d;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 1)
         for (int f = 0; f < F; f++)
             for (int hd = 0; hd < heads; hd++) {
                 int64_t base = (int64_t)hd * d * FN + (int64_t)f * N;
@@ -854,7 +854,7 @@ void qkf_ssa_backward_u8(float *dq, float *dk, float *dv, const float *dout, con
         float *K = Q + (int64_t)d * N, *V = K + (int64_t)d * N, *Vt = V + (int64_t)d * N;
         float *Gt = Vt + (int64_t)d * N; /* dout rows transposed [N][d] */
         float *kv = Gt + (int64_t)d * N, *dkv = kv + (int64_t)d * d, *acc = dkv + (int64_t)d * d;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 1)
         for (int f = 0; f < F; f++)
             for (int hd = 0; hd < heads; hd++) {
                 int64_t base = (int64_t)hd * d * FN + (int64_t)f * N;

@@ -12,7 +12,8 @@
  *     frames that stay in L2.
  *
  * Above a density threshold both fall back to im2col (from bytes) + sgemm. Every output sums in
- * an order that depends only on the data, never on the thread count.
+ * an order that depends only on the data, never on the thread count, so parallel loops are
+ * scheduled dynamically (a thread preempted on a shared machine holds up one iteration).
  *
  * The other kernels are the byte-tensor twins of the float kernels of kernels.h / backward.h,
  * with the same float operations in the same order where a float result is produced. Kernels
