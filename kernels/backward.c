@@ -17,6 +17,7 @@
 #include "backward.h"
 #include "base.h"
 #include "kernels.h"
+#include "spike_train.h"
 
 /* Programming errors (a scratch buffer planned too small): never compiled out. */
 #define CHECK(cond)                                                                        \
@@ -402,18 +403,16 @@ void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbi
             for (int j = 0; j < nc; j++) {
                 const float *xc = x + (int64_t)(c0 + j) * M + p0;
                 const float *dyc = dy + (int64_t)(c0 + j) * M + p0;
+                float t = 0.0f;
                 for (int i = 0; i < np; i++) {
                     float xh = (xc[i] - m[j]) * is[j];
                     tile[j][i] = (dyc[i] - k1[j] - xh * k2[j]) * a[j];
                 }
+                for (int i = 0; i < np; i++)
+                    t += tile[j][i];
+                ds[j] += (double)t;
             }
-            for (int i = 0; i < np; i++) {
-                float *row = dxt + (p0 + i) * C + c0;
-                for (int j = 0; j < nc; j++) {
-                    row[j] = tile[j][i];
-                    ds[j] += (double)tile[j][i];
-                }
-            }
+            qkf_transpose_tile(dxt + p0 * C + c0, C, &tile[0][0], 16, nc, np);
         }
         if (dbias)
             for (int j = 0; j < nc; j++)

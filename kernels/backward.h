@@ -67,7 +67,8 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
 
 /* qkf_bn_train_backward with dx written token-major: dxt [M][C] (M = F*N positions), the layout
  * the spike convolutions' weight gradient and qkf_conv_backward_input_t read. The same dx values;
- * dbias += the double sum of each channel's dx in position order. dxt must not alias dy. */
+ * dbias += the double sum of each channel's dx (float sums of 16 positions, in position
+ * order). dxt must not alias dy. */
 void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
                              const float *dy, const float *x, const float *mean,
                              const float *invstd, const float *gamma, int C, int64_t M);

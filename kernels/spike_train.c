@@ -82,8 +82,42 @@ static int scan_row(int32_t *pos, uint8_t *val, const uint8_t *row, int n, int32
     return k;
 }
 
-/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16 tiles through a local
- * buffer, so that both the loads and the stores run along contiguous memory. */
+#if defined(__AVX512F__)
+/* dst[c * ldd + r] = src[r * lds + c] for a full 16 x 16 tile, in registers. */
+static inline void tile16(float *dst, int64_t ldd, const float *src, int64_t lds)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+#endif
+
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16 tiles (in registers
+ * where the tile is full, else through a local buffer). */
 static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int rows, int cols)
 {
     float tile[16][16];
@@ -91,6 +125,12 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
         int nr = rows - r0 < 16 ? rows - r0 : 16;
         for (int c0 = 0; c0 < cols; c0 += 16) {
             int nc = cols - c0 < 16 ? cols - c0 : 16;
+#if defined(__AVX512F__)
+            if (nr == 16 && nc == 16) {
+                tile16(dst + (int64_t)c0 * ldd + r0, ldd, src + (int64_t)r0 * lds + c0, lds);
+                continue;
+            }
+#endif
             for (int r = 0; r < nr; r++)
                 memcpy(tile[r], src + (int64_t)(r0 + r) * lds + c0, (size_t)nc * sizeof(float));
             for (int c = 0; c < nc; c++) {
@@ -100,6 +140,12 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
             }
         }
     }
+}
+
+void qkf_transpose_tile(float *dst, int64_t ldd, const float *src, int64_t lds, int rows,
+                        int cols)
+{
+    transpose(dst, ldd, src, lds, rows, cols);
 }
 
 void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols)

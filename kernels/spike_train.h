@@ -78,6 +78,10 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
 void qkf_add_u8(uint8_t *out, const uint8_t *a, const uint8_t *b, int64_t n);
 /* dst [cols][rows] = src [rows][cols]^T, in parallel over tiles. */
 void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols);
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, one thread (16 x 16 register
+ * tiles). */
+void qkf_transpose_tile(float *dst, int64_t ldd, const float *src, int64_t lds, int rows,
+                        int cols);
 /* out[i] = (float)in[i]. */
 void qkf_u8_to_float(float *out, const uint8_t *in, int64_t n);
 void qkf_qk_token_sum_u8(float *cnt, const uint8_t *q, int C, int heads, int F, int N);

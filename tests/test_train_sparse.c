@@ -331,3 +331,23 @@ Test(train_sparse, lif_from_z)
         qkf_free(scratch);
     }
 }
+
+/* The tiled transpose (16 x 16 register tiles and ragged edges) against the plain loop. */
+Test(train_sparse, transpose)
+{
+    int shapes[][2] = {{16, 16}, {48, 32}, {37, 53}, {5, 200}, {1, 1}};
+    for (int k = 0; k < 5; k++) {
+        int64_t rows = shapes[k][0];
+        int cols = shapes[k][1];
+        float *a = qkf_malloc(rows * cols * 4), *b = qkf_malloc(rows * cols * 4);
+        for (int64_t i = 0; i < rows * cols; i++)
+            a[i] = (float)i;
+        qkf_transpose_f32(b, a, rows, cols);
+        int bad = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                bad += b[(int64_t)c * rows + r] != a[r * cols + c];
+        cr_expect_eq(bad, 0, "transpose %lld x %d: %d wrong", (long long)rows, cols, bad);
+        qkf_free(a), qkf_free(b);
+    }
+}
