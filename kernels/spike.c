@@ -400,3 +400,48 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
         ch[k] = ch1[j], cnt[k++] = cnt1 ? cnt1[j] : 1;
     return k;
 }
+
+int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, uint16_t *acc, int C, const uint16_t *ch0,
+                          const uint16_t *cnt0, int n0, const uint16_t *ch1, const uint16_t *cnt1,
+                          int n1)
+{
+    for (int i = 0; i < n0; i++)
+        acc[ch0[i]] = (uint16_t)(acc[ch0[i]] + (cnt0 ? cnt0[i] : 1));
+    for (int i = 0; i < n1; i++)
+        acc[ch1[i]] = (uint16_t)(acc[ch1[i]] + (cnt1 ? cnt1[i] : 1));
+    int k = 0, c0 = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VBMI2__)
+    /* 32 channels a step: compress the channels and counts that are non-zero, clear the row.
+     * Full steps store all 32 lanes (they land in the row's own slots [k, c0 + 32), k <= c0) */
+    const __m512i iota = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                          1, 0);
+    for (; c0 < C; c0 += 32) {
+        int rem = C - c0;
+        __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
+        __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
+        __mmask32 nz = _mm512_mask_test_epi16_mask(lanes, v, v);
+        if (!nz)
+            continue;
+        __m512i ids = _mm512_maskz_compress_epi16(nz, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+        __m512i cs = _mm512_maskz_compress_epi16(nz, v);
+        int n = __builtin_popcount((unsigned)nz);
+        if (rem >= 32) {
+            _mm512_storeu_si512(ch + k, ids);
+            _mm512_storeu_si512(cnt + k, cs);
+        } else {
+            __mmask32 out = (__mmask32)((1u << n) - 1u);
+            _mm512_mask_storeu_epi16(ch + k, out, ids);
+            _mm512_mask_storeu_epi16(cnt + k, out, cs);
+        }
+        _mm512_mask_storeu_epi16(acc + c0, lanes, _mm512_setzero_si512());
+        k += n;
+    }
+#endif
+    for (; c0 < C; c0++)
+        if (acc[c0]) {
+            ch[k] = (uint16_t)c0, cnt[k++] = acc[c0];
+            acc[c0] = 0;
+        }
+    return k;
+}

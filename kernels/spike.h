@@ -85,4 +85,13 @@ int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C);
 int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint16_t *cnt0, int n0,
                     const uint16_t *ch1, const uint16_t *cnt1, int n1);
 
+/* qkf_spike_merge for lists of channels < C, through a dense count row: the counts of both lists
+ * are added into acc (C counts, rounded up to a multiple of 32, all zero on entry and again on
+ * return), which is then compressed to the channels with a non-zero count. Same output as
+ * qkf_spike_merge (ascending channels, counts added); its cost is the events plus C / 32 vector
+ * steps instead of a compare per event. ch and cnt have C slots. Returns the events written. */
+int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, uint16_t *acc, int C, const uint16_t *ch0,
+                          const uint16_t *cnt0, int n0, const uint16_t *ch1, const uint16_t *cnt1,
+                          int n1);
+
 #endif

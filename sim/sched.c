@@ -80,7 +80,8 @@ typedef struct {
     int *giy, *gix;      /* [TILE_MAX] a conv tile's geometry (conv_tile_geom) */
     int64_t *gtok;
     float **gout;
-    int *nrow; /* [T] rows of each step */
+    int *nrow;     /* [T] rows of each step */
+    uint16_t *acc; /* [max add channels, rounded up to 32]: residual counts, zero between uses */
     float *tile;         /* currents of a fused conv's tile [T][tile][C], or pooled rows [T][B][C] */
     float *vt;           /* membranes of a conv's position, [max_batch][C] */
     int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
@@ -357,7 +358,8 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
  * outermost; a position's rows are laid out once per step and serve every block (the block
  * selects their columns); each slab [Cin][width] is then read by the whole tile at every step
  * while it is in cache. A row's adds keep the order (ky, kx, then list order) of a gather over
- * its receptive field. */
+ * its receptive field. (Cutting the slabs further by input channel, so that each stays in L1,
+ * was slower: the rows' pieces get short and every piece reloads and stores its accumulators.) */
 static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j1, int64_t ostep,
                         scratch *s, int64_t *acs)
 {
@@ -762,28 +764,33 @@ static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
 #pragma omp barrier
 }
 
-/* Residual: merge the two event lists of every token, adding counts. */
-static void add_step(qkf_sched *e, node *nd, int t)
+/* Residual: merge the two event lists of every token, adding counts (through a dense count row
+ * per thread). The sum carries every spike of both inputs: its spikes are theirs. */
+static void add_step(qkf_sched *e, node *nd, int t, scratch *s)
 {
     const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
     qkf_events *out = ev_at(e, nd->out, t);
     int C = out->C, N = out->N / e->max_batch;
-    int64_t events = 0, spikes = 0;
+    int64_t events = 0;
 #pragma omp master
-    count_inputs(e, nd, t);
+    {
+        count_inputs(e, nd, t);
+        const int64_t *px = e->tev + ((int64_t)nd->in0 * e->T + t) * 2;
+        const int64_t *py = e->tev + ((int64_t)nd->in1 * e->T + t) * 2;
+        qkf_work w = {0, {0, 0, 0}, px[1] + py[1], 0, 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        publish(e, nd->out, t, 0, px[1] + py[1]);
+    }
 #pragma omp for schedule(static) nowait
     for (int64_t n = 0; n < (int64_t)e->B * N; n++) {
         int64_t o = n * C;
-        int k = qkf_spike_merge(out->ch + o, out->cnt + o, x->ch + o, x->cnt ? x->cnt + o : NULL,
-                                x->len[n], y->ch + o, y->cnt ? y->cnt + o : NULL, y->len[n]);
+        int k = qkf_spike_merge_dense(out->ch + o, out->cnt + o, s->acc, C, x->ch + o,
+                                      x->cnt ? x->cnt + o : NULL, x->len[n], y->ch + o,
+                                      y->cnt ? y->cnt + o : NULL, y->len[n]);
         out->len[n] = k;
         events += k;
-        for (int i = 0; i < k; i++)
-            spikes += out->cnt[o + i];
     }
-    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    publish(e, nd->out, t, events, spikes);
+    publish(e, nd->out, t, events, 0);
 #pragma omp barrier
 }
 
@@ -836,7 +843,7 @@ static void node_step(qkf_sched *e, node *nd, int t, scratch *s)
         ssa_step(e, nd, t, s);
         break;
     case QKF_NODE_ADD:
-        add_step(e, nd, t);
+        add_step(e, nd, t, s);
         break;
     case QKF_NODE_READOUT:
         readout_step(e, nd, t);
@@ -997,7 +1004,10 @@ static void state_alloc(qkf_sched *e)
         }
     }
 
-    int max_row = 1;
+    int max_row = 1, max_add = 1;
+    for (int i = 0; i < g->n_ops; i++)
+        if (g->ops[i].kind == QKF_OP_ADD && g->tensors[g->ops[i].out].c > max_add)
+            max_add = g->tensors[g->ops[i].out].c;
     int64_t pre = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
@@ -1060,6 +1070,7 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].gtok = st_malloc(e, TILE_MAX * sizeof(int64_t));
         e->scr[i].gout = st_malloc(e, TILE_MAX * sizeof(float *));
         e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
+        e->scr[i].acc = st_calloc(e, (size_t)(max_add + 31) / 32 * 32, sizeof(uint16_t));
         e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
         e->scr[i].row = st_malloc(e, (size_t)max_row * sizeof(float));
         e->scr[i].vt = st_malloc(e, (size_t)max_row * max_batch * sizeof(float));
@@ -1142,6 +1153,7 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].gtok);
             qkf_free(e->scr[i].gout);
             qkf_free(e->scr[i].nrow);
+            qkf_free(e->scr[i].acc);
             qkf_free(e->scr[i].tile);
             qkf_free(e->scr[i].row);
             qkf_free(e->scr[i].vt);

@@ -445,6 +445,37 @@ Test(event, merge_adds_counts)
     cr_assert_eq(qkf_spike_merge(out, oc, a, NULL, 0, b, NULL, 0), 0);
 }
 
+/* The dense-row merge equals the list merge for channel counts around every vector boundary,
+ * densities from empty to full, with and without counts, and leaves its count row zero. */
+Test(event, merge_dense_matches_merge)
+{
+    enum { MAXC = 200 };
+    uint16_t c0[MAXC], n0[MAXC], c1[MAXC], n1[MAXC], ch[MAXC], cn[MAXC], rch[MAXC], rcn[MAXC];
+    uint16_t acc[(MAXC + 31) / 32 * 32] = {0}, zero[(MAXC + 31) / 32 * 32] = {0};
+    qkf_rng r;
+    qkf_rng_seed(&r, 13);
+    const int Cs[] = {1, 5, 16, 31, 32, 33, 63, 64, 65, 96, 97, 128, 192, 200};
+    for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
+        for (int rep = 0; rep < 8; rep++) {
+            int C = Cs[ci], k0 = 0, k1 = 0;
+            float d0 = (float)(rep % 4) / 3.0f, d1 = qkf_rng_uniform(&r);
+            for (int c = 0; c < C; c++) {
+                if (qkf_rng_uniform(&r) < d0)
+                    c0[k0] = (uint16_t)c, n0[k0++] = (uint16_t)(1 + qkf_rng_u64(&r) % 3);
+                if (qkf_rng_uniform(&r) < d1)
+                    c1[k1] = (uint16_t)c, n1[k1++] = (uint16_t)(1 + qkf_rng_u64(&r) % 3);
+            }
+            const uint16_t *cnt0 = rep % 2 ? n0 : NULL, *cnt1 = rep / 2 % 2 ? n1 : NULL;
+            int want = qkf_spike_merge(rch, rcn, c0, cnt0, k0, c1, cnt1, k1);
+            int got = qkf_spike_merge_dense(ch, cn, acc, C, c0, cnt0, k0, c1, cnt1, k1);
+            cr_assert_eq(got, want, "C %d rep %d: %d events, want %d", C, rep, got, want);
+            cr_assert_eq(memcmp(ch, rch, (size_t)want * sizeof *ch), 0, "C %d rep %d", C, rep);
+            cr_assert_eq(memcmp(cn, rcn, (size_t)want * sizeof *cn), 0, "C %d rep %d", C, rep);
+            cr_assert_eq(memcmp(acc, zero, sizeof acc), 0, "C %d rep %d: count row not cleared",
+                         C, rep);
+        }
+}
+
 /* ---- agreement with the dense engine -----------------------------------------------------------
  */
 
