@@ -395,39 +395,66 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uin
                 for (int i = 0; i < m; i++)
                     counts |= val[i] > 1;
                 if (stride == 1) {
-                    /* ho = h, wo = w: output index = input index - tap offset; the border
-                     * flags of each event, once: bit 0 top row, 1 bottom, 2 left, 3 right */
+                    /* ho = h, wo = w: a tap's output row is the event's position plus the tap
+                     * offset. Events away from the border are valid for every tap: one list of
+                     * position - (w + 1) >= 0 serves all taps through the segment base
+                     * (off + w + 1) * cout. Border events (flags: bit 0 top row, 1 bottom,
+                     * 2 left, 3 right) get a short list per tap. */
+                    int shift = k == 1 ? 0 : w + 1, ni = 0, nb = 0;
                     for (int i = 0; i < m; i++) {
                         int p = pos[i] % N, iy = p / w, ix = p % w;
-                        val[m + i] = (uint8_t)((iy == 0) | (iy == h - 1) << 1 | (ix == 0) << 2 |
-                                               (ix == w - 1) << 3);
+                        int fl = k == 1 ? 0
+                                        : (iy == 0) | (iy == h - 1) << 1 | (ix == 0) << 2 |
+                                              (ix == w - 1) << 3;
+                        if (!fl) {
+                            idx[ni] = (uint16_t)(pos[i] - shift);
+                            cnt[ni++] = val[i];
+                        } else { /* compacted in place: nb <= i */
+                            pos[nb] = pos[i];
+                            val[nb] = val[i];
+                            val[m + nb++] = (uint8_t)fl;
+                        }
                     }
-                }
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) {
-                        int n = 0;
-                        if (stride == 1) {
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
                             int dy = pad - ky, dx = pad - kx, off = dy * w + dx;
-                            /* flags that rule the tap out: dy < 0 needs iy > 0, ... */
                             uint8_t bad = (uint8_t)((dy < 0) | (dy > 0) << 1 | (dx < 0) << 2 |
                                                     (dx > 0) << 3);
-                            for (int i = 0; i < m; i++)
-                                if (!(val[m + i] & bad)) {
-                                    idx[n] = (uint16_t)(pos[i] + off);
-                                    cnt[n++] = val[i];
+                            int n2 = 0;
+                            uint16_t *bidx = idx + ni, *bcnt = cnt + ni;
+                            for (int j = 0; j < nb; j++)
+                                if (!(val[m + j] & bad)) {
+                                    bidx[n2] = (uint16_t)(pos[j] + off);
+                                    bcnt[n2++] = val[j];
                                 }
-                        } else
-                            for (int i = 0; i < m; i++) {
-                                int fi = pos[i] / N, p = pos[i] % N;
-                                int ny = p / w + pad - ky, nx = p % w + pad - kx;
-                                if (ny < 0 || nx < 0 || ny % stride || nx % stride)
-                                    continue;
-                                int oy = ny / stride, ox = nx / stride;
-                                if (oy >= ho || ox >= wo)
-                                    continue;
-                                idx[n] = (uint16_t)(fi * No + oy * wo + ox);
-                                cnt[n++] = val[i];
-                            }
+                            qkf_spike_seg seg[2] = {
+                                {idx, counts ? cnt : NULL, ni, (off + shift) * cout},
+                                {bidx, counts ? bcnt : NULL, n2, 0}};
+                            if (!ni && !n2)
+                                continue;
+                            /* the chunk's sum first, then one add into the row */
+                            qkf_spike_gather(part, NULL, dzt, cout, ni ? seg : seg + 1,
+                                             ni && n2 ? 2 : 1, cout);
+                            float *row = dwt + ((int64_t)c * kk2 + ky * k + kx) * cout;
+                            for (int co = 0; co < cout; co++)
+                                row[co] += part[co];
+                        }
+                    continue;
+                }
+                for (int ky = 0; ky < k; ky++) /* strided (1x1 shortcuts) */
+                    for (int kx = 0; kx < k; kx++) {
+                        int n = 0;
+                        for (int i = 0; i < m; i++) {
+                            int fi = pos[i] / N, p = pos[i] % N;
+                            int ny = p / w + pad - ky, nx = p % w + pad - kx;
+                            if (ny < 0 || nx < 0 || ny % stride || nx % stride)
+                                continue;
+                            int oy = ny / stride, ox = nx / stride;
+                            if (oy >= ho || ox >= wo)
+                                continue;
+                            idx[n] = (uint16_t)(fi * No + oy * wo + ox);
+                            cnt[n++] = val[i];
+                        }
                         if (!n)
                             continue;
                         qkf_spike_seg seg = {idx, counts ? cnt : NULL, n, 0};
