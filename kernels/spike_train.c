@@ -663,10 +663,11 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                             const int32_t *arg, int zplane, const float *mean,
                             const float *invstd, const float *gamma, const float *beta, int C,
                             int T, int B, int N, int x_static, float vth, int tb_compat,
-                            float alpha, float *scratch)
+                            float alpha, int overwrite, float *scratch)
 {
     int64_t F = (int64_t)T * B;
     int steps_max = tb_compat ? (int)F : T;
+    overwrite = overwrite && !x_static; /* a static input sums over the steps */
 #pragma omp parallel
     {
         float *hs = scratch + (int64_t)omp_get_thread_num() * steps_max * TILE;
@@ -710,7 +711,7 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                             float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
                                       gh[i] * 0.5f * (1.0f - st);
                             gh[i] = g;
-                            dxt[i] += g * 0.5f;
+                            dxt[i] = overwrite ? g * 0.5f : dxt[i] + g * 0.5f;
                         }
                     }
                 }

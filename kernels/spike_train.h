@@ -64,13 +64,14 @@ void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const 
 /* qkf_lif_recompute_h_u8 + qkf_lif_backward_u8 in one pass, with x from z as above; pooled
  * layers (arg != NULL) read z [C][xF][zplane] at the MaxPool argmax arg [C][xF][N], as
  * qkf_maxpool3s2_gather does. Bit-identical to the unfused kernels; neither x nor h is kept.
+ * overwrite (ignored when x_static): dx = instead of dx += (saves zeroing it first).
  * scratch: qkf_lif_backward_bn_scratch_floats(T, B, tb_compat, threads). */
 int64_t qkf_lif_backward_bn_scratch_floats(int T, int B, int tb_compat, int threads);
 void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const float *z,
                             const int32_t *arg, int zplane, const float *mean,
                             const float *invstd, const float *gamma, const float *beta, int C,
                             int T, int B, int N, int x_static, float vth, int tb_compat,
-                            float alpha, float *scratch);
+                            float alpha, int overwrite, float *scratch);
 
 /* ---- residual, Q-K attention, SSA, readout on byte tensors --------------------------------- */
 

@@ -656,8 +656,11 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
     for (int i = g->n_ops - 1; i >= 0; i--) {
         const qkf_op *op = &g->ops[i];
         int ins[3] = {op->in0, op->in1, op->in2};
+        /* a recomputed LIF overwrites its input's gradient (its only reader) */
+        int overwrite = op->kind == QKF_OP_LIF && e->recompute[op->lif_index] &&
+                        !g->tensors[op->in0].static_t;
         for (int j = 0; j < 3; j++) /* first touch of an input's gradient: zero it */
-            if (ins[j] >= 0 && ins[j] != g->input && e->last_reader[ins[j]] == i)
+            if (ins[j] >= 0 && ins[j] != g->input && e->last_reader[ins[j]] == i && !overwrite)
                 memset(G(e, ins[j]), 0, (size_t)tensor_floats(g, ins[j], B) * sizeof(float));
         const qkf_tensor *x = &g->tensors[op->in0];
         int64_t F = x->static_t ? B : (int64_t)T * B;
@@ -729,7 +732,7 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                                        cv->pool ? c->arg : NULL, hc * wc, c->mean, c->invstd,
                                        P + pp[cv->p_bn_w].offset, P + pp[cv->p_bn_b].offset,
                                        x->c, T, B, N, x->static_t, op->vth, op->tb_compat,
-                                       QKF_SURROGATE_ALPHA, e->lif_scratch);
+                                       QKF_SURROGATE_ALPHA, overwrite, e->lif_scratch);
                 break;
             }
             qkf_lif_backward_u8(gin, G(e, op->out), e->lif_h[op->lif_index], e->sp[op->out],

@@ -323,9 +323,15 @@ Test(train_sparse, lif_from_z)
         qkf_lif_backward_u8(dx, ds, h2, s, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA);
         float *scratch = qkf_malloc(qkf_lif_backward_bn_scratch_floats(T, B, tb, 8) * 4);
         qkf_lif_backward_bn_u8(dx2, ds, s, z, pooled ? arg : NULL, hc * wc, mean, invstd, gamma,
-                               beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA,
+                               beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA, 0,
                                scratch);
         cr_expect(memcmp(dx, dx2, nx * 4) == 0, "fused backward differs (mode %d)", mode);
+        for (int64_t i = 0; i < nx; i++) /* garbage: overwrite mode must not read it */
+            dx2[i] = x_static ? 0.0f : 1e30f;
+        qkf_lif_backward_bn_u8(dx2, ds, s, z, pooled ? arg : NULL, hc * wc, mean, invstd, gamma,
+                               beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA, 1,
+                               scratch);
+        cr_expect(memcmp(dx, dx2, nx * 4) == 0, "overwriting backward differs (mode %d)", mode);
         qkf_free(z), qkf_free(y), qkf_free(x), qkf_free(h), qkf_free(h2), qkf_free(ds);
         qkf_free(dx), qkf_free(dx2), qkf_free(xp), qkf_free(arg), qkf_free(s), qkf_free(s2);
         qkf_free(scratch);
