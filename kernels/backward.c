@@ -436,17 +436,19 @@ void qkf_maxpool3s2_train_forward(float *out, int32_t *arg, const float *in, int
                 float m = -INFINITY;
                 int32_t best = -1;
                 if (oy > 0 && ox > 0 && 2 * oy + 1 < h && 2 * ox + 1 < w) {
-                    /* interior: all 9 taps valid; first maximum in scan order */
+                    /* interior: all 9 taps valid; first maximum in scan order (a NaN wins
+                     * and is replaced only by a later NaN). Branch-free selects: the
+                     * comparisons are data-dependent and would mispredict. */
                     int base = (2 * oy - 1) * w + 2 * ox - 1;
                     best = base;
                     m = src[base];
                     for (int dy = 0; dy < 3; dy++)
                         for (int dx = 0; dx < 3; dx++) {
                             int j = base + dy * w + dx;
-                            if (src[j] > m || isnan(src[j])) {
-                                m = src[j];
-                                best = j;
-                            }
+                            float v = src[j];
+                            int take = (v > m) | (v != v);
+                            m = take ? v : m;
+                            best = take ? j : best;
                         }
                     dst[oy * wo + ox] = m;
                     a[oy * wo + ox] = best;

@@ -357,3 +357,46 @@ Test(train_sparse, transpose)
         qkf_free(a), qkf_free(b);
     }
 }
+
+/* MaxPool 3/2/1 with argmax against the plain scan-order loop: ties (small integer values),
+ * NaNs, odd and even sides. */
+Test(train_sparse, maxpool_argmax)
+{
+    int sides[][2] = {{32, 32}, {9, 8}, {7, 11}, {2, 3}};
+    qkf_rng r;
+    qkf_rng_seed(&r, 31);
+    for (int k = 0; k < 4; k++) {
+        int h = sides[k][0], w = sides[k][1], ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
+        int64_t P = 6, n = P * h * w, no = P * ho * wo;
+        float *in = qkf_malloc(n * 4), *out = qkf_malloc(no * 4);
+        int32_t *arg = qkf_malloc(no * 4);
+        for (int64_t i = 0; i < n; i++) {
+            in[i] = (float)(qkf_rng_u64(&r) % 4) - 2.0f; /* many ties */
+            if (qkf_rng_uniform(&r) < 0.03f)
+                in[i] = NAN;
+        }
+        qkf_maxpool3s2_train_forward(out, arg, in, P, h, w);
+        int bad = 0;
+        for (int64_t p = 0; p < P; p++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    const float *src = in + p * h * w;
+                    float m = -INFINITY;
+                    int32_t best = -1;
+                    for (int iy = 2 * oy - 1; iy <= 2 * oy + 1; iy++)
+                        for (int ix = 2 * ox - 1; ix <= 2 * ox + 1; ix++) {
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                continue;
+                            float v = src[iy * w + ix];
+                            if (v > m || best < 0 || isnan(v)) {
+                                m = v;
+                                best = iy * w + ix;
+                            }
+                        }
+                    int64_t o = (p * ho + oy) * wo + ox;
+                    bad += arg[o] != best || memcmp(&out[o], &m, 4) != 0;
+                }
+        cr_expect_eq(bad, 0, "maxpool %dx%d: %d outputs differ", h, w, bad);
+        qkf_free(in), qkf_free(out), qkf_free(arg);
+    }
+}
