@@ -198,6 +198,7 @@ Test(cli, infer_bad_inputs)
     expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --mode quantum",
                          "quantum");
     expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --bogus", "--bogus");
+    expect_clean_failure("infer --weights " W " --input good.h5 --output y.h5 --conv fft", "fft");
     expect_clean_failure("infer --weights " W " --input good.h5", "--output");
     expect_clean_failure("infer --weights " W " --input good.h5 --output /nonexistent/dir/y.h5",
                          "/nonexistent/dir/y.h5");

@@ -21,6 +21,10 @@ int qkf_arg(qkf_args *a, const char *name, const char **val);
 int qkf_flag(qkf_args *a, const char *name);
 int qkf_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
+/* --conv winograd4|winograd2|direct -> dense-engine flags (QKF_DENSE_WINO4, ...): 1 if
+ * consumed, 0 if not ours, -1 on error; qkf_conv_help: its help lines. */
+int qkf_arg_conv(qkf_args *a, int *conv);
+extern const char *const qkf_conv_help;
 
 /* Config overrides shared by info/init: --img-size --in-channels --num-classes --embed-dims
  * --num-heads --mlp-ratio --depths --T --qk-attn. Returns 1 if consumed, 0 if not, -1 error. */

@@ -34,15 +34,12 @@ static void help(void)
            "                   where their spikes differ, or \"engines agree\"; outputs come\n"
            "                   from --mode. Fails if a difference is not a rounding flip at a\n"
            "                   threshold (default batch 4: both engines keep every tensor)\n"
-           "  --conv ALGO      the dense engine's 3x3 convolutions: winograd4 (Winograd\n"
-           "                   F(4x4,3x3), the fastest; default, or $QKF_CONV), winograd2\n"
-           "                   (F(2x2,3x3): exact wherever direct is, e.g. power-of-two\n"
-           "                   weights), direct (im2col + sgemm, plain summation order)\n"
            "  --threads N      OpenMP and BLAS threads (default: all cores)\n"
            "  --batch N        samples per forward pass (default 32)\n"
            "  --tb-compat      the official SSA proj_lif quirk: its membrane runs over the T*B\n"
            "                   axis, leaking across the samples of a batch (as the published\n"
            "                   checkpoints were evaluated); the batch is --batch\n");
+    fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
 }
 
@@ -93,11 +90,9 @@ int cmd_infer(int argc, char **argv)
                 return qkf_cli_fail("infer");
             continue;
         }
-        if ((r = qkf_arg(&a, "--conv", &v)) != 0) {
-            if (r < 0 || qkf_dense_conv_flags(v, &conv))
+        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+            if (r < 0)
                 return qkf_cli_fail("infer");
-            if (!conv) /* winograd4 asked for explicitly: not overridden by $QKF_CONV */
-                conv = QKF_DENSE_WINO4;
             continue;
         }
         if ((r = qkf_arg(&a, "--batch", &v)) != 0) {

@@ -28,6 +28,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
+        "               [--conv ALGO]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models), or on the test split of an image\n"
@@ -54,6 +55,7 @@ static void help(void)
         "                       0.9 and 4.6, Horowitz 2014)\n"
         "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
         "  --quiet              no table (with --report)\n");
+    fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
 }
 
@@ -473,7 +475,7 @@ static int sim_run(int argc, char **argv)
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
-    int tb = 0, quiet = 0, r;
+    int tb = 0, quiet = 0, conv = 0, r;
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
@@ -484,6 +486,11 @@ static int sim_run(int argc, char **argv)
         if ((r = qkf_arg_trace(&a, &topt)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("sim");
+            continue;
+        }
+        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+            if (r < 0)
+                return fail_rank0();
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
@@ -627,7 +634,7 @@ static int sim_run(int argc, char **argv)
             goto done;
         st = qkf_sched_stats(e);
     } else {
-        d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0));
+        d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
         if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
             goto done;
         st = &ds;

@@ -309,7 +309,7 @@ static int shard_view(const qkf_dataset *d, int64_t limit, qkf_dataset *v)
  * first `limit` samples of d (0: all). Under mpirun each rank classifies its contiguous shard and
  * the correct counts are summed exactly (collective: every rank calls it). */
 static int evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, int batch, int tb,
-                    int event, double *acc, int64_t *count)
+                    int event, int conv, double *acc, int64_t *count)
 {
     qkf_dataset view;
     if (shard_view(dall, limit, &view))
@@ -325,7 +325,7 @@ static int evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, 
     if (event)
         ev = qkf_sched_create(m, batch, tb ? QKF_SCHED_TB_COMPAT : 0);
     else
-        e = qkf_dense_create(m, batch, tb ? QKF_DENSE_TB_COMPAT : 0);
+        e = qkf_dense_create(m, batch, (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
     if (!e && !ev)
         return -1;
     int K = m->cfg.num_classes;
@@ -368,13 +368,14 @@ static int evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, 
 static void eval_help(void)
 {
     printf("usage: qkf eval --weights W.h5 --data NAME [--mode dense|event] [--limit N]\n"
-           "                [--batch N] [--threads N] [--tb-compat]\n"
+           "                [--batch N] [--threads N] [--tb-compat] [--conv ALGO]\n"
            "\n"
            "Classifies the test split of dataset NAME (fashion-mnist, mnist, cifar10:DIR,\n"
            "cifar100:DIR, h5:FILE.h5; see qkf train --help) with the checkpoint, normalising\n"
            "pixels with its input_mean / input_std, and prints 'accuracy: X' (a fraction).\n"
            "  --mode M    dense (every neuron, GEMMs) or event (the event-driven scheduler)\n"
            "  --limit N   only the first N test images\n");
+    fputs(qkf_conv_help, stdout);
 }
 
 /* Under mpirun, only rank 0 prints argument errors (every rank sees the same ones). */
@@ -388,11 +389,16 @@ static int eval_run(int argc, char **argv)
     qkf_args a = {argc, argv, 1, "eval"};
     const char *weights = NULL, *data = "fashion-mnist", *mode = "dense", *v;
     long threads = 0, limit = 0, batch = 100;
-    int tb = 0, r;
+    int tb = 0, conv = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             eval_help();
             return 0;
+        }
+        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+            if (r < 0)
+                return fail_rank0("eval");
+            continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode))) {
@@ -448,7 +454,7 @@ static int eval_run(int argc, char **argv)
         (check_agree(&m, NULL, 0) && fail_rank0("eval")) ||
         report_held("eval", "test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
         goto quiet;
-    if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), &acc, &n)) {
+    if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), conv, &acc, &n)) {
         bad = 1;
         goto done;
     }
@@ -1416,7 +1422,7 @@ setup_end:
         double test_acc = -1.0;
         int64_t ntest = 0;
         if (!o.no_eval &&
-            evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb, o.eval_event, &test_acc,
+            evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb, o.eval_event, 0, &test_acc,
                      &ntest))
             goto done;
         double secs = qkf_now() - t_epoch;

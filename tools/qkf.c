@@ -7,6 +7,7 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../sim/dense.h"
 #include "cli.h"
 
 static void usage(FILE *f)
@@ -71,6 +72,25 @@ int qkf_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
     *out = v;
     return 0;
 }
+
+int qkf_arg_conv(qkf_args *a, int *conv)
+{
+    const char *v;
+    int r = qkf_arg(a, "--conv", &v);
+    if (r <= 0)
+        return r;
+    if (qkf_dense_conv_flags(v, conv))
+        return -1;
+    if (!*conv) /* winograd4 asked for explicitly: not overridden by $QKF_CONV */
+        *conv = QKF_DENSE_WINO4;
+    return 1;
+}
+
+const char *const qkf_conv_help =
+    "  --conv ALGO      the dense engine's 3x3 convolutions: winograd4 (Winograd\n"
+    "                   F(4x4,3x3), the fastest; default, or $QKF_CONV), winograd2\n"
+    "                   (F(2x2,3x3): exact wherever direct is, e.g. power-of-two\n"
+    "                   weights), direct (im2col + sgemm, plain summation order)\n";
 
 int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double *out)
 {
