@@ -281,7 +281,7 @@ static double sum_sq_dev(const float *x, int64_t n, float m)
 }
 
 /* sum dy and sum dy * (x - m) * is */
-static void sum_dy_dyx(const float *dy, const float *x, int64_t n, float m, float is,
+void qkf_bn_sum_dy_dyx(const float *dy, const float *x, int64_t n, float m, float is,
                        double *sdy, double *sdyx)
 {
     double t1 = 0.0, t2 = 0.0;
@@ -362,7 +362,7 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
         float *dxc = dx + (int64_t)c * M;
         float m = mean[c], is = invstd[c];
         double sdy, sdyx;
-        sum_dy_dyx(dyc, xc, M, m, is, &sdy, &sdyx);
+        qkf_bn_sum_dy_dyx(dyc, xc, M, m, is, &sdy, &sdyx);
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
         float k1 = (float)(sdy / (double)M), k2 = (float)(sdyx / (double)M);
@@ -378,7 +378,8 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
 
 void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
                              const float *dy, const float *x, const float *mean,
-                             const float *invstd, const float *gamma, int C, int64_t M)
+                             const float *invstd, const float *gamma, int C, int64_t M,
+                             const double *sums)
 {
     /* blocks of 16 channels: each thread writes 64-byte pieces of the token-major rows */
     int nblk = (C + 15) / 16;
@@ -392,7 +393,10 @@ void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbi
             const float *xc = x + (int64_t)c * M, *dyc = dy + (int64_t)c * M;
             double sdy, sdyx;
             m[j] = mean[c], is[j] = invstd[c];
-            sum_dy_dyx(dyc, xc, M, m[j], is[j], &sdy, &sdyx);
+            if (sums)
+                sdy = sums[c], sdyx = sums[C + c];
+            else
+                qkf_bn_sum_dy_dyx(dyc, xc, M, m[j], is[j], &sdy, &sdyx);
             dgamma[c] += (float)sdyx;
             dbeta[c] += (float)sdy;
             k1[j] = (float)(sdy / (double)M), k2[j] = (float)(sdyx / (double)M);

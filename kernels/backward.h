@@ -71,7 +71,13 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
  * order). dxt must not alias dy. */
 void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
                              const float *dy, const float *x, const float *mean,
-                             const float *invstd, const float *gamma, int C, int64_t M);
+                             const float *invstd, const float *gamma, int C, int64_t M,
+                             const double *sums);
+/* The two per-channel reductions of the BatchNorm backward over n values of one channel:
+ * sdy = sum dy, sdyx = sum dy * ((x - m) * is), in float blocks summed in double. sums of
+ * qkf_bn_train_backward_t ([2][C]: sdy then sdyx; NULL: computed there) come from it. */
+void qkf_bn_sum_dy_dyx(const float *dy, const float *x, int64_t n, float m, float is,
+                       double *sdy, double *sdyx);
 
 /* ---- MaxPool 3/2/1 ------------------------------------------------------------------------ */
 

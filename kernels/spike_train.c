@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backward.h"
 #include "kernels.h"
 #include "spike.h"
 
@@ -663,10 +664,12 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                             const int32_t *arg, int zplane, const float *mean,
                             const float *invstd, const float *gamma, const float *beta, int C,
                             int T, int B, int N, int x_static, float vth, int tb_compat,
-                            float alpha, int overwrite, float *scratch)
+                            float alpha, int overwrite, double *bn_sums, float *scratch)
 {
     int64_t F = (int64_t)T * B;
     int steps_max = tb_compat ? (int)F : T;
+    if (arg)
+        bn_sums = NULL;
     overwrite = overwrite && !x_static; /* a static input sums over the steps */
 #pragma omp parallel
     {
@@ -706,15 +709,27 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                         int64_t off = ((int64_t)c * F + f) * N + n0;
                         const float *h = hs + (int64_t)t * TILE;
                         float *dxt = dxc + fx * N + n0;
-                        for (int i = 0; i < nn; i++) {
-                            float st = (float)s[off + i];
-                            float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
-                                      gh[i] * 0.5f * (1.0f - st);
-                            gh[i] = g;
-                            dxt[i] = overwrite ? g * 0.5f : dxt[i] + g * 0.5f;
-                        }
+                        if (overwrite)
+                            for (int i = 0; i < nn; i++) {
+                                float st = (float)s[off + i];
+                                float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
+                                          gh[i] * 0.5f * (1.0f - st);
+                                gh[i] = g;
+                                dxt[i] = g * 0.5f;
+                            }
+                        else
+                            for (int i = 0; i < nn; i++) {
+                                float st = (float)s[off + i];
+                                float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
+                                          gh[i] * 0.5f * (1.0f - st);
+                                gh[i] = g;
+                                dxt[i] += g * 0.5f;
+                            }
                     }
                 }
+            if (bn_sums) /* the channel's dx is final and still in cache */
+                qkf_bn_sum_dy_dyx(dxc, z + (int64_t)c * xF * N, xF * N, mean[c], invstd[c],
+                                  &bn_sums[c], &bn_sums[C + c]);
         }
     }
 }

@@ -65,13 +65,15 @@ void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const 
  * layers (arg != NULL) read z [C][xF][zplane] at the MaxPool argmax arg [C][xF][N], as
  * qkf_maxpool3s2_gather does. Bit-identical to the unfused kernels; neither x nor h is kept.
  * overwrite (ignored when x_static): dx = instead of dx += (saves zeroing it first).
+ * bn_sums (optional, [2][C], un-pooled only): the BatchNorm backward's reductions of dx
+ * (qkf_bn_sum_dy_dyx), computed while each channel is in cache.
  * scratch: qkf_lif_backward_bn_scratch_floats(T, B, tb_compat, threads). */
 int64_t qkf_lif_backward_bn_scratch_floats(int T, int B, int tb_compat, int threads);
 void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const float *z,
                             const int32_t *arg, int zplane, const float *mean,
                             const float *invstd, const float *gamma, const float *beta, int C,
                             int T, int B, int N, int x_static, float vth, int tb_compat,
-                            float alpha, int overwrite, float *scratch);
+                            float alpha, int overwrite, double *bn_sums, float *scratch);
 
 /* ---- residual, Q-K attention, SSA, readout on byte tensors --------------------------------- */
 

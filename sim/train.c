@@ -64,6 +64,8 @@ struct qkf_train {
     float loss_weight;                  /* dloss of the cross-entropy backward */
     int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
     double *bn_red;                     /* its reduction buffer, 3 * max channels + 2 */
+    double *bn_sums; /* [2][max channels]: BatchNorm backward reductions from the LIF backward */
+    int bn_sums_op;  /* the convolution they belong to, -1: none */
     double *prof; /* qkf_train_profile: [5][n_ops] forward s, backward s, input density, calls,
                    * weight-gradient s */
 };
@@ -146,6 +148,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->flags = flags;
     e->threads = omp_get_max_threads();
     e->loss_weight = 1.0f;
+    e->bn_sums_op = -1;
     if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_TRAIN_TB_COMPAT) != 0, &e->g)) {
         qkf_free(e);
         return NULL;
@@ -277,6 +280,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
         if (g->ops[i].kind == QKF_OP_CONV && g->ops[i].cout > cmax)
             cmax = g->ops[i].cout;
     e->bn_red = alloc(e, 3 * (int64_t)cmax + 2, sizeof(double));
+    e->bn_sums = alloc(e, 2 * (int64_t)cmax, sizeof(double));
     plan_grads(e);
     return e;
 }
@@ -348,6 +352,7 @@ void qkf_train_free(qkf_train *e)
     qkf_free(e->probs);
     qkf_free(e->dlogits);
     qkf_free(e->bn_red);
+    qkf_free(e->bn_sums);
     qkf_free(e->prof);
     qkf_graph_free(&e->g);
     qkf_free(e);
@@ -696,7 +701,8 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                     qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
                 } else
                     qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
-                                            c->invstd, gamma, op->cout, M);
+                                            c->invstd, gamma, op->cout, M,
+                                            e->bn_sums_op == i ? e->bn_sums : NULL);
                 double t_w = e->prof ? qkf_now() : 0.0;
                 qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
                                               x->w, op->cout, op->k, op->stride, op->pad, e->col,
@@ -728,11 +734,15 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 const conv_cache *c = &e->cc[i - 1];
                 int hc, wc;
                 conv_out_hw(g, cv, &hc, &wc);
+                /* the reductions of the convolution's BatchNorm backward come along */
+                int sums = e->sp[cv->in0] && !cv->pool && !e->bn_sum;
+                e->bn_sums_op = sums ? i - 1 : -1;
                 qkf_lif_backward_bn_u8(gin, G(e, op->out), e->sp[op->out], c->z,
                                        cv->pool ? c->arg : NULL, hc * wc, c->mean, c->invstd,
                                        P + pp[cv->p_bn_w].offset, P + pp[cv->p_bn_b].offset,
                                        x->c, T, B, N, x->static_t, op->vth, op->tb_compat,
-                                       QKF_SURROGATE_ALPHA, overwrite, e->lif_scratch);
+                                       QKF_SURROGATE_ALPHA, overwrite,
+                                       sums ? e->bn_sums : NULL, e->lif_scratch);
                 break;
             }
             qkf_lif_backward_u8(gin, G(e, op->out), e->lif_h[op->lif_index], e->sp[op->out],

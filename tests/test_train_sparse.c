@@ -254,7 +254,7 @@ Test(train_sparse, token_major_backward)
     qkf_bn_train_forward(yb, mean, invstd, x, C, M, NULL, gamma, beta, NULL, NULL, M);
     (void)y;
     qkf_bn_train_backward(dx, g1[0], g1[1], g1[2], dy, x, mean, invstd, gamma, C, M);
-    qkf_bn_train_backward_t(dxt, g2[0], g2[1], g2[2], dy, x, mean, invstd, gamma, C, M);
+    qkf_bn_train_backward_t(dxt, g2[0], g2[1], g2[2], dy, x, mean, invstd, gamma, C, M, NULL);
     qkf_transpose_f32(dxt2, dx, C, (int)M);
     cr_expect(memcmp(dxt, dxt2, n * 4) == 0, "token-major dx differs");
     cr_expect(memcmp(g1[0], g2[0], C * 4) == 0 && memcmp(g1[1], g2[1], C * 4) == 0,
@@ -322,15 +322,23 @@ Test(train_sparse, lif_from_z)
         cr_expect(memcmp(h, h2, n * 4) == 0, "recomputed h differs (mode %d)", mode);
         qkf_lif_backward_u8(dx, ds, h2, s, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA);
         float *scratch = qkf_malloc(qkf_lif_backward_bn_scratch_floats(T, B, tb, 8) * 4);
+        double sums[8], sums_ref[8];
         qkf_lif_backward_bn_u8(dx2, ds, s, z, pooled ? arg : NULL, hc * wc, mean, invstd, gamma,
                                beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA, 0,
-                               scratch);
+                               sums, scratch);
+        if (!pooled) /* the BatchNorm reductions of dx, as the BatchNorm backward computes them */
+            for (int c = 0; c < C; c++) {
+                qkf_bn_sum_dy_dyx(dx + (int64_t)c * xF * N, z + (int64_t)c * xF * N, xF * N,
+                                  mean[c], invstd[c], &sums_ref[c], &sums_ref[C + c]);
+                cr_expect(sums[c] == sums_ref[c] && sums[C + c] == sums_ref[C + c],
+                          "BatchNorm sums differ (mode %d, channel %d)", mode, c);
+            }
         cr_expect(memcmp(dx, dx2, nx * 4) == 0, "fused backward differs (mode %d)", mode);
         for (int64_t i = 0; i < nx; i++) /* garbage: overwrite mode must not read it */
             dx2[i] = x_static ? 0.0f : 1e30f;
         qkf_lif_backward_bn_u8(dx2, ds, s, z, pooled ? arg : NULL, hc * wc, mean, invstd, gamma,
                                beta, C, T, B, N, x_static, 1.0f, tb, QKF_SURROGATE_ALPHA, 1,
-                               scratch);
+                               NULL, scratch);
         cr_expect(memcmp(dx, dx2, nx * 4) == 0, "overwriting backward differs (mode %d)", mode);
         qkf_free(z), qkf_free(y), qkf_free(x), qkf_free(h), qkf_free(h2), qkf_free(ds);
         qkf_free(dx), qkf_free(dx2), qkf_free(xp), qkf_free(arg), qkf_free(s), qkf_free(s2);
