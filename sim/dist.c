@@ -426,3 +426,110 @@ int qkf_dist_dataset_stats(const char *name, int train, const qkf_dataset *meta,
                                 std);
     return 0;
 }
+
+/* ---- bucketed gradient all-reduce ---------------------------------------------------------- */
+
+struct qkf_dist_buckets {
+    float *buf;
+    int64_t n, size; /* floats in the buffer, per bucket */
+    int nb, started; /* buckets; how many have been started this step (from the top) */
+    double t_wait;   /* seconds spent waiting in finish, this step */
+#ifdef QKF_MPI
+    MPI_Request *req;
+#endif
+};
+
+#ifdef QKF_MPI
+/* bucket k covers [lo(k), hi(k)): the first one ends at the top of the buffer */
+static int64_t bucket_lo(const qkf_dist_buckets *b, int k)
+{
+    int64_t lo = b->n - (int64_t)(k + 1) * b->size;
+    return lo > 0 ? lo : 0;
+}
+#endif
+
+qkf_dist_buckets *qkf_dist_buckets_create(float *buf, int64_t n, int64_t bucket_floats)
+{
+    qkf_dist_buckets *b = qkf_calloc(1, sizeof *b);
+    b->buf = buf;
+    b->n = n;
+    b->size = bucket_floats < 1 ? 1 : bucket_floats > (1 << 30) ? (1 << 30) : bucket_floats;
+    b->nb = (int)((n + b->size - 1) / b->size);
+#ifdef QKF_MPI
+    b->req = qkf_malloc((size_t)(b->nb + 1) * sizeof *b->req);
+    for (int k = 0; k < b->nb; k++)
+        b->req[k] = MPI_REQUEST_NULL;
+#endif
+    return b;
+}
+
+void qkf_dist_buckets_free(qkf_dist_buckets *b)
+{
+    if (!b)
+        return;
+#ifdef QKF_MPI
+    qkf_free(b->req);
+#endif
+    qkf_free(b);
+}
+
+int qkf_dist_buckets_count(const qkf_dist_buckets *b) { return b->nb; }
+
+int qkf_dist_buckets_ready(qkf_dist_buckets *b, int64_t lo)
+{
+#ifdef QKF_MPI
+    if (!g_mpi)
+        return 0;
+    while (b->started < b->nb && bucket_lo(b, b->started) >= lo) {
+        int k = b->started;
+        int64_t l = bucket_lo(b, k), h = b->n - (int64_t)k * b->size;
+        int err = MPI_Iallreduce(MPI_IN_PLACE, b->buf + l, (int)(h - l), MPI_FLOAT, MPI_SUM,
+                                 MPI_COMM_WORLD, &b->req[k]);
+        if (err != MPI_SUCCESS)
+            return mpi_fail(err, "MPI_Iallreduce");
+        g_bytes += (h - l) * (int64_t)sizeof(float);
+        b->started++;
+    }
+    if (b->started > 0) { /* let MPI progress the buckets in flight */
+        int done;
+        MPI_Testall(b->started, b->req, &done, MPI_STATUSES_IGNORE);
+    }
+#else
+    (void)b, (void)lo;
+#endif
+    return 0;
+}
+
+int qkf_dist_buckets_start_all(qkf_dist_buckets *b) { return qkf_dist_buckets_ready(b, 0); }
+
+int qkf_dist_buckets_finish(qkf_dist_buckets *b)
+{
+    b->t_wait = 0.0;
+#ifdef QKF_MPI
+    if (!g_mpi)
+        return 0;
+    if (qkf_dist_buckets_ready(b, 0))
+        return -1;
+    double t0 = qkf_now(), deadline = t0 + timeout_s();
+    int done = 0;
+    while (!done) {
+        MPI_Testall(b->nb, b->req, &done, MPI_STATUSES_IGNORE);
+        if (!done && qkf_now() > deadline) {
+            fprintf(stderr,
+                    "qkf: rank %d: the gradient all-reduce did not finish within %g s (a rank "
+                    "died or hangs); aborting the job\n",
+                    g_rank, timeout_s());
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 3);
+        }
+        if (!done && qkf_now() > t0 + 0.002) /* spin 2 ms first */
+            qkf_sleep_ms(1);
+    }
+    b->t_wait = qkf_now() - t0;
+    g_seconds += b->t_wait;
+#endif
+    b->started = 0;
+    return 0;
+}
+
+double qkf_dist_buckets_wait_seconds(const qkf_dist_buckets *b) { return b->t_wait; }

@@ -88,4 +88,24 @@ int qkf_dist_dataset_stats(const char *name, int train, const qkf_dataset *meta,
  * sums), the per-node seconds too; seconds becomes the slowest rank's. */
 int qkf_dist_stats_sum(qkf_stats *s);
 
+/* ---- bucketed gradient all-reduce, overlapped with the backward ------------------------------
+ * The flat gradient buffer is cut into buckets of bucket_floats from its top end down (the
+ * backward finishes the last parameters first). As the backward reports that everything at and
+ * above offset lo is final (qkf_dist_buckets_ready), the buckets inside that range start as
+ * non-blocking MPI_Iallreduce sums while the backward goes on; qkf_dist_buckets_finish starts
+ * the rest and waits for all (watchdog: QKF_MPI_TIMEOUT). Every rank must start the buckets in
+ * the same order relative to its other collectives: call ready() from deterministic points
+ * (after each graph op's backward), and start_all() before any other collective that might
+ * otherwise overtake a bucket on another rank. The sums are those of one qkf_dist_sum_f32 of
+ * the whole buffer, element by element. On a single rank everything is a no-op. */
+typedef struct qkf_dist_buckets qkf_dist_buckets;
+qkf_dist_buckets *qkf_dist_buckets_create(float *buf, int64_t n, int64_t bucket_floats);
+void qkf_dist_buckets_free(qkf_dist_buckets *b);
+int qkf_dist_buckets_count(const qkf_dist_buckets *b);
+int qkf_dist_buckets_ready(qkf_dist_buckets *b, int64_t lo);
+int qkf_dist_buckets_start_all(qkf_dist_buckets *b);
+int qkf_dist_buckets_finish(qkf_dist_buckets *b);
+/* Seconds the last finish() waited: the all-reduce time the backward did not hide. */
+double qkf_dist_buckets_wait_seconds(const qkf_dist_buckets *b);
+
 #endif

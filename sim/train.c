@@ -64,6 +64,8 @@ struct qkf_train {
     float loss_weight;                  /* dloss of the cross-entropy backward */
     int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
     double *bn_red;                     /* its reduction buffer, 3 * max channels + 2 */
+    int (*grad_hook)(void *, int);      /* after each op's backward (qkf_train_set_grad_hook) */
+    void *grad_hook_ctx;
     double *bn_sums; /* [2][max channels]: BatchNorm backward reductions from the LIF backward */
     int bn_sums_op;  /* the convolution they belong to, -1: none */
     double *prof; /* qkf_train_profile: [5][n_ops] forward s, backward s, input density, calls,
@@ -791,6 +793,8 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
         }
         if (e->prof)
             e->prof[g->n_ops + i] += qkf_now() - t_op;
+        if (e->grad_hook && e->grad_hook(e->grad_hook_ctx, i))
+            return -1;
     }
     return 0;
 }
@@ -892,4 +896,10 @@ double qkf_optim_step(qkf_optim *o, qkf_params *ps, float *grads)
                          p->decay ? o->cfg.weight_decay : 0.0f, o->step);
     }
     return norm;
+}
+
+void qkf_train_set_grad_hook(qkf_train *e, int (*fn)(void *ctx, int op), void *ctx)
+{
+    e->grad_hook = fn;
+    e->grad_hook_ctx = ctx;
 }

@@ -66,6 +66,10 @@ void qkf_train_set_loss_weight(qkf_train *e, float w);
  * buffer are this rank's share only, to be summed like every other gradient. NULL (default):
  * per-rank statistics through the ordinary kernels. Do not set it in a single process. */
 void qkf_train_set_bn_sync(qkf_train *e, int (*sum)(double *buf, int64_t n));
+/* Calls fn(ctx, i) right after the backward of graph op i (ops run in reverse order), when the
+ * gradients of op i's parameters are final: a data-parallel trainer starts their all-reduce
+ * while the backward goes on. A non-zero return stops the backward, which returns -1. NULL: none. */
+void qkf_train_set_grad_hook(qkf_train *e, int (*fn)(void *ctx, int op), void *ctx);
 
 /* ---- optimiser ------------------------------------------------------------------------------ */
 

@@ -536,6 +536,7 @@ typedef struct {
     qkf_optim_cfg opt;
     uint64_t seed;
     int flip, tb, quiet, no_eval, eval_event, sync_bn;
+    double bucket_mb; /* gradient all-reduce buckets (MB); 0: one all-reduce after the backward */
 } train_opts;
 
 static void train_help(void)
@@ -589,6 +590,10 @@ static void train_help(void)
         "  rank applies the same update; rank 0 prints and writes the checkpoint and metrics\n"
         "  --sync-bn            BatchNorm with the statistics of the global batch (default:\n"
         "                       each rank's own slice, as the official recipe)\n"
+        "  --bucket-mb X        gradient all-reduce in buckets of X MB (default 4), each\n"
+        "                       started as soon as the backward has finished its parameters,\n"
+        "                       overlapping communication with the rest of the backward; 0:\n"
+        "                       one all-reduce of the whole gradient after the backward\n"
         "\n"
         "A config file holds the same options, one per line, as 'name value' or 'name = value'\n"
         "(without the dashes); '#' starts a comment. Command-line options override it.\n");
@@ -669,7 +674,8 @@ static int parse_train_opt(qkf_args *a, train_opts *o)
               {"--clip", 0, 1e9, NULL, &o->opt.clip},
               {"--warmup-epochs", 0, 1e5, &o->warmup_epochs, NULL},
               {"--smoothing", 0, 0.99, &o->smoothing, NULL},
-              {"--mixup", 0, 100, &o->mixup, NULL}};
+              {"--mixup", 0, 100, &o->mixup, NULL},
+              {"--bucket-mb", 0, 1024, &o->bucket_mb, NULL}};
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
         if ((r = qkf_arg(a, fl[i].name, &v)) != 0) {
             double x;
@@ -978,6 +984,79 @@ int cmd_train(int argc, char **argv)
     return rc;
 }
 
+/* Overlapped gradient all-reduce: after each op's backward, the parameters that op owns are
+ * final; once every parameter above some offset is, the buckets there start (sim/dist.h). The
+ * running-statistics slots of per-rank BatchNorm ride in the same buffer (their values / ranks,
+ * summed to the mean): they are final after the forward, and filled at the first call. */
+typedef struct {
+    qkf_dist_buckets *bk;
+    const qkf_graph *g;
+    qkf_params *ps;
+    float *grads;
+    int *order;      /* parameter indices by offset */
+    uint8_t *final;  /* per parameter, this step */
+    int front;       /* order[front..] are final */
+    int first, nr, sync_bn;
+} grad_sync;
+
+static void grad_sync_reset(grad_sync *gs)
+{
+    memset(gs->final, 0, (size_t)gs->ps->n);
+    gs->front = gs->ps->n;
+    gs->first = 1;
+}
+
+static void grad_sync_fill_buffers(grad_sync *gs)
+{
+    const qkf_params *ps = gs->ps;
+    for (int k = 0; k < ps->n; k++)
+        if (ps->p[k].is_buffer) {
+            if (!gs->sync_bn)
+                for (int64_t i = 0; i < ps->p[k].numel; i++)
+                    gs->grads[ps->p[k].offset + i] =
+                        ps->data[ps->p[k].offset + i] / (float)gs->nr;
+            gs->final[k] = 1;
+        }
+    gs->first = 0;
+}
+
+static int grad_sync_hook(void *ctx, int i)
+{
+    grad_sync *gs = ctx;
+    if (gs->first)
+        grad_sync_fill_buffers(gs);
+    const qkf_op *op = &gs->g->ops[i];
+    int own[6] = {-1, -1, -1, -1, -1, -1};
+    if (op->kind == QKF_OP_CONV)
+        own[0] = op->p_w, own[1] = op->p_b, own[2] = op->p_bn_w, own[3] = op->p_bn_b;
+    else if (op->kind == QKF_OP_READOUT)
+        own[4] = op->p_head_w, own[5] = op->p_head_b;
+    for (int j = 0; j < 6; j++)
+        if (own[j] >= 0)
+            gs->final[own[j]] = 1;
+    while (gs->front > 0 && gs->final[gs->order[gs->front - 1]])
+        gs->front--;
+    int64_t lo = gs->front < gs->ps->n ? gs->ps->p[gs->order[gs->front]].offset : gs->ps->total;
+    return qkf_dist_buckets_ready(gs->bk, lo);
+}
+
+static void grad_sync_init(grad_sync *gs, qkf_dist_buckets *bk, const qkf_graph *g,
+                           qkf_params *ps, float *grads, int nr, int sync_bn)
+{
+    gs->bk = bk, gs->g = g, gs->ps = ps, gs->grads = grads, gs->nr = nr, gs->sync_bn = sync_bn;
+    gs->order = qkf_malloc((size_t)ps->n * sizeof(int));
+    gs->final = qkf_malloc((size_t)ps->n + 1);
+    for (int k = 0; k < ps->n; k++) { /* insertion sort by offset (a few hundred tensors) */
+        int j = k;
+        while (j > 0 && ps->p[gs->order[j - 1]].offset > ps->p[k].offset) {
+            gs->order[j] = gs->order[j - 1];
+            j--;
+        }
+        gs->order[j] = k;
+    }
+    grad_sync_reset(gs);
+}
+
 static int train_run(int argc, char **argv)
 {
     train_opts o;
@@ -988,6 +1067,7 @@ static int train_run(int argc, char **argv)
     o.cfg.num_heads = 4, o.cfg.mlp_ratio = 4.0f, o.cfg.depths = 3, o.cfg.T = 2;
     o.data = "fashion-mnist", o.out = "qkf-train.h5";
     o.epochs = 3, o.batch = 32, o.log_every = 50, o.eval_batch = 200, o.crop_pad = 2;
+    o.bucket_mb = 4;
     o.warmup_epochs = 0.2, o.smoothing = 0.1, o.mixup_off_epoch = 100000, o.seed = 42;
     o.eval_event = 1;
     qkf_optim_defaults(&o.opt);
@@ -1070,6 +1150,9 @@ static int train_run(int argc, char **argv)
     memset(&dshard, 0, sizeof dshard);
     memset(&opt, 0, sizeof opt);
     qkf_train *e = NULL;
+    qkf_dist_buckets *bk = NULL; /* overlapped gradient all-reduce (several ranks) */
+    grad_sync gsync;
+    memset(&gsync, 0, sizeof gsync);
     qkf_loader *ld = NULL;
     FILE *mf = NULL;
     float *xmix = NULL, *target = NULL, *tflip = NULL;
@@ -1175,6 +1258,13 @@ static int train_run(int argc, char **argv)
         goto setup_end;
     if (nr > 1 && o.sync_bn)
         qkf_train_set_bn_sync(e, qkf_dist_sum_f64);
+    if (nr > 1 && o.bucket_mb > 0) {
+        bk = qkf_dist_buckets_create(qkf_train_grads(e), m.params.total,
+                                     (int64_t)(o.bucket_mb * (1 << 20)) / (int64_t)sizeof(float));
+        grad_sync_init(&gsync, bk, qkf_train_graph(e), &m.params, qkf_train_grads(e), nr,
+                       o.sync_bn);
+        qkf_train_set_grad_hook(e, grad_sync_hook, &gsync);
+    }
     if (topt.path &&
         !(tr = qkf_trace_opts_open(&topt, &ts, qkf_train_graph(e), o.resume ? o.resume : o.init,
                                    "train", argc, argv)))
@@ -1326,11 +1416,17 @@ setup_end:
             if (tr) /* record the forward of the selected updates (1-based) */
                 qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? tr : NULL);
             qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
+            if (bk)
+                grad_sync_reset(&gsync);
             int lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
             float *grads = qkf_train_grads(e);
             if (nr > 1) {
+                /* buckets the backward has not started go now, before any other collective,
+                 * so every rank starts them in the same order (also after a failure) */
+                if (bk && qkf_dist_buckets_start_all(bk))
+                    goto done;
                 double red[3] = {loss * Bl, ok, lfail};
-                if (qkf_dist_sum_f64(red, 3))
+                if (qkf_dist_sum_f64(red, 3) || (bk && red[2] > 0.0 && qkf_dist_buckets_finish(bk)))
                     goto done;
                 if (red[2] > 0.0) {
                     if (!lfail)
@@ -1341,12 +1437,18 @@ setup_end:
                 /* per-rank BatchNorm: the running statistics, averaged over the ranks in the
                  * same reduction (the gradient buffer has zeros there) */
                 const qkf_params *ps = &m.params;
-                for (int k = 0; k < ps->n; k++)
-                    if (ps->p[k].is_buffer && !o.sync_bn)
-                        for (int64_t i = 0; i < ps->p[k].numel; i++)
-                            grads[ps->p[k].offset + i] = ps->data[ps->p[k].offset + i] / (float)nr;
-                if (qkf_dist_sum_f32(grads, ps->total))
-                    goto done;
+                if (bk) {
+                    if (qkf_dist_buckets_finish(bk))
+                        goto done;
+                } else {
+                    for (int k = 0; k < ps->n; k++)
+                        if (ps->p[k].is_buffer && !o.sync_bn)
+                            for (int64_t i = 0; i < ps->p[k].numel; i++)
+                                grads[ps->p[k].offset + i] =
+                                    ps->data[ps->p[k].offset + i] / (float)nr;
+                    if (qkf_dist_sum_f32(grads, ps->total))
+                        goto done;
+                }
                 for (int k = 0; k < ps->n; k++)
                     if (ps->p[k].is_buffer) {
                         if (!o.sync_bn)
@@ -1475,11 +1577,12 @@ setup_end:
     }
     if (nr > 1 && !o.quiet) /* rank 0: what the scale-out cost */
         fprintf(stderr,
-                "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%), %.2f MB sent per rank over "
-                "%lld steps\n",
+                "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%; time not hidden behind the "
+                "backward), %.2f MB sent per rank over %lld steps, gradients in %d bucket%s\n",
                 nr, qkf_dist_seconds(), qkf_now() - t_start,
                 100.0 * qkf_dist_seconds() / (qkf_now() - t_start), (double)qkf_dist_bytes() / 1e6,
-                (long long)step);
+                (long long)step, bk ? qkf_dist_buckets_count(bk) : 1,
+                bk && qkf_dist_buckets_count(bk) > 1 ? "s" : "");
     if (tr) {
         qkf_train_set_trace(e, NULL);
         int trc = qkf_trace_close(tr);
@@ -1501,6 +1604,9 @@ quiet:
     qkf_free(xmix);
     qkf_free(target);
     qkf_free(tflip);
+    qkf_dist_buckets_free(bk);
+    qkf_free(gsync.order);
+    qkf_free(gsync.final);
     qkf_free(xpack);
     qkf_free(xall);
     qkf_free(xmir);
