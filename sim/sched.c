@@ -86,7 +86,7 @@ typedef struct {
     float *vt;           /* membranes of a conv's position, [max_batch][C] */
     int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
     float *row;
-    qkf_work *hw; /* per-head partial counters [heads_max] */
+    qkf_work *hw; /* per-head partial counters [T][heads_max] */
     char pad[64];
 } scratch;
 
@@ -191,17 +191,6 @@ static void count_inputs(qkf_sched *e, const node *nd, int t)
             w->in_events += p[0];
             w->in_spikes[k] += p[1];
         }
-}
-
-static void flush_heads(qkf_sched *e, const node *nd, scratch *s, int t)
-{
-    for (int h = 0; h < nd->heads; h++)
-        add_work(qkf_stats_head(&e->st, nd->stat, h, t), &s->hw[h]);
-}
-
-static void clear_heads(const node *nd, scratch *s)
-{
-    memset(s->hw, 0, (size_t)nd->heads * sizeof *s->hw);
 }
 
 /* Spikes of LIF node nd emitted for sample b, token tok: kept with QKF_SCHED_RECORD. */
@@ -493,33 +482,43 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp barrier
 }
 
-/* The encoding layer: LIF on the currents computed once per sample before the time loop. */
-static void encode_step(qkf_sched *e, node *nd, int t)
+/* Every node below runs all T steps in one worksharing loop (one barrier per node, not per
+ * step). Counters of step t gather in the thread's s->acs[t] / s->spk[t] and per-head
+ * s->hw[t * heads_max + h], flushed once at the end. */
+
+/* The encoding layer: LIF on the currents computed once per sample before the time loop. Each
+ * neuron is stepped over t in order. */
+static void encode_run(qkf_sched *e, node *nd, scratch *s)
 {
-    int B = e->B, C = nd->C;
-    int64_t spikes = 0;
+    int B = e->B, C = nd->C, T = e->T;
+    memset(s->spk, 0, (size_t)T * sizeof(int64_t));
 #pragma omp for schedule(static) nowait
     for (int p = 0; p < nd->N; p++)
-        for (int b = 0; b < B; b++)
-            spikes += lif_emit(e, nd, t, b, p, nd->enc + ((int64_t)b * nd->N + p) * C);
-    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
-    if (t == 0 && omp_get_thread_num() == 0) /* the MACs ran once, before step 0 */
-        w.macs = e->st.node[nd->stat].macs_once * B;
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    finish_lif(e, nd, t, spikes);
+        for (int t = 0; t < T; t++)
+            for (int b = 0; b < B; b++)
+                s->spk[t] += lif_emit(e, nd, t, b, p, nd->enc + ((int64_t)b * nd->N + p) * C);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, s->spk[t], 0, 0};
+        if (t == 0 && omp_get_thread_num() == 0) /* the MACs ran once, before step 0 */
+            w.macs = e->st.node[nd->stat].macs_once * B;
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        finish_lif(e, nd, t, s->spk[t]);
+    }
 #pragma omp barrier
 }
 
 /* Frames of a DVS input: every non-zero value is an event whose count is the value. */
-static void frames_step(qkf_sched *e, int t)
+static void frames_run(qkf_sched *e, scratch *s)
 {
     const qkf_tensor *x = &e->g.tensors[e->g.input];
-    qkf_events *ev = ev_at(e, e->g.input, t);
-    int C = x->c, N = x->h * x->w, B = e->B;
-    int64_t events = 0, spikes = 0;
+    int C = x->c, N = x->h * x->w, B = e->B, T = e->T;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
+    memset(s->spk, 0, (size_t)T * sizeof(int64_t));
 #pragma omp for schedule(static) nowait
-    for (int64_t q = 0; q < (int64_t)B * N; q++) {
-        int64_t b = q / N, n = q % N;
+    for (int64_t r = 0; r < (int64_t)T * B * N; r++) {
+        int t = (int)(r / ((int64_t)B * N));
+        int64_t q = r % ((int64_t)B * N), b = q / N, n = q % N;
+        qkf_events *ev = ev_at(e, e->g.input, t);
         const float *src = e->input + (b * e->T + t) * C * N + n;
         uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
         int k = 0;
@@ -527,162 +526,206 @@ static void frames_step(qkf_sched *e, int t)
             float val = src[(int64_t)c * N];
             if (val != 0.0f) {
                 ch[k] = (uint16_t)c, cnt[k++] = (uint16_t)val;
-                spikes += (int64_t)val;
+                s->spk[t] += (int64_t)val;
             }
         }
         ev->len[q] = k;
-        events += k;
+        s->acs[t] += k;
     }
-    publish(e, e->g.input, t, events, spikes);
+    for (int t = 0; t < T; t++)
+        publish(e, e->g.input, t, s->acs[t], s->spk[t]);
 #pragma omp barrier
 }
 
-/* Attention LIF: QK counts through the OR neuron, SSA currents through the general LIF. */
-static void attn_step(qkf_sched *e, node *nd, int t, scratch *s)
+static qkf_work *head_work(qkf_sched *e, scratch *s, int t, int h)
 {
-    qkf_events *out = ev_at(e, nd->out, t);
-    int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim;
-    int64_t spikes = 0;
-    clear_heads(nd, s);
+    return &s->hw[(int64_t)t * e->st.heads_max + h];
+}
+
+static void clear_all_heads(qkf_sched *e, scratch *s)
+{
+    memset(s->hw, 0, (size_t)e->T * e->st.heads_max * sizeof *s->hw);
+}
+
+static void flush_all_heads(qkf_sched *e, const node *nd, scratch *s)
+{
+    for (int t = 0; t < e->T; t++)
+        for (int h = 0; h < nd->heads; h++)
+            add_work(qkf_stats_head(&e->st, nd->stat, h, t), head_work(e, s, t, h));
+}
+
+/* Attention LIF: QK counts through the OR neuron, SSA currents through the general LIF. Each
+ * neuron is stepped over t in order (with tb: (t, b) in the official T*B order). */
+static void attn_run(qkf_sched *e, node *nd, scratch *s)
+{
+    int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim, T = e->T;
+    memset(s->spk, 0, (size_t)T * sizeof(int64_t));
+    clear_all_heads(e, s);
 #pragma omp for schedule(static) nowait
     for (int p = 0; p < nd->N; p++)
-        for (int b = 0; b < B; b++) {
-            int64_t tok = (int64_t)b * nd->N + p;
-            const float *x = cur_at(e, nd->in0, t) + tok * C;
-            uint16_t *ch = out->ch + tok * C;
-            float *old = trace_tmp(e, nd), *vrow;
-            int ns;
-            if (nd->or_rule) {
-                ns = qkf_spike_attn_row(ch, x, C);
-                if (old) { /* the exact LIF the OR rule stands for: same spikes, real membrane */
-                    vrow = e->tr_mem[nd->lif->lif_index] + tok * C;
-                    memcpy(old, vrow, (size_t)C * sizeof(float));
-                    qkf_spike_lif_row_ref((uint16_t *)(old + e->tr_tmp_c), vrow, x, C, nd->vth);
+        for (int t = 0; t < T; t++)
+            for (int b = 0; b < B; b++) {
+                qkf_events *out = ev_at(e, nd->out, t);
+                int64_t tok = (int64_t)b * nd->N + p;
+                const float *x = cur_at(e, nd->in0, t) + tok * C;
+                uint16_t *ch = out->ch + tok * C;
+                float *old = trace_tmp(e, nd), *vrow;
+                int ns;
+                if (nd->or_rule) {
+                    ns = qkf_spike_attn_row(ch, x, C);
+                    if (old) { /* the exact LIF the OR rule stands for: same spikes, membrane */
+                        vrow = e->tr_mem[nd->lif->lif_index] + tok * C;
+                        memcpy(old, vrow, (size_t)C * sizeof(float));
+                        qkf_spike_lif_row_ref((uint16_t *)(old + e->tr_tmp_c), vrow, x, C,
+                                              nd->vth);
+                    }
+                } else {
+                    vrow = membrane(nd, b) + (int64_t)p * C;
+                    if (old)
+                        memcpy(old, vrow, (size_t)C * sizeof(float));
+                    ns = qkf_spike_lif_row(ch, vrow, x, C, nd->vth);
                 }
-            } else {
-                vrow = membrane(nd, b) + (int64_t)p * C;
                 if (old)
-                    memcpy(old, vrow, (size_t)C * sizeof(float));
-                ns = qkf_spike_lif_row(ch, vrow, x, C, nd->vth);
+                    trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
+                out->len[tok] = ns;
+                s->spk[t] += ns;
+                for (int i = 0; i < ns; i++)
+                    head_work(e, s, t, ch[i] / hd)->out_spikes++;
+                record(e, nd, t, b, p, ch, ns);
             }
-            if (old)
-                trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
-            out->len[tok] = ns;
-            spikes += ns;
-            for (int i = 0; i < ns; i++)
-                s->hw[ch[i] / hd].out_spikes++;
-            record(e, nd, t, b, p, ch, ns);
-        }
-    qkf_work w = {0, {0, 0, 0}, spikes, 0, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    flush_heads(e, nd, s, t);
-    finish_lif(e, nd, t, spikes);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, s->spk[t], 0, 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        finish_lif(e, nd, t, s->spk[t]);
+    }
+    flush_all_heads(e, nd, s);
 #pragma omp barrier
 }
 
 /* Q-K attention, the sum: QKTA counts q events per (token, head) -> [N][heads]; QKCA counts
  * them per channel over all tokens -> [1][C]. One accumulate per q event. */
-static void qk_sum_step(qkf_sched *e, node *nd, int t, scratch *s)
+static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
 {
-    const qkf_events *q = ev_at(e, nd->in0, t);
-    float *cnt = cur_at(e, nd->out, t);
-    int d = nd->d, B = e->B, Nq = q->N / e->max_batch;
-    int64_t acs = 0;
-    clear_heads(nd, s);
+    int d = nd->d, B = e->B, T = e->T;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
+    clear_all_heads(e, s);
 #pragma omp master
-    count_inputs(e, nd, t);
+    for (int t = 0; t < T; t++)
+        count_inputs(e, nd, t);
     if (nd->op->qk == QKF_QK_TOKEN) {
+        int64_t BN = (int64_t)B * (ev_at(e, nd->in0, 0)->N / e->max_batch);
 #pragma omp for schedule(static) nowait
-        for (int64_t n = 0; n < (int64_t)B * Nq; n++) {
-            float *row = cnt + n * nd->heads;
+        for (int64_t r = 0; r < T * BN; r++) {
+            int t = (int)(r / BN);
+            int64_t n = r % BN;
+            const qkf_events *q = ev_at(e, nd->in0, t);
+            float *row = cur_at(e, nd->out, t) + n * nd->heads;
             memset(row, 0, (size_t)nd->heads * sizeof(float));
             const uint16_t *ch = q->ch + n * q->C;
             for (int i = 0; i < q->len[n]; i++) {
                 int h = ch[i] / d;
+                qkf_work *hw = head_work(e, s, t, h);
                 row[h] += 1.0f;
-                s->hw[h].in_events++, s->hw[h].in_spikes[0]++, s->hw[h].acs++;
+                hw->in_events++, hw->in_spikes[0]++, hw->acs++;
             }
-            acs += q->len[n];
+            s->acs[t] += q->len[n];
         }
     } else {
 #pragma omp for schedule(static) nowait
-        for (int b = 0; b < B; b++) {
-            float *row = cnt + (int64_t)b * q->C;
+        for (int r = 0; r < T * B; r++) {
+            int t = r / B, b = r % B;
+            const qkf_events *q = ev_at(e, nd->in0, t);
+            int Nq = q->N / e->max_batch;
+            float *row = cur_at(e, nd->out, t) + (int64_t)b * q->C;
             memset(row, 0, (size_t)q->C * sizeof(float));
             for (int64_t n = (int64_t)b * Nq; n < (int64_t)(b + 1) * Nq; n++) {
                 const uint16_t *ch = q->ch + n * q->C;
                 for (int i = 0; i < q->len[n]; i++) {
                     row[ch[i]] += 1.0f;
-                    int h = ch[i] / d;
-                    s->hw[h].in_events++, s->hw[h].in_spikes[0]++, s->hw[h].acs++;
+                    qkf_work *hw = head_work(e, s, t, ch[i] / d);
+                    hw->in_events++, hw->in_spikes[0]++, hw->acs++;
                 }
-                acs += q->len[n];
+                s->acs[t] += q->len[n];
             }
         }
     }
-    qkf_work w = {0, {0, 0, 0}, 0, acs, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    flush_heads(e, nd, s, t);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, 0, s->acs[t], 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    }
+    flush_all_heads(e, nd, s);
 #pragma omp barrier
 }
 
 /* Q-K attention, the mask: forward the k events whose attention neuron fired. */
-static void mask_step(qkf_sched *e, node *nd, int t, scratch *s)
+static void mask_run(qkf_sched *e, node *nd, scratch *s)
 {
-    const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
-    qkf_events *out = ev_at(e, nd->out, t);
-    int d = nd->d, C = k->C, B = e->B, N = k->N / e->max_batch;
+    int d = nd->d, B = e->B, T = e->T;
     int token = nd->op->qk == QKF_QK_TOKEN;
-    int64_t kept = 0;
-    clear_heads(nd, s);
+    const qkf_events *k0 = ev_at(e, nd->in1, 0);
+    int C = k0->C, N = k0->N / e->max_batch;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
+    clear_all_heads(e, s);
 #pragma omp master
-    count_inputs(e, nd, t);
+    for (int t = 0; t < T; t++)
+        count_inputs(e, nd, t);
     if (!token) { /* the attention tensor is [C] per sample: one token */
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            uint8_t *f = nd->fired + (int64_t)b * C;
+        for (int r = 0; r < T * B; r++) {
+            int t = r / B, b = r % B;
+            const qkf_events *a = ev_at(e, nd->in0, t);
+            uint8_t *f = nd->fired + (int64_t)r * C;
             memset(f, 0, (size_t)C);
             const uint16_t *ac = a->ch + (int64_t)b * a->C;
             for (int i = 0; i < a->len[b]; i++) {
                 f[ac[i]] = 1;
-                s->hw[ac[i] / d].in_events++, s->hw[ac[i] / d].in_spikes[0]++;
+                qkf_work *hw = head_work(e, s, t, ac[i] / d);
+                hw->in_events++, hw->in_spikes[0]++;
             }
         }
     }
+    int64_t BN = (int64_t)B * N;
 #pragma omp for schedule(static) nowait
-    for (int64_t n = 0; n < (int64_t)B * N; n++) {
+    for (int64_t r = 0; r < T * BN; r++) {
+        int t = (int)(r / BN);
+        int64_t n = r % BN;
+        const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
+        qkf_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
         uint16_t *oc = out->ch + n * C;
         int nk = k->len[n], no = 0;
+        qkf_work *hw = head_work(e, s, t, 0);
         if (token) { /* both lists ascending: walk the heads that fired alongside */
             const uint16_t *ac = a->ch + n * a->C;
             int na = a->len[n], ia = 0;
             for (int i = 0; i < na; i++)
-                s->hw[ac[i]].in_events++, s->hw[ac[i]].in_spikes[0]++;
+                hw[ac[i]].in_events++, hw[ac[i]].in_spikes[0]++;
             for (int i = 0; i < nk; i++) {
                 int h = kc[i] / d;
                 while (ia < na && ac[ia] < h)
                     ia++;
-                s->hw[h].in_events++, s->hw[h].in_spikes[1]++;
+                hw[h].in_events++, hw[h].in_spikes[1]++;
                 if (ia < na && ac[ia] == h)
-                    oc[no++] = kc[i], s->hw[h].out_spikes++;
+                    oc[no++] = kc[i], hw[h].out_spikes++;
             }
         } else {
-            const uint8_t *f = nd->fired + (n / N) * C;
+            const uint8_t *f = nd->fired + ((int64_t)t * B + n / N) * C;
             for (int i = 0; i < nk; i++) {
                 int h = kc[i] / d;
-                s->hw[h].in_events++, s->hw[h].in_spikes[1]++;
+                hw[h].in_events++, hw[h].in_spikes[1]++;
                 if (f[kc[i]])
-                    oc[no++] = kc[i], s->hw[h].out_spikes++;
+                    oc[no++] = kc[i], hw[h].out_spikes++;
             }
         }
         out->len[n] = no;
-        kept += no;
+        s->acs[t] += no;
     }
-    qkf_work w = {0, {0, 0, 0}, kept, 0, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    flush_heads(e, nd, s, t);
-    publish(e, nd->out, t, kept, kept);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, s->acs[t], 0, 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        publish(e, nd->out, t, s->acs[t], s->acs[t]);
+    }
+    flush_all_heads(e, nd, s);
 #pragma omp barrier
 }
 
@@ -700,24 +743,24 @@ static int lower(const uint16_t *ch, int n, int c)
     return lo;
 }
 
-/* SSA: per sample and head kv = K^T V from the co-active (k, v) events of each token (one
+/* SSA: per step, sample and head kv = K^T V from the co-active (k, v) events of each token (one
  * accumulate per pair), then out[n] = 0.125 x the sum of the kv rows of token n's q events
  * (head_dim accumulates per q event). Every value is an integer times 0.125: exact, as in
  * dense. */
-static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
+static void ssa_run(qkf_sched *e, node *nd, scratch *s)
 {
-    const qkf_events *q = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t),
-                     *v = ev_at(e, nd->in2, t);
-    float *out = cur_at(e, nd->out, t);
-    int d = nd->d, C = q->C, B = e->B, H = nd->heads, N = q->N / e->max_batch;
-    int64_t acs = 0;
-    clear_heads(nd, s);
+    const qkf_events *q0 = ev_at(e, nd->in0, 0);
+    int d = nd->d, C = q0->C, B = e->B, H = nd->heads, N = q0->N / e->max_batch, T = e->T;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
+    clear_all_heads(e, s);
 #pragma omp master
-    count_inputs(e, nd, t);
+    for (int t = 0; t < T; t++)
+        count_inputs(e, nd, t);
 #pragma omp for schedule(static)
-    for (int bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H, lo = h * d, hi = lo + d;
-        float *kv = nd->kv + (int64_t)bh * d * d;
+    for (int r = 0; r < T * B * H; r++) {
+        int t = r / (B * H), bh = r % (B * H), b = bh / H, h = bh % H, lo = h * d, hi = lo + d;
+        const qkf_events *k = ev_at(e, nd->in1, t), *v = ev_at(e, nd->in2, t);
+        float *kv = nd->kv + (int64_t)r * d * d;
         memset(kv, 0, (size_t)d * d * sizeof(float));
         int64_t pairs = 0, nks = 0, nvs = 0;
         for (int64_t n = (int64_t)b * N; n < (int64_t)(b + 1) * N; n++) {
@@ -734,16 +777,21 @@ static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
             }
             pairs += (int64_t)(k1 - k0) * (v1 - v0);
         }
-        s->hw[h].acs += pairs;
-        s->hw[h].in_events += nks + nvs;
-        s->hw[h].in_spikes[1] += nks, s->hw[h].in_spikes[2] += nvs;
-        acs += pairs;
+        qkf_work *hw = head_work(e, s, t, h);
+        hw->acs += pairs;
+        hw->in_events += nks + nvs;
+        hw->in_spikes[1] += nks, hw->in_spikes[2] += nvs;
+        s->acs[t] += pairs;
     }
+    int64_t BN = (int64_t)B * N;
 #pragma omp for schedule(static) nowait
-    for (int64_t n = 0; n < (int64_t)B * N; n++) {
+    for (int64_t r = 0; r < T * BN; r++) {
+        int t = (int)(r / BN);
+        int64_t n = r % BN;
+        const qkf_events *q = ev_at(e, nd->in0, t);
         const uint16_t *qc = q->ch + n * C;
-        float *row = out + n * C;
-        const float *kvb = nd->kv + (n / N) * H * d * d;
+        float *row = cur_at(e, nd->out, t) + n * C;
+        const float *kvb = nd->kv + ((int64_t)t * B + n / N) * H * d * d;
         int i = 0, nq = q->len[n];
         for (int h = 0; h < H; h++) {
             int lo = h * d, i0 = i;
@@ -753,27 +801,30 @@ static void ssa_step(qkf_sched *e, node *nd, int t, scratch *s)
             qkf_spike_gather(row + lo, NULL, kvb + (int64_t)h * d * d, d, &sg, 1, d);
             for (int j = 0; j < d; j++)
                 row[lo + j] *= 0.125f;
-            s->hw[h].acs += (int64_t)(i - i0) * d;
-            s->hw[h].in_events += i - i0, s->hw[h].in_spikes[0] += i - i0;
-            acs += (int64_t)(i - i0) * d;
+            qkf_work *hw = head_work(e, s, t, h);
+            hw->acs += (int64_t)(i - i0) * d;
+            hw->in_events += i - i0, hw->in_spikes[0] += i - i0;
+            s->acs[t] += (int64_t)(i - i0) * d;
         }
     }
-    qkf_work w = {0, {0, 0, 0}, 0, acs, 0};
-    add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
-    flush_heads(e, nd, s, t);
+    for (int t = 0; t < T; t++) {
+        qkf_work w = {0, {0, 0, 0}, 0, s->acs[t], 0};
+        add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+    }
+    flush_all_heads(e, nd, s);
 #pragma omp barrier
 }
 
 /* Residual: merge the two event lists of every token, adding counts (through a dense count row
  * per thread). The sum carries every spike of both inputs: its spikes are theirs. */
-static void add_step(qkf_sched *e, node *nd, int t, scratch *s)
+static void add_run(qkf_sched *e, node *nd, scratch *s)
 {
-    const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
-    qkf_events *out = ev_at(e, nd->out, t);
-    int C = out->C, N = out->N / e->max_batch;
-    int64_t events = 0;
+    int T = e->T;
+    const qkf_events *o0 = ev_at(e, nd->out, 0);
+    int C = o0->C, N = o0->N / e->max_batch;
+    memset(s->acs, 0, (size_t)T * sizeof(int64_t));
 #pragma omp master
-    {
+    for (int t = 0; t < T; t++) {
         count_inputs(e, nd, t);
         const int64_t *px = e->tev + ((int64_t)nd->in0 * e->T + t) * 2;
         const int64_t *py = e->tev + ((int64_t)nd->in1 * e->T + t) * 2;
@@ -781,24 +832,29 @@ static void add_step(qkf_sched *e, node *nd, int t, scratch *s)
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
         publish(e, nd->out, t, 0, px[1] + py[1]);
     }
+    int64_t BN = (int64_t)e->B * N;
 #pragma omp for schedule(static) nowait
-    for (int64_t n = 0; n < (int64_t)e->B * N; n++) {
-        int64_t o = n * C;
+    for (int64_t r = 0; r < T * BN; r++) {
+        int t = (int)(r / BN);
+        int64_t n = r % BN, o = n * C;
+        const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
+        qkf_events *out = ev_at(e, nd->out, t);
         int k = qkf_spike_merge_dense(out->ch + o, out->cnt + o, s->acc, C, x->ch + o,
                                       x->cnt ? x->cnt + o : NULL, x->len[n], y->ch + o,
                                       y->cnt ? y->cnt + o : NULL, y->len[n]);
         out->len[n] = k;
-        events += k;
+        s->acs[t] += k;
     }
-    publish(e, nd->out, t, events, 0);
+    for (int t = 0; t < T; t++)
+        publish(e, nd->out, t, s->acs[t], 0);
 #pragma omp barrier
 }
 
 /* Readout: event counts per channel, summed over tokens (one accumulate per spike). */
-static void readout_step(qkf_sched *e, node *nd, int t)
+static void readout_run(qkf_sched *e, node *nd)
 {
 #pragma omp single
-    {
+    for (int t = 0; t < e->T; t++) {
         const qkf_events *x = ev_at(e, nd->in0, t);
         int N = x->N / e->max_batch;
         int64_t spikes = 0;
@@ -822,31 +878,32 @@ static void readout_step(qkf_sched *e, node *nd, int t)
     }
 }
 
-static void node_step(qkf_sched *e, node *nd, int t, scratch *s)
+static void node_run(qkf_sched *e, node *nd, scratch *s)
 {
     switch (nd->kind) {
     case QKF_NODE_ENCODE:
-        encode_step(e, nd, t);
+        encode_run(e, nd, s);
         break;
-    case QKF_NODE_CONV: /* all steps at once: conv_run */
+    case QKF_NODE_CONV:
+        conv_run(e, nd, s);
         break;
     case QKF_NODE_QK_SUM:
-        qk_sum_step(e, nd, t, s);
+        qk_sum_run(e, nd, s);
         break;
     case QKF_NODE_ATTN:
-        attn_step(e, nd, t, s);
+        attn_run(e, nd, s);
         break;
     case QKF_NODE_MASK:
-        mask_step(e, nd, t, s);
+        mask_run(e, nd, s);
         break;
     case QKF_NODE_SSA:
-        ssa_step(e, nd, t, s);
+        ssa_run(e, nd, s);
         break;
     case QKF_NODE_ADD:
-        add_step(e, nd, t, s);
+        add_run(e, nd, s);
         break;
     case QKF_NODE_READOUT:
-        readout_step(e, nd, t);
+        readout_run(e, nd);
         break;
     case QKF_NODE_KIND_COUNT:
         break;
@@ -1034,10 +1091,10 @@ static void state_alloc(qkf_sched *e)
             max_row = nd->cout > max_row ? nd->cout : max_row;
             break;
         case QKF_NODE_MASK:
-            nd->fired = st_calloc(e, (size_t)max_batch * g->tensors[op->in1].c, 1);
+            nd->fired = st_calloc(e, (size_t)T * max_batch * g->tensors[op->in1].c, 1);
             break;
         case QKF_NODE_SSA:
-            nd->kv = st_malloc(e, (size_t)max_batch * nd->heads * nd->d * nd->d * sizeof(float));
+            nd->kv = st_malloc(e, (size_t)T * max_batch * nd->heads * nd->d * nd->d * sizeof(float));
             break;
         default:
             break;
@@ -1076,7 +1133,7 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].vt = st_malloc(e, (size_t)max_row * max_batch * sizeof(float));
         e->scr[i].acs = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].spk = st_malloc(e, (size_t)T * sizeof(int64_t));
-        e->scr[i].hw = st_calloc(e, (size_t)e->st.heads_max, sizeof(qkf_work));
+        e->scr[i].hw = st_calloc(e, (size_t)T * e->st.heads_max, sizeof(qkf_work));
     }
     e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
     const qkf_op *ro = &g->ops[g->n_ops - 1];
@@ -1274,15 +1331,10 @@ static int check_frames(const qkf_sched *e, const float *input, int B)
 static void run_nodes(qkf_sched *e, int frames, scratch *s)
 {
     if (frames)
-        for (int t = 0; t < e->T; t++)
-            frames_step(e, t);
+        frames_run(e, s);
     double t0 = qkf_now();
     for (int i = 0; i < e->n_nodes; i++) {
-        if (e->nodes[i].kind == QKF_NODE_CONV)
-            conv_run(e, &e->nodes[i], s);
-        else
-            for (int t = 0; t < e->T; t++)
-                node_step(e, &e->nodes[i], t, s);
+        node_run(e, &e->nodes[i], s);
         if (omp_get_thread_num() == 0) { /* every node ends with a barrier */
             double t1 = qkf_now();
             e->st.node_seconds[i] += t1 - t0;
