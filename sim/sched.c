@@ -367,22 +367,28 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
     }
 }
 
-/* Output tokens per tile: enough tiles for every thread, at most TILE_MAX (and a fused tile's
- * currents of all steps within TILE_FLOATS); with one membrane for all samples (tb) a fused tile
- * holds whole positions, so that one thread steps a position's samples in order. */
+/* Output tokens per tile. Fused: enough tiles for every thread, at most TILE_MAX, the currents
+ * of all steps within TILE_FLOATS; with one membrane for all samples (tb) a tile holds whole
+ * positions, so that one thread steps a position's samples in order. Block-major: as large as
+ * TILE_MAX (each slab is read from cache by more rows), while there are at least two (block,
+ * tile) items per thread. */
 static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
 {
     int total = e->B * nd->ho * nd->wo;
+    if (!nd->fused) {
+        int nblk = (nd->cout + nd->bw - 1) / nd->bw, tt = TILE_MAX;
+        while (tt > 8 && (int64_t)nblk * ((total + tt - 1) / tt) < 2 * nthreads)
+            tt /= 2;
+        return tt;
+    }
     int tt = (total + 2 * nthreads - 1) / (2 * nthreads);
     tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
-    if (nd->fused) {
-        int cap = TILE_FLOATS / (e->T * nd->cout);
-        tt = tt < cap ? tt : cap;
-        if (nd->tb)
-            tt = tt / e->B * e->B;
-        if (tt < (nd->tb ? e->B : 1))
-            tt = nd->tb ? e->B : 1;
-    }
+    int cap = TILE_FLOATS / (e->T * nd->cout);
+    tt = tt < cap ? tt : cap;
+    if (nd->tb)
+        tt = tt / e->B * e->B;
+    if (tt < (nd->tb ? e->B : 1))
+        tt = nd->tb ? e->B : 1;
     return tt;
 }
 
@@ -421,7 +427,9 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         count_inputs(e, nd, t);
     if (nd->fused) { /* a tile through every block and step, then its LIF while cached */
         int64_t tstride = (int64_t)tt * C;
-#pragma omp for schedule(static) nowait
+        /* tiles differ in events: hand them out as threads free up (no result depends on
+         * which thread computes a tile) */
+#pragma omp for schedule(dynamic) nowait
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             conv_tile_geom(e, nd, q0, q1, 1, s->tile, C, s);
