@@ -60,20 +60,22 @@ static void print_profile(const qkf_graph *g, const double *prof, int steps)
 int qkf_bench_train(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "bench train"};
-    const char *weights = NULL, *variant = "cifar10", *v;
+    const char *weights = NULL, *variant = "cifar10", *conv = "winograd4", *v;
     long batch = 32, steps = 3, threads = 2;
     int torch = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             printf("usage: qkf bench train [--weights W.h5 | --variant NAME] [--batch 32] "
-                   "[--steps 3] [--threads 2] [--torch]\n\n"
+                   "[--steps 3] [--threads 2] [--conv winograd4|winograd2|direct] [--torch]\n\n"
                    "Times training steps (forward, BPTT backward, AdamW) of the model (default "
                    "the cifar10 preset,\nHST-4-384 T=4) on random data after one warm-up step, "
                    "and reports images/s and the\nprocess's peak resident memory; --torch then "
-                   "runs the PyTorch reference the same way.\n");
+                   "runs the PyTorch reference the same way. --conv: the 3x3 data gradients\n"
+                   "(default Winograd F(4x4,3x3)). QKF_PROFILE=1: per-op times.\n");
             return 0;
         }
-        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant))) {
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
+            (r = qkf_arg(&a, "--conv", &conv))) {
             if (r < 0)
                 return qkf_cli_fail("bench train");
             continue;
@@ -106,8 +108,19 @@ int qkf_bench_train(int argc, char **argv)
         return qkf_cli_fail("bench train");
     if (!weights)
         qkf_params_init(&m.cfg, &m.params, 1);
-    int B = (int)batch, K = m.cfg.num_classes;
-    qkf_train *e = qkf_train_create(&m, B, 0);
+    int B = (int)batch, K = m.cfg.num_classes, flags;
+    if (!strcmp(conv, "winograd4"))
+        flags = 0;
+    else if (!strcmp(conv, "winograd2"))
+        flags = QKF_TRAIN_WINO2;
+    else if (!strcmp(conv, "direct"))
+        flags = QKF_TRAIN_DIRECT;
+    else {
+        qkf_model_free(&m);
+        qkf_set_error("--conv: '%s' is not winograd4, winograd2 or direct", conv);
+        return qkf_cli_fail("bench train");
+    }
+    qkf_train *e = qkf_train_create(&m, B, flags);
     if (!e) {
         qkf_model_free(&m);
         return qkf_cli_fail("bench train");
@@ -127,8 +140,9 @@ int qkf_bench_train(int argc, char **argv)
                                             : qkf_rng_normal(&rng);
     for (int b = 0; b < B; b++)
         target[(int64_t)b * K + (int)(qkf_rng_u64(&rng) % (uint64_t)K)] = 1.0f;
-    printf("model: %s, img %d, T %d, batch %d, threads %ld; training engine %.0f MB\n",
-           weights ? weights : variant, S, m.cfg.T, B, threads,
+    printf("model: %s, img %d, T %d, batch %d, threads %ld, 3x3 data gradient %s; training "
+           "engine %.0f MB\n",
+           weights ? weights : variant, S, m.cfg.T, B, threads, conv,
            (double)qkf_train_bytes(e) / 1e6);
     fflush(stdout);
     double *prof = getenv("QKF_PROFILE") ? qkf_train_profile(e) : NULL;

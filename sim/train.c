@@ -25,6 +25,7 @@
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike_train.h"
+#include "../kernels/winograd.h"
 #include "../io/trace.h"
 #include "dense.h"
 #include "train.h"
@@ -60,6 +61,8 @@ struct qkf_train {
     float *grads;
     float *col, *pre, *dpre, *ssa_scratch, *feat, *logits, *probs, *dlogits;
     float *dzt; /* a spike convolution's output gradient, token-major [F*N][cout] */
+    int wino_m;    /* Winograd F(m x m, 3x3) for 3x3 data gradients (4, 2; 0: im2col + sgemm) */
+    float *wino_U; /* transposed-weight transform of the convolution at hand */
     int64_t col_cap, bytes;
     float loss_weight;                  /* dloss of the cross-entropy backward */
     int (*bn_sum)(double *, int64_t);   /* synchronised BatchNorm (NULL: per process) */
@@ -226,6 +229,8 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
 
     e->cc = qkf_calloc((size_t)g->n_ops, sizeof(conv_cache));
     int64_t col_frame = 0, col_total = 0, zmax = 0, premax = 0, dpremax = 0, ssa = 0, work = 0;
+    int64_t umax = 0;
+    e->wino_m = flags & QKF_TRAIN_DIRECT ? 0 : flags & QKF_TRAIN_WINO2 ? 2 : 4;
     for (int i = 0; i < g->n_ops; i++) {
         const qkf_op *op = &g->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0 >= 0 ? op->in0 : 0];
@@ -244,6 +249,12 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
             }
             if (op->pool || !e->sp[op->in0]) /* the backward's dpre: pooled or float input */
                 dpremax = zn > dpremax ? zn : dpremax;
+            if (e->sp[op->in0] && e->wino_m && qkf_wino_ok(e->wino_m, op->k, op->stride, op->pad)) {
+                int64_t u = qkf_wino_weight_floats(e->wino_m, op->cin, op->cout);
+                int64_t sc = qkf_wino_scratch_floats(e->wino_m, op->cout, op->cin, x->h, x->w);
+                umax = u > umax ? u : umax;
+                work = sc > work ? sc : work;
+            }
             zmax = zn > zmax ? zn : zmax;
             if (!(op->k == 1 && op->stride == 1)) {
                 int64_t cf = qkf_conv_col_floats(op->cin, x->h, x->w, op->k, op->stride, op->pad);
@@ -270,6 +281,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     e->pre = alloc(e, premax, sizeof(float));
     e->dpre = alloc(e, dpremax, sizeof(float));
     e->dzt = alloc(e, zmax, sizeof(float));
+    e->wino_U = alloc(e, umax, sizeof(float));
     e->ssa_scratch = alloc(e, ssa, sizeof(float));
     int K = g->cfg.num_classes;
     e->feat = alloc(e, (int64_t)B * g->cfg.embed_dims, sizeof(float));
@@ -348,6 +360,7 @@ void qkf_train_free(qkf_train *e)
     qkf_free(e->pre);
     qkf_free(e->dpre);
     qkf_free(e->dzt);
+    qkf_free(e->wino_U);
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
     qkf_free(e->logits);
@@ -690,6 +703,32 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                   *dbeta = dP + pp[op->p_bn_b].offset,
                   *dbias = op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL;
             const float *gamma = P + pp[op->p_bn_w].offset;
+            int wino = gin && e->sp[op->in0] && e->wino_m &&
+                       qkf_wino_ok(e->wino_m, op->k, op->stride, op->pad);
+            if (wino) {
+                /* 3x3: dz channel-major for the Winograd data gradient (in place: dy is dpre
+                 * after a MaxPool, else the output's gradient, which has no other reader),
+                 * and a token-major copy for the event weight gradient */
+                float *d = op->pool ? e->dpre : G(e, op->out);
+                if (e->bn_sum) {
+                    if (sync_bn_backward(e, d, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                         c->invstd, gamma, op->cout, M))
+                        return -1;
+                } else
+                    qkf_bn_train_backward(d, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                          c->invstd, gamma, op->cout, M);
+                qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
+                double t_w = e->prof ? qkf_now() : 0.0;
+                qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
+                                              x->w, op->cout, op->k, op->stride, op->pad, e->col,
+                                              e->col_cap);
+                if (e->prof)
+                    e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
+                qkf_wino_weights_transposed(e->wino_m, e->wino_U, W, op->cout, op->cin);
+                qkf_wino_conv_accumulate(e->wino_m, gin, d, e->wino_U, (int)F, op->cout, x->h,
+                                         x->w, op->cin, e->col, e->col_cap);
+                break;
+            }
             if (e->sp[op->in0]) {
                 /* spike input: the BatchNorm backward writes dz token-major, which the event
                  * weight gradient reads row by row and the input gradient's sgemm transposes */

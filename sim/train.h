@@ -11,6 +11,11 @@
 
 enum {
     QKF_TRAIN_TB_COMPAT = 1, /* official SSA proj_lif over the T*B axis */
+    /* The data gradient of 3x3 stride-1 convolutions runs as Winograd F(4x4, 3x3) by default
+     * (kernels/winograd.h: half the time of im2col + sgemm, ~1e-5 relative rounding); the
+     * flags select F(2x2, 3x3) (~1e-6) or im2col + sgemm instead. */
+    QKF_TRAIN_WINO2 = 2,
+    QKF_TRAIN_DIRECT = 4,
 };
 
 typedef struct qkf_train qkf_train;
