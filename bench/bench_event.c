@@ -23,14 +23,17 @@ static void help(void)
     printf(
         "usage: qkf bench event [--variant NAME | --weights W.h5] [--batch 1,8]\n"
         "                       [--rates 0.01,0.05,0.1,0.2,0.4] [--rate 0.1] [--threads N]\n"
-        "                       [--seconds S] [--seed N] [--no-dense]\n"
+        "                       [--seconds S] [--seed N] [--no-dense] [--torch [--python PY]]\n"
         "\n"
         "Calibrates every BatchNorm so its LIF fires at about --rate (per channel spread), then\n"
         "times the dense and the event engine on the same input at each batch size, and the\n"
         "event engine at batch 1 for each rate of --rates. Reports time per sample, the ratio,\n"
         "the measured firing rates, and accumulates per second (event) against the machine's\n"
         "add throughput (about 2 cores x 32 float adds per cycle). --no-dense skips the dense\n"
-        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n");
+        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
+        "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
+        "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
+        "prints event / PyTorch speed ratios.\n");
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
@@ -116,6 +119,13 @@ static void rates(const qkf_stats *s, double *avg, double *median)
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
 }
 
+/* The machine's float add throughput: threads (cores) x 32 adds per cycle (two 16-wide AVX-512
+ * adds) at ~3.5 GHz (PERF-NOTES.md). */
+static double add_peak(long threads)
+{
+    return (double)threads * 32.0 * 3.5e9;
+}
+
 static int parse_list(const char *s, double *v, int cap, double lo, double hi, const char *opt)
 {
     int n = 0;
@@ -158,10 +168,10 @@ int qkf_bench_event(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "bench event"};
     const char *weights = NULL, *variant = "cifar10", *batches = "1,8";
-    const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *v;
+    const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *py = "/usr/bin/python3", *v;
     long threads = 2, seed = 1;
     double seconds = 2.0, rate = 0.1;
-    int r, no_dense = 0;
+    int r, no_dense = 0, torch = 0;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -171,8 +181,13 @@ int qkf_bench_event(int argc, char **argv)
             no_dense = 1;
             continue;
         }
+        if (qkf_flag(&a, "--torch")) {
+            torch = 1;
+            continue;
+        }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
-            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--rates", &rate_list))) {
+            (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--rates", &rate_list)) ||
+            (r = qkf_arg(&a, "--python", &py))) {
             if (r < 0)
                 return qkf_cli_fail("bench event");
             continue;
@@ -200,7 +215,7 @@ int qkf_bench_event(int argc, char **argv)
         qkf_set_error("unexpected argument '%s' (qkf bench event --help)", argv[a.i]);
         return qkf_cli_fail("bench event");
     }
-    double bl[16], rl[16];
+    double bl[16], rl[16], event_ms[16];
     int nb = parse_list(batches, bl, 16, 1, 4096, "--batch");
     int nr = nb < 0 ? -1 : parse_list(rate_list, rl, 16, 0.001, 0.6, "--rates");
     if (nb < 0 || nr < 0)
@@ -249,13 +264,13 @@ int qkf_bench_event(int argc, char **argv)
             td = time_dense(d, x, B, logits, seconds, &cd) / B;
         double te = time_event(e, x, B, logits, seconds, &ce) / B;
         cd /= B, ce /= B;
+        event_ms[i] = te * 1e3;
         qkf_stats *s = qkf_sched_stats(e);
         qkf_work tot = qkf_stats_step_total(s, -1);
         double avg, med;
         rates(s, &avg, &med);
         double acs = (double)tot.acs / (double)s->samples / te;
-        /* peak: 2 cores x 32 float adds per cycle at ~3.5 GHz (PERF-NOTES.md) */
-        double peak = (double)threads * 32.0 * 3.5e9;
+        double peak = add_peak(threads);
         printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
                td * 1e3, te * 1e3, td / te, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
                acs * 1e-9, 100 * acs / peak);
@@ -265,9 +280,37 @@ int qkf_bench_event(int argc, char **argv)
         qkf_dense_free(d);
     }
 
+    if (torch) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s",
+                 py, QKF_SOURCE_DIR, threads, batches);
+        printf("\nrunning: %s\n", cmd);
+        fflush(stdout);
+        FILE *f = popen(cmd, "r");
+        if (!f) {
+            qkf_set_error("cannot run %s", cmd);
+            goto done;
+        }
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            fputs(line, stdout);
+            int b;
+            double ips, med_ms, min_ms;
+            if (sscanf(line, "torch batch=%d images_per_s=%lf median_ms=%lf min_ms=%lf", &b, &ips,
+                       &med_ms, &min_ms) == 4)
+                for (int i = 0; i < nb; i++)
+                    if ((int)bl[i] == b && ips > 0 && event_ms[i] > 0)
+                        printf("ratio batch=%d event/torch=%.2f (PyTorch median %.2f ms per "
+                               "sample, event %.2f)\n",
+                               b, 1e3 / ips / event_ms[i], 1e3 / ips, event_ms[i]);
+        }
+        if (pclose(f) != 0)
+            printf("note: the PyTorch reference did not finish cleanly\n");
+    }
+
     printf("\nevent time against firing rate (batch 1):\n");
-    printf("%8s %9s %9s %12s %12s %10s %10s %9s %9s\n", "target", "avg rate", "median",
-           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "ns/kacc");
+    printf("%8s %9s %9s %12s %12s %10s %10s %9s %8s %9s\n", "target", "avg rate", "median",
+           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "of peak", "ns/kacc");
     for (int i = 0; i < nr; i++) {
         memcpy(m.params.data, saved, (size_t)m.params.total * sizeof(float));
         if (qkf_stats_calibrate(&m, x, 1, rl[i], 0.5, 0, (uint64_t)seed))
@@ -282,9 +325,10 @@ int qkf_bench_event(int argc, char **argv)
         double avg, med;
         rates(s, &avg, &med);
         double acc = (double)tot.acs / (double)s->samples;
-        printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %9.2f\n", 100 * rl[i],
-               100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc, te * 1e3,
-               ce * 1e3, acc / te * 1e-9, te * 1e12 / acc);
+        printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %7.1f%% %9.2f\n",
+               100 * rl[i], 100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc,
+               te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / add_peak(threads),
+               te * 1e12 / acc);
         qkf_sched_free(e);
     }
     rc = 0;
