@@ -3,20 +3,25 @@
  * Memory, planned once at creation:
  *   - every tensor of the forward keeps its own buffer until the backward has run (the backward
  *     reads convolution inputs, spikes, attention inputs), except the currents of a LIF layer
- *     fed by a convolution: those live in one shared buffer, and the backward recomputes them
- *     from the convolution's pre-BatchNorm output and the membrane h from them and the kept
- *     spikes, bit for bit (the same float operations), so neither is stored;
+ *     fed by a convolution: the LIF computes them from the convolution's pre-BatchNorm output z
+ *     as it steps (after a MaxPool they pass through one shared buffer), and its backward
+ *     recomputes currents and membranes the same way, bit for bit, so neither is stored;
  *   - spikes (LIF and Q-K mask outputs) and residual sums of spikes are small integers and are
  *     kept as bytes (kernels/spike_train.h); the convolutions that read them run their forward
  *     and weight-gradient products over the events only;
  *   - the other LIF layers (attention neurons) record h in place of their input, which has no
  *     other reader;
- *   - per convolution: the pre-BatchNorm output z (the BN backward needs x-hat), the batch mean
- *     and 1/std per channel, and the MaxPool argmax;
+ *   - per convolution: z (the BN backward needs x-hat), the batch mean and 1/std per channel,
+ *     and the MaxPool argmax;
  *   - gradient buffers come from a pool planned over the reverse op order: a tensor's gradient
  *     lives from its last reader's backward to its producer's backward;
  *   - one flat gradient buffer parallel to params.data.
- * Nothing is allocated in forward or backward. */
+ * Nothing is allocated in forward or backward.
+ *
+ * A convolution over spikes, backward: the BatchNorm backward gives dz token-major
+ * ([F*N][cout]: the event weight gradient reads one row per event), or channel-major plus a
+ * token-major copy for 3x3 stride-1 layers, whose data gradient runs as Winograd F(4x4, 3x3);
+ * other data gradients are sgemm over the token-major dz. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>

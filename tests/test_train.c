@@ -53,7 +53,7 @@ static double max_err(const float *a, const float *b, int64_t n, int64_t *worst)
 
 /* ---- gradients against PyTorch ------------------------------------------------------------ */
 
-static void check_fixture(const char *name, int tb)
+static void check_fixture(const char *name, int flags)
 {
     char wpath[512], gpath[512];
     snprintf(wpath, sizeof wpath, "%s/grad_%s.weights.h5", QKF_FIXTURE_DIR, name);
@@ -70,7 +70,7 @@ static void check_fixture(const char *name, int tb)
     cr_assert_eq(qkf_h5_read_i64(gpath, "labels", &labels, &nd, ls), 0, "%s", qkf_last_error());
     cr_assert_eq(qkf_h5_read_f32(gpath, "loss", &loss_ref, &nd, ls), 0, "%s", qkf_last_error());
     int B = (int)sh[0], K = m.cfg.num_classes;
-    qkf_train *e = qkf_train_create(&m, B, tb ? QKF_TRAIN_TB_COMPAT : 0);
+    qkf_train *e = qkf_train_create(&m, B, flags);
     cr_assert_not_null(e, "%s", qkf_last_error());
     float *target = qkf_malloc((size_t)B * K * sizeof(float));
     int32_t lab[64];
@@ -133,10 +133,13 @@ static void check_fixture(const char *name, int tb)
 
 Test(train, grad_cifar) { check_fixture("cifar", 0); }
 Test(train, grad_cifar_qkca) { check_fixture("cifar_qkca", 0); }
-Test(train, grad_cifar_tb_compat) { check_fixture("cifar_tb", 1); }
+Test(train, grad_cifar_tb_compat) { check_fixture("cifar_tb", QKF_TRAIN_TB_COMPAT); }
 Test(train, grad_imagenet) { check_fixture("imagenet", 0); }
 Test(train, grad_dvs) { check_fixture("dvs", 0); }
 Test(train, grad_cifar10dvs) { check_fixture("cifar10dvs", 0); }
+/* the other data gradients of 3x3 convolutions: Winograd F(2x2) and im2col + sgemm */
+Test(train, grad_cifar_wino2) { check_fixture("cifar", QKF_TRAIN_WINO2); }
+Test(train, grad_dvs_direct) { check_fixture("dvs", QKF_TRAIN_DIRECT); }
 
 /* The command writes what the engine computes, under the official keys. */
 Test(train, grad_command)
