@@ -4,32 +4,40 @@
  * (conv -> folded BN -> pool -> LIF). Kinds (sim/stats.h): encode, conv, qk_sum, attn_lif, mask,
  * ssa, add, readout.
  *
- * Order. for t in 0..T-1: every node in graph order, each node stepping all samples of the batch
- * (a node never looks at another sample, so this is the same as running the samples one after
- * the other, and it keeps the node's weights in cache across the batch). Neurons of one token
- * are stepped sample after sample in order b = 0, 1, ..., which is exactly the official T*B
- * time axis when a layer's membrane is shared across samples (tb_compat SSA proj_lif).
+ * Order. Node after node in graph order, each node running all T steps (and all samples of the
+ * batch) before the next starts. The graph is feed-forward across nodes and recurrent only in
+ * time within a node (its membranes), so this computes what a step-by-step schedule computes,
+ * while a node's weights and membranes are used T times in a row. Every neuron still steps t = 0,
+ * 1, ... in order, and within a step sample after sample (b = 0, 1, ...), which is exactly the
+ * official T*B time axis when a layer's membrane is shared across samples (tb_compat SSA
+ * proj_lif). A session (one step at a time, T = 1) runs the same code.
  *
- * Data. Spike and count tensors travel as qkf_events (kernels/spike.h), grouped by token, sample
- * b's token n at index b*N + n. Currents are token-major floats [B][N][C]; membranes [B][N][C]
- * (one [N][C] with tb_compat). Weights are folded with BatchNorm once at creation,
- * W' = W * alpha, b' = b * alpha + shift (qkf_bn_fold), and re-laid [Cin][ky][kx][Cout] so one
- * event reads contiguous rows. A conv computes each output token as the sum of the weight rows
- * of the events in its receptive field (the gather form of "each event adds its row to its
- * targets": the same adds, accumulators held in registers), starting from the bias (added once
- * per step); the LIF runs on the finished row while it is in L1. When a conv's weights would not
- * fit in L2, output channels are processed in blocks of 64 over all tokens (each block's
- * weights stored contiguously, [Cin][ky][kx][64]), so a block's weights stay cached while it is
- * used, and the LIF runs in a second pass.
+ * Data. Spike and count tensors travel as qkf_events (kernels/spike.h), one set per step, grouped
+ * by token, sample b's token n at index b*N + n. Currents are token-major floats [B][N][C].
+ * Weights are folded with BatchNorm once at creation, W' = W * alpha, b' = b * alpha + shift
+ * (qkf_bn_fold), and re-laid per block of 64 output channels as [ky][kx][Cin][64], so one event
+ * reads a contiguous row and one kernel position of a block is a slab [Cin][64].
+ *
+ * Convolutions. A conv computes each output token as the bias plus the weight rows of the events
+ * in its receptive field (the gather form of "each event adds its row to its targets": the same
+ * adds, accumulators in registers), in the order (ky, kx, then event list). It works on tiles of
+ * output tokens: for each kernel position, the rows of the whole tile at every step are gathered
+ * against one slab (two rows side by side: qkf_spike_gather_rows), so a slab is read from cache
+ * by tile x T rows. Small convs without pooling run a tile through every block, then the tile's
+ * LIF over all steps with its membranes in scratch (a forward starts them at zero; nothing sweeps
+ * membranes through memory). Convs with many weights, or a pool, fill shared currents
+ * (block, tile) by (block, tile), block-major so each thread reads its share of the weights; a
+ * second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
  *
  * The encoding conv (a real-valued static image) is dense: the dense engine's own kernels (sgemm,
  * then bias + BatchNorm exactly as dense computes it) run once per sample before the time loop,
  * so its currents, and the first layer's spikes, equal the dense engine's bit for bit.
  *
- * Threads. One OpenMP region spans the whole forward; nodes split output tokens (or heads)
- * statically. Each output is computed by one thread in a fixed order and every counter is an
- * integer, so nothing depends on the thread count. Producers publish the events and spikes of
- * their output per step for their consumers' statistics. Nothing is allocated after creation. */
+ * Threads. One OpenMP region spans the whole forward; each node is one worksharing loop over its
+ * steps and tokens (or heads, or tiles) and ends with a barrier. Each output is computed by one
+ * thread in a fixed order and every counter is an integer, so nothing depends on the thread count
+ * or on which thread runs a tile. Producers publish the events and spikes of their output per
+ * step for their consumers' statistics. Nothing is allocated after creation. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -69,7 +77,8 @@ typedef struct {
     int or_rule; /* attention LIF on integer counts: fires iff count >= 1 */
     int tb;      /* one membrane for all samples (tb_compat) */
     float *wt, *bias;
-    float *v;       /* membranes [max_batch][N][C] ([N][C] with tb) */
+    float *v;       /* membranes [max_batch][N][C] ([N][C] with tb); a conv's only in a session
+                       (a forward steps them in scratch) */
     float *enc;     /* encoding: currents [max_batch][N][C] */
     float *kv;      /* SSA: [max_batch][heads][d][d] */
     uint8_t *fired; /* QKCA mask: [max_batch][C] */

@@ -3,7 +3,8 @@
  * order, each conv fused with its LIF) consume the spike events delivered to them, integrate
  * them into their neurons' currents, step their LIF neurons, and emit events to their
  * consumers. Synaptic work is done only where an event arrives; every counter of it lands in a
- * qkf_stats table (sim/stats.h).
+ * qkf_stats table (sim/stats.h). (It runs node after node, each over all steps: the graph is
+ * feed-forward across nodes, so this computes the same while reusing each node's weights.)
  *
  * It produces the same spikes as the dense engine (sim/dense.c): exactly where every sum is exact
  * (small powers of two), otherwise up to rare flips of a value within float rounding of a
