@@ -69,7 +69,8 @@ int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, int64_t o
 /* One LIF step for a row of C neurons (the formula of qkf_lif_forward):
  *   h = v + (x - v) / 2;  s = h >= vth;  v = h * (1 - s)
  * v [C] is updated in place; the channels that spiked are written to ch (ascending) and
- * counted in the return value. */
+ * counted in the return value. ch has C slots: slots past the returned count may be overwritten
+ * (the fast path stores whole vectors of indices). */
 int qkf_spike_lif_row(uint16_t *ch, float *v, const float *x, int C, float vth);
 int qkf_spike_lif_row_ref(uint16_t *ch, float *v, const float *x, int C, float vth);
 
