@@ -379,7 +379,7 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
 void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
                              const float *dy, const float *x, const float *mean,
                              const float *invstd, const float *gamma, int C, int64_t M,
-                             const double *sums)
+                             const double *sums, float *dx)
 {
     /* blocks of 16 channels: each thread writes 64-byte pieces of the token-major rows */
     int nblk = (C + 15) / 16;
@@ -415,6 +415,8 @@ void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbi
                 for (int i = 0; i < np; i++)
                     t += tile[j][i];
                 ds[j] += (double)t;
+                if (dx) /* the tile has been read: safe in place */
+                    memcpy(dx + (int64_t)(c0 + j) * M + p0, tile[j], (size_t)np * sizeof(float));
             }
             qkf_transpose_tile(dxt + p0 * C + c0, C, &tile[0][0], 16, nc, np);
         }

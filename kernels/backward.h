@@ -68,11 +68,11 @@ void qkf_bn_train_backward(float *dx, float *dgamma, float *dbeta, float *dbias,
 /* qkf_bn_train_backward with dx written token-major: dxt [M][C] (M = F*N positions), the layout
  * the spike convolutions' weight gradient and qkf_conv_backward_input_t read. The same dx values;
  * dbias += the double sum of each channel's dx (float sums of 16 positions, in position
- * order). dxt must not alias dy. */
+ * order). dxt must not alias dy. dx (optional, may equal dy): the same values channel-major. */
 void qkf_bn_train_backward_t(float *dxt, float *dgamma, float *dbeta, float *dbias,
                              const float *dy, const float *x, const float *mean,
                              const float *invstd, const float *gamma, int C, int64_t M,
-                             const double *sums);
+                             const double *sums, float *dx);
 /* The two per-channel reductions of the BatchNorm backward over n values of one channel:
  * sdy = sum dy, sdyx = sum dy * ((x - m) * is), in float blocks summed in double. sums of
  * qkf_bn_train_backward_t ([2][C]: sdy then sdyx; NULL: computed there) come from it. */

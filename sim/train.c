@@ -719,10 +719,11 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                     if (sync_bn_backward(e, d, dgamma, dbeta, dbias, dy, c->z, c->mean,
                                          c->invstd, gamma, op->cout, M))
                         return -1;
-                } else
-                    qkf_bn_train_backward(d, dgamma, dbeta, dbias, dy, c->z, c->mean,
-                                          c->invstd, gamma, op->cout, M);
-                qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
+                    qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
+                } else /* both layouts in one pass */
+                    qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
+                                            c->invstd, gamma, op->cout, M,
+                                            e->bn_sums_op == i ? e->bn_sums : NULL, d);
                 double t_w = e->prof ? qkf_now() : 0.0;
                 qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
                                               x->w, op->cout, op->k, op->stride, op->pad, e->col,
@@ -748,7 +749,7 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 } else
                     qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
                                             c->invstd, gamma, op->cout, M,
-                                            e->bn_sums_op == i ? e->bn_sums : NULL);
+                                            e->bn_sums_op == i ? e->bn_sums : NULL, NULL);
                 double t_w = e->prof ? qkf_now() : 0.0;
                 qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
                                               x->w, op->cout, op->k, op->stride, op->pad, e->col,

@@ -254,7 +254,12 @@ Test(train_sparse, token_major_backward)
     qkf_bn_train_forward(yb, mean, invstd, x, C, M, NULL, gamma, beta, NULL, NULL, M);
     (void)y;
     qkf_bn_train_backward(dx, g1[0], g1[1], g1[2], dy, x, mean, invstd, gamma, C, M);
-    qkf_bn_train_backward_t(dxt, g2[0], g2[1], g2[2], dy, x, mean, invstd, gamma, C, M, NULL);
+    float *dxc = qkf_malloc(n * 4);
+    memcpy(dxc, dy, n * 4); /* in place: dx over dy */
+    qkf_bn_train_backward_t(dxt, g2[0], g2[1], g2[2], dxc, x, mean, invstd, gamma, C, M, NULL,
+                            dxc);
+    cr_expect(memcmp(dxc, dx, n * 4) == 0, "channel-major dx of the token-major backward");
+    qkf_free(dxc);
     qkf_transpose_f32(dxt2, dx, C, (int)M);
     cr_expect(memcmp(dxt, dxt2, n * 4) == 0, "token-major dx differs");
     cr_expect(memcmp(g1[0], g2[0], C * 4) == 0 && memcmp(g1[1], g2[1], C * 4) == 0,
