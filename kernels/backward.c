@@ -136,7 +136,7 @@ void qkf_conv_backward_input(float *din, const float *dout, const float *weight,
 
 void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weight, int F,
                                int cin, int h, int w, int cout, int k, int stride, int pad,
-                               float *col, int64_t col_cap)
+                               int overwrite, float *col, int64_t col_cap)
 {
     int ho, wo;
     conv_dims(h, w, k, stride, pad, &ho, &wo);
@@ -154,7 +154,7 @@ void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weig
             int nb = (int)(n - j0 < blk ? n - j0 : blk);
             /* din[cin][j0 ..] += W^T doutt[j0 ..]^T */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cin, nb, cout, 1.0f, weight, cin,
-                        doutt + j0 * cout, cout, 1.0f, din + j0, (int)n);
+                        doutt + j0 * cout, cout, overwrite ? 0.0f : 1.0f, din + j0, (int)n);
         }
         return;
     }
@@ -172,6 +172,10 @@ void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weig
         for (int ci = 0; ci < nchunk; ci++) {
             int f0 = ci * chunk, nf = F - f0 < chunk ? F - f0 : chunk;
             int n = (int)(nf * oplane);
+            if (overwrite) /* this chunk's frames of din */
+                for (int c = 0; c < cin; c++)
+                    memset(din + ((int64_t)c * F + f0) * h * w, 0,
+                           (size_t)nf * h * w * sizeof(float));
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)K, n, cout, 1.0f, weight,
                         (int)K, doutt + f0 * oplane * cout, cout, 0.0f, mine, n);
             col2im_add(din, mine, F, f0, nf, cin, h, w, k, stride, pad, ho, wo); /* serial */

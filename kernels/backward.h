@@ -29,10 +29,11 @@ void qkf_conv_backward_input(float *din, const float *dout, const float *weight,
                              int h, int w, int cout, int k, int stride, int pad, float *col,
                              int64_t col_cap);
 /* The same with dout token-major: doutt [F][ho][wo][cout] (as qkf_bn_train_backward_t writes
- * it), in dynamically scheduled pieces; col_cap must hold one frame per thread. */
+ * it), in dynamically scheduled pieces; col_cap must hold one frame per thread. overwrite:
+ * din = instead of din += (din need not be zeroed). */
 void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weight, int F,
                                int cin, int h, int w, int cout, int k, int stride, int pad,
-                               float *col, int64_t col_cap);
+                               int overwrite, float *col, int64_t col_cap);
 /* Plain single-threaded references (direct loops, no im2col) used by the tests. */
 void qkf_conv_forward_ref(float *out, const float *in, const float *weight, int F, int cin, int h,
                           int w, int cout, int k, int stride, int pad);

@@ -681,9 +681,11 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
     for (int i = g->n_ops - 1; i >= 0; i--) {
         const qkf_op *op = &g->ops[i];
         int ins[3] = {op->in0, op->in1, op->in2};
-        /* a recomputed LIF overwrites its input's gradient (its only reader) */
-        int overwrite = op->kind == QKF_OP_LIF && e->recompute[op->lif_index] &&
-                        !g->tensors[op->in0].static_t;
+        /* a recomputed LIF overwrites its input's gradient (its only reader); so does the data
+         * gradient of a spike convolution that is the first to write its input's gradient */
+        int overwrite = (op->kind == QKF_OP_LIF && e->recompute[op->lif_index] &&
+                         !g->tensors[op->in0].static_t) ||
+                        (op->kind == QKF_OP_CONV && e->sp[op->in0]);
         for (int j = 0; j < 3; j++) /* first touch of an input's gradient: zero it */
             if (ins[j] >= 0 && ins[j] != g->input && e->last_reader[ins[j]] == i && !overwrite)
                 memset(G(e, ins[j]), 0, (size_t)tensor_floats(g, ins[j], B) * sizeof(float));
@@ -731,8 +733,12 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                 if (e->prof)
                     e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
                 qkf_wino_weights_transposed(e->wino_m, e->wino_U, W, op->cout, op->cin);
-                qkf_wino_conv_accumulate(e->wino_m, gin, d, e->wino_U, (int)F, op->cout, x->h,
-                                         x->w, op->cin, e->col, e->col_cap);
+                if (e->last_reader[op->in0] == i) /* first to write gin */
+                    qkf_wino_conv_forward(e->wino_m, gin, d, e->wino_U, (int)F, op->cout, x->h,
+                                          x->w, op->cin, e->col, e->col_cap);
+                else
+                    qkf_wino_conv_accumulate(e->wino_m, gin, d, e->wino_U, (int)F, op->cout,
+                                             x->h, x->w, op->cin, e->col, e->col_cap);
                 break;
             }
             if (e->sp[op->in0]) {
@@ -758,8 +764,8 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                     e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
                 if (gin)
                     qkf_conv_backward_input_t(gin, e->dzt, W, (int)F, op->cin, x->h, x->w,
-                                              op->cout, op->k, op->stride, op->pad, e->col,
-                                              e->col_cap);
+                                              op->cout, op->k, op->stride, op->pad,
+                                              e->last_reader[op->in0] == i, e->col, e->col_cap);
                 break;
             }
             if (e->bn_sum) {

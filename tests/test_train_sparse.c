@@ -273,10 +273,16 @@ Test(train_sparse, token_major_backward)
         int64_t cap = qkf_conv_col_floats(cin, h, h, k, 1, k / 2) * F;
         float *col = qkf_malloc(cap * 4);
         qkf_conv_backward_input(din, dx, w, F, cin, h, h, C, k, 1, k / 2, col, cap);
-        qkf_conv_backward_input_t(din2, dxt, w, F, cin, h, h, C, k, 1, k / 2, col, cap);
+        qkf_conv_backward_input_t(din2, dxt, w, F, cin, h, h, C, k, 1, k / 2, 0, col, cap);
         int64_t wi;
         double e = max_abs_err(din, din2, nin, &wi); /* sgemm with the other operand layout */
         cr_expect_lt(e, 1e-5, "input gradient k%d: err %g at %lld", k, e, (long long)wi);
+        for (int64_t i = 0; i < nin; i++) /* overwrite: whatever din held is gone */
+            din2[i] = 1e30f;
+        qkf_conv_backward_input_t(din2, dxt, w, F, cin, h, h, C, k, 1, k / 2, 1, col, cap);
+        e = max_abs_err(din, din2, nin, &wi);
+        cr_expect_lt(e, 1e-5, "overwriting input gradient k%d: err %g at %lld", k, e,
+                     (long long)wi);
         qkf_free(w), qkf_free(din), qkf_free(din2), qkf_free(col);
     }
     qkf_free(x), qkf_free(dy), qkf_free(dx), qkf_free(dxt), qkf_free(dxt2), qkf_free(yb);
