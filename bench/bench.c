@@ -9,6 +9,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../tools/cli.h"
+#include "bench.h"
 
 static void help(void)
 {
@@ -97,6 +98,49 @@ static double run_dense(qkf_model *m, int B, int conv, double seconds, double *b
     qkf_free(times);
     qkf_dense_free(e);
     return (double)B / median;
+}
+
+int qkf_bench_torch(const char *py, long threads, const char *batches, const char *weights,
+                    qkf_torch_result_fn on_result, void *ctx)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s%s%s",
+             py, QKF_SOURCE_DIR, threads, batches, weights ? " --weights " : "",
+             weights ? weights : "");
+    printf("running: %s\n", cmd);
+    fflush(stdout);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return qkf_set_error("cannot run %s", cmd);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        fputs(line, stdout);
+        int b;
+        double ips, med_ms, min_ms;
+        if (sscanf(line, "torch batch=%d images_per_s=%lf median_ms=%lf min_ms=%lf", &b, &ips,
+                   &med_ms, &min_ms) == 4 &&
+            ips > 0 && min_ms > 0)
+            on_result(ctx, b, ips, med_ms, min_ms);
+    }
+    if (pclose(f) != 0)
+        printf("note: the PyTorch reference did not finish cleanly\n");
+    return 0;
+}
+
+typedef struct {
+    const int *bs;
+    int nbs;
+    const double *ours, *ours_best;
+} dense_vs_torch;
+
+static void dense_torch_ratio(void *ctx, int b, double ips, double med_ms, double min_ms)
+{
+    const dense_vs_torch *d = ctx;
+    (void)med_ms;
+    for (int i = 0; i < d->nbs; i++)
+        if (d->bs[i] == b)
+            printf("ratio batch=%d qkf/torch=%.2f (medians; fastest runs: %.2f)\n", b,
+                   d->ours[i] / ips, d->ours_best[i] / (b / (min_ms / 1e3)));
 }
 
 int qkf_bench_event(int argc, char **argv); /* bench/bench_event.c */
@@ -208,32 +252,11 @@ int cmd_bench(int argc, char **argv)
             fflush(stdout);
         }
     if (torch) {
-        char cmd[4096];
-        snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s%s%s",
-                 py, QKF_SOURCE_DIR, threads, batches, weights ? " --weights " : "",
-                 weights ? weights : "");
-        printf("running: %s\n", cmd);
-        fflush(stdout);
-        FILE *f = popen(cmd, "r");
-        if (!f) {
-            qkf_set_error("cannot run %s", cmd);
+        dense_vs_torch ctx = {bs, nbs, ours, ours_best};
+        if (qkf_bench_torch(py, threads, batches, weights, dense_torch_ratio, &ctx)) {
             qkf_model_free(&m);
             return qkf_cli_fail("bench");
         }
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            fputs(line, stdout);
-            int b;
-            double ips, med_ms, min_ms;
-            if (sscanf(line, "torch batch=%d images_per_s=%lf median_ms=%lf min_ms=%lf", &b, &ips,
-                       &med_ms, &min_ms) == 4)
-                for (int i = 0; i < nbs; i++)
-                    if (bs[i] == b && ips > 0 && min_ms > 0)
-                        printf("ratio batch=%d qkf/torch=%.2f (medians; fastest runs: %.2f)\n", b,
-                               ours[i] / ips, ours_best[i] / (b / (min_ms / 1e3)));
-        }
-        if (pclose(f) != 0)
-            printf("note: the PyTorch reference did not finish cleanly\n");
     }
     qkf_model_free(&m);
     return 0;

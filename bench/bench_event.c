@@ -15,6 +15,7 @@
 #include "../sim/sched.h"
 #include "../sim/stats.h"
 #include "../tools/cli.h"
+#include "bench.h"
 
 int qkf_bench_event(int argc, char **argv);
 
@@ -164,6 +165,23 @@ static float *make_input(const qkf_config *c, int B, uint64_t seed)
     return x;
 }
 
+typedef struct {
+    const double *bl;
+    int nb;
+    const double *event_ms;
+} event_vs_torch;
+
+static void event_torch_ratio(void *ctx, int b, double ips, double med_ms, double min_ms)
+{
+    const event_vs_torch *e = ctx;
+    (void)med_ms, (void)min_ms;
+    for (int i = 0; i < e->nb; i++)
+        if ((int)e->bl[i] == b && e->event_ms[i] > 0)
+            printf("ratio batch=%d event/torch=%.2f (PyTorch median %.2f ms per sample, event "
+                   "%.2f)\n",
+                   b, 1e3 / ips / e->event_ms[i], 1e3 / ips, e->event_ms[i]);
+}
+
 int qkf_bench_event(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "bench event"};
@@ -281,31 +299,10 @@ int qkf_bench_event(int argc, char **argv)
     }
 
     if (torch) {
-        char cmd[4096];
-        snprintf(cmd, sizeof cmd, "%s %s/tools/reference/bench_torch.py --threads %ld --batch %s",
-                 py, QKF_SOURCE_DIR, threads, batches);
-        printf("\nrunning: %s\n", cmd);
-        fflush(stdout);
-        FILE *f = popen(cmd, "r");
-        if (!f) {
-            qkf_set_error("cannot run %s", cmd);
+        printf("\n");
+        event_vs_torch ctx = {bl, nb, event_ms};
+        if (qkf_bench_torch(py, threads, batches, NULL, event_torch_ratio, &ctx))
             goto done;
-        }
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            fputs(line, stdout);
-            int b;
-            double ips, med_ms, min_ms;
-            if (sscanf(line, "torch batch=%d images_per_s=%lf median_ms=%lf min_ms=%lf", &b, &ips,
-                       &med_ms, &min_ms) == 4)
-                for (int i = 0; i < nb; i++)
-                    if ((int)bl[i] == b && ips > 0 && event_ms[i] > 0)
-                        printf("ratio batch=%d event/torch=%.2f (PyTorch median %.2f ms per "
-                               "sample, event %.2f)\n",
-                               b, 1e3 / ips / event_ms[i], 1e3 / ips, event_ms[i]);
-        }
-        if (pclose(f) != 0)
-            printf("note: the PyTorch reference did not finish cleanly\n");
     }
 
     printf("\nevent time against firing rate (batch 1):\n");

@@ -1,0 +1,14 @@
+/* Shared by the qkf bench commands (bench/bench.c, bench_event.c). */
+#ifndef QKF_BENCH_H
+#define QKF_BENCH_H
+
+/* Runs the PyTorch inference reference (tools/reference/bench_torch.py with python py, the
+ * given threads, batches "1,32" and, if not NULL, the weights file), echoing its output, and
+ * calls on_result for every "torch batch=..." line it prints. Returns -1 (error set) if it
+ * cannot be started; a reference that exits badly gets a note, not an error. */
+typedef void (*qkf_torch_result_fn)(void *ctx, int batch, double images_per_s, double median_ms,
+                                    double min_ms);
+int qkf_bench_torch(const char *py, long threads, const char *batches, const char *weights,
+                    qkf_torch_result_fn on_result, void *ctx);
+
+#endif
