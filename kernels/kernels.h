@@ -53,6 +53,11 @@ int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, in
 int64_t qkf_bn_lif_forward(float *s, const float *raw, int C, int T, int B, int N, int x_static,
                            float vth, int tb_compat, const float *bias, const float *alpha,
                            const float *shift, float *v_rec, float *h_rec);
+/* The same with the spikes written as bytes (0/1) [C][F][N]: the dense engine's compact spike
+ * tensors. */
+int64_t qkf_bn_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N,
+                              int x_static, float vth, int tb_compat, const float *bias,
+                              const float *alpha, const float *shift, float *v_rec, float *h_rec);
 
 /* QKTA: cnt [heads][F][N] = sum of q over each head's channels; QKCA: cnt [C][F][1] = sum of q
  * over the tokens of each channel. q [C][F][N]. */

@@ -12,16 +12,18 @@ int64_t qkf_lif_forward(float *s, const float *x, int C, int T, int B, int N, in
                               h_rec);
 }
 
-int64_t qkf_bn_lif_forward(float *s, const float *x, int C, int T, int B, int N, int x_static,
-                           float vth, int tb_compat, const float *bias, const float *alpha,
-                           const float *shift, float *v_rec, float *h_rec)
+/* The LIF of qkf_bn_lif_forward writing float spikes (s) or bytes (s8; s NULL). */
+static int64_t bn_lif(float *s, uint8_t *s8, const float *x, int C, int T, int B, int N,
+                      int x_static, float vth, int tb_compat, const float *bias,
+                      const float *alpha, const float *shift, float *v_rec, float *h_rec)
 {
     int64_t F = (int64_t)T * B, total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
     for (int c = 0; c < C; c++) {
         int64_t xF = x_static ? B : F;
         const float *xc = x + (int64_t)c * xF * N;
-        float *sc = s + (int64_t)c * F * N;
+        float *sc = s ? s + (int64_t)c * F * N : NULL;
+        uint8_t *sc8 = s8 ? s8 + (int64_t)c * F * N : NULL;
         int nb = tb_compat ? 1 : B; /* independent membranes per (c, n) */
         const int fused = alpha != NULL;
         const float bc = bias ? bias[c] : 0.0f, ac = fused ? alpha[c] : 1.0f,
@@ -36,7 +38,8 @@ int64_t qkf_bn_lif_forward(float *s, const float *x, int C, int T, int B, int N,
                     int64_t f = tb_compat ? t : (int64_t)t * B + b;
                     int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
                     const float *xt = xc + fx * N + n0;
-                    float *st = sc + f * N + n0;
+                    float sbuf[TILE];
+                    float *st = sc ? sc + f * N + n0 : sbuf;
                     int64_t off = ((int64_t)c * F + f) * N + n0;
                     float xin[TILE];
                     if (fused) {
@@ -65,8 +68,27 @@ int64_t qkf_bn_lif_forward(float *s, const float *x, int C, int T, int B, int N,
                         if (v_rec)
                             v_rec[off + i] = v[i];
                     }
+                    if (sc8)
+                        for (int i = 0; i < nn; i++)
+                            sc8[f * N + n0 + i] = (uint8_t)st[i];
                 }
             }
     }
     return total;
+}
+
+int64_t qkf_bn_lif_forward(float *s, const float *x, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, const float *bias, const float *alpha,
+                           const float *shift, float *v_rec, float *h_rec)
+{
+    return bn_lif(s, NULL, x, C, T, B, N, x_static, vth, tb_compat, bias, alpha, shift, v_rec,
+                  h_rec);
+}
+
+int64_t qkf_bn_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N,
+                              int x_static, float vth, int tb_compat, const float *bias,
+                              const float *alpha, const float *shift, float *v_rec, float *h_rec)
+{
+    return bn_lif(NULL, s, x, C, T, B, N, x_static, vth, tb_compat, bias, alpha, shift, v_rec,
+                  h_rec);
 }

@@ -9,6 +9,7 @@
 
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
+#include "../kernels/spike_train.h"
 #include "../kernels/winograd.h"
 #include "dense.h"
 
@@ -32,6 +33,13 @@ struct qkf_dense {
      * runs through it, the transformed weights (NULL for the others) */
     int wino_m;
     float **wino_U;
+    /* Compact spikes (without KEEP_ALL): the outputs of LIF, ADD and QK_MASK ops (spikes and
+     * small residual counts) are bytes; convolutions read a float copy in xf (made once per
+     * tensor and forward), every other op has a byte kernel. */
+    uint8_t *is_u8; /* per tensor */
+    float *xf;
+    int xf_tensor; /* the tensor xf holds in this forward, -1: none */
+    float *hook_s; /* float spikes for the LIF hook */
     /* LIF observer (qkf_dense_set_lif_hook): what it wants per LIF layer, and scratch for the
      * membranes (when RECORD_VH is off) and for x behind a fused BN */
     qkf_dense_lif_hook hook;
@@ -94,6 +102,32 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
     }
     qkf_graph *g = &e->g;
     int nt = g->n_tensors;
+    e->is_u8 = qkf_calloc((size_t)nt + 1, 1);
+    if (!(flags & QKF_DENSE_KEEP_ALL)) {
+        int ok = 1;
+        for (int i = 0; i < g->n_ops; i++) {
+            const qkf_op *op = &g->ops[i];
+            if (op->kind == QKF_OP_LIF || op->kind == QKF_OP_ADD || op->kind == QKF_OP_QK_MASK)
+                e->is_u8[op->out] = 1;
+        }
+        /* every reader of a byte tensor must have a byte kernel (and LIF inputs are currents) */
+        for (int i = 0; i < g->n_ops; i++) {
+            const qkf_op *op = &g->ops[i];
+            int ins[3] = {op->in0, op->in1, op->in2};
+            for (int j = 0; j < 3; j++)
+                if (ins[j] >= 0 && e->is_u8[ins[j]] && op->kind == QKF_OP_LIF)
+                    ok = 0;
+            if ((op->kind == QKF_OP_ADD && !(e->is_u8[op->in0] && e->is_u8[op->in1])) ||
+                (op->kind == QKF_OP_QK_MASK && !(e->is_u8[op->in0] && e->is_u8[op->in1])) ||
+                (op->kind == QKF_OP_SSA &&
+                 !(e->is_u8[op->in0] && e->is_u8[op->in1] && e->is_u8[op->in2])) ||
+                ((op->kind == QKF_OP_QK_SUM || op->kind == QKF_OP_READOUT) &&
+                 !e->is_u8[op->in0]))
+                ok = 0;
+        }
+        if (!ok)
+            memset(e->is_u8, 0, (size_t)nt);
+    }
     /* last reader of each tensor */
     int *last = qkf_malloc((size_t)nt * sizeof(int));
     for (int t = 0; t < nt; t++)
@@ -113,6 +147,8 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
     for (int step = -1; step < g->n_ops; step++) {
         int t = step < 0 ? g->input : g->ops[step].out;
         int64_t need = tensor_floats(g, t, max_batch);
+        if (e->is_u8[t])
+            need = (need + 3) / 4; /* bytes, in float-sized pool buffers */
         int best = -1;
         if (!keep)
             for (int bi = 0; bi < e->n_buf; bi++)
@@ -146,7 +182,7 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
     qkf_free(last);
 
     /* scratch: im2col, pre-pool currents, SSA, readout features */
-    int64_t col_frame = 0, col_total = 0, prepool = 0, ssa = 0;
+    int64_t col_frame = 0, col_total = 0, prepool = 0, ssa = 0, xf = 0;
     int T = g->cfg.T;
     for (int i = 0; i < g->n_ops; i++) {
         const qkf_op *op = &g->ops[i];
@@ -162,8 +198,15 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
                 int64_t p = (int64_t)op->cout * F * x->h * x->w;
                 prepool = p > prepool ? p : prepool;
             }
+            if (e->is_u8[op->in0]) {
+                int64_t n = tensor_floats(g, op->in0, max_batch);
+                xf = n > xf ? n : xf;
+            }
         } else if (op->kind == QKF_OP_SSA) {
-            int64_t s = qkf_ssa_scratch_floats(x->c, op->heads, omp_get_max_threads());
+            int64_t s = e->is_u8[op->in0]
+                            ? qkf_ssa_u8_scratch_floats(x->c, op->heads, x->h * x->w,
+                                                        omp_get_max_threads())
+                            : qkf_ssa_scratch_floats(x->c, op->heads, omp_get_max_threads());
             ssa = s > ssa ? s : ssa;
         }
     }
@@ -198,6 +241,7 @@ qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags)
     }
     e->col = qkf_malloc((size_t)(e->col_cap + 1) * sizeof(float));
     e->prepool = qkf_malloc((size_t)(prepool + 1) * sizeof(float));
+    e->xf = xf ? qkf_malloc((size_t)xf * sizeof(float)) : NULL;
     e->ssa_scratch = qkf_malloc((size_t)(ssa + 1) * sizeof(float));
     e->feat = qkf_malloc((size_t)max_batch * g->cfg.embed_dims * sizeof(float));
     e->bn_alpha = qkf_calloc((size_t)g->n_ops, sizeof(float *));
@@ -247,6 +291,9 @@ void qkf_dense_free(qkf_dense *e)
     qkf_free(e->tensor_buf);
     qkf_free(e->col);
     qkf_free(e->prepool);
+    qkf_free(e->xf);
+    qkf_free(e->is_u8);
+    qkf_free(e->hook_s);
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
     qkf_free(e->op_time);
@@ -285,6 +332,20 @@ const float *qkf_dense_lif_v(const qkf_dense *e, int l) { return e->lif_v ? e->l
 const float *qkf_dense_lif_h(const qkf_dense *e, int l) { return e->lif_h ? e->lif_h[l] : NULL; }
 
 static float *T_(qkf_dense *e, int t) { return e->buf[e->tensor_buf[t]]; }
+static uint8_t *U8_(qkf_dense *e, int t) { return (uint8_t *)e->buf[e->tensor_buf[t]]; }
+
+/* A convolution's input as floats: the tensor itself, or its bytes converted into xf (once per
+ * tensor and forward: q, k and v convolutions read the same input). */
+static const float *conv_input(qkf_dense *e, int t, int B)
+{
+    if (!e->is_u8[t])
+        return T_(e, t);
+    if (e->xf_tensor != t) {
+        qkf_u8_to_float(e->xf, U8_(e, t), tensor_floats(&e->g, t, B));
+        e->xf_tensor = t;
+    }
+    return e->xf;
+}
 
 int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const uint8_t *want)
 {
@@ -292,6 +353,8 @@ int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const
     qkf_free(e->hook_v);
     qkf_free(e->hook_h);
     qkf_free(e->hook_x);
+    qkf_free(e->hook_s);
+    e->hook_s = NULL;
     e->hook_want = NULL;
     e->hook_v = e->hook_h = e->hook_x = NULL;
     e->hook = NULL;
@@ -301,10 +364,12 @@ int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const
     if (!want)
         return qkf_set_error("qkf_dense_set_lif_hook: no want table");
     const qkf_graph *g = &e->g;
-    int64_t vh = 0, x = 0;
+    int64_t vh = 0, x = 0, sn = 0;
     for (int l = 0; l < g->n_lif; l++) {
         int i = g->lif_ops[l];
         int64_t n = tensor_floats(g, g->ops[i].out, e->max_batch);
+        if ((want[l] & QKF_DENSE_WANT_S) && e->is_u8[g->ops[i].out] && n > sn)
+            sn = n;
         if ((want[l] & (QKF_DENSE_WANT_V | QKF_DENSE_WANT_H)) && n > vh)
             vh = n;
         if ((want[l] & QKF_DENSE_WANT_X) && i > 0 && e->fuse[i - 1]) {
@@ -320,6 +385,8 @@ int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const
     }
     if (x)
         e->hook_x = qkf_malloc((size_t)x * sizeof(float));
+    if (sn)
+        e->hook_s = qkf_malloc((size_t)sn * sizeof(float));
     e->hook = fn;
     e->hook_ctx = ctx;
     return 0;
@@ -339,8 +406,13 @@ static int call_lif_hook(qkf_dense *e, int i, int B, const float *v, const float
                             .C = yt->c,
                             .N = yt->h * yt->w,
                             .x_static = xt->static_t};
-    if (want & QKF_DENSE_WANT_S)
+    if (want & QKF_DENSE_WANT_S) {
         d.s = T_(e, op->out);
+        if (e->is_u8[op->out]) {
+            qkf_u8_to_float(e->hook_s, U8_(e, op->out), tensor_floats(g, op->out, B));
+            d.s = e->hook_s;
+        }
+    }
     if (want & QKF_DENSE_WANT_V)
         d.v = v;
     if (want & QKF_DENSE_WANT_H)
@@ -373,6 +445,7 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
     const qkf_param *pp = e->m->params.p;
     int T = cfg->T;
     e->B = B;
+    e->xf_tensor = -1;
     const qkf_tensor *xin = &g->tensors[g->input];
     qkf_input_to_cfn(T_(e, g->input), input, xin->c, (int64_t)xin->h * xin->w, T, B,
                      xin->static_t);
@@ -387,13 +460,13 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         case QKF_OP_CONV: {
             int ho = (x->h - 1) / op->stride + 1, wo = (x->w - 1) / op->stride + 1;
             float *dst = op->pool ? e->prepool : T_(e, op->out);
+            const float *in = conv_input(e, op->in0, B);
             if (e->wino_U[i])
-                qkf_wino_conv_forward(e->wino_m, dst, T_(e, op->in0), e->wino_U[i], (int)F,
-                                      op->cin, x->h, x->w, op->cout, e->col, e->col_cap);
+                qkf_wino_conv_forward(e->wino_m, dst, in, e->wino_U[i], (int)F, op->cin, x->h,
+                                      x->w, op->cout, e->col, e->col_cap);
             else
-                qkf_conv_forward(dst, T_(e, op->in0), P + pp[op->p_w].offset, (int)F, op->cin,
-                                 x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col,
-                                 e->col_cap);
+                qkf_conv_forward(dst, in, P + pp[op->p_w].offset, (int)F, op->cin, x->h, x->w,
+                                 op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
             if (e->fuse[i])
                 break; /* bias + BN applied by the LIF that follows */
             qkf_bias_bn_forward(dst, op->cout, F * ho * wo,
@@ -413,16 +486,18 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
             if (!h && (want & QKF_DENSE_WANT_H))
                 h = e->hook_h;
             int64_t n;
-            if (i > 0 && e->fuse[i - 1]) {
-                const qkf_op *cv = &g->ops[i - 1];
+            const qkf_op *cv = i > 0 && e->fuse[i - 1] ? &g->ops[i - 1] : NULL;
+            const float *bias = cv && cv->p_b >= 0 ? P + pp[cv->p_b].offset : NULL;
+            const float *alpha = cv ? e->bn_alpha[i - 1] : NULL;
+            const float *shift = cv ? e->bn_shift[i - 1] : NULL;
+            if (e->is_u8[op->out])
+                n = qkf_bn_lif_forward_u8(U8_(e, op->out), T_(e, op->in0), x->c, T, B, N,
+                                          x->static_t, op->vth, op->tb_compat, bias, alpha,
+                                          shift, v, h);
+            else
                 n = qkf_bn_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N,
-                                       x->static_t, op->vth, op->tb_compat,
-                                       cv->p_b >= 0 ? P + pp[cv->p_b].offset : NULL,
-                                       e->bn_alpha[i - 1], e->bn_shift[i - 1], v, h);
-            } else {
-                n = qkf_lif_forward(T_(e, op->out), T_(e, op->in0), x->c, T, B, N, x->static_t,
-                                    op->vth, op->tb_compat, v, h);
-            }
+                                       x->static_t, op->vth, op->tb_compat, bias, alpha, shift,
+                                       v, h);
             if (spike_count)
                 spike_count[op->lif_index] += n;
             if (want) {
@@ -434,6 +509,10 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         }
         case QKF_OP_ADD: {
             int64_t n = (int64_t)y->c * T * B * N;
+            if (e->is_u8[op->out]) {
+                qkf_add_u8(U8_(e, op->out), U8_(e, op->in0), U8_(e, op->in1), n);
+                break;
+            }
             const float *a = T_(e, op->in0), *b2 = T_(e, op->in1);
             float *o = T_(e, op->out);
 #pragma omp parallel for schedule(static)
@@ -442,7 +521,13 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
             break;
         }
         case QKF_OP_QK_SUM:
-            if (op->qk == QKF_QK_TOKEN)
+            if (e->is_u8[op->in0]) {
+                if (op->qk == QKF_QK_TOKEN)
+                    qkf_qk_token_sum_u8(T_(e, op->out), U8_(e, op->in0), x->c, op->heads,
+                                        (int)F, N);
+                else
+                    qkf_qk_channel_sum_u8(T_(e, op->out), U8_(e, op->in0), x->c, (int)F, N);
+            } else if (op->qk == QKF_QK_TOKEN)
                 qkf_qk_token_sum(T_(e, op->out), T_(e, op->in0), x->c, op->heads, (int)F, N);
             else
                 qkf_qk_channel_sum(T_(e, op->out), T_(e, op->in0), x->c, (int)F, N);
@@ -450,7 +535,14 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
         case QKF_OP_QK_MASK: {
             const qkf_tensor *k = &g->tensors[op->in1];
             int Nk = k->h * k->w;
-            if (op->qk == QKF_QK_TOKEN)
+            if (e->is_u8[op->out]) {
+                if (op->qk == QKF_QK_TOKEN)
+                    qkf_qk_token_mask_u8(U8_(e, op->out), U8_(e, op->in0), U8_(e, op->in1), k->c,
+                                         op->heads, (int)F, Nk);
+                else
+                    qkf_qk_channel_mask_u8(U8_(e, op->out), U8_(e, op->in0), U8_(e, op->in1),
+                                           k->c, (int)F, Nk);
+            } else if (op->qk == QKF_QK_TOKEN)
                 qkf_qk_token_mask(T_(e, op->out), T_(e, op->in0), T_(e, op->in1), k->c, op->heads,
                                   (int)F, Nk);
             else
@@ -459,10 +551,21 @@ int qkf_dense_forward(qkf_dense *e, const float *input, int B, float *logits,
             break;
         }
         case QKF_OP_SSA:
+            if (e->is_u8[op->in0]) {
+                qkf_ssa_forward_u8(T_(e, op->out), U8_(e, op->in0), U8_(e, op->in1),
+                                   U8_(e, op->in2), x->c, op->heads, (int)F, N, e->ssa_scratch);
+                break;
+            }
             qkf_ssa_forward(T_(e, op->out), T_(e, op->in0), T_(e, op->in1), T_(e, op->in2), x->c,
                             op->heads, (int)F, N, e->ssa_scratch);
             break;
         case QKF_OP_READOUT:
+            if (e->is_u8[op->in0]) {
+                qkf_readout_forward_u8(logits, e->feat, U8_(e, op->in0),
+                                       P + pp[op->p_head_w].offset, P + pp[op->p_head_b].offset,
+                                       x->c, T, B, N, cfg->num_classes);
+                break;
+            }
             qkf_readout_forward(logits, e->feat, T_(e, op->in0), P + pp[op->p_head_w].offset,
                                 P + pp[op->p_head_b].offset, x->c, T, B, N, cfg->num_classes);
             break;

@@ -259,6 +259,37 @@ Test(kernels, lif_matches_equations_and_tb_axis)
     cr_expect(s2[0] == 0 && s2[1] == 0 && s2[2] == 0 && s2[3] == 0);
 }
 
+/* The byte-spike LIF (the dense engine's compact spike tensors) against the float one: the same
+ * spikes, counts and membranes, fused BatchNorm or not, static input or not, tb_compat or not. */
+Test(kernels, bn_lif_bytes_match_floats)
+{
+    qkf_rng r;
+    qkf_rng_seed(&r, 15);
+    int C = 5, T = 3, B = 2, N = 300; /* N > the kernel's token tile */
+    int64_t n = (int64_t)C * T * B * N;
+    float *x = rand_buf(&r, n, 0), *sf = qkf_malloc((size_t)n * sizeof(float));
+    uint8_t *s8 = qkf_malloc((size_t)n);
+    float *v1 = qkf_malloc((size_t)n * sizeof(float)), *v2 = qkf_malloc((size_t)n * sizeof(float));
+    float bias[5], alpha[5], shift[5];
+    for (int c = 0; c < C; c++)
+        bias[c] = 0.1f * (float)c, alpha[c] = 1.0f + 0.2f * (float)c, shift[c] = 0.3f;
+    for (int mode = 0; mode < 8; mode++) {
+        int fused = mode & 1, st = (mode >> 1) & 1, tb = (mode >> 2) & 1;
+        int64_t a = qkf_bn_lif_forward(sf, x, C, T, B, N, st, 1.0f, tb, fused ? bias : NULL,
+                                       fused ? alpha : NULL, fused ? shift : NULL, v1, NULL);
+        int64_t b = qkf_bn_lif_forward_u8(s8, x, C, T, B, N, st, 1.0f, tb, fused ? bias : NULL,
+                                          fused ? alpha : NULL, fused ? shift : NULL, v2, NULL);
+        cr_expect_eq(a, b, "mode %d: %lld vs %lld spikes", mode, (long long)a, (long long)b);
+        cr_expect(a > 0 && a < n, "mode %d: %lld spikes of %lld", mode, (long long)a,
+                  (long long)n);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++)
+            bad += sf[i] != (float)s8[i] || v1[i] != v2[i];
+        cr_expect_eq(bad, 0, "mode %d: %lld values differ", mode, (long long)bad);
+    }
+    qkf_free(x), qkf_free(sf), qkf_free(s8), qkf_free(v1), qkf_free(v2);
+}
+
 Test(kernels, attention_kernels_match_definitions)
 {
     qkf_rng r;
