@@ -1006,17 +1006,22 @@ static void grad_sync_reset(grad_sync *gs)
     gs->first = 1;
 }
 
+/* Per-rank BatchNorm: the running statistics ride in the gradient all-reduce, as their values
+ * divided by the number of ranks (summed: the mean over the ranks); the gradient buffer holds
+ * zeros there otherwise. */
+static void bn_buffers_to_grads(const qkf_params *ps, float *grads, int nr, int sync_bn)
+{
+    for (int k = 0; k < ps->n; k++)
+        if (ps->p[k].is_buffer && !sync_bn)
+            for (int64_t i = 0; i < ps->p[k].numel; i++)
+                grads[ps->p[k].offset + i] = ps->data[ps->p[k].offset + i] / (float)nr;
+}
+
 static void grad_sync_fill_buffers(grad_sync *gs)
 {
-    const qkf_params *ps = gs->ps;
-    for (int k = 0; k < ps->n; k++)
-        if (ps->p[k].is_buffer) {
-            if (!gs->sync_bn)
-                for (int64_t i = 0; i < ps->p[k].numel; i++)
-                    gs->grads[ps->p[k].offset + i] =
-                        ps->data[ps->p[k].offset + i] / (float)gs->nr;
-            gs->final[k] = 1;
-        }
+    bn_buffers_to_grads(gs->ps, gs->grads, gs->nr, gs->sync_bn);
+    for (int k = 0; k < gs->ps->n; k++)
+        gs->final[k] |= gs->ps->p[k].is_buffer;
     gs->first = 0;
 }
 
@@ -1441,11 +1446,7 @@ setup_end:
                     if (qkf_dist_buckets_finish(bk))
                         goto done;
                 } else {
-                    for (int k = 0; k < ps->n; k++)
-                        if (ps->p[k].is_buffer && !o.sync_bn)
-                            for (int64_t i = 0; i < ps->p[k].numel; i++)
-                                grads[ps->p[k].offset + i] =
-                                    ps->data[ps->p[k].offset + i] / (float)nr;
+                    bn_buffers_to_grads(ps, grads, nr, o.sync_bn);
                     if (qkf_dist_sum_f32(grads, ps->total))
                         goto done;
                 }
