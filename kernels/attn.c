@@ -125,6 +125,12 @@ void qkf_readout_forward(float *logits, float *feat, const float *x, const float
             }
             feat[(int64_t)b * C + c] = st / (float)T;
         }
+    qkf_readout_head(logits, feat, w, bias, C, B, classes);
+}
+
+void qkf_readout_head(float *logits, const float *feat, const float *w, const float *bias, int C,
+                      int B, int classes)
+{
     for (int b = 0; b < B; b++)
         for (int j = 0; j < classes; j++) {
             const float *wj = w + (int64_t)j * C;

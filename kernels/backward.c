@@ -18,6 +18,7 @@
 #include "base.h"
 #include "kernels.h"
 #include "spike_train.h"
+#include "surrogate.h"
 
 /* Programming errors (a scratch buffer planned too small): never compiled out. */
 #define CHECK(cond)                                                                        \
@@ -514,38 +515,7 @@ void qkf_maxpool3s2_backward(float *din, const float *dout, const int32_t *arg, 
 
 /* ---- LIF ------------------------------------------------------------------------------------ */
 
-/* exp(x) for x in [-87, 87] with plain float arithmetic (so loops vectorise without
- * -ffast-math): x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 Taylor polynomial (error
- * < 2e-7 relative), 2^n through the exponent bits. */
-static inline float exp_poly(float x)
-{
-    x = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = x * 1.44269504f + shifter;
-    float n = t - shifter;
-    float r = x - n * 0.693145751953125f; /* ln2 split in two for an exact first product */
-    r = r - n * 1.42860682030941723212e-6f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t ni = (int32_t)n;
-    int32_t bits = (ni + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-static inline float surrogate(float x, float alpha)
-{
-    float sg = 1.0f / (1.0f + exp_poly(-alpha * x));
-    return alpha * sg * (1.0f - sg);
-}
-
-float qkf_surrogate_grad(float x, float alpha) { return surrogate(x, alpha); }
+float qkf_surrogate_grad(float x, float alpha) { return qkf_surrogate(x, alpha); }
 
 #define TILE 256
 
@@ -599,7 +569,7 @@ void qkf_lif_backward(float *dx, const float *ds, const float *h, const float *s
                     float *dxt = dxc + fx * N + n0;
                     for (int i = 0; i < nn; i++) {
                         float st = s[off + i];
-                        float g = ds[off + i] * surrogate(h[off + i] - vth, alpha) +
+                        float g = ds[off + i] * qkf_surrogate(h[off + i] - vth, alpha) +
                                   gh[i] * 0.5f * (1.0f - st);
                         gh[i] = g;
                         dxt[i] += g * 0.5f;

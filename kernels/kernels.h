@@ -79,5 +79,9 @@ void qkf_ssa_forward(float *out, const float *q, const float *k, const float *v,
  * feat is scratch [B][C]. */
 void qkf_readout_forward(float *logits, float *feat, const float *x, const float *w,
                          const float *bias, int C, int T, int B, int N, int classes);
+/* Its linear head alone: logits [B][classes] = feat [B][C] . w[classes][C]^T + bias (shared
+ * by the float and byte readouts, so both sum in the same order). */
+void qkf_readout_head(float *logits, const float *feat, const float *w, const float *bias, int C,
+                      int B, int classes);
 
 #endif

@@ -11,6 +11,7 @@
 #include "backward.h"
 #include "kernels.h"
 #include "spike.h"
+#include "surrogate.h"
 
 #if defined(__AVX512BW__)
 #include <immintrin.h>
@@ -546,36 +547,6 @@ void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, i
     }
 }
 
-/* exp(x) for x in [-87, 87] with plain float arithmetic (the polynomial of backward.c, so the
- * surrogate is the same function). */
-static inline float exp_poly(float x)
-{
-    x = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
-    const float shifter = 12582912.0f;
-    float t = x * 1.44269504f + shifter;
-    float n = t - shifter;
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.42860682030941723212e-6f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t ni = (int32_t)n;
-    int32_t bits = (ni + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-static inline float surrogate(float x, float alpha)
-{
-    float sg = 1.0f / (1.0f + exp_poly(-alpha * x));
-    return alpha * sg * (1.0f - sg);
-}
-
 void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
                          int T, int B, int N, int x_static, float vth, int tb_compat, float alpha)
 {
@@ -597,7 +568,7 @@ void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8
                     float *dxt = dxc + fx * N + n0;
                     for (int i = 0; i < nn; i++) {
                         float st = (float)s[off + i];
-                        float g = ds[off + i] * surrogate(h[off + i] - vth, alpha) +
+                        float g = ds[off + i] * qkf_surrogate(h[off + i] - vth, alpha) +
                                   gh[i] * 0.5f * (1.0f - st);
                         gh[i] = g;
                         dxt[i] += g * 0.5f;
@@ -712,7 +683,7 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                         if (overwrite)
                             for (int i = 0; i < nn; i++) {
                                 float st = (float)s[off + i];
-                                float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
+                                float g = ds[off + i] * qkf_surrogate(h[i] - vth, alpha) +
                                           gh[i] * 0.5f * (1.0f - st);
                                 gh[i] = g;
                                 dxt[i] = g * 0.5f;
@@ -720,7 +691,7 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                         else
                             for (int i = 0; i < nn; i++) {
                                 float st = (float)s[off + i];
-                                float g = ds[off + i] * surrogate(h[i] - vth, alpha) +
+                                float g = ds[off + i] * qkf_surrogate(h[i] - vth, alpha) +
                                           gh[i] * 0.5f * (1.0f - st);
                                 gh[i] = g;
                                 dxt[i] += g * 0.5f;
@@ -1042,13 +1013,5 @@ void qkf_readout_forward_u8(float *logits, float *feat, const uint8_t *x, const 
             }
             feat[(int64_t)b * C + c] = st / (float)T;
         }
-    for (int b = 0; b < B; b++)
-        for (int j = 0; j < classes; j++) {
-            const float *wj = w + (int64_t)j * C;
-            const float *fb = feat + (int64_t)b * C;
-            float s = 0.0f;
-            for (int c = 0; c < C; c++)
-                s += fb[c] * wj[c];
-            logits[(int64_t)b * classes + j] = s + bias[j];
-        }
+    qkf_readout_head(logits, feat, w, bias, C, B, classes);
 }
