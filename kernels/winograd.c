@@ -20,7 +20,6 @@
 #include <omp.h>
 #include <string.h>
 
-#include "base.h"
 #include "winograd.h"
 
 #define WB 16 /* tiles per transform block (one AVX-512 vector of floats) */
@@ -48,39 +47,48 @@ int64_t qkf_wino_weight_floats(int m, int cout, int cin)
     return (int64_t)(m + 2) * (m + 2) * cout * cin;
 }
 
-void qkf_wino_weights(int m, float *U, const float *w, int cout, int cin)
+/* U [(m+2)^2][uo][ui] of the uo x ui kernels g: those of w [cout][cin][3][3] (uo = cout,
+ * ui = cin), or with transposed set, of w'[ci][co][ky][kx] = w[co][ci][2-ky][2-kx] (uo = cin,
+ * ui = cout), read from w in place. */
+static void weights(int m, float *U, const float *w, int cout, int cin, int transposed)
 {
-    const int n = m + 2;
+    const int n = m + 2, uo_n = transposed ? cin : cout, ui_n = transposed ? cout : cin;
     const double *G = m == 2 ? &G2[0][0] : &G4[0][0];
 #pragma omp parallel for schedule(static)
-    for (int co = 0; co < cout; co++)
-        for (int ci = 0; ci < cin; ci++) {
-            const float *g = w + ((int64_t)co * cin + ci) * 9;
-            double t[6][3], u;
+    for (int uo = 0; uo < uo_n; uo++)
+        for (int ui = 0; ui < ui_n; ui++) {
+            double g[9], t[6][3], u;
+            if (transposed) {
+                const float *src = w + ((int64_t)ui * cin + uo) * 9;
+                for (int k = 0; k < 9; k++)
+                    g[k] = (double)src[8 - k];
+            } else {
+                const float *src = w + ((int64_t)uo * cin + ui) * 9;
+                for (int k = 0; k < 9; k++)
+                    g[k] = (double)src[k];
+            }
             for (int i = 0; i < n; i++) /* t = G g */
                 for (int j = 0; j < 3; j++)
-                    t[i][j] = G[i * 3 + 0] * (double)g[0 * 3 + j] + G[i * 3 + 1] * (double)g[1 * 3 + j] +
-                              G[i * 3 + 2] * (double)g[2 * 3 + j];
+                    t[i][j] = G[i * 3 + 0] * g[0 * 3 + j] + G[i * 3 + 1] * g[1 * 3 + j] +
+                              G[i * 3 + 2] * g[2 * 3 + j];
             for (int i = 0; i < n; i++) /* U = t G^T, rounded once */
                 for (int j = 0; j < n; j++) {
                     u = t[i][0] * G[j * 3 + 0] + t[i][1] * G[j * 3 + 1] + t[i][2] * G[j * 3 + 2];
-                    U[((int64_t)(i * n + j) * cout + co) * cin + ci] = (float)u;
+                    U[((int64_t)(i * n + j) * uo_n + uo) * ui_n + ui] = (float)u;
                 }
         }
 }
 
+void qkf_wino_weights(int m, float *U, const float *w, int cout, int cin)
+{
+    weights(m, U, w, cout, cin, 0);
+}
+
 void qkf_wino_weights_transposed(int m, float *U, const float *w, int cout, int cin)
 {
-    /* the data gradient of y = conv(x, w) is dx = conv(dy, w'), w'[ci][co][ky][kx] =
-     * w[co][ci][2-ky][2-kx]: transform w' as the weights of a cout -> cin convolution */
-    const int64_t n = (int64_t)cout * cin * 9;
-    float *wt = qkf_malloc((size_t)n * sizeof(float));
-    for (int co = 0; co < cout; co++)
-        for (int ci = 0; ci < cin; ci++)
-            for (int k = 0; k < 9; k++)
-                wt[((int64_t)ci * cout + co) * 9 + 8 - k] = w[((int64_t)co * cin + ci) * 9 + k];
-    qkf_wino_weights(m, U, wt, cin, cout);
-    qkf_free(wt);
+    /* the data gradient of y = conv(x, w) is dx = conv(dy, w'): the weights of a cout -> cin
+     * convolution, transformed without a copy of w' (this runs in every training step) */
+    weights(m, U, w, cout, cin, 1);
 }
 
 static void tiles_of(int m, int h, int w, int *th, int *tw)
