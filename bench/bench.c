@@ -210,8 +210,6 @@ int cmd_bench(int argc, char **argv)
         cnames[ncf][len] = 0;
         if (qkf_dense_conv_flags(cnames[ncf], &cf[ncf]))
             return qkf_cli_fail("bench");
-        if (!cf[ncf])
-            cf[ncf] = QKF_DENSE_WINO4;
         ncf++;
         p += len + (p[len] == ',');
     }

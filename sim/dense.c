@@ -51,7 +51,7 @@ struct qkf_dense {
 int qkf_dense_conv_flags(const char *name, int *flags)
 {
     if (strcmp(name, "winograd4") == 0)
-        *flags = 0;
+        *flags = QKF_DENSE_WINO4;
     else if (strcmp(name, "winograd2") == 0)
         *flags = QKF_DENSE_WINO2;
     else if (strcmp(name, "direct") == 0)
@@ -59,11 +59,6 @@ int qkf_dense_conv_flags(const char *name, int *flags)
     else
         return qkf_set_error("convolution '%s' is not one of winograd4, winograd2, direct", name);
     return 0;
-}
-
-const char *qkf_dense_conv_name(const qkf_dense *e)
-{
-    return e->wino_m == 4 ? "winograd4" : e->wino_m == 2 ? "winograd2" : "direct";
 }
 
 void qkf_set_threads(int n)

@@ -23,8 +23,8 @@ enum {
 };
 /* When none of the three is set, the environment variable QKF_CONV (winograd4 | winograd2 |
  * direct) chooses; qkf_dense_create fails on any other value. */
-int qkf_dense_conv_flags(const char *name, int *flags); /* name -> flags, or an error */
-const char *qkf_dense_conv_name(const qkf_dense *e);     /* what the engine runs */
+/* winograd4 | winograd2 | direct -> QKF_DENSE_WINO4 | WINO2 | DIRECT_CONV, or an error */
+int qkf_dense_conv_flags(const char *name, int *flags);
 
 /* Plans buffers for batches of up to max_batch samples; no allocation happens in forward. */
 qkf_dense *qkf_dense_create(const qkf_model *m, int max_batch, int flags);

@@ -79,11 +79,7 @@ int qkf_arg_conv(qkf_args *a, int *conv)
     int r = qkf_arg(a, "--conv", &v);
     if (r <= 0)
         return r;
-    if (qkf_dense_conv_flags(v, conv))
-        return -1;
-    if (!*conv) /* winograd4 asked for explicitly: not overridden by $QKF_CONV */
-        *conv = QKF_DENSE_WINO4;
-    return 1;
+    return qkf_dense_conv_flags(v, conv) ? -1 : 1;
 }
 
 const char *const qkf_conv_help =
