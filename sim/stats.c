@@ -361,7 +361,9 @@ int qkf_stats_calibrate(qkf_model *m, const float *input, int B, double rate, do
                 s1 += (double)xc[j], s2 += (double)xc[j] * (double)xc[j];
             double mean = s1 / (double)(F * N);
             double sd = sqrt(fmax(s2 / (double)(F * N) - mean * mean, 1e-6));
-            double target = rate * exp(spread * (double)qkf_rng_normal(&r));
+            /* log-normal around rate, its mean (not its median) at rate: a layer fires at
+             * about `rate` on average, however wide the spread */
+            double target = rate * exp(spread * (double)qkf_rng_normal(&r) - 0.5 * spread * spread);
             target = fmin(fmax(target, 0.002), 0.6);
             double gain = 0.5 + (double)qkf_rng_uniform(&r); /* a random spread of slopes */
             double alpha = gain / sd;

@@ -101,10 +101,11 @@ static inline double qkf_energy_pj(const qkf_work *w, double e_ac, double e_mac)
 int qkf_stats_add_dense(qkf_stats *s, const qkf_dense *d, int B);
 
 /* Calibration for experiments: sets every BatchNorm of m (in graph order, each layer given the
- * ones before it) so that its LIF fires at about `rate` on `input` (B samples), each channel at
- * rate x exp(spread x N(0,1)), clamped to [0.002, 0.6]. pow2: every folded BN scale is an exact
- * power of two and every shift a multiple of 2^-6 (with dyadic weights, inputs and biases, every
- * sum of the model is then exact in float32). Runs one dense forward per convolution. */
+ * ones before it) so that its LIF fires at about `rate` on average on `input` (B samples), each
+ * channel at rate x exp(spread x N(0,1) - spread^2 / 2), a log-normal whose mean is rate,
+ * clamped to [0.002, 0.6]. pow2: every folded BN scale is an exact power of two and every shift
+ * a multiple of 2^-6 (with dyadic weights, inputs and biases, every sum of the model is then
+ * exact in float32). Runs one dense forward per convolution. */
 int qkf_stats_calibrate(qkf_model *m, const float *input, int B, double rate, double spread,
                         int pow2, uint64_t seed);
 
