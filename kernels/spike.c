@@ -8,6 +8,7 @@
 #include "spike.h"
 
 #include <math.h>
+#include <string.h>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -179,70 +180,175 @@ int64_t qkf_spike_gather_rows_ref(const qkf_spike_row *rows, int nrow, int64_t o
 
 #if defined(__AVX512F__)
 
-/* Event i of a list into accumulators acc: its row times its count (one fused multiply-add), or
- * its row (a plain add) when the list has no counts. */
-#define EV_ADD(acc, ws, ch, cn, i, sum)                                                          \
+/* Four 16-bit entries of a list with one 64-bit load (channels or counts): the scalar loads
+ * of the indices would otherwise take a load slot for every event, beside the nb vector loads of
+ * its weight row, and the load ports are what bounds this loop. */
+static inline uint64_t load4(const uint16_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+/* The sum of the four 16-bit lanes of x (counts: their sum fits 16 bits), in the top lane of
+ * one multiply. */
+static inline uint64_t sum4(uint64_t x)
+{
+    return (x * 0x0001000100010001ull) >> 48;
+}
+
+/* Weight row p into accumulators acc: times count c (one fused multiply-add), or a plain add
+ * (counts of 1: fmaf(1, x, a) and a + x round alike, so the two are the same float operation). */
+#define ROW_ADD(acc, p)                                                                          \
     do {                                                                                         \
-        const float *p_ = (ws) + (int32_t)(ch)[i] * stride;                                      \
-        if (counts) {                                                                            \
-            int c1_ = (cn)[i];                                                                   \
-            __m512 c_ = _mm512_set1_ps((float)c1_);                                              \
-            sum += c1_;                                                                          \
-            _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                                         \
-                acc[k] = _mm512_fmadd_ps(c_, _mm512_loadu_ps(p_ + 16 * k), acc[k]);              \
-        } else {                                                                                 \
-            _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                                         \
-                acc[k] = _mm512_add_ps(acc[k], _mm512_loadu_ps(p_ + 16 * k));                    \
-        }                                                                                        \
+        const float *p_ = (p);                                                                   \
+        _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                     \
+            acc[k] = _mm512_add_ps(acc[k], _mm512_loadu_ps(p_ + 16 * k));                        \
+    } while (0)
+#define ROW_FMA(acc, p, c)                                                                       \
+    do {                                                                                         \
+        const float *p_ = (p);                                                                   \
+        __m512 c_ = _mm512_set1_ps((float)(c));                                                  \
+        _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)                                     \
+            acc[k] = _mm512_fmadd_ps(c_, _mm512_loadu_ps(p_ + 16 * k), acc[k]);                  \
+    } while (0)
+/* Event j (0..3) of a group of four read with load4: channels x, counts xc. */
+#define EV4(acc, w, x, xc, j)                                                                    \
+    do {                                                                                         \
+        int32_t ch_ = (int32_t)((x) >> (16 * (j)) & 0xFFFFu);                                    \
+        if (fma)                                                                                 \
+            ROW_FMA(acc, (w) + ch_ * stride, (xc) >> (16 * (j)) & 0xFFFFu);                      \
+        else                                                                                     \
+            ROW_ADD(acc, (w) + ch_ * stride);                                                    \
+    } while (0)
+#define EV1(acc, w, ch, cn, i)                                                                   \
+    do {                                                                                         \
+        if (fma)                                                                                 \
+            ROW_FMA(acc, (w) + (int32_t)(ch)[i] * stride, (cn)[i]);                              \
+        else                                                                                     \
+            ROW_ADD(acc, (w) + (int32_t)(ch)[i] * stride);                                       \
     } while (0)
 
-/* Two rows of nb vectors (a constant after inlining), their event lists walked side by side
- * while both have events (twice the independent accumulators of one row, to hide the add
- * latency), then each row's tail. A row's adds stay in its list order. */
-static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_row *x,
-                                                                const qkf_spike_row *y,
-                                                                int64_t off, const float *w,
-                                                                int32_t stride, int nb, int counts)
+/* Events [0, n) of two lists (channels ca / cb, counts na / nb_ when fma) into two sets of
+ * accumulators, side by side (twice the independent accumulators of one row, to hide the add
+ * latency), four events of each at a time. Returns the counts added (fma) or 0. */
+static inline __attribute__((always_inline)) uint64_t run2(__m512 *a, __m512 *b, const float *wa,
+                                                          const float *wb, const uint16_t *ca,
+                                                          const uint16_t *cna, const uint16_t *cb,
+                                                          const uint16_t *cnb, int n, int32_t stride,
+                                                          int nb, int fma)
 {
-    int64_t s0 = 0, s1 = 0;
+    uint64_t sum = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t xa = load4(ca + i), xb = load4(cb + i);
+        uint64_t ka = fma ? load4(cna + i) : 0, kb = fma ? load4(cnb + i) : 0;
+        sum += fma ? sum4(ka) + sum4(kb) : 0;
+        EV4(a, wa, xa, ka, 0);
+        EV4(b, wb, xb, kb, 0);
+        EV4(a, wa, xa, ka, 1);
+        EV4(b, wb, xb, kb, 1);
+        EV4(a, wa, xa, ka, 2);
+        EV4(b, wb, xb, kb, 2);
+        EV4(a, wa, xa, ka, 3);
+        EV4(b, wb, xb, kb, 3);
+    }
+    for (; i < n; i++) {
+        EV1(a, wa, ca, cna, i);
+        EV1(b, wb, cb, cnb, i);
+        sum += fma ? (uint64_t)cna[i] + cnb[i] : 0;
+    }
+    return sum;
+}
+
+/* Events [0, n) of one list into one set of accumulators. */
+static inline __attribute__((always_inline)) uint64_t run1(__m512 *a, const float *w,
+                                                          const uint16_t *c, const uint16_t *cn,
+                                                          int n, int32_t stride, int nb, int fma)
+{
+    uint64_t sum = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t x = load4(c + i), xc = fma ? load4(cn + i) : 0;
+        sum += fma ? sum4(xc) : 0;
+        EV4(a, w, x, xc, 0);
+        EV4(a, w, x, xc, 1);
+        EV4(a, w, x, xc, 2);
+        EV4(a, w, x, xc, 3);
+    }
+    for (; i < n; i++) {
+        EV1(a, w, c, cn, i);
+        sum += fma ? cn[i] : 0;
+    }
+    return sum;
+}
+#undef EV1
+#undef EV4
+#undef ROW_FMA
+#undef ROW_ADD
+
+/* Two rows of nb vectors (a constant after inlining). A row's adds stay in its list order. Lists
+ * with counts run in two phases: the leading events with a count of 1 (row.n1 of them, the
+ * engine's residual sums put them first) as plain adds, then the rest with their counts; each
+ * phase walks both rows side by side, then the longer row's tail. stride is a constant after
+ * inlining when the caller's rows are exactly the block (stride == 16 nb: no multiply). */
+static inline __attribute__((always_inline)) int64_t pair_block(const qkf_spike_row *x,
+                                                               const qkf_spike_row *y, int64_t off,
+                                                               const float *w, int32_t stride,
+                                                               int nb, int counts)
+{
     static const float zeros[128];
     const float *i0 = x->init ? x->init + off : zeros, *i1 = y->init ? y->init + off : zeros;
     float *o0 = x->out + off, *o1 = y->out + off;
-    const uint16_t *c0 = x->seg.ch, *n0c = x->seg.cnt, *c1 = y->seg.ch, *n1c = y->seg.cnt;
+    const uint16_t *c0 = x->seg.ch, *k0 = x->seg.cnt, *c1 = y->seg.ch, *k1 = y->seg.cnt;
     const float *w0 = w + x->seg.base, *w1 = w + y->seg.base;
-    int n0 = x->seg.n, n1 = y->seg.n, m = n0 < n1 ? n0 : n1, i = 0;
+    int n0 = x->seg.n, n1 = y->seg.n;
     __m512 a[8], b[8];
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
     {
         a[k] = _mm512_loadu_ps(i0 + 16 * k);
         b[k] = _mm512_loadu_ps(i1 + 16 * k);
     }
-    for (; i < m; i++) {
-        EV_ADD(a, w0, c0, n0c, i, s0);
-        EV_ADD(b, w1, c1, n1c, i, s1);
+    int64_t spikes;
+    if (!counts) {
+        int m = n0 < n1 ? n0 : n1;
+        run2(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, 0);
+        run1(a, w0, c0 + m, NULL, n0 - m, stride, nb, 0);
+        run1(b, w1, c1 + m, NULL, n1 - m, stride, nb, 0);
+        spikes = (int64_t)n0 + n1;
+    } else {
+        int p0 = x->n1, p1 = y->n1, m = p0 < p1 ? p0 : p1;
+        run2(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, 0);
+        run1(a, w0, c0 + m, NULL, p0 - m, stride, nb, 0);
+        run1(b, w1, c1 + m, NULL, p1 - m, stride, nb, 0);
+        int f0 = n0 - p0, f1 = n1 - p1, f = f0 < f1 ? f0 : f1;
+        uint64_t sum = (uint64_t)p0 + (uint64_t)p1;
+        sum += run2(a, b, w0, w1, c0 + p0, k0 + p0, c1 + p1, k1 + p1, f, stride, nb, 1);
+        sum += run1(a, w0, c0 + p0 + f, k0 + p0 + f, f0 - f, stride, nb, 1);
+        sum += run1(b, w1, c1 + p1 + f, k1 + p1 + f, f1 - f, stride, nb, 1);
+        spikes = (int64_t)sum;
     }
-    for (int j = i; j < n0; j++)
-        EV_ADD(a, w0, c0, n0c, j, s0);
-    for (int j = i; j < n1; j++)
-        EV_ADD(b, w1, c1, n1c, j, s1);
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
     {
         _mm512_storeu_ps(o0 + 16 * k, a[k]);
         _mm512_storeu_ps(o1 + 16 * k, b[k]);
     }
-    return counts ? s0 + s1 : (int64_t)n0 + n1;
+    return spikes;
 }
-#undef EV_ADD
 
 /* Every pair of rows[0..nrow) (nrow even) with one nb and count mode: the dispatch happens once
- * per call, the pair loop is tight. */
+ * per call, the pair loop is tight; rows exactly one block wide get a constant stride. */
 #define PAIRS_FN(NB, COUNTS, NAME)                                                               \
     static int64_t NAME(const qkf_spike_row *rows, int nrow, int64_t off, const float *w,        \
                         int32_t stride)                                                          \
     {                                                                                            \
         int64_t spikes = 0;                                                                      \
-        for (int r = 0; r < nrow; r += 2)                                                        \
-            spikes += pair_block(&rows[r], &rows[r + 1], off, w, stride, NB, COUNTS);            \
+        if (stride == 16 * (NB))                                                                 \
+            for (int r = 0; r < nrow; r += 2)                                                    \
+                spikes += pair_block(&rows[r], &rows[r + 1], off, w, 16 * (NB), NB, COUNTS);     \
+        else                                                                                     \
+            for (int r = 0; r < nrow; r += 2)                                                    \
+                spikes += pair_block(&rows[r], &rows[r + 1], off, w, stride, NB, COUNTS);        \
         return spikes;                                                                           \
     }
 PAIRS_FN(1, 0, pairs1) PAIRS_FN(2, 0, pairs2) PAIRS_FN(3, 0, pairs3) PAIRS_FN(4, 0, pairs4)
@@ -401,9 +507,9 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
     return k;
 }
 
-int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, uint16_t *acc, int C, const uint16_t *ch0,
-                          const uint16_t *cnt0, int n0, const uint16_t *ch1, const uint16_t *cnt1,
-                          int n1)
+int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc, int C,
+                          const uint16_t *ch0, const uint16_t *cnt0, int n0, const uint16_t *ch1,
+                          const uint16_t *cnt1, int n1)
 {
     for (int i = 0; i < n0; i++)
         acc[ch0[i]] = (uint16_t)(acc[ch0[i]] + (cnt0 ? cnt0[i] : 1));
@@ -411,37 +517,65 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, uint16_t *acc, int C, con
         acc[ch1[i]] = (uint16_t)(acc[ch1[i]] + (cnt1 ? cnt1[i] : 1));
     int k = 0, c0 = 0;
 #if defined(__AVX512BW__) && defined(__AVX512VBMI2__)
-    /* 32 channels a step: compress the channels and counts that are non-zero, clear the row.
-     * Full steps store all 32 lanes (they land in the row's own slots [k, c0 + 32), k <= c0) */
+    /* Two passes over the count row, 32 channels a step: the channels whose count is 1, then
+     * (clearing the row) those with more. The first pass stores all 32 lanes of a full step (they
+     * land in the row's own slots [k, c0 + 32), k <= c0, and are overwritten or past the end);
+     * the second stores exactly its events: its k may run ahead of c0. */
     const __m512i iota = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
                                           17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
                                           1, 0);
+    const __m512i one = _mm512_set1_epi16(1);
     for (; c0 < C; c0 += 32) {
+        int rem = C - c0;
+        __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
+        __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
+        __mmask32 is1 = _mm512_mask_cmpeq_epi16_mask(lanes, v, one);
+        if (!is1)
+            continue;
+        __m512i ids = _mm512_maskz_compress_epi16(is1, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+        int n = __builtin_popcount((unsigned)is1);
+        if (rem >= 32) {
+            _mm512_storeu_si512(ch + k, ids);
+            _mm512_storeu_si512(cnt + k, one);
+        } else {
+            __mmask32 out = (__mmask32)((1u << n) - 1u);
+            _mm512_mask_storeu_epi16(ch + k, out, ids);
+            _mm512_mask_storeu_epi16(cnt + k, out, one);
+        }
+        k += n;
+    }
+    *ones = k;
+    for (c0 = 0; c0 < C; c0 += 32) {
         int rem = C - c0;
         __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
         __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
         __mmask32 nz = _mm512_mask_test_epi16_mask(lanes, v, v);
         if (!nz)
             continue;
-        __m512i ids = _mm512_maskz_compress_epi16(nz, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
-        __m512i cs = _mm512_maskz_compress_epi16(nz, v);
-        int n = __builtin_popcount((unsigned)nz);
-        if (rem >= 32) {
-            _mm512_storeu_si512(ch + k, ids);
-            _mm512_storeu_si512(cnt + k, cs);
-        } else {
-            __mmask32 out = (__mmask32)((1u << n) - 1u);
+        __mmask32 big = _mm512_mask_cmpgt_epu16_mask(nz, v, one);
+        if (big) {
+            __m512i ids = _mm512_maskz_compress_epi16(big, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+            __m512i cs = _mm512_maskz_compress_epi16(big, v);
+            int n = __builtin_popcount((unsigned)big);
+            __mmask32 out = (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1u);
             _mm512_mask_storeu_epi16(ch + k, out, ids);
             _mm512_mask_storeu_epi16(cnt + k, out, cs);
+            k += n;
         }
         _mm512_mask_storeu_epi16(acc + c0, lanes, _mm512_setzero_si512());
-        k += n;
     }
-#endif
-    for (; c0 < C; c0++)
-        if (acc[c0]) {
-            ch[k] = (uint16_t)c0, cnt[k++] = acc[c0];
-            acc[c0] = 0;
+    return k;
+#else
+    for (int c = 0; c < C; c++)
+        if (acc[c] == 1)
+            ch[k] = (uint16_t)c, cnt[k++] = 1;
+    *ones = k;
+    for (int c = 0; c < C; c++)
+        if (acc[c]) {
+            if (acc[c] > 1)
+                ch[k] = (uint16_t)c, cnt[k++] = acc[c];
+            acc[c] = 0;
         }
     return k;
+#endif
 }

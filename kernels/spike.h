@@ -5,7 +5,9 @@
  * slots [n*C, n*C + C) of `ch` and `cnt`, of which the first len[n] are used, channels in
  * ascending order. A slot holds a channel index and, for tensors that carry counts (residual
  * sums, DVS frames), how many spikes arrived together (>= 1). Binary spike tensors (LIF outputs)
- * have cnt == NULL: every count is 1. Because every token has its own slots, any thread can
+ * have cnt == NULL: every count is 1. Tensors with counts list a token's events with a count of
+ * 1 first (len1[n] of them, channels ascending), then the others (ascending): the first part
+ * needs no multiply, and most events of a residual sum carry one spike. Because every token has its own slots, any thread can
  * write any token's events without a prefix sum, and a consumer reads one contiguous list.
  *
  * Weights are laid out so that one event reads one contiguous row: 1x1 convolution
@@ -20,6 +22,7 @@ typedef struct {
     int32_t *len;  /* [N] events of each token */
     uint16_t *ch;  /* [N][C] channel of each event, ascending within a token */
     uint16_t *cnt; /* [N][C] spikes carried by each event (>= 1), or NULL: all 1 */
+    int32_t *len1; /* [N] with cnt: the leading events of each token whose count is 1 */
 } qkf_events;
 
 /* A run of events whose weight rows are w[base + ch[i] * stride ...]: the events of one input
@@ -49,6 +52,8 @@ typedef struct {
     float *out;
     const float *init; /* NULL: start from 0; may equal out (accumulate in place) */
     qkf_spike_seg seg;
+    int n1; /* with counts: events [0, n1) carry a count of 1 (a promise that lets the fast path
+               add them without a multiply; 0 always holds) */
 } qkf_spike_row;
 
 /* Many rows against the same weights, the inner loop of a convolution that visits one kernel
@@ -88,11 +93,13 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
 
 /* qkf_spike_merge for lists of channels < C, through a dense count row: the counts of both lists
  * are added into acc (C counts, rounded up to a multiple of 32, all zero on entry and again on
- * return), which is then compressed to the channels with a non-zero count. Same output as
- * qkf_spike_merge (ascending channels, counts added); its cost is the events plus C / 32 vector
- * steps instead of a compare per event. ch and cnt have C slots. Returns the events written. */
-int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, uint16_t *acc, int C, const uint16_t *ch0,
-                          const uint16_t *cnt0, int n0, const uint16_t *ch1, const uint16_t *cnt1,
-                          int n1);
+ * return), which is then compressed to the channels with a non-zero count: those with a count of
+ * 1 first (*ones of them), then the others, each part in ascending channel order (the layout of
+ * qkf_events). The events of qkf_spike_merge, reordered so; its cost is the events plus C / 16
+ * vector steps instead of a compare per event. ch and cnt have C slots. Returns the events
+ * written. */
+int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc, int C,
+                          const uint16_t *ch0, const uint16_t *cnt0, int n0, const uint16_t *ch1,
+                          const uint16_t *cnt1, int n1);
 
 #endif

@@ -347,6 +347,7 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
         r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
         r->seg.n = len;
         r->seg.base = 0;
+        r->n1 = len && in->len1 ? in->len1[tok] : 0;
     }
     return nr;
 }
@@ -539,9 +540,14 @@ static void frames_run(qkf_sched *e, scratch *s)
         const float *src = e->input + (b * e->T + t) * C * N + n;
         uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
         int k = 0;
+        for (int c = 0; c < C; c++) /* single events first (qkf_events), then the others */
+            if (src[(int64_t)c * N] == 1.0f)
+                ch[k] = (uint16_t)c, cnt[k++] = 1;
+        ev->len1[q] = k;
+        s->spk[t] += k;
         for (int c = 0; c < C; c++) {
             float val = src[(int64_t)c * N];
-            if (val != 0.0f) {
+            if (val != 0.0f && val != 1.0f) {
                 ch[k] = (uint16_t)c, cnt[k++] = (uint16_t)val;
                 s->spk[t] += (int64_t)val;
             }
@@ -856,10 +862,12 @@ static void add_run(qkf_sched *e, node *nd, scratch *s)
         int64_t n = r % BN, o = n * C;
         const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
         qkf_events *out = ev_at(e, nd->out, t);
-        int k = qkf_spike_merge_dense(out->ch + o, out->cnt + o, s->acc, C, x->ch + o,
+        int ones;
+        int k = qkf_spike_merge_dense(out->ch + o, out->cnt + o, &ones, s->acc, C, x->ch + o,
                                       x->cnt ? x->cnt + o : NULL, x->len[n], y->ch + o,
                                       y->cnt ? y->cnt + o : NULL, y->len[n]);
         out->len[n] = k;
+        out->len1[n] = ones;
         s->acs[t] += k;
     }
     for (int t = 0; t < T; t++)
@@ -950,6 +958,7 @@ static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
     ev->len = st_calloc(e, (size_t)N, sizeof(int32_t));
     ev->ch = st_malloc(e, (size_t)N * C * sizeof(uint16_t));
     ev->cnt = counts ? st_malloc(e, (size_t)N * C * sizeof(uint16_t)) : NULL;
+    ev->len1 = counts ? st_calloc(e, (size_t)N, sizeof(int32_t)) : NULL;
 }
 
 /* W' = W * alpha per output channel, re-laid per block of bw output channels as
@@ -1214,6 +1223,7 @@ static void state_free(qkf_sched *e)
             qkf_free(e->ev[i].len);
             qkf_free(e->ev[i].ch);
             qkf_free(e->ev[i].cnt);
+            qkf_free(e->ev[i].len1);
             qkf_free(e->cur[i]);
         }
     qkf_free(e->ev);

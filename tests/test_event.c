@@ -347,7 +347,8 @@ Test(event, gather_matches_reference)
 
 /* The many-row gather (rows walked in pairs) equals its reference bit for bit: every fast
  * width (16..128), widths that fall back to row by row, odd row counts, lists of unequal and zero
- * length, with and without counts, from an init row, from zero, and in place. */
+ * length, with and without counts (single events first, announced or not), weight rows one block
+ * wide or wider, from an init row, from zero, and in place. */
 Test(event, gather_rows_matches_reference)
 {
     enum { CIN = 50, ROWS = 9, MAXW = 136 };
@@ -369,18 +370,28 @@ Test(event, gather_rows_matches_reference)
             qkf_spike_row ra[ROWS], rb[ROWS];
             for (int k = 0; k < nrow; k++) {
                 float density = k == 1 ? 0.0f : 0.1f + 0.8f * qkf_rng_uniform(&r);
-                int n = 0;
+                uint16_t many[CIN];
+                int n = 0, n1 = 0;
+                for (int c = 0; c < CIN; c++) /* counts: the events of count 1 first (qkf_events) */
+                    if (qkf_rng_uniform(&r) < density) {
+                        many[c] = (uint16_t)(qkf_rng_uniform(&r) < 0.6f ? 1 : 2 + qkf_rng_u64(&r) % 3);
+                        if (many[c] == 1)
+                            ch[k][n] = (uint16_t)c, cnt[k][n++] = 1;
+                    } else
+                        many[c] = 0;
+                n1 = n;
                 for (int c = 0; c < CIN; c++)
-                    if (qkf_rng_uniform(&r) < density)
-                        ch[k][n] = (uint16_t)c, cnt[k][n++] = (uint16_t)(1 + qkf_rng_u64(&r) % 4);
+                    if (many[c] > 1)
+                        ch[k][n] = (uint16_t)c, cnt[k][n++] = many[c];
                 float *oa = a + (int64_t)k * MAXW, *ob = b + (int64_t)k * MAXW;
                 for (int j = 0; j < width; j++) /* in place (mode 4, 5) starts from these */
                     oa[j] = ob[j] = (float)(k + j) * 0.25f;
                 const float *ia = mode / 2 == 0 ? init : mode / 2 == 1 ? NULL : oa;
                 const float *ib = mode / 2 == 0 ? init : mode / 2 == 1 ? NULL : ob;
+                /* n1 is a promise the fast path may use; 0 always holds */
                 qkf_spike_seg sg = {ch[k], counts ? cnt[k] : NULL, n, 0};
-                ra[k] = (qkf_spike_row){oa, ia, sg};
-                rb[k] = (qkf_spike_row){ob, ib, sg};
+                ra[k] = (qkf_spike_row){oa, ia, sg, k % 3 == 2 ? 0 : n1};
+                rb[k] = (qkf_spike_row){ob, ib, sg, k % 3 == 2 ? 0 : n1};
             }
             /* rows laid out from 8 floats before their first column: off selects it */
             for (int k = 0; k < nrow; k++) {
@@ -388,8 +399,10 @@ Test(event, gather_rows_matches_reference)
                 if (ra[k].init)
                     ra[k].init -= 8, rb[k].init -= 8;
             }
-            int64_t sa = qkf_spike_gather_rows(ra, nrow, 8, w, width, width);
-            int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, 8, w, width, width);
+            /* weight rows exactly one block wide (the engine's), or wider */
+            int32_t stride = mode < 3 || width + 16 > MAXW ? width : width + 16;
+            int64_t sa = qkf_spike_gather_rows(ra, nrow, 8, w, stride, width);
+            int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, 8, w, stride, width);
             cr_assert_eq(sa, sb, "width %d mode %d: spikes %lld vs %lld", width, mode,
                          (long long)sa, (long long)sb);
             for (int k = 0; k < nrow; k++)
@@ -445,8 +458,9 @@ Test(event, merge_adds_counts)
     cr_assert_eq(qkf_spike_merge(out, oc, a, NULL, 0, b, NULL, 0), 0);
 }
 
-/* The dense-row merge equals the list merge for channel counts around every vector boundary,
- * densities from empty to full, with and without counts, and leaves its count row zero. */
+/* The dense-row merge equals the list merge, events with a count of 1 first, for channel counts
+ * around every vector boundary, densities from empty to full, with and without counts, and
+ * leaves its count row zero. */
 Test(event, merge_dense_matches_merge)
 {
     enum { MAXC = 200 };
@@ -466,9 +480,17 @@ Test(event, merge_dense_matches_merge)
                     c1[k1] = (uint16_t)c, n1[k1++] = (uint16_t)(1 + qkf_rng_u64(&r) % 3);
             }
             const uint16_t *cnt0 = rep % 2 ? n0 : NULL, *cnt1 = rep / 2 % 2 ? n1 : NULL;
-            int want = qkf_spike_merge(rch, rcn, c0, cnt0, k0, c1, cnt1, k1);
-            int got = qkf_spike_merge_dense(ch, cn, acc, C, c0, cnt0, k0, c1, cnt1, k1);
+            uint16_t mch[MAXC], mcn[MAXC];
+            int want = qkf_spike_merge(mch, mcn, c0, cnt0, k0, c1, cnt1, k1), want1 = 0, ones = -1;
+            for (int pass = 0, k = 0; pass < 2; pass++) /* counts of 1 first, then the others */
+                for (int i = 0; i < want; i++)
+                    if ((mcn[i] == 1) == (pass == 0)) {
+                        rch[k] = mch[i], rcn[k++] = mcn[i];
+                        want1 += pass == 0;
+                    }
+            int got = qkf_spike_merge_dense(ch, cn, &ones, acc, C, c0, cnt0, k0, c1, cnt1, k1);
             cr_assert_eq(got, want, "C %d rep %d: %d events, want %d", C, rep, got, want);
+            cr_assert_eq(ones, want1, "C %d rep %d: %d single events, want %d", C, rep, ones, want1);
             cr_assert_eq(memcmp(ch, rch, (size_t)want * sizeof *ch), 0, "C %d rep %d", C, rep);
             cr_assert_eq(memcmp(cn, rcn, (size_t)want * sizeof *cn), 0, "C %d rep %d", C, rep);
             cr_assert_eq(memcmp(acc, zero, sizeof acc), 0, "C %d rep %d: count row not cleared",
