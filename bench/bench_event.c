@@ -30,7 +30,8 @@ static void help(void)
         "times the dense and the event engine on the same input at each batch size, and the\n"
         "event engine at batch 1 for each rate of --rates. Reports time per sample, the ratio,\n"
         "the measured firing rates, and accumulates per second (event) against the machine's\n"
-        "add throughput (about 2 cores x 32 float adds per cycle). --no-dense skips the dense\n"
+        "add throughput (measured: vector adds from L1 on every thread; 2 cores x 32 float adds\n"
+        "per cycle on AVX-512 machines with two loads per cycle). --no-dense skips the dense\n"
         "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
@@ -120,11 +121,45 @@ static void rates(const qkf_stats *s, double *avg, double *median)
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
 }
 
-/* The machine's float add throughput: threads (cores) x 32 adds per cycle (two 16-wide AVX-512
- * adds) at ~3.5 GHz (PERF-NOTES.md). */
+/* The machine's float-add throughput, measured: each thread adds an L1-resident buffer into 16
+ * independent vector accumulators (one load and one add per 16 floats, no dependency between
+ * consecutive adds), for about 0.3 s; the sum over threads of adds per second. This is the
+ * ceiling of an event's row accumulation (a load and an add per weight). Measured once. */
 static double add_peak(long threads)
 {
-    return (double)threads * 32.0 * 3.5e9;
+    static double peak;
+    if (peak > 0.0)
+        return peak;
+    enum { LEN = 4096, ACC = 256 }; /* 16 KB buffer; 256 floats = 16 vectors of accumulators */
+    double total = 0.0;
+#pragma omp parallel num_threads((int)threads) reduction(+ : total)
+    {
+        float *buf = qkf_malloc(LEN * sizeof(float));
+        float acc[ACC] __attribute__((aligned(64)));
+        for (int i = 0; i < LEN; i++)
+            buf[i] = 1e-7f * (float)(i % 97);
+        memset(acc, 0, sizeof acc);
+        long reps = 0;
+        double t0 = qkf_now(), t = 0.0;
+        do {
+            for (int r = 0; r < 512; r++)
+                for (int i = 0; i < LEN; i += ACC)
+#pragma omp simd aligned(acc : 64)
+                    for (int j = 0; j < ACC; j++)
+                        acc[j] += buf[i + j];
+            reps += 512;
+            t = qkf_now() - t0;
+        } while (t < 0.3);
+        float sink = 0.0f;
+        for (int j = 0; j < ACC; j++)
+            sink += acc[j];
+        if (sink < 0.0f) /* never: keeps the sums alive */
+            printf("%g\n", (double)sink);
+        qkf_free(buf);
+        total += (double)reps * LEN / t;
+    }
+    peak = total;
+    return peak;
 }
 
 static int parse_list(const char *s, double *v, int cap, double lo, double hi, const char *opt)
@@ -264,7 +299,9 @@ int qkf_bench_event(int argc, char **argv)
     double t0 = qkf_now();
     if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
         goto done;
-    printf("calibration to rate %.3f: %.1f s\n\n", rate, qkf_now() - t0);
+    printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
+    printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
+           threads, add_peak(threads) * 1e-9);
     printf("wall time per sample (cpu: CPU time of all threads, robust on a busy machine)\n");
     printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s\n", "batch", "dense ms", "event ms",
            "speedup", "dense cpu", "event cpu", "cpu x", "avg rate", "median", "G acc/s",
