@@ -511,10 +511,19 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc,
                           const uint16_t *ch0, const uint16_t *cnt0, int n0, const uint16_t *ch1,
                           const uint16_t *cnt1, int n1)
 {
-    for (int i = 0; i < n0; i++)
-        acc[ch0[i]] = (uint16_t)(acc[ch0[i]] + (cnt0 ? cnt0[i] : 1));
-    for (int i = 0; i < n1; i++)
-        acc[ch1[i]] = (uint16_t)(acc[ch1[i]] + (cnt1 ? cnt1[i] : 1));
+    /* the row is zero and a list's channels are distinct: the first list is stored, not added */
+    if (cnt0)
+        for (int i = 0; i < n0; i++)
+            acc[ch0[i]] = cnt0[i];
+    else
+        for (int i = 0; i < n0; i++)
+            acc[ch0[i]] = 1;
+    if (cnt1)
+        for (int i = 0; i < n1; i++)
+            acc[ch1[i]] = (uint16_t)(acc[ch1[i]] + cnt1[i]);
+    else
+        for (int i = 0; i < n1; i++)
+            acc[ch1[i]] = (uint16_t)(acc[ch1[i]] + 1);
     int k = 0, c0 = 0;
 #if defined(__AVX512BW__) && defined(__AVX512VBMI2__)
     /* Two passes over the count row, 32 channels a step: the channels whose count is 1, then
@@ -529,9 +538,7 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc,
         int rem = C - c0;
         __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
         __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
-        __mmask32 is1 = _mm512_mask_cmpeq_epi16_mask(lanes, v, one);
-        if (!is1)
-            continue;
+        __mmask32 is1 = _mm512_mask_cmpeq_epi16_mask(lanes, v, one); /* no branch: often 0 */
         __m512i ids = _mm512_maskz_compress_epi16(is1, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
         int n = __builtin_popcount((unsigned)is1);
         if (rem >= 32) {
@@ -549,19 +556,14 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc,
         int rem = C - c0;
         __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
         __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
-        __mmask32 nz = _mm512_mask_test_epi16_mask(lanes, v, v);
-        if (!nz)
-            continue;
-        __mmask32 big = _mm512_mask_cmpgt_epu16_mask(nz, v, one);
-        if (big) {
-            __m512i ids = _mm512_maskz_compress_epi16(big, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
-            __m512i cs = _mm512_maskz_compress_epi16(big, v);
-            int n = __builtin_popcount((unsigned)big);
-            __mmask32 out = (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1u);
-            _mm512_mask_storeu_epi16(ch + k, out, ids);
-            _mm512_mask_storeu_epi16(cnt + k, out, cs);
-            k += n;
-        }
+        __mmask32 big = _mm512_mask_cmpgt_epu16_mask(lanes, v, one);
+        __m512i ids = _mm512_maskz_compress_epi16(big, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+        __m512i cs = _mm512_maskz_compress_epi16(big, v);
+        int n = __builtin_popcount((unsigned)big);
+        __mmask32 out = (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1u);
+        _mm512_mask_storeu_epi16(ch + k, out, ids);
+        _mm512_mask_storeu_epi16(cnt + k, out, cs);
+        k += n;
         _mm512_mask_storeu_epi16(acc + c0, lanes, _mm512_setzero_si512());
     }
     return k;
