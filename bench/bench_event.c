@@ -204,12 +204,15 @@ typedef struct {
     const double *bl;
     int nb;
     const double *event_ms;
+    double torch1_ms; /* PyTorch's ms per sample at batch 1, if it ran */
 } event_vs_torch;
 
 static void event_torch_ratio(void *ctx, int b, double ips, double med_ms, double min_ms)
 {
-    const event_vs_torch *e = ctx;
+    event_vs_torch *e = ctx;
     (void)med_ms, (void)min_ms;
+    if (b == 1)
+        e->torch1_ms = 1e3 / ips;
     for (int i = 0; i < e->nb; i++)
         if ((int)e->bl[i] == b && e->event_ms[i] > 0)
             printf("ratio batch=%d event/torch=%.2f (PyTorch median %.2f ms per sample, event "
@@ -268,7 +271,7 @@ int qkf_bench_event(int argc, char **argv)
         qkf_set_error("unexpected argument '%s' (qkf bench event --help)", argv[a.i]);
         return qkf_cli_fail("bench event");
     }
-    double bl[16], rl[16], event_ms[16];
+    double bl[16], rl[16], event_ms[16], dense1_ms = 0.0, torch1_ms = 0.0;
     int nb = parse_list(batches, bl, 16, 1, 4096, "--batch");
     int nr = nb < 0 ? -1 : parse_list(rate_list, rl, 16, 0.001, 0.6, "--rates");
     if (nb < 0 || nr < 0)
@@ -320,6 +323,8 @@ int qkf_bench_event(int argc, char **argv)
         double te = time_event(e, x, B, logits, seconds, &ce) / B;
         cd /= B, ce /= B;
         event_ms[i] = te * 1e3;
+        if (B == 1 && d)
+            dense1_ms = td * 1e3;
         qkf_stats *s = qkf_sched_stats(e);
         qkf_work tot = qkf_stats_step_total(s, -1);
         double avg, med;
@@ -337,14 +342,20 @@ int qkf_bench_event(int argc, char **argv)
 
     if (torch) {
         printf("\n");
-        event_vs_torch ctx = {bl, nb, event_ms};
+        event_vs_torch ctx = {bl, nb, event_ms, 0.0};
         if (qkf_bench_torch(py, threads, batches, NULL, event_torch_ratio, &ctx))
             goto done;
+        torch1_ms = ctx.torch1_ms;
     }
 
-    printf("\nevent time against firing rate (batch 1):\n");
-    printf("%8s %9s %9s %12s %12s %10s %10s %9s %8s %9s\n", "target", "avg rate", "median",
-           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "of peak", "ns/kacc");
+    /* the dense engine's (and PyTorch's) time does not depend on firing rates: each rate's
+     * event time against the batch-1 times measured above */
+    printf("\nevent time against firing rate (batch 1%s%s):\n",
+           dense1_ms > 0 ? "; x dense: against the dense engine's batch-1 time above" : "",
+           torch1_ms > 0 ? "; x torch: against PyTorch's" : "");
+    printf("%8s %9s %9s %12s %12s %10s %10s %9s %8s %9s %8s %8s\n", "target", "avg rate", "median",
+           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "of peak", "ns/kacc",
+           "x dense", "x torch");
     for (int i = 0; i < nr; i++) {
         memcpy(m.params.data, saved, (size_t)m.params.total * sizeof(float));
         if (qkf_stats_calibrate(&m, x, 1, rl[i], 0.5, 0, (uint64_t)seed))
@@ -359,10 +370,15 @@ int qkf_bench_event(int argc, char **argv)
         double avg, med;
         rates(s, &avg, &med);
         double acc = (double)tot.acs / (double)s->samples;
-        printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %7.1f%% %9.2f\n",
+        char xd[16] = "-", xt[16] = "-";
+        if (dense1_ms > 0)
+            snprintf(xd, sizeof xd, "%.2fx", dense1_ms / (te * 1e3));
+        if (torch1_ms > 0)
+            snprintf(xt, sizeof xt, "%.2fx", torch1_ms / (te * 1e3));
+        printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %7.1f%% %9.2f %8s %8s\n",
                100 * rl[i], 100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc,
                te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / add_peak(threads),
-               te * 1e12 / acc);
+               te * 1e12 / acc, xd, xt);
         qkf_sched_free(e);
     }
     rc = 0;
