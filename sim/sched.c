@@ -46,6 +46,7 @@
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
+#include "../kernels/spike_node.h"
 #include "../io/trace.h"
 #include "sched.h"
 
@@ -87,6 +88,9 @@ typedef struct {
 typedef struct {
     qkf_spike_row *rows; /* [T][TILE_MAX] */
     int *giy, *gix;      /* [TILE_MAX] a conv tile's geometry (conv_tile_geom) */
+    uint8_t *touched;    /* [T][TILE_MAX]: the tile's rows that have been started (conv_rows) */
+    const float **lx;    /* [T * max_batch]: the inputs of a LIF sequence (conv_lif_seq) */
+    uint16_t **lm;       /* [T * max_batch]: its spike masks */
     int64_t *gtok;
     float **gout;
     int *nrow;     /* [T] rows of each step */
@@ -114,8 +118,11 @@ struct qkf_sched {
     int64_t *lif_spikes; /* [n_lif] spikes of the current forward */
     int64_t *ro;         /* readout event counts [max_batch][T][C] */
     float *feat;         /* readout features [C] */
-    float *pre; /* conv currents before pooling / LIF [max_batch][ho*wo][cout], shared by the
-                   block-major convs (each uses it within its step) */
+    float *pre; /* conv currents before pooling / LIF [T][max_batch][ho*wo][cout], shared by the
+                   block-major convs that pool or are traced (each uses it within its run) */
+    int64_t pre_n;  /* floats of pre */
+    uint16_t *mask; /* conv spike masks [T][max_batch * N][(C + 15) / 16] (kernels/spike_node.h),
+                       shared by the convs (each uses it within its run) */
     float *enc_in, *enc_buf, *enc_pool, *enc_col;
     int64_t enc_col_cap;
     int B;
@@ -304,17 +311,17 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
  */
 
 /* The geometry of output tokens q0..q1 (pre-pool grid) of a conv, once per tile: token q is
- * sample q % B, position q / B (by_pos: as the LIF steps them, so a tile holds the samples of
- * its positions in order) or sample q / P, position q % P. Keeps each token's first input token
- * (top-left of its receptive field, possibly outside the grid), its row and column there, and
- * its output row: out + (q - q0) * pitch (a tile) or its row of the shared currents e->pre
- * (at step 0; step t adds t * B * P * cout). */
-static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, int by_pos,
-                           float *out, int64_t pitch, scratch *s)
+ * sample q % B at position q / B (so a tile holds the samples of its positions in order, as the
+ * LIF steps them). Keeps each token's first input token (top-left of its receptive field,
+ * possibly outside the grid), its row and column there, and its output row: out + (q - q0) *
+ * pitch (a tile) or, out NULL, its row of the shared currents e->pre (at step 0; step t adds
+ * t * B * P * cout). */
+static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, float *out,
+                           int64_t pitch, scratch *s)
 {
     int B = e->B, P = nd->ho * nd->wo;
     for (int q = q0; q < q1; q++) {
-        int b = by_pos ? q % B : q / P, p = by_pos ? q / B : q % P, i = q - q0;
+        int b = q % B, p = q / B, i = q - q0;
         int iy = p / nd->wo * nd->stride - nd->pad, ix = p % nd->wo * nd->stride - nd->pad;
         s->giy[i] = iy, s->gix[i] = ix;
         s->gtok[i] = (int64_t)b * nd->h * nd->w + (int64_t)iy * nd->w + ix;
@@ -322,31 +329,37 @@ static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, i
     }
 }
 
-/* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows:
- * the first kernel position starts every row from the bias (a row without events there too);
- * later ones add to the row in place and skip tokens without events. ostep: what step t adds
- * to an output row. Returns the number of rows. */
+/* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows. Only
+ * tokens with events at kk get a row: the first position with events starts the row from the
+ * bias (binit: the bias at the columns the rows' offset selects), later ones add to it in place.
+ * s->touched[t][i] records that row i was started; a row never started holds no current, and
+ * its LIF reads the bias instead (the same value: the bias is what the row would hold). With
+ * all, the first position starts every row (the shared currents, read whole by pooling). ostep:
+ * what step t adds to an output row. Returns the number of rows. */
 static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, int64_t ostep,
-                     const scratch *s, qkf_spike_row *rows)
+                     const float *binit, int all, scratch *s, qkf_spike_row *rows)
 {
     const qkf_events *in = ev_at(e, nd->in0, t);
-    int ky = kk / nd->k, kx = kk % nd->k, nr = 0;
+    uint8_t *touched = s->touched + (int64_t)t * TILE_MAX;
+    int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0;
     int64_t dk = (int64_t)ky * nd->w + kx;
+    /* without branches: whether a token has events is as good as random, so every token's row
+     * is written at rows[nr] and kept (nr advanced) only if it has events (nr <= i < n) */
     for (int i = 0; i < n; i++) {
         int iy = s->giy[i] + ky, ix = s->gix[i] + kx;
-        int inside = iy >= 0 && iy < nd->h && ix >= 0 && ix < nd->w;
+        int inside = (unsigned)iy < (unsigned)nd->h && (unsigned)ix < (unsigned)nd->w;
         int64_t tok = inside ? s->gtok[i] + dk : 0;
-        int len = inside ? in->len[tok] : 0;
-        if (kk > 0 && len == 0)
-            continue;
+        int len = inside ? in->len[tok] : 0, keep = len != 0 || every;
         float *o = s->gout[i] + t * ostep;
-        qkf_spike_row *r = &rows[nr++];
+        qkf_spike_row *r = &rows[nr];
         r->out = o;
-        r->init = kk == 0 ? nd->bias : o;
+        r->init = touched[i] ? o : binit;
         r->seg.ch = in->ch + tok * in->C;
         r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
         r->seg.n = len;
         r->seg.base = 0;
+        touched[i] |= (uint8_t)keep;
+        nr += keep;
     }
     return nr;
 }
@@ -354,46 +367,52 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
 /* Accumulates weight blocks j0..j1-1 over every kernel position and step for the tile of
  * conv_tile_geom (n tokens); adds the accumulates of step t to acs[t]. Kernel positions
  * outermost; a position's rows are laid out once per step and serve every block (the block
- * selects their columns); each slab [Cin][width] is then read by the whole tile at every step
- * while it is in cache. A row's adds keep the order (ky, kx, then list order) of a gather over
- * its receptive field. (Cutting the slabs further by input channel, so that each stays in L1,
- * was slower: the rows' pieces get short and every piece reloads and stores its accumulators.) */
+ * selects their columns; local: the rows hold block j0 alone, j1 = j0 + 1); each slab
+ * [Cin][width] is then read by the whole tile at every step while it is in cache. A row's adds
+ * keep the order (ky, kx, then list order) of a gather over its receptive field. (Cutting the
+ * slabs further by input channel, so that each stays in L1, was slower: the rows' pieces get
+ * short and every piece reloads and stores its accumulators.) */
 static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j1, int64_t ostep,
-                        scratch *s, int64_t *acs)
+                        int local, int all, scratch *s, int64_t *acs)
 {
     int kk2 = nd->k * nd->k, T = e->T, *nr = s->nrow;
+    const float *binit = local ? nd->bias + (int64_t)j0 * nd->bw : nd->bias;
+    memset(s->touched, 0, (size_t)T * TILE_MAX);
     for (int kk = 0; kk < kk2; kk++) {
         for (int t = 0; t < T; t++)
-            nr[t] = conv_rows(e, nd, t, n, kk, ostep, s, s->rows + (int64_t)t * TILE_MAX);
+            nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s,
+                              s->rows + (int64_t)t * TILE_MAX);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
             const float *slab = nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
-                acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * TILE_MAX, nr[t], c0, slab,
-                                                width, width) *
-                          width;
+                if (nr[t])
+                    acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * TILE_MAX, nr[t],
+                                                    local ? 0 : c0, slab, width, width) *
+                              width;
         }
     }
 }
 
 /* Output tokens per tile. Fused: enough tiles for every thread, at most TILE_MAX, the currents
- * of all steps within TILE_FLOATS; with one membrane for all samples (tb) a tile holds whole
- * positions, so that one thread steps a position's samples in order. Block-major: as large as
- * TILE_MAX (each slab is read from cache by more rows), while there are at least two (block,
- * tile) items per thread. */
+ * of all steps within TILE_FLOATS. Block-major: as large as TILE_MAX (each slab is read from
+ * cache by more rows), while there are at least two (block, tile) items per thread. With one
+ * membrane for all samples (tb) a tile holds whole positions, so that one thread steps a
+ * position's samples in order. */
 static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
 {
-    int total = e->B * nd->ho * nd->wo;
+    int total = e->B * nd->ho * nd->wo, tt;
     if (!nd->fused) {
-        int nblk = (nd->cout + nd->bw - 1) / nd->bw, tt = TILE_MAX;
+        int nblk = (nd->cout + nd->bw - 1) / nd->bw;
+        tt = TILE_MAX;
         while (tt > 8 && (int64_t)nblk * ((total + tt - 1) / tt) < 2 * nthreads)
             tt /= 2;
-        return tt;
+    } else {
+        tt = (total + 2 * nthreads - 1) / (2 * nthreads);
+        tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
+        int cap = TILE_FLOATS / (e->T * nd->cout);
+        tt = tt < cap ? tt : cap;
     }
-    int tt = (total + 2 * nthreads - 1) / (2 * nthreads);
-    tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
-    int cap = TILE_FLOATS / (e->T * nd->cout);
-    tt = tt < cap ? tt : cap;
     if (nd->tb)
         tt = tt / e->B * e->B;
     if (tt < (nd->tb ? e->B : 1))
@@ -401,69 +420,169 @@ static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
     return tt;
 }
 
-/* The LIF of output position p for the samples b0..b1-1, over every step: currents of (t, b) at
- * cur(t, b), membranes from zero in scratch (a session: the node's own, kept across steps).
- * With tb one membrane serves every sample, stepped (t, b) in the official T*B order. */
-#define CUR(t, b) (curbase + (t) * ct + ((b) - b0) * cb)
-static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const float *curbase,
-                     int64_t ct, int64_t cb, scratch *s)
+/* Where a conv's LIF finds the current of (t, b) at one output position, for samples b0..: at
+ * base + t * ts + (b - b0) * bs, or the bias where tile row row0 + b - b0 of step t was never
+ * started (touched NULL: every row was). */
+typedef struct {
+    const float *base, *bias;
+    int64_t ts, bs;
+    const uint8_t *touched;
+    int row0;
+} cur_src;
+
+static const float *cur_of(const cur_src *c, int t, int db)
 {
-    int C = nd->C, own = e->view;
-    if (!own) {
+    if (c->touched && !c->touched[(int64_t)t * TILE_MAX + c->row0 + db])
+        return c->bias;
+    return c->base + t * c->ts + db * c->bs;
+}
+
+/* The spike mask of a conv's output token tok (sample b's position p at b * N + p), step t. */
+static uint16_t *mask_at(const qkf_sched *e, const node *nd, int t, int64_t tok)
+{
+    return e->mask + ((int64_t)t * e->B * nd->N + tok) * ((nd->C + 15) / 16);
+}
+
+/* The LIF of output position p for the samples b0..b1-1, channels c0..c0+width-1 (c0 a multiple
+ * of 16; src finds their currents), over every step, into the spike masks: one qkf_spike_lif_seq per membrane, which a
+ * forward starts at zero and drops (a session passes the node's own, kept across steps). With
+ * tb one membrane serves every sample, stepped (t, b) in the official T*B order. */
+static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, int c0, int width,
+                         const cur_src *src, scratch *s)
+{
+    int T = e->T, nb = b1 - b0, C = nd->C;
+    if (nd->tb) {
+        for (int t = 0; t < T; t++)
+            for (int b = b0; b < b1; b++) {
+                s->lx[t * nb + b - b0] = cur_of(src, t, b - b0);
+                s->lm[t * nb + b - b0] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
+            }
+        qkf_spike_lif_seq(s->lm, s->lx, T * nb, width, nd->vth,
+                          e->view ? membrane(nd, 0) + (int64_t)p * C + c0 : NULL);
+        return;
+    }
+    for (int b = b0; b < b1; b++) {
+        for (int t = 0; t < T; t++) {
+            s->lx[t] = cur_of(src, t, b - b0);
+            s->lm[t] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
+        }
+        qkf_spike_lif_seq(s->lm, s->lx, T, width, nd->vth,
+                          e->view ? membrane(nd, b) + (int64_t)p * C + c0 : NULL);
+    }
+}
+
+/* The event list of a conv's output token (sample b, position p) at step t from its mask. */
+static int conv_emit(qkf_sched *e, const node *nd, int t, int b, int p)
+{
+    qkf_events *out = ev_at(e, nd->out, t);
+    int64_t tok = (int64_t)b * nd->N + p;
+    uint16_t *ch = out->ch + tok * nd->C;
+    int ns = qkf_spike_mask_emit(ch, mask_at(e, nd, t, tok), nd->C);
+    out->len[tok] = ns;
+    record(e, nd, t, b, p, ch, ns);
+    return ns;
+}
+
+/* The LIF of output position p for the samples b0..b1-1 over every step, and its events. A
+ * traced layer steps row by row through lif_emit_v, which stores what the trace wants (its
+ * membranes from zero in scratch, or a session's own). */
+static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const cur_src *src,
+                     int traced, scratch *s)
+{
+    int C = nd->C;
+    if (!traced) {
+        conv_lif_seq(e, nd, p, b0, b1, 0, C, src, s);
+        for (int t = 0; t < e->T; t++)
+            for (int b = b0; b < b1; b++)
+                s->spk[t] += conv_emit(e, nd, t, b, p);
+        return;
+    }
+    if (!e->view) {
         size_t n = (size_t)(nd->tb ? 1 : b1 - b0) * C;
         memset(s->vt, 0, n * sizeof(float));
     }
     for (int t = 0; t < e->T; t++)
         for (int b = b0; b < b1; b++) {
-            float *v = own ? membrane(nd, b) + (int64_t)p * C
-                           : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
-            s->spk[t] += lif_emit_v(e, nd, t, b, p, CUR(t, b), v);
+            float *v = e->view ? membrane(nd, b) + (int64_t)p * C
+                               : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
+            s->spk[t] += lif_emit_v(e, nd, t, b, p, cur_of(src, t, b - b0), v);
         }
 }
-#undef CUR
 
-/* A conv node over all T steps. */
+/* A conv node over all T steps, in one of three ways. Fused (few weights, no pool): tiles of
+ * output tokens through every block, then their LIF while cached. Block-major (many weights, no
+ * pool): (block, tile) items, each accumulating its block for its tile in scratch and stepping
+ * the LIF of those channels into the spike masks; a second pass writes the event lists. Shared
+ * currents (a pool, or a traced layer: the trace wants whole rows): (block, tile) items fill
+ * e->pre, a second pass pools (MaxPool 3x3/2 on currents) and steps the LIF. */
 static void conv_run(qkf_sched *e, node *nd, scratch *s)
 {
     int T = e->T, B = e->B, C = nd->cout, P = nd->ho * nd->wo;
     int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, omp_get_num_threads());
-    int ntile = (B * P + tt - 1) / tt;
+    int ntile = (B * P + tt - 1) / tt, traced = trace_tmp(e, nd) != NULL;
     int64_t *acs = s->acs;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
 #pragma omp master
     for (int t = 0; t < T; t++)
         count_inputs(e, nd, t);
-    if (nd->fused) { /* a tile through every block and step, then its LIF while cached */
+    if (nd->fused) {
         int64_t tstride = (int64_t)tt * C;
         /* tiles differ in events: hand them out as threads free up (no result depends on
          * which thread computes a tile) */
 #pragma omp for schedule(dynamic) nowait
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, 1, s->tile, C, s);
-            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, s, acs);
+            conv_tile_geom(e, nd, q0, q1, s->tile, C, s);
+            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
-                conv_lif(e, nd, p, q % B, q % B + (qe - q), s->tile + (int64_t)(q - q0) * C,
-                         tstride, C, s);
+                cur_src src = {s->tile + (int64_t)(q - q0) * C, nd->bias, tstride, C, s->touched,
+                               q - q0};
+                conv_lif(e, nd, p, q % B, q % B + (qe - q), &src, traced, s);
                 q = qe;
             }
         }
-    } else {
-        /* currents of every (block, tile) into e->pre, block-major so that a thread works
-         * through a contiguous range of blocks: its share of the weights */
+    } else if (!nd->pool && !traced) {
+        /* block-major so that a thread works through a contiguous range of blocks: its share
+         * of the weights; a block's currents stay in scratch */
+        int bw = nd->bw;
+        int64_t tstride = (int64_t)tt * bw;
 #pragma omp for schedule(static)
         for (int it = 0; it < nblk * ntile; it++) {
             int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, 0, NULL, 0, s);
-            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, s, acs);
+            int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
+            conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, s, acs);
+            for (int q = q0; q < q1;) {
+                int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
+                cur_src src = {s->tile + (int64_t)(q - q0) * bw, nd->bias + c0, tstride, bw,
+                               s->touched, q - q0};
+                conv_lif_seq(e, nd, p, q % B, q % B + (qe - q), c0, width, &src, s);
+                q = qe;
+            }
+        }
+        int64_t BN = (int64_t)B * nd->N;
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < T * BN; r++) {
+            int t = (int)(r / BN);
+            int64_t tok = r % BN;
+            s->spk[t] += conv_emit(e, nd, t, (int)(tok / nd->N), (int)(tok % nd->N));
+        }
+    } else {
+        /* currents of every (block, tile) into e->pre, block-major */
+#pragma omp for schedule(static)
+        for (int it = 0; it < nblk * ntile; it++) {
+            int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
+            conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, s, acs);
         }
         int64_t ct = (int64_t)B * P * C, cb = (int64_t)P * C;
 #pragma omp for schedule(static) nowait
         for (int q = 0; q < nd->N; q++) {
             if (!nd->pool) {
-                conv_lif(e, nd, q, 0, B, e->pre + (int64_t)q * C, ct, cb, s);
+                cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0};
+                conv_lif(e, nd, q, 0, B, &src, traced, s);
                 continue;
             }
             /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
@@ -488,7 +607,8 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
                         }
                     }
                 }
-            conv_lif(e, nd, q, 0, B, s->tile, (int64_t)B * C, C, s);
+            cur_src src = {s->tile, nd->bias, (int64_t)B * C, C, NULL, 0};
+            conv_lif(e, nd, q, 0, B, &src, traced, s);
         }
     }
     for (int t = 0; t < T; t++) {
@@ -1082,7 +1202,7 @@ static void state_alloc(qkf_sched *e)
     for (int i = 0; i < g->n_ops; i++)
         if (g->ops[i].kind == QKF_OP_ADD && g->tensors[g->ops[i].out].c > max_add)
             max_add = g->tensors[g->ops[i].out].c;
-    int64_t pre = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
+    int64_t pre = 0, mask = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
         const qkf_op *op = nd->op;
@@ -1101,9 +1221,13 @@ static void state_alloc(qkf_sched *e)
                 int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
                 col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
-            } else if (!nd->fused) {
-                int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
-                pre = n > pre ? n : pre;
+            } else {
+                if (nd->pool) { /* traced block-major convs get theirs in qkf_sched_set_trace */
+                    int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
+                    pre = n > pre ? n : pre;
+                }
+                int64_t n = (int64_t)T * max_batch * nd->N * ((nd->C + 15) / 16);
+                mask = n > mask ? n : mask;
             }
             max_row = nd->cout > max_row ? nd->cout : max_row;
             break;
@@ -1134,13 +1258,20 @@ static void state_alloc(qkf_sched *e)
         e->enc_col = st_malloc(e, (size_t)(e->enc_col_cap + 1) * sizeof(float));
     }
     e->pre = pre ? st_malloc(e, (size_t)pre * sizeof(float)) : NULL;
+    e->pre_n = pre;
+    e->mask = mask ? st_malloc(e, (size_t)mask * sizeof(uint16_t)) : NULL;
     e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
+    /* a fused tile, a block-major item's block, or pooled rows */
     int64_t tile = (int64_t)T * max_row * max_batch;
     tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
+    tile = tile > (int64_t)T * TILE_MAX * BLOCK ? tile : (int64_t)T * TILE_MAX * BLOCK;
     for (int i = 0; i < e->nthreads; i++) {
         e->scr[i].rows = st_malloc(e, (size_t)T * TILE_MAX * sizeof(qkf_spike_row));
         e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
         e->scr[i].gix = st_malloc(e, TILE_MAX * sizeof(int));
+        e->scr[i].touched = st_malloc(e, (size_t)T * TILE_MAX);
+        e->scr[i].lx = st_malloc(e, (size_t)T * max_batch * sizeof(float *));
+        e->scr[i].lm = st_malloc(e, (size_t)T * max_batch * sizeof(uint16_t *));
         e->scr[i].gtok = st_malloc(e, TILE_MAX * sizeof(int64_t));
         e->scr[i].gout = st_malloc(e, TILE_MAX * sizeof(float *));
         e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
@@ -1224,6 +1355,9 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].rows);
             qkf_free(e->scr[i].giy);
             qkf_free(e->scr[i].gix);
+            qkf_free(e->scr[i].touched);
+            qkf_free(e->scr[i].lx);
+            qkf_free(e->scr[i].lm);
             qkf_free(e->scr[i].gtok);
             qkf_free(e->scr[i].gout);
             qkf_free(e->scr[i].nrow);
@@ -1244,6 +1378,7 @@ static void state_free(qkf_sched *e)
     qkf_free(e->ro);
     qkf_free(e->feat);
     qkf_free(e->pre);
+    qkf_free(e->mask);
     qkf_free(e->enc_in);
     qkf_free(e->enc_buf);
     qkf_free(e->enc_pool);
@@ -1500,6 +1635,15 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
         if (nd->or_rule)
             e->tr_mem[l] = qkf_malloc((size_t)(e->max_batch * n) * sizeof(float));
         maxc = nd->C > maxc ? nd->C : maxc;
+        if (nd->kind == QKF_NODE_CONV && !nd->fused) { /* it runs through shared currents */
+            int64_t pn = (int64_t)e->T * e->max_batch * nd->ho * nd->wo * nd->cout;
+            if (pn > e->pre_n) {
+                qkf_free(e->pre);
+                e->pre = qkf_malloc((size_t)pn * sizeof(float));
+                e->bytes += (pn - e->pre_n) * (int64_t)sizeof(float);
+                e->pre_n = pn;
+            }
+        }
     }
     e->tr_tmp_c = maxc;
     e->tr_out_n = maxn;
