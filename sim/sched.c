@@ -50,7 +50,8 @@
 #include "../io/trace.h"
 #include "sched.h"
 
-#define BLOCK 64              /* output channels per weight block */
+#define BLOCK 64              /* output channels per weight block (block_width) */
+#define BLOCK_MAX 128         /* the widest block */
 #define FUSE_BYTES (512 << 10) /* convs with more weights (or a pool) run block-major */
 #define TILE_MAX 64            /* output tokens per tile */
 #define TILE_FLOATS (32 << 10) /* a fused tile's currents: at most this many floats */
@@ -66,7 +67,7 @@ typedef struct {
     int h, w;   /* input grid */
     int ho, wo; /* conv output grid (before pooling) */
     int C, N;   /* output channels and tokens (LIF / attention nodes) */
-    int bw;     /* conv: output channels per weight block (BLOCK, or cout if smaller); the
+    int bw;     /* conv: output channels per weight block (block_width); the
                    weights of block j are contiguous, [k][k][Cin][width of block j], at
                    wt + j*bw*Cin*k*k: one kernel position of a block is a slab that stays in
                    cache while a tile of output tokens reads it */
@@ -1072,6 +1073,25 @@ static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
     ev->cnt = counts ? st_malloc(e, (size_t)N * C * sizeof(uint16_t)) : NULL;
 }
 
+/* Output channels per weight block of a conv. The gather walks each row's events once per block,
+ * so wider blocks walk less, but a tile reads a block's slab [Cin][width] from cache, and the
+ * widest the gather keeps in registers is 128 (spike.h). Measured (qkf bench event, cifar10, 10%
+ * and 1%): a conv of at most 128 output channels is one block (96: one walk instead of 64 + 32);
+ * with at most 96 input channels, blocks of 96 (a slab of 36 KB stays in L1; 128 was no
+ * better); with very many input channels the slabs live in L2 whatever their width and blocks
+ * of 128 walk the long lists half as often; otherwise 64 (128 or 96 was slower: the slab
+ * leaves L1). Blocks have equal widths, multiples of 16 (a spike mask word). */
+static int block_width(int cin, int cout)
+{
+    if (cout <= BLOCK_MAX)
+        return cout;
+    if (cin <= 96 && cout % 96 == 0)
+        return 96;
+    if (cin >= 1024 && cout % BLOCK_MAX == 0)
+        return BLOCK_MAX;
+    return BLOCK;
+}
+
 /* W' = W * alpha per output channel, re-laid per block of bw output channels as
  * [k][k][Cin][width]; b' = b * alpha + shift. */
 static void fold(node *nd, const qkf_model *m)
@@ -1147,7 +1167,7 @@ static int nodes_build(qkf_sched *e)
             if (nd->kind == QKF_NODE_CONV) {
                 int64_t bytes =
                     (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
-                nd->bw = nd->cout > BLOCK ? BLOCK : nd->cout;
+                nd->bw = block_width(nd->cin, nd->cout);
                 nd->fused = !nd->pool && bytes <= FUSE_BYTES;
                 fold(nd, e->m);
             }
@@ -1264,7 +1284,7 @@ static void state_alloc(qkf_sched *e)
     /* a fused tile, a block-major item's block, or pooled rows */
     int64_t tile = (int64_t)T * max_row * max_batch;
     tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
-    tile = tile > (int64_t)T * TILE_MAX * BLOCK ? tile : (int64_t)T * TILE_MAX * BLOCK;
+    tile = tile > (int64_t)T * TILE_MAX * BLOCK_MAX ? tile : (int64_t)T * TILE_MAX * BLOCK_MAX;
     for (int i = 0; i < e->nthreads; i++) {
         e->scr[i].rows = st_malloc(e, (size_t)T * TILE_MAX * sizeof(qkf_spike_row));
         e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
