@@ -37,6 +37,20 @@ int qkf_spike_mask_emit_ref(uint16_t *ch, const uint16_t *mask, int C)
     return n;
 }
 
+int qkf_spike_count_below_ref(const uint16_t *ch, int n, int c)
+{
+    int k = 0;
+    while (k < n && ch[k] < c)
+        k++;
+    return k;
+}
+
+void qkf_spike_head_ends_ref(int *end, const uint16_t *ch, int n, int d, int heads)
+{
+    for (int h = 0; h < heads; h++)
+        end[h] = qkf_spike_count_below_ref(ch, n, (h + 1) * d);
+}
+
 #if defined(__AVX512F__)
 
 /* Four vectors of 16 channels at a time: the steps of one neuron depend on each other (the
@@ -129,7 +143,65 @@ int qkf_spike_mask_emit(uint16_t *ch, const uint16_t *mask, int C)
     return n;
 }
 
+#if defined(__AVX512BW__)
+/* The lists are short (a few dozen events): compare 32 channels at a time with every bound and
+ * count, instead of a binary search's unpredictable branches. Lanes past n are masked off. */
+int qkf_spike_count_below(const uint16_t *ch, int n, int c)
+{
+    const __m512i cv = _mm512_set1_epi16((short)c);
+    int k = 0;
+    for (int i = 0; i < n; i += 32) {
+        __mmask32 lanes = n - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - i)) - 1u);
+        __m512i v = _mm512_maskz_loadu_epi16(lanes, ch + i);
+        k += __builtin_popcount((unsigned)_mm512_mask_cmplt_epu16_mask(lanes, v, cv));
+    }
+    return k;
+}
+
+void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
+{
+    if (n <= 8) { /* a short list (low rates): one walk, a few branches */
+        for (int h = 0, i = 0; h < heads; h++) {
+            while (i < n && ch[i] < (h + 1) * d)
+                i++;
+            end[h] = i;
+        }
+        return;
+    }
+    for (int h = 0; h < heads; h++)
+        end[h] = 0;
+    for (int i = 0; i < n; i += 32) {
+        __mmask32 lanes = n - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - i)) - 1u);
+        __m512i v = _mm512_maskz_loadu_epi16(lanes, ch + i);
+        for (int h = 0; h < heads; h++) {
+            __m512i b = _mm512_set1_epi16((short)((h + 1) * d));
+            end[h] += __builtin_popcount((unsigned)_mm512_mask_cmplt_epu16_mask(lanes, v, b));
+        }
+    }
+}
 #else
+int qkf_spike_count_below(const uint16_t *ch, int n, int c)
+{
+    return qkf_spike_count_below_ref(ch, n, c);
+}
+
+void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
+{
+    qkf_spike_head_ends_ref(end, ch, n, d, heads);
+}
+#endif
+
+#else
+
+int qkf_spike_count_below(const uint16_t *ch, int n, int c)
+{
+    return qkf_spike_count_below_ref(ch, n, c);
+}
+
+void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
+{
+    qkf_spike_head_ends_ref(end, ch, n, d, heads);
+}
 
 void qkf_spike_lif_seq(uint16_t *const *mask, const float *const *x, int R, int C, float vth,
                        float *v)

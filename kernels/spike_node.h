@@ -29,4 +29,14 @@ void qkf_spike_lif_seq_ref(uint16_t *const *mask, const float *const *x, int R, 
 int qkf_spike_mask_emit(uint16_t *ch, const uint16_t *mask, int C);
 int qkf_spike_mask_emit_ref(uint16_t *ch, const uint16_t *mask, int C);
 
+/* Where the heads of an ascending channel list begin and end, for attention nodes (head h
+ * holds channels [h * d, (h + 1) * d)): qkf_spike_count_below returns how many of ch[0..n) are
+ * below c (the index of the first channel >= c); qkf_spike_head_ends writes end[h] = how many are
+ * below (h + 1) * d for h < heads, so head h's events are ch[end[h - 1] .. end[h]) (from 0 for
+ * h = 0). */
+int qkf_spike_count_below(const uint16_t *ch, int n, int c);
+int qkf_spike_count_below_ref(const uint16_t *ch, int n, int c);
+void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads);
+void qkf_spike_head_ends_ref(int *end, const uint16_t *ch, int n, int d, int heads);
+
 #endif

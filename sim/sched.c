@@ -101,6 +101,8 @@ typedef struct {
     int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
     float *row;
     qkf_work *hw; /* per-head partial counters [T][heads_max] */
+    int *hend;    /* [max channels]: where each head's events end in a list (head_ends) */
+    int64_t *hc;  /* per-head event counts [2][T][heads_max] (head_count) */
     char pad[64];
 } scratch;
 
@@ -680,9 +682,33 @@ static qkf_work *head_work(qkf_sched *e, scratch *s, int t, int h)
     return &s->hw[(int64_t)t * e->st.heads_max + h];
 }
 
+/* Per-head event counts k = 0, 1 of step t, for counters that several fields share: one add per
+ * head and token instead of one per field (the node folds them into its head counters). */
+static int64_t *head_count(qkf_sched *e, scratch *s, int k, int t)
+{
+    return s->hc + ((int64_t)k * e->T + t) * e->st.heads_max;
+}
+
+/* Adds the events per head of an ascending channel list ch[0..n) to cnt[0..H) (head h: channels
+ * [h * d, (h + 1) * d)); end [H] is scratch. A few events (low rates) go one by one, a longer
+ * list through the runs of qkf_spike_head_ends. */
+#define FEW_EVENTS 4
+static void head_counts(int64_t *cnt, int *end, const uint16_t *ch, int n, int d, int H)
+{
+    if (n < FEW_EVENTS) {
+        for (int i = 0; i < n; i++)
+            cnt[ch[i] / d]++;
+        return;
+    }
+    qkf_spike_head_ends(end, ch, n, d, H);
+    for (int h = 0, i0 = 0; h < H; i0 = end[h++])
+        cnt[h] += end[h] - i0;
+}
+
 static void clear_all_heads(qkf_sched *e, scratch *s)
 {
     memset(s->hw, 0, (size_t)e->T * e->st.heads_max * sizeof *s->hw);
+    memset(s->hc, 0, (size_t)2 * e->T * e->st.heads_max * sizeof *s->hc);
 }
 
 static void flush_all_heads(qkf_sched *e, const node *nd, scratch *s)
@@ -697,6 +723,7 @@ static void flush_all_heads(qkf_sched *e, const node *nd, scratch *s)
 static void attn_run(qkf_sched *e, node *nd, scratch *s)
 {
     int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim, T = e->T;
+    int H = (C + hd - 1) / hd; /* heads of the channels (per-head counters) */
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
 #pragma omp for schedule(static) nowait
@@ -727,8 +754,14 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                     trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
                 out->len[tok] = ns;
                 s->spk[t] += ns;
-                for (int i = 0; i < ns; i++)
-                    head_work(e, s, t, ch[i] / hd)->out_spikes++;
+                if (hd == 1) { /* QK attention: a channel is a head */
+                    for (int i = 0; i < ns; i++)
+                        head_work(e, s, t, ch[i])->out_spikes++;
+                } else {
+                    qkf_spike_head_ends(s->hend, ch, ns, hd, H);
+                    for (int h = 0, i0 = 0; h < H; i0 = s->hend[h++])
+                        head_work(e, s, t, h)->out_spikes += s->hend[h] - i0;
+                }
                 record(e, nd, t, b, p, ch, ns);
             }
     for (int t = 0; t < T; t++) {
@@ -758,15 +791,22 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
             int64_t n = r % BN;
             const qkf_events *q = ev_at(e, nd->in0, t);
             float *row = cur_at(e, nd->out, t) + n * nd->heads;
-            memset(row, 0, (size_t)nd->heads * sizeof(float));
             const uint16_t *ch = q->ch + n * q->C;
-            for (int i = 0; i < q->len[n]; i++) {
-                int h = ch[i] / d;
-                qkf_work *hw = head_work(e, s, t, h);
-                row[h] += 1.0f;
-                hw->in_events++, hw->in_spikes[0]++, hw->acs++;
+            /* a head's sum of ones is its count of events (exact in float) */
+            int64_t *hc = head_count(e, s, 0, t);
+            int len = q->len[n];
+            if (len < FEW_EVENTS) {
+                memset(row, 0, (size_t)nd->heads * sizeof(float));
+                for (int i = 0; i < len; i++)
+                    row[ch[i] / d] += 1.0f, hc[ch[i] / d]++;
+            } else {
+                qkf_spike_head_ends(s->hend, ch, len, d, nd->heads);
+                for (int h = 0, i0 = 0; h < nd->heads; i0 = s->hend[h++]) {
+                    row[h] = (float)(s->hend[h] - i0);
+                    hc[h] += s->hend[h] - i0;
+                }
             }
-            s->acs[t] += q->len[n];
+            s->acs[t] += len;
         }
     } else {
 #pragma omp for schedule(static) nowait
@@ -776,13 +816,12 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
             int Nq = q->N / e->max_batch;
             float *row = cur_at(e, nd->out, t) + (int64_t)b * q->C;
             memset(row, 0, (size_t)q->C * sizeof(float));
+            int H = (q->C + d - 1) / d;
             for (int64_t n = (int64_t)b * Nq; n < (int64_t)(b + 1) * Nq; n++) {
                 const uint16_t *ch = q->ch + n * q->C;
-                for (int i = 0; i < q->len[n]; i++) {
+                for (int i = 0; i < q->len[n]; i++)
                     row[ch[i]] += 1.0f;
-                    qkf_work *hw = head_work(e, s, t, ch[i] / d);
-                    hw->in_events++, hw->in_spikes[0]++, hw->acs++;
-                }
+                head_counts(head_count(e, s, 0, t), s->hend, ch, q->len[n], d, H);
                 s->acs[t] += q->len[n];
             }
         }
@@ -790,6 +829,11 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
     for (int t = 0; t < T; t++) {
         qkf_work w = {0, {0, 0, 0}, 0, s->acs[t], 0};
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        const int64_t *hc = head_count(e, s, 0, t); /* q events: one accumulate each */
+        for (int h = 0; h < e->st.heads_max; h++) {
+            qkf_work *hw = head_work(e, s, t, h);
+            hw->in_events += hc[h], hw->in_spikes[0] += hc[h], hw->acs += hc[h];
+        }
     }
     flush_all_heads(e, nd, s);
 #pragma omp barrier
@@ -801,7 +845,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
     int d = nd->d, B = e->B, T = e->T;
     int token = nd->op->qk == QKF_QK_TOKEN;
     const qkf_events *k0 = ev_at(e, nd->in1, 0);
-    int C = k0->C, N = k0->N / e->max_batch;
+    int C = k0->C, N = k0->N / e->max_batch, H = (C + d - 1) / d;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
 #pragma omp master
@@ -831,9 +875,10 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
         qkf_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
         uint16_t *oc = out->ch + n * C;
-        int nk = k->len[n], no = 0;
+        int nk = k->len[n], no = 0, *end = s->hend;
         qkf_work *hw = head_work(e, s, t, 0);
-        if (token) { /* both lists ascending: walk the heads that fired alongside */
+        int64_t *hk = head_count(e, s, 0, t);
+        if (token && nk < FEW_EVENTS) { /* both lists ascending: walk the fired heads alongside */
             const uint16_t *ac = a->ch + n * a->C;
             int na = a->len[n], ia = 0;
             for (int i = 0; i < na; i++)
@@ -842,18 +887,31 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
                 int h = kc[i] / d;
                 while (ia < na && ac[ia] < h)
                     ia++;
-                hw[h].in_events++, hw[h].in_spikes[1]++;
+                hk[h]++;
                 if (ia < na && ac[ia] == h)
                     oc[no++] = kc[i], hw[h].out_spikes++;
             }
+        } else if (token) { /* k is ascending: the runs of the heads that fired (ac ascending) */
+            const uint16_t *ac = a->ch + n * a->C;
+            int na = a->len[n];
+            qkf_spike_head_ends(end, kc, nk, d, H);
+            for (int h = 0, i0 = 0; h < H; i0 = end[h++])
+                hk[h] += end[h] - i0;
+            for (int i = 0; i < na; i++) {
+                int h = ac[i], i0 = h ? end[h - 1] : 0;
+                hw[h].in_events++, hw[h].in_spikes[0]++;
+                memcpy(oc + no, kc + i0, (size_t)(end[h] - i0) * sizeof *oc);
+                no += end[h] - i0;
+                hw[h].out_spikes += end[h] - i0;
+            }
         } else {
             const uint8_t *f = nd->fired + ((int64_t)t * B + n / N) * C;
-            for (int i = 0; i < nk; i++) {
-                int h = kc[i] / d;
-                hw[h].in_events++, hw[h].in_spikes[1]++;
-                if (f[kc[i]])
-                    oc[no++] = kc[i], hw[h].out_spikes++;
+            for (int i = 0; i < nk; i++) { /* branch-free: a slot is kept if its channel fired */
+                oc[no] = kc[i];
+                no += f[kc[i]];
             }
+            head_counts(hk, end, kc, nk, d, H);
+            head_counts(head_count(e, s, 1, t), end, oc, no, d, H);
         }
         out->len[n] = no;
         s->acs[t] += no;
@@ -862,23 +920,14 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
         qkf_work w = {0, {0, 0, 0}, s->acs[t], 0, 0};
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
         publish(e, nd->out, t, s->acs[t], s->acs[t]);
+        const int64_t *hk = head_count(e, s, 0, t), *ho = head_count(e, s, 1, t);
+        for (int h = 0; h < e->st.heads_max; h++) {
+            qkf_work *hw = head_work(e, s, t, h);
+            hw->in_events += hk[h], hw->in_spikes[1] += hk[h], hw->out_spikes += ho[h];
+        }
     }
     flush_all_heads(e, nd, s);
 #pragma omp barrier
-}
-
-/* First index in ch[0..n) with ch[i] >= c. */
-static int lower(const uint16_t *ch, int n, int c)
-{
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (ch[mid] < c)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
 
 /* SSA: per step, sample and head kv = K^T V from the co-active (k, v) events of each token (one
@@ -903,8 +952,10 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
         int64_t pairs = 0, nks = 0, nvs = 0;
         for (int64_t n = (int64_t)b * N; n < (int64_t)(b + 1) * N; n++) {
             const uint16_t *kc = k->ch + n * C, *vc = v->ch + n * C;
-            int k0 = lower(kc, k->len[n], lo), k1 = lower(kc, k->len[n], hi);
-            int v0 = lower(vc, v->len[n], lo), v1 = lower(vc, v->len[n], hi);
+            int k0 = qkf_spike_count_below(kc, k->len[n], lo);
+            int k1 = k0 + qkf_spike_count_below(kc + k0, k->len[n] - k0, hi);
+            int v0 = qkf_spike_count_below(vc, v->len[n], lo);
+            int v1 = v0 + qkf_spike_count_below(vc + v0, v->len[n] - v0, hi);
             nks += k1 - k0, nvs += v1 - v0;
             if (k1 == k0 || v1 == v0)
                 continue;
@@ -1218,7 +1269,9 @@ static void state_alloc(qkf_sched *e)
         }
     }
 
-    int max_row = 1, max_add = 1;
+    int max_row = 1, max_add = 1, max_c = 1;
+    for (int i = 0; i < g->n_tensors; i++)
+        max_c = g->tensors[i].c > max_c ? g->tensors[i].c : max_c;
     for (int i = 0; i < g->n_ops; i++)
         if (g->ops[i].kind == QKF_OP_ADD && g->tensors[g->ops[i].out].c > max_add)
             max_add = g->tensors[g->ops[i].out].c;
@@ -1302,6 +1355,8 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].acs = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].spk = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].hw = st_calloc(e, (size_t)T * e->st.heads_max, sizeof(qkf_work));
+        e->scr[i].hend = st_malloc(e, (size_t)max_c * sizeof(int));
+        e->scr[i].hc = st_calloc(e, (size_t)2 * T * e->st.heads_max, sizeof(int64_t));
     }
     e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
     const qkf_op *ro = &g->ops[g->n_ops - 1];
@@ -1388,6 +1443,8 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].acs);
             qkf_free(e->scr[i].spk);
             qkf_free(e->scr[i].hw);
+            qkf_free(e->scr[i].hend);
+            qkf_free(e->scr[i].hc);
         }
     qkf_free(e->scr);
     if (e->rec)

@@ -99,3 +99,33 @@ Test(event, mask_emit_matches_reference)
                              i);
         }
 }
+
+/* The head bounds equal their references: lists of every length around the 32-lane steps,
+ * channels up to 65535, head widths that do and do not divide the channel count. */
+Test(event, head_bounds_match_reference)
+{
+    enum { MAXN = 200 };
+    uint16_t ch[MAXN];
+    int ea[64], eb[64];
+    qkf_rng r;
+    qkf_rng_seed(&r, 29);
+    const int Cs[] = {8, 96, 192, 384, 1000, 65535};
+    for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
+        for (int rep = 0; rep < 40; rep++) {
+            int C = Cs[ci], d = 1 + (int)(qkf_rng_u64(&r) % 48), heads = (C + d - 1) / d, n = 0;
+            heads = heads > 64 ? 64 : heads;
+            float density = rep % 5 == 0 ? 0.0f : qkf_rng_uniform(&r);
+            for (int c = 0; c < C && n < MAXN; c++)
+                if (qkf_rng_uniform(&r) < density * (C > 400 ? 0.02f : 1.0f))
+                    ch[n++] = (uint16_t)c;
+            if (rep == 7 && n < MAXN)
+                ch[n++] = (uint16_t)(C - 1);
+            int c = (int)(qkf_rng_u64(&r) % (C + 2));
+            cr_assert_eq(qkf_spike_count_below(ch, n, c), qkf_spike_count_below_ref(ch, n, c),
+                         "C %d n %d below %d", C, n, c);
+            qkf_spike_head_ends(ea, ch, n, d, heads);
+            qkf_spike_head_ends_ref(eb, ch, n, d, heads);
+            cr_assert_eq(memcmp(ea, eb, (size_t)heads * sizeof(int)), 0, "C %d n %d d %d", C, n,
+                         d);
+        }
+}
