@@ -724,6 +724,7 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
 {
     int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim, T = e->T;
     int H = (C + hd - 1) / hd; /* heads of the channels (per-head counters) */
+    float *tmp = trace_tmp(e, nd); /* this thread's, if the layer is traced */
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
 #pragma omp for schedule(static) nowait
@@ -734,7 +735,7 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                 int64_t tok = (int64_t)b * nd->N + p;
                 const float *x = cur_at(e, nd->in0, t) + tok * C;
                 uint16_t *ch = out->ch + tok * C;
-                float *old = trace_tmp(e, nd), *vrow;
+                float *old = tmp, *vrow;
                 int ns;
                 if (nd->or_rule) {
                     ns = qkf_spike_attn_row(ch, x, C);

@@ -129,3 +129,27 @@ Test(event, head_bounds_match_reference)
                          d);
         }
 }
+
+/* The attention OR neuron equals its reference for row widths around the 16-lane steps, counts
+ * just below, at and above 1, and stores nothing past its spikes (the next token's slots). */
+Test(event, attn_row_matches_reference)
+{
+    enum { MAXC = 100, PAD = 20 };
+    float cnt[MAXC];
+    uint16_t a[MAXC + PAD], b[MAXC + PAD];
+    qkf_rng r;
+    qkf_rng_seed(&r, 31);
+    const int Cs[] = {1, 8, 15, 16, 17, 32, 48, 100};
+    const float vals[] = {0.0f, 0.5f, 0.99999994f, 1.0f, 2.0f, 7.0f, -1.0f};
+    for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
+        for (int rep = 0; rep < 20; rep++) {
+            int C = Cs[ci];
+            for (int c = 0; c < C; c++)
+                cnt[c] = vals[qkf_rng_u64(&r) % (sizeof vals / sizeof *vals)];
+            memset(a, 0x5A, sizeof a);
+            memset(b, 0x5A, sizeof b);
+            int na = qkf_spike_attn_row(a, cnt, C), nb = qkf_spike_attn_row_ref(b, cnt, C);
+            cr_assert_eq(na, nb, "C %d: %d vs %d", C, na, nb);
+            cr_assert_eq(memcmp(a, b, sizeof a), 0, "C %d rep %d: rows differ", C, rep);
+        }
+}
