@@ -960,10 +960,23 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
             nks += k1 - k0, nvs += v1 - v0;
             if (k1 == k0 || v1 == v0)
                 continue;
-            for (int i = k0; i < k1; i++) {
-                float *row = kv + (int64_t)(kc[i] - lo) * d;
+            if (v1 - v0 <= 2) { /* few v events: one add per pair */
+                for (int i = k0; i < k1; i++) {
+                    float *row = kv + (int64_t)(kc[i] - lo) * d;
+                    for (int j = v0; j < v1; j++)
+                        row[vc[j] - lo] += 1.0f;
+                }
+            } else { /* the token's v events as a 0/1 row, added to the row of each k event
+                        (vectorised; adding 0 to a count changes nothing, counts are exact) */
+                float *u = s->row;
+                memset(u, 0, (size_t)d * sizeof(float));
                 for (int j = v0; j < v1; j++)
-                    row[vc[j] - lo] += 1.0f;
+                    u[vc[j] - lo] = 1.0f;
+                for (int i = k0; i < k1; i++) {
+                    float *row = kv + (int64_t)(kc[i] - lo) * d;
+                    for (int c = 0; c < d; c++)
+                        row[c] += u[c];
+                }
             }
             pairs += (int64_t)(k1 - k0) * (v1 - v0);
         }
