@@ -344,23 +344,41 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
 {
     const qkf_events *in = ev_at(e, nd->in0, t);
     uint8_t *touched = s->touched + (int64_t)t * TILE_MAX;
-    int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0;
-    int64_t dk = (int64_t)ky * nd->w + kx;
+    int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0, C = in->C;
+    int64_t dk = (int64_t)ky * nd->w + kx, to = t * ostep;
+    const int32_t *len = in->len;
+    const uint16_t *ch = in->ch, *cnt = in->cnt;
     /* without branches: whether a token has events is as good as random, so every token's row
-     * is written at rows[nr] and kept (nr advanced) only if it has events (nr <= i < n) */
+     * is written at rows[nr] and kept (nr advanced) only if it has events (nr <= i < n); seg.base
+     * is 0 in every row (set at creation) */
+    if (nd->k == 1 && nd->pad == 0) { /* 1x1: every receptive field is inside */
+        for (int i = 0; i < n; i++) {
+            int64_t tok = s->gtok[i];
+            int l = len[tok], keep = l != 0 || every;
+            float *o = s->gout[i] + to;
+            qkf_spike_row *r = &rows[nr];
+            r->out = o;
+            r->init = touched[i] ? o : binit;
+            r->seg.ch = ch + tok * C;
+            r->seg.cnt = cnt ? cnt + tok * C : NULL;
+            r->seg.n = l;
+            touched[i] |= (uint8_t)keep;
+            nr += keep;
+        }
+        return nr;
+    }
     for (int i = 0; i < n; i++) {
         int iy = s->giy[i] + ky, ix = s->gix[i] + kx;
         int inside = (unsigned)iy < (unsigned)nd->h && (unsigned)ix < (unsigned)nd->w;
         int64_t tok = inside ? s->gtok[i] + dk : 0;
-        int len = inside ? in->len[tok] : 0, keep = len != 0 || every;
-        float *o = s->gout[i] + t * ostep;
+        int l = inside ? len[tok] : 0, keep = l != 0 || every;
+        float *o = s->gout[i] + to;
         qkf_spike_row *r = &rows[nr];
         r->out = o;
         r->init = touched[i] ? o : binit;
-        r->seg.ch = in->ch + tok * in->C;
-        r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
-        r->seg.n = len;
-        r->seg.base = 0;
+        r->seg.ch = ch + tok * C;
+        r->seg.cnt = cnt ? cnt + tok * C : NULL;
+        r->seg.n = l;
         touched[i] |= (uint8_t)keep;
         nr += keep;
     }
@@ -1353,7 +1371,8 @@ static void state_alloc(qkf_sched *e)
     tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
     tile = tile > (int64_t)T * TILE_MAX * BLOCK_MAX ? tile : (int64_t)T * TILE_MAX * BLOCK_MAX;
     for (int i = 0; i < e->nthreads; i++) {
-        e->scr[i].rows = st_malloc(e, (size_t)T * TILE_MAX * sizeof(qkf_spike_row));
+        /* zeroed: conv_rows never writes seg.base, which is 0 for every row */
+        e->scr[i].rows = st_calloc(e, (size_t)T * TILE_MAX, sizeof(qkf_spike_row));
         e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
         e->scr[i].gix = st_malloc(e, TILE_MAX * sizeof(int));
         e->scr[i].touched = st_malloc(e, (size_t)T * TILE_MAX);
