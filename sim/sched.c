@@ -23,11 +23,17 @@
  * adds, accumulators in registers), in the order (ky, kx, then event list). It works on tiles of
  * output tokens: for each kernel position, the rows of the whole tile at every step are gathered
  * against one slab (two rows side by side: qkf_spike_gather_rows), so a slab is read from cache
- * by tile x T rows. Small convs without pooling run a tile through every block, then the tile's
- * LIF over all steps with its membranes in scratch (a forward starts them at zero; nothing sweeps
- * membranes through memory). Convs with many weights, or a pool, fill shared currents
- * (block, tile) by (block, tile), block-major so each thread reads its share of the weights; a
- * second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
+ * by tile x T rows. Only tokens with events at a kernel position get a row there: the first
+ * such position starts the row from the bias, and a row that never had events is the bias (its
+ * LIF reads the bias). Blocks are as wide as keeps a slab in cache (block_width). Small convs
+ * without pooling run a tile through every block, then the tile's LIF. Convs with many weights
+ * run (block, tile) items, block-major so each thread reads its share of the weights, each
+ * accumulating its block for its tile in scratch and stepping those channels' LIF. The LIF steps
+ * a neuron row through all T steps with its membranes in registers (a forward starts them at
+ * zero; nothing sweeps membranes through memory) and writes spike masks, from which the event
+ * lists are written once per token (block-major: in a second pass, once every block is done).
+ * Convs with a pool, and traced block-major convs, fill shared currents e->pre (block, tile) by
+ * (block, tile) instead; a second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
  *
  * The encoding conv (a real-valued static image) is dense: the dense engine's own kernels (sgemm,
  * then bias + BatchNorm exactly as dense computes it) run once per sample before the time loop,
