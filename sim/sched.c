@@ -102,7 +102,8 @@ typedef struct {
     float **gout;
     int *nrow;     /* [T] rows of each step */
     uint16_t *acc; /* [max add channels, rounded up to 32]: residual counts, zero between uses */
-    float *tile;         /* currents of a fused conv's tile [T][tile][C], or pooled rows [T][B][C] */
+    float *tile; /* currents of a fused conv's tile [T][tile][C], of a block-major item's block
+                    [T][tile][bw], or pooled rows [T][B][C] */
     float *vt;           /* membranes of a conv's position, [max_batch][C] */
     int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
     float *row;
@@ -471,9 +472,10 @@ static uint16_t *mask_at(const qkf_sched *e, const node *nd, int t, int64_t tok)
 }
 
 /* The LIF of output position p for the samples b0..b1-1, channels c0..c0+width-1 (c0 a multiple
- * of 16; src finds their currents), over every step, into the spike masks: one qkf_spike_lif_seq per membrane, which a
- * forward starts at zero and drops (a session passes the node's own, kept across steps). With
- * tb one membrane serves every sample, stepped (t, b) in the official T*B order. */
+ * of 16; src finds their currents), over every step, into the spike masks: one
+ * qkf_spike_lif_seq per membrane, which a forward starts at zero and drops (a session passes the
+ * node's own, kept across steps). With tb one membrane serves every sample, stepped (t, b) in
+ * the official T*B order. */
 static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, int c0, int width,
                          const cur_src *src, scratch *s)
 {
