@@ -93,9 +93,9 @@ typedef struct {
 } node;
 
 typedef struct {
-    qkf_spike_row *rows; /* [T][TILE_MAX] */
-    int *giy, *gix;      /* [TILE_MAX] a conv tile's geometry (conv_tile_geom) */
-    uint8_t *touched;    /* [T][TILE_MAX]: the tile's rows that have been started (conv_rows) */
+    qkf_spike_row *rows; /* [T][tile_cap] */
+    int *giy, *gix;      /* [tile_cap] a conv tile's geometry (conv_tile_geom) */
+    uint8_t *touched;    /* [T][tile_cap]: the tile's rows that have been started (conv_rows) */
     const float **lx;    /* [T * max_batch]: the inputs of a LIF sequence (conv_lif_seq) */
     uint16_t **lm;       /* [T * max_batch]: its spike masks */
     int64_t *gtok;
@@ -131,6 +131,7 @@ struct qkf_sched {
     float *pre; /* conv currents before pooling / LIF [T][max_batch][ho*wo][cout], shared by the
                    block-major convs that pool or are traced (each uses it within its run) */
     int64_t pre_n;  /* floats of pre */
+    int tile_cap;   /* tokens a conv tile can hold: TILE_MAX, or max_batch if larger (conv_tile) */
     uint16_t *mask; /* conv spike masks [T][max_batch * N][(C + 15) / 16] (kernels/spike_node.h),
                        shared by the convs (each uses it within its run) */
     float *enc_in, *enc_buf, *enc_pool, *enc_col;
@@ -350,7 +351,7 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
                      const float *binit, int all, scratch *s, qkf_spike_row *rows)
 {
     const qkf_events *in = ev_at(e, nd->in0, t);
-    uint8_t *touched = s->touched + (int64_t)t * TILE_MAX;
+    uint8_t *touched = s->touched + (int64_t)t * e->tile_cap;
     int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0, C = in->C;
     int64_t dk = (int64_t)ky * nd->w + kx, to = t * ostep;
     const int32_t *len = in->len;
@@ -405,17 +406,17 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
 {
     int kk2 = nd->k * nd->k, T = e->T, *nr = s->nrow;
     const float *binit = local ? nd->bias + (int64_t)j0 * nd->bw : nd->bias;
-    memset(s->touched, 0, (size_t)T * TILE_MAX);
+    memset(s->touched, 0, (size_t)T * e->tile_cap);
     for (int kk = 0; kk < kk2; kk++) {
         for (int t = 0; t < T; t++)
             nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s,
-                              s->rows + (int64_t)t * TILE_MAX);
+                              s->rows + (int64_t)t * e->tile_cap);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
             const float *slab = nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
                 if (nr[t])
-                    acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * TILE_MAX, nr[t],
+                    acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * e->tile_cap, nr[t],
                                                     local ? 0 : c0, slab, width, width) *
                               width;
         }
@@ -455,12 +456,12 @@ typedef struct {
     const float *base, *bias;
     int64_t ts, bs;
     const uint8_t *touched;
-    int row0;
+    int row0, pitch; /* pitch: the touched flags of step t start at t * pitch */
 } cur_src;
 
 static const float *cur_of(const cur_src *c, int t, int db)
 {
-    if (c->touched && !c->touched[(int64_t)t * TILE_MAX + c->row0 + db])
+    if (c->touched && !c->touched[(int64_t)t * c->pitch + c->row0 + db])
         return c->bias;
     return c->base + t * c->ts + db * c->bs;
 }
@@ -567,7 +568,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
                 cur_src src = {s->tile + (int64_t)(q - q0) * C, nd->bias, tstride, C, s->touched,
-                               q - q0};
+                               q - q0, e->tile_cap};
                 conv_lif(e, nd, p, q % B, q % B + (qe - q), &src, traced, s);
                 q = qe;
             }
@@ -586,7 +587,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             for (int q = q0; q < q1;) {
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
                 cur_src src = {s->tile + (int64_t)(q - q0) * bw, nd->bias + c0, tstride, bw,
-                               s->touched, q - q0};
+                               s->touched, q - q0, e->tile_cap};
                 conv_lif_seq(e, nd, p, q % B, q % B + (qe - q), c0, width, &src, s);
                 q = qe;
             }
@@ -610,7 +611,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static) nowait
         for (int q = 0; q < nd->N; q++) {
             if (!nd->pool) {
-                cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0};
+                cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0, 0};
                 conv_lif(e, nd, q, 0, B, &src, traced, s);
                 continue;
             }
@@ -636,7 +637,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
                         }
                     }
                 }
-            cur_src src = {s->tile, nd->bias, (int64_t)B * C, C, NULL, 0};
+            cur_src src = {s->tile, nd->bias, (int64_t)B * C, C, NULL, 0, 0};
             conv_lif(e, nd, q, 0, B, &src, traced, s);
         }
     }
@@ -1374,20 +1375,22 @@ static void state_alloc(qkf_sched *e)
     e->pre_n = pre;
     e->mask = mask ? st_malloc(e, (size_t)mask * sizeof(uint16_t)) : NULL;
     e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
+    /* a tile holds up to TILE_MAX tokens, or with tb all the samples of a position */
+    e->tile_cap = max_batch > TILE_MAX ? max_batch : TILE_MAX;
     /* a fused tile, a block-major item's block, or pooled rows */
     int64_t tile = (int64_t)T * max_row * max_batch;
     tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
     tile = tile > (int64_t)T * TILE_MAX * BLOCK_MAX ? tile : (int64_t)T * TILE_MAX * BLOCK_MAX;
     for (int i = 0; i < e->nthreads; i++) {
         /* zeroed: conv_rows never writes seg.base, which is 0 for every row */
-        e->scr[i].rows = st_calloc(e, (size_t)T * TILE_MAX, sizeof(qkf_spike_row));
-        e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
-        e->scr[i].gix = st_malloc(e, TILE_MAX * sizeof(int));
-        e->scr[i].touched = st_malloc(e, (size_t)T * TILE_MAX);
+        e->scr[i].rows = st_calloc(e, (size_t)T * e->tile_cap, sizeof(qkf_spike_row));
+        e->scr[i].giy = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
+        e->scr[i].gix = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
+        e->scr[i].touched = st_malloc(e, (size_t)T * e->tile_cap);
         e->scr[i].lx = st_malloc(e, (size_t)T * max_batch * sizeof(float *));
         e->scr[i].lm = st_malloc(e, (size_t)T * max_batch * sizeof(uint16_t *));
-        e->scr[i].gtok = st_malloc(e, TILE_MAX * sizeof(int64_t));
-        e->scr[i].gout = st_malloc(e, TILE_MAX * sizeof(float *));
+        e->scr[i].gtok = st_malloc(e, (size_t)e->tile_cap * sizeof(int64_t));
+        e->scr[i].gout = st_malloc(e, (size_t)e->tile_cap * sizeof(float *));
         e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
         e->scr[i].acc = st_calloc(e, (size_t)(max_add + 31) / 32 * 32, sizeof(uint16_t));
         e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
