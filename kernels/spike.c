@@ -477,7 +477,7 @@ int qkf_spike_lif_row(uint16_t *ch, float *v, const float *x, int C, float vth)
 
 #endif
 
-int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
+int qkf_spike_attn_row_ref(uint16_t *ch, const float *cnt, int C)
 {
     int k = 0;
     for (int c = 0; c < C; c++)
@@ -485,6 +485,36 @@ int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
             ch[k++] = (uint16_t)c;
     return k;
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) &&                   \
+    defined(__AVX512VBMI2__)
+int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
+{
+    /* 16 counts a step: compare, compress the 16-bit channel indices that fire and store exactly
+     * that many (a masked store: rows are short, often 8 heads, and the next token's slots may
+     * belong to another thread). No branch on the counts, which fire at random. */
+    const __m256i iota = _mm256_set_epi16(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int k = 0;
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int rem = C - c0;
+        __mmask16 lanes = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+        __mmask16 s =
+            _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, cnt + c0), one, _CMP_GE_OQ);
+        __m256i idx =
+            _mm256_maskz_compress_epi16(s, _mm256_add_epi16(iota, _mm256_set1_epi16((short)c0)));
+        int n = __builtin_popcount((unsigned)s);
+        _mm256_mask_storeu_epi16(ch + k, (__mmask16)((1u << n) - 1u), idx);
+        k += n;
+    }
+    return k;
+}
+#else
+int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
+{
+    return qkf_spike_attn_row_ref(ch, cnt, C);
+}
+#endif
 
 int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint16_t *cnt0, int n0,
                     const uint16_t *ch1, const uint16_t *cnt1, int n1)

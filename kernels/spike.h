@@ -84,6 +84,7 @@ int qkf_spike_lif_row_ref(uint16_t *ch, float *v, const float *x, int C, float v
  * h = v/2 + q/2 >= 0.5 exactly when q >= 1). No membrane is kept. cnt [C] holds integer counts;
  * writes the channels that fire and returns how many. */
 int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C);
+int qkf_spike_attn_row_ref(uint16_t *ch, const float *cnt, int C);
 
 /* Residual addition of two event lists of one token (both channel-ascending): the union, with
  * counts added where both have the channel. cnt0 / cnt1 NULL: counts of 1. Writes ch, cnt and

@@ -23,11 +23,17 @@
  * adds, accumulators in registers), in the order (ky, kx, then event list). It works on tiles of
  * output tokens: for each kernel position, the rows of the whole tile at every step are gathered
  * against one slab (two rows side by side: qkf_spike_gather_rows), so a slab is read from cache
- * by tile x T rows. Small convs without pooling run a tile through every block, then the tile's
- * LIF over all steps with its membranes in scratch (a forward starts them at zero; nothing sweeps
- * membranes through memory). Convs with many weights, or a pool, fill shared currents
- * (block, tile) by (block, tile), block-major so each thread reads its share of the weights; a
- * second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
+ * by tile x T rows. Only tokens with events at a kernel position get a row there: the first
+ * such position starts the row from the bias, and a row that never had events is the bias (its
+ * LIF reads the bias). Blocks are as wide as keeps a slab in cache (block_width). Small convs
+ * without pooling run a tile through every block, then the tile's LIF. Convs with many weights
+ * run (block, tile) items, block-major so each thread reads its share of the weights, each
+ * accumulating its block for its tile in scratch and stepping those channels' LIF. The LIF steps
+ * a neuron row through all T steps with its membranes in registers (a forward starts them at
+ * zero; nothing sweeps membranes through memory) and writes spike masks, from which the event
+ * lists are written once per token (block-major: in a second pass, once every block is done).
+ * Convs with a pool, and traced block-major convs, fill shared currents e->pre (block, tile) by
+ * (block, tile) instead; a second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
  *
  * The encoding conv (a real-valued static image) is dense: the dense engine's own kernels (sgemm,
  * then bias + BatchNorm exactly as dense computes it) run once per sample before the time loop,
@@ -46,10 +52,12 @@
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
+#include "../kernels/spike_node.h"
 #include "../io/trace.h"
 #include "sched.h"
 
-#define BLOCK 64              /* output channels per weight block */
+#define BLOCK 64              /* output channels per weight block (block_width) */
+#define BLOCK_MAX 128         /* the widest block */
 #define FUSE_BYTES (512 << 10) /* convs with more weights (or a pool) run block-major */
 #define TILE_MAX 64            /* output tokens per tile */
 #define TILE_FLOATS (32 << 10) /* a fused tile's currents: at most this many floats */
@@ -65,7 +73,7 @@ typedef struct {
     int h, w;   /* input grid */
     int ho, wo; /* conv output grid (before pooling) */
     int C, N;   /* output channels and tokens (LIF / attention nodes) */
-    int bw;     /* conv: output channels per weight block (BLOCK, or cout if smaller); the
+    int bw;     /* conv: output channels per weight block (block_width); the
                    weights of block j are contiguous, [k][k][Cin][width of block j], at
                    wt + j*bw*Cin*k*k: one kernel position of a block is a slab that stays in
                    cache while a tile of output tokens reads it */
@@ -85,17 +93,23 @@ typedef struct {
 } node;
 
 typedef struct {
-    qkf_spike_row *rows; /* [T][TILE_MAX] */
-    int *giy, *gix;      /* [TILE_MAX] a conv tile's geometry (conv_tile_geom) */
+    qkf_spike_row *rows; /* [T][tile_cap] */
+    int *giy, *gix;      /* [tile_cap] a conv tile's geometry (conv_tile_geom) */
+    uint8_t *touched;    /* [T][tile_cap]: the tile's rows that have been started (conv_rows) */
+    const float **lx;    /* [T * max_batch]: the inputs of a LIF sequence (conv_lif_seq) */
+    uint16_t **lm;       /* [T * max_batch]: its spike masks */
     int64_t *gtok;
     float **gout;
     int *nrow;     /* [T] rows of each step */
     uint16_t *acc; /* [max add channels, rounded up to 32]: residual counts, zero between uses */
-    float *tile;         /* currents of a fused conv's tile [T][tile][C], or pooled rows [T][B][C] */
+    float *tile; /* currents of a fused conv's tile [T][tile][C], of a block-major item's block
+                    [T][tile][bw], or pooled rows [T][B][C] */
     float *vt;           /* membranes of a conv's position, [max_batch][C] */
     int64_t *acs, *spk;  /* [T]: a conv's accumulates and spikes per step */
     float *row;
     qkf_work *hw; /* per-head partial counters [T][heads_max] */
+    int *hend;    /* [max channels]: where each head's events end in a list (head_ends) */
+    int64_t *hc;  /* per-head event counts [2][T][heads_max] (head_count) */
     char pad[64];
 } scratch;
 
@@ -114,8 +128,12 @@ struct qkf_sched {
     int64_t *lif_spikes; /* [n_lif] spikes of the current forward */
     int64_t *ro;         /* readout event counts [max_batch][T][C] */
     float *feat;         /* readout features [C] */
-    float *pre; /* conv currents before pooling / LIF [max_batch][ho*wo][cout], shared by the
-                   block-major convs (each uses it within its step) */
+    float *pre; /* conv currents before pooling / LIF [T][max_batch][ho*wo][cout], shared by the
+                   block-major convs that pool or are traced (each uses it within its run) */
+    int64_t pre_n;  /* floats of pre */
+    int tile_cap;   /* tokens a conv tile can hold: TILE_MAX, or max_batch if larger (conv_tile) */
+    uint16_t *mask; /* conv spike masks [T][max_batch * N][(C + 15) / 16] (kernels/spike_node.h),
+                       shared by the convs (each uses it within its run) */
     float *enc_in, *enc_buf, *enc_pool, *enc_col;
     int64_t enc_col_cap;
     int B;
@@ -304,17 +322,17 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
  */
 
 /* The geometry of output tokens q0..q1 (pre-pool grid) of a conv, once per tile: token q is
- * sample q % B, position q / B (by_pos: as the LIF steps them, so a tile holds the samples of
- * its positions in order) or sample q / P, position q % P. Keeps each token's first input token
- * (top-left of its receptive field, possibly outside the grid), its row and column there, and
- * its output row: out + (q - q0) * pitch (a tile) or its row of the shared currents e->pre
- * (at step 0; step t adds t * B * P * cout). */
-static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, int by_pos,
-                           float *out, int64_t pitch, scratch *s)
+ * sample q % B at position q / B (so a tile holds the samples of its positions in order, as the
+ * LIF steps them). Keeps each token's first input token (top-left of its receptive field,
+ * possibly outside the grid), its row and column there, and its output row: out + (q - q0) *
+ * pitch (a tile) or, out NULL, its row of the shared currents e->pre (at step 0; step t adds
+ * t * B * P * cout). */
+static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, float *out,
+                           int64_t pitch, scratch *s)
 {
     int B = e->B, P = nd->ho * nd->wo;
     for (int q = q0; q < q1; q++) {
-        int b = by_pos ? q % B : q / P, p = by_pos ? q / B : q % P, i = q - q0;
+        int b = q % B, p = q / B, i = q - q0;
         int iy = p / nd->wo * nd->stride - nd->pad, ix = p % nd->wo * nd->stride - nd->pad;
         s->giy[i] = iy, s->gix[i] = ix;
         s->gtok[i] = (int64_t)b * nd->h * nd->w + (int64_t)iy * nd->w + ix;
@@ -322,32 +340,57 @@ static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, i
     }
 }
 
-/* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows:
- * the first kernel position starts every row from the bias (a row without events there too);
- * later ones add to the row in place and skip tokens without events. ostep: what step t adds
- * to an output row. Returns the number of rows. */
+/* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows. Only
+ * tokens with events at kk get a row: the first position with events starts the row from the
+ * bias (binit: the bias at the columns the rows' offset selects), later ones add to it in place.
+ * s->touched[t][i] records that row i was started; a row never started holds no current, and
+ * its LIF reads the bias instead (the same value: the bias is what the row would hold). With
+ * all, the first position starts every row (the shared currents, read whole by pooling). ostep:
+ * what step t adds to an output row. Returns the number of rows. */
 static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, int64_t ostep,
-                     const scratch *s, qkf_spike_row *rows)
+                     const float *binit, int all, scratch *s, qkf_spike_row *rows)
 {
     const qkf_events *in = ev_at(e, nd->in0, t);
-    int ky = kk / nd->k, kx = kk % nd->k, nr = 0;
-    int64_t dk = (int64_t)ky * nd->w + kx;
+    uint8_t *touched = s->touched + (int64_t)t * e->tile_cap;
+    int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0, C = in->C;
+    int64_t dk = (int64_t)ky * nd->w + kx, to = t * ostep;
+    const int32_t *len = in->len, *len1 = in->len1;
+    const uint16_t *ch = in->ch, *cnt = in->cnt;
+    /* without branches: whether a token has events is as good as random, so every token's row
+     * is written at rows[nr] and kept (nr advanced) only if it has events (nr <= i < n); seg.base
+     * is 0 in every row (set at creation) */
+    if (nd->k == 1 && nd->pad == 0) { /* 1x1: every receptive field is inside */
+        for (int i = 0; i < n; i++) {
+            int64_t tok = s->gtok[i];
+            int l = len[tok], keep = l != 0 || every;
+            float *o = s->gout[i] + to;
+            qkf_spike_row *r = &rows[nr];
+            r->out = o;
+            r->init = touched[i] ? o : binit;
+            r->seg.ch = ch + tok * C;
+            r->seg.cnt = cnt ? cnt + tok * C : NULL;
+            r->seg.n = l;
+            r->n1 = l && len1 ? len1[tok] : 0;
+            touched[i] |= (uint8_t)keep;
+            nr += keep;
+        }
+        return nr;
+    }
     for (int i = 0; i < n; i++) {
         int iy = s->giy[i] + ky, ix = s->gix[i] + kx;
-        int inside = iy >= 0 && iy < nd->h && ix >= 0 && ix < nd->w;
+        int inside = (unsigned)iy < (unsigned)nd->h && (unsigned)ix < (unsigned)nd->w;
         int64_t tok = inside ? s->gtok[i] + dk : 0;
-        int len = inside ? in->len[tok] : 0;
-        if (kk > 0 && len == 0)
-            continue;
-        float *o = s->gout[i] + t * ostep;
-        qkf_spike_row *r = &rows[nr++];
+        int l = inside ? len[tok] : 0, keep = l != 0 || every;
+        float *o = s->gout[i] + to;
+        qkf_spike_row *r = &rows[nr];
         r->out = o;
-        r->init = kk == 0 ? nd->bias : o;
-        r->seg.ch = in->ch + tok * in->C;
-        r->seg.cnt = in->cnt ? in->cnt + tok * in->C : NULL;
-        r->seg.n = len;
-        r->seg.base = 0;
-        r->n1 = len && in->len1 ? in->len1[tok] : 0;
+        r->init = touched[i] ? o : binit;
+        r->seg.ch = ch + tok * C;
+        r->seg.cnt = cnt ? cnt + tok * C : NULL;
+        r->seg.n = l;
+        r->n1 = l && len1 ? len1[tok] : 0;
+        touched[i] |= (uint8_t)keep;
+        nr += keep;
     }
     return nr;
 }
@@ -355,46 +398,52 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
 /* Accumulates weight blocks j0..j1-1 over every kernel position and step for the tile of
  * conv_tile_geom (n tokens); adds the accumulates of step t to acs[t]. Kernel positions
  * outermost; a position's rows are laid out once per step and serve every block (the block
- * selects their columns); each slab [Cin][width] is then read by the whole tile at every step
- * while it is in cache. A row's adds keep the order (ky, kx, then list order) of a gather over
- * its receptive field. (Cutting the slabs further by input channel, so that each stays in L1,
- * was slower: the rows' pieces get short and every piece reloads and stores its accumulators.) */
+ * selects their columns; local: the rows hold block j0 alone, j1 = j0 + 1); each slab
+ * [Cin][width] is then read by the whole tile at every step while it is in cache. A row's adds
+ * keep the order (ky, kx, then list order) of a gather over its receptive field. (Cutting the
+ * slabs further by input channel, so that each stays in L1, was slower: the rows' pieces get
+ * short and every piece reloads and stores its accumulators.) */
 static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j1, int64_t ostep,
-                        scratch *s, int64_t *acs)
+                        int local, int all, scratch *s, int64_t *acs)
 {
     int kk2 = nd->k * nd->k, T = e->T, *nr = s->nrow;
+    const float *binit = local ? nd->bias + (int64_t)j0 * nd->bw : nd->bias;
+    memset(s->touched, 0, (size_t)T * e->tile_cap);
     for (int kk = 0; kk < kk2; kk++) {
         for (int t = 0; t < T; t++)
-            nr[t] = conv_rows(e, nd, t, n, kk, ostep, s, s->rows + (int64_t)t * TILE_MAX);
+            nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s,
+                              s->rows + (int64_t)t * e->tile_cap);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
             const float *slab = nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
-                acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * TILE_MAX, nr[t], c0, slab,
-                                                width, width) *
-                          width;
+                if (nr[t])
+                    acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * e->tile_cap, nr[t],
+                                                    local ? 0 : c0, slab, width, width) *
+                              width;
         }
     }
 }
 
 /* Output tokens per tile. Fused: enough tiles for every thread, at most TILE_MAX, the currents
- * of all steps within TILE_FLOATS; with one membrane for all samples (tb) a tile holds whole
- * positions, so that one thread steps a position's samples in order. Block-major: as large as
- * TILE_MAX (each slab is read from cache by more rows), while there are at least two (block,
- * tile) items per thread. */
+ * of all steps within TILE_FLOATS. Block-major: as large as TILE_MAX (each slab is read from
+ * cache by more rows), while there are at least two (block, tile) items per thread. With one
+ * membrane for all samples (tb) a tile holds whole positions, so that one thread steps a
+ * position's samples in order. */
 static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
 {
-    int total = e->B * nd->ho * nd->wo;
+    int total = e->B * nd->ho * nd->wo, tt;
     if (!nd->fused) {
-        int nblk = (nd->cout + nd->bw - 1) / nd->bw, tt = TILE_MAX;
+        int nblk = (nd->cout + nd->bw - 1) / nd->bw;
+        tt = TILE_MAX;
         while (tt > 8 && (int64_t)nblk * ((total + tt - 1) / tt) < 2 * nthreads)
             tt /= 2;
-        return tt;
+    } else {
+        tt = (total + 2 * nthreads - 1) / (2 * nthreads);
+        tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
+        int cap = TILE_FLOATS / (e->T * nd->cout);
+        tt = tt < cap ? tt : cap;
     }
-    int tt = (total + 2 * nthreads - 1) / (2 * nthreads);
-    tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
-    int cap = TILE_FLOATS / (e->T * nd->cout);
-    tt = tt < cap ? tt : cap;
     if (nd->tb)
         tt = tt / e->B * e->B;
     if (tt < (nd->tb ? e->B : 1))
@@ -402,69 +451,170 @@ static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
     return tt;
 }
 
-/* The LIF of output position p for the samples b0..b1-1, over every step: currents of (t, b) at
- * cur(t, b), membranes from zero in scratch (a session: the node's own, kept across steps).
- * With tb one membrane serves every sample, stepped (t, b) in the official T*B order. */
-#define CUR(t, b) (curbase + (t) * ct + ((b) - b0) * cb)
-static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const float *curbase,
-                     int64_t ct, int64_t cb, scratch *s)
+/* Where a conv's LIF finds the current of (t, b) at one output position, for samples b0..: at
+ * base + t * ts + (b - b0) * bs, or the bias where tile row row0 + b - b0 of step t was never
+ * started (touched NULL: every row was). */
+typedef struct {
+    const float *base, *bias;
+    int64_t ts, bs;
+    const uint8_t *touched;
+    int row0, pitch; /* pitch: the touched flags of step t start at t * pitch */
+} cur_src;
+
+static const float *cur_of(const cur_src *c, int t, int db)
 {
-    int C = nd->C, own = e->view;
-    if (!own) {
+    if (c->touched && !c->touched[(int64_t)t * c->pitch + c->row0 + db])
+        return c->bias;
+    return c->base + t * c->ts + db * c->bs;
+}
+
+/* The spike mask of a conv's output token tok (sample b's position p at b * N + p), step t. */
+static uint16_t *mask_at(const qkf_sched *e, const node *nd, int t, int64_t tok)
+{
+    return e->mask + ((int64_t)t * e->B * nd->N + tok) * ((nd->C + 15) / 16);
+}
+
+/* The LIF of output position p for the samples b0..b1-1, channels c0..c0+width-1 (c0 a multiple
+ * of 16; src finds their currents), over every step, into the spike masks: one
+ * qkf_spike_lif_seq per membrane, which a forward starts at zero and drops (a session passes the
+ * node's own, kept across steps). With tb one membrane serves every sample, stepped (t, b) in
+ * the official T*B order. */
+static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, int c0, int width,
+                         const cur_src *src, scratch *s)
+{
+    int T = e->T, nb = b1 - b0, C = nd->C;
+    if (nd->tb) {
+        for (int t = 0; t < T; t++)
+            for (int b = b0; b < b1; b++) {
+                s->lx[t * nb + b - b0] = cur_of(src, t, b - b0);
+                s->lm[t * nb + b - b0] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
+            }
+        qkf_spike_lif_seq(s->lm, s->lx, T * nb, width, nd->vth,
+                          e->view ? membrane(nd, 0) + (int64_t)p * C + c0 : NULL);
+        return;
+    }
+    for (int b = b0; b < b1; b++) {
+        for (int t = 0; t < T; t++) {
+            s->lx[t] = cur_of(src, t, b - b0);
+            s->lm[t] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
+        }
+        qkf_spike_lif_seq(s->lm, s->lx, T, width, nd->vth,
+                          e->view ? membrane(nd, b) + (int64_t)p * C + c0 : NULL);
+    }
+}
+
+/* The event list of a conv's output token (sample b, position p) at step t from its mask. */
+static int conv_emit(qkf_sched *e, const node *nd, int t, int b, int p)
+{
+    qkf_events *out = ev_at(e, nd->out, t);
+    int64_t tok = (int64_t)b * nd->N + p;
+    uint16_t *ch = out->ch + tok * nd->C;
+    int ns = qkf_spike_mask_emit(ch, mask_at(e, nd, t, tok), nd->C);
+    out->len[tok] = ns;
+    record(e, nd, t, b, p, ch, ns);
+    return ns;
+}
+
+/* The LIF of output position p for the samples b0..b1-1 over every step, and its events. A
+ * traced layer steps row by row through lif_emit_v, which stores what the trace wants (its
+ * membranes from zero in scratch, or a session's own). */
+static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const cur_src *src,
+                     int traced, scratch *s)
+{
+    int C = nd->C;
+    if (!traced) {
+        conv_lif_seq(e, nd, p, b0, b1, 0, C, src, s);
+        for (int t = 0; t < e->T; t++)
+            for (int b = b0; b < b1; b++)
+                s->spk[t] += conv_emit(e, nd, t, b, p);
+        return;
+    }
+    if (!e->view) {
         size_t n = (size_t)(nd->tb ? 1 : b1 - b0) * C;
         memset(s->vt, 0, n * sizeof(float));
     }
     for (int t = 0; t < e->T; t++)
         for (int b = b0; b < b1; b++) {
-            float *v = own ? membrane(nd, b) + (int64_t)p * C
-                           : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
-            s->spk[t] += lif_emit_v(e, nd, t, b, p, CUR(t, b), v);
+            float *v = e->view ? membrane(nd, b) + (int64_t)p * C
+                               : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
+            s->spk[t] += lif_emit_v(e, nd, t, b, p, cur_of(src, t, b - b0), v);
         }
 }
-#undef CUR
 
-/* A conv node over all T steps. */
+/* A conv node over all T steps, in one of three ways. Fused (few weights, no pool): tiles of
+ * output tokens through every block, then their LIF while cached. Block-major (many weights, no
+ * pool): (block, tile) items, each accumulating its block for its tile in scratch and stepping
+ * the LIF of those channels into the spike masks; a second pass writes the event lists. Shared
+ * currents (a pool, or a traced layer: the trace wants whole rows): (block, tile) items fill
+ * e->pre, a second pass pools (MaxPool 3x3/2 on currents) and steps the LIF. */
 static void conv_run(qkf_sched *e, node *nd, scratch *s)
 {
     int T = e->T, B = e->B, C = nd->cout, P = nd->ho * nd->wo;
     int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, omp_get_num_threads());
-    int ntile = (B * P + tt - 1) / tt;
+    int ntile = (B * P + tt - 1) / tt, traced = trace_tmp(e, nd) != NULL;
     int64_t *acs = s->acs;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
 #pragma omp master
     for (int t = 0; t < T; t++)
         count_inputs(e, nd, t);
-    if (nd->fused) { /* a tile through every block and step, then its LIF while cached */
+    if (nd->fused) {
         int64_t tstride = (int64_t)tt * C;
         /* tiles differ in events: hand them out as threads free up (no result depends on
          * which thread computes a tile) */
 #pragma omp for schedule(dynamic) nowait
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, 1, s->tile, C, s);
-            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, s, acs);
+            conv_tile_geom(e, nd, q0, q1, s->tile, C, s);
+            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
-                conv_lif(e, nd, p, q % B, q % B + (qe - q), s->tile + (int64_t)(q - q0) * C,
-                         tstride, C, s);
+                cur_src src = {s->tile + (int64_t)(q - q0) * C, nd->bias, tstride, C, s->touched,
+                               q - q0, e->tile_cap};
+                conv_lif(e, nd, p, q % B, q % B + (qe - q), &src, traced, s);
                 q = qe;
             }
         }
-    } else {
-        /* currents of every (block, tile) into e->pre, block-major so that a thread works
-         * through a contiguous range of blocks: its share of the weights */
+    } else if (!nd->pool && !traced) {
+        /* block-major so that a thread works through a contiguous range of blocks: its share
+         * of the weights; a block's currents stay in scratch */
+        int bw = nd->bw;
+        int64_t tstride = (int64_t)tt * bw;
 #pragma omp for schedule(static)
         for (int it = 0; it < nblk * ntile; it++) {
             int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, 0, NULL, 0, s);
-            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, s, acs);
+            int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
+            conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, s, acs);
+            for (int q = q0; q < q1;) {
+                int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
+                cur_src src = {s->tile + (int64_t)(q - q0) * bw, nd->bias + c0, tstride, bw,
+                               s->touched, q - q0, e->tile_cap};
+                conv_lif_seq(e, nd, p, q % B, q % B + (qe - q), c0, width, &src, s);
+                q = qe;
+            }
+        }
+        int64_t BN = (int64_t)B * nd->N;
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < T * BN; r++) {
+            int t = (int)(r / BN);
+            int64_t tok = r % BN;
+            s->spk[t] += conv_emit(e, nd, t, (int)(tok / nd->N), (int)(tok % nd->N));
+        }
+    } else {
+        /* currents of every (block, tile) into e->pre, block-major */
+#pragma omp for schedule(static)
+        for (int it = 0; it < nblk * ntile; it++) {
+            int j = it / ntile, q0 = it % ntile * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
+            conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, s, acs);
         }
         int64_t ct = (int64_t)B * P * C, cb = (int64_t)P * C;
 #pragma omp for schedule(static) nowait
         for (int q = 0; q < nd->N; q++) {
             if (!nd->pool) {
-                conv_lif(e, nd, q, 0, B, e->pre + (int64_t)q * C, ct, cb, s);
+                cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0, 0};
+                conv_lif(e, nd, q, 0, B, &src, traced, s);
                 continue;
             }
             /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
@@ -489,7 +639,8 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
                         }
                     }
                 }
-            conv_lif(e, nd, q, 0, B, s->tile, (int64_t)B * C, C, s);
+            cur_src src = {s->tile, nd->bias, (int64_t)B * C, C, NULL, 0, 0};
+            conv_lif(e, nd, q, 0, B, &src, traced, s);
         }
     }
     for (int t = 0; t < T; t++) {
@@ -565,9 +716,33 @@ static qkf_work *head_work(qkf_sched *e, scratch *s, int t, int h)
     return &s->hw[(int64_t)t * e->st.heads_max + h];
 }
 
+/* Per-head event counts k = 0, 1 of step t, for counters that several fields share: one add per
+ * head and token instead of one per field (the node folds them into its head counters). */
+static int64_t *head_count(qkf_sched *e, scratch *s, int k, int t)
+{
+    return s->hc + ((int64_t)k * e->T + t) * e->st.heads_max;
+}
+
+/* Adds the events per head of an ascending channel list ch[0..n) to cnt[0..H) (head h: channels
+ * [h * d, (h + 1) * d)); end [H] is scratch. A few events (low rates) go one by one, a longer
+ * list through the runs of qkf_spike_head_ends. */
+#define FEW_EVENTS 4
+static void head_counts(int64_t *cnt, int *end, const uint16_t *ch, int n, int d, int H)
+{
+    if (n < FEW_EVENTS) {
+        for (int i = 0; i < n; i++)
+            cnt[ch[i] / d]++;
+        return;
+    }
+    qkf_spike_head_ends(end, ch, n, d, H);
+    for (int h = 0, i0 = 0; h < H; i0 = end[h++])
+        cnt[h] += end[h] - i0;
+}
+
 static void clear_all_heads(qkf_sched *e, scratch *s)
 {
     memset(s->hw, 0, (size_t)e->T * e->st.heads_max * sizeof *s->hw);
+    memset(s->hc, 0, (size_t)2 * e->T * e->st.heads_max * sizeof *s->hc);
 }
 
 static void flush_all_heads(qkf_sched *e, const node *nd, scratch *s)
@@ -582,6 +757,8 @@ static void flush_all_heads(qkf_sched *e, const node *nd, scratch *s)
 static void attn_run(qkf_sched *e, node *nd, scratch *s)
 {
     int B = e->B, C = nd->C, hd = e->st.node[nd->stat].head_dim, T = e->T;
+    int H = (C + hd - 1) / hd; /* heads of the channels (per-head counters) */
+    float *tmp = trace_tmp(e, nd); /* this thread's, if the layer is traced */
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
 #pragma omp for schedule(static) nowait
@@ -592,7 +769,7 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                 int64_t tok = (int64_t)b * nd->N + p;
                 const float *x = cur_at(e, nd->in0, t) + tok * C;
                 uint16_t *ch = out->ch + tok * C;
-                float *old = trace_tmp(e, nd), *vrow;
+                float *old = tmp, *vrow;
                 int ns;
                 if (nd->or_rule) {
                     ns = qkf_spike_attn_row(ch, x, C);
@@ -612,8 +789,14 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                     trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
                 out->len[tok] = ns;
                 s->spk[t] += ns;
-                for (int i = 0; i < ns; i++)
-                    head_work(e, s, t, ch[i] / hd)->out_spikes++;
+                if (hd == 1) { /* QK attention: a channel is a head */
+                    for (int i = 0; i < ns; i++)
+                        head_work(e, s, t, ch[i])->out_spikes++;
+                } else {
+                    qkf_spike_head_ends(s->hend, ch, ns, hd, H);
+                    for (int h = 0, i0 = 0; h < H; i0 = s->hend[h++])
+                        head_work(e, s, t, h)->out_spikes += s->hend[h] - i0;
+                }
                 record(e, nd, t, b, p, ch, ns);
             }
     for (int t = 0; t < T; t++) {
@@ -643,15 +826,22 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
             int64_t n = r % BN;
             const qkf_events *q = ev_at(e, nd->in0, t);
             float *row = cur_at(e, nd->out, t) + n * nd->heads;
-            memset(row, 0, (size_t)nd->heads * sizeof(float));
             const uint16_t *ch = q->ch + n * q->C;
-            for (int i = 0; i < q->len[n]; i++) {
-                int h = ch[i] / d;
-                qkf_work *hw = head_work(e, s, t, h);
-                row[h] += 1.0f;
-                hw->in_events++, hw->in_spikes[0]++, hw->acs++;
+            /* a head's sum of ones is its count of events (exact in float) */
+            int64_t *hc = head_count(e, s, 0, t);
+            int len = q->len[n];
+            if (len < FEW_EVENTS) {
+                memset(row, 0, (size_t)nd->heads * sizeof(float));
+                for (int i = 0; i < len; i++)
+                    row[ch[i] / d] += 1.0f, hc[ch[i] / d]++;
+            } else {
+                qkf_spike_head_ends(s->hend, ch, len, d, nd->heads);
+                for (int h = 0, i0 = 0; h < nd->heads; i0 = s->hend[h++]) {
+                    row[h] = (float)(s->hend[h] - i0);
+                    hc[h] += s->hend[h] - i0;
+                }
             }
-            s->acs[t] += q->len[n];
+            s->acs[t] += len;
         }
     } else {
 #pragma omp for schedule(static) nowait
@@ -661,13 +851,12 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
             int Nq = q->N / e->max_batch;
             float *row = cur_at(e, nd->out, t) + (int64_t)b * q->C;
             memset(row, 0, (size_t)q->C * sizeof(float));
+            int H = (q->C + d - 1) / d;
             for (int64_t n = (int64_t)b * Nq; n < (int64_t)(b + 1) * Nq; n++) {
                 const uint16_t *ch = q->ch + n * q->C;
-                for (int i = 0; i < q->len[n]; i++) {
+                for (int i = 0; i < q->len[n]; i++)
                     row[ch[i]] += 1.0f;
-                    qkf_work *hw = head_work(e, s, t, ch[i] / d);
-                    hw->in_events++, hw->in_spikes[0]++, hw->acs++;
-                }
+                head_counts(head_count(e, s, 0, t), s->hend, ch, q->len[n], d, H);
                 s->acs[t] += q->len[n];
             }
         }
@@ -675,6 +864,11 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
     for (int t = 0; t < T; t++) {
         qkf_work w = {0, {0, 0, 0}, 0, s->acs[t], 0};
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
+        const int64_t *hc = head_count(e, s, 0, t); /* q events: one accumulate each */
+        for (int h = 0; h < e->st.heads_max; h++) {
+            qkf_work *hw = head_work(e, s, t, h);
+            hw->in_events += hc[h], hw->in_spikes[0] += hc[h], hw->acs += hc[h];
+        }
     }
     flush_all_heads(e, nd, s);
 #pragma omp barrier
@@ -686,7 +880,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
     int d = nd->d, B = e->B, T = e->T;
     int token = nd->op->qk == QKF_QK_TOKEN;
     const qkf_events *k0 = ev_at(e, nd->in1, 0);
-    int C = k0->C, N = k0->N / e->max_batch;
+    int C = k0->C, N = k0->N / e->max_batch, H = (C + d - 1) / d;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
 #pragma omp master
@@ -716,9 +910,10 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
         qkf_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
         uint16_t *oc = out->ch + n * C;
-        int nk = k->len[n], no = 0;
+        int nk = k->len[n], no = 0, *end = s->hend;
         qkf_work *hw = head_work(e, s, t, 0);
-        if (token) { /* both lists ascending: walk the heads that fired alongside */
+        int64_t *hk = head_count(e, s, 0, t);
+        if (token && nk < FEW_EVENTS) { /* both lists ascending: walk the fired heads alongside */
             const uint16_t *ac = a->ch + n * a->C;
             int na = a->len[n], ia = 0;
             for (int i = 0; i < na; i++)
@@ -727,18 +922,31 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
                 int h = kc[i] / d;
                 while (ia < na && ac[ia] < h)
                     ia++;
-                hw[h].in_events++, hw[h].in_spikes[1]++;
+                hk[h]++;
                 if (ia < na && ac[ia] == h)
                     oc[no++] = kc[i], hw[h].out_spikes++;
             }
+        } else if (token) { /* k is ascending: the runs of the heads that fired (ac ascending) */
+            const uint16_t *ac = a->ch + n * a->C;
+            int na = a->len[n];
+            qkf_spike_head_ends(end, kc, nk, d, H);
+            for (int h = 0, i0 = 0; h < H; i0 = end[h++])
+                hk[h] += end[h] - i0;
+            for (int i = 0; i < na; i++) {
+                int h = ac[i], i0 = h ? end[h - 1] : 0;
+                hw[h].in_events++, hw[h].in_spikes[0]++;
+                memcpy(oc + no, kc + i0, (size_t)(end[h] - i0) * sizeof *oc);
+                no += end[h] - i0;
+                hw[h].out_spikes += end[h] - i0;
+            }
         } else {
             const uint8_t *f = nd->fired + ((int64_t)t * B + n / N) * C;
-            for (int i = 0; i < nk; i++) {
-                int h = kc[i] / d;
-                hw[h].in_events++, hw[h].in_spikes[1]++;
-                if (f[kc[i]])
-                    oc[no++] = kc[i], hw[h].out_spikes++;
+            for (int i = 0; i < nk; i++) { /* branch-free: a slot is kept if its channel fired */
+                oc[no] = kc[i];
+                no += f[kc[i]];
             }
+            head_counts(hk, end, kc, nk, d, H);
+            head_counts(head_count(e, s, 1, t), end, oc, no, d, H);
         }
         out->len[n] = no;
         s->acs[t] += no;
@@ -747,23 +955,14 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
         qkf_work w = {0, {0, 0, 0}, s->acs[t], 0, 0};
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
         publish(e, nd->out, t, s->acs[t], s->acs[t]);
+        const int64_t *hk = head_count(e, s, 0, t), *ho = head_count(e, s, 1, t);
+        for (int h = 0; h < e->st.heads_max; h++) {
+            qkf_work *hw = head_work(e, s, t, h);
+            hw->in_events += hk[h], hw->in_spikes[1] += hk[h], hw->out_spikes += ho[h];
+        }
     }
     flush_all_heads(e, nd, s);
 #pragma omp barrier
-}
-
-/* First index in ch[0..n) with ch[i] >= c. */
-static int lower(const uint16_t *ch, int n, int c)
-{
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (ch[mid] < c)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
 
 /* SSA: per step, sample and head kv = K^T V from the co-active (k, v) events of each token (one
@@ -788,15 +987,30 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
         int64_t pairs = 0, nks = 0, nvs = 0;
         for (int64_t n = (int64_t)b * N; n < (int64_t)(b + 1) * N; n++) {
             const uint16_t *kc = k->ch + n * C, *vc = v->ch + n * C;
-            int k0 = lower(kc, k->len[n], lo), k1 = lower(kc, k->len[n], hi);
-            int v0 = lower(vc, v->len[n], lo), v1 = lower(vc, v->len[n], hi);
+            int k0 = qkf_spike_count_below(kc, k->len[n], lo);
+            int k1 = k0 + qkf_spike_count_below(kc + k0, k->len[n] - k0, hi);
+            int v0 = qkf_spike_count_below(vc, v->len[n], lo);
+            int v1 = v0 + qkf_spike_count_below(vc + v0, v->len[n] - v0, hi);
             nks += k1 - k0, nvs += v1 - v0;
             if (k1 == k0 || v1 == v0)
                 continue;
-            for (int i = k0; i < k1; i++) {
-                float *row = kv + (int64_t)(kc[i] - lo) * d;
+            if (v1 - v0 <= 2) { /* few v events: one add per pair */
+                for (int i = k0; i < k1; i++) {
+                    float *row = kv + (int64_t)(kc[i] - lo) * d;
+                    for (int j = v0; j < v1; j++)
+                        row[vc[j] - lo] += 1.0f;
+                }
+            } else { /* the token's v events as a 0/1 row, added to the row of each k event
+                        (vectorised; adding 0 to a count changes nothing, counts are exact) */
+                float *u = s->row;
+                memset(u, 0, (size_t)d * sizeof(float));
                 for (int j = v0; j < v1; j++)
-                    row[vc[j] - lo] += 1.0f;
+                    u[vc[j] - lo] = 1.0f;
+                for (int i = k0; i < k1; i++) {
+                    float *row = kv + (int64_t)(kc[i] - lo) * d;
+                    for (int c = 0; c < d; c++)
+                        row[c] += u[c];
+                }
             }
             pairs += (int64_t)(k1 - k0) * (v1 - v0);
         }
@@ -961,6 +1175,25 @@ static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
     ev->len1 = counts ? st_calloc(e, (size_t)N, sizeof(int32_t)) : NULL;
 }
 
+/* Output channels per weight block of a conv. The gather walks each row's events once per block,
+ * so wider blocks walk less, but a tile reads a block's slab [Cin][width] from cache, and the
+ * widest the gather keeps in registers is 128 (spike.h). Measured (qkf bench event, cifar10, 10%
+ * and 1%): a conv of at most 128 output channels is one block (96: one walk instead of 64 + 32);
+ * with at most 96 input channels, blocks of 96 (a slab of 36 KB stays in L1; 128 was no
+ * better); with very many input channels the slabs live in L2 whatever their width and blocks
+ * of 128 walk the long lists half as often; otherwise 64 (128 or 96 was slower: the slab
+ * leaves L1). Blocks have equal widths, multiples of 16 (a spike mask word). */
+static int block_width(int cin, int cout)
+{
+    if (cout <= BLOCK_MAX)
+        return cout;
+    if (cin <= 96 && cout % 96 == 0)
+        return 96;
+    if (cin >= 1024 && cout % BLOCK_MAX == 0)
+        return BLOCK_MAX;
+    return BLOCK;
+}
+
 /* W' = W * alpha per output channel, re-laid per block of bw output channels as
  * [k][k][Cin][width]; b' = b * alpha + shift. */
 static void fold(node *nd, const qkf_model *m)
@@ -1036,7 +1269,7 @@ static int nodes_build(qkf_sched *e)
             if (nd->kind == QKF_NODE_CONV) {
                 int64_t bytes =
                     (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
-                nd->bw = nd->cout > BLOCK ? BLOCK : nd->cout;
+                nd->bw = block_width(nd->cin, nd->cout);
                 nd->fused = !nd->pool && bytes <= FUSE_BYTES;
                 fold(nd, e->m);
             }
@@ -1087,11 +1320,13 @@ static void state_alloc(qkf_sched *e)
         }
     }
 
-    int max_row = 1, max_add = 1;
+    int max_row = 1, max_add = 1, max_c = 1;
+    for (int i = 0; i < g->n_tensors; i++)
+        max_c = g->tensors[i].c > max_c ? g->tensors[i].c : max_c;
     for (int i = 0; i < g->n_ops; i++)
         if (g->ops[i].kind == QKF_OP_ADD && g->tensors[g->ops[i].out].c > max_add)
             max_add = g->tensors[g->ops[i].out].c;
-    int64_t pre = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
+    int64_t pre = 0, mask = 0, enc_in = 0, enc_buf = 0, enc_pool = 0, col_frame = 0;
     for (int i = 0; i < e->n_nodes; i++) {
         node *nd = &e->nodes[i];
         const qkf_op *op = nd->op;
@@ -1110,9 +1345,13 @@ static void state_alloc(qkf_sched *e)
                 int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
                 col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
-            } else if (!nd->fused) {
-                int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
-                pre = n > pre ? n : pre;
+            } else {
+                if (nd->pool) { /* traced block-major convs get theirs in qkf_sched_set_trace */
+                    int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
+                    pre = n > pre ? n : pre;
+                }
+                int64_t n = (int64_t)T * max_batch * nd->N * ((nd->C + 15) / 16);
+                mask = n > mask ? n : mask;
             }
             max_row = nd->cout > max_row ? nd->cout : max_row;
             break;
@@ -1143,15 +1382,25 @@ static void state_alloc(qkf_sched *e)
         e->enc_col = st_malloc(e, (size_t)(e->enc_col_cap + 1) * sizeof(float));
     }
     e->pre = pre ? st_malloc(e, (size_t)pre * sizeof(float)) : NULL;
+    e->pre_n = pre;
+    e->mask = mask ? st_malloc(e, (size_t)mask * sizeof(uint16_t)) : NULL;
     e->scr = st_calloc(e, (size_t)e->nthreads, sizeof *e->scr);
+    /* a tile holds up to TILE_MAX tokens, or with tb all the samples of a position */
+    e->tile_cap = max_batch > TILE_MAX ? max_batch : TILE_MAX;
+    /* a fused tile, a block-major item's block, or pooled rows */
     int64_t tile = (int64_t)T * max_row * max_batch;
     tile = tile > TILE_FLOATS ? tile : TILE_FLOATS;
+    tile = tile > (int64_t)T * TILE_MAX * BLOCK_MAX ? tile : (int64_t)T * TILE_MAX * BLOCK_MAX;
     for (int i = 0; i < e->nthreads; i++) {
-        e->scr[i].rows = st_malloc(e, (size_t)T * TILE_MAX * sizeof(qkf_spike_row));
-        e->scr[i].giy = st_malloc(e, TILE_MAX * sizeof(int));
-        e->scr[i].gix = st_malloc(e, TILE_MAX * sizeof(int));
-        e->scr[i].gtok = st_malloc(e, TILE_MAX * sizeof(int64_t));
-        e->scr[i].gout = st_malloc(e, TILE_MAX * sizeof(float *));
+        /* zeroed: conv_rows never writes seg.base, which is 0 for every row */
+        e->scr[i].rows = st_calloc(e, (size_t)T * e->tile_cap, sizeof(qkf_spike_row));
+        e->scr[i].giy = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
+        e->scr[i].gix = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
+        e->scr[i].touched = st_malloc(e, (size_t)T * e->tile_cap);
+        e->scr[i].lx = st_malloc(e, (size_t)T * max_batch * sizeof(float *));
+        e->scr[i].lm = st_malloc(e, (size_t)T * max_batch * sizeof(uint16_t *));
+        e->scr[i].gtok = st_malloc(e, (size_t)e->tile_cap * sizeof(int64_t));
+        e->scr[i].gout = st_malloc(e, (size_t)e->tile_cap * sizeof(float *));
         e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
         e->scr[i].acc = st_calloc(e, (size_t)(max_add + 31) / 32 * 32, sizeof(uint16_t));
         e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
@@ -1160,6 +1409,8 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].acs = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].spk = st_malloc(e, (size_t)T * sizeof(int64_t));
         e->scr[i].hw = st_calloc(e, (size_t)T * e->st.heads_max, sizeof(qkf_work));
+        e->scr[i].hend = st_malloc(e, (size_t)max_c * sizeof(int));
+        e->scr[i].hc = st_calloc(e, (size_t)2 * T * e->st.heads_max, sizeof(int64_t));
     }
     e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
     const qkf_op *ro = &g->ops[g->n_ops - 1];
@@ -1234,6 +1485,9 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].rows);
             qkf_free(e->scr[i].giy);
             qkf_free(e->scr[i].gix);
+            qkf_free(e->scr[i].touched);
+            qkf_free(e->scr[i].lx);
+            qkf_free(e->scr[i].lm);
             qkf_free(e->scr[i].gtok);
             qkf_free(e->scr[i].gout);
             qkf_free(e->scr[i].nrow);
@@ -1244,6 +1498,8 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].acs);
             qkf_free(e->scr[i].spk);
             qkf_free(e->scr[i].hw);
+            qkf_free(e->scr[i].hend);
+            qkf_free(e->scr[i].hc);
         }
     qkf_free(e->scr);
     if (e->rec)
@@ -1254,6 +1510,7 @@ static void state_free(qkf_sched *e)
     qkf_free(e->ro);
     qkf_free(e->feat);
     qkf_free(e->pre);
+    qkf_free(e->mask);
     qkf_free(e->enc_in);
     qkf_free(e->enc_buf);
     qkf_free(e->enc_pool);
@@ -1510,6 +1767,15 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
         if (nd->or_rule)
             e->tr_mem[l] = qkf_malloc((size_t)(e->max_batch * n) * sizeof(float));
         maxc = nd->C > maxc ? nd->C : maxc;
+        if (nd->kind == QKF_NODE_CONV && !nd->fused) { /* it runs through shared currents */
+            int64_t pn = (int64_t)e->T * e->max_batch * nd->ho * nd->wo * nd->cout;
+            if (pn > e->pre_n) {
+                qkf_free(e->pre);
+                e->pre = qkf_malloc((size_t)pn * sizeof(float));
+                e->bytes += (pn - e->pre_n) * (int64_t)sizeof(float);
+                e->pre_n = pn;
+            }
+        }
     }
     e->tr_tmp_c = maxc;
     e->tr_out_n = maxn;

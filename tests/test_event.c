@@ -622,6 +622,8 @@ Test(event, pow2_exact_cifar_tb_compat) { pow2_model("cifar", 1, 3, 900); }
 Test(event, pow2_exact_imagenet) { pow2_model("imagenet", 0, 2, 1000); }
 Test(event, pow2_exact_dvs128) { pow2_model("dvs128", 0, 2, 1100); }
 Test(event, pow2_exact_channel_blocks) { pow2_model("cifar_wide", 0, 2, 1150); }
+/* tb with more samples than a conv tile holds tokens (a tile keeps a position's samples) */
+Test(event, pow2_exact_channel_blocks_tb_large_batch) { pow2_model("cifar_wide", 1, 70, 1160); }
 
 /* ---- determinism ---------------------------------------------------------------------------- */
 
