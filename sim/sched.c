@@ -544,6 +544,20 @@ static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const 
         }
 }
 
+/* This thread's share of a node's N positions (per sample): the same contiguous range in every
+ * node (see Threads above). Loops over it run steps, then samples, then positions, so that within
+ * a step memory is read in order. */
+typedef struct {
+    int p0, n;
+} share;
+static share my_positions(int N)
+{
+    int nth = omp_get_num_threads(), me = omp_get_thread_num();
+    int p0 = (int)((int64_t)N * me / nth), p1 = (int)((int64_t)N * (me + 1) / nth);
+    share sh = {p0, p1 - p0};
+    return sh;
+}
+
 /* This thread's share of a block-major conv's (block, tile) items. Tiles are output positions,
  * and every node gives a thread the same share of the positions (contiguous ranges, static), so
  * a thread mostly reads the events it wrote itself: on this machine a cache line written by the
@@ -618,9 +632,10 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             }
         }
 #pragma omp barrier
-#pragma omp for schedule(static) nowait
-        for (int64_t r = 0; r < (int64_t)T * B * nd->N; r++) { /* positions outermost */
-            int p = (int)(r / ((int64_t)B * T)), b = (int)(r / T % B), t = (int)(r % T);
+        share sh = my_positions(nd->N);
+        for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
+            int t = (int)(r / ((int64_t)B * sh.n)), b = (int)(r / sh.n % B);
+            int p = sh.p0 + (int)(r % sh.n);
             s->spk[t] += conv_emit(e, nd, t, b, p);
         }
     } else {
@@ -707,10 +722,10 @@ static void frames_run(qkf_sched *e, scratch *s)
     int C = x->c, N = x->h * x->w, B = e->B, T = e->T;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
-#pragma omp for schedule(static) nowait
-    for (int64_t r = 0; r < (int64_t)T * B * N; r++) {
-        int t = (int)(r % T); /* positions outermost, then samples, then steps */
-        int64_t n = r / ((int64_t)B * T), b = r / T % B, q = b * N + n;
+    share sh = my_positions(N);
+    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
+        int t = (int)(r / ((int64_t)B * sh.n));
+        int64_t n = sh.p0 + r % sh.n, b = r / sh.n % B, q = b * N + n;
         qkf_events *ev = ev_at(e, e->g.input, t);
         const float *src = e->input + (b * e->T + t) * C * N + n;
         uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
@@ -844,10 +859,10 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
         count_inputs(e, nd, t);
     if (nd->op->qk == QKF_QK_TOKEN) {
         int64_t BN = (int64_t)B * (ev_at(e, nd->in0, 0)->N / e->max_batch);
-#pragma omp for schedule(static) nowait
-        for (int64_t r = 0; r < T * BN; r++) {
-            int t = (int)(r % T); /* positions outermost, then samples, then steps */
-            int64_t n = r / T % B * (BN / B) + r / ((int64_t)B * T);
+        share sh = my_positions((int)(BN / B));
+        for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
+            int t = (int)(r / ((int64_t)B * sh.n));
+            int64_t n = r / sh.n % B * (BN / B) + sh.p0 + r % sh.n;
             const qkf_events *q = ev_at(e, nd->in0, t);
             float *row = cur_at(e, nd->out, t) + n * nd->heads;
             const uint16_t *ch = q->ch + n * q->C;
@@ -925,11 +940,10 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
             }
         }
     }
-    int64_t BN = (int64_t)B * N;
-#pragma omp for schedule(static) nowait
-    for (int64_t r = 0; r < T * BN; r++) {
-        int t = (int)(r % T); /* positions outermost, then samples, then steps */
-        int64_t n = r / T % B * (BN / B) + r / ((int64_t)B * T);
+    share sh = my_positions(N);
+    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
+        int t = (int)(r / ((int64_t)B * sh.n));
+        int64_t n = r / sh.n % B * N + sh.p0 + r % sh.n;
         const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
         qkf_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
@@ -1044,11 +1058,10 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
         hw->in_spikes[1] += nks, hw->in_spikes[2] += nvs;
         s->acs[t] += pairs;
     }
-    int64_t BN = (int64_t)B * N;
-#pragma omp for schedule(static) nowait
-    for (int64_t r = 0; r < T * BN; r++) {
-        int t = (int)(r % T); /* positions outermost, then samples, then steps */
-        int64_t n = r / T % B * (BN / B) + r / ((int64_t)B * T);
+    share sh = my_positions(N);
+    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
+        int t = (int)(r / ((int64_t)B * sh.n));
+        int64_t n = r / sh.n % B * N + sh.p0 + r % sh.n;
         const qkf_events *q = ev_at(e, nd->in0, t);
         const uint16_t *qc = q->ch + n * C;
         float *row = cur_at(e, nd->out, t) + n * C;
@@ -1093,11 +1106,10 @@ static void add_run(qkf_sched *e, node *nd, scratch *s)
         add_work(qkf_stats_at(&e->st, nd->stat, t), &w);
         publish(e, nd->out, t, 0, px[1] + py[1]);
     }
-    int64_t BN = (int64_t)e->B * N;
-#pragma omp for schedule(static) nowait
-    for (int64_t r = 0; r < T * BN; r++) { /* positions outermost, then samples, then steps */
-        int t = (int)(r % T);
-        int64_t n = r / T % e->B * N + r / ((int64_t)e->B * T), o = n * C;
+    share sh = my_positions(N);
+    for (int64_t r = 0; r < (int64_t)T * e->B * sh.n; r++) {
+        int t = (int)(r / ((int64_t)e->B * sh.n));
+        int64_t n = r / sh.n % e->B * N + sh.p0 + r % sh.n, o = n * C;
         const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
         qkf_events *out = ev_at(e, nd->out, t);
         int ones;
