@@ -50,6 +50,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/base.h"
@@ -441,6 +442,13 @@ static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
         tt = TILE_MAX;
         while (tt > 8 && (int64_t)nblk * ((total + tt - 1) / tt) < 2 * nthreads)
             tt /= 2;
+        /* a whole number of tiles per thread where the grid allows (items(): each thread then
+         * works on its own positions) */
+        int ntile = (total + tt - 1) / tt;
+        if (ntile % nthreads && total >= 8 * nthreads) {
+            ntile = (ntile + nthreads - 1) / nthreads * nthreads;
+            tt = (total + ntile - 1) / ntile;
+        }
     } else {
         tt = (total + 2 * nthreads - 1) / (2 * nthreads);
         tt = tt < 8 ? 8 : tt > TILE_MAX ? TILE_MAX : tt;
