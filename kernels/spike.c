@@ -190,11 +190,12 @@ static inline uint64_t load4(const uint16_t *p)
     return x;
 }
 
-/* The sum of the four 16-bit lanes of x (counts: their sum fits 16 bits), in the top lane of
- * one multiply. */
+/* The sum of the four 16-bit lanes of x (counts up to 65535 each): pairs into two 32-bit
+ * lanes, then those. */
 static inline uint64_t sum4(uint64_t x)
 {
-    return (x * 0x0001000100010001ull) >> 48;
+    uint64_t y = (x & 0x0000FFFF0000FFFFull) + (x >> 16 & 0x0000FFFF0000FFFFull);
+    return (y & 0xFFFFFFFFull) + (y >> 32);
 }
 
 /* Weight row p into accumulators acc: times count c (one fused multiply-add), or a plain add

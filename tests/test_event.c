@@ -374,7 +374,9 @@ Test(event, gather_rows_matches_reference)
                 int n = 0, n1 = 0;
                 for (int c = 0; c < CIN; c++) /* counts: the events of count 1 first (qkf_events) */
                     if (qkf_rng_uniform(&r) < density) {
-                        many[c] = (uint16_t)(qkf_rng_uniform(&r) < 0.6f ? 1 : 2 + qkf_rng_u64(&r) % 3);
+                        many[c] = (uint16_t)(qkf_rng_uniform(&r) < 0.6f ? 1
+                                             : k % 2 ? 16000 + qkf_rng_u64(&r) % 49536 /* DVS-size */
+                                                     : 2 + qkf_rng_u64(&r) % 3);
                         if (many[c] == 1)
                             ch[k][n] = (uint16_t)c, cnt[k][n++] = 1;
                     } else
