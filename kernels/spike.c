@@ -236,8 +236,8 @@ static inline uint64_t sum4(uint64_t x)
 static inline __attribute__((always_inline)) uint64_t run2(__m512 *a, __m512 *b, const float *wa,
                                                           const float *wb, const uint16_t *ca,
                                                           const uint16_t *cna, const uint16_t *cb,
-                                                          const uint16_t *cnb, int n, int32_t stride,
-                                                          int nb, int fma)
+                                                          const uint16_t *cnb, int n,
+                                                          int32_t stride, int nb, int fma)
 {
     uint64_t sum = 0;
     int i = 0;
@@ -570,7 +570,8 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc,
         __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
         __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
         __mmask32 is1 = _mm512_mask_cmpeq_epi16_mask(lanes, v, one); /* no branch: often 0 */
-        __m512i ids = _mm512_maskz_compress_epi16(is1, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+        __m512i at = _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0));
+        __m512i ids = _mm512_maskz_compress_epi16(is1, at);
         int n = __builtin_popcount((unsigned)is1);
         if (rem >= 32) {
             _mm512_storeu_si512(ch + k, ids);
@@ -588,7 +589,8 @@ int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc,
         __mmask32 lanes = rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
         __m512i v = _mm512_maskz_loadu_epi16(lanes, acc + c0);
         __mmask32 big = _mm512_mask_cmpgt_epu16_mask(lanes, v, one);
-        __m512i ids = _mm512_maskz_compress_epi16(big, _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0)));
+        __m512i at = _mm512_add_epi16(iota, _mm512_set1_epi16((short)c0));
+        __m512i ids = _mm512_maskz_compress_epi16(big, at);
         __m512i cs = _mm512_maskz_compress_epi16(big, v);
         int n = __builtin_popcount((unsigned)big);
         __mmask32 out = (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1u);

@@ -419,7 +419,8 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
                               s->rows + (int64_t)t * e->tile_cap);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
-            const float *slab = nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
+            const float *slab =
+                nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
                 if (nr[t])
                     acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * e->tile_cap, nr[t],
@@ -1403,7 +1404,8 @@ static void state_alloc(qkf_sched *e)
             nd->fired = st_calloc(e, (size_t)T * max_batch * g->tensors[op->in1].c, 1);
             break;
         case QKF_NODE_SSA:
-            nd->kv = st_malloc(e, (size_t)T * max_batch * nd->heads * nd->d * nd->d * sizeof(float));
+            nd->kv =
+                st_malloc(e, (size_t)T * max_batch * nd->heads * nd->d * nd->d * sizeof(float));
             break;
         default:
             break;
