@@ -344,6 +344,23 @@ static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, f
     }
 }
 
+/* One row of conv_rows: a token's list (l events, the first n1 of them single) into output o,
+ * started from binit unless the row was started before (*touched). Returns whether to keep it:
+ * the row is always written, kept only if it has events (or every row must start). */
+static inline int put_row(qkf_spike_row *r, const uint16_t *ch, const uint16_t *cnt, int l, int n1,
+                          float *o, const float *binit, uint8_t *touched, int every)
+{
+    int keep = l != 0 || every;
+    r->out = o;
+    r->init = *touched ? o : binit;
+    r->seg.ch = ch;
+    r->seg.cnt = cnt;
+    r->seg.n = l;
+    r->n1 = n1;
+    *touched |= (uint8_t)keep;
+    return keep;
+}
+
 /* Rows of kernel position kk at step t for the tile of conv_tile_geom (n tokens), into rows. Only
  * tokens with events at kk get a row: the first position with events starts the row from the
  * bias (binit: the bias at the columns the rows' offset selects), later ones add to it in place.
@@ -366,17 +383,9 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
     if (nd->k == 1 && nd->pad == 0) { /* 1x1: every receptive field is inside */
         for (int i = 0; i < n; i++) {
             int64_t tok = s->gtok[i];
-            int l = len[tok], keep = l != 0 || every;
-            float *o = s->gout[i] + to;
-            qkf_spike_row *r = &rows[nr];
-            r->out = o;
-            r->init = touched[i] ? o : binit;
-            r->seg.ch = ch + tok * C;
-            r->seg.cnt = cnt ? cnt + tok * C : NULL;
-            r->seg.n = l;
-            r->n1 = l && len1 ? len1[tok] : 0;
-            touched[i] |= (uint8_t)keep;
-            nr += keep;
+            int l = len[tok];
+            nr += put_row(&rows[nr], ch + tok * C, cnt ? cnt + tok * C : NULL, l,
+                          l && len1 ? len1[tok] : 0, s->gout[i] + to, binit, &touched[i], every);
         }
         return nr;
     }
@@ -384,17 +393,9 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
         int iy = s->giy[i] + ky, ix = s->gix[i] + kx;
         int inside = (unsigned)iy < (unsigned)nd->h && (unsigned)ix < (unsigned)nd->w;
         int64_t tok = inside ? s->gtok[i] + dk : 0;
-        int l = inside ? len[tok] : 0, keep = l != 0 || every;
-        float *o = s->gout[i] + to;
-        qkf_spike_row *r = &rows[nr];
-        r->out = o;
-        r->init = touched[i] ? o : binit;
-        r->seg.ch = ch + tok * C;
-        r->seg.cnt = cnt ? cnt + tok * C : NULL;
-        r->seg.n = l;
-        r->n1 = l && len1 ? len1[tok] : 0;
-        touched[i] |= (uint8_t)keep;
-        nr += keep;
+        int l = inside ? len[tok] : 0;
+        nr += put_row(&rows[nr], ch + tok * C, cnt ? cnt + tok * C : NULL, l,
+                      l && len1 ? len1[tok] : 0, s->gout[i] + to, binit, &touched[i], every);
     }
     return nr;
 }
