@@ -35,7 +35,8 @@ static void help(void)
         "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
-        "prints event / PyTorch speed ratios.\n");
+        "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
+        "against the batch-1 dense (x dense) and PyTorch (x torch) times.\n");
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
