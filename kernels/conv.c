@@ -28,8 +28,11 @@ int64_t qkf_conv_col_floats(int cin, int h, int w, int k, int stride, int pad)
     return (int64_t)cin * k * k * ho * wo;
 }
 
-void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w,
-                   int k, int stride, int pad, int ho, int wo)
+/* One im2col for float and byte inputs (u8 a constant after inlining): in is [cin][F][h][w]
+ * of floats, or of bytes (spikes, residual counts) converted exactly on the way. */
+static inline __attribute__((always_inline)) void im2col(float *col, const void *in, int u8, int F,
+                                                        int f0, int nf, int cin, int h, int w,
+                                                        int k, int stride, int pad, int ho, int wo)
 {
     int64_t plane = (int64_t)h * w, oplane = (int64_t)ho * wo;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -38,7 +41,9 @@ void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int
             int ky = kk / k, kx = kk % k;
             float *dst = col + ((int64_t)ci * k * k + kk) * nf * oplane;
             for (int f = 0; f < nf; f++) {
-                const float *src = in + ((int64_t)ci * F + f0 + f) * plane;
+                int64_t src = ((int64_t)ci * F + f0 + f) * plane;
+                const float *sf = u8 ? NULL : (const float *)in + src;
+                const uint8_t *sb = u8 ? (const uint8_t *)in + src : NULL;
                 float *d = dst + f * oplane;
                 for (int oy = 0; oy < ho; oy++) {
                     int iy = oy * stride - pad + ky;
@@ -47,26 +52,44 @@ void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int
                         memset(drow, 0, (size_t)wo * sizeof(float));
                         continue;
                     }
-                    const float *srow = src + (int64_t)iy * w;
+                    int64_t row = (int64_t)iy * w;
                     if (stride == 1) {
                         /* valid ox range: 0 <= ox - pad + kx < w */
                         int lo = pad - kx > 0 ? pad - kx : 0;
                         int hi = w + pad - kx < wo ? w + pad - kx : wo;
                         for (int ox = 0; ox < lo; ox++)
                             drow[ox] = 0.0f;
-                        if (hi > lo)
-                            memcpy(drow + lo, srow + lo - pad + kx, (size_t)(hi - lo) * sizeof(float));
+                        if (hi > lo && !u8)
+                            memcpy(drow + lo, sf + row + lo - pad + kx,
+                                   (size_t)(hi - lo) * sizeof(float));
+                        else
+                            for (int ox = lo; ox < hi; ox++)
+                                drow[ox] = (float)sb[row + ox - pad + kx];
                         for (int ox = hi > lo ? hi : lo; ox < wo; ox++)
                             drow[ox] = 0.0f;
                     } else {
                         for (int ox = 0; ox < wo; ox++) {
                             int ix = ox * stride - pad + kx;
-                            drow[ox] = (ix >= 0 && ix < w) ? srow[ix] : 0.0f;
+                            drow[ox] = ix < 0 || ix >= w ? 0.0f
+                                       : u8              ? (float)sb[row + ix]
+                                                         : sf[row + ix];
                         }
                     }
                 }
             }
         }
+}
+
+void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w, int k,
+                int stride, int pad, int ho, int wo)
+{
+    im2col(col, in, 0, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+}
+
+void qkf_im2col_u8(float *col, const uint8_t *in, int F, int f0, int nf, int cin, int h, int w,
+                   int k, int stride, int pad, int ho, int wo)
+{
+    im2col(col, in, 1, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
 }
 
 void qkf_conv_forward(float *out, const float *in, const float *weight, int F, int cin, int h,

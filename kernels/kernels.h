@@ -21,6 +21,9 @@ void qkf_conv_forward(float *out, const float *in, const float *weight, int F, i
  * padding): the GEMM operand of a k x k convolution, shared by the forward and the backward. */
 void qkf_im2col(float *col, const float *in, int F, int f0, int nf, int cin, int h, int w, int k,
                 int stride, int pad, int ho, int wo);
+/* qkf_im2col of a byte tensor (spikes, residual counts), converted to floats exactly. */
+void qkf_im2col_u8(float *col, const uint8_t *in, int F, int f0, int nf, int cin, int h, int w,
+                   int k, int stride, int pad, int ho, int wo);
 /* Floats of scratch that lets qkf_conv_forward process at least one frame per sgemm. */
 int64_t qkf_conv_col_floats(int cin, int h, int w, int k, int stride, int pad);
 

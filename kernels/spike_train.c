@@ -159,33 +159,6 @@ void qkf_transpose_f32(float *dst, const float *src, int64_t rows, int cols)
     }
 }
 
-/* im2col of qkf_im2col from a byte tensor: col [cin*k*k][nf][ho*wo] floats. */
-static void im2col_u8(float *col, const uint8_t *in, int F, int f0, int nf, int cin, int h, int w,
-                      int k, int stride, int pad, int ho, int wo)
-{
-    int64_t plane = (int64_t)h * w, oplane = (int64_t)ho * wo;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int kk = 0; kk < k * k; kk++) {
-            int ky = kk / k, kx = kk % k;
-            float *dst = col + ((int64_t)ci * k * k + kk) * nf * oplane;
-            for (int f = 0; f < nf; f++) {
-                const uint8_t *src = in + ((int64_t)ci * F + f0 + f) * plane;
-                float *d = dst + f * oplane;
-                for (int oy = 0; oy < ho; oy++) {
-                    int iy = oy * stride - pad + ky;
-                    float *drow = d + (int64_t)oy * wo;
-                    for (int ox = 0; ox < wo; ox++) {
-                        int ix = ox * stride - pad + kx;
-                        drow[ox] = iy >= 0 && iy < h && ix >= 0 && ix < w
-                                       ? (float)src[(int64_t)iy * w + ix]
-                                       : 0.0f;
-                    }
-                }
-            }
-        }
-}
-
 int64_t qkf_spikeconv_work_floats(int F, int cin, int h, int w, int cout, int k, int stride,
                                   int pad, int threads)
 {
@@ -222,7 +195,7 @@ static void dense_forward(float *out, const uint8_t *in, const float *weight, in
     chunk = chunk > F ? F : chunk;
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
-        im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        qkf_im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)(nf * No), (int)K, 1.0f,
                     weight, (int)K, col, (int)(nf * No), 0.0f, out + f0 * No, (int)(F * No));
     }
@@ -321,7 +294,7 @@ static void dense_weight(float *dweight, const float *doutt, const uint8_t *in, 
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
         int n = (int)(nf * No);
-        im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        qkf_im2col_u8(col, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, cout, (int)K, n, 1.0f,
                     doutt + f0 * No * cout, cout, col, n, 1.0f, dweight, (int)K);
     }
