@@ -26,6 +26,7 @@
 #include "../io/io.h"
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
+#include "util.h"
 #include "../kernels/kernels.h"
 #include "../sim/dense.h"
 #include "../sim/train.h"
@@ -35,21 +36,6 @@
 #define BN_TOL 1e-5     /* relative to max |running stat| of the tensor */
 
 TestSuite(train, .timeout = 60);
-
-/* max |a - b| and its index. */
-static double max_err(const float *a, const float *b, int64_t n, int64_t *worst)
-{
-    double m = 0.0;
-    *worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > m || isnan(d)) {
-            m = d;
-            *worst = i;
-        }
-    }
-    return m;
-}
 
 /* ---- gradients against PyTorch ------------------------------------------------------------ */
 
@@ -105,14 +91,14 @@ static void check_fixture(const char *name, int flags)
         const qkf_param *p = &ps->p[k];
         int64_t wi;
         if (p->is_buffer) {
-            double err = max_err(ps->data + p->offset, ref[k], p->numel, &wi), mx = 0.0;
+            double err = max_abs_err(ps->data + p->offset, ref[k], p->numel, &wi), mx = 0.0;
             for (int64_t i = 0; i < p->numel; i++)
                 mx = fmax(mx, fabs((double)ref[k][i]));
             cr_expect(err <= BN_TOL * mx, "%s: %s after the step: error %g at %lld (%g vs %g)",
                       name, p->name, err, (long long)wi, (double)ps->data[p->offset + wi],
                       (double)ref[k][wi]);
         } else {
-            double err = max_err(grads + p->offset, ref[k], p->numel, &wi);
+            double err = max_abs_err(grads + p->offset, ref[k], p->numel, &wi);
             worst_all = fmax(worst_all, err);
             cr_expect(err <= GRAD_TOL * gn, "%s: grad %s: error %g at %lld (%g vs %g), norm %g",
                       name, p->name, err, (long long)wi, (double)grads[p->offset + wi],
@@ -161,7 +147,7 @@ Test(train, grad_command)
     cr_expect_eq(nd, 3);
     int64_t n = s[0] * s[1] * s[2], wi;
     cr_assert_eq(qkf_h5_read_f32(ref, "grad/stage2.0.ssa.q_conv.weight", &b, &nd, s), 0);
-    cr_expect_lt(max_err(a, b, n, &wi), 1e-4);
+    cr_expect_lt(max_abs_err(a, b, n, &wi), 1e-4);
     qkf_free(a);
     qkf_free(b);
     cr_expect_eq(qkf_h5_read_f32(out, "bn_after/patch_embed1.proj_bn.running_var", &a, &nd, s),
@@ -214,12 +200,12 @@ static void conv_case(int F, int cin, int h, int cout, int k, int stride)
     qkf_conv_forward(y, x, w, F, cin, h, h, cout, k, stride, pad, col, colcap);
     qkf_conv_forward_ref(y2, x, w, F, cin, h, h, cout, k, stride, pad);
     int64_t wi;
-    cr_expect_lt(max_err(y, y2, nout, &wi), 1e-4, "conv forward k%d s%d", k, stride);
+    cr_expect_lt(max_abs_err(y, y2, nout, &wi), 1e-4, "conv forward k%d s%d", k, stride);
     qkf_conv_backward(dx, dw, R, x, w, F, cin, h, h, cout, k, stride, pad, col, colcap);
     qkf_conv_backward_ref(dx2, dw2, R, x, w, F, cin, h, h, cout, k, stride, pad);
     /* same sums in different orders: float rounding of ~F*h*h terms of size 1 */
-    cr_expect_lt(max_err(dx, dx2, nin, &wi), 1e-4, "conv din k%d s%d", k, stride);
-    cr_expect_lt(max_err(dw, dw2, nw, &wi), 1e-3, "conv dweight k%d s%d", k, stride);
+    cr_expect_lt(max_abs_err(dx, dx2, nin, &wi), 1e-4, "conv din k%d s%d", k, stride);
+    cr_expect_lt(max_abs_err(dw, dw2, nw, &wi), 1e-3, "conv dweight k%d s%d", k, stride);
     for (int t = 0; t < 5; t++) {
         int64_t i = (int64_t)(qkf_rng_u64(&r) % (uint64_t)nw);
         float keep = w[i], eps = 0.05f;

@@ -10,24 +10,11 @@
 
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
+#include "util.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike_train.h"
 
 TestSuite(train_sparse, .timeout = 60);
-
-static double max_abs_err(const float *a, const float *b, int64_t n, int64_t *worst)
-{
-    double m = 0.0;
-    *worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > m || isnan(d)) {
-            m = d;
-            *worst = i;
-        }
-    }
-    return m;
-}
 
 static void fill(float *x, int64_t n, qkf_rng *r, float scale)
 {
