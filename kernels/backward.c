@@ -17,6 +17,7 @@
 #include "backward.h"
 #include "base.h"
 #include "kernels.h"
+#include "lif_internal.h"
 #include "spike_train.h"
 #include "surrogate.h"
 
@@ -517,69 +518,23 @@ void qkf_maxpool3s2_backward(float *din, const float *dout, const int32_t *arg, 
 
 float qkf_surrogate_grad(float x, float alpha) { return qkf_surrogate(x, alpha); }
 
-#define TILE 256
-
 void qkf_lif_recompute_h(float *h, const float *x, const float *s, int C, int T, int B, int N,
                          int x_static, int tb_compat)
 {
-    int64_t F = (int64_t)T * B;
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        const float *xc = x + (int64_t)c * xF * N;
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float v[TILE] = {0};
-                for (int t = 0; t < steps; t++) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    const float *xt = xc + fx * N + n0;
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    for (int i = 0; i < nn; i++) {
-                        float hv = v[i] + (xt[i] - v[i]) / 2.0f;
-                        h[off + i] = hv;
-                        v[i] = hv * (1.0f - s[off + i]);
-                    }
-                }
-            }
-    }
+    for (int c = 0; c < C; c++)
+        qkf__lif_recompute_h_channel(h, x, s, 0, c, w, N);
 }
 
 void qkf_lif_backward(float *dx, const float *ds, const float *h, const float *s, int C, int T,
                       int B, int N, int x_static, float vth, int tb_compat, float alpha)
 {
-    int64_t F = (int64_t)T * B;
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        float *dxc = dx + (int64_t)c * xF * N;
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float gh[TILE] = {0}; /* gradient reaching h[t+1] */
-                for (int t = steps - 1; t >= 0; t--) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    float *dxt = dxc + fx * N + n0;
-                    for (int i = 0; i < nn; i++) {
-                        float st = s[off + i];
-                        float g = ds[off + i] * qkf_surrogate(h[off + i] - vth, alpha) +
-                                  gh[i] * 0.5f * (1.0f - st);
-                        gh[i] = g;
-                        dxt[i] += g * 0.5f;
-                    }
-                }
-            }
-    }
+    for (int c = 0; c < C; c++)
+        qkf__lif_backward_channel(dx, ds, h, s, 0, c, w, N, vth, alpha);
 }
-
-/* ---- Q-K attention --------------------------------------------------------------------------- */
 
 void qkf_qk_token_sum_backward(float *dq, const float *dcnt, int C, int heads, int F, int N)
 {

@@ -10,8 +10,8 @@
 
 #include "backward.h"
 #include "kernels.h"
+#include "lif_internal.h"
 #include "spike.h"
-#include "surrogate.h"
 
 #if defined(__AVX512BW__)
 #include <immintrin.h>
@@ -452,110 +452,13 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uin
 
 /* ---- LIF ------------------------------------------------------------------------------------- */
 
-#define TILE 256
-
-int64_t qkf_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N, int x_static,
-                           float vth, int tb_compat, float *v_rec, float *h_rec)
-{
-    int64_t F = (int64_t)T * B, total = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        const float *xc = x + (int64_t)c * xF * N;
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float v[TILE] = {0};
-                for (int t = 0; t < steps; t++) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    const float *xt = xc + fx * N + n0;
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    uint8_t *st = s + off;
-                    for (int i = 0; i < nn; i++) {
-                        float h = v[i] + (xt[i] - v[i]) / 2.0f;
-                        float spike = h >= vth ? 1.0f : 0.0f;
-                        st[i] = (uint8_t)(h >= vth);
-                        v[i] = h * (1.0f - spike);
-                        total += st[i];
-                        if (h_rec)
-                            h_rec[off + i] = h;
-                        if (v_rec)
-                            v_rec[off + i] = v[i];
-                    }
-                }
-            }
-    }
-    return total;
-}
-
-void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, int T, int B,
-                            int N, int x_static, int tb_compat)
-{
-    int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        const float *xc = x + (int64_t)c * xF * N;
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float v[TILE] = {0};
-                for (int t = 0; t < steps; t++) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    const float *xt = xc + fx * N + n0;
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    for (int i = 0; i < nn; i++) {
-                        float hv = v[i] + (xt[i] - v[i]) / 2.0f;
-                        h[off + i] = hv;
-                        v[i] = hv * (1.0f - (float)s[off + i]);
-                    }
-                }
-            }
-    }
-}
-
-void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
-                         int T, int B, int N, int x_static, float vth, int tb_compat, float alpha)
-{
-    int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        float *dxc = dx + (int64_t)c * xF * N;
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float gh[TILE] = {0};
-                for (int t = steps - 1; t >= 0; t--) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    float *dxt = dxc + fx * N + n0;
-                    for (int i = 0; i < nn; i++) {
-                        float st = (float)s[off + i];
-                        float g = ds[off + i] * qkf_surrogate(h[off + i] - vth, alpha) +
-                                  gh[i] * 0.5f * (1.0f - st);
-                        gh[i] = g;
-                        dxt[i] += g * 0.5f;
-                    }
-                }
-            }
-    }
-}
+#define TILE QKF__LIF_TILE
 
 /* LIF of a convolution-fed layer, its input currents computed on the fly from the
  * convolution's pre-BatchNorm output z (see spike_train.h). x[c][fx][n] as qkf_bn_train_apply
  * computes it: (z - mean) * (gamma * invstd) + beta, z read at arg[n] when pooled. */
-static inline void bn_row(float *xin, const float *zp, const int32_t *ap, int nn, float m,
-                          float a, float b)
+static inline void bn_row(float *xin, const float *zp, const int32_t *ap, int nn, float m, float a,
+                          float b)
 {
     if (ap)
         for (int i = 0; i < nn; i++)
@@ -565,38 +468,89 @@ static inline void bn_row(float *xin, const float *zp, const int32_t *ap, int nn
             xin[i] = (zp[i] - m) * a + b;
 }
 
+/* One forward step of nn tokens, written at [off ..]: h = v + (x - v)/2, s = h >= vth,
+ * v = h * (1 - s). Returns the step's spike count. */
+static inline int64_t fire_row(uint8_t *s, float *v, const float *x, int64_t off, int nn, float vth,
+                               float *v_rec, float *h_rec)
+{
+    int64_t n = 0;
+    for (int i = 0; i < nn; i++) {
+        float h = v[i] + (x[i] - v[i]) / 2.0f;
+        float spike = h >= vth ? 1.0f : 0.0f;
+        s[off + i] = (uint8_t)(h >= vth);
+        v[i] = h * (1.0f - spike);
+        n += s[off + i];
+        if (h_rec)
+            h_rec[off + i] = h;
+        if (v_rec)
+            v_rec[off + i] = v[i];
+    }
+    return n;
+}
+
+/* qkf_lif_forward_u8 of x, or with mean given qkf_lif_forward_bn_u8 of z = x. */
+static inline __attribute__((always_inline)) int64_t
+lif_forward_u8(uint8_t *s, const float *x, const float *mean, const float *invstd,
+               const float *gamma, const float *beta, int C, int T, int B, int N, int x_static,
+               float vth, int tb_compat, float *v_rec, float *h_rec)
+{
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
+    int64_t total = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (int64_t)c * w.xF * N;
+        float m = 0.0f, a = 0.0f, bt = 0.0f;
+        if (mean)
+            m = mean[c], a = gamma[c] * invstd[c], bt = beta[c];
+        for (int b = 0; b < w.nb; b++)
+            for (int n0 = 0; n0 < N; n0 += TILE) {
+                int nn = N - n0 < TILE ? N - n0 : TILE;
+                float v[TILE] = {0}, xin[TILE];
+                for (int t = 0; t < w.steps; t++) {
+                    int64_t f = qkf__lif_frame(&w, t, b), off = ((int64_t)c * w.F + f) * N + n0;
+                    const float *xt = xc + qkf__lif_xframe(&w, f, b) * N + n0;
+                    if (mean) {
+                        bn_row(xin, xt, NULL, nn, m, a, bt);
+                        xt = xin;
+                    }
+                    total += fire_row(s, v, xt, off, nn, vth, v_rec, h_rec);
+                }
+            }
+    }
+    return total;
+}
+
+int64_t qkf_lif_forward_u8(uint8_t *s, const float *x, int C, int T, int B, int N, int x_static,
+                           float vth, int tb_compat, float *v_rec, float *h_rec)
+{
+    return lif_forward_u8(s, x, NULL, NULL, NULL, NULL, C, T, B, N, x_static, vth, tb_compat, v_rec,
+                          h_rec);
+}
+
+void qkf_lif_recompute_h_u8(float *h, const float *x, const uint8_t *s, int C, int T, int B,
+                            int N, int x_static, int tb_compat)
+{
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c = 0; c < C; c++)
+        qkf__lif_recompute_h_channel(h, x, s, 1, c, w, N);
+}
+
+void qkf_lif_backward_u8(float *dx, const float *ds, const float *h, const uint8_t *s, int C,
+                         int T, int B, int N, int x_static, float vth, int tb_compat, float alpha)
+{
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c = 0; c < C; c++)
+        qkf__lif_backward_channel(dx, ds, h, s, 1, c, w, N, vth, alpha);
+}
+
 void qkf_lif_forward_bn_u8(uint8_t *s, const float *z, const float *mean, const float *invstd,
                            const float *gamma, const float *beta, int C, int T, int B, int N,
                            int x_static, float vth, int tb_compat, float *h_rec)
 {
-    int64_t F = (int64_t)T * B;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int c = 0; c < C; c++) {
-        int64_t xF = x_static ? B : F;
-        const float *zc = z + (int64_t)c * xF * N;
-        float m = mean[c], a = gamma[c] * invstd[c], bt = beta[c];
-        int nb = tb_compat ? 1 : B;
-        int steps = tb_compat ? (int)F : T;
-        for (int b = 0; b < nb; b++)
-            for (int n0 = 0; n0 < N; n0 += TILE) {
-                int nn = N - n0 < TILE ? N - n0 : TILE;
-                float v[TILE] = {0}, xin[TILE];
-                for (int t = 0; t < steps; t++) {
-                    int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                    int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                    bn_row(xin, zc + fx * N + n0, NULL, nn, m, a, bt);
-                    int64_t off = ((int64_t)c * F + f) * N + n0;
-                    for (int i = 0; i < nn; i++) {
-                        float h = v[i] + (xin[i] - v[i]) / 2.0f;
-                        float spike = h >= vth ? 1.0f : 0.0f;
-                        s[off + i] = (uint8_t)(h >= vth);
-                        v[i] = h * (1.0f - spike);
-                        if (h_rec)
-                            h_rec[off + i] = h;
-                    }
-                }
-            }
-    }
+    lif_forward_u8(s, z, mean, invstd, gamma, beta, C, T, B, N, x_static, vth, tb_compat, NULL,
+                   h_rec);
 }
 
 int64_t qkf_lif_backward_bn_scratch_floats(int T, int B, int tb_compat, int threads)
@@ -610,69 +564,41 @@ void qkf_lif_backward_bn_u8(float *dx, const float *ds, const uint8_t *s, const 
                             int T, int B, int N, int x_static, float vth, int tb_compat,
                             float alpha, int overwrite, double *bn_sums, float *scratch)
 {
-    int64_t F = (int64_t)T * B;
-    int steps_max = tb_compat ? (int)F : T;
+    qkf__lif_walk w = qkf__lif_walk_make(T, B, x_static, tb_compat);
     if (arg)
         bn_sums = NULL;
     overwrite = overwrite && !x_static; /* a static input sums over the steps */
 #pragma omp parallel
     {
-        float *hs = scratch + (int64_t)omp_get_thread_num() * steps_max * TILE;
+        float *hs = scratch + (int64_t)omp_get_thread_num() * w.steps * TILE;
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < C; c++) {
-            int64_t xF = x_static ? B : F;
-            float *dxc = dx + (int64_t)c * xF * N;
+            float *dxc = dx + (int64_t)c * w.xF * N;
             float m = mean[c], a = gamma[c] * invstd[c], bt = beta[c];
-            int nb = tb_compat ? 1 : B;
-            int steps = tb_compat ? (int)F : T;
-            for (int b = 0; b < nb; b++)
+            for (int b = 0; b < w.nb; b++)
                 for (int n0 = 0; n0 < N; n0 += TILE) {
                     int nn = N - n0 < TILE ? N - n0 : TILE;
                     float v[TILE] = {0}, xin[TILE], gh[TILE] = {0};
                     /* the membranes again, as qkf_lif_recompute_h_u8 */
-                    for (int t = 0; t < steps; t++) {
-                        int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                        int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                        int64_t plane = (int64_t)c * xF + fx;
+                    for (int t = 0; t < w.steps; t++) {
+                        int64_t f = qkf__lif_frame(&w, t, b), off = ((int64_t)c * w.F + f) * N + n0;
+                        int64_t plane = (int64_t)c * w.xF + qkf__lif_xframe(&w, f, b);
                         if (arg)
                             bn_row(xin, z + plane * zplane, arg + plane * N + n0, nn, m, a, bt);
                         else
                             bn_row(xin, z + plane * N + n0, NULL, nn, m, a, bt);
-                        int64_t off = ((int64_t)c * F + f) * N + n0;
-                        float *h = hs + (int64_t)t * TILE;
-                        for (int i = 0; i < nn; i++) {
-                            float hv = v[i] + (xin[i] - v[i]) / 2.0f;
-                            h[i] = hv;
-                            v[i] = hv * (1.0f - (float)s[off + i]);
-                        }
+                        qkf__lif_h_row(hs + (int64_t)t * TILE, v, xin, s, 1, off, nn);
                     }
                     /* then BPTT, as qkf_lif_backward_u8 */
-                    for (int t = steps - 1; t >= 0; t--) {
-                        int64_t f = tb_compat ? t : (int64_t)t * B + b;
-                        int64_t fx = x_static ? (tb_compat ? f % B : b) : f;
-                        int64_t off = ((int64_t)c * F + f) * N + n0;
-                        const float *h = hs + (int64_t)t * TILE;
-                        float *dxt = dxc + fx * N + n0;
-                        if (overwrite)
-                            for (int i = 0; i < nn; i++) {
-                                float st = (float)s[off + i];
-                                float g = ds[off + i] * qkf_surrogate(h[i] - vth, alpha) +
-                                          gh[i] * 0.5f * (1.0f - st);
-                                gh[i] = g;
-                                dxt[i] = g * 0.5f;
-                            }
-                        else
-                            for (int i = 0; i < nn; i++) {
-                                float st = (float)s[off + i];
-                                float g = ds[off + i] * qkf_surrogate(h[i] - vth, alpha) +
-                                          gh[i] * 0.5f * (1.0f - st);
-                                gh[i] = g;
-                                dxt[i] += g * 0.5f;
-                            }
+                    for (int t = w.steps - 1; t >= 0; t--) {
+                        int64_t f = qkf__lif_frame(&w, t, b), off = ((int64_t)c * w.F + f) * N + n0;
+                        qkf__lif_bptt_row(dxc + qkf__lif_xframe(&w, f, b) * N + n0, gh, ds,
+                                          hs + (int64_t)t * TILE, s, 1, off, nn, vth, alpha,
+                                          overwrite);
                     }
                 }
             if (bn_sums) /* the channel's dx is final and still in cache */
-                qkf_bn_sum_dy_dyx(dxc, z + (int64_t)c * xF * N, xF * N, mean[c], invstd[c],
+                qkf_bn_sum_dy_dyx(dxc, z + (int64_t)c * w.xF * N, w.xF * N, mean[c], invstd[c],
                                   &bn_sums[c], &bn_sums[C + c]);
         }
     }
