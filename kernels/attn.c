@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "spike_train.h"
 
 void qkf_qk_token_sum(float *cnt, const float *q, int C, int heads, int F, int N)
 {
@@ -109,22 +110,37 @@ void qkf_ssa_forward(float *out, const float *q, const float *k, const float *v,
     }
 }
 
-void qkf_readout_forward(float *logits, float *feat, const float *x, const float *w,
-                         const float *bias, int C, int T, int B, int N, int classes)
+/* The readout's features, feat[b][c] = mean over t of mean over n of x[c][t*B + b][n], x floats
+ * or bytes (u8 a constant after inlining): both sum the same floats in the same order. */
+static inline __attribute__((always_inline)) void readout_feat(float *feat, const void *x, int u8,
+                                                               int C, int T, int B, int N)
 {
     int64_t F = (int64_t)T * B;
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++) {
             float st = 0.0f;
             for (int t = 0; t < T; t++) {
-                const float *xc = x + ((int64_t)c * F + (int64_t)t * B + b) * N;
+                int64_t xc = ((int64_t)c * F + (int64_t)t * B + b) * N;
                 float sn = 0.0f;
                 for (int n = 0; n < N; n++)
-                    sn += xc[n];
+                    sn += u8 ? (float)((const uint8_t *)x)[xc + n] : ((const float *)x)[xc + n];
                 st += sn / (float)N;
             }
             feat[(int64_t)b * C + c] = st / (float)T;
         }
+}
+
+void qkf_readout_forward(float *logits, float *feat, const float *x, const float *w,
+                         const float *bias, int C, int T, int B, int N, int classes)
+{
+    readout_feat(feat, x, 0, C, T, B, N);
+    qkf_readout_head(logits, feat, w, bias, C, B, classes);
+}
+
+void qkf_readout_forward_u8(float *logits, float *feat, const uint8_t *x, const float *w,
+                            const float *bias, int C, int T, int B, int N, int classes)
+{
+    readout_feat(feat, x, 1, C, T, B, N);
     qkf_readout_head(logits, feat, w, bias, C, B, classes);
 }
 

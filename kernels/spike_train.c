@@ -893,24 +893,3 @@ void qkf_ssa_backward_u8(float *dq, float *dk, float *dv, const float *dout, con
             }
     }
 }
-
-/* ---- readout --------------------------------------------------------------------------------- */
-
-void qkf_readout_forward_u8(float *logits, float *feat, const uint8_t *x, const float *w,
-                            const float *bias, int C, int T, int B, int N, int classes)
-{
-    int64_t F = (int64_t)T * B;
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++) {
-            float st = 0.0f;
-            for (int t = 0; t < T; t++) {
-                const uint8_t *xc = x + ((int64_t)c * F + (int64_t)t * B + b) * N;
-                float sn = 0.0f;
-                for (int n = 0; n < N; n++)
-                    sn += (float)xc[n];
-                st += sn / (float)N;
-            }
-            feat[(int64_t)b * C + c] = st / (float)T;
-        }
-    qkf_readout_head(logits, feat, w, bias, C, B, classes);
-}
