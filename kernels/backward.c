@@ -38,6 +38,14 @@ static void conv_dims(int h, int w, int k, int stride, int pad, int *ho, int *wo
     *wo = (w + 2 * pad - k) / stride + 1;
 }
 
+/* Frames per im2col chunk: as many as cap floats of column buffer hold (one frame must fit),
+ * at most F. */
+static int col_chunk(int64_t cap, int64_t per_frame, int F)
+{
+    CHECK(cap >= per_frame);
+    int64_t chunk = cap / per_frame;
+    return chunk > F ? F : (int)chunk;
+}
 
 /* din[ci][f0+f][iy][ix] += col[(ci*k*k + kk)][f][oy][ox]; parallel over ci (disjoint). */
 static void col2im_add(float *din, const float *col, int F, int f0, int nf, int cin, int h, int w,
@@ -88,11 +96,7 @@ void qkf_conv_backward(float *din, float *dweight, const float *dout, const floa
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, cin, n, 1.0f, dout, n, in, n,
                     1.0f, dweight, cin);
     } else {
-        int64_t per_frame = K * oplane;
-        CHECK(col_cap >= per_frame);
-        int chunk = (int)(col_cap / per_frame);
-        if (chunk > F)
-            chunk = F;
+        int chunk = col_chunk(col_cap, K * oplane, F);
         int ld = (int)((int64_t)F * oplane);
         for (int f0 = 0; f0 < F; f0 += chunk) {
             int nf = F - f0 < chunk ? F - f0 : chunk;
@@ -121,11 +125,7 @@ void qkf_conv_backward_input(float *din, const float *dout, const float *weight,
                     dout, n, 1.0f, din, n);
         return;
     }
-    int64_t per_frame = K * oplane;
-    CHECK(col_cap >= per_frame);
-    int chunk = (int)(col_cap / per_frame);
-    if (chunk > F)
-        chunk = F;
+    int chunk = col_chunk(col_cap, K * oplane, F);
     int ld = (int)((int64_t)F * oplane);
     for (int f0 = 0; f0 < F; f0 += chunk) {
         int nf = F - f0 < chunk ? F - f0 : chunk;
@@ -160,11 +160,8 @@ void qkf_conv_backward_input_t(float *din, const float *doutt, const float *weig
         }
         return;
     }
-    int64_t per_frame = K * oplane;
     int nth = omp_get_max_threads();
-    CHECK(col_cap / nth >= per_frame);
-    int chunk = (int)(col_cap / nth / per_frame), spread = F / (4 * nth);
-    chunk = chunk > F ? F : chunk;
+    int chunk = col_chunk(col_cap / nth, K * oplane, F), spread = F / (4 * nth);
     chunk = spread >= 1 && chunk > spread ? spread : chunk;
     int nchunk = (F + chunk - 1) / chunk;
 #pragma omp parallel
