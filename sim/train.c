@@ -710,59 +710,38 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                   *dbeta = dP + pp[op->p_bn_b].offset,
                   *dbias = op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL;
             const float *gamma = P + pp[op->p_bn_w].offset;
-            int wino = gin && e->sp[op->in0] && e->wino_m &&
-                       qkf_wino_ok(e->wino_m, op->k, op->stride, op->pad);
-            if (wino) {
-                /* 3x3: dz channel-major for the Winograd data gradient (in place: dy is dpre
-                 * after a MaxPool, else the output's gradient, which has no other reader),
-                 * and a token-major copy for the event weight gradient */
+            if (e->sp[op->in0]) {
+                /* spike input: the BatchNorm backward writes dz token-major, which the event
+                 * weight gradient reads row by row and the input gradient's sgemm transposes;
+                 * 3x3 layers take the data gradient from Winograd instead, which wants dz
+                 * channel-major as well (in place: dy is dpre after a MaxPool, else the
+                 * output's gradient, which has no other reader) */
+                int wino = gin && e->wino_m && qkf_wino_ok(e->wino_m, op->k, op->stride, op->pad);
                 float *d = op->pool ? e->dpre : G(e, op->out);
                 if (e->bn_sum) {
                     if (sync_bn_backward(e, d, dgamma, dbeta, dbias, dy, c->z, c->mean,
                                          c->invstd, gamma, op->cout, M))
                         return -1;
                     qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
-                } else /* both layouts in one pass */
-                    qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
-                                            c->invstd, gamma, op->cout, M,
-                                            e->bn_sums_op == i ? e->bn_sums : NULL, d);
+                } else /* with Winograd, both layouts in one pass */
+                    qkf_bn_train_backward_t(
+                        e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean, c->invstd, gamma, op->cout,
+                        M, e->bn_sums_op == i ? e->bn_sums : NULL, wino ? d : NULL);
                 double t_w = e->prof ? qkf_now() : 0.0;
                 qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
                                               x->w, op->cout, op->k, op->stride, op->pad, e->col,
                                               e->col_cap);
                 if (e->prof)
                     e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
-                qkf_wino_weights_transposed(e->wino_m, e->wino_U, W, op->cout, op->cin);
-                if (e->last_reader[op->in0] == i) /* first to write gin */
-                    qkf_wino_conv_forward(e->wino_m, gin, d, e->wino_U, (int)F, op->cout, x->h,
-                                          x->w, op->cin, e->col, e->col_cap);
-                else
-                    qkf_wino_conv_accumulate(e->wino_m, gin, d, e->wino_U, (int)F, op->cout,
-                                             x->h, x->w, op->cin, e->col, e->col_cap);
-                break;
-            }
-            if (e->sp[op->in0]) {
-                /* spike input: the BatchNorm backward writes dz token-major, which the event
-                 * weight gradient reads row by row and the input gradient's sgemm transposes */
-                if (e->bn_sum) {
-                    /* in place: dy is dpre after a MaxPool, else the output's gradient, which
-                     * has no other reader */
-                    float *d = op->pool ? e->dpre : G(e, op->out);
-                    if (sync_bn_backward(e, d, dgamma, dbeta, dbias, dy, c->z, c->mean,
-                                         c->invstd, gamma, op->cout, M))
-                        return -1;
-                    qkf_transpose_f32(e->dzt, d, op->cout, (int)M);
-                } else
-                    qkf_bn_train_backward_t(e->dzt, dgamma, dbeta, dbias, dy, c->z, c->mean,
-                                            c->invstd, gamma, op->cout, M,
-                                            e->bn_sums_op == i ? e->bn_sums : NULL, NULL);
-                double t_w = e->prof ? qkf_now() : 0.0;
-                qkf_spikeconv_backward_weight(dW, e->dzt, e->sp[op->in0], (int)F, op->cin, x->h,
-                                              x->w, op->cout, op->k, op->stride, op->pad, e->col,
-                                              e->col_cap);
-                if (e->prof)
-                    e->prof[4 * g->n_ops + i] += qkf_now() - t_w;
-                if (gin)
+                if (wino) {
+                    qkf_wino_weights_transposed(e->wino_m, e->wino_U, W, op->cout, op->cin);
+                    if (e->last_reader[op->in0] == i) /* first to write gin */
+                        qkf_wino_conv_forward(e->wino_m, gin, d, e->wino_U, (int)F, op->cout, x->h,
+                                              x->w, op->cin, e->col, e->col_cap);
+                    else
+                        qkf_wino_conv_accumulate(e->wino_m, gin, d, e->wino_U, (int)F, op->cout,
+                                                 x->h, x->w, op->cin, e->col, e->col_cap);
+                } else if (gin)
                     qkf_conv_backward_input_t(gin, e->dzt, W, (int)F, op->cin, x->h, x->w,
                                               op->cout, op->k, op->stride, op->pad,
                                               e->last_reader[op->in0] == i, e->col, e->col_cap);
