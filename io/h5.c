@@ -52,10 +52,9 @@ hid_t qkf_h5_open_ro(const char *path)
     return fid;
 }
 
-/* What `name` refers to: 1 a dataset, 2 another object (group, named type), 0 nothing. Each
- * prefix is checked first, because H5Lexists fails rather than answers when an intermediate
- * group is missing. */
-static int probe(hid_t loc, const char *name)
+/* Each prefix of name is checked first, because H5Lexists fails rather than answers when an
+ * intermediate group is missing. */
+int qkf_h5_probe(hid_t loc, const char *name)
 {
     size_t len = strlen(name);
     if (len == 0)
@@ -81,6 +80,26 @@ static int probe(hid_t loc, const char *name)
     int kind = H5Iget_type(oid) == H5I_DATASET ? 1 : 2;
     H5Oclose(oid);
     return kind;
+}
+
+int qkf_h5_open_dataset(hid_t fid, const char *path, const char *name, hid_t dapl, hid_t *did,
+                        hid_t *tid, hid_t *sid)
+{
+    *did = *tid = *sid = H5I_INVALID_HID;
+    int kind = qkf_h5_probe(fid, name);
+    if (kind == 0)
+        return qkf_set_error("%s: no dataset '%s'", path, name);
+    if (kind != 1)
+        return qkf_set_error("%s: '%s' is a group, not a dataset", path, name);
+    if ((*did = H5Dopen2(fid, name, dapl)) >= 0 && (*tid = H5Dget_type(*did)) >= 0 &&
+        (*sid = H5Dget_space(*did)) >= 0)
+        return 0;
+    if (*tid >= 0)
+        H5Tclose(*tid);
+    if (*did >= 0)
+        H5Dclose(*did);
+    *did = *tid = H5I_INVALID_HID;
+    return qkf_set_error("%s: cannot open dataset '%s'", path, name);
 }
 
 static const char *class_name(H5T_class_t c)
@@ -117,20 +136,8 @@ static int read_numeric(const char *path, const char *name, hid_t memtype, size_
 
     if ((fid = qkf_h5_open_ro(path)) < 0)
         goto done;
-    int kind = probe(fid, name);
-    if (kind == 0) {
-        qkf_set_error("%s: no dataset '%s'", path, name);
+    if (qkf_h5_open_dataset(fid, path, name, H5P_DEFAULT, &did, &tid, &sid) < 0)
         goto done;
-    }
-    if (kind != 1) {
-        qkf_set_error("%s: '%s' is a group, not a dataset", path, name);
-        goto done;
-    }
-    if ((did = H5Dopen2(fid, name, H5P_DEFAULT)) < 0 || (tid = H5Dget_type(did)) < 0 ||
-        (sid = H5Dget_space(did)) < 0) {
-        qkf_set_error("%s: cannot open dataset '%s'", path, name);
-        goto done;
-    }
     H5T_class_t cls = H5Tget_class(tid);
     if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
         qkf_set_error("%s: dataset '%s' holds %s values (expected numbers)", path, name,
@@ -229,7 +236,7 @@ int qkf_h5_has(const char *path, const char *name)
     hid_t fid = qkf_h5_open_ro(path);
     if (fid < 0)
         return -1;
-    int kind = probe(fid, name);
+    int kind = qkf_h5_probe(fid, name);
     H5Fclose(fid);
     return kind == 1;
 }
@@ -324,7 +331,7 @@ static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *sha
         qkf_set_error("%s: dataset '%s': no data", o->path, name);
         goto done;
     }
-    if (probe(o->fid, name) != 0) {
+    if (qkf_h5_probe(o->fid, name) != 0) {
         qkf_set_error("%s: dataset '%s' already exists", o->path, name);
         goto done;
     }
@@ -405,7 +412,7 @@ static int write_attr(qkf_h5out *o, const char *obj, const char *key, hid_t file
         qkf_set_error("%s: empty attribute name on '%s'", o->path, where);
         goto done;
     }
-    if (!root && probe(o->fid, obj) == 0) {
+    if (!root && qkf_h5_probe(o->fid, obj) == 0) {
         qkf_set_error("%s: attribute '%s': no object '%s'", o->path, key, obj);
         goto done;
     }

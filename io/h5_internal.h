@@ -8,4 +8,14 @@
  * but is not a complete HDF5 file (text, truncated copy) gets one fixed message. */
 hid_t qkf_h5_open_ro(const char *path);
 
+/* What `name` refers to in loc: 1 a dataset, 2 another object (group, named type), 0 nothing
+ * (a dangling link included). */
+int qkf_h5_probe(hid_t loc, const char *name);
+
+/* Opens dataset `name` of the open file fid (dapl: its access properties, or H5P_DEFAULT) with
+ * its type and dataspace, for the caller to close. Otherwise sets the error (no dataset, not a
+ * dataset, cannot open; path names the file) and returns -1 with nothing left open. */
+int qkf_h5_open_dataset(hid_t fid, const char *path, const char *name, hid_t dapl, hid_t *did,
+                        hid_t *tid, hid_t *sid);
+
 #endif

@@ -21,31 +21,15 @@
 static hid_t open_numeric(hid_t fid, const char *path, const char *name, int *ndim,
                           hsize_t dims[MAX_RANK])
 {
-    hid_t did = H5I_INVALID_HID, tid = H5I_INVALID_HID, sid = H5I_INVALID_HID;
-    htri_t ex = H5Lexists(fid, name, H5P_DEFAULT);
-    if (ex <= 0) {
-        qkf_set_error("%s: no dataset '%s'", path, name);
-        return H5I_INVALID_HID;
-    }
-    hid_t oid = H5Oopen(fid, name, H5P_DEFAULT);
-    H5I_type_t type = oid >= 0 ? H5Iget_type(oid) : H5I_BADID;
-    if (oid >= 0)
-        H5Oclose(oid);
-    if (type != H5I_DATASET) {
-        qkf_set_error("%s: '%s' is a group, not a dataset", path, name);
-        return H5I_INVALID_HID;
-    }
+    hid_t did, tid, sid;
     /* a chunk cache that holds the chunks one read of scattered rows touches (HDF5's default
      * of 1 MiB would decompress a chunk again for every read that comes back to it) */
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     H5Pset_chunk_cache(dapl, 12421, (size_t)32 << 20, 1.0);
-    did = H5Dopen2(fid, name, dapl);
+    int rc = qkf_h5_open_dataset(fid, path, name, dapl, &did, &tid, &sid);
     H5Pclose(dapl);
-    if (did < 0 || (tid = H5Dget_type(did)) < 0 ||
-        (sid = H5Dget_space(did)) < 0) {
-        qkf_set_error("%s: cannot open dataset '%s'", path, name);
-        goto fail;
-    }
+    if (rc < 0)
+        return H5I_INVALID_HID;
     H5T_class_t cls = H5Tget_class(tid);
     if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
         qkf_set_error("%s: dataset '%s' does not hold numbers", path, name);
@@ -62,12 +46,9 @@ static hid_t open_numeric(hid_t fid, const char *path, const char *name, int *nd
     H5Sclose(sid);
     return did;
 fail:
-    if (sid >= 0)
-        H5Sclose(sid);
-    if (tid >= 0)
-        H5Tclose(tid);
-    if (did >= 0)
-        H5Dclose(did);
+    H5Sclose(sid);
+    H5Tclose(tid);
+    H5Dclose(did);
     return H5I_INVALID_HID;
 }
 

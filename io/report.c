@@ -16,6 +16,7 @@
 #include <hdf5.h>
 
 #include "../kernels/base.h"
+#include "h5_internal.h"
 #include "trace.h"
 
 const double qkf_report_bin_edges[QKF_REPORT_BINS + 1] = {-INFINITY, 0.0, 0.25, 0.5, 0.75,
@@ -344,26 +345,6 @@ void qkf_report_free(qkf_report *r)
     memset(r, 0, sizeof *r);
 }
 
-/* H5Lexists fails rather than answers when an intermediate group is missing: check each prefix. */
-static int exists_path(hid_t fid, const char *name)
-{
-    char buf[512];
-    size_t n = strlen(name);
-    if (n == 0 || n >= sizeof buf)
-        return 0;
-    memcpy(buf, name, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (i < n && buf[i] != '/')
-            continue;
-        buf[i] = 0;
-        int ok = H5Lexists(fid, buf, H5P_DEFAULT) > 0;
-        buf[i] = name[i];
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
-
 static int read_all(const char *path, const char *name, hid_t mtype, size_t esize, void **data,
                     int *ndim, int64_t shape[3])
 {
@@ -372,7 +353,7 @@ static int read_all(const char *path, const char *name, hid_t mtype, size_t esiz
     if (fid < 0)
         return -1;
     int rc = -1;
-    hid_t ds = exists_path(fid, name) ? H5Dopen2(fid, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t ds = qkf_h5_probe(fid, name) ? H5Dopen2(fid, name, H5P_DEFAULT) : H5I_INVALID_HID;
     int rank = ds >= 0 ? ds_shape(ds, shape) : -1;
     if (rank < 0) {
         qkf_set_error("%s: no dataset '%s' of rank 1 to 3", path, name);
