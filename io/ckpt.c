@@ -473,17 +473,22 @@ int qkf_ckpt_write(qkf_h5out *o, const char *path, const qkf_model *m)
             qkf_h5out_attr_f64v(o, NULL, "input_std", m->n_norm, std) < 0)
             goto fail;
     }
-    for (int k = 0; k < ps->n; k++) {
-        const qkf_param *p = &ps->p[k];
-        int64_t shape[4];
-        for (int i = 0; i < p->ndim; i++)
-            shape[i] = p->shape[i];
-        if (qkf_h5out_f32(o, p->name, p->ndim, shape, ps->data + p->offset) < 0)
+    for (int k = 0; k < ps->n; k++)
+        if (qkf_ckpt_write_param(o, "", &ps->p[k], ps->data + ps->p[k].offset) < 0)
             goto fail;
-    }
     return 0;
 fail:
     return -1;
+}
+
+int qkf_ckpt_write_param(qkf_h5out *o, const char *prefix, const qkf_param *p, const float *data)
+{
+    int64_t shape[4];
+    for (int i = 0; i < p->ndim; i++)
+        shape[i] = p->shape[i];
+    char name[QKF_MAX_NAME + 16];
+    snprintf(name, sizeof name, "%s%s", prefix, p->name);
+    return qkf_h5out_f32(o, name, p->ndim, shape, data);
 }
 
 int qkf_ckpt_save(const char *path, const qkf_model *m)

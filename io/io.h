@@ -54,6 +54,9 @@ int qkf_h5out_attr_f64v(qkf_h5out *o, const char *obj, const char *key, int n, c
  * attributes, the normalisation and every parameter (callers such as the trainer add their own
  * groups before committing). path is for error messages. */
 int qkf_ckpt_write(qkf_h5out *o, const char *path, const qkf_model *m);
+/* Writes data as dataset "<prefix><p->name>" of p's official shape (prefix "" for the weights
+ * themselves, "grad/", "optim/m/", ... for tensors beside them; at most 15 characters). */
+int qkf_ckpt_write_param(qkf_h5out *o, const char *prefix, const qkf_param *p, const float *data);
 /* Closes and renames into place. Frees o in every case. */
 int qkf_h5out_commit(qkf_h5out *o);
 /* Closes and deletes the temporary file. Frees o. */

@@ -21,6 +21,11 @@ int qkf_arg(qkf_args *a, const char *name, const char **val);
 int qkf_flag(qkf_args *a, const char *name);
 int qkf_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
+/* --name N with N an integer in lo..hi: 1 (and *out set) if consumed, 0 if not ours, -1 on
+ * error. qkf_arg_flag: 1 (and *out = 1) if argv[i] is the flag name, 0 otherwise. Both chain
+ * with qkf_arg and each other into one test for a command's options. */
+int qkf_arg_int(qkf_args *a, const char *name, long lo, long hi, long *out);
+int qkf_arg_flag(qkf_args *a, const char *name, int *out);
 /* --conv winograd4|winograd2|direct -> dense-engine flags (QKF_DENSE_WINO4, ...): 1 if
  * consumed, 0 if not ours, -1 on error; qkf_conv_help: its help lines. */
 int qkf_arg_conv(qkf_args *a, int *conv);
@@ -60,5 +65,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 
 int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns 1 */
+/* Prints as qkf_cli_fail on MPI rank 0 only (every rank sees the same options and files);
+ * returns 1 on every rank. */
+int qkf_cli_fail_rank0(const char *cmd);
 
 #endif

@@ -68,7 +68,7 @@ void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples)
 int cmd_infer(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "infer"};
-    const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense", *v;
+    const char *weights = NULL, *input = NULL, *output = NULL, *mode = "dense";
     long threads = 0, batch = 32;
     int conv = 0;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
@@ -80,42 +80,20 @@ int cmd_infer(int argc, char **argv)
             return 0;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
-            (r = qkf_arg(&a, "--output", &output)) || (r = qkf_arg(&a, "--mode", &mode))) {
+            (r = qkf_arg(&a, "--output", &output)) || (r = qkf_arg(&a, "--mode", &mode)) ||
+            (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
+            (r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg_trace(&a, &topt)) ||
+            (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
+            (r = qkf_arg_flag(&a, "--quiet", &quiet)) ||
+            (r = qkf_arg_flag(&a, "--cross-check", &xcheck))) {
             if (r < 0)
                 return qkf_cli_fail("infer");
             continue;
         }
-        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return qkf_cli_fail("infer");
-            continue;
-        }
-        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+        if ((r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) != 0) {
             if (r < 0)
-                return qkf_cli_fail("infer");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
                 return qkf_cli_fail("infer");
             batch_given = 1;
-            continue;
-        }
-        if ((r = qkf_arg_trace(&a, &topt)) != 0) {
-            if (r < 0)
-                return qkf_cli_fail("infer");
-            continue;
-        }
-        if (qkf_flag(&a, "--tb-compat")) {
-            tb = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--cross-check")) {
-            xcheck = 1;
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf infer --help)", argv[a.i]);

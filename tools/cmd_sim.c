@@ -463,12 +463,6 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
     return 0;
 }
 
-/* Under mpirun, only rank 0 prints errors every rank shares (options, files). */
-static int fail_rank0(void)
-{
-    return qkf_dist_rank() == 0 ? qkf_cli_fail("sim") : 1;
-}
-
 static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
@@ -488,78 +482,55 @@ static int sim_run(int argc, char **argv)
                 return qkf_cli_fail("sim");
             continue;
         }
-        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+        if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
+            (r = qkf_arg(&a, "--input", &input)) || (r = qkf_arg(&a, "--data", &data)) ||
+            (r = qkf_arg(&a, "--mode", &mode)) || (r = qkf_arg(&a, "--report", &report)) ||
+            (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
+            (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
+            (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
+            (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
+            (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
             if (r < 0)
-                return fail_rank0();
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
-            (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
-            (r = qkf_arg(&a, "--report", &report))) {
-            if (r < 0)
-                return fail_rank0();
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return fail_rank0();
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--limit", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--limit", v, 1, 1L << 40, &limit))
-                return fail_rank0();
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
-                return fail_rank0();
+                return qkf_cli_fail_rank0("sim");
             continue;
         }
         if ((r = qkf_arg(&a, "--e-ac", &v)) != 0) {
             if (r < 0 || qkf_parse_float("--e-ac", v, 0, 1e9, &e_ac))
-                return fail_rank0();
+                return qkf_cli_fail_rank0("sim");
             continue;
         }
         if ((r = qkf_arg(&a, "--e-mac", &v)) != 0) {
             if (r < 0 || qkf_parse_float("--e-mac", v, 0, 1e9, &e_mac))
-                return fail_rank0();
-            continue;
-        }
-        if (qkf_flag(&a, "--tb-compat")) {
-            tb = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--quiet")) {
-            quiet = 1;
+                return qkf_cli_fail_rank0("sim");
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf sim --help)", argv[a.i]);
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     /* every option is checked before any work, so a bad one writes nothing */
     if (!weights) {
         qkf_set_error("--weights is required (qkf sim --help)");
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     if (data && input) {
         qkf_set_error("give --input or --data, not both");
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     if (!input && !data) {
         qkf_set_error("--input X.h5 (or --data NAME) is required");
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     int event = strcmp(mode, "event") == 0;
     if (!event && strcmp(mode, "dense") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (event or dense)", mode);
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     int json = 0;
     if (report) {
         json = ends_with(report, ".json");
         if (!json && !ends_with(report, ".csv")) {
             qkf_set_error("%s: the report must be .json or .csv", report);
-            return fail_rank0();
+            return qkf_cli_fail_rank0("sim");
         }
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", report);
@@ -568,12 +539,12 @@ static int sim_run(int argc, char **argv)
             *(slash == dir ? slash + 1 : slash) = 0;
         if (access(slash ? dir : ".", W_OK) != 0) {
             qkf_set_error("%s: cannot write the report there (%s)", report, strerror(errno));
-            return fail_rank0();
+            return qkf_cli_fail_rank0("sim");
         }
     }
     if (topt.path && qkf_dist_size() > 1) {
         qkf_set_error("--trace records one process; run it without mpirun");
-        return fail_rank0();
+        return qkf_cli_fail_rank0("sim");
     }
     if (threads)
         qkf_set_threads((int)threads);

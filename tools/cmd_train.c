@@ -84,7 +84,7 @@ static int read_batch(const char *path, const qkf_model *m, float **x, int64_t *
 int cmd_grad(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "grad"};
-    const char *weights = NULL, *input = NULL, *output = NULL, *v;
+    const char *weights = NULL, *input = NULL, *output = NULL;
     long threads = 0;
     int tb = 0, quiet = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
@@ -93,22 +93,12 @@ int cmd_grad(int argc, char **argv)
             return 0;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--input", &input)) ||
-            (r = qkf_arg(&a, "--output", &output))) {
+            (r = qkf_arg(&a, "--output", &output)) ||
+            (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
+            (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
+            (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
             if (r < 0)
                 return qkf_cli_fail("grad");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return qkf_cli_fail("grad");
-            continue;
-        }
-        if (qkf_flag(&a, "--tb-compat")) {
-            tb = 1;
-            continue;
-        }
-        if (qkf_flag(&a, "--quiet")) {
-            quiet = 1;
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf grad --help)", argv[a.i]);
@@ -155,13 +145,8 @@ int cmd_grad(int argc, char **argv)
     double gn = 0.0;
     for (int k = 0; k < ps->n; k++) {
         const qkf_param *p = &ps->p[k];
-        int64_t shape[4];
-        for (int i = 0; i < p->ndim; i++)
-            shape[i] = p->shape[i];
-        char name[QKF_MAX_NAME + 16];
-        snprintf(name, sizeof name, "%s/%s", p->is_buffer ? "bn_after" : "grad", p->name);
         const float *src = p->is_buffer ? ps->data + p->offset : grads + p->offset;
-        if (qkf_h5out_f32(o, name, p->ndim, shape, src))
+        if (qkf_ckpt_write_param(o, p->is_buffer ? "bn_after/" : "grad/", p, src))
             goto done;
         if (!p->is_buffer)
             for (int64_t i = 0; i < p->numel; i++)
@@ -378,16 +363,10 @@ static void eval_help(void)
     fputs(qkf_conv_help, stdout);
 }
 
-/* Under mpirun, only rank 0 prints argument errors (every rank sees the same ones). */
-static int fail_rank0(const char *cmd)
-{
-    return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1;
-}
-
 static int eval_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "eval"};
-    const char *weights = NULL, *data = "fashion-mnist", *mode = "dense", *v;
+    const char *weights = NULL, *data = "fashion-mnist", *mode = "dense";
     long threads = 0, limit = 0, batch = 100;
     int tb = 0, conv = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
@@ -395,46 +374,26 @@ static int eval_run(int argc, char **argv)
             eval_help();
             return 0;
         }
-        if ((r = qkf_arg_conv(&a, &conv)) != 0) {
+        if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
+            (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
+            (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
+            (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
+            (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
+            (r = qkf_arg_flag(&a, "--tb-compat", &tb))) {
             if (r < 0)
-                return fail_rank0("eval");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--data", &data)) ||
-            (r = qkf_arg(&a, "--mode", &mode))) {
-            if (r < 0)
-                return fail_rank0("eval");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--threads", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--threads", v, 1, 1024, &threads))
-                return fail_rank0("eval");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--limit", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--limit", v, 1, 1L << 40, &limit))
-                return fail_rank0("eval");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--batch", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--batch", v, 1, 65536, &batch))
-                return fail_rank0("eval");
-            continue;
-        }
-        if (qkf_flag(&a, "--tb-compat")) {
-            tb = 1;
+                return qkf_cli_fail_rank0("eval");
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf eval --help)", argv[a.i]);
-        return fail_rank0("eval");
+        return qkf_cli_fail_rank0("eval");
     }
     if (!weights) {
         qkf_set_error("--weights is required");
-        return fail_rank0("eval");
+        return qkf_cli_fail_rank0("eval");
     }
     if (strcmp(mode, "dense") != 0 && strcmp(mode, "event") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (dense or event)", mode);
-        return fail_rank0("eval");
+        return qkf_cli_fail_rank0("eval");
     }
     if (threads)
         qkf_set_threads((int)threads);
@@ -451,7 +410,7 @@ static int eval_run(int argc, char **argv)
     /* under mpirun each rank reads only its shard of the test split */
     int drc = qkf_dist_dataset_shard(data, 0, limit, &d);
     if (dist_failed("eval", drc == -2 ? 2 : drc || check_fit(&d, &m.cfg)) ||
-        (check_agree(&m, NULL, 0) && fail_rank0("eval")) ||
+        (check_agree(&m, NULL, 0) && qkf_cli_fail_rank0("eval")) ||
         report_held("eval", "test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
         goto quiet;
     if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), conv, &acc, &n)) {
@@ -466,7 +425,7 @@ static int eval_run(int argc, char **argv)
     rc = 0;
 done:
     if (rc && bad)
-        fail_rank0("eval");
+        qkf_cli_fail_rank0("eval");
 quiet:
     qkf_dataset_free(&d);
     qkf_model_free(&m);
@@ -794,17 +753,10 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
         goto fail;
     for (int k = 0; k < ps->n; k++) { /* the AdamW moments beside the weights */
         const qkf_param *p = &ps->p[k];
-        int64_t shape[4];
-        for (int i = 0; i < p->ndim; i++)
-            shape[i] = p->shape[i];
         if (p->is_buffer || !opt)
             continue;
-        char name[QKF_MAX_NAME + 16];
-        snprintf(name, sizeof name, "optim/m/%s", p->name);
-        if (qkf_h5out_f32(h, name, p->ndim, shape, opt->m + p->offset) < 0)
-            goto fail;
-        snprintf(name, sizeof name, "optim/v/%s", p->name);
-        if (qkf_h5out_f32(h, name, p->ndim, shape, opt->v + p->offset) < 0)
+        if (qkf_ckpt_write_param(h, "optim/m/", p, opt->m + p->offset) < 0 ||
+            qkf_ckpt_write_param(h, "optim/v/", p, opt->v + p->offset) < 0)
             goto fail;
     }
     /* the options of the run, restored by --resume (the command line may override them) */
@@ -1092,13 +1044,13 @@ static int train_run(int argc, char **argv)
             qkf_h5_quiet();
             if (qkf_arg(&a, "--resume", &path) < 0 ||
                 load_train_options(path, &o, data_buf, sizeof data_buf))
-                return fail_rank0("train");
+                return qkf_cli_fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++)
         if (!strcmp(argv[a.i], "--config") || !strncmp(argv[a.i], "--config=", 9)) {
             const char *path;
             if (qkf_arg(&a, "--config", &path) < 0 || read_config_file(path, &o))
-                return fail_rank0("train");
+                return qkf_cli_fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
@@ -1115,10 +1067,10 @@ static int train_run(int argc, char **argv)
         if (r == 0)
             r = parse_train_opt(&a, &o);
         if (r < 0)
-            return fail_rank0("train");
+            return qkf_cli_fail_rank0("train");
         if (r == 0) {
             qkf_set_error("unexpected argument '%s' (qkf train --help)", argv[a.i]);
-            return fail_rank0("train");
+            return qkf_cli_fail_rank0("train");
         }
     }
     if (o.threads)
@@ -1128,11 +1080,11 @@ static int train_run(int argc, char **argv)
         qkf_set_error("--batch %ld is the global batch, split over %d ranks: at least one sample "
                       "per rank",
                       o.batch, nr);
-        return fail_rank0("train");
+        return qkf_cli_fail_rank0("train");
     }
     if (topt.path && nr > 1) {
         qkf_set_error("--trace records one process; run qkf train without mpirun to record");
-        return fail_rank0("train");
+        return qkf_cli_fail_rank0("train");
     }
     if (rank != 0) /* rank 0 alone prints and writes */
         o.quiet = 1, o.metrics = NULL;
@@ -1296,7 +1248,7 @@ setup_end:
                           (double)o.mixup_off_epoch, (double)o.eval_event, (double)o.eval_batch,
                           (double)o.save_every};
         if (check_agree(&m, agree, sizeof agree)) {
-            fail_rank0("train");
+            qkf_cli_fail_rank0("train");
             goto quiet;
         }
     }
@@ -1519,7 +1471,7 @@ setup_end:
         if (stop || (o.max_steps && step >= o.max_steps && step % spe))
             break;
         if (params_agree(&m, &opt, step)) {
-            fail_rank0("train");
+            qkf_cli_fail_rank0("train");
             goto quiet;
         }
         double test_acc = -1.0;
@@ -1558,7 +1510,7 @@ setup_end:
             goto done;
     }
     if (params_agree(&m, &opt, step)) {
-        fail_rank0("train");
+        qkf_cli_fail_rank0("train");
         goto quiet;
     }
     if (stop || (nr == 1 && interrupted)) {
@@ -1596,7 +1548,7 @@ setup_end:
     rc = saved_at_interrupt ? 130 : 0;
 done:
     if (rc == 1)
-        fail_rank0("train");
+        qkf_cli_fail_rank0("train");
 quiet:
     sigaction(SIGINT, &old_sa, NULL);
     qkf_loader_stop(ld);

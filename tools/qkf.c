@@ -8,6 +8,7 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
+#include "../sim/dist.h"
 #include "cli.h"
 
 static void usage(FILE *f)
@@ -41,6 +42,8 @@ int qkf_cli_fail(const char *cmd)
     return 1;
 }
 
+int qkf_cli_fail_rank0(const char *cmd) { return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1; }
+
 int qkf_arg(qkf_args *a, const char *name, const char **val)
 {
     const char *s = a->argv[a->i];
@@ -62,6 +65,23 @@ int qkf_arg(qkf_args *a, const char *name, const char **val)
 }
 
 int qkf_flag(qkf_args *a, const char *name) { return strcmp(a->argv[a->i], name) == 0; }
+
+int qkf_arg_flag(qkf_args *a, const char *name, int *out)
+{
+    if (!qkf_flag(a, name))
+        return 0;
+    *out = 1;
+    return 1;
+}
+
+int qkf_arg_int(qkf_args *a, const char *name, long lo, long hi, long *out)
+{
+    const char *v;
+    int r = qkf_arg(a, name, &v);
+    if (r <= 0)
+        return r;
+    return qkf_parse_int(name, v, lo, hi, out) ? -1 : 1;
+}
 
 int qkf_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
 {
