@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "../io/events.h"
 #include "../io/trace.h"
 #include "../models/qkformer.h"
 
@@ -26,10 +27,18 @@ int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double
  * with qkf_arg and each other into one test for a command's options. */
 int qkf_arg_int(qkf_args *a, const char *name, long lo, long hi, long *out);
 int qkf_arg_flag(qkf_args *a, const char *name, int *out);
+/* The command's one positional argument (a file): sets *val, or records "unexpected argument
+ * 'X' (qkf CMD --help)" and returns -1 if argv[i] is an unknown option or a second one. */
+int qkf_arg_positional(qkf_args *a, const char **val);
 /* --conv winograd4|winograd2|direct -> dense-engine flags (QKF_DENSE_WINO4, ...): 1 if
  * consumed, 0 if not ours, -1 on error; qkf_conv_help: its help lines. */
 int qkf_arg_conv(qkf_args *a, int *conv);
 extern const char *const qkf_conv_help;
+
+/* Event-file reader options of qkf events and qkf client: --format, --sensor WxH (sides up to
+ * max_side), --orient jaer|cifar10dvs, --backwards fail|drop. 1 if consumed, 0 if not ours,
+ * -1 on error. */
+int qkf_arg_events(qkf_args *a, qkf_events_opts *o, int max_side);
 
 /* Config overrides shared by info/init: --img-size --in-channels --num-classes --embed-dims
  * --num-heads --mlp-ratio --depths --T --qk-attn. Returns 1 if consumed, 0 if not, -1 error. */

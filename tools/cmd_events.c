@@ -81,8 +81,21 @@ static void help(void)
         "(default 4000000, best of R = 3 runs), and the load speed of each FILE given.\n");
 }
 
-/* Common reader options. Returns 1 if consumed, 0 if not, -1 on error. */
-static int read_opt(qkf_args *a, qkf_events_opts *o)
+/* --name A|B: *out = va or vb. Returns 1 if consumed, 0 if not ours, -1 on error. */
+static int arg_pick(qkf_args *a, const char *name, const char *sa, int va, const char *sb, int vb,
+                    int *out)
+{
+    const char *v;
+    int r = qkf_arg(a, name, &v);
+    if (r <= 0)
+        return r;
+    if (strcmp(v, sa) && strcmp(v, sb))
+        return qkf_set_error("option %s: '%s' is not %s or %s", name, v, sa, sb);
+    *out = strcmp(v, sa) ? vb : va;
+    return 1;
+}
+
+int qkf_arg_events(qkf_args *a, qkf_events_opts *o, int max_side)
 {
     const char *v;
     int r;
@@ -95,34 +108,16 @@ static int read_opt(qkf_args *a, qkf_events_opts *o)
         long w = strtol(v, &end, 10), h = 0;
         if (*end == 'x')
             h = strtol(end + 1, &end, 10);
-        if (*end || w < 1 || h < 1 || w > 65536 || h > 65536)
-            return qkf_set_error("option --sensor: '%s' is not WxH (1..65536)", v);
+        if (*end || w < 1 || h < 1 || w > max_side || h > max_side)
+            return qkf_set_error("option --sensor: '%s' is not WxH (1..%d)", v, max_side);
         o->width = (int)w, o->height = (int)h;
         return 1;
     }
-    if ((r = qkf_arg(a, "--orient", &v)) != 0) {
-        if (r < 0)
-            return -1;
-        if (!strcmp(v, "jaer"))
-            o->orient = QKF_EV_ORIENT_JAER;
-        else if (!strcmp(v, "cifar10dvs"))
-            o->orient = QKF_EV_ORIENT_CIFAR10DVS;
-        else
-            return qkf_set_error("option --orient: '%s' is not jaer or cifar10dvs", v);
-        return 1;
-    }
-    if ((r = qkf_arg(a, "--backwards", &v)) != 0) {
-        if (r < 0)
-            return -1;
-        if (!strcmp(v, "fail"))
-            o->backwards = QKF_EV_BACKWARDS_FAIL;
-        else if (!strcmp(v, "drop"))
-            o->backwards = QKF_EV_BACKWARDS_DROP;
-        else
-            return qkf_set_error("option --backwards: '%s' is not fail or drop", v);
-        return 1;
-    }
-    return 0;
+    if ((r = arg_pick(a, "--orient", "jaer", QKF_EV_ORIENT_JAER, "cifar10dvs",
+                      QKF_EV_ORIENT_CIFAR10DVS, &o->orient)) != 0)
+        return r;
+    return arg_pick(a, "--backwards", "fail", QKF_EV_BACKWARDS_FAIL, "drop", QKF_EV_BACKWARDS_DROP,
+                    &o->backwards);
 }
 
 static int file_exists(const char *p) { return access(p, R_OK) == 0; }
@@ -137,16 +132,14 @@ static int events_info(int argc, char **argv)
     const char *file = NULL, *labels = NULL;
     int r;
     for (; a.i < argc; a.i++) {
-        if ((r = read_opt(&a, &o)) != 0 || (r = qkf_arg(&a, "--labels", &labels)) != 0) {
+        if ((r = qkf_arg_events(&a, &o, 65536)) != 0 ||
+            (r = qkf_arg(&a, "--labels", &labels)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("events");
             continue;
         }
-        if (argv[a.i][0] == '-' || file) {
-            qkf_set_error("unexpected argument '%s' (qkf events --help)", argv[a.i]);
+        if (qkf_arg_positional(&a, &file))
             return qkf_cli_fail("events");
-        }
-        file = argv[a.i];
     }
     if (!file) {
         qkf_set_error("info needs an event FILE");
@@ -214,26 +207,16 @@ static int events_frames(int argc, char **argv)
     const char *split_name = "number";
     int gesture = 0, r;
     for (; a.i < argc; a.i++) {
-        if ((r = read_opt(&a, &o)) != 0 || (r = qkf_arg(&a, "--labels", &labels)) != 0 ||
-            (r = qkf_arg(&a, "--out", &out)) != 0) {
+        if ((r = qkf_arg_events(&a, &o, 65536)) != 0 ||
+            (r = qkf_arg(&a, "--labels", &labels)) != 0 || (r = qkf_arg(&a, "--out", &out)) != 0 ||
+            (r = frame_opt(&a, &T, &size, &split, &split_name)) != 0 ||
+            (r = qkf_arg_flag(&a, "--gesture", &gesture)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("events");
             continue;
         }
-        if ((r = frame_opt(&a, &T, &size, &split, &split_name)) != 0) {
-            if (r < 0)
-                return qkf_cli_fail("events");
-            continue;
-        }
-        if (qkf_flag(&a, "--gesture")) {
-            gesture = 1;
-            continue;
-        }
-        if (argv[a.i][0] == '-' || file) {
-            qkf_set_error("unexpected argument '%s' (qkf events --help)", argv[a.i]);
+        if (qkf_arg_positional(&a, &file))
             return qkf_cli_fail("events");
-        }
-        file = argv[a.i];
     }
     if (!file || !out) {
         qkf_set_error("frames needs an event FILE and --out X.h5");
@@ -392,23 +375,12 @@ static int events_emulate(int argc, char **argv)
         }
         if (used)
             continue;
-        if ((r = qkf_arg(&a, "--index", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--index", v, 0, 100000000, &index))
-                return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--count", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--count", v, 1, 100000000, &count))
-                return qkf_cli_fail("events");
-            continue;
-        }
-        if ((r = frame_opt(&a, &T, &size, &split, &split_name)) != 0) {
+        if ((r = qkf_arg_int(&a, "--index", 0, 100000000, &index)) != 0 ||
+            (r = qkf_arg_int(&a, "--count", 1, 100000000, &count)) != 0 ||
+            (r = frame_opt(&a, &T, &size, &split, &split_name)) != 0 ||
+            (r = qkf_arg_flag(&a, "--test", &test)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("events");
-            continue;
-        }
-        if (qkf_flag(&a, "--test")) {
-            test = 1;
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf events --help)", argv[a.i]);
@@ -531,17 +503,14 @@ static int events_convert(int argc, char **argv)
     const char *file = NULL, *out = NULL, *to = NULL;
     int r;
     for (; a.i < argc; a.i++) {
-        if ((r = read_opt(&a, &o)) != 0 || (r = qkf_arg(&a, "--out", &out)) != 0 ||
+        if ((r = qkf_arg_events(&a, &o, 65536)) != 0 || (r = qkf_arg(&a, "--out", &out)) != 0 ||
             (r = qkf_arg(&a, "--to", &to)) != 0) {
             if (r < 0)
                 return qkf_cli_fail("events");
             continue;
         }
-        if (argv[a.i][0] == '-' || file) {
-            qkf_set_error("unexpected argument '%s' (qkf events --help)", argv[a.i]);
+        if (qkf_arg_positional(&a, &file))
             return qkf_cli_fail("events");
-        }
-        file = argv[a.i];
     }
     if (!file || !out) {
         qkf_set_error("convert needs an event FILE and --out OUT");

@@ -52,11 +52,8 @@ int cmd_report(int argc, char **argv)
                 return qkf_cli_fail("report");
             continue;
         }
-        if (argv[a.i][0] == '-' || path) {
-            qkf_set_error("unexpected argument '%s' (qkf report --help)", argv[a.i]);
+        if (qkf_arg_positional(&a, &path))
             return qkf_cli_fail("report");
-        }
-        path = argv[a.i];
     }
     if (!path) {
         qkf_set_error("which trace? (qkf report TRACE.h5)");

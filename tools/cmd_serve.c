@@ -384,27 +384,13 @@ int cmd_client(int argc, char **argv)
             co.realtime = qkf_flag(&a, "--realtime");
             continue;
         }
-        if (qkf_flag(&a, "--quiet")) {
-            cc.quiet = 1;
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--connect", &connect)) != 0) {
+        if ((r = qkf_arg_flag(&a, "--quiet", &cc.quiet)) ||
+            (r = qkf_arg(&a, "--connect", &connect)) ||
+            (r = qkf_arg_int(&a, "--bench", 1, 4096, &bench)) ||
+            (r = qkf_arg_int(&a, "--repeat", 1, 1000000, &repeat)) ||
+            (r = qkf_arg_int(&a, "--chunk", 1, 80000, &chunk)) ||
+            (r = qkf_arg_events(&a, &eo, 65535))) {
             if (r < 0)
-                return qkf_cli_fail("client");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--bench", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--bench", v, 1, 4096, &bench))
-                return qkf_cli_fail("client");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--repeat", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--repeat", v, 1, 1000000, &repeat))
-                return qkf_cli_fail("client");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--chunk", &v)) != 0) {
-            if (r < 0 || qkf_parse_int("--chunk", v, 1, 80000, &chunk))
                 return qkf_cli_fail("client");
             continue;
         }
@@ -413,50 +399,8 @@ int cmd_client(int argc, char **argv)
                 return qkf_cli_fail("client");
             continue;
         }
-        if ((r = qkf_arg(&a, "--format", &v)) != 0) {
-            if (r < 0 || qkf_evformat_parse(v, &eo.format))
-                return qkf_cli_fail("client");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--sensor", &v)) != 0) {
-            if (r < 0)
-                return qkf_cli_fail("client");
-            char *end;
-            long w = strtol(v, &end, 10), h = 0;
-            if (*end == 'x')
-                h = strtol(end + 1, &end, 10);
-            if (*end || w < 1 || h < 1 || w > 65535 || h > 65535) {
-                qkf_set_error("option --sensor: '%s' is not WxH (1..65535)", v);
-                return qkf_cli_fail("client");
-            }
-            eo.width = (int)w, eo.height = (int)h;
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--orient", &v)) != 0) {
-            if (r < 0)
-                return qkf_cli_fail("client");
-            if (strcmp(v, "jaer") && strcmp(v, "cifar10dvs")) {
-                qkf_set_error("option --orient: '%s' is not jaer or cifar10dvs", v);
-                return qkf_cli_fail("client");
-            }
-            eo.orient = strcmp(v, "jaer") ? QKF_EV_ORIENT_CIFAR10DVS : QKF_EV_ORIENT_JAER;
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--backwards", &v)) != 0) {
-            if (r < 0)
-                return qkf_cli_fail("client");
-            if (strcmp(v, "fail") && strcmp(v, "drop")) {
-                qkf_set_error("option --backwards: '%s' is not fail or drop", v);
-                return qkf_cli_fail("client");
-            }
-            eo.backwards = strcmp(v, "fail") ? QKF_EV_BACKWARDS_DROP : QKF_EV_BACKWARDS_FAIL;
-            continue;
-        }
-        if (argv[a.i][0] == '-' || file) {
-            qkf_set_error("unexpected argument '%s' (qkf client --help)", argv[a.i]);
+        if (qkf_arg_positional(&a, &file))
             return qkf_cli_fail("client");
-        }
-        file = argv[a.i];
     }
     if (!connect || !file) {
         qkf_set_error("needs --connect HOST:PORT and an event FILE (qkf client --help)");

@@ -74,6 +74,14 @@ int qkf_arg_flag(qkf_args *a, const char *name, int *out)
     return 1;
 }
 
+int qkf_arg_positional(qkf_args *a, const char **val)
+{
+    if (a->argv[a->i][0] == '-' || *val)
+        return qkf_set_error("unexpected argument '%s' (qkf %s --help)", a->argv[a->i], a->cmd);
+    *val = a->argv[a->i];
+    return 0;
+}
+
 int qkf_arg_int(qkf_args *a, const char *name, long lo, long hi, long *out)
 {
     const char *v;
