@@ -102,6 +102,36 @@ int qkf_h5_open_dataset(hid_t fid, const char *path, const char *name, hid_t dap
     return qkf_set_error("%s: cannot open dataset '%s'", path, name);
 }
 
+/* One hyperslab transfer: reads into rbuf, or writes wbuf when rbuf is NULL. */
+static int slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                void *rbuf, const void *wbuf)
+{
+    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(rank, count, NULL);
+    int rc = fs < 0 || ms < 0 ||
+                     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                     (rbuf ? H5Dread(ds, mtype, ms, fs, H5P_DEFAULT, rbuf)
+                           : H5Dwrite(ds, mtype, ms, fs, H5P_DEFAULT, wbuf)) < 0
+                 ? -1
+                 : 0;
+    if (ms >= 0)
+        H5Sclose(ms);
+    if (fs >= 0)
+        H5Sclose(fs);
+    return rc;
+}
+
+int qkf_h5_read_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                     void *buf)
+{
+    return slab(ds, mtype, rank, start, count, buf, NULL);
+}
+
+int qkf_h5_write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                      const void *buf)
+{
+    return slab(ds, mtype, rank, start, count, NULL, buf);
+}
+
 static const char *class_name(H5T_class_t c)
 {
     switch (c) {

@@ -18,4 +18,11 @@ int qkf_h5_probe(hid_t loc, const char *name);
 int qkf_h5_open_dataset(hid_t fid, const char *path, const char *name, hid_t dapl, hid_t *did,
                         hid_t *tid, hid_t *sid);
 
+/* Reads or writes the hyperslab start/count (rank dimensions) of dataset ds from or to a
+ * contiguous buffer of memory type mtype. 0 or -1 (no error message: the caller names it). */
+int qkf_h5_read_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                     void *buf);
+int qkf_h5_write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
+                      const void *buf);
+
 #endif

@@ -115,16 +115,7 @@ static int read_rows(hid_t ds, hid_t mtype, int rank, const int64_t *shape, int6
 {
     hsize_t st[3] = {(hsize_t)r0, 0, 0},
             ct[3] = {(hsize_t)nr, (hsize_t)shape[1], (hsize_t)shape[2]};
-    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(rank, ct, NULL);
-    int rc = fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, ct, NULL) < 0 ||
-                     H5Dread(ds, mtype, ms, fs, H5P_DEFAULT, buf) < 0
-                 ? -1
-                 : 0;
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (fs >= 0)
-        H5Sclose(fs);
-    return rc;
+    return qkf_h5_read_slab(ds, mtype, rank, st, ct, buf);
 }
 
 static int spike_stats(const char *path, hid_t og, qkf_report_layer *L)

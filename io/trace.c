@@ -38,6 +38,7 @@
 #include <zlib.h>
 
 #include "../kernels/base.h"
+#include "h5_internal.h"
 
 #define HDR 64                   /* block header bytes; every block size is a multiple of it */
 #define GRID_CHUNK_MAX (4 << 20) /* neurons per grid chunk (16 MiB): a chunk is a whole row */
@@ -951,22 +952,6 @@ static int create_file(qkf_trace *tr)
 
 static int extend(hid_t ds, const hsize_t *dims) { return H5Dset_extent(ds, dims) < 0 ? -1 : 0; }
 
-static int write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
-                      const void *buf)
-{
-    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(rank, count, NULL);
-    int rc = fs < 0 || ms < 0 ||
-                     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
-                     H5Dwrite(ds, mtype, ms, fs, H5P_DEFAULT, buf) < 0
-                 ? -1
-                 : 0;
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (fs >= 0)
-        H5Sclose(fs);
-    return rc;
-}
-
 /* Compression in the libuv worker pool. HDF5's filter pipeline for our datasets is shuffle, then
  * deflate (zlib's compress2); a job applies both to whole chunks, so the writer can store the
  * result with H5Dwrite_chunk and HDF5 itself reads it back as usual. zlib is thread-safe; HDF5
@@ -1050,7 +1035,7 @@ static int write_block(qkf_trace *tr, blk *b)
             return rc;
         hsize_t st[3] = {(hsize_t)b->row, (hsize_t)b->t0, 0};
         hsize_t ct[3] = {(hsize_t)b->nrows, (hsize_t)b->nt, (hsize_t)s->n_sel};
-        return write_slab(s->ds, H5T_NATIVE_FLOAT, 3, st, ct, payload(b));
+        return qkf_h5_write_slab(s->ds, H5T_NATIVE_FLOAT, 3, st, ct, payload(b));
     }
     /* events of one sample, appended to its row */
     int k = (int)(b->row % EV_WINDOW);
@@ -1080,8 +1065,8 @@ static int write_block(qkf_trace *tr, blk *b)
     if (b->nev > 0) {
         hsize_t st[2] = {(hsize_t)b->row, (hsize_t)c0}, ct[2] = {1, (hsize_t)b->nev};
         const int32_t *idx = payload(b);
-        if (write_slab(s->ds, H5T_NATIVE_INT32, 2, st, ct, idx) ||
-            write_slab(s->ds_time, H5T_NATIVE_FLOAT, 2, st, ct, idx + b->nev))
+        if (qkf_h5_write_slab(s->ds, H5T_NATIVE_INT32, 2, st, ct, idx) ||
+            qkf_h5_write_slab(s->ds_time, H5T_NATIVE_FLOAT, 2, st, ct, idx + b->nev))
             return -1;
     }
     s->ev_cnt[k] = c0 + b->nev;
