@@ -102,26 +102,6 @@ static int cmp_event(const void *a, const void *b)
     return (int)p->p - (int)q->p;
 }
 
-typedef struct {
-    qkf_event *ev;
-    int64_t n, cap;
-} step_buf;
-
-static void step_push(step_buf *b, int64_t t, int x, int y, int p)
-{
-    if (b->n == b->cap) {
-        int64_t cap = b->cap ? b->cap * 2 : 1024;
-        qkf_event *g = qkf_malloc((size_t)cap * sizeof *g);
-        if (b->n)
-            memcpy(g, b->ev, (size_t)b->n * sizeof *g);
-        qkf_free(b->ev);
-        b->ev = g;
-        b->cap = cap;
-    }
-    qkf_event *e = &b->ev[b->n++];
-    e->t = t, e->x = (uint16_t)x, e->y = (uint16_t)y, e->p = (uint8_t)p;
-}
-
 int qkf_dvs_emu_run(const qkf_dvs_emu_cfg *c, const uint8_t *img, int ch, int h, int w,
                     qkf_events *out)
 {
@@ -170,7 +150,8 @@ int qkf_dvs_emu_run(const qkf_dvs_emu_cfg *c, const uint8_t *img, int ch, int h,
     memcpy(ref, Lp, np * sizeof(float));
     qkf_events_init(out, S, S, 4096);
     out->format = QKF_EVF_QEV;
-    step_buf sb = {NULL, 0, 0};
+    qkf_events sb; /* one step's events, sorted before they join out */
+    qkf_events_init(&sb, S, S, 1024);
     int64_t total = (int64_t)c->saccades * c->saccade_us;
     double p_noise = (double)c->noise_hz * (double)c->dt_us * 1e-6;
     for (int64_t t0 = 0; t0 < total; t0 += c->dt_us) {
@@ -187,14 +168,14 @@ int qkf_dvs_emu_run(const qkf_dvs_emu_cfg *c, const uint8_t *img, int ch, int h,
                     rf += cn;
                     double f = (rf - lp) / (lc - lp);
                     f = f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f;
-                    step_push(&sb, t0 + (int64_t)floor(f * span + 0.5), x, y, 1);
+                    qkf_events_push(&sb, t0 + (int64_t)floor(f * span + 0.5), x, y, 1);
                 }
             } else if (rf - lc >= cf) {
                 while (rf - lc >= cf) {
                     rf -= cf;
                     double f = (lp - rf) / (lp - lc);
                     f = f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f;
-                    step_push(&sb, t0 + (int64_t)floor(f * span + 0.5), x, y, 0);
+                    qkf_events_push(&sb, t0 + (int64_t)floor(f * span + 0.5), x, y, 0);
                 }
             }
             ref[i] = (float)rf;
@@ -202,7 +183,8 @@ int qkf_dvs_emu_run(const qkf_dvs_emu_cfg *c, const uint8_t *img, int ch, int h,
                 uint64_t u = qkf_rng_u64(&r);
                 if ((double)(u >> 11) * (1.0 / 9007199254740992.0) < p_noise) {
                     uint64_t v = qkf_rng_u64(&r);
-                    step_push(&sb, t0 + (int64_t)(v % (uint64_t)(t1 - t0)), x, y, (int)(v >> 63));
+                    qkf_events_push(&sb, t0 + (int64_t)(v % (uint64_t)(t1 - t0)), x, y,
+                                    (int)(v >> 63));
                 }
             }
         }
@@ -214,7 +196,7 @@ int qkf_dvs_emu_run(const qkf_dvs_emu_cfg *c, const uint8_t *img, int ch, int h,
         Lp = L, L = tmp;
     }
     out->records = out->n;
-    qkf_free(sb.ev);
+    qkf_events_free(&sb);
     qkf_free(gray);
     qkf_free(Lp);
     qkf_free(L);
