@@ -35,6 +35,7 @@
 #include "../sim/dense.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
+#include "util.h"
 
 #define NEAR_EPS 1e-5 /* |h - vth| below this: summation order may decide the spike */
 
@@ -822,34 +823,12 @@ static char tmpdir[64];
 static void cli_setup(void)
 {
     setup();
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/qkf-test-event-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    tmpdir_make(tmpdir, sizeof tmpdir, "event");
 }
 
-static void cli_teardown(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char p[600];
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(tmpdir);
-}
+static void cli_teardown(void) { tmpdir_remove(tmpdir); }
 
-static const char *tpath(const char *name)
-{
-    static char bufs[4][256];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
-    return b;
-}
+static const char *tpath(const char *name) { return tmpdir_path(tmpdir, name); }
 
 /* Runs a shell command; returns its exit status and its output (stdout + stderr) in out. */
 static int sh(char *out, size_t cap, const char *fmt, ...) QKF_PRINTF(3, 4);
@@ -867,17 +846,6 @@ static int sh(char *out, size_t cap, const char *fmt, ...)
     out[n] = 0;
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int entries(void)
-{
-    DIR *d = opendir(tmpdir);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
-    closedir(d);
-    return n;
 }
 
 /* A small calibrated cifar checkpoint and an input file in tmpdir. */
@@ -922,7 +890,7 @@ Test(event_cli, sim_reports)
     cr_assert_not_null(fgets(line, sizeof line, f));
     cr_expect(strncmp(line, "node,", 5) == 0, "%s", line);
     fclose(f);
-    cr_expect_eq(entries(), 4, "only the two inputs and two reports");
+    cr_expect_eq(tmpdir_entries(tmpdir, NULL, 0), 4, "only the two inputs and two reports");
 }
 
 Test(event_cli, sim_bad_input_writes_nothing)
@@ -947,7 +915,7 @@ Test(event_cli, sim_bad_input_writes_nothing)
     rc = sh(out, sizeof out, "%s sim --weights %s --input %s --mode fast", QKF_BINARY,
             tpath("w.h5"), tpath("x.h5"));
     cr_expect_neq(rc, 0);
-    cr_expect_eq(entries(), 2, "nothing written");
+    cr_expect_eq(tmpdir_entries(tmpdir, NULL, 0), 2, "nothing written");
 }
 
 Test(event_cli, infer_event_mode_and_cross_check)

@@ -22,6 +22,7 @@
 #include "io/events.h"
 #include "io/io.h"
 #include "kernels/base.h"
+#include "util.h"
 
 #define FIX QKF_FIXTURE_DIR "/events/"
 
@@ -30,39 +31,16 @@ static char tmpdir[64];
 static void setup(void)
 {
     qkf_h5_quiet();
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/qkf-test-events-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    tmpdir_make(tmpdir, sizeof tmpdir, "events");
 }
 
-static void teardown(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+static void teardown(void) { tmpdir_remove(tmpdir); }
 
 TestSuite(events, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static const char *tpath(const char *name)
-{
-    static char bufs[4][512];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
-    return b;
-}
+static const char *tpath(const char *name) { return tmpdir_path(tmpdir, name); }
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -419,13 +397,7 @@ Test(events, save_failures_leave_nothing)
     cr_assert_neq(qkf_events_save(tpath("y.aedat2"), &e, QKF_EVF_AUTO), 0); /* not DVS128 */
     cr_assert_neq(qkf_events_save(tpath("y.unknown"), &e, QKF_EVF_AUTO), 0);
     cr_assert_neq(qkf_events_save(tpath("nodir/y.qev"), &e, QKF_EVF_AUTO), 0);
-    DIR *d = opendir(tmpdir);
-    struct dirent *de;
-    int files = 0;
-    while ((de = readdir(d)))
-        files += de->d_name[0] != '.';
-    closedir(d);
-    cr_assert_eq(files, 0, "a failed save left a file");
+    cr_assert_eq(tmpdir_entries(tmpdir, NULL, 0), 0, "a failed save left a file");
     qkf_events_free(&e);
 }
 

@@ -22,46 +22,23 @@
 #include "io/io.h"
 #include "kernels/base.h"
 #include "models/qkformer.h"
+#include "util.h"
 
 static char tmpdir[64];
 
 static void io_setup(void)
 {
     qkf_h5_quiet();
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/qkf-test-io-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    tmpdir_make(tmpdir, sizeof tmpdir, "io");
 }
 
-static void io_teardown(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+static void io_teardown(void) { tmpdir_remove(tmpdir); }
 
 TestSuite(io, .init = io_setup, .fini = io_teardown, .timeout = 60);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/* "<tmpdir>/<name>" in one of a few rotating buffers, so several can be alive at once. */
-static const char *tpath(const char *name)
-{
-    static char bufs[4][512];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
-    return b;
-}
+static const char *tpath(const char *name) { return tmpdir_path(tmpdir, name); }
 
 /* HDF5 ids a test holds on purpose (an open writer is one file id). */
 static ssize_t handles_held;
@@ -85,24 +62,6 @@ static void expect_error(int rc, const char *first, ...)
         cr_assert_not_null(strstr(msg, s), "error '%s' does not mention '%s'", msg, s);
     va_end(ap);
     no_open_handles();
-}
-
-/* Entries of tmpdir, excluding . and ..; *only receives the name when there is exactly one. */
-static int dir_entries(char *only, size_t cap)
-{
-    DIR *d = opendir(tmpdir);
-    cr_assert_not_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (only)
-            snprintf(only, cap, "%s", e->d_name);
-        n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* Copies the first `keep` bytes of src to dst (all of it when keep < 0); returns src's size. */
@@ -246,7 +205,7 @@ Test(io, ckpt_roundtrip)
     const char *p = tpath("m.h5");
     cr_assert_eq(qkf_ckpt_save(p, &m), 0, "%s", qkf_last_error());
     char only[256];
-    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_eq(tmpdir_entries(tmpdir, only, sizeof only), 1);
     cr_assert_str_eq(only, "m.h5");
 
     memset(&back, 0xAB, sizeof back); /* load must not depend on what was there */
@@ -566,7 +525,7 @@ Test(io, ckpt_save_fails_cleanly)
     m.n_norm = 0;
     m.cfg.num_heads = 7; /* the loader would refuse this configuration */
     expect_error(qkf_ckpt_save(tpath("m.h5"), &m), "m.h5", "num_heads", NULL);
-    cr_assert_eq(dir_entries(NULL, 0), 0);
+    cr_assert_eq(tmpdir_entries(tmpdir, NULL, 0), 0);
     qkf_model_free(&m);
 }
 
@@ -581,10 +540,10 @@ Test(io, h5out_commit_leaves_only_the_final_file)
     const double v[3] = {1, 2, 3};
     cr_assert_eq(qkf_h5out_f64(o, "x", 1, shape, v), 0, "%s", qkf_last_error());
     char only[256];
-    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_eq(tmpdir_entries(tmpdir, only, sizeof only), 1);
     cr_assert_neq(strcmp(only, "out.h5"), 0, "the final name appeared before commit");
     cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
-    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_eq(tmpdir_entries(tmpdir, only, sizeof only), 1);
     cr_assert_str_eq(only, "out.h5");
     no_open_handles();
 
@@ -593,7 +552,7 @@ Test(io, h5out_commit_leaves_only_the_final_file)
     cr_assert_not_null(o);
     cr_assert_eq(qkf_h5out_attr_i64(o, NULL, "second", 2), 0);
     cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
-    cr_assert_eq(dir_entries(NULL, 0), 1);
+    cr_assert_eq(tmpdir_entries(tmpdir, NULL, 0), 1);
     cr_assert_eq(qkf_h5_has(p, "x"), 0);
 }
 
@@ -607,7 +566,7 @@ Test(io, h5out_abort_leaves_nothing)
     cr_assert_eq(qkf_h5out_f32(o, "big", 2, shape, z), 0);
     free(z);
     qkf_h5out_abort(o);
-    cr_assert_eq(dir_entries(NULL, 0), 0);
+    cr_assert_eq(tmpdir_entries(tmpdir, NULL, 0), 0);
     no_open_handles();
     qkf_h5out_abort(NULL);
 }
@@ -622,7 +581,7 @@ Test(io, h5out_abort_keeps_an_existing_file)
     cr_assert_eq(qkf_h5out_attr_str(o, NULL, "gen", "second"), 0);
     qkf_h5out_abort(o);
     char only[256];
-    cr_assert_eq(dir_entries(only, sizeof only), 1);
+    cr_assert_eq(tmpdir_entries(tmpdir, only, sizeof only), 1);
     cr_assert_str_eq(only, "out.h5");
     hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t a = H5Aopen(f, "gen", H5P_DEFAULT), t = H5Aget_type(a);
@@ -658,7 +617,7 @@ Test(io, h5out_errors)
     /* After a failed write, commit refuses with the first message and leaves nothing. */
     handles_held = 0;
     expect_error(qkf_h5out_commit(o), p, "'a/b'", "already exists", NULL);
-    cr_assert_eq(dir_entries(NULL, 0), 0);
+    cr_assert_eq(tmpdir_entries(tmpdir, NULL, 0), 0);
 }
 
 /* ---- the readers ---------------------------------------------------------------------------- */

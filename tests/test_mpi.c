@@ -16,6 +16,7 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../sim/dist.h"
+#include "util.h"
 
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe -np 2 "
 #define ENV "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive "
@@ -27,54 +28,10 @@ static void setup(void)
     if (!qkf_dist_compiled() || system("command -v mpirun >/dev/null 2>&1") != 0)
         cr_skip_test("built without QKF_MPI, or no mpirun");
     qkf_h5_quiet();
-    snprintf(tdir, sizeof tdir, "/tmp/qkf-test-mpi-XXXXXX");
-    cr_assert_not_null(mkdtemp(tdir));
+    tmpdir_make(tdir, sizeof tdir, "mpi");
 }
 
-static void teardown(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tdir);
-    cr_assert_eq(system(cmd), 0);
-}
-
-static int run(const char *fmt, ...) QKF_PRINTF(1, 2);
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* A tiny HDF5 dataset (train and test split alike) of 8x8 grey images of 4 classes. */
-static void write_dataset(const char *path, int n)
-{
-    qkf_h5out *o = qkf_h5out_open(path);
-    cr_assert_not_null(o, "%s", qkf_last_error());
-    uint8_t *img = qkf_calloc((size_t)n * 64, 1);
-    int64_t *lab = qkf_malloc((size_t)n * sizeof(int64_t));
-    qkf_rng r;
-    qkf_rng_seed(&r, 7);
-    for (int i = 0; i < n; i++) {
-        int q = (int)(qkf_rng_u64(&r) % 4);
-        lab[i] = q;
-        for (int j = 0; j < 64; j++)
-            img[i * 64 + j] = (uint8_t)(qkf_rng_u64(&r) % 60);
-        for (int y = 0; y < 3; y++)
-            for (int x = 0; x < 3; x++)
-                img[i * 64 + ((q / 2) * 4 + y) * 8 + (q % 2) * 4 + x] = 250;
-    }
-    int64_t s[4] = {n, 1, 8, 8}, ls = n;
-    cr_assert_eq(qkf_h5out_u8(o, "images", 4, s, img), 0);
-    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &ls, lab), 0);
-    cr_assert_eq(qkf_h5out_commit(o), 0);
-    qkf_free(img);
-    qkf_free(lab);
-}
+static void teardown(void) { tmpdir_remove(tdir); }
 
 /* Reads a whole small file into buf (NUL-terminated). */
 static void slurp(const char *path, char *buf, size_t cap)
@@ -106,21 +63,22 @@ Test(mpi, sharded_eval_and_sim_are_exact, .init = setup, .fini = teardown, .time
     char data[128], w[128];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
     snprintf(w, sizeof w, "%s/w.h5", tdir);
-    write_dataset(data, 64);
-    cr_assert_eq(run(ENV "%s train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 "
+    write_quadrant_dataset(data, 64, 7);
+    cr_assert_eq(run_cmd(ENV
+                         "%s train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 "
                          "--num-heads 2 --mlp-ratio 2 --depths 3 --T 2 --batch 8 --epochs 1 "
                          "--threads 1 --no-eval --quiet --data h5:%s --out %s",
-                     QKF_BINARY, data, w),
+                         QKF_BINARY, data, w),
                  0);
     for (int event = 0; event < 2; event++) {
         const char *mode = event ? "event" : "dense";
-        cr_assert_eq(run(ENV "%s eval --weights %s --data h5:%s --mode %s --limit 37 --batch 5 "
-                             "2>/dev/null >%s/e1.txt",
-                         QKF_BINARY, w, data, mode, tdir),
+        cr_assert_eq(run_cmd(ENV "%s eval --weights %s --data h5:%s --mode %s --limit 37 --batch 5 "
+                                 "2>/dev/null >%s/e1.txt",
+                             QKF_BINARY, w, data, mode, tdir),
                      0);
-        cr_assert_eq(run(ENV MPIRUN "%s eval --weights %s --data h5:%s --mode %s --limit 37 "
-                                    "--batch 5 2>/dev/null >%s/e2.txt",
-                         QKF_BINARY, w, data, mode, tdir),
+        cr_assert_eq(run_cmd(ENV MPIRUN "%s eval --weights %s --data h5:%s --mode %s --limit 37 "
+                                        "--batch 5 2>/dev/null >%s/e2.txt",
+                             QKF_BINARY, w, data, mode, tdir),
                      0);
         char a[256], b[256], p[256];
         snprintf(p, sizeof p, "%s/e1.txt", tdir);
@@ -130,13 +88,13 @@ Test(mpi, sharded_eval_and_sim_are_exact, .init = setup, .fini = teardown, .time
         cr_expect(strstr(a, "accuracy: ") != NULL, "%s", a);
         cr_expect_str_eq(a, b, "eval --mode %s: one process and two ranks differ", mode);
 
-        cr_assert_eq(run(ENV "%s sim --weights %s --data h5:%s --mode %s --limit 37 --batch 4 "
-                             "--report %s/s1.json --quiet",
-                         QKF_BINARY, w, data, mode, tdir),
+        cr_assert_eq(run_cmd(ENV "%s sim --weights %s --data h5:%s --mode %s --limit 37 --batch 4 "
+                                 "--report %s/s1.json --quiet",
+                             QKF_BINARY, w, data, mode, tdir),
                      0);
-        cr_assert_eq(run(ENV MPIRUN "%s sim --weights %s --data h5:%s --mode %s --limit 37 "
-                                    "--batch 4 --report %s/s2.json --quiet",
-                         QKF_BINARY, w, data, mode, tdir),
+        cr_assert_eq(run_cmd(ENV MPIRUN "%s sim --weights %s --data h5:%s --mode %s --limit 37 "
+                                        "--batch 4 --report %s/s2.json --quiet",
+                             QKF_BINARY, w, data, mode, tdir),
                      0);
         static char r1[1 << 20], r2[1 << 20];
         snprintf(p, sizeof p, "%s/s1.json", tdir);
@@ -157,22 +115,22 @@ Test(mpi, disagreeing_ranks_and_tiny_sets_fail, .init = setup, .fini = teardown,
 {
     char data[128];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_dataset(data, 8);
+    write_quadrant_dataset(data, 8, 7);
     const char *fx = QKF_FIXTURE_DIR;
-    cr_assert_neq(run(ENV "mpirun --allow-run-as-root --oversubscribe -np 1 %s sim --weights "
-                          "%s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 --quiet : "
-                          "-np 1 %s sim --weights %s/imagenet_small.weights.h5 --input "
-                          "%s/cifar_small.ref.h5 --quiet 2>%s/err.txt >/dev/null",
-                      QKF_BINARY, fx, fx, QKF_BINARY, fx, fx, tdir),
+    cr_assert_neq(run_cmd(ENV "mpirun --allow-run-as-root --oversubscribe -np 1 %s sim --weights "
+                              "%s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 --quiet : "
+                              "-np 1 %s sim --weights %s/imagenet_small.weights.h5 --input "
+                              "%s/cifar_small.ref.h5 --quiet 2>%s/err.txt >/dev/null",
+                          QKF_BINARY, fx, fx, QKF_BINARY, fx, fx, tdir),
                   0);
     char err[4096], p[256];
     snprintf(p, sizeof p, "%s/err.txt", tdir);
     slurp(p, err, sizeof err);
     cr_expect(strstr(err, "rank 1: its checkpoint differs") != NULL, "%s", err);
-    cr_assert_neq(run(ENV "mpirun --allow-run-as-root --oversubscribe -np 3 %s sim --weights "
-                          "%s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 --quiet "
-                          "2>%s/err.txt >/dev/null",
-                      QKF_BINARY, fx, fx, tdir),
+    cr_assert_neq(run_cmd(ENV "mpirun --allow-run-as-root --oversubscribe -np 3 %s sim --weights "
+                              "%s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 --quiet "
+                              "2>%s/err.txt >/dev/null",
+                          QKF_BINARY, fx, fx, tdir),
                   0);
     slurp(p, err, sizeof err);
     cr_expect(strstr(err, "2 samples for 3 ranks") != NULL, "%s", err);
@@ -184,22 +142,6 @@ Test(mpi, disagreeing_ranks_and_tiny_sets_fail, .init = setup, .fini = teardown,
     "train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 --num-heads 2 "          \
     "--mlp-ratio 2 --depths 3 --T 2 --batch 8 --epochs 2 --limit-train 32 --log-every 1 "        \
     "--threads 1 --no-eval --quiet --seed 5 "
-
-/* The per-step losses of a JSON-lines metrics file (kind "step"), in order; returns the count. */
-static int read_losses(const char *path, double *loss, int cap)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    char line[1024];
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
-        const char *p = strstr(line, "\"loss\":");
-        if (strstr(line, "\"kind\":\"step\"") && p)
-            loss[n++] = strtod(p + 7, NULL);
-    }
-    fclose(f);
-    return n;
-}
 
 /* Largest |a - b| / (|b| + 1e-3) over the parameters and running statistics of two checkpoints,
  * with the name of the worst tensor, and (*bias_diff) the largest |a - b| over the biases of
@@ -253,13 +195,13 @@ Test(mpi, sync_bn_training_matches_one_process, .init = setup, .fini = teardown,
 {
     char data[128];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_dataset(data, 64);
-    cr_assert_eq(run(ENV "%s " TRAIN_ARGS "--data h5:%s --out %s/w1.h5 --metrics %s/m1.jsonl",
-                     QKF_BINARY, data, tdir, tdir),
+    write_quadrant_dataset(data, 64, 7);
+    cr_assert_eq(run_cmd(ENV "%s " TRAIN_ARGS "--data h5:%s --out %s/w1.h5 --metrics %s/m1.jsonl",
+                         QKF_BINARY, data, tdir, tdir),
                  0);
-    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--sync-bn --data h5:%s --out %s/w2.h5 "
-                                "--metrics %s/m2.jsonl",
-                     QKF_BINARY, data, tdir, tdir),
+    cr_assert_eq(run_cmd(ENV MPIRUN "%s " TRAIN_ARGS "--sync-bn --data h5:%s --out %s/w2.h5 "
+                                    "--metrics %s/m2.jsonl",
+                         QKF_BINARY, data, tdir, tdir),
                  0);
     char p1[256], p2[256], worst[512] = "";
     double l1[64], l2[64];
@@ -285,12 +227,12 @@ Test(mpi, sync_bn_training_matches_one_process, .init = setup, .fini = teardown,
     cr_expect(bd <= 2 * 8 * 1.5e-3, "BN-cancelled biases differ by %g", bd);
 
     /* one process for epoch 1, two ranks for epoch 2 */
-    cr_assert_eq(run(ENV "%s " TRAIN_ARGS "--max-steps 4 --data h5:%s --out %s/w3.h5",
-                     QKF_BINARY, data, tdir),
+    cr_assert_eq(run_cmd(ENV "%s " TRAIN_ARGS "--max-steps 4 --data h5:%s --out %s/w3.h5",
+                         QKF_BINARY, data, tdir),
                  0);
-    cr_assert_eq(run(ENV MPIRUN "%s train --resume %s/w3.h5 --sync-bn --no-eval --quiet "
-                                "--threads 1 --out %s/w3.h5",
-                     QKF_BINARY, tdir, tdir),
+    cr_assert_eq(run_cmd(ENV MPIRUN "%s train --resume %s/w3.h5 --sync-bn --no-eval --quiet "
+                                    "--threads 1 --out %s/w3.h5",
+                         QKF_BINARY, tdir, tdir),
                  0);
     snprintf(p2, sizeof p2, "%s/w3.h5", tdir);
     d = weights_diff(p2, p1, worst, sizeof worst, &bd);
@@ -309,15 +251,16 @@ Test(mpi, bucketed_allreduce_equals_one_allreduce, .init = setup, .fini = teardo
 {
     char data[128], worst[512] = "", pa[256], pb[256];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_dataset(data, 64);
+    write_quadrant_dataset(data, 64, 7);
     const char *bn[2] = {"", "--sync-bn "};
     for (int k = 0; k < 2; k++) {
-        cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "%s--bucket-mb 0 --data h5:%s --out %s/a.h5",
-                         QKF_BINARY, bn[k], data, tdir),
+        cr_assert_eq(run_cmd(ENV MPIRUN "%s " TRAIN_ARGS
+                                        "%s--bucket-mb 0 --data h5:%s --out %s/a.h5",
+                             QKF_BINARY, bn[k], data, tdir),
                      0);
-        cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS
-                                    "%s--bucket-mb 0.002 --data h5:%s --out %s/b.h5",
-                         QKF_BINARY, bn[k], data, tdir),
+        cr_assert_eq(run_cmd(ENV MPIRUN "%s " TRAIN_ARGS
+                                        "%s--bucket-mb 0.002 --data h5:%s --out %s/b.h5",
+                             QKF_BINARY, bn[k], data, tdir),
                      0);
         snprintf(pa, sizeof pa, "%s/a.h5", tdir);
         snprintf(pb, sizeof pb, "%s/b.h5", tdir);
@@ -333,13 +276,13 @@ Test(mpi, train_ranks_stay_identical, .init = setup, .fini = teardown, .timeout 
 {
     char data[128], err[4096], p[256];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_dataset(data, 64);
-    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data,
-                     tdir),
-                 0);
-    cr_assert_neq(run(ENV "QKF_TEST_DESYNC_RANK=1 " MPIRUN "%s " TRAIN_ARGS
-                          "--data h5:%s --out %s/bad.h5 2>%s/err.txt",
-                      QKF_BINARY, data, tdir, tdir),
+    write_quadrant_dataset(data, 64, 7);
+    cr_assert_eq(
+        run_cmd(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data, tdir),
+        0);
+    cr_assert_neq(run_cmd(ENV "QKF_TEST_DESYNC_RANK=1 " MPIRUN "%s " TRAIN_ARGS
+                              "--data h5:%s --out %s/bad.h5 2>%s/err.txt",
+                          QKF_BINARY, data, tdir, tdir),
                   0);
     snprintf(p, sizeof p, "%s/err.txt", tdir);
     slurp(p, err, sizeof err);
@@ -349,9 +292,9 @@ Test(mpi, train_ranks_stay_identical, .init = setup, .fini = teardown, .timeout 
     snprintf(p, sizeof p, "%s/bad.h5", tdir);
     cr_expect_neq(access(p, F_OK), 0, "a diverged run wrote %s", p);
     /* the global batch must give each rank a sample */
-    cr_assert_neq(run(ENV MPIRUN "%s " TRAIN_ARGS "--batch 1 --data h5:%s --out %s/w.h5 "
-                                 "2>%s/err.txt",
-                      QKF_BINARY, data, tdir, tdir),
+    cr_assert_neq(run_cmd(ENV MPIRUN "%s " TRAIN_ARGS "--batch 1 --data h5:%s --out %s/w.h5 "
+                                     "2>%s/err.txt",
+                          QKF_BINARY, data, tdir, tdir),
                   0);
     snprintf(p, sizeof p, "%s/err.txt", tdir);
     slurp(p, err, sizeof err);
@@ -364,19 +307,20 @@ Test(mpi, hung_rank_is_named_and_the_job_ends, .init = setup, .fini = teardown, 
 {
     char data[128], err[8192], p[256];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_dataset(data, 64);
-    cr_assert_eq(run(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data,
-                     tdir),
-                 0);
+    write_quadrant_dataset(data, 64, 7);
+    cr_assert_eq(
+        run_cmd(ENV MPIRUN "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5", QKF_BINARY, data, tdir),
+        0);
     snprintf(p, sizeof p, "%s/w.h5", tdir);
     qkf_model before, after;
     memset(&before, 0, sizeof before);
     memset(&after, 0, sizeof after);
     cr_assert_eq(qkf_ckpt_load(p, &before), 0, "%s", qkf_last_error());
     double t0 = qkf_now();
-    cr_assert_neq(run(ENV "QKF_MPI_TIMEOUT=2 " MPIRUN "-x QKF_MPI_TIMEOUT -x QKF_TEST_HANG_RANK=1 "
-                          "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5 2>%s/err.txt",
-                      QKF_BINARY, data, tdir, tdir),
+    cr_assert_neq(run_cmd(ENV "QKF_MPI_TIMEOUT=2 " MPIRUN
+                              "-x QKF_MPI_TIMEOUT -x QKF_TEST_HANG_RANK=1 "
+                              "%s " TRAIN_ARGS "--data h5:%s --out %s/w.h5 2>%s/err.txt",
+                          QKF_BINARY, data, tdir, tdir),
                   0);
     double dt = qkf_now() - t0;
     cr_expect_lt(dt, 30.0, "the job took %.1f s to end", dt);
@@ -453,20 +397,20 @@ Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout
     snprintf(data[0], sizeof data[0], "idx:%s", tdir);
     write_idx_gz(tdir, 64, 0);
     snprintf(data[1], sizeof data[1], "h5:%s/d.h5", tdir);
-    write_dataset(data[1] + 3, 64);
+    write_quadrant_dataset(data[1] + 3, 64, 7);
     snprintf(ep, sizeof ep, "%s/err.txt", tdir);
     snprintf(p1, sizeof p1, "%s/m1.jsonl", tdir);
     snprintf(p2, sizeof p2, "%s/m2.jsonl", tdir);
     for (int src = 0; src < 2; src++)
         for (int mix = 0; mix < 2; mix++) {
             const char *extra = mix ? "--mixup 0.8 " : "";
-            cr_assert_eq(run(ENV "%s " SHARE_ARGS "%s--data %s --out %s/w1.h5 --metrics %s "
-                                 "2>/dev/null",
-                             QKF_BINARY, extra, data[src], tdir, p1),
+            cr_assert_eq(run_cmd(ENV "%s " SHARE_ARGS "%s--data %s --out %s/w1.h5 --metrics %s "
+                                     "2>/dev/null",
+                                 QKF_BINARY, extra, data[src], tdir, p1),
                          0);
-            cr_assert_eq(run(ENV MPIRUN "%s " SHARE_ARGS "%s--sync-bn --data %s --out %s/w2.h5 "
-                                        "--metrics %s 2>%s",
-                             QKF_BINARY, extra, data[src], tdir, p2, ep),
+            cr_assert_eq(run_cmd(ENV MPIRUN "%s " SHARE_ARGS "%s--sync-bn --data %s --out %s/w2.h5 "
+                                            "--metrics %s 2>%s",
+                                 QKF_BINARY, extra, data[src], tdir, p2, ep),
                          0);
             slurp(ep, err, sizeof err);
             cr_expect(strstr(err, "rank 0 holds 16 of 32 training samples (") &&
@@ -485,22 +429,24 @@ Test(mpi, ranks_hold_only_their_share, .init = setup, .fini = teardown, .timeout
                           i + 1, l1[i], l2[i]);
         }
     /* eval: one rank per shard, and too few samples */
-    cr_assert_eq(run(ENV MPIRUN "%s eval --weights %s/w2.h5 --data %s --limit 5 2>%s >/dev/null",
-                     QKF_BINARY, tdir, data[0], ep),
+    cr_assert_eq(run_cmd(ENV MPIRUN
+                         "%s eval --weights %s/w2.h5 --data %s --limit 5 2>%s >/dev/null",
+                         QKF_BINARY, tdir, data[0], ep),
                  0);
     slurp(ep, err, sizeof err);
     cr_expect(strstr(err, "rank 0 holds 3 of 5 test samples") &&
                   strstr(err, "rank 1 holds 2 of 5 test samples"),
               "%s", err);
-    cr_assert_neq(run(ENV MPIRUN "%s eval --weights %s/w2.h5 --data %s --limit 1 2>%s >/dev/null",
-                      QKF_BINARY, tdir, data[0], ep),
+    cr_assert_neq(run_cmd(ENV MPIRUN
+                          "%s eval --weights %s/w2.h5 --data %s --limit 1 2>%s >/dev/null",
+                          QKF_BINARY, tdir, data[0], ep),
                   0);
     slurp(ep, err, sizeof err);
     cr_expect(strstr(err, "1 samples for 2 ranks (use fewer ranks)"), "%s", err);
     /* a truncated training file: one line naming it and the byte, no checkpoint */
     write_idx_gz(tdir, 64, 10);
-    cr_assert_neq(run(ENV MPIRUN "%s " SHARE_ARGS "--data %s --out %s/w3.h5 2>%s", QKF_BINARY,
-                      data[0], tdir, ep),
+    cr_assert_neq(run_cmd(ENV MPIRUN "%s " SHARE_ARGS "--data %s --out %s/w3.h5 2>%s", QKF_BINARY,
+                          data[0], tdir, ep),
                   0);
     slurp(ep, err, sizeof err);
     cr_expect(strstr(err, "train-images-idx3-ubyte.gz: truncated") && strstr(err, "at byte 4102"),
@@ -517,13 +463,15 @@ Test(mpi, sim_input_rows_per_rank_are_exact, .init = setup, .fini = teardown, .t
     const char *fx = QKF_FIXTURE_DIR;
     char err[4096], p[256];
     static char r1[1 << 20], r2[1 << 20];
-    cr_assert_eq(run(ENV "%s sim --weights %s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 "
+    cr_assert_eq(run_cmd(ENV
+                         "%s sim --weights %s/cifar_small.weights.h5 --input %s/cifar_small.ref.h5 "
                          "--report %s/s1.json --quiet",
-                     QKF_BINARY, fx, fx, tdir),
+                         QKF_BINARY, fx, fx, tdir),
                  0);
-    cr_assert_eq(run(ENV MPIRUN "%s sim --weights %s/cifar_small.weights.h5 --input "
-                                "%s/cifar_small.ref.h5 --report %s/s2.json 2>%s/err.txt >/dev/null",
-                     QKF_BINARY, fx, fx, tdir, tdir),
+    cr_assert_eq(run_cmd(ENV MPIRUN
+                         "%s sim --weights %s/cifar_small.weights.h5 --input "
+                         "%s/cifar_small.ref.h5 --report %s/s2.json 2>%s/err.txt >/dev/null",
+                         QKF_BINARY, fx, fx, tdir, tdir),
                  0);
     snprintf(p, sizeof p, "%s/err.txt", tdir);
     slurp(p, err, sizeof err);

@@ -454,16 +454,10 @@ static char tdir[64];
 static void tmp_setup(void)
 {
     qkf_h5_quiet();
-    snprintf(tdir, sizeof tdir, "/tmp/qkf-test-train-XXXXXX");
-    cr_assert_not_null(mkdtemp(tdir));
+    tmpdir_make(tdir, sizeof tdir, "train");
 }
 
-static void tmp_teardown(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tdir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void tmp_teardown(void) { tmpdir_remove(tdir); }
 
 static void put_be32(uint8_t *b, uint32_t v)
 {
@@ -605,61 +599,6 @@ Test(train, loader_deterministic, .init = tmp_setup, .fini = tmp_teardown)
 
 /* ---- qkf train ------------------------------------------------------------------------------ */
 
-/* A tiny HDF5 dataset of 8x8 grey images whose class is the quadrant of a bright square. */
-static void write_h5_dataset(const char *path, int n, uint64_t seed)
-{
-    qkf_h5out *o = qkf_h5out_open(path);
-    cr_assert_not_null(o, "%s", qkf_last_error());
-    uint8_t *img = qkf_calloc((size_t)n * 64, 1);
-    int64_t *lab = qkf_malloc((size_t)n * sizeof(int64_t));
-    qkf_rng r;
-    qkf_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-        int q = (int)(qkf_rng_u64(&r) % 4);
-        lab[i] = q;
-        for (int j = 0; j < 64; j++)
-            img[i * 64 + j] = (uint8_t)(qkf_rng_u64(&r) % 60);
-        int y0 = (q / 2) * 4, x0 = (q % 2) * 4;
-        for (int y = 0; y < 3; y++)
-            for (int x = 0; x < 3; x++)
-                img[i * 64 + (y0 + y) * 8 + x0 + x] = 250;
-    }
-    int64_t s[4] = {n, 1, 8, 8}, ls = n;
-    cr_assert_eq(qkf_h5out_u8(o, "images", 4, s, img), 0);
-    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &ls, lab), 0);
-    cr_assert_eq(qkf_h5out_commit(o), 0);
-    qkf_free(img);
-    qkf_free(lab);
-}
-
-/* The loss column of every "step" line of a JSONL metrics file. */
-static int read_losses(const char *path, double *loss, int cap)
-{
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    char line[1024];
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
-        const char *p = strstr(line, "\"loss\":");
-        if (strstr(line, "\"kind\":\"step\"") && p)
-            loss[n++] = strtod(p + 7, NULL);
-    }
-    fclose(f);
-    return n;
-}
-
-static int run(const char *fmt, ...) QKF_PRINTF(1, 2);
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 #define TINY                                                                                       \
     "--img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 --num-heads 2 --mlp-ratio 2 " \
     "--depths 3 --T 2 --batch 8 --epochs 3 --warmup-epochs 0.5 --mixup 0.4 --clip 1 --threads 1 " \
@@ -671,18 +610,18 @@ Test(train, resume_is_exact, .init = tmp_setup, .fini = tmp_teardown, .timeout =
 {
     char data[256];
     snprintf(data, sizeof data, "%s/d.h5", tdir);
-    write_h5_dataset(data, 48, 1);
-    cr_assert_eq(run("%s train " TINY " --data h5:%s --out %s/a.h5 --metrics %s/a.jsonl",
-                     QKF_BINARY, data, tdir, tdir),
+    write_quadrant_dataset(data, 48, 1);
+    cr_assert_eq(run_cmd("%s train " TINY " --data h5:%s --out %s/a.h5 --metrics %s/a.jsonl",
+                         QKF_BINARY, data, tdir, tdir),
                  0);
-    cr_assert_eq(run("%s train " TINY " --data h5:%s --out %s/b.h5 --metrics %s/b.jsonl "
-                     "--max-steps 5",
-                     QKF_BINARY, data, tdir, tdir),
+    cr_assert_eq(run_cmd("%s train " TINY " --data h5:%s --out %s/b.h5 --metrics %s/b.jsonl "
+                         "--max-steps 5",
+                         QKF_BINARY, data, tdir, tdir),
                  0);
     /* the options come back from the checkpoint */
-    cr_assert_eq(run("%s train --out %s/b.h5 --metrics %s/b.jsonl --resume %s/b.h5 --threads 1 "
-                     "--log-every 1 --eval-batch 16 --quiet",
-                     QKF_BINARY, tdir, tdir, tdir),
+    cr_assert_eq(run_cmd("%s train --out %s/b.h5 --metrics %s/b.jsonl --resume %s/b.h5 --threads 1 "
+                         "--log-every 1 --eval-batch 16 --quiet",
+                         QKF_BINARY, tdir, tdir, tdir),
                  0);
     double la[64], lb[64];
     char pa[256], pb[256];
@@ -705,23 +644,23 @@ Test(train, resume_is_exact, .init = tmp_setup, .fini = tmp_teardown, .timeout =
     qkf_model_free(&ma);
     qkf_model_free(&mb);
     /* eval prints the accuracy line */
-    cr_expect_eq(run("%s eval --weights %s --data h5:%s --limit 20 2>/dev/null | grep -q "
-                     "'^accuracy: [01]\\.[0-9]*$'",
-                     QKF_BINARY, pa, data),
+    cr_expect_eq(run_cmd("%s eval --weights %s --data h5:%s --limit 20 2>/dev/null | grep -q "
+                         "'^accuracy: [01]\\.[0-9]*$'",
+                         QKF_BINARY, pa, data),
                  0);
-    cr_expect_eq(run("%s eval --weights %s --data h5:%s --mode event --limit 20 2>/dev/null | "
-                     "grep -q '^accuracy: [01]\\.[0-9]*$'",
-                     QKF_BINARY, pa, data),
+    cr_expect_eq(run_cmd("%s eval --weights %s --data h5:%s --mode event --limit 20 2>/dev/null | "
+                         "grep -q '^accuracy: [01]\\.[0-9]*$'",
+                         QKF_BINARY, pa, data),
                  0);
     /* resuming with another model configuration, a dataset that does not fit: one line, exit 1,
      * and the checkpoint untouched */
-    cr_expect_eq(run("%s train --data h5:%s --resume %s --out %s --embed-dims 32 --quiet "
-                     "2>/dev/null",
-                     QKF_BINARY, data, pb, pb),
+    cr_expect_eq(run_cmd("%s train --data h5:%s --resume %s --out %s --embed-dims 32 --quiet "
+                         "2>/dev/null",
+                         QKF_BINARY, data, pb, pb),
                  1);
-    cr_expect_eq(run("%s train --data h5:%s --out %s/c.h5 --quiet 2>/dev/null", QKF_BINARY, data,
-                     tdir),
-                 1);
+    cr_expect_eq(
+        run_cmd("%s train --data h5:%s --out %s/c.h5 --quiet 2>/dev/null", QKF_BINARY, data, tdir),
+        1);
     cr_assert_eq(qkf_ckpt_load(pb, &mb), 0, "%s", qkf_last_error());
     qkf_model_free(&mb);
 }

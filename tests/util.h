@@ -1,9 +1,21 @@
-/* Helpers shared by the test files. */
+/* Helpers shared by the test files: numeric comparison, scratch directories, shell commands and
+ * a tiny image dataset. */
 #ifndef QKF_TESTS_UTIL_H
 #define QKF_TESTS_UTIL_H
 
+#include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
 
 /* max |a - b| over n values and its index (a NaN difference counts as the largest). */
 static inline double max_abs_err(const float *a, const float *b, int64_t n, int64_t *worst)
@@ -18,6 +30,121 @@ static inline double max_abs_err(const float *a, const float *b, int64_t n, int6
         }
     }
     return m;
+}
+
+/* ---- scratch directories ---------------------------------------------------------------------
+ * A suite makes one per test in its init (tmpdir_make(dir, sizeof dir, "io") gives
+ * "/tmp/qkf-test-io-XXXXXX") and removes it, with everything in it, in its fini. */
+
+static inline void tmpdir_make(char *dir, size_t cap, const char *name)
+{
+    snprintf(dir, cap, "/tmp/qkf-test-%s-XXXXXX", name);
+    cr_assert_not_null(mkdtemp(dir), "%s", dir);
+}
+
+static inline void tmpdir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[1024];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            int n = snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (n > 0 && (size_t)n < sizeof p && unlink(p) != 0) /* a subdirectory */
+                tmpdir_remove(p);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* "<dir>/<name>" in one of a few rotating buffers, so several can be alive at once. */
+static inline const char *tmpdir_path(const char *dir, const char *name)
+{
+    static char bufs[4][512];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
+    return b;
+}
+
+/* Entries of dir, excluding . and ..; *only (optional) receives the name when there is exactly
+ * one. */
+static inline int tmpdir_entries(const char *dir, char *only, size_t cap)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (only)
+            snprintf(only, cap, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- commands and data ----------------------------------------------------------------------- */
+
+/* Runs a shell command (printf-style); returns its exit status, -1 if it did not exit. */
+static inline int run_cmd(const char *fmt, ...) QKF_PRINTF(1, 2);
+static inline int run_cmd(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The per-step losses of a JSON-lines metrics file (kind "step"), in order; returns the count. */
+static inline int read_losses(const char *path, double *loss, int cap)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        const char *p = strstr(line, "\"loss\":");
+        if (strstr(line, "\"kind\":\"step\"") && p)
+            loss[n++] = strtod(p + 7, NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+/* A tiny HDF5 image dataset (train and test split alike): n 8x8 grey images ('images' uint8
+ * [n,1,8,8], 'labels' int64 [n]) whose class 0..3 is the quadrant of a bright 3x3 square. */
+static inline void write_quadrant_dataset(const char *path, int n, uint64_t seed)
+{
+    qkf_h5out *o = qkf_h5out_open(path);
+    cr_assert_not_null(o, "%s", qkf_last_error());
+    uint8_t *img = qkf_calloc((size_t)n * 64, 1);
+    int64_t *lab = qkf_malloc((size_t)n * sizeof(int64_t));
+    qkf_rng r;
+    qkf_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        int q = (int)(qkf_rng_u64(&r) % 4);
+        lab[i] = q;
+        for (int j = 0; j < 64; j++)
+            img[i * 64 + j] = (uint8_t)(qkf_rng_u64(&r) % 60);
+        int y0 = (q / 2) * 4, x0 = (q % 2) * 4;
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 3; x++)
+                img[i * 64 + (y0 + y) * 8 + x0 + x] = 250;
+    }
+    int64_t s[4] = {n, 1, 8, 8}, ls = n;
+    cr_assert_eq(qkf_h5out_u8(o, "images", 4, s, img), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &ls, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0);
+    qkf_free(img);
+    qkf_free(lab);
 }
 
 #endif
