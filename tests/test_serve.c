@@ -473,11 +473,14 @@ typedef struct {
     qkf_sched *e;
 } model;
 
-static void model_load(model *m)
+/* Loads the model and, when o is given, fills it with the server's defaults for it. */
+static void model_load(model *m, qkf_server_opts *o)
 {
     fixture_load("dvs128_small", &m->f);
     m->e = qkf_sched_create(&m->f.m, 1, 0);
     cr_assert_not_null(m->e, "%s", qkf_last_error());
+    if (o)
+        qkf_server_opts_default(o, &m->f.m.cfg);
 }
 
 static void model_free(model *m)
@@ -540,12 +543,11 @@ static void run_clients(int port, int n, const qkf_events *ev, answers *got, int
 Test(serve, concurrent_clients_match_offline, .timeout = 60)
 {
     model m;
-    model_load(&m);
+    qkf_server_opts o;
+    model_load(&m, &o);
     enum { NC = 8 };
     qkf_events ev[NC];
     answers want[NC], got[NC];
-    qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
     o.window = 5000;
     for (int i = 0; i < NC; i++) {
         random_events(&ev[i], 34, 34, 3000 + 500 * i, 60000 + 7000 * i, 100 + (uint64_t)i);
@@ -578,11 +580,10 @@ Test(serve, concurrent_clients_match_offline, .timeout = 60)
 Test(serve, event_windows_running_mean_realtime, .timeout = 60)
 {
     model m;
-    model_load(&m);
+    qkf_server_opts o;
+    model_load(&m, &o);
     qkf_events ev[2];
     answers want[2], got[2];
-    qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
     o.window_kind = QKF_WINDOW_EVENTS;
     o.window = 250;
     o.steps = 0;
@@ -611,7 +612,7 @@ Test(serve, event_windows_running_mean_realtime, .timeout = 60)
 Test(serve, fixture_frames_over_the_wire_equal_forward, .timeout = 60)
 {
     model m;
-    model_load(&m);
+    model_load(&m, NULL);
     fixture *f = &m.f;
     const qkf_graph *g = qkf_sched_graph(m.e);
     int K = f->m.cfg.num_classes, H = f->m.cfg.img_size, W = H, L = g->n_lif;
@@ -846,9 +847,8 @@ static void expect_error(int fd, int code, const char *what)
 Test(serve, malformed_frames_close_only_their_session, .timeout = 60)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.window = 5000;
     o.max_gap = 1000;
     qkf_events ev;
@@ -1033,9 +1033,8 @@ static void *writer_main(void *arg)
 Test(serve, slow_client_backpressure_bounded_memory, .timeout = 60)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.window = 1000;
     o.queue_bytes = 2 * 2 * 32 * 32 * sizeof(float); /* two frames */
     qkf_events ev;
@@ -1100,9 +1099,8 @@ Test(serve, slow_client_backpressure_bounded_memory, .timeout = 60)
 Test(serve, abrupt_disconnects, .timeout = 60)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.window = 2000;
     qkf_events ev;
     random_events(&ev, 32, 32, 6000, 100000, 21);
@@ -1170,9 +1168,8 @@ Test(serve, abrupt_disconnects, .timeout = 60)
 Test(serve, idle_timeout)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.idle_timeout = 0.3;
     o.window = 1000;
     server_ctx sc;
@@ -1205,9 +1202,8 @@ Test(serve, idle_timeout)
 Test(serve, max_sessions_busy)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.max_sessions = 2;
     server_ctx sc;
     server_start(&sc, m.e, &o);
@@ -1249,9 +1245,8 @@ Test(serve, max_sessions_busy)
 Test(serve, close_answers_then_shuts_down)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.window = 2000;
     qkf_events ev;
     random_events(&ev, 32, 32, 3000, 60000, 31);
@@ -1287,9 +1282,8 @@ Test(serve, close_answers_then_shuts_down)
 Test(serve, close_drops_a_client_that_does_not_read, .timeout = 30)
 {
     model m;
-    model_load(&m);
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
     o.window = 1000;
     o.queue_bytes = 1;
     o.shutdown_timeout = 0.2;
@@ -1332,7 +1326,7 @@ Test(serve, close_drops_a_client_that_does_not_read, .timeout = 30)
 static void cli_signal(int sig)
 {
     model m;
-    model_load(&m);
+    model_load(&m, NULL);
     char wpath[512], evpath[] = "/tmp/qkf_serve_XXXXXX", errpath[] = "/tmp/qkf_serve_err_XXXXXX";
     snprintf(wpath, sizeof wpath, "%s/dvs128_small.weights.h5", QKF_FIXTURE_DIR);
     /* temporary files are unlinked as soon as their names are no longer needed, so that a
@@ -1482,10 +1476,9 @@ static void *clients_main(void *arg)
 Test(serve, sixty_four_clients_with_malformed_among_them, .timeout = 120)
 {
     model m;
-    model_load(&m);
-    enum { NC = 64 };
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.f.m.cfg);
+    model_load(&m, &o);
+    enum { NC = 64 };
     o.window = 5000;
     o.max_sessions = NC + 16;
     qkf_events *ev = qkf_calloc(NC, sizeof *ev);
