@@ -21,15 +21,6 @@
 #include "spike_train.h"
 #include "surrogate.h"
 
-/* Programming errors (a scratch buffer planned too small): never compiled out. */
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "qkf: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                       \
-        }                                                                                  \
-    } while (0)
-
 /* ---- convolution --------------------------------------------------------------------------- */
 
 static void conv_dims(int h, int w, int k, int stride, int pad, int *ho, int *wo)
@@ -42,7 +33,7 @@ static void conv_dims(int h, int w, int k, int stride, int pad, int *ho, int *wo
  * at most F. */
 static int col_chunk(int64_t cap, int64_t per_frame, int F)
 {
-    CHECK(cap >= per_frame);
+    QKF_ASSERT(cap >= per_frame);
     int64_t chunk = cap / per_frame;
     return chunk > F ? F : (int)chunk;
 }

@@ -23,6 +23,12 @@ int qkf_set_error(const char *fmt, ...)
 const char *qkf_last_error(void) { return err_buf[0] ? err_buf : "unknown error"; }
 void qkf_clear_error(void) { err_buf[0] = 0; }
 
+void qkf_assert_fail(const char *file, int line, const char *cond)
+{
+    fprintf(stderr, "qkf: %s:%d: assertion failed: %s\n", file, line, cond);
+    abort();
+}
+
 void *qkf_malloc(size_t n)
 {
     void *p = NULL;

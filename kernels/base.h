@@ -22,6 +22,11 @@ int qkf_set_error(const char *fmt, ...) QKF_PRINTF(1, 2);
 const char *qkf_last_error(void);
 void qkf_clear_error(void);
 
+/* Programming errors (a scratch buffer planned too small, a shape mismatch inside a kernel):
+ * prints "qkf: FILE:LINE: assertion failed: COND" and aborts. Never compiled out. */
+#define QKF_ASSERT(cond) ((cond) ? (void)0 : qkf_assert_fail(__FILE__, __LINE__, #cond))
+_Noreturn void qkf_assert_fail(const char *file, int line, const char *cond);
+
 /* Allocation that aborts with a message on failure: out of memory is not a recoverable input
  * error here. Memory is 64-byte aligned (AVX-512 rows). */
 void *qkf_malloc(size_t n);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backward.h"
+#include "base.h"
 #include "kernels.h"
 #include "lif_internal.h"
 #include "spike.h"
@@ -16,15 +17,6 @@
 #if defined(__AVX512BW__)
 #include <immintrin.h>
 #endif
-
-/* Programming errors (scratch planned too small): never compiled out. */
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "qkf: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                       \
-        }                                                                                  \
-    } while (0)
 
 /* Event gathers run at ~50 G adds/s against sgemm's ~100 G multiply-adds/s (PERF-NOTES.md), so
  * the sparse products win up to roughly 40% density; the residual streams that feed the stage
@@ -190,7 +182,7 @@ static void dense_forward(float *out, const uint8_t *in, const float *weight, in
     int ho, wo;
     out_dims(h, w, k, stride, pad, &ho, &wo);
     int64_t No = (int64_t)ho * wo, K = (int64_t)cin * k * k;
-    CHECK(col_cap >= K * No);
+    QKF_ASSERT(col_cap >= K * No);
     int chunk = (int)(col_cap / (K * No));
     chunk = chunk > F ? F : chunk;
     for (int f0 = 0; f0 < F; f0 += chunk) {
@@ -214,7 +206,7 @@ int64_t qkf_spikeconv_forward(float *out, const uint8_t *in, const float *weight
         return nnz;
     }
     int threads = omp_get_max_threads();
-    CHECK(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
+    QKF_ASSERT(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
     int64_t wt_n = (int64_t)cin * kk2 * cout;
     int64_t per_thread = (int64_t)No * cout + N + (int64_t)N * cin + 2 * N + 16;
     float *wt = work;
@@ -288,7 +280,7 @@ static void dense_weight(float *dweight, const float *doutt, const uint8_t *in, 
     int ho, wo;
     out_dims(h, w, k, stride, pad, &ho, &wo);
     int64_t No = (int64_t)ho * wo, K = (int64_t)cin * k * k;
-    CHECK(col_cap >= K * No);
+    QKF_ASSERT(col_cap >= K * No);
     int chunk = (int)(col_cap / (K * No));
     chunk = chunk > F ? F : chunk;
     for (int f0 = 0; f0 < F; f0 += chunk) {
@@ -313,7 +305,7 @@ void qkf_spikeconv_backward_weight(float *dweight, const float *doutt, const uin
         return;
     }
     int threads = omp_get_max_threads();
-    CHECK(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
+    QKF_ASSERT(work_cap >= qkf_spikeconv_work_floats(F, cin, h, w, cout, k, stride, pad, threads));
     int nf = CHUNK_FLOATS / (No * cout);
     nf = nf < 1 ? 1 : nf > F ? F : nf;
     if ((int64_t)nf * No > 65535)
