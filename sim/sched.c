@@ -97,14 +97,15 @@ typedef struct {
 } node;
 
 typedef struct {
-    qkf_spike_row *rows; /* [T][tile_cap] */
+    qkf_spike_row *rows; /* [k*k][T][tile_cap]: a conv tile's rows (conv_blocks) */
+    float *bblk;         /* [BLOCK_MAX]: the bias of a block-major item's block */
     int *giy, *gix;      /* [tile_cap] a conv tile's geometry (conv_tile_geom) */
     uint8_t *touched;    /* [T][tile_cap]: the tile's rows that have been started (conv_rows) */
     const float **lx;    /* [T * max_batch]: the inputs of a LIF sequence (conv_lif_seq) */
     uint16_t **lm;       /* [T * max_batch]: its spike masks */
     int64_t *gtok;
     float **gout;
-    int *nrow;     /* [T] rows of each step */
+    int *nrow;     /* [k*k][T] rows of each kernel position and step */
     uint16_t *acc; /* [max add channels, rounded up to 32]: residual counts, zero between uses */
     float *tile; /* currents of a fused conv's tile [T][tile][C], of a block-major item's block
                     [T][tile][bw], or pooled rows [T][B][C] */
@@ -407,25 +408,39 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
  * [Cin][width] is then read by the whole tile at every step while it is in cache. A row's adds
  * keep the order (ky, kx, then list order) of a gather over its receptive field. (Cutting the
  * slabs further by input channel, so that each stays in L1, was slower: the rows' pieces get
- * short and every piece reloads and stores its accumulators.) */
+ * short and every piece reloads and stores its accumulators.)
+ *
+ * The rows of every kernel position and step are kept (s->rows is [k*k][T][tile_cap]), and
+ * nothing in them depends on the block: the offset selects a block's columns, and a local
+ * block's rows start from s->bblk, which holds that block's bias. So the next item of the same
+ * tile passes reuse and skips laying them out again (block-major items of one tile in a row). */
 static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j1, int64_t ostep,
-                        int local, int all, scratch *s, int64_t *acs)
+                        int local, int all, int reuse, scratch *s, int64_t *acs)
 {
-    int kk2 = nd->k * nd->k, T = e->T, *nr = s->nrow;
-    const float *binit = local ? nd->bias + (int64_t)j0 * nd->bw : nd->bias;
-    memset(s->touched, 0, (size_t)T * e->tile_cap);
+    int kk2 = nd->k * nd->k, T = e->T;
+    int64_t cap = e->tile_cap;
+    const float *binit = nd->bias;
+    if (local) {
+        int c0 = j0 * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
+        memcpy(s->bblk, nd->bias + c0, (size_t)width * sizeof(float));
+        binit = s->bblk;
+    }
+    if (!reuse)
+        memset(s->touched, 0, (size_t)T * cap);
     for (int kk = 0; kk < kk2; kk++) {
-        for (int t = 0; t < T; t++)
-            nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s,
-                              s->rows + (int64_t)t * e->tile_cap);
+        qkf_spike_row *rows = s->rows + (int64_t)kk * T * cap;
+        int *nr = s->nrow + kk * T;
+        if (!reuse)
+            for (int t = 0; t < T; t++)
+                nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s, rows + t * cap);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
             const float *slab =
                 nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
                 if (nr[t])
-                    acs[t] += qkf_spike_gather_rows(s->rows + (int64_t)t * e->tile_cap, nr[t],
-                                                    local ? 0 : c0, slab, width, width) *
+                    acs[t] += qkf_spike_gather_rows(rows + t * cap, nr[t], local ? 0 : c0, slab,
+                                                    width, width) *
                               width;
         }
     }
@@ -612,7 +627,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             conv_tile_geom(e, nd, q0, q1, s->tile, C, s);
-            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, s, acs);
+            conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
                 cur_src src = {s->tile + (int64_t)(q - q0) * C, nd->bias, tstride, C, s->touched,
@@ -631,8 +646,10 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
-            conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
-            conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, s, acs);
+            int reuse = ir.by_tile && it > ir.i0 && j > 0; /* the previous item's tile */
+            if (!reuse)
+                conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, reuse, s, acs);
             for (int q = q0; q < q1;) {
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
                 cur_src src = {s->tile + (int64_t)(q - q0) * bw, nd->bias + c0, tstride, bw,
@@ -654,8 +671,10 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         for (int it = ir.i0; it < ir.i1; it++) {
             int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
-            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, s, acs);
+            int reuse = ir.by_tile && it > ir.i0 && j > 0; /* the previous item's tile */
+            if (!reuse)
+                conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
+            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, reuse, s, acs);
         }
 #pragma omp barrier
         int64_t ct = (int64_t)B * P * C, cb = (int64_t)P * C;
@@ -1366,7 +1385,10 @@ static void state_alloc(qkf_sched *e)
         }
     }
 
-    int max_row = 1, max_add = 1, max_c = 1;
+    int max_row = 1, max_add = 1, max_c = 1, kk_max = 1;
+    for (int i = 0; i < e->n_nodes; i++)
+        if (e->nodes[i].kind == QKF_NODE_CONV && e->nodes[i].k * e->nodes[i].k > kk_max)
+            kk_max = e->nodes[i].k * e->nodes[i].k;
     for (int i = 0; i < g->n_tensors; i++)
         max_c = g->tensors[i].c > max_c ? g->tensors[i].c : max_c;
     for (int i = 0; i < g->n_ops; i++)
@@ -1440,7 +1462,8 @@ static void state_alloc(qkf_sched *e)
     tile = tile > (int64_t)T * TILE_MAX * BLOCK_MAX ? tile : (int64_t)T * TILE_MAX * BLOCK_MAX;
     for (int i = 0; i < e->nthreads; i++) {
         /* zeroed: conv_rows never writes seg.base, which is 0 for every row */
-        e->scr[i].rows = st_calloc(e, (size_t)T * e->tile_cap, sizeof(qkf_spike_row));
+        e->scr[i].rows = st_calloc(e, (size_t)kk_max * T * e->tile_cap, sizeof(qkf_spike_row));
+        e->scr[i].bblk = st_malloc(e, BLOCK_MAX * sizeof(float));
         e->scr[i].giy = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
         e->scr[i].gix = st_malloc(e, (size_t)e->tile_cap * sizeof(int));
         e->scr[i].touched = st_malloc(e, (size_t)T * e->tile_cap);
@@ -1448,7 +1471,7 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].lm = st_malloc(e, (size_t)T * max_batch * sizeof(uint16_t *));
         e->scr[i].gtok = st_malloc(e, (size_t)e->tile_cap * sizeof(int64_t));
         e->scr[i].gout = st_malloc(e, (size_t)e->tile_cap * sizeof(float *));
-        e->scr[i].nrow = st_malloc(e, (size_t)T * sizeof(int));
+        e->scr[i].nrow = st_malloc(e, (size_t)kk_max * T * sizeof(int));
         e->scr[i].acc = st_calloc(e, (size_t)(max_add + 31) / 32 * 32, sizeof(uint16_t));
         e->scr[i].tile = st_malloc(e, (size_t)tile * sizeof(float));
         e->scr[i].row = st_malloc(e, (size_t)max_row * sizeof(float));
@@ -1538,6 +1561,7 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].gtok);
             qkf_free(e->scr[i].gout);
             qkf_free(e->scr[i].nrow);
+            qkf_free(e->scr[i].bblk);
             qkf_free(e->scr[i].acc);
             qkf_free(e->scr[i].tile);
             qkf_free(e->scr[i].row);

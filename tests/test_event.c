@@ -710,6 +710,12 @@ static void thread_independence(const char *name, int B, uint64_t seed)
 Test(event, thread_count_independent_cifar) { thread_independence("cifar", 3, 1200); }
 Test(event, thread_count_independent_dvs) { thread_independence("dvs128", 2, 1300); }
 Test(event, thread_count_independent_qkca) { thread_independence("cifar_qkca", 2, 1400); }
+/* block-major convs with several blocks: one thread lays a tile's rows out once for all its
+ * blocks (conv_blocks reuse), two or three threads split the items otherwise */
+Test(event, thread_count_independent_channel_blocks)
+{
+    thread_independence("cifar_wide", 2, 1450);
+}
 
 /* ---- statistics ------------------------------------------------------------------------------ */
 
