@@ -642,11 +642,13 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         int bw = nd->bw;
         int64_t tstride = (int64_t)tt * bw;
         item_range ir = items(nblk, ntile);
+        int tl_prev = -1;
         for (int it = ir.i0; it < ir.i1; it++) {
             int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
-            int reuse = ir.by_tile && it > ir.i0 && j > 0; /* the previous item's tile */
+            int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
+            tl_prev = tl;
             if (!reuse)
                 conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
             conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, reuse, s, acs);
@@ -668,10 +670,12 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
     } else {
         /* currents of every (block, tile) into e->pre, a thread's share of them (items) */
         item_range ir = items(nblk, ntile);
+        int tl_prev = -1;
         for (int it = ir.i0; it < ir.i1; it++) {
             int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            int reuse = ir.by_tile && it > ir.i0 && j > 0; /* the previous item's tile */
+            int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
+            tl_prev = tl;
             if (!reuse)
                 conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
             conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, reuse, s, acs);
