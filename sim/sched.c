@@ -583,6 +583,15 @@ static share my_positions(int N)
     return sh;
 }
 
+/* Loops over a share sh of the N positions of every step t and sample b, in that order (see
+ * my_positions); tok is sample b's position p as a token index, b * N + p. (Nested loops: recovering
+ * t, b and p from one flat index costs three integer divisions per token.) */
+#define FOR_SHARE(sh, T, B, N, t, b, tok)                                                        \
+    for (int t = 0; t < (T); t++)                                                                \
+        for (int b = 0; b < (B); b++)                                                            \
+            for (int64_t tok = (int64_t)b * (N) + (sh).p0, tok##_end = tok + (sh).n;             \
+                 tok < tok##_end; tok++)
+
 /* This thread's share of a block-major conv's (block, tile) items. Tiles are output positions,
  * and every node gives a thread the same share of the positions (contiguous ranges, static), so
  * a thread mostly reads the events it wrote itself: on this machine a cache line written by the
@@ -662,11 +671,8 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         }
 #pragma omp barrier
         share sh = my_positions(nd->N);
-        for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
-            int t = (int)(r / ((int64_t)B * sh.n)), b = (int)(r / sh.n % B);
-            int p = sh.p0 + (int)(r % sh.n);
-            s->spk[t] += conv_emit(e, nd, t, b, p);
-        }
+        FOR_SHARE(sh, T, B, nd->N, t, b, n)
+            s->spk[t] += conv_emit(e, nd, t, b, (int)(n - (int64_t)b * nd->N));
     } else {
         /* currents of every (block, tile) into e->pre, a thread's share of them (items) */
         item_range ir = items(nblk, ntile);
@@ -756,11 +762,10 @@ static void frames_run(qkf_sched *e, scratch *s)
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     memset(s->spk, 0, (size_t)T * sizeof(int64_t));
     share sh = my_positions(N);
-    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
-        int t = (int)(r / ((int64_t)B * sh.n));
-        int64_t n = sh.p0 + r % sh.n, b = r / sh.n % B, q = b * N + n;
+    FOR_SHARE(sh, T, B, N, t, b, q)
+    {
         qkf_events *ev = ev_at(e, e->g.input, t);
-        const float *src = e->input + (b * e->T + t) * C * N + n;
+        const float *src = e->input + ((int64_t)b * e->T + t) * C * N + (q - (int64_t)b * N);
         uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
         int k = 0;
         for (int c = 0; c < C; c++) /* single events first (qkf_events), then the others */
@@ -893,9 +898,8 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
     if (nd->op->qk == QKF_QK_TOKEN) {
         int64_t BN = (int64_t)B * (ev_at(e, nd->in0, 0)->N / e->max_batch);
         share sh = my_positions((int)(BN / B));
-        for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
-            int t = (int)(r / ((int64_t)B * sh.n));
-            int64_t n = r / sh.n % B * (BN / B) + sh.p0 + r % sh.n;
+        FOR_SHARE(sh, T, B, BN / B, t, b, n)
+        {
             const qkf_events *q = ev_at(e, nd->in0, t);
             float *row = cur_at(e, nd->out, t) + n * nd->heads;
             const uint16_t *ch = q->ch + n * q->C;
@@ -974,9 +978,8 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
         }
     }
     share sh = my_positions(N);
-    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
-        int t = (int)(r / ((int64_t)B * sh.n));
-        int64_t n = r / sh.n % B * N + sh.p0 + r % sh.n;
+    FOR_SHARE(sh, T, B, N, t, b, n)
+    {
         const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
         qkf_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
@@ -1011,7 +1014,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
                 hw[h].out_spikes += end[h] - i0;
             }
         } else {
-            const uint8_t *f = nd->fired + ((int64_t)t * B + n / N) * C;
+            const uint8_t *f = nd->fired + ((int64_t)t * B + b) * C;
             for (int i = 0; i < nk; i++) { /* branch-free: a slot is kept if its channel fired */
                 oc[no] = kc[i];
                 no += f[kc[i]];
@@ -1092,13 +1095,12 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
         s->acs[t] += pairs;
     }
     share sh = my_positions(N);
-    for (int64_t r = 0; r < (int64_t)T * B * sh.n; r++) {
-        int t = (int)(r / ((int64_t)B * sh.n));
-        int64_t n = r / sh.n % B * N + sh.p0 + r % sh.n;
+    FOR_SHARE(sh, T, B, N, t, b, n)
+    {
         const qkf_events *q = ev_at(e, nd->in0, t);
         const uint16_t *qc = q->ch + n * C;
         float *row = cur_at(e, nd->out, t) + n * C;
-        const float *kvb = nd->kv + ((int64_t)t * B + n / N) * H * d * d;
+        const float *kvb = nd->kv + ((int64_t)t * B + b) * H * d * d;
         int i = 0, nq = q->len[n];
         for (int h = 0; h < H; h++) {
             int lo = h * d, i0 = i;
@@ -1140,9 +1142,9 @@ static void add_run(qkf_sched *e, node *nd, scratch *s)
         publish(e, nd->out, t, 0, px[1] + py[1]);
     }
     share sh = my_positions(N);
-    for (int64_t r = 0; r < (int64_t)T * e->B * sh.n; r++) {
-        int t = (int)(r / ((int64_t)e->B * sh.n));
-        int64_t n = r / sh.n % e->B * N + sh.p0 + r % sh.n, o = n * C;
+    FOR_SHARE(sh, T, e->B, N, t, b, n)
+    {
+        int64_t o = n * C;
         const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
         qkf_events *out = ev_at(e, nd->out, t);
         int ones;
