@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../io/io.h"
 #include "../kernels/base.h"
@@ -28,15 +29,19 @@ static void help(void)
         "\n"
         "Calibrates every BatchNorm so its LIF fires at about --rate (per channel spread), then\n"
         "times the dense and the event engine on the same input at each batch size, and the\n"
-        "event engine at batch 1 for each rate of --rates. Reports time per sample, the ratio,\n"
-        "the measured firing rates, and accumulates per second (event) against the machine's\n"
-        "add throughput (measured: vector adds from L1 on every thread; 2 cores x 32 float adds\n"
-        "per cycle on AVX-512 machines with two loads per cycle). --no-dense skips the dense\n"
-        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
+        "event engine at batch 1 for each rate of --rates. Dense and event alternate in 5 rounds\n"
+        "of S/5 seconds each (default S = 2), so that a drift of the machine's speed reaches\n"
+        "both; each engine's median round is reported, the ratio is the median of the rounds'\n"
+        "ratios. Reports time per sample, the ratio, the measured firing rates, and\n"
+        "accumulates per second (event) against the machine's add throughput (measured: vector\n"
+        "adds from L1 on every thread; 2 cores x 32 float adds per cycle on AVX-512 machines\n"
+        "with two loads per cycle). --no-dense skips the dense engine (for profiling the event\n"
+        "engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
-        "against the batch-1 dense (x dense) and PyTorch (x torch) times.\n");
+        "against the batch-1 dense (x dense) and PyTorch (x torch) times. A note warns when\n"
+        "other processes keep the cores busy at the start (wall times are then unreliable).\n");
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
@@ -49,11 +54,12 @@ static double cpu_now(void)
 }
 
 /* Mean wall seconds per forward of B samples over at least `seconds` (and 3 runs); *cpu gets
- * the mean CPU seconds. */
+ * the mean CPU seconds. The first round of a batch warms the engine up first. */
 static double time_dense(qkf_dense *d, const float *x, int B, float *logits, double seconds,
-                         double *cpu)
+                         double *cpu, int first)
 {
-    qkf_dense_forward(d, x, B, logits, NULL); /* warm-up */
+    if (first)
+        qkf_dense_forward(d, x, B, logits, NULL); /* warm-up */
     int it = 0;
     double t0 = qkf_now(), c0 = cpu_now();
     while (qkf_now() - t0 < seconds || it < 3) {
@@ -64,11 +70,14 @@ static double time_dense(qkf_dense *d, const float *x, int B, float *logits, dou
     return (qkf_now() - t0) / it;
 }
 
+/* As time_dense; the statistics (rates, profile) count the timed forwards of every round. */
 static double time_event(qkf_sched *e, const float *x, int B, float *logits, double seconds,
-                         double *cpu)
+                         double *cpu, int first)
 {
-    qkf_sched_forward(e, x, B, logits, NULL); /* warm-up */
-    qkf_stats_reset(qkf_sched_stats(e));
+    if (first) {
+        qkf_sched_forward(e, x, B, logits, NULL); /* warm-up */
+        qkf_stats_reset(qkf_sched_stats(e));
+    }
     int it = 0;
     double t0 = qkf_now(), c0 = cpu_now();
     while (qkf_now() - t0 < seconds || it < 3) {
@@ -77,6 +86,55 @@ static double time_event(qkf_sched *e, const float *x, int B, float *logits, dou
     }
     *cpu = (cpu_now() - c0) / it;
     return (qkf_now() - t0) / it;
+}
+
+/* Dense and event are timed in ROUNDS alternating rounds (dense, event, dense, ...) of
+ * seconds / ROUNDS each, and each is reported as its median round, the speedup as the median
+ * of the rounds' ratios: a change in the machine's speed during the run (another process, the
+ * clock, memory placement; one moved the dense engine by 19% within an hour here) then reaches
+ * both engines alike instead of whichever ran at the time. */
+#define ROUNDS 5
+
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++) /* insertion sort: n is ROUNDS */
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1], v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Idle and total jiffies of all CPUs (/proc/stat); 0 where there is none. */
+static int cpu_jiffies(double *idle, double *total)
+{
+    double v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "cpu %lf %lf %lf %lf %lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 5)
+        return 0;
+    *idle = v[3] + v[4], *total = 0;
+    for (int i = 0; i < n; i++)
+        *total += v[i];
+    return 1;
+}
+
+/* How many cores other processes keep busy, sampled over 0.3 s before the run starts (-1 where
+ * /proc/stat is missing). */
+static double cores_busy(void)
+{
+    double i0, t0, i1, t1;
+    if (!cpu_jiffies(&i0, &t0))
+        return -1.0;
+    struct timespec ts = {0, 300000000L};
+    nanosleep(&ts, NULL);
+    if (!cpu_jiffies(&i1, &t1) || t1 <= t0)
+        return -1.0;
+    return (1.0 - (i1 - i0) / (t1 - t0)) * (double)sysconf(_SC_NPROCESSORS_ONLN);
 }
 
 /* QKF_PROFILE=1: where the event time goes, per node (wall seconds of the timed runs, so
@@ -300,13 +358,22 @@ int qkf_bench_event(int argc, char **argv)
 
     printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample\n",
            weights ? weights : variant, m.cfg.T, (int)threads);
+    double busy = cores_busy();
+    if (busy >= 0.2)
+        printf("note: other processes kept %.1f cores busy just before the run: wall times are "
+               "unreliable\n      (OpenMP threads wait for each other at every node); see the "
+               "cpu columns\n",
+               busy);
     double t0 = qkf_now();
     if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
         goto done;
     printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
     printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
            threads, add_peak(threads) * 1e-9);
-    printf("wall time per sample (cpu: CPU time of all threads, robust on a busy machine)\n");
+    printf("wall time per sample, the median of %d alternating rounds of dense and event (speedup:\n"
+           "the median of the rounds' ratios; cpu: CPU time of all threads, robust on a busy "
+           "machine)\n",
+           ROUNDS);
     printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s\n", "batch", "dense ms", "event ms",
            "speedup", "dense cpu", "event cpu", "cpu x", "avg rate", "median", "G acc/s",
            "of peak");
@@ -318,11 +385,19 @@ int qkf_bench_event(int argc, char **argv)
             qkf_dense_free(d);
             goto done;
         }
-        double cd = 0, ce, td = 0;
+        double dr[ROUNDS], er[ROUNDS], xr[ROUNDS], cd = 0, ce = 0, td = 0, c;
+        for (int k = 0; k < ROUNDS; k++) {
+            if (d) {
+                dr[k] = time_dense(d, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+                cd += c / B / ROUNDS;
+            }
+            er[k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+            ce += c / B / ROUNDS;
+            xr[k] = d ? dr[k] / er[k] : 0.0;
+        }
+        double speedup = median(xr, ROUNDS), te = median(er, ROUNDS);
         if (d)
-            td = time_dense(d, x, B, logits, seconds, &cd) / B;
-        double te = time_event(e, x, B, logits, seconds, &ce) / B;
-        cd /= B, ce /= B;
+            td = median(dr, ROUNDS);
         event_ms[i] = te * 1e3;
         if (B == 1 && d)
             dense1_ms = td * 1e3;
@@ -333,7 +408,7 @@ int qkf_bench_event(int argc, char **argv)
         double acs = (double)tot.acs / (double)s->samples / te;
         double peak = add_peak(threads);
         printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
-               td * 1e3, te * 1e3, td / te, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
+               td * 1e3, te * 1e3, speedup, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
                acs * 1e-9, 100 * acs / peak);
         if (getenv("QKF_PROFILE"))
             profile(s);
@@ -365,7 +440,7 @@ int qkf_bench_event(int argc, char **argv)
         if (!e)
             goto done;
         double ce;
-        double te = time_event(e, x, 1, logits, seconds, &ce);
+        double te = time_event(e, x, 1, logits, seconds, &ce, 1);
         qkf_stats *s = qkf_sched_stats(e);
         qkf_work tot = qkf_stats_step_total(s, -1);
         double avg, med;

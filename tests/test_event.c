@@ -899,6 +899,36 @@ Test(event_cli, sim_reports)
     cr_expect_eq(tmpdir_entries(tmpdir, NULL, 0), 4, "only the two inputs and two reports");
 }
 
+/* qkf bench event on a small checkpoint: the table of alternating rounds, the curve, and a
+ * speedup that is a positive number; absurd options are one-line errors. Times are not
+ * checked (speed is measured in BENCHMARKS.md, not asserted). */
+Test(event_cli, bench_event_reports)
+{
+    write_model_and_input();
+    static char out[1 << 16];
+    int rc = sh(out, sizeof out,
+                "%s bench event --weights %s --batch 2 --rates 0.2 --seconds 0.05 "
+                "--threads 2",
+                QKF_BINARY, tpath("w.h5"));
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "median of 5 alternating rounds"), "%s", out);
+    cr_expect(strstr(out, "event time against firing rate"), "%s", out);
+    const char *row = strstr(out, "\n     2 ");
+    cr_assert_not_null(row, "no batch-2 row: %s", out);
+    double dense_ms, event_ms, speedup;
+    cr_assert_eq(sscanf(row, "%*d %lf %lf %lfx", &dense_ms, &event_ms, &speedup), 3, "%s", row);
+    cr_expect(dense_ms > 0 && event_ms > 0 && speedup > 0, "%s", row);
+    const char *bad[] = {"--seconds 0", "--batch 0", "--rates 0.9", "--threads 0", "--bogus"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rc = sh(out, sizeof out, "%s bench event --weights %s %s", QKF_BINARY, tpath("w.h5"),
+                bad[i]);
+        cr_expect_neq(rc, 0, "%s accepted", bad[i]);
+        cr_expect(strncmp(out, "qkf bench event: ", 17) == 0 && strchr(out, '\n') &&
+                      strchr(out, '\n')[1] == 0,
+                  "%s: not one error line: %s", bad[i], out);
+    }
+}
+
 Test(event_cli, sim_bad_input_writes_nothing)
 {
     write_model_and_input();
