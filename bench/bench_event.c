@@ -370,9 +370,9 @@ int qkf_bench_event(int argc, char **argv)
     printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
     printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
            threads, add_peak(threads) * 1e-9);
-    printf("wall time per sample, the median of %d alternating rounds of dense and event (speedup:\n"
-           "the median of the rounds' ratios; cpu: CPU time of all threads, robust on a busy "
-           "machine)\n",
+    printf("wall time per sample, the median of %d alternating rounds of dense and event "
+           "(speedup:\nthe median of the rounds' ratios; cpu: CPU time of all threads, robust on "
+           "a busy machine)\n",
            ROUNDS);
     printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s\n", "batch", "dense ms", "event ms",
            "speedup", "dense cpu", "event cpu", "cpu x", "avg rate", "median", "G acc/s",

@@ -133,8 +133,9 @@ struct qkf_sched {
     int64_t *lif_spikes; /* [n_lif] spikes of the current forward */
     int64_t *ro;         /* readout event counts [max_batch][T][C] */
     float *feat;         /* readout features [C] */
-    float *pre; /* conv currents before pooling / LIF [T][max_batch][ho*wo][cout], shared by the
-                   block-major convs that pool or are traced (each uses it within its run) */
+    float *pre; /* conv currents before pooling / LIF [T][1, or max_batch with tb][ho*wo][cout]
+                   (one sample at a time), shared by the block-major convs that pool or are
+                   traced (each uses it within its run) */
     int64_t pre_n;  /* floats of pre */
     int tile_cap;   /* tokens a conv tile can hold: TILE_MAX, or max_batch if larger (conv_tile) */
     uint16_t *mask; /* conv spike masks [T][max_batch * N][(C + 15) / 16] (kernels/spike_node.h),
@@ -326,21 +327,21 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
 /* ---- nodes ------------------------------------------------------------------------------------
  */
 
-/* The geometry of output tokens q0..q1 (pre-pool grid) of a conv, once per tile: token q is
- * sample q % B at position q / B (so a tile holds the samples of its positions in order, as the
- * LIF steps them). Keeps each token's first input token (top-left of its receptive field,
- * possibly outside the grid), its row and column there, and its output row: out + (q - q0) *
- * pitch (a tile) or, out NULL, its row of the shared currents e->pre (at step 0; step t adds
- * t * B * P * cout). */
-static void conv_tile_geom(const qkf_sched *e, const node *nd, int q0, int q1, float *out,
-                           int64_t pitch, scratch *s)
+/* The geometry of output tokens q0..q1 (pre-pool grid) of a conv over the samples b0..b0+B-1,
+ * once per tile: token q is sample b0 + q % B at position q / B (so a tile holds the samples of
+ * its positions in order, as the LIF steps them). Keeps each token's first input token (top-left
+ * of its receptive field, possibly outside the grid), its row and column there, and its output
+ * row: out + (q - q0) * pitch (a tile) or, out NULL, its row of the shared currents e->pre, which
+ * hold those B samples (at step 0; step t adds t * B * P * cout). */
+static void conv_tile_geom(const qkf_sched *e, const node *nd, int b0, int B, int q0, int q1,
+                           float *out, int64_t pitch, scratch *s)
 {
-    int B = e->B, P = nd->ho * nd->wo;
+    int P = nd->ho * nd->wo;
     for (int q = q0; q < q1; q++) {
         int b = q % B, p = q / B, i = q - q0;
         int iy = p / nd->wo * nd->stride - nd->pad, ix = p % nd->wo * nd->stride - nd->pad;
         s->giy[i] = iy, s->gix[i] = ix;
-        s->gtok[i] = (int64_t)b * nd->h * nd->w + (int64_t)iy * nd->w + ix;
+        s->gtok[i] = (int64_t)(b0 + b) * nd->h * nd->w + (int64_t)iy * nd->w + ix;
         s->gout[i] = out ? out + (int64_t)i * pitch : e->pre + ((int64_t)b * P + p) * nd->cout;
     }
 }
@@ -451,9 +452,9 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
  * cache by more rows), while there are at least two (block, tile) items per thread. With one
  * membrane for all samples (tb) a tile holds whole positions, so that one thread steps a
  * position's samples in order. */
-static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
+static int conv_tile(const qkf_sched *e, const node *nd, int B, int nthreads)
 {
-    int total = e->B * nd->ho * nd->wo, tt;
+    int total = B * nd->ho * nd->wo, tt;
     if (!nd->fused) {
         int nblk = (nd->cout + nd->bw - 1) / nd->bw;
         tt = TILE_MAX;
@@ -473,9 +474,9 @@ static int conv_tile(const qkf_sched *e, const node *nd, int nthreads)
         tt = tt < cap ? tt : cap;
     }
     if (nd->tb)
-        tt = tt / e->B * e->B;
-    if (tt < (nd->tb ? e->B : 1))
-        tt = nd->tb ? e->B : 1;
+        tt = tt / B * B;
+    if (tt < (nd->tb ? B : 1))
+        tt = nd->tb ? B : 1;
     return tt;
 }
 
@@ -584,8 +585,8 @@ static share my_positions(int N)
 }
 
 /* Loops over a share sh of the N positions of every step t and sample b, in that order (see
- * my_positions); tok is sample b's position p as a token index, b * N + p. (Nested loops: recovering
- * t, b and p from one flat index costs three integer divisions per token.) */
+ * my_positions); tok is sample b's position p as a token index, b * N + p. (Nested loops:
+ * recovering t, b and p from one flat index costs three integer divisions per token.) */
 #define FOR_SHARE(sh, T, B, N, t, b, tok)                                                        \
     for (int t = 0; t < (T); t++)                                                                \
         for (int b = 0; b < (B); b++)                                                            \
@@ -620,7 +621,7 @@ static item_range items(int nblk, int ntile)
 static void conv_run(qkf_sched *e, node *nd, scratch *s)
 {
     int T = e->T, B = e->B, C = nd->cout, P = nd->ho * nd->wo;
-    int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, omp_get_num_threads());
+    int nblk = (C + nd->bw - 1) / nd->bw, tt = conv_tile(e, nd, B, omp_get_num_threads());
     int ntile = (B * P + tt - 1) / tt, traced = trace_tmp(e, nd) != NULL;
     int64_t *acs = s->acs;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
@@ -635,7 +636,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static) nowait
         for (int tl = 0; tl < ntile; tl++) {
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            conv_tile_geom(e, nd, q0, q1, s->tile, C, s);
+            conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, C, s);
             conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
@@ -659,7 +660,7 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
             tl_prev = tl;
             if (!reuse)
-                conv_tile_geom(e, nd, q0, q1, s->tile, bw, s);
+                conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, bw, s);
             conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, reuse, s, acs);
             for (int q = q0; q < q1;) {
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
@@ -674,51 +675,61 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         FOR_SHARE(sh, T, B, nd->N, t, b, n)
             s->spk[t] += conv_emit(e, nd, t, b, (int)(n - (int64_t)b * nd->N));
     } else {
-        /* currents of every (block, tile) into e->pre, a thread's share of them (items) */
-        item_range ir = items(nblk, ntile);
-        int tl_prev = -1;
-        for (int it = ir.i0; it < ir.i1; it++) {
-            int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
-            int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
-            int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
-            tl_prev = tl;
-            if (!reuse)
-                conv_tile_geom(e, nd, q0, q1, NULL, 0, s);
-            conv_blocks(e, nd, q1 - q0, j, j + 1, (int64_t)B * P * C, 0, 1, reuse, s, acs);
-        }
-#pragma omp barrier
-        int64_t ct = (int64_t)B * P * C, cb = (int64_t)P * C;
-#pragma omp for schedule(static) nowait
-        for (int q = 0; q < nd->N; q++) {
-            if (!nd->pool) {
-                cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0, 0};
-                conv_lif(e, nd, q, 0, B, &src, traced, s);
-                continue;
+        /* one sample at a time, so that e->pre holds [T][bc][P][C] for bc = 1 (at batch 8
+         * stage 2's proj4 would otherwise stream 25 MB of currents through memory twice), or
+         * every sample where one membrane serves them all (tb: stepped (t, b) in order) */
+        int bc = nd->tb ? B : 1, tc = conv_tile(e, nd, bc, omp_get_num_threads());
+        int nt = (bc * P + tc - 1) / tc;
+        int64_t ct = (int64_t)bc * P * C, cb = (int64_t)P * C;
+        for (int b0 = 0; b0 < B; b0 += bc) {
+            /* currents of every (block, tile) into e->pre, a thread's share of them (items) */
+            item_range ir = items(nblk, nt);
+            int tl_prev = -1;
+            for (int it = ir.i0; it < ir.i1; it++) {
+                int j = ir.by_tile ? it % nblk : it / nt, tl = ir.by_tile ? it / nblk : it % nt;
+                int q0 = tl * tc, q1 = q0 + tc < bc * P ? q0 + tc : bc * P;
+                int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
+                tl_prev = tl;
+                if (!reuse)
+                    conv_tile_geom(e, nd, b0, bc, q0, q1, NULL, 0, s);
+                conv_blocks(e, nd, q1 - q0, j, j + 1, ct, 0, 1, reuse, s, acs);
             }
-            /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
-            int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
-            for (int t = 0; t < T; t++)
-                for (int b = 0; b < B; b++) {
-                    float *row = s->tile + ((int64_t)t * B + b) * C;
-                    const float *cur = e->pre + ((int64_t)t * B + b) * P * C;
-                    for (int c = 0; c < C; c++)
-                        row[c] = -INFINITY;
-                    for (int dy = -1; dy <= 1; dy++) {
-                        int iy = 2 * qy + dy;
-                        if (iy < 0 || iy >= nd->ho)
-                            continue;
-                        for (int dx = -1; dx <= 1; dx++) {
-                            int ix = 2 * qx + dx;
-                            if (ix < 0 || ix >= nd->wo)
+#pragma omp barrier
+#pragma omp for schedule(static) nowait
+            for (int q = 0; q < nd->N; q++) {
+                if (!nd->pool) {
+                    cur_src src = {e->pre + (int64_t)q * C, nd->bias, ct, cb, NULL, 0, 0};
+                    conv_lif(e, nd, q, b0, b0 + bc, &src, traced, s);
+                    continue;
+                }
+                /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
+                int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
+                for (int t = 0; t < T; t++)
+                    for (int b = 0; b < bc; b++) {
+                        float *row = s->tile + ((int64_t)t * bc + b) * C;
+                        const float *cur = e->pre + ((int64_t)t * bc + b) * P * C;
+                        for (int c = 0; c < C; c++)
+                            row[c] = -INFINITY;
+                        for (int dy = -1; dy <= 1; dy++) {
+                            int iy = 2 * qy + dy;
+                            if (iy < 0 || iy >= nd->ho)
                                 continue;
-                            const float *src = cur + ((int64_t)iy * nd->wo + ix) * C;
-                            for (int c = 0; c < C; c++) /* the dense pool's comparison */
-                                row[c] = src[c] > row[c] ? src[c] : row[c];
+                            for (int dx = -1; dx <= 1; dx++) {
+                                int ix = 2 * qx + dx;
+                                if (ix < 0 || ix >= nd->wo)
+                                    continue;
+                                const float *src = cur + ((int64_t)iy * nd->wo + ix) * C;
+                                for (int c = 0; c < C; c++) /* the dense pool's comparison */
+                                    row[c] = src[c] > row[c] ? src[c] : row[c];
+                            }
                         }
                     }
-                }
-            cur_src src = {s->tile, nd->bias, (int64_t)B * C, C, NULL, 0, 0};
-            conv_lif(e, nd, q, 0, B, &src, traced, s);
+                cur_src src = {s->tile, nd->bias, (int64_t)bc * C, C, NULL, 0, 0};
+                conv_lif(e, nd, q, b0, b0 + bc, &src, traced, s);
+            }
+            if (b0 + bc < B) { /* the next sample reuses e->pre */
+#pragma omp barrier
+            }
         }
     }
     for (int t = 0; t < T; t++) {
@@ -1421,7 +1432,8 @@ static void state_alloc(qkf_sched *e)
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
             } else {
                 if (nd->pool) { /* traced block-major convs get theirs in qkf_sched_set_trace */
-                    int64_t n = (int64_t)T * max_batch * nd->ho * nd->wo * nd->cout;
+                    /* one sample's currents (conv_run), all with one shared membrane (tb) */
+                    int64_t n = (int64_t)T * (nd->tb ? max_batch : 1) * nd->ho * nd->wo * nd->cout;
                     pre = n > pre ? n : pre;
                 }
                 int64_t n = (int64_t)T * max_batch * nd->N * ((nd->C + 15) / 16);
@@ -1845,7 +1857,7 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
             e->tr_mem[l] = qkf_malloc((size_t)(e->max_batch * n) * sizeof(float));
         maxc = nd->C > maxc ? nd->C : maxc;
         if (nd->kind == QKF_NODE_CONV && !nd->fused) { /* it runs through shared currents */
-            int64_t pn = (int64_t)e->T * e->max_batch * nd->ho * nd->wo * nd->cout;
+            int64_t pn = (int64_t)e->T * (nd->tb ? e->max_batch : 1) * nd->ho * nd->wo * nd->cout;
             if (pn > e->pre_n) {
                 qkf_free(e->pre);
                 e->pre = qkf_malloc((size_t)pn * sizeof(float));
