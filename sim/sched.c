@@ -33,7 +33,8 @@
  * zero; nothing sweeps membranes through memory) and writes spike masks, from which the event
  * lists are written once per token (block-major: in a second pass, once every block is done).
  * Convs with a pool, and traced block-major convs, fill shared currents e->pre (block, tile) by
- * (block, tile) instead; a second pass pools (MaxPool 3x3/2 on currents) and steps the LIF.
+ * (block, tile) instead, one sample at a time; a second pass pools (MaxPool 3x3/2 on currents)
+ * and steps the LIF. A tile's rows are laid out once and serve each of its blocks in turn.
  *
  * The encoding conv (a real-valued static image) is dense: the dense engine's own kernels (sgemm,
  * then bias + BatchNorm exactly as dense computes it) run once per sample before the time loop,
