@@ -632,11 +632,17 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         count_inputs(e, nd, t);
     if (nd->fused) {
         int64_t tstride = (int64_t)tt * C;
-        /* contiguous tiles per thread (positions: the same share in every node, so a thread
-         * mostly reads the events it wrote; no result depends on which thread computes a tile) */
-#pragma omp for schedule(static) nowait
-        for (int tl = 0; tl < ntile; tl++) {
-            int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
+        /* this thread's share of the positions (my_positions: the same in every node, so a
+         * thread mostly reads the events it wrote) in tiles of equal size at most tt (tiles over
+         * all positions, dealt out statically, left 4 of stage 2's 7 tiles to one thread and 3
+         * to the other); no result depends on the tiling or on which thread computes a tile */
+        share sh = my_positions(P);
+        int qa = sh.p0 * B, qb = (sh.p0 + sh.n) * B, nt = (qb - qa + tt - 1) / tt;
+        int tsz = nt ? (qb - qa + nt - 1) / nt : tt;
+        if (nd->tb) /* whole positions (conv_tile) */
+            tsz = (tsz + B - 1) / B * B;
+        for (int q0 = qa; q0 < qb; q0 += tsz) {
+            int q1 = q0 + tsz < qb ? q0 + tsz : qb;
             conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, C, s);
             conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
