@@ -90,8 +90,10 @@ typedef struct {
 } npy_info;
 
 typedef struct {
-    const char *s, *e;
+    const char *b, *s, *e; /* the file's first byte, the next byte, the end of the header */
 } cursor;
+
+static size_t pos(const cursor *c) { return (size_t)(c->s - c->b); }
 
 static void ws(cursor *c)
 {
@@ -109,6 +111,8 @@ static int lit(cursor *c, char ch)
     return 0;
 }
 
+/* Reads a quoted string. Bytes outside printable ASCII are stored as '?' (no key or type
+ * contains one), so a message quoting the string stays one printable line. */
 static int str(cursor *c, char *out, size_t cap)
 {
     ws(c);
@@ -119,7 +123,8 @@ static int str(cursor *c, char *out, size_t cap)
     while (c->s < c->e && *c->s != q) {
         if (k + 1 >= cap)
             return -1;
-        out[k++] = *c->s++;
+        unsigned char ch = (unsigned char)*c->s++;
+        out[k++] = ch >= 0x20 && ch < 0x7F ? (char)ch : '?';
     }
     if (c->s >= c->e)
         return -1;
@@ -140,7 +145,7 @@ static int parse_type(const char *s, npy_type *t)
         return 0;
     }
     t->kind = *s++;
-    if (!strchr("iubfV", t->kind) || *s < '1' || *s > '9')
+    if (!t->kind || !strchr("iubfV", t->kind) || *s < '1' || *s > '9') /* strchr matches a NUL */
         return -1;
     int n = 0;
     for (; *s >= '0' && *s <= '9' && n < 100000; s++)
@@ -191,37 +196,61 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
     if (hl > len - start)
         return qkf_set_error("%s: byte %zu: truncated .npy header (%zu bytes announced)", name,
                              start, hl);
-    cursor c = {(const char *)buf + start, (const char *)buf + start + hl};
+    cursor c = {(const char *)buf, (const char *)buf + start, (const char *)buf + start + hl};
     char key[32], val[64];
-    int have_descr = 0, have_shape = 0, ndim = 0;
+    int have_descr = 0, have_shape = 0, have_order = 0, ndim = 0;
+    size_t descr_at = start, shape_at = start;
     int64_t shape[2] = {0, 0};
     int found[NFIELD] = {0};
     memset(ni, 0, sizeof *ni);
     if (!lit(&c, '{'))
         goto bad;
     while (!lit(&c, '}')) {
+        ws(&c);
+        size_t key_at = pos(&c);
         if (str(&c, key, sizeof key) || !lit(&c, ':'))
             goto bad;
+        int *have = NULL; /* each key once: a second descr would mix two layouts */
+        if (!strcmp(key, "descr"))
+            have = &have_descr;
+        else if (!strcmp(key, "shape"))
+            have = &have_shape;
+        else if (!strcmp(key, "fortran_order"))
+            have = &have_order;
+        if (have && *have)
+            return qkf_set_error("%s: byte %zu: the .npy header names '%s' twice", name, key_at,
+                                 key);
+        if (have)
+            *have = 1;
         if (!strcmp(key, "descr")) {
-            have_descr = 1;
+            ws(&c);
+            descr_at = pos(&c);
             if (lit(&c, '[')) {
                 ni->structured = 1;
                 size_t off = 0;
                 while (!lit(&c, ']')) {
                     npy_type t;
                     char fname[32];
-                    if (!lit(&c, '(') || str(&c, fname, sizeof fname) || !lit(&c, ',') ||
-                        str(&c, val, sizeof val) || !lit(&c, ')'))
+                    size_t fname_at, val_at;
+                    if (!lit(&c, '('))
+                        goto bad;
+                    ws(&c);
+                    fname_at = pos(&c);
+                    if (str(&c, fname, sizeof fname) || !lit(&c, ','))
+                        goto bad;
+                    ws(&c);
+                    val_at = pos(&c);
+                    if (str(&c, val, sizeof val) || !lit(&c, ')'))
                         goto bad;
                     if (parse_type(val, &t))
-                        return qkf_set_error("%s: .npy field '%s' has the unsupported type '%s' "
-                                             "(integers, floats and bools)",
-                                             name, fname, val);
+                        return qkf_set_error("%s: byte %zu: .npy field '%s' has the unsupported "
+                                             "type '%s' (integers, floats and bools)",
+                                             name, val_at, fname, val);
                     int f = field_index(fname);
                     if (f >= 0 && t.kind != 'V') {
                         if (found[f])
-                            return qkf_set_error("%s: .npy fields name %s twice", name,
-                                                 field_name[f]);
+                            return qkf_set_error("%s: byte %zu: .npy fields name %s twice", name,
+                                                 fname_at, field_name[f]);
                         found[f] = 1, ni->col[f] = t, ni->off[f] = off;
                     }
                     off += (size_t)t.size;
@@ -230,10 +259,12 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
                 ni->itemsize = off;
             } else {
                 npy_type t;
-                if (str(&c, val, sizeof val) || parse_type(val, &t) || t.kind == 'V')
-                    return qkf_set_error("%s: .npy dtype '%s' is not supported (integers, floats "
-                                         "and bools)",
-                                         name, val);
+                if (str(&c, val, sizeof val))
+                    goto bad;
+                if (parse_type(val, &t) || t.kind == 'V')
+                    return qkf_set_error("%s: byte %zu: .npy dtype '%s' is not supported "
+                                         "(integers, floats and bools)",
+                                         name, descr_at, val);
                 for (int f = 0; f < NFIELD; f++)
                     ni->col[f] = t, ni->off[f] = (size_t)f, found[f] = 1;
                 ni->itemsize = (size_t)t.size;
@@ -247,11 +278,13 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
             else
                 goto bad;
         } else if (!strcmp(key, "shape")) {
-            have_shape = 1;
+            ws(&c);
+            shape_at = pos(&c);
             if (!lit(&c, '('))
                 goto bad;
             while (!lit(&c, ')')) {
                 ws(&c);
+                size_t dim_at = pos(&c);
                 int64_t v = 0;
                 if (c.s >= c.e || *c.s < '0' || *c.s > '9')
                     goto bad;
@@ -261,9 +294,9 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
                     v = v * 10 + (*c.s - '0');
                 }
                 if (ndim == 2)
-                    return qkf_set_error("%s: .npy arrays of more than 2 dimensions are not "
-                                         "event lists",
-                                         name);
+                    return qkf_set_error("%s: byte %zu: .npy arrays of more than 2 dimensions "
+                                         "are not event lists",
+                                         name, dim_at);
                 shape[ndim++] = v;
                 lit(&c, ',');
             }
@@ -276,13 +309,13 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
         goto bad;
     for (int f = 0; f < NFIELD; f++)
         if (!found[f])
-            return qkf_set_error("%s: the .npy structured array has no field '%s' (fields x, y, "
-                                 "t and p are needed)",
-                                 name, field_name[f]);
+            return qkf_set_error("%s: byte %zu: the .npy structured array has no field '%s' "
+                                 "(fields x, y, t and p are needed)",
+                                 name, descr_at, field_name[f]);
     if (ni->structured ? ndim != 1 : (ndim != 2 || shape[1] != 4))
-        return qkf_set_error("%s: .npy shape must be (N, 4) for a plain array (columns x, y, t, "
-                             "p) or (N,) for a structured one",
-                             name);
+        return qkf_set_error("%s: byte %zu: .npy shape must be (N, 4) for a plain array "
+                             "(columns x, y, t, p) or (N,) for a structured one",
+                             name, shape_at);
     ni->n = shape[0];
     *data = start + hl;
     size_t per = ni->itemsize * (ni->structured ? 1 : 4);
@@ -292,8 +325,7 @@ static int npy_header(const uint8_t *buf, size_t len, const char *name, npy_info
                              name, *data, (long long)ni->n, per, len - *data);
     return 0;
 bad:
-    return qkf_set_error("%s: byte %zu: cannot parse the .npy header dict", name,
-                         (size_t)(c.s - (const char *)buf));
+    return qkf_set_error("%s: byte %zu: cannot parse the .npy header dict", name, pos(&c));
 }
 
 /* Reads one value; *frac is set for a float that is not an integer (or out of range). */

@@ -336,6 +336,106 @@ Test(events, truncation_and_corruption_sweep)
     }
 }
 
+/* ---- inputs found by fuzzing (tools/fuzz/) ------------------------------------------------- */
+
+/* Decodes an exact-size copy of buf (the sanitizer sees any overread) and checks a clean
+ * failure: nothing to free, one printable line naming the file and containing `where`. */
+static void decode_fails(const uint8_t *buf, size_t len, const qkf_events_opts *o,
+                         const char *where)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    memcpy(copy, buf, len);
+    qkf_events e;
+    memset(&e, 0x5A, sizeof e);
+    qkf_clear_error();
+    int rc = qkf_events_decode(copy, len, "fuzz.in", o, &e);
+    const char *msg = qkf_last_error();
+    cr_assert_neq(rc, 0, "decoded, expected an error with '%s'", where);
+    cr_assert(e.ev == NULL && e.n == 0, "nothing left to free after an error");
+    cr_assert(strncmp(msg, "fuzz.in: byte ", 14) == 0, "file and byte offset first: %s", msg);
+    cr_assert(strstr(msg, where), "'%s' not in: %s", where, msg);
+    for (const char *m = msg; *m; m++)
+        cr_assert((unsigned char)*m >= 0x20 && *m != 0x7F, "one printable line: %s", msg);
+    free(copy);
+}
+
+/* A version 1 .npy file: the header dict (padded to 64 bytes, as NumPy writes it), then data. */
+static uint8_t *npy_bytes(const char *dict, const uint8_t *data, size_t n, size_t *len)
+{
+    size_t dl = strlen(dict), hl = dl + 1;
+    hl += (64 - (10 + hl) % 64) % 64;
+    *len = 10 + hl + n;
+    uint8_t *b = malloc(*len);
+    memcpy(b, "\x93NUMPY\x01\x00", 8);
+    b[8] = (uint8_t)hl, b[9] = (uint8_t)(hl >> 8);
+    memset(b + 10, ' ', hl);
+    memcpy(b + 10, dict, dl);
+    b[10 + hl - 1] = '\n';
+    if (n)
+        memcpy(b + 10 + hl, data, n);
+    return b;
+}
+
+/* The byte offset of the k-th (from 0) occurrence of `what` in the dict, in the file. */
+static size_t dict_at(const char *dict, const char *what, int k)
+{
+    const char *p = strstr(dict, what);
+    while (p && k--)
+        p = strstr(p + 1, what);
+    cr_assert_not_null(p);
+    return 10 + (size_t)(p - dict);
+}
+
+/* .npy headers that overread the buffer (a second 'descr' mixing a structured and a plain
+ * layout; a type with an empty kind read as an 8-byte float in a 2-byte field), printed an
+ * uninitialized buffer (a dtype that is not a string) or raw bytes (a newline in a type), or
+ * failed without a byte offset. */
+Test(events, npy_header_fuzz_findings)
+{
+    static const char *dicts[] = {
+        "{'descr': [('x','|u1'),('y','|u1'),('t','|u1'),('p','|u1')], 'descr': '<u8', "
+        "'fortran_order': False, 'shape': (2,), }",
+        "{'descr': [('x','<u2'),('y','<u2'),('t','<u2'),('p','<')], 'fortran_order': False, "
+        "'shape': (1,), }",
+        "{'descr': [('x','<u2'),('y','<u2'),('t','<u2'),('p','')], 'fortran_order': False, "
+        "'shape': (1,), }",
+        "{'descr': 5, 'fortran_order': False, 'shape': (1, 4), }",
+        "{'descr': '<u\n8', 'fortran_order': False, 'shape': (1, 4), }",
+        "{'descr': [('x','<u2'),('x','<u2')], 'fortran_order': False, 'shape': (1,), }",
+        "{'descr': [('x','<u2'),('y','<u2'),('p','<u2')], 'fortran_order': False, "
+        "'shape': (1,), }",
+        "{'descr': '<u2', 'fortran_order': False, 'shape': (1, 4, 1), }",
+        "{'descr': '<u2', 'fortran_order': False, 'shape': (3,), }",
+        "{'descr': '<u2', 'fortran_order': False, 'shape': (1, 4), 'shape': (1, 4), }",
+    };
+    char where[10][96];
+    snprintf(where[0], 96, "byte %zu: the .npy header names 'descr' twice",
+             dict_at(dicts[0], "'descr'", 1));
+    snprintf(where[1], 96, "byte %zu: .npy field 'p' has the unsupported type '<'",
+             dict_at(dicts[1], "'<')", 0));
+    snprintf(where[2], 96, "byte %zu: .npy field 'p' has the unsupported type ''",
+             dict_at(dicts[2], "'')", 0));
+    snprintf(where[3], 96, "byte %zu: cannot parse the .npy header dict",
+             dict_at(dicts[3], "5", 0));
+    snprintf(where[4], 96, "byte %zu: .npy dtype '<u?8' is not supported",
+             dict_at(dicts[4], "'<u", 0));
+    snprintf(where[5], 96, "byte %zu: .npy fields name x twice", dict_at(dicts[5], "'x'", 1));
+    snprintf(where[6], 96, "byte %zu: the .npy structured array has no field 't'",
+             dict_at(dicts[6], "[", 0));
+    snprintf(where[7], 96, "byte %zu: .npy arrays of more than 2 dimensions",
+             dict_at(dicts[7], "1)", 0));
+    snprintf(where[8], 96, "byte %zu: .npy shape must be (N, 4)", dict_at(dicts[8], "(3", 0));
+    snprintf(where[9], 96, "byte %zu: the .npy header names 'shape' twice",
+             dict_at(dicts[9], "'shape'", 1));
+    uint8_t data[16] = {1, 0, 1, 0, 1, 0, 0, 0};
+    for (size_t k = 0; k < sizeof dicts / sizeof dicts[0]; k++) {
+        size_t len;
+        uint8_t *b = npy_bytes(dicts[k], data, sizeof data, &len);
+        decode_fails(b, len, NULL, where[k]);
+        free(b);
+    }
+}
+
 /* ---- writers ------------------------------------------------------------------------------- */
 
 static void random_events(qkf_events *e, int w, int h, int64_t n, int64_t step, uint64_t seed)
