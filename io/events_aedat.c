@@ -276,6 +276,20 @@ static int parse_u(const char **s, int64_t *v)
     return 0;
 }
 
+/* Reads one line, as fgets (at most cap - 1 bytes, up to and including '\n'), but returns its
+ * length in bytes, NUL bytes included (fgets cannot tell them from the end); 0 at the end. */
+static size_t read_line(FILE *f, char *buf, size_t cap)
+{
+    size_t k = 0;
+    for (int ch; k + 1 < cap && (ch = getc(f)) != EOF;) {
+        buf[k++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[k] = 0;
+    return k;
+}
+
 int qkf_gesture_labels_load(const char *csv, qkf_gesture_segment **segs, int *n)
 {
     *segs = NULL;
@@ -288,11 +302,15 @@ int qkf_gesture_labels_load(const char *csv, qkf_gesture_segment **segs, int *n)
     long off = 0;
     qkf_gesture_segment *s = qkf_malloc((size_t)cap * sizeof *s);
     int rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (size_t l; (l = read_line(f, line, sizeof line)) > 0;) {
         lineno++;
         long here = off;
-        size_t l = strlen(line);
         off += (long)l;
+        if (memchr(line, 0, l)) {
+            rc = qkf_set_error("%s: line %d (byte %ld): not a text line (a NUL byte)", csv,
+                               lineno, here);
+            break;
+        }
         if (l == sizeof line - 1 && line[l - 1] != '\n') {
             rc = qkf_set_error("%s: line %d (byte %ld): line too long", csv, lineno, here);
             break;
@@ -314,6 +332,9 @@ int qkf_gesture_labels_load(const char *csv, qkf_gesture_segment **segs, int *n)
         int64_t c, t0, t1;
         if (parse_u(&p, &c) || *p++ != ',' || parse_u(&p, &t0) || *p++ != ',' || parse_u(&p, &t1) ||
             *p) {
+            for (char *q = line; *q; q++) /* the line is quoted: one printable line */
+                if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7F)
+                    *q = '?';
             rc = qkf_set_error("%s: line %d (byte %ld): expected 'class,startTime_usec,"
                                "endTime_usec' with non-negative integers, got '%s'",
                                csv, lineno, here, line);
@@ -346,7 +367,7 @@ int qkf_gesture_labels_load(const char *csv, qkf_gesture_segment **segs, int *n)
     if (!rc && ferror(f))
         rc = qkf_set_error("%s: read error", csv);
     if (!rc && lineno == 0)
-        rc = qkf_set_error("%s: empty labels file", csv);
+        rc = qkf_set_error("%s: byte 0: empty labels file", csv);
     fclose(f);
     if (rc) {
         qkf_free(s);

@@ -436,6 +436,46 @@ Test(events, npy_header_fuzz_findings)
     }
 }
 
+/* Labels files with a NUL byte (fgets stopped at it: the rest of the line was ignored and the
+ * byte offsets of later lines were wrong), control characters in a bad line (quoted raw in the
+ * message) or no bytes at all (no offset named) fail with one printable line naming the byte
+ * where the line starts. */
+Test(events, labels_fuzz_findings)
+{
+#define TEXT(s) s, sizeof s - 1 /* a literal and its length, NUL bytes inside it counted */
+    static const struct {
+        const char *text;
+        size_t len;
+        const char *where;
+    } bad[] = {
+        {TEXT("class,startTime_usec,endTime_usec\n1,0,20\0junk\n5,20,40\n"),
+         "line 2 (byte 34): not a text line (a NUL byte)"},
+        {TEXT("class,startTime_usec,endTime_usec\n1,0,20\n1,0,2\x1b[2J0\r\n"),
+         "line 3 (byte 41): expected 'class,startTime_usec,endTime_usec' with non-negative "
+         "integers, got '1,0,2?[2J0'"},
+        {TEXT(""), "byte 0: empty labels file"},
+    };
+#undef TEXT
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        const char *path = tpath("fuzz_labels.csv");
+        FILE *f = fopen(path, "wb");
+        cr_assert_not_null(f);
+        cr_assert_eq(fwrite(bad[k].text, 1, bad[k].len, f), bad[k].len);
+        fclose(f);
+        qkf_gesture_segment *s = (qkf_gesture_segment *)&k;
+        int n = -1;
+        qkf_clear_error();
+        cr_assert_neq(qkf_gesture_labels_load(path, &s, &n), 0, "case %zu loaded", k);
+        const char *msg = qkf_last_error();
+        cr_assert(s == NULL && n == 0, "nothing left to free after an error");
+        cr_assert(strncmp(msg, path, strlen(path)) == 0 && msg[strlen(path)] == ':',
+                  "message does not name the file: %s", msg);
+        cr_assert(strstr(msg, bad[k].where), "'%s' not in: %s", bad[k].where, msg);
+        for (const char *m = msg; *m; m++)
+            cr_assert((unsigned char)*m >= 0x20 && *m != 0x7F, "one printable line: %s", msg);
+    }
+}
+
 /* ---- writers ------------------------------------------------------------------------------- */
 
 static void random_events(qkf_events *e, int w, int h, int64_t n, int64_t step, uint64_t seed)
