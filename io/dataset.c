@@ -62,6 +62,9 @@ static int gz_read_exact(gzFile f, const char *path, void *buf, int64_t n, int64
     return 0;
 }
 
+/* More than any idx file holds; keeps the product of the dimensions far from overflow. */
+#define IDX_MAX_BYTES ((int64_t)1 << 46)
+
 static uint32_t be32(const uint8_t *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
@@ -89,8 +92,39 @@ static int idx_header(gzFile f, const char *used, int ndim_want, int64_t *dims, 
         if (dims[i] < 1 || dims[i] > (1 << 28))
             return qkf_set_error("%s: implausible dimension %lld at byte %lld", used,
                                  (long long)dims[i], (long long)(*off - 4));
+        /* three dimensions of up to 2^28 would overflow the product */
+        if (*total > IDX_MAX_BYTES / dims[i])
+            return qkf_set_error("%s: implausible dimension %lld at byte %lld (the data would "
+                                 "exceed %lld bytes)",
+                                 used, (long long)dims[i], (long long)(*off - 4),
+                                 (long long)IDX_MAX_BYTES);
         *total *= dims[i];
     }
+    return 0;
+}
+
+/* Whether an idx file can hold the `need` bytes (header included) its header describes, before
+ * anything that size is allocated: a plain file must be that long; a gzip file cannot expand by
+ * more than deflate's limit of 1032:1 (a 258-byte match in two bits), so a short header cannot
+ * make the readers allocate more than the file could ever fill. */
+static int idx_check_size(const char *path, int64_t need)
+{
+    uint8_t magic[2] = {0, 0};
+    FILE *fp = fopen(path, "rb");
+    struct stat st;
+    int got = fp && fread(magic, 1, 2, fp) == 2;
+    if (fp)
+        fclose(fp);
+    if (!got || stat(path, &st) != 0)
+        return 0; /* unreadable now: the read that follows reports it */
+    int gz = magic[0] == 0x1f && magic[1] == 0x8b;
+    if (!gz && st.st_size < need)
+        return qkf_set_error("%s: truncated: expected %lld more bytes at byte %lld", path,
+                             (long long)(need - st.st_size), (long long)st.st_size);
+    if (gz && need / 1032 > (int64_t)st.st_size)
+        return qkf_set_error("%s: dimensions at byte 4 describe %lld bytes, more than a "
+                             "%lld-byte gzip file can hold (truncated or corrupt)",
+                             path, (long long)need, (long long)st.st_size);
     return 0;
 }
 
@@ -103,7 +137,7 @@ static int read_idx(const char *dir, const char *base, int ndim_want, int64_t *d
         return -1;
     int64_t off = 0, total = 0;
     *data = NULL;
-    if (idx_header(f, used, ndim_want, dims, &total, &off))
+    if (idx_header(f, used, ndim_want, dims, &total, &off) || idx_check_size(used, off + total))
         goto fail;
     *data = qkf_malloc((size_t)total);
     if (gz_read_exact(f, used, *data, total, &off))
@@ -132,8 +166,8 @@ static int load_idx(const char *dir, int train, int classes, qkf_dataset *d)
         return -1;
     if (ldims[0] != idims[0]) {
         qkf_free(lab);
-        return qkf_set_error("%s: %lld labels for %lld images in %s", lpath, (long long)ldims[0],
-                             (long long)idims[0], ipath);
+        return qkf_set_error("%s: %lld labels at byte 4 for %lld images in %s", lpath,
+                             (long long)ldims[0], (long long)idims[0], ipath);
     }
     d->n = idims[0], d->c = 1, d->h = (int)idims[1], d->w = (int)idims[2];
     d->classes = classes;
@@ -396,21 +430,11 @@ static int idx_probe(const char *dir, const char *base, int ndim, idx_file *x)
     int64_t off = 0, total = 0;
     int rc = idx_header(f, x->path, ndim, x->dims, &total, &off);
     gzclose(f);
-    x->hdr = off, x->n = x->dims[0], x->rec = total / x->dims[0];
     if (rc)
         return rc;
-    /* a plain file's size is known without reading it */
-    uint8_t magic[2] = {0, 0};
-    FILE *fp = fopen(x->path, "rb");
-    struct stat st;
-    int plain = fp && fread(magic, 1, 2, fp) == 2 && !(magic[0] == 0x1f && magic[1] == 0x8b);
-    if (fp)
-        fclose(fp);
-    int64_t need = x->hdr + x->n * x->rec;
-    if (plain && stat(x->path, &st) == 0 && st.st_size < need)
-        return qkf_set_error("%s: truncated: expected %lld more bytes at byte %lld", x->path,
-                             (long long)(need - st.st_size), (long long)st.st_size);
-    return 0;
+    x->hdr = off, x->n = x->dims[0], x->rec = total / x->dims[0];
+    /* a plain file's size is known without reading it, a gzip file's bounded */
+    return idx_check_size(x->path, x->hdr + total);
 }
 
 /* Records index[0..k) (ascending) of an idx file into out [k][rec]. A gzipped file is read in one
@@ -488,7 +512,7 @@ static int idx_probe_pair(const char *dir, int train, idx_pair *p)
     if (idx_probe(dir, base, 1, &p->lab))
         return -1;
     if (p->lab.n != p->img.n)
-        return qkf_set_error("%s: %lld labels for %lld images in %s", p->lab.path,
+        return qkf_set_error("%s: %lld labels at byte 4 for %lld images in %s", p->lab.path,
                              (long long)p->lab.n, (long long)p->img.n, p->img.path);
     return 0;
 }

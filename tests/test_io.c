@@ -923,6 +923,77 @@ Test(io, dataset_subset_idx_truncated)
     qkf_dataset_free(&d);
 }
 
+/* Writes `len` bytes as tmpdir/base (gzipped if gz). */
+static void put_bytes(const char *base, const uint8_t *b, size_t len, int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(tpath(base), "wb");
+        cr_assert(f && gzwrite(f, b, (unsigned)len) == (int)len && gzclose(f) == Z_OK);
+    } else {
+        FILE *f = fopen(tpath(base), "wb");
+        cr_assert(f && fwrite(b, 1, len, f) == len && fclose(f) == 0);
+    }
+}
+
+/* Probe, whole load and subset of split "train" all fail, naming each of the given strings. */
+static void expect_idx_errors(const char *s1, const char *s2, const char *s3)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    const int64_t first[] = {0};
+    qkf_dataset d;
+    memset(&d, 0x5A, sizeof d);
+    expect_error(qkf_dataset_probe(name, 1, &d), s1, s2, s3, NULL);
+    expect_error(qkf_dataset_load(name, 1, &d), s1, s2, s3, NULL);
+    cr_expect(!d.pixels && !d.labels && !d.n);
+    expect_error(qkf_dataset_load_subset(name, 1, first, 1, 255.0f, &d), s1, s2, s3, NULL);
+    cr_expect(!d.pixels && !d.labels && !d.index && !d.n);
+}
+
+/* Inputs from tools/fuzz/fuzz_dataset.c: a bad magic number (the probe divided by a dimension it
+ * never read), dimensions whose product overflows, a 16-byte header describing 210 GB (the
+ * readers allocated it, and out of memory aborts), and a count mismatch with no byte offset. */
+Test(io, dataset_idx_fuzz_findings)
+{
+    remove(tpath("train-images-idx3-ubyte.gz"));
+    write_idx("train", 4, 0, 0);
+    uint8_t h[16];
+    put_be32(h, 0x00000804u), put_be32(h + 4, 4), put_be32(h + 8, 5), put_be32(h + 12, 4);
+    put_bytes("train-images-idx3-ubyte", h, 16, 0);
+    expect_idx_errors("train-images-idx3-ubyte: wrong magic 0x00000804 at byte 0", NULL, NULL);
+    /* 2^28 x 2^28 x 2^28 bytes: more than int64_t holds */
+    put_be32(h, 0x00000803u), put_be32(h + 4, 1u << 28), put_be32(h + 8, 1u << 28);
+    put_be32(h + 12, 1u << 28);
+    put_bytes("train-images-idx3-ubyte", h, 16, 0);
+    expect_idx_errors("train-images-idx3-ubyte:", "implausible dimension 268435456", "byte 8");
+    /* 2^28 images of 28 x 28 in a 16-byte file, plain and gzipped */
+    put_be32(h + 8, 28), put_be32(h + 12, 28);
+    put_bytes("train-images-idx3-ubyte", h, 16, 0);
+    expect_idx_errors("train-images-idx3-ubyte:", "truncated", "at byte 16");
+    remove(tpath("train-images-idx3-ubyte"));
+    put_bytes("train-images-idx3-ubyte.gz", h, 16, 1);
+    expect_idx_errors("train-images-idx3-ubyte.gz: dimensions at byte 4 describe 210453397520 "
+                      "bytes",
+                      "gzip file can hold", NULL);
+    remove(tpath("train-images-idx3-ubyte.gz"));
+    /* 5 labels for 4 images: the labels file's count is at byte 4 */
+    write_idx("train", 4, 0, 0);
+    uint8_t l[13];
+    put_be32(l, 0x00000801u), put_be32(l + 4, 5);
+    memset(l + 8, 1, 5);
+    put_bytes("train-labels-idx1-ubyte", l, 13, 0);
+    expect_idx_errors("train-labels-idx1-ubyte: 5 labels at byte 4 for 4 images", NULL, NULL);
+    /* the same files gzipped read as the plain ones did */
+    write_idx("train", 4, 1, 0);
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    qkf_dataset d;
+    cr_assert_eq(qkf_dataset_load(name, 1, &d), 0, "%s", qkf_last_error());
+    cr_expect_eq(d.n, 4);
+    qkf_dataset_free(&d);
+    remove(tpath("train-images-idx3-ubyte.gz"));
+}
+
 Test(io, dataset_subset_cifar)
 {
     const char *files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
