@@ -31,6 +31,7 @@
 
 #include "io/dataset.h"
 #include "kernels/base.h"
+#include "fuzz_util.h"
 
 static char dir[256];
 
@@ -289,19 +290,10 @@ static void cleanup(void)
 
 static int run_file(const char *path)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "fuzz_dataset: %s: cannot open\n", path);
+    size_t len;
+    uint8_t *buf = fuzz_read_file("fuzz_dataset", path, &len);
+    if (!buf)
         return 1;
-    }
-    size_t cap = 1 << 16, len = 0;
-    uint8_t *buf = malloc(cap);
-    for (size_t r; (r = fread(buf + len, 1, cap - len, fp)) > 0;) {
-        len += r;
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    fclose(fp);
     fuzz_one(buf, len);
     free(buf);
     return 0;

@@ -22,6 +22,7 @@
 
 #include "io/events.h"
 #include "kernels/base.h"
+#include "fuzz_util.h"
 
 static void breach(const char *what, const char *name, qkf_evformat f, int variant)
 {
@@ -170,19 +171,10 @@ static void fuzz_one(const uint8_t *data, size_t len)
 
 static int run_file(const char *path)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "fuzz_events: %s: cannot open\n", path);
+    size_t len;
+    uint8_t *buf = fuzz_read_file("fuzz_events", path, &len);
+    if (!buf)
         return 1;
-    }
-    size_t cap = 1 << 16, len = 0;
-    uint8_t *buf = malloc(cap);
-    for (size_t r; (r = fread(buf + len, 1, cap - len, fp)) > 0;) {
-        len += r;
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    fclose(fp);
     fuzz_one(buf, len);
     free(buf);
     return 0;

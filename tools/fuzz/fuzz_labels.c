@@ -12,6 +12,7 @@
 
 #include "io/events.h"
 #include "kernels/base.h"
+#include "fuzz_util.h"
 
 static void breach(const char *what, const char *path)
 {
@@ -21,19 +22,10 @@ static void breach(const char *what, const char *path)
 
 static int run_file(const char *path)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "fuzz_labels: %s: cannot open\n", path);
+    size_t len;
+    uint8_t *buf = fuzz_read_file("fuzz_labels", path, &len);
+    if (!buf)
         return 1;
-    }
-    size_t cap = 1 << 16, len = 0;
-    uint8_t *buf = malloc(cap);
-    for (size_t r; (r = fread(buf + len, 1, cap - len, fp)) > 0;) {
-        len += r;
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    fclose(fp);
 
     qkf_gesture_segment *segs = (qkf_gesture_segment *)1;
     int n = -1;
