@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h> /* read(), in afl's persistent-mode macros */
+#include <unistd.h> /* unlink, rmdir */
 #include <zlib.h>
 
 #include "io/dataset.h"
@@ -288,16 +288,6 @@ static void cleanup(void)
     rmdir(dir);
 }
 
-static int run_file(const char *path)
-{
-    size_t len;
-    uint8_t *buf = fuzz_read_file("fuzz_dataset", path, &len);
-    if (!buf)
-        return 1;
-    fuzz_one(buf, len);
-    free(buf);
-    return 0;
-}
 
 /* ---- seeds ----------------------------------------------------------------------------------- */
 
@@ -404,9 +394,6 @@ static void make_dir(int remove_at_exit)
         atexit(cleanup);
 }
 
-#ifdef __AFL_FUZZ_TESTCASE_LEN
-__AFL_FUZZ_INIT();
-#endif
 
 int main(int argc, char **argv)
 {
@@ -414,18 +401,11 @@ int main(int argc, char **argv)
         return make_seeds(argv[2]);
     if (argc > 1) {
         make_dir(1);
-        int rc = 0;
-        for (int i = 1; i < argc; i++)
-            rc |= run_file(argv[i]);
-        return rc;
+        return fuzz_run_files("fuzz_dataset", argv + 1, argc - 1, fuzz_one);
     }
 #ifdef __AFL_FUZZ_TESTCASE_LEN
     make_dir(0); /* left for the user to remove (see the README) */
-    __AFL_INIT();
-    const uint8_t *data = __AFL_FUZZ_TESTCASE_BUF;
-    while (__AFL_LOOP(10000))
-        fuzz_one(data, (size_t)__AFL_FUZZ_TESTCASE_LEN);
-    return 0;
+    return fuzz_persistent(fuzz_one);
 #else
     fprintf(stderr, "usage: fuzz_dataset FILE... | --seeds DIR (or under afl-fuzz, built with "
                     "afl-clang-fast)\n");

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h> /* read(), in afl's persistent-mode macros */
 
 #include "io/events.h"
 #include "kernels/base.h"
@@ -169,35 +168,14 @@ static void fuzz_one(const uint8_t *data, size_t len)
     free(buf);
 }
 
-static int run_file(const char *path)
-{
-    size_t len;
-    uint8_t *buf = fuzz_read_file("fuzz_events", path, &len);
-    if (!buf)
-        return 1;
-    fuzz_one(buf, len);
-    free(buf);
-    return 0;
-}
 
-#ifdef __AFL_FUZZ_TESTCASE_LEN
-__AFL_FUZZ_INIT();
-#endif
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        int rc = 0;
-        for (int i = 1; i < argc; i++)
-            rc |= run_file(argv[i]);
-        return rc;
-    }
+    if (argc > 1)
+        return fuzz_run_files("fuzz_events", argv + 1, argc - 1, fuzz_one);
 #ifdef __AFL_FUZZ_TESTCASE_LEN
-    __AFL_INIT();
-    const uint8_t *data = __AFL_FUZZ_TESTCASE_BUF;
-    while (__AFL_LOOP(10000))
-        fuzz_one(data, (size_t)__AFL_FUZZ_TESTCASE_LEN);
-    return 0;
+    return fuzz_persistent(fuzz_one);
 #else
     fprintf(stderr, "usage: fuzz_events FILE... (or under afl-fuzz, built with afl-clang-fast)\n");
     return 2;
