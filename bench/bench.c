@@ -52,6 +52,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+double qkf_bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* Images/s of the median forward (returned) and of the fastest (*best_ips): on a shared
  * machine the fastest run is the least disturbed one, the median the typical one. */
 static double run_dense(qkf_model *m, int B, int conv, double seconds, double *best_ips)
@@ -78,8 +84,7 @@ static double run_dense(qkf_model *m, int B, int conv, double seconds, double *b
         qkf_dense_forward(e, x, B, logits, NULL);
         times[iters++] = qkf_now() - t1;
     }
-    qsort(times, (size_t)iters, sizeof(double), cmp_double);
-    double median = iters % 2 ? times[iters / 2] : 0.5 * (times[iters / 2 - 1] + times[iters / 2]);
+    double median = qkf_bench_median(times, iters); /* sorts: times[0] is the fastest */
     *best_ips = (double)B / times[0];
     if (prof) {
         const qkf_graph *g = qkf_dense_graph(e);

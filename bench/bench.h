@@ -11,4 +11,8 @@ typedef void (*qkf_torch_result_fn)(void *ctx, int batch, double images_per_s, d
 int qkf_bench_torch(const char *py, long threads, const char *batches, const char *weights,
                     qkf_torch_result_fn on_result, void *ctx);
 
+/* The median of v[0..n) (n >= 1), which it sorts in place (ascending: v[0] is the fastest of a
+ * set of times). */
+double qkf_bench_median(double *v, int n);
+
 #endif

@@ -95,16 +95,6 @@ static double time_event(qkf_sched *e, const float *x, int B, float *logits, dou
  * both engines alike instead of whichever ran at the time. */
 #define ROUNDS 5
 
-static double median(double *v, int n)
-{
-    for (int i = 1; i < n; i++) /* insertion sort: n is ROUNDS */
-        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1], v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Idle and total jiffies of all CPUs (/proc/stat); 0 where there is none. */
 static int cpu_jiffies(double *idle, double *total)
 {
@@ -395,9 +385,9 @@ int qkf_bench_event(int argc, char **argv)
             ce += c / B / ROUNDS;
             xr[k] = d ? dr[k] / er[k] : 0.0;
         }
-        double speedup = median(xr, ROUNDS), te = median(er, ROUNDS);
+        double speedup = qkf_bench_median(xr, ROUNDS), te = qkf_bench_median(er, ROUNDS);
         if (d)
-            td = median(dr, ROUNDS);
+            td = qkf_bench_median(dr, ROUNDS);
         event_ms[i] = te * 1e3;
         if (B == 1 && d)
             dense1_ms = td * 1e3;
