@@ -613,6 +613,15 @@ static item_range items(int nblk, int ntile)
     return r;
 }
 
+/* The block *j and tile *tl of item it of r; returns whether the thread's previous item had the
+ * same tile, so that its rows can be reused (conv_blocks). */
+static int item_at(const item_range *r, int it, int nblk, int ntile, int *j, int *tl)
+{
+    *j = r->by_tile ? it % nblk : it / ntile;
+    *tl = r->by_tile ? it / nblk : it % ntile;
+    return it > r->i0 && (r->by_tile ? (it - 1) / nblk : (it - 1) % ntile) == *tl;
+}
+
 /* A conv node over all T steps, in one of three ways. Fused (few weights, no pool): tiles of
  * output tokens through every block, then their LIF while cached. Block-major (many weights, no
  * pool): (block, tile) items, each accumulating its block for its tile in scratch and stepping
@@ -659,13 +668,10 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         int bw = nd->bw;
         int64_t tstride = (int64_t)tt * bw;
         item_range ir = items(nblk, ntile);
-        int tl_prev = -1;
         for (int it = ir.i0; it < ir.i1; it++) {
-            int j = ir.by_tile ? it % nblk : it / ntile, tl = ir.by_tile ? it / nblk : it % ntile;
+            int j, tl, reuse = item_at(&ir, it, nblk, ntile, &j, &tl);
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
-            int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
-            tl_prev = tl;
             if (!reuse)
                 conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, bw, s);
             conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, reuse, s, acs);
@@ -691,12 +697,9 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         for (int b0 = 0; b0 < B; b0 += bc) {
             /* currents of every (block, tile) into e->pre, a thread's share of them (items) */
             item_range ir = items(nblk, nt);
-            int tl_prev = -1;
             for (int it = ir.i0; it < ir.i1; it++) {
-                int j = ir.by_tile ? it % nblk : it / nt, tl = ir.by_tile ? it / nblk : it % nt;
+                int j, tl, reuse = item_at(&ir, it, nblk, nt, &j, &tl);
                 int q0 = tl * tc, q1 = q0 + tc < bc * P ? q0 + tc : bc * P;
-                int reuse = it > ir.i0 && tl == tl_prev; /* rows of the previous item's tile */
-                tl_prev = tl;
                 if (!reuse)
                     conv_tile_geom(e, nd, b0, bc, q0, q1, NULL, 0, s);
                 conv_blocks(e, nd, q1 - q0, j, j + 1, ct, 0, 1, reuse, s, acs);
