@@ -1,0 +1,74 @@
+/* A neuromorphic chip as qkf models it: its arithmetic (what part 1 of the chip work computes
+ * with), its cores and their limits, and its per-activity costs (SANA-FE's architecture
+ * description, docs/hardware.md). Profiles are YAML files in SANA-FE's architecture format plus
+ * keys of our own for the arithmetic (io/hw_profile.c loads them; models/hw/*.yaml are bundled).
+ *
+ * The integer form of every QKFormer operation on a profile's arithmetic is written down in
+ * docs/hardware.md; models/quant.h turns a float checkpoint into it. */
+#ifndef QKF_HW_H
+#define QKF_HW_H
+
+#include <stdint.h>
+
+#define QKF_HW_NAME 64
+
+/* Arithmetic of a chip. ideal (float) profiles set is_float and nothing else matters. */
+typedef struct {
+    int is_float;         /* 1: the ideal float machine (today's engines) */
+    int weight_bits;      /* signed weight mantissa bits, sign included (Loihi 8, Speck 8) */
+    int weight_exp_min;   /* weight exponent range: W = mantissa << exp (>> for exp < 0) */
+    int weight_exp_max;   /* (Speck: 0..0, one shared scale) */
+    int per_channel;      /* 1: a scale (exponent, threshold) per output channel; 0: per layer */
+    int current_bits;     /* synaptic input register (Lava a_in: int16) */
+    int current_wrap;     /* 1: wrap to current_bits (two's complement); 0: saturate */
+    int current_shift;    /* input enters the membrane as A << current_shift (Loihi: 6) */
+    int membrane_bits;    /* membrane register (Loihi 24, Speck 16) */
+    int membrane_wrap;    /* 1: wrap; 0: saturate to +-(2^(bits-1) - 1) (Loihi clips) */
+    int decay_bits;       /* decay constants are fractions of 2^decay_bits (Loihi 12) */
+    int threshold_bits;   /* unsigned threshold mantissa bits (Loihi 17) */
+    int threshold_shift;  /* threshold = mantissa << threshold_shift (Loihi 6) */
+    int threshold_ge;     /* 1: spike when v >= threshold (SpikingJelly, Speck); 0: v > (Loihi) */
+    int reset_subtract;   /* 1: v -= threshold on a spike; 0: v = 0 (hard reset, QKFormer) */
+    int bias_bits;        /* signed bias mantissa bits (Loihi 13) */
+    int bias_exp_max;     /* bias = mantissa << exp, 0 <= exp <= bias_exp_max (Loihi 7) */
+    int graded_bits;      /* payload bits of a graded spike (0: binary spikes only) */
+    int input_bits;       /* unsigned bits of the encoding layer's input pixels */
+} qkf_hw_arith;
+
+/* Per-activity energy (J) and latency (s) of a core's pipeline units, as SANA-FE names them. */
+typedef struct {
+    double e_message_in, t_message_in;       /* axon_in */
+    double e_process_spike, t_process_spike; /* synapse, per synapse looked up */
+    double e_dendrite_update, t_dendrite_update;
+    double e_access_neuron, t_access_neuron; /* soma, every neuron every step */
+    double e_update_neuron, t_update_neuron;
+    double e_spike_out, t_spike_out;
+    double e_message_out, t_message_out; /* axon_out, per destination core */
+} qkf_hw_core_cost;
+
+typedef struct {
+    char name[QKF_HW_NAME];
+    char path[512];        /* the file it came from ("" for none) */
+    char description[256];
+    qkf_hw_arith arith;
+    /* chip and mesh (SANA-FE architecture: topology mesh, width x height tiles) */
+    int mesh_width, mesh_height;
+    int cores_per_tile;
+    int link_buffer_size;
+    double e_hop_ns, t_hop_ns; /* per hop north/south, joules and seconds */
+    double e_hop_ew, t_hop_ew; /* per hop east/west */
+    int n_sync;                /* latency_sync table: n_sync entries (tiles in use -> seconds) */
+    int sync_tiles[16];
+    double sync_s[16];
+    /* core limits */
+    int64_t max_neurons;        /* per core (max_neurons_supported) */
+    int64_t synapse_bytes;      /* synaptic memory per core (0: unlimited) */
+    int64_t max_fan_in, max_fan_out; /* axons per core (0: unlimited) */
+    int max_layers_per_core;    /* Speck: 1 (0: unlimited) */
+    int max_destinations;       /* Speck: 2 destination cores per core (0: unlimited) */
+    qkf_hw_core_cost cost;
+    /* energy model of the ideal machine (the paper's 45 nm figures) */
+    double e_ac, e_mac;
+} qkf_hw_profile;
+
+#endif
