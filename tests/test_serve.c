@@ -34,7 +34,7 @@
 
 #include "../io/events.h"
 #include "../io/io.h"
-#include "../io/stream.h"
+#include "../tools/app/stream.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"

@@ -8,7 +8,7 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
-#include "../tools/cli.h"
+#include "cli.h"
 #include "bench.h"
 
 static void help(void)
@@ -148,8 +148,8 @@ static void dense_torch_ratio(void *ctx, int b, double ips, double med_ms, doubl
                    d->ours[i] / ips, d->ours_best[i] / (b / (min_ms / 1e3)));
 }
 
-int qkf_bench_event(int argc, char **argv); /* bench/bench_event.c */
-int qkf_bench_train(int argc, char **argv); /* bench/bench_train.c */
+int qkf_bench_event(int argc, char **argv); /* tools/bench_event.c */
+int qkf_bench_train(int argc, char **argv); /* tools/bench_train.c */
 
 int cmd_bench(int argc, char **argv)
 {

@@ -15,7 +15,7 @@
 #include "../sim/dense.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
-#include "../tools/cli.h"
+#include "cli.h"
 #include "bench.h"
 
 int qkf_bench_event(int argc, char **argv);

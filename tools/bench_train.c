@@ -10,7 +10,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/train.h"
-#include "../tools/cli.h"
+#include "cli.h"
 
 int qkf_bench_train(int argc, char **argv);
 

@@ -12,7 +12,7 @@
 
 #include "../io/events.h"
 #include "../io/io.h"
-#include "../io/stream.h"
+#include "app/stream.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"

@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../kernels/base.h"
+#include "../../kernels/base.h"
 #include "stream.h"
 
 #define RBUF_BYTES (64 * 1024)

@@ -24,8 +24,8 @@
 
 #include <uv.h>
 
-#include "../sim/sched.h"
-#include "events.h"
+#include "../../sim/sched.h"
+#include "../../io/events.h"
 
 #define QKF_SERVE_VERSION 1
 #define QKF_SERVE_MAX_FRAME (1u << 20) /* largest frame length (type + payload), bytes */
