@@ -611,8 +611,8 @@ struct qkf_trace {
     int n_slots;
     slot *slots;
     int *slot_of;         /* [n_lif * NOBS] -> slot or -1 */
-    int64_t *next_sample; /* [n_lif]: dense hook, samples seen */
-    qkf_dense *dense;
+    int64_t *next_sample; /* [n_lif]: put_layer, samples seen */
+    qkf_lif_sink sink;    /* what engines call (qkf_trace_sink) */
     int delay_us;
     /* provenance, prepared on the opening thread */
     char *config_json, *cmdline, *engine, *weights;
@@ -1258,8 +1258,9 @@ static int in_samples(const slot *s, int64_t sample)
     return sample >= s->s_lo && (s->s_hi < 0 || sample <= s->s_hi);
 }
 
-/* The dense engine's hook: every recorded observable of layer d->lif_index, B samples. */
-static int dense_hook(void *ctx, const qkf_dense_lif_data *d)
+/* A whole layer of a batch (the sink's put_layer): every recorded observable of layer
+ * d->lif_index, B samples. */
+static int layer_hook(void *ctx, const qkf_lif_data *d)
 {
     qkf_trace *tr = ctx;
     int l = d->lif_index, B = d->B, C = d->C, N = d->N;
@@ -1424,30 +1425,32 @@ unsigned qkf_trace_wants(const qkf_trace *tr, int lif_index)
     return m;
 }
 
-int qkf_trace_put_layer(qkf_trace *tr, const void *dense_lif_data)
+int qkf_trace_put_layer(qkf_trace *tr, const qkf_lif_data *d)
 {
-    return dense_hook(tr, (const qkf_dense_lif_data *)dense_lif_data);
+    return layer_hook(tr, d);
 }
 
-int qkf_trace_dense_attach(qkf_trace *tr, qkf_dense *e)
+static unsigned sink_wants(void *ctx, int lif_index)
 {
-    const qkf_graph *eg = qkf_dense_graph(e);
-    if (eg->n_lif != tr->g->n_lif || eg->cfg.T != tr->g->cfg.T)
-        return qkf_set_error("%s: the trace was opened for another model (%d LIF layers, T = %d; "
-                             "the engine has %d, T = %d)",
-                             tr->path, tr->g->n_lif, tr->g->cfg.T, eg->n_lif, eg->cfg.T);
-    uint8_t *want = qkf_calloc((size_t)eg->n_lif, 1);
-    static const uint8_t bit[QKF_TRACE_NOBS] = {QKF_DENSE_WANT_V, QKF_DENSE_WANT_H,
-                                                QKF_DENSE_WANT_X, QKF_DENSE_WANT_S};
-    for (int l = 0; l < eg->n_lif; l++)
-        for (int o = 0; o < QKF_TRACE_NOBS; o++)
-            if (tr->slot_of[l * QKF_TRACE_NOBS + o] >= 0)
-                want[l] |= bit[o];
-    int rc = qkf_dense_set_lif_hook(e, dense_hook, tr, want);
-    qkf_free(want);
-    if (!rc)
-        tr->dense = e;
-    return rc;
+    return qkf_trace_wants(ctx, lif_index);
+}
+
+static int sink_put(void *ctx, int lif_index, int64_t sample, int t, const float *v,
+                    const float *h, const float *x, const float *s, int64_t n)
+{
+    return qkf_trace_put(ctx, lif_index, sample, t, v, h, x, s, n);
+}
+
+const qkf_lif_sink *qkf_trace_sink(qkf_trace *tr)
+{
+    tr->sink.ctx = tr;
+    tr->sink.name = tr->path;
+    tr->sink.n_lif = tr->g->n_lif;
+    tr->sink.T = tr->g->cfg.T;
+    tr->sink.wants = sink_wants;
+    tr->sink.put = sink_put;
+    tr->sink.put_layer = layer_hook;
+    return &tr->sink;
 }
 
 int qkf_trace_sync(qkf_trace *tr)
@@ -1695,8 +1698,6 @@ fail:
 
 static int finish(qkf_trace *tr, int abort_)
 {
-    if (tr->dense)
-        qkf_dense_set_lif_hook(tr->dense, NULL, NULL, NULL);
     uv_mutex_lock(&tr->mu);
     tr->stop = 1;
     tr->aborting = abort_;

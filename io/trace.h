@@ -14,7 +14,10 @@
  * <layer> is the official module path ("stage1.0.tssa.q_lif"); a neuron is the per-sample
  * flattened index c*N + token of that layer's output. docs/traces.md has the details.
  *
- * Streaming. Producers (the dense engine's LIF hook, or qkf_trace_put from the event engine) copy
+ * Engines. A trace knows no engine: it hands out a LIF sink (models/sink.h, qkf_trace_sink) that
+ * the caller gives to an engine (qkf_dense_set_sink, qkf_sched_set_trace, qkf_train_set_trace).
+ *
+ * Streaming. Producers (the sink's put_layer from the dense engines, or put from the event engine) copy
  * the selected values into a fixed ring buffer of --trace-buffer bytes, allocated once; when it is
  * full they wait (nothing is dropped, nothing grows). One writer thread owns the HDF5 file: it
  * creates it, appends each block to chunked, gzip-compressed, extendable datasets, and flushes in
@@ -32,10 +35,9 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
-#include "../sim/dense.h"
+#include "../models/sink.h"
 
-/* Observables. */
-enum { QKF_TRACE_V = 0, QKF_TRACE_H, QKF_TRACE_INPUT, QKF_TRACE_SPIKES, QKF_TRACE_NOBS };
+/* Observables: QKF_TRACE_V, _H, _INPUT, _SPIKES (models/sink.h). */
 
 #define QKF_TRACE_BUFFER_MB 64 /* default --trace-buffer */
 
@@ -92,9 +94,11 @@ qkf_trace *qkf_trace_open(const char *path, const qkf_trace_spec *spec, const qk
                           const char *weights_path, const char *engine, int argc,
                           char *const *argv);
 
-/* Records every forward of the dense engine e from now on (samples numbered in call order from
- * 0). The engine must be alive when the trace is closed (closing detaches it). */
-int qkf_trace_dense_attach(qkf_trace *tr, qkf_dense *e);
+/* The trace as a LIF sink (models/sink.h) for an engine: qkf_dense_set_sink (every forward,
+ * samples numbered in call order from 0), qkf_sched_set_trace, qkf_train_set_trace. It lives as
+ * long as tr: remove it from the engine (or free the engine) before running the engine again
+ * after qkf_trace_close or qkf_trace_abort. */
+const qkf_lif_sink *qkf_trace_sink(qkf_trace *tr);
 
 /* What the trace records of LIF layer l: a bit set of 1u << QKF_TRACE_* (0: nothing; an engine
  * may then skip gathering that layer). */
@@ -109,9 +113,9 @@ int qkf_trace_put(qkf_trace *tr, int lif_index, int64_t sample, int t, const flo
                   const float *h, const float *x, const float *s, int64_t n);
 
 /* Hands one LIF layer's tensors of a whole batch to the trace, in the dense engines' [C][F][N]
- * layout (what the dense hook receives; the training engine calls it for recorded steps).
+ * layout (models/sink.h; what the dense and training engines hand to the sink).
  * Samples are numbered on from the previous call for that layer. */
-int qkf_trace_put_layer(qkf_trace *tr, const void *dense_lif_data);
+int qkf_trace_put_layer(qkf_trace *tr, const qkf_lif_data *d);
 
 /* Waits until everything handed over so far is written and flushed. */
 int qkf_trace_sync(qkf_trace *tr);

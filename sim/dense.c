@@ -288,7 +288,6 @@ void qkf_dense_free(qkf_dense *e)
     qkf_free(e->prepool);
     qkf_free(e->xf);
     qkf_free(e->is_u8);
-    qkf_free(e->hook_s);
     qkf_free(e->ssa_scratch);
     qkf_free(e->feat);
     qkf_free(e->op_time);
@@ -385,6 +384,36 @@ int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const
     e->hook = fn;
     e->hook_ctx = ctx;
     return 0;
+}
+
+/* qkf_dense_set_sink's hook: the sink receives the layer as the hook does. */
+static int sink_hook(void *ctx, const qkf_dense_lif_data *d)
+{
+    const qkf_lif_sink *sink = ctx;
+    return sink->put_layer(sink->ctx, d);
+}
+
+int qkf_dense_set_sink(qkf_dense *e, const qkf_lif_sink *sink)
+{
+    if (!sink)
+        return qkf_dense_set_lif_hook(e, NULL, NULL, NULL);
+    const qkf_graph *g = &e->g;
+    if (g->n_lif != sink->n_lif || g->cfg.T != sink->T)
+        return qkf_set_error("%s: the trace was opened for another model (%d LIF layers, T = %d; "
+                             "the engine has %d, T = %d)",
+                             sink->name, sink->n_lif, sink->T, g->n_lif, g->cfg.T);
+    uint8_t *want = qkf_calloc((size_t)g->n_lif, 1);
+    static const uint8_t bit[QKF_TRACE_NOBS] = {QKF_DENSE_WANT_V, QKF_DENSE_WANT_H,
+                                                QKF_DENSE_WANT_X, QKF_DENSE_WANT_S};
+    for (int l = 0; l < g->n_lif; l++) {
+        unsigned w = sink->wants(sink->ctx, l);
+        for (int o = 0; o < QKF_TRACE_NOBS; o++)
+            if (w & (1u << o))
+                want[l] |= bit[o];
+    }
+    int rc = qkf_dense_set_lif_hook(e, sink_hook, (void *)sink, want);
+    qkf_free(want);
+    return rc;
 }
 
 /* Hands LIF op i's tensors to the hook. Behind a fused conv the LIF read raw currents; x is then

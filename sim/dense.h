@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
+#include "../models/sink.h"
 
 typedef struct qkf_dense qkf_dense;
 
@@ -42,17 +43,12 @@ const float *qkf_dense_tensor(const qkf_dense *e, int tensor);
 const float *qkf_dense_lif_v(const qkf_dense *e, int lif_index);
 const float *qkf_dense_lif_h(const qkf_dense *e, int lif_index);
 
-/* A per-LIF-layer observer (traces, io/trace.h): called right after LIF layer d->lif_index ran,
- * with that layer's tensors in [C][F][N] layout (F = T*B, f = t*B + b): spikes s, membrane v
- * after reset, membrane h before the spike decision, and the synaptic input x after BatchNorm
- * ([C][B][N] when x_static: one frame per sample that stands for every step). Only what `want`
- * asked for is set (the rest NULL); pointers are valid during the call only. A non-zero return
- * stops the forward, which returns it. */
+/* A per-LIF-layer observer: called right after LIF layer d->lif_index ran, with that layer's
+ * tensors (models/sink.h: qkf_lif_data). Only what `want` asked for is set (the rest NULL);
+ * pointers are valid during the call only. A non-zero return stops the forward, which returns
+ * it. */
 enum { QKF_DENSE_WANT_S = 1, QKF_DENSE_WANT_V = 2, QKF_DENSE_WANT_H = 4, QKF_DENSE_WANT_X = 8 };
-typedef struct {
-    int lif_index, T, B, C, N, x_static;
-    const float *s, *v, *h, *x;
-} qkf_dense_lif_data;
+typedef qkf_lif_data qkf_dense_lif_data;
 typedef int (*qkf_dense_lif_hook)(void *ctx, const qkf_dense_lif_data *d);
 /* Installs fn for the layers with want[l] != 0 (want: [n_lif] sets of QKF_DENSE_WANT_*, copied),
  * allocating membrane and input scratch for the largest of them now, so forward still allocates
@@ -60,6 +56,10 @@ typedef int (*qkf_dense_lif_hook)(void *ctx, const qkf_dense_lif_data *d);
  * computes without a hook (the fused BN + LIF path stays; x is recomputed from the raw currents
  * with the same kernel the unfused path uses). */
 int qkf_dense_set_lif_hook(qkf_dense *e, qkf_dense_lif_hook fn, void *ctx, const uint8_t *want);
+/* Hands every forward's LIF layers that sink wants to sink->put_layer from now on (a trace:
+ * qkf_trace_sink). sink must stay valid until it is removed (NULL) or the engine freed; it must
+ * have been made for this model (same LIF layers and T). */
+int qkf_dense_set_sink(qkf_dense *e, const qkf_lif_sink *sink);
 
 /* Turns on per-op timing; returns the array of accumulated seconds per graph op. */
 double *qkf_dense_profile(qkf_dense *e);

@@ -58,7 +58,7 @@
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
 #include "../kernels/spike_node.h"
-#include "../io/trace.h"
+#include "../models/sink.h"
 #include "sched.h"
 
 #define BLOCK 64              /* output channels per weight block (block_width) */
@@ -152,7 +152,7 @@ struct qkf_sched {
      * per-sample order, [4][T][B][n] (v after reset, h before the spike, x the input, s),
      * handed to the trace after the forward. OR-rule attention layers also keep the exact LIF
      * membrane they stand for ([B][N][C]), so their v and h are the dense engine's. */
-    qkf_trace *trace;
+    const qkf_lif_sink *trace;
     int64_t trace_base; /* samples handed over so far */
     float **tr_buf;     /* [n_lif], NULL where not recorded */
     float **tr_mem;     /* [n_lif], OR-rule layers only */
@@ -1825,7 +1825,7 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
                         transpose_nc(out + k * mx, V + k * plane, Nl, y->c);
                         o[k] = out + k * mx;
                     }
-                if (qkf_trace_put(e->trace, l, e->trace_base + b, t, o[QKF_TRACE_V],
+                if (e->trace->put(e->trace->ctx, l, e->trace_base + b, t, o[QKF_TRACE_V],
                                   o[QKF_TRACE_H], o[QKF_TRACE_INPUT], o[QKF_TRACE_SPIKES], n)) {
 #pragma omp atomic write
                     fail = 1;
@@ -1840,14 +1840,14 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
     return 0;
 }
 
-int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
+int qkf_sched_set_trace(qkf_sched *e, const qkf_lif_sink *tr)
 {
     const qkf_graph *g = &e->g;
     if (e->view)
         return qkf_set_error("a session cannot record a trace");
     e->trace = tr;
     e->trace_base = 0;
-    if (e->tr_buf)
+    if (!tr || e->tr_buf)
         return 0;
     e->tr_buf = qkf_calloc((size_t)g->n_lif, sizeof(float *));
     e->tr_mem = qkf_calloc((size_t)g->n_lif, sizeof(float *));
@@ -1856,11 +1856,11 @@ int qkf_sched_set_trace(qkf_sched *e, qkf_trace *tr)
     int64_t maxn = 1;
     for (int i = 0; i < e->n_nodes; i++) {
         const node *nd = &e->nodes[i];
-        if (!nd->lif || !qkf_trace_wants(tr, nd->lif->lif_index))
+        if (!nd->lif || !tr->wants(tr->ctx, nd->lif->lif_index))
             continue;
         int l = nd->lif->lif_index;
         int64_t n = qkf_graph_lif_neurons(g, l);
-        e->tr_want[l] = qkf_trace_wants(tr, l);
+        e->tr_want[l] = tr->wants(tr->ctx, l);
         e->tr_buf[l] = qkf_malloc((size_t)(4 * (int64_t)e->T * e->max_batch * n) * sizeof(float));
         maxn = n > maxn ? n : maxn;
         if (nd->or_rule)

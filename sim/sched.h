@@ -30,11 +30,11 @@ typedef struct qkf_sched qkf_sched;
  * re-lays them for events, and allocates every buffer (nothing is allocated per step or event).
  * The model must outlive the engine. NULL on error (message recorded). */
 qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags);
-/* Records every forward from now on into tr (io/trace.h): v, h, input and spikes of the layers
- * tr wants, with the values this engine computes (its currents come from folded BatchNorm, so
- * v, h and input agree with the dense engine's to rounding; spikes exactly). */
-struct qkf_trace;
-int qkf_sched_set_trace(qkf_sched *e, struct qkf_trace *tr);
+/* Hands every forward from now on to sink (models/sink.h; a trace: qkf_trace_sink): v, h, input
+ * and spikes of the layers it wants, through sink->put, with the values this engine computes (its
+ * currents come from folded BatchNorm, so v, h and input agree with the dense engine's to
+ * rounding; spikes exactly). sink must stay valid while the engine runs forwards. */
+int qkf_sched_set_trace(qkf_sched *e, const qkf_lif_sink *sink);
 void qkf_sched_free(qkf_sched *e);
 const qkf_graph *qkf_sched_graph(const qkf_sched *e);
 

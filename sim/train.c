@@ -31,7 +31,7 @@
 #include "../kernels/kernels.h"
 #include "../kernels/spike_train.h"
 #include "../kernels/winograd.h"
-#include "../io/trace.h"
+#include "../models/sink.h"
 #include "dense.h"
 #include "train.h"
 
@@ -42,7 +42,7 @@ typedef struct {
 } conv_cache;
 
 struct qkf_train {
-    struct qkf_trace *trace; /* recording the next forwards (qkf_train_set_trace) */
+    const qkf_lif_sink *trace; /* recording the next forwards (qkf_train_set_trace) */
     float *tr_v, *tr_h, *tr_s, *tr_x; /* [largest LIF tensor]: a recorded layer's membranes,
                                        * spikes, currents */
     qkf_model *m;
@@ -304,7 +304,7 @@ qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags)
     return e;
 }
 
-void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr)
+void qkf_train_set_trace(qkf_train *e, const qkf_lif_sink *tr)
 {
     if (tr && !e->tr_v) {
         const qkf_graph *g = &e->g;
@@ -587,7 +587,7 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
             break;
         }
         case QKF_OP_LIF: {
-            int l = op->lif_index, rec = e->trace && qkf_trace_wants(e->trace, l);
+            int l = op->lif_index, rec = e->trace && e->trace->wants(e->trace->ctx, l);
             float *h = e->recompute[l] ? (rec ? e->tr_h : NULL) : e->lif_h[l];
             const float *cur = e->act[op->in0];
             if (!cur) { /* a convolution's un-pooled output: currents from z */
@@ -607,9 +607,9 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
                                    op->tb_compat, rec ? e->tr_v : NULL, h);
             if (rec) {
                 qkf_u8_to_float(e->tr_s, e->sp[op->out], tensor_floats(g, op->out, B));
-                qkf_dense_lif_data d = {l, T, B, x->c, N, x->static_t, e->tr_s,
+                qkf_lif_data d = {l, T, B, x->c, N, x->static_t, e->tr_s,
                                         e->tr_v, h, cur};
-                if (qkf_trace_put_layer(e->trace, &d))
+                if (e->trace->put_layer(e->trace->ctx, &d))
                     return -1;
             }
             break;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
+#include "../models/sink.h"
 
 enum {
     QKF_TRAIN_TB_COMPAT = 1, /* official SSA proj_lif over the T*B axis */
@@ -25,10 +26,9 @@ typedef struct qkf_train qkf_train;
 qkf_train *qkf_train_create(qkf_model *m, int max_batch, int flags);
 void qkf_train_free(qkf_train *e);
 const qkf_graph *qkf_train_graph(const qkf_train *e);
-/* Records the LIF layers tr wants (v, h, input, spikes of training-mode forwards) from the next
- * forward on; NULL stops recording. The trace's scratch is allocated on the first call. */
-struct qkf_trace;
-void qkf_train_set_trace(qkf_train *e, struct qkf_trace *tr);
+/* Hands the LIF layers tr wants (v, h, input, spikes of training-mode forwards) to tr->put_layer
+ * (models/sink.h; a trace: qkf_trace_sink) from the next forward on; NULL stops recording. The trace's scratch is allocated on the first call. */
+void qkf_train_set_trace(qkf_train *e, const qkf_lif_sink *tr);
 /* Turns on per-op timing (qkf bench train under QKF_PROFILE); returns [5][n_ops]: seconds of
  * forward and backward per graph op, and for convolutions over spikes the summed fraction of
  * nonzero input values, the number of forwards and the seconds of the weight gradient. */

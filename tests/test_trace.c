@@ -248,7 +248,7 @@ Test(trace, dense_exact_cifar_small, .timeout = 60)
     char *argv[] = {"qkf", "infer", "--trace", path, "--record", "*:all"};
     qkf_trace *tr = qkf_trace_open(path, &sp, g, f.wpath, "dense", 6, argv);
     cr_assert_not_null(tr, "%s", qkf_last_error());
-    cr_assert_eq(qkf_trace_dense_attach(tr, e), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dense_set_sink(e, qkf_trace_sink(tr)), 0, "%s", qkf_last_error());
     float *l1 = qkf_malloc((size_t)B * K * sizeof(float)), *l2 = qkf_malloc((size_t)B * K * 4);
     int64_t *c1 = qkf_calloc((size_t)g->n_lif, 8), *c2 = qkf_calloc((size_t)g->n_lif, 8);
     cr_assert_eq(qkf_dense_forward(e, f.x, B, l1, c1), 0, "%s", qkf_last_error());
@@ -418,7 +418,7 @@ Test(trace, put_path_equals_dense_hook, .timeout = 60)
     qkf_trace *ta = qkf_trace_open(pa, &sp, g, NULL, "dense", 1, argv);
     qkf_trace *tb = qkf_trace_open(pb, &sp, g, NULL, "event", 1, argv);
     cr_assert(ta && tb, "%s", qkf_last_error());
-    cr_assert_eq(qkf_trace_dense_attach(ta, e), 0);
+    cr_assert_eq(qkf_dense_set_sink(e, qkf_trace_sink(ta)), 0);
     float *logits = qkf_malloc((size_t)B * K * sizeof(float));
     int64_t nmax = 0;
     for (int l = 0; l < g->n_lif; l++)
@@ -614,7 +614,7 @@ Test(trace, slow_writer_bounded_memory, .timeout = 60)
     char *argv[] = {"test"};
     qkf_trace *tr = qkf_trace_open(path, &sp, g, NULL, "dense", 1, argv);
     cr_assert_not_null(tr, "%s", qkf_last_error());
-    cr_assert_eq(qkf_trace_dense_attach(tr, e), 0);
+    cr_assert_eq(qkf_dense_set_sink(e, qkf_trace_sink(tr)), 0);
     float *logits = qkf_malloc((size_t)B * K * sizeof(float));
     for (int pass = 0; pass < 3; pass++)
         cr_assert_eq(qkf_dense_forward(e, f.x, B, logits, NULL), 0, "%s", qkf_last_error());
@@ -927,10 +927,11 @@ Test(trace, event_engine_matches_dense, .timeout = 60)
         qkf_trace *tr = qkf_trace_open(k ? pe : pd, &sp, g, f.wpath, k ? "event" : "dense", 0, NULL);
         cr_assert_not_null(tr, "%s", qkf_last_error());
         if (k) {
-            cr_assert_eq(qkf_sched_set_trace(ev, tr), 0, "%s", qkf_last_error());
+            cr_assert_eq(qkf_sched_set_trace(ev, qkf_trace_sink(tr)), 0, "%s",
+                         qkf_last_error());
             cr_assert_eq(qkf_sched_forward(ev, f.x, B, logits, NULL), 0, "%s", qkf_last_error());
         } else {
-            cr_assert_eq(qkf_trace_dense_attach(tr, d), 0, "%s", qkf_last_error());
+            cr_assert_eq(qkf_dense_set_sink(d, qkf_trace_sink(tr)), 0, "%s", qkf_last_error());
             cr_assert_eq(qkf_dense_forward(d, f.x, B, logits, NULL), 0, "%s", qkf_last_error());
         }
         cr_assert_eq(qkf_trace_close(tr), 0, "%s", qkf_last_error());
@@ -987,7 +988,7 @@ Test(trace, raw_equals_compressed, .timeout = 60)
         cr_assert_eq(qkf_trace_parse_record(&sp, "stage1.*:v,h,spikes", g), 0, "%s", qkf_last_error());
         qkf_trace *tr = qkf_trace_open(p[k], &sp, g, f.wpath, "dense", 0, NULL);
         cr_assert_not_null(tr, "%s", qkf_last_error());
-        cr_assert_eq(qkf_trace_dense_attach(tr, e), 0);
+        cr_assert_eq(qkf_dense_set_sink(e, qkf_trace_sink(tr)), 0);
         cr_assert_eq(qkf_dense_forward(e, f.x, B, logits, NULL), 0);
         cr_assert_eq(qkf_trace_close(tr), 0, "%s", qkf_last_error());
         qkf_trace_spec_free(&sp);

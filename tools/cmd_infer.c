@@ -192,7 +192,8 @@ int cmd_infer(int argc, char **argv)
     if (topt.path) {
         if (!(tr = qkf_trace_opts_open(&topt, &ts, g, weights, mode, argc, argv)))
             goto done;
-        if (event ? qkf_sched_set_trace(ev, tr) : qkf_trace_dense_attach(tr, e))
+        if (event ? qkf_sched_set_trace(ev, qkf_trace_sink(tr))
+                  : qkf_dense_set_sink(e, qkf_trace_sink(tr)))
             goto done;
     }
     int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;

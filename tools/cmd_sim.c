@@ -614,7 +614,8 @@ static int sim_run(int argc, char **argv)
         const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
         if (!(tr = qkf_trace_opts_open(&topt, &ts, g, weights, mode, argc, argv)))
             goto done;
-        if (event ? qkf_sched_set_trace(e, tr) : qkf_trace_dense_attach(tr, d))
+        if (event ? qkf_sched_set_trace(e, qkf_trace_sink(tr))
+                  : qkf_dense_set_sink(d, qkf_trace_sink(tr)))
             goto done;
     }
     int K = m.cfg.num_classes;

@@ -1371,7 +1371,8 @@ setup_end:
             int ok = 0;
             qkf_train_zero_grad(e);
             if (tr) /* record the forward of the selected updates (1-based) */
-                qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? tr : NULL);
+                qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? qkf_trace_sink(tr)
+                                                                   : NULL);
             qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
             if (bk)
                 grad_sync_reset(&gsync);
