@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../io/dataset.h"
 #include "stats.h"
 
 /* Joins the job if the process was started by mpirun (MPI_Init), else stays a single rank.
@@ -63,26 +62,6 @@ int qkf_dist_mirror_rows(const float *mine, int64_t G, int64_t row, float *scrat
 
 /* Gathers one value per rank: all[r] = rank r's v (all holds size() values). */
 int qkf_dist_gather_i64(int64_t v, int64_t *all);
-
-/* ---- datasets under mpirun: each rank reads only its share ------------------------------------
- * These are collective (every rank calls them, in the same order) and agree on failure: they
- * return 0 on every rank, or -1 on a rank that failed (message in qkf_last_error()) and -2 on
- * the others (another rank failed; nothing to print). On one rank they do what a single process
- * always did. */
-
-/* The size and shape of split `train` of NAME (qkf_dataset_probe) and, in *mx, the largest stored
- * value of the whole split for HDF5 images (each rank scans its contiguous share, then a max
- * reduction), so every rank scales HDF5 pixels as a whole load would. */
-int qkf_dist_dataset_probe(const char *name, int train, qkf_dataset *meta, float *mx);
-/* This rank's contiguous shard [lo, hi) (qkf_dist_shard) of the first `limit` samples (0: all) of
- * the split. One rank: the whole split (qkf_dataset_load; the caller applies the limit). Several:
- * only the shard's samples, d->index holding their split indices. Fewer samples than ranks is an
- * error ("N samples for R ranks"). */
-int qkf_dist_dataset_shard(const char *name, int train, int64_t limit, qkf_dataset *d);
-/* Per-channel mean and std of the whole split (as qkf_dataset_stats), from the exact pixel sums of
- * each rank's contiguous share added over the ranks. */
-int qkf_dist_dataset_stats(const char *name, int train, const qkf_dataset *meta, float mx,
-                           float *mean, float *std);
 
 /* Sums every work counter and the sample and batch counts of s over all ranks (exact int64
  * sums), the per-node seconds too; seconds becomes the slowest rank's. */

@@ -20,6 +20,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/dist.h"
+#include "app/dist_dataset.h"
 #include "../sim/sched.h"
 #include "../sim/train.h"
 #include "cli.h"
