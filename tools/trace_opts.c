@@ -1,4 +1,4 @@
-/* The trace options shared by qkf infer and qkf sim: --trace, --record (repeatable),
+/* The trace options shared by qkf infer, sim and train: --trace, --record (repeatable),
  * --trace-buffer, --trace-raw, --force, and opening the trace on an engine's graph. */
 #include <string.h>
 
@@ -15,12 +15,6 @@ const char *const qkf_trace_help =
     "  --trace-buffer MB  memory between the simulation and the trace writer (default 64)\n"
     "  --trace-raw        store membranes uncompressed: much less CPU, larger files\n"
     "  --force            overwrite an existing --trace file\n";
-
-void qkf_trace_opts_init(qkf_trace_opts *t)
-{
-    memset(t, 0, sizeof *t);
-    t->buffer_mb = QKF_TRACE_BUFFER_MB;
-}
 
 int qkf_arg_trace(qkf_args *a, qkf_trace_opts *t)
 {
@@ -43,16 +37,4 @@ int qkf_arg_trace(qkf_args *a, qkf_trace_opts *t)
     if (qkf_flag(a, "--force"))
         return t->force = 1;
     return 0;
-}
-
-qkf_trace *qkf_trace_opts_open(const qkf_trace_opts *t, qkf_trace_spec *ts, const qkf_graph *g,
-                               const char *weights, const char *engine, int argc, char **argv)
-{
-    ts->buffer_bytes = (size_t)t->buffer_mb << 20;
-    ts->force = t->force;
-    ts->no_compress = t->raw;
-    for (int i = 0; i < t->n_records; i++)
-        if (qkf_trace_parse_record(ts, t->records[i], g))
-            return NULL;
-    return qkf_trace_open(t->path, ts, g, weights, engine, argc, argv);
 }
