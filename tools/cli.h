@@ -36,5 +36,8 @@ int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns
 /* Prints as qkf_cli_fail on MPI rank 0 only (every rank sees the same options and files);
  * returns 1 on every rank. */
 int qkf_cli_fail_rank0(const char *cmd);
+/* Reports an application's failure (QKF_APP_*, tools/app/evaluate.h) on the rank it names;
+ * returns 1. */
+int qkf_cli_app_fail(const char *cmd, int rc);
 
 #endif

@@ -14,15 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../io/dataset.h"
 #include "../io/io.h"
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/dist.h"
-#include "app/dist_dataset.h"
-#include "../sim/sched.h"
 #include "../sim/train.h"
+#include "app/evaluate.h"
+#include "app/trainer.h"
 #include "cli.h"
 
 /* ---- qkf grad ------------------------------------------------------------------------------- */
@@ -179,176 +178,6 @@ done:
     return rc;
 }
 
-/* ---- shared: datasets and evaluation --------------------------------------------------------- */
-
-/* Checks that a dataset fits the model: channels, square size, labels. */
-static int check_fit(const qkf_dataset *d, const qkf_config *c)
-{
-    if (qkf_config_is_frames(c) != (d->t > 0))
-        return qkf_set_error(d->t > 0 ? "%s: event frames fit only a dvs128 or cifar10dvs model, "
-                                        "not %s (--model dvs128)"
-                                      : "%s: a %s model takes event frames; image datasets do "
-                                        "not fit it (qkf events emulate --out X.h5 makes frames)",
-                             d->source, qkf_variant_name(c->variant));
-    if (d->t > 0 && d->t != c->T)
-        return qkf_set_error("%s: %d frames per sample but the model has T = %d (--T)", d->source,
-                             d->t, c->T);
-    if (d->c != c->in_channels || d->h != c->img_size || d->w != c->img_size)
-        return qkf_set_error("%s: images are %d x %d x %d but the model takes %d x %d x %d "
-                             "(--in-channels, --img-size)",
-                             d->source, d->c, d->h, d->w, c->in_channels, c->img_size,
-                             c->img_size);
-    for (int64_t i = 0; d->labels && i < d->n; i++) /* a probe holds no labels yet */
-        if (d->labels[i] >= c->num_classes)
-            return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                 d->source, (long long)(d->index ? d->index[i] : i),
-                                 d->labels[i], c->num_classes);
-    return 0;
-}
-
-/* Under mpirun: agrees whether every rank got this far. local_failed: 0 ok, 1 failed here (the
- * message is in qkf_last_error()), 2 failed because another rank did (a dist dataset call
- * returned -2: nothing to say). A failing rank prints its error (the lowest failing one only, so
- * a shared error is one line); all ranks then return 1. */
-static int dist_failed(const char *cmd, int local_failed)
-{
-    int bad;
-    if (qkf_dist_all_ok(local_failed != 1, &bad))
-        return local_failed != 0;
-    if (qkf_dist_rank() == bad) {
-        if (qkf_dist_size() > 1)
-            fprintf(stderr, "qkf %s: rank %d: %s\n", cmd, bad, qkf_last_error());
-        else
-            qkf_cli_fail(cmd);
-    }
-    return 1;
-}
-
-/* Start-up check under mpirun: every rank must hold the same model configuration, weights and
- * normalisation (and `extra` bytes: the run's options), hashed and compared with rank 0's. */
-static int check_agree(const qkf_model *m, const void *extra, size_t n_extra)
-{
-    const qkf_config *c = &m->cfg;
-    int64_t f[] = {c->variant,   c->img_size, c->in_channels, c->num_classes,
-                   c->embed_dims, c->num_heads, (int64_t)(c->mlp_ratio * 1000.0f),
-                   c->depths,    c->T,        c->qk_attn,     m->n_norm};
-    uint64_t h = qkf_dist_hash(QKF_DIST_HASH_INIT, f, sizeof f);
-    h = qkf_dist_hash(h, m->params.data, (size_t)m->params.total * sizeof(float));
-    h = qkf_dist_hash(h, m->input_mean, sizeof m->input_mean);
-    h = qkf_dist_hash(h, m->input_std, sizeof m->input_std);
-    if (extra)
-        h = qkf_dist_hash(h, extra, n_extra);
-    int bad;
-    if (qkf_dist_agree(h, &bad))
-        return bad < 0 ? -1
-                       : qkf_set_error("rank %d: its configuration, checkpoint or options differ "
-                                       "from rank 0's (the same files and options on every node)",
-                                       bad);
-    return 0;
-}
-
-/* Under mpirun, rank 0 prints how many of the `used` samples of the split each rank holds in
- * memory (one line per rank, to stderr; nothing when quiet or on one rank). Collective. */
-static int report_held(const char *cmd, const char *what, const qkf_dataset *d, int64_t used,
-                       int quiet)
-{
-    int nr = qkf_dist_size();
-    if (nr == 1)
-        return 0;
-    int64_t *all = qkf_calloc((size_t)nr * 2, sizeof(int64_t));
-    if (qkf_dist_gather_i64(d->n, all) || qkf_dist_gather_i64(qkf_dataset_bytes(d), all + nr)) {
-        qkf_free(all);
-        return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1;
-    }
-    if (qkf_dist_rank() == 0 && !quiet)
-        for (int r = 0; r < nr; r++)
-            fprintf(stderr, "rank %d holds %lld of %lld %s samples (%.2f MB)\n", r,
-                    (long long)all[r], (long long)used, what, (double)all[nr + r] / 1e6);
-    qkf_free(all);
-    return 0;
-}
-
-/* This rank's contiguous shard of the first `limit` samples of d (0: all), as a view into d
- * (nothing copied; not to be freed). Fails when there are fewer samples than ranks. A subset
- * (qkf_dist_dataset_shard under mpirun) is this rank's shard already. */
-static int shard_view(const qkf_dataset *d, int64_t limit, qkf_dataset *v)
-{
-    if (d->index) {
-        *v = *d;
-        v->index = NULL, v->total = v->n;
-        return 0;
-    }
-    int64_t n = limit > 0 && limit < d->n ? limit : d->n, lo, hi;
-    if (n < qkf_dist_size())
-        return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", d->source,
-                             (long long)n, qkf_dist_size());
-    qkf_dist_shard(n, &lo, &hi);
-    *v = *d;
-    int64_t per = (int64_t)d->c * d->h * d->w * (d->t > 0 ? d->t : 1);
-    v->pixels = d->pixels + lo * per;
-    v->labels = d->labels + lo;
-    v->n = hi - lo;
-    return 0;
-}
-
-/* Accuracy of m (eval mode; the dense engine, or the event engine when event is set) on the
- * first `limit` samples of d (0: all). Under mpirun each rank classifies its contiguous shard and
- * the correct counts are summed exactly (collective: every rank calls it). */
-static int evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, int batch, int tb,
-                    int event, int conv, double *acc, int64_t *count)
-{
-    qkf_dataset view;
-    if (shard_view(dall, limit, &view))
-        return -1;
-    const qkf_dataset *d = &view;
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = d, lc.batch = batch, lc.limit = 0, lc.n_norm = m->n_norm;
-    memcpy(lc.mean, m->input_mean, sizeof lc.mean);
-    memcpy(lc.std, m->input_std, sizeof lc.std);
-    qkf_dense *e = NULL;
-    qkf_sched *ev = NULL;
-    if (event)
-        ev = qkf_sched_create(m, batch, tb ? QKF_SCHED_TB_COMPAT : 0);
-    else
-        e = qkf_dense_create(m, batch, (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
-    if (!e && !ev)
-        return -1;
-    int K = m->cfg.num_classes;
-    float *logits = qkf_malloc((size_t)batch * K * sizeof(float));
-    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
-    const float *x;
-    const int32_t *lab;
-    int B, rc = 0;
-    int64_t n = 0, ok = 0;
-    while (qkf_loader_next(l, &x, &lab, &B)) {
-        rc = ev ? qkf_sched_forward(ev, x, B, logits, NULL)
-                : qkf_dense_forward(e, x, B, logits, NULL);
-        if (rc)
-            break;
-        for (int b = 0; b < B; b++) {
-            int best = 0;
-            for (int k = 1; k < K; k++)
-                best = logits[b * K + k] > logits[b * K + best] ? k : best;
-            ok += best == lab[b];
-        }
-        n += B;
-    }
-    qkf_loader_stop(l);
-    qkf_free(logits);
-    qkf_dense_free(e);
-    qkf_sched_free(ev);
-    int bad;
-    if (!qkf_dist_all_ok(rc == 0, &bad))
-        return rc ? rc : qkf_set_error("evaluation failed on rank %d", bad);
-    int64_t tot[2] = {ok, n};
-    if (qkf_dist_sum_i64(tot, 2))
-        return -1;
-    *acc = tot[1] ? (double)tot[0] / (double)tot[1] : 0.0;
-    *count = tot[1];
-    return 0;
-}
-
 /* ---- qkf eval -------------------------------------------------------------------------------- */
 
 static void eval_help(void)
@@ -364,11 +193,19 @@ static void eval_help(void)
     fputs(qkf_conv_help, stdout);
 }
 
+static void print_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    fputs(line, stderr);
+}
+
 static int eval_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "eval"};
-    const char *weights = NULL, *data = "fashion-mnist", *mode = "dense";
-    long threads = 0, limit = 0, batch = 100;
+    qkf_evaluate_opts eo;
+    qkf_evaluate_opts_init(&eo);
+    const char *weights = NULL, *data = eo.data, *mode = "dense";
+    long threads = 0, limit = 0, batch = eo.batch;
     int tb = 0, conv = 0, r;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
@@ -398,39 +235,19 @@ static int eval_run(int argc, char **argv)
     }
     if (threads)
         qkf_set_threads((int)threads);
-    qkf_model m;
-    qkf_dataset d;
-    memset(&m, 0, sizeof m);
-    memset(&d, 0, sizeof d);
-    int rc = 1;
-    double acc = 0.0, t0 = qkf_now();
-    int64_t n = 0;
-    int bad = 0;
-    if (dist_failed("eval", qkf_ckpt_load(weights, &m) != 0))
-        goto quiet;
-    /* under mpirun each rank reads only its shard of the test split */
-    int drc = qkf_dist_dataset_shard(data, 0, limit, &d);
-    if (dist_failed("eval", drc == -2 ? 2 : drc || check_fit(&d, &m.cfg)) ||
-        (check_agree(&m, NULL, 0) && qkf_cli_fail_rank0("eval")) ||
-        report_held("eval", "test", &d, limit > 0 && limit < d.total ? limit : d.total, 0))
-        goto quiet;
-    if (evaluate(&m, &d, limit, (int)batch, tb, !strcmp(mode, "event"), conv, &acc, &n)) {
-        bad = 1;
-        goto done;
-    }
+    eo.weights = weights, eo.data = data, eo.event = !strcmp(mode, "event"), eo.conv = conv;
+    eo.tb = tb, eo.limit = limit, eo.batch = (int)batch;
+    qkf_evaluate_result res;
+    int rc = qkf_evaluate_run(&eo, print_log, NULL, &res);
+    if (rc)
+        return qkf_cli_app_fail("eval", rc);
     if (qkf_dist_rank() == 0) {
-        fprintf(stderr, "%lld test images of %s, %s engine, %d rank%s, %.1f s\n", (long long)n,
-                d.source, mode, qkf_dist_size(), qkf_dist_size() > 1 ? "s" : "", qkf_now() - t0);
-        printf("accuracy: %.4f\n", acc);
+        fprintf(stderr, "%lld test images of %s, %s engine, %d rank%s, %.1f s\n",
+                (long long)res.count, res.source, mode, qkf_dist_size(),
+                qkf_dist_size() > 1 ? "s" : "", res.seconds);
+        printf("accuracy: %.4f\n", res.accuracy);
     }
-    rc = 0;
-done:
-    if (rc && bad)
-        qkf_cli_fail_rank0("eval");
-quiet:
-    qkf_dataset_free(&d);
-    qkf_model_free(&m);
-    return rc;
+    return 0;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -443,61 +260,6 @@ int cmd_eval(int argc, char **argv)
 }
 
 /* ---- qkf train ------------------------------------------------------------------------------- */
-
-/* --trace-steps: update numbers (1-based) whose forward is recorded, "N", "A-B", comma lists. */
-typedef struct {
-    int n;
-    int64_t lo[64], hi[64];
-} step_set;
-
-static int parse_steps(const char *spec, step_set *st)
-{
-    st->n = 0;
-    const char *p = spec;
-    while (*p) {
-        char *end;
-        long long a = strtoll(p, &end, 10), b = a;
-        if (end == p || a < 1)
-            return qkf_set_error("option --trace-steps: '%s' is not a list like 1,100-105", spec);
-        if (*end == '-') {
-            p = end + 1;
-            b = strtoll(p, &end, 10);
-            if (end == p || b < a)
-                return qkf_set_error("option --trace-steps: bad range in '%s'", spec);
-        }
-        if (st->n == 64)
-            return qkf_set_error("option --trace-steps: at most 64 items");
-        st->lo[st->n] = a, st->hi[st->n] = b, st->n++;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return qkf_set_error("option --trace-steps: '%s' is not a list like 1,100-105", spec);
-        p = end;
-    }
-    return st->n ? 0 : qkf_set_error("option --trace-steps: empty list");
-}
-
-static int in_steps(const step_set *st, int64_t step)
-{
-    for (int i = 0; i < st->n; i++)
-        if (step >= st->lo[i] && step <= st->hi[i])
-            return 1;
-    return 0;
-}
-
-typedef struct {
-    qkf_config cfg;
-    int cfg_given; /* a model option was given (checked against a resumed checkpoint) */
-    const char *data, *out, *resume, *init, *metrics;
-    long epochs, max_steps, batch, save_every, log_every, eval_batch, threads, crop_pad;
-    int64_t limit_train, limit_test;
-    double warmup_epochs, smoothing, mixup;
-    long mixup_off_epoch;
-    qkf_optim_cfg opt;
-    uint64_t seed;
-    int flip, tb, quiet, no_eval, eval_event, sync_bn;
-    double bucket_mb; /* gradient all-reduce buckets (MB); 0: one all-reduce after the backward */
-} train_opts;
 
 static void train_help(void)
 {
@@ -559,154 +321,6 @@ static void train_help(void)
         "(without the dashes); '#' starts a comment. Command-line options override it.\n");
 }
 
-static int parse_train_opt(qkf_args *a, train_opts *o)
-{
-    const char *v;
-    int r;
-    if ((r = qkf_arg_config(a, &o->cfg)) != 0) {
-        o->cfg_given = 1;
-        return r;
-    }
-    if ((r = qkf_arg(a, "--model", &v)) != 0) {
-        if (r < 0 || qkf_config_preset(v, &o->cfg))
-            return -1;
-        o->cfg_given = 1;
-        return 1;
-    }
-    struct {
-        const char *name;
-        const char **dst;
-    } strs[] = {{"--data", &o->data},     {"--out", &o->out},         {"--resume", &o->resume},
-                {"--init", &o->init},     {"--metrics", &o->metrics}};
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
-        if ((r = qkf_arg(a, strs[i].name, strs[i].dst)) != 0)
-            return r;
-    struct {
-        const char *name;
-        long *dst;
-        long lo, hi;
-    } ints[] = {{"--epochs", &o->epochs, 1, 100000},
-                {"--max-steps", &o->max_steps, 0, 1L << 40},
-                {"--batch", &o->batch, 1, 65536},
-                {"--save-every", &o->save_every, 0, 1L << 40},
-                {"--log-every", &o->log_every, 1, 1L << 40},
-                {"--eval-batch", &o->eval_batch, 1, 65536},
-                {"--threads", &o->threads, 1, 1024},
-                {"--crop-pad", &o->crop_pad, 0, 64},
-                {"--mixup-off-epoch", &o->mixup_off_epoch, 0, 100000}};
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if ((r = qkf_arg(a, ints[i].name, &v)) != 0)
-            return r < 0 || qkf_parse_int(ints[i].name, v, ints[i].lo, ints[i].hi, ints[i].dst)
-                       ? -1
-                       : 1;
-    long lv;
-    const char *lim[2] = {"--limit-train", "--limit-test"};
-    for (int i = 0; i < 2; i++)
-        if ((r = qkf_arg(a, lim[i], &v)) != 0) {
-            if (r < 0 || qkf_parse_int(lim[i], v, 1, 1L << 40, &lv))
-                return -1;
-            *(i == 0 ? &o->limit_train : &o->limit_test) = lv;
-            return 1;
-        }
-    if ((r = qkf_arg(a, "--eval-mode", &v)) != 0) {
-        if (r < 0)
-            return -1;
-        if (strcmp(v, "dense") && strcmp(v, "event"))
-            return qkf_set_error("option --eval-mode: '%s' is not an engine (dense or event)", v);
-        o->eval_event = !strcmp(v, "event");
-        return 1;
-    }
-    if ((r = qkf_arg(a, "--seed", &v)) != 0) {
-        if (r < 0 || qkf_parse_int("--seed", v, 0, 0x7fffffffffffffffL, &lv))
-            return -1;
-        o->seed = (uint64_t)lv;
-        return 1;
-    }
-    struct {
-        const char *name;
-        double lo, hi;
-        double *dst;
-        float *fdst;
-    } fl[] = {{"--lr", 0, 10, NULL, &o->opt.lr},
-              {"--min-lr", 0, 10, NULL, &o->opt.min_lr},
-              {"--warmup-lr", 0, 10, NULL, &o->opt.warmup_lr},
-              {"--weight-decay", 0, 10, NULL, &o->opt.weight_decay},
-              {"--clip", 0, 1e9, NULL, &o->opt.clip},
-              {"--warmup-epochs", 0, 1e5, &o->warmup_epochs, NULL},
-              {"--smoothing", 0, 0.99, &o->smoothing, NULL},
-              {"--mixup", 0, 100, &o->mixup, NULL},
-              {"--bucket-mb", 0, 1024, &o->bucket_mb, NULL}};
-    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
-        if ((r = qkf_arg(a, fl[i].name, &v)) != 0) {
-            double x;
-            if (r < 0 || qkf_parse_float(fl[i].name, v, fl[i].lo, fl[i].hi, &x))
-                return -1;
-            if (fl[i].dst)
-                *fl[i].dst = x;
-            else
-                *fl[i].fdst = (float)x;
-            return 1;
-        }
-    struct {
-        const char *name;
-        int *dst;
-    } flags[] = {{"--flip", &o->flip},
-                 {"--tb-compat", &o->tb},
-                 {"--quiet", &o->quiet},
-                 {"--no-eval", &o->no_eval},
-                 {"--sync-bn", &o->sync_bn}};
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-        if (qkf_flag(a, flags[i].name)) {
-            *flags[i].dst = 1;
-            return 1;
-        }
-    return 0;
-}
-
-/* Reads a config file into o: each line "name value", "name = value" or "name". */
-static int read_config_file(const char *path, train_opts *o)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return qkf_set_error("%s: cannot open (%s)", path, strerror(errno));
-    char line[1024];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = 0;
-        char *tok[3] = {NULL, NULL, NULL};
-        int nt = 0;
-        for (char *p = strtok(line, " \t\r\n=:"); p && nt < 3; p = strtok(NULL, " \t\r\n=:"))
-            tok[nt++] = p;
-        if (nt == 0)
-            continue;
-        if (nt > 2) {
-            rc = qkf_set_error("%s:%d: expected 'name value'", path, lineno);
-            break;
-        }
-        char opt[128];
-        snprintf(opt, sizeof opt, "--%s", tok[0][0] == '-' ? tok[0] + 2 : tok[0]);
-        char *av[3] = {"config", opt, tok[1]};
-        qkf_args a = {nt + 1, av, 1, "train"};
-        int r = parse_train_opt(&a, o);
-        if (r == 0)
-            rc = qkf_set_error("%s:%d: unknown option '%s'", path, lineno, tok[0]);
-        else if (r < 0) {
-            char msg[700];
-            snprintf(msg, sizeof msg, "%s", qkf_last_error());
-            rc = qkf_set_error("%s:%d: %s", path, lineno, msg);
-        } else if (a.i != nt)
-            rc = qkf_set_error("%s:%d: option '%s' takes %s", path, lineno, tok[0],
-                               nt == 2 ? "no value" : "a value");
-        if (rc)
-            break;
-    }
-    fclose(f);
-    return rc;
-}
-
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig)
 {
@@ -714,216 +328,13 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-/* Beta(a, a) through two Gamma(a) draws (Marsaglia-Tsang, with the a < 1 boost). */
-static double rng_gamma(qkf_rng *r, double a)
+/* The trainer's progress, printed as qkf train always printed it. */
+static int print_event(void *ctx, const qkf_trainer_event *ev)
 {
-    if (a < 1.0) {
-        double u = (double)qkf_rng_uniform(r) + 1e-12;
-        return rng_gamma(r, a + 1.0) * pow(u, 1.0 / a);
-    }
-    double d = a - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
-    for (;;) {
-        double x = (double)qkf_rng_normal(r), v = 1.0 + c * x;
-        if (v <= 0.0)
-            continue;
-        v = v * v * v;
-        double u = (double)qkf_rng_uniform(r) + 1e-12;
-        if (log(u) < 0.5 * x * x + d - d * v + d * log(v))
-            return d * v;
-    }
-}
-
-/* Writes model + optimiser state + step atomically. */
-static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim *opt,
-                           const train_opts *o, int64_t step)
-{
-    const qkf_params *ps = &m->params;
-    qkf_h5out *h = qkf_h5out_open(path);
-    if (!h)
-        return -1;
-    if (qkf_ckpt_write(h, path, m) < 0)
-        goto fail;
-    /* the training run, for the record and for --resume checks */
-    if (qkf_h5out_attr_str(h, NULL, "train_data", o->data) < 0 ||
-        qkf_h5out_attr_i64(h, NULL, "train_step", step) < 0 ||
-        qkf_h5out_attr_i64(h, NULL, "train_epochs", o->epochs) < 0 ||
-        qkf_h5out_attr_i64(h, NULL, "train_batch", o->batch) < 0 ||
-        qkf_h5out_attr_i64(h, NULL, "train_seed", (int64_t)o->seed) < 0 ||
-        qkf_h5out_attr_f64(h, NULL, "train_lr", (double)o->opt.lr) < 0 ||
-        qkf_h5out_attr_i64(h, NULL, "tb_compat", o->tb) < 0)
-        goto fail;
-    for (int k = 0; k < ps->n; k++) { /* the AdamW moments beside the weights */
-        const qkf_param *p = &ps->p[k];
-        if (p->is_buffer || !opt)
-            continue;
-        if (qkf_ckpt_write_param(h, "optim/m/", p, opt->m + p->offset) < 0 ||
-            qkf_ckpt_write_param(h, "optim/v/", p, opt->v + p->offset) < 0)
-            goto fail;
-    }
-    /* the options of the run, restored by --resume (the command line may override them) */
-    double opts[] = {(double)o->opt.lr,         (double)o->opt.min_lr,
-                     (double)o->opt.warmup_lr,  (double)o->opt.beta1,
-                     (double)o->opt.beta2,      (double)o->opt.eps,
-                     (double)o->opt.weight_decay, (double)o->opt.clip,
-                     o->warmup_epochs,          o->smoothing,
-                     o->mixup,                  (double)o->mixup_off_epoch,
-                     (double)o->epochs,         (double)o->batch,
-                     (double)o->crop_pad,       (double)o->flip,
-                     (double)o->tb,             (double)o->limit_train,
-                     (double)o->sync_bn};
-    int64_t nopt = (int64_t)(sizeof opts / sizeof opts[0]), ndata = (int64_t)strlen(o->data);
-    if (qkf_h5out_f64(h, "optim/options", 1, &nopt, opts) < 0 ||
-        qkf_h5out_u8(h, "optim/data", 1, &ndata, (const uint8_t *)o->data) < 0)
-        goto fail;
-    int64_t one = 1, st[2] = {step, (int64_t)o->seed};
-    if (qkf_h5out_i64(h, "optim/step", 1, &one, &st[0]) < 0 ||
-        qkf_h5out_i64(h, "optim/seed", 1, &one, &st[1]) < 0)
-        goto fail;
-    return qkf_h5out_commit(h);
-fail:
-    qkf_h5out_abort(h);
-    return -1;
-}
-
-/* Restores the optimiser moments and the step from a training checkpoint. */
-static int load_train_state(const char *path, const qkf_params *ps, qkf_optim *opt,
-                            int64_t *step, uint64_t *seed)
-{
-    int nd;
-    int64_t s[5], *iv;
-    if (qkf_h5_has(path, "optim/step") != 1)
-        return qkf_set_error("%s: no optimiser state (optim/step): not written by qkf train", path);
-    if (qkf_h5_read_i64(path, "optim/step", &iv, &nd, s))
-        return -1;
-    *step = iv[0];
-    qkf_free(iv);
-    if (qkf_h5_read_i64(path, "optim/seed", &iv, &nd, s))
-        return -1;
-    *seed = (uint64_t)iv[0];
-    qkf_free(iv);
-    for (int k = 0; k < ps->n; k++) {
-        const qkf_param *p = &ps->p[k];
-        if (p->is_buffer)
-            continue;
-        for (int w = 0; w < 2; w++) {
-            char name[QKF_MAX_NAME + 16];
-            float *buf;
-            snprintf(name, sizeof name, "optim/%c/%s", w ? 'v' : 'm', p->name);
-            if (qkf_h5_read_f32(path, name, &buf, &nd, s))
-                return -1;
-            int64_t n = 1;
-            for (int i = 0; i < nd; i++)
-                n *= s[i];
-            if (n != p->numel) {
-                qkf_free(buf);
-                return qkf_set_error("%s: %s has %lld values, the model %lld", path, name,
-                                     (long long)n, (long long)p->numel);
-            }
-            memcpy((w ? opt->v : opt->m) + p->offset, buf, (size_t)n * sizeof(float));
-            qkf_free(buf);
-        }
-    }
-    opt->step = *step;
+    (void)ctx;
+    if (ev->text)
+        fputs(ev->text, ev->kind == QKF_TRAINER_OUT ? stdout : stderr);
     return 0;
-}
-
-/* The options a training checkpoint was written with (optim/options, optim/data). data_buf
- * receives the dataset name. */
-static int load_train_options(const char *path, train_opts *o, char *data_buf, size_t cap)
-{
-    float *v;
-    int64_t *d, s[5];
-    int nd;
-    int has = qkf_h5_has(path, "optim/options");
-    if (has < 0)
-        return -1;
-    if (has == 0) /* an older training checkpoint: the options come from the command line */
-        return 0;
-    if (qkf_h5_read_f32(path, "optim/options", &v, &nd, s))
-        return -1;
-    if (nd != 1 || s[0] < 18) {
-        qkf_free(v);
-        return qkf_set_error("%s: optim/options has %lld values, expected 18", path,
-                             (long long)s[0]);
-    }
-    o->opt.lr = v[0], o->opt.min_lr = v[1], o->opt.warmup_lr = v[2], o->opt.beta1 = v[3];
-    o->opt.beta2 = v[4], o->opt.eps = v[5], o->opt.weight_decay = v[6], o->opt.clip = v[7];
-    o->warmup_epochs = (double)v[8], o->smoothing = (double)v[9], o->mixup = (double)v[10];
-    o->mixup_off_epoch = (long)v[11], o->epochs = (long)v[12], o->batch = (long)v[13];
-    o->crop_pad = (long)v[14], o->flip = (int)v[15], o->tb = (int)v[16];
-    o->limit_train = (int64_t)v[17];
-    if (s[0] >= 19)
-        o->sync_bn = (int)v[18];
-    qkf_free(v);
-    if (qkf_h5_read_i64(path, "optim/data", &d, &nd, s))
-        return -1;
-    size_t n = (size_t)s[0] < cap - 1 ? (size_t)s[0] : cap - 1;
-    for (size_t i = 0; i < n; i++)
-        data_buf[i] = (char)d[i];
-    data_buf[n] = 0;
-    qkf_free(d);
-    o->data = data_buf;
-    return 0;
-}
-
-static int same_config(const qkf_config *a, const qkf_config *b)
-{
-    return a->variant == b->variant && a->img_size == b->img_size &&
-           a->in_channels == b->in_channels && a->num_classes == b->num_classes &&
-           a->embed_dims == b->embed_dims && a->num_heads == b->num_heads &&
-           a->mlp_ratio == b->mlp_ratio && a->depths == b->depths && a->T == b->T &&
-           a->qk_attn == b->qk_attn;
-}
-
-static void fmt_time(char *buf, size_t cap, double s)
-{
-    if (s < 0 || s > 1e7)
-        snprintf(buf, cap, "--");
-    else if (s >= 3600)
-        snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
-    else
-        snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
-}
-
-/* Rank 0 writes the checkpoint; every rank learns whether it succeeded (collective). */
-static int save_dist(const char *path, const qkf_model *m, const qkf_optim *opt,
-                     const train_opts *o, int64_t step)
-{
-    int rc = qkf_dist_rank() == 0 ? save_train_ckpt(path, m, opt, o, step) : 0;
-    int bad;
-    if (qkf_dist_all_ok(rc == 0, &bad))
-        return 0;
-    return rc ? rc : qkf_set_error("rank %d could not write %s", bad, path);
-}
-
-/* Under mpirun: every rank must hold the same parameters and optimiser moments (they apply the
- * same update to the same summed gradient); a hash compared with rank 0's. */
-static int params_agree(const qkf_model *m, const qkf_optim *opt, int64_t step)
-{
-    if (qkf_dist_size() == 1)
-        return 0;
-    size_t nb = (size_t)m->params.total * sizeof(float);
-    uint64_t h = qkf_dist_hash(QKF_DIST_HASH_INIT, m->params.data, nb);
-    h = qkf_dist_hash(h, opt->m, nb);
-    h = qkf_dist_hash(h, opt->v, nb);
-    int bad;
-    if (qkf_dist_agree(h, &bad) == 0)
-        return 0;
-    return bad < 0 ? -1
-                   : qkf_set_error("rank %d: its parameters differ from rank 0's after step %lld "
-                                   "(the ranks diverged; stopping without writing)",
-                                   bad, (long long)step);
-}
-
-/* Whether to stop for Ctrl-C, agreed by every rank (collective under mpirun). */
-static int stop_now(void)
-{
-    if (qkf_dist_size() == 1)
-        return interrupted != 0;
-    double v = interrupted ? 1.0 : 0.0;
-    if (qkf_dist_max_f64(&v))
-        return 1;
-    return v > 0.0;
 }
 
 static int train_run(int argc, char **argv);
@@ -937,120 +348,23 @@ int cmd_train(int argc, char **argv)
     return rc;
 }
 
-/* Overlapped gradient all-reduce: after each op's backward, the parameters that op owns are
- * final; once every parameter above some offset is, the buckets there start (sim/dist.h). The
- * running-statistics slots of per-rank BatchNorm ride in the same buffer (their values / ranks,
- * summed to the mean): they are final after the forward, and filled at the first call. */
-typedef struct {
-    qkf_dist_buckets *bk;
-    const qkf_graph *g;
-    qkf_params *ps;
-    float *grads;
-    int *order;      /* parameter indices by offset */
-    uint8_t *final;  /* per parameter, this step */
-    int front;       /* order[front..] are final */
-    int first, nr, sync_bn;
-} grad_sync;
-
-static void grad_sync_reset(grad_sync *gs)
-{
-    memset(gs->final, 0, (size_t)gs->ps->n);
-    gs->front = gs->ps->n;
-    gs->first = 1;
-}
-
-/* Per-rank BatchNorm: the running statistics ride in the gradient all-reduce, as their values
- * divided by the number of ranks (summed: the mean over the ranks); the gradient buffer holds
- * zeros there otherwise. */
-static void bn_buffers_to_grads(const qkf_params *ps, float *grads, int nr, int sync_bn)
-{
-    for (int k = 0; k < ps->n; k++)
-        if (ps->p[k].is_buffer && !sync_bn)
-            for (int64_t i = 0; i < ps->p[k].numel; i++)
-                grads[ps->p[k].offset + i] = ps->data[ps->p[k].offset + i] / (float)nr;
-}
-
-static void grad_sync_fill_buffers(grad_sync *gs)
-{
-    bn_buffers_to_grads(gs->ps, gs->grads, gs->nr, gs->sync_bn);
-    for (int k = 0; k < gs->ps->n; k++)
-        gs->final[k] |= gs->ps->p[k].is_buffer;
-    gs->first = 0;
-}
-
-static int grad_sync_hook(void *ctx, int i)
-{
-    grad_sync *gs = ctx;
-    if (gs->first)
-        grad_sync_fill_buffers(gs);
-    const qkf_op *op = &gs->g->ops[i];
-    int own[6] = {-1, -1, -1, -1, -1, -1};
-    if (op->kind == QKF_OP_CONV)
-        own[0] = op->p_w, own[1] = op->p_b, own[2] = op->p_bn_w, own[3] = op->p_bn_b;
-    else if (op->kind == QKF_OP_READOUT)
-        own[4] = op->p_head_w, own[5] = op->p_head_b;
-    for (int j = 0; j < 6; j++)
-        if (own[j] >= 0)
-            gs->final[own[j]] = 1;
-    while (gs->front > 0 && gs->final[gs->order[gs->front - 1]])
-        gs->front--;
-    int64_t lo = gs->front < gs->ps->n ? gs->ps->p[gs->order[gs->front]].offset : gs->ps->total;
-    return qkf_dist_buckets_ready(gs->bk, lo);
-}
-
-static void grad_sync_init(grad_sync *gs, qkf_dist_buckets *bk, const qkf_graph *g,
-                           qkf_params *ps, float *grads, int nr, int sync_bn)
-{
-    gs->bk = bk, gs->g = g, gs->ps = ps, gs->grads = grads, gs->nr = nr, gs->sync_bn = sync_bn;
-    gs->order = qkf_malloc((size_t)ps->n * sizeof(int));
-    gs->final = qkf_malloc((size_t)ps->n + 1);
-    for (int k = 0; k < ps->n; k++) { /* insertion sort by offset (a few hundred tensors) */
-        int j = k;
-        while (j > 0 && ps->p[gs->order[j - 1]].offset > ps->p[k].offset) {
-            gs->order[j] = gs->order[j - 1];
-            j--;
-        }
-        gs->order[j] = k;
-    }
-    grad_sync_reset(gs);
-}
-
 static int train_run(int argc, char **argv)
 {
-    train_opts o;
-    memset(&o, 0, sizeof o);
-    /* the default model: a small QKFormer for 28x28 grey images */
-    qkf_config_preset("cifar", &o.cfg);
-    o.cfg.img_size = 28, o.cfg.in_channels = 1, o.cfg.num_classes = 10, o.cfg.embed_dims = 64;
-    o.cfg.num_heads = 4, o.cfg.mlp_ratio = 4.0f, o.cfg.depths = 3, o.cfg.T = 2;
-    o.data = "fashion-mnist", o.out = "qkf-train.h5";
-    o.epochs = 3, o.batch = 32, o.log_every = 50, o.eval_batch = 200, o.crop_pad = 2;
-    o.bucket_mb = 4;
-    o.warmup_epochs = 0.2, o.smoothing = 0.1, o.mixup_off_epoch = 100000, o.seed = 42;
-    o.eval_event = 1;
-    qkf_optim_defaults(&o.opt);
-    o.opt.lr = 1.5e-3f;
-
+    static qkf_trainer_opts o;
+    qkf_trainer_opts_init(&o);
+    o.argc = argc, o.argv = argv, o.tty = isatty(2), o.interrupt = &interrupted;
     qkf_args a = {argc, argv, 1, "train"};
-    qkf_trace_opts topt; /* --trace/--record/...: command line only */
-    qkf_trace_opts_init(&topt);
-    const char *trace_steps = "1";
-    step_set tsteps;
-    parse_steps(trace_steps, &tsteps);
     /* precedence: defaults < the resumed checkpoint's options < config file < command line */
-    static char data_buf[512];
     for (a.i = 1; a.i < argc; a.i++)
         if (!strcmp(argv[a.i], "--resume") || !strncmp(argv[a.i], "--resume=", 9)) {
             const char *path;
-            qkf_h5_quiet();
-            if (qkf_arg(&a, "--resume", &path) < 0 ||
-                load_train_options(path, &o, data_buf, sizeof data_buf))
+            if (qkf_arg(&a, "--resume", &path) < 0 || qkf_trainer_resume_options(path, &o))
                 return qkf_cli_fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++)
         if (!strcmp(argv[a.i], "--config") || !strncmp(argv[a.i], "--config=", 9)) {
             const char *path;
-            if (qkf_arg(&a, "--config", &path) < 0 || read_config_file(path, &o))
+            if (qkf_arg(&a, "--config", &path) < 0 || qkf_trainer_read_config(path, &o))
                 return qkf_cli_fail_rank0("train");
         }
     for (a.i = 1; a.i < argc; a.i++) {
@@ -1058,15 +372,15 @@ static int train_run(int argc, char **argv)
             train_help();
             return 0;
         }
-        const char *dummy;
+        const char *dummy, *trace_steps;
         int r = qkf_arg(&a, "--config", &dummy);
         if (r == 0)
-            r = qkf_arg_trace(&a, &topt);
+            r = qkf_arg_trace(&a, &o.trace);
         if (r == 0 && (r = qkf_arg(&a, "--trace-steps", &trace_steps)) > 0 &&
-            parse_steps(trace_steps, &tsteps))
+            qkf_trainer_parse_steps(trace_steps, &o.trace_steps))
             r = -1;
         if (r == 0)
-            r = parse_train_opt(&a, &o);
+            r = qkf_trainer_parse_opt(&a, &o);
         if (r < 0)
             return qkf_cli_fail_rank0("train");
         if (r == 0) {
@@ -1074,508 +388,13 @@ static int train_run(int argc, char **argv)
             return qkf_cli_fail_rank0("train");
         }
     }
-    if (o.threads)
-        qkf_set_threads((int)o.threads);
-    int nr = qkf_dist_size(), rank = qkf_dist_rank();
-    if (o.batch < nr) {
-        qkf_set_error("--batch %ld is the global batch, split over %d ranks: at least one sample "
-                      "per rank",
-                      o.batch, nr);
-        return qkf_cli_fail_rank0("train");
-    }
-    if (topt.path && nr > 1) {
-        qkf_set_error("--trace records one process; run qkf train without mpirun to record");
-        return qkf_cli_fail_rank0("train");
-    }
-    if (rank != 0) /* rank 0 alone prints and writes */
-        o.quiet = 1, o.metrics = NULL;
-    const char *desync = getenv("QKF_TEST_DESYNC_RANK"); /* test hook: the divergence check */
-    int desync_rank = desync && *desync ? atoi(desync) : -1;
-
-    int rc = 1, setup_failed = 1, stop = 0;
-    qkf_trace *tr = NULL;
-    qkf_trace_spec ts;
-    qkf_trace_spec_init(&ts);
-    qkf_model m;
-    /* one process: dtrain is the whole training split. Under mpirun: dtrain is its probe (size
-     * and shape) and dshard the samples this rank consumes in the current epoch. */
-    qkf_dataset dtrain, dtest, dshard;
-    float mx_train = 255.0f; /* HDF5 images: the training split's largest value (its scale) */
-    qkf_optim opt;
-    memset(&m, 0, sizeof m);
-    memset(&dtrain, 0, sizeof dtrain);
-    memset(&dtest, 0, sizeof dtest);
-    memset(&dshard, 0, sizeof dshard);
-    memset(&opt, 0, sizeof opt);
-    qkf_train *e = NULL;
-    qkf_dist_buckets *bk = NULL; /* overlapped gradient all-reduce (several ranks) */
-    grad_sync gsync;
-    memset(&gsync, 0, sizeof gsync);
-    qkf_loader *ld = NULL;
-    FILE *mf = NULL;
-    float *xmix = NULL, *target = NULL, *tflip = NULL;
-    float *xpack = NULL, *xall = NULL, *xmir = NULL; /* mixup under mpirun */
-    int32_t *labmir = NULL;
-    int64_t step = 0, spe = 0;
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_sa);
     interrupted = 0;
-
-    /* model: resumed, initialised from weights, or fresh */
-    const char *from = o.resume ? o.resume : o.init;
-    if (from) {
-        if (qkf_ckpt_load(from, &m))
-            goto setup_end;
-        if (o.cfg_given && !same_config(&o.cfg, &m.cfg)) {
-            qkf_set_error("%s: the checkpoint's model configuration differs from the one given "
-                          "(drop the model options, or start a new run)",
-                          from);
-            goto setup_end;
-        }
-    } else {
-        if (qkf_config_validate(&o.cfg))
-            goto setup_end;
-        m.cfg = o.cfg;
-        if (qkf_params_build(&m.cfg, &m.params))
-            goto setup_end;
-        qkf_params_init(&m.cfg, &m.params, o.seed);
-    }
-    if (nr == 1) {
-        if (qkf_dataset_load(o.data, 1, &dtrain) || check_fit(&dtrain, &m.cfg))
-            goto setup_end;
-        if (!o.no_eval && (qkf_dataset_load(o.data, 0, &dtest) || check_fit(&dtest, &m.cfg)))
-            goto setup_end;
-        if (m.n_norm == 0 && dtrain.t == 0) { /* images are normalised; event counts are not */
-            m.n_norm = m.cfg.in_channels;
-            qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
-        }
-    } else {
-        /* every rank reads only what it needs: the training split's size now, its samples epoch
-         * by epoch (dshard), and its shard of the test split. Each step below is agreed by all
-         * ranks, so they stay in step through the collectives inside. */
-        if (dist_failed("train", 0))
-            goto quiet;
-        int drc = qkf_dist_dataset_probe(o.data, 1, &dtrain, &mx_train);
-        if (!drc && dist_failed("train", check_fit(&dtrain, &m.cfg) != 0))
-            goto quiet;
-        if (!drc && !o.no_eval)
-            drc = qkf_dist_dataset_shard(o.data, 0, o.limit_test, &dtest);
-        if (!drc && !o.no_eval && dist_failed("train", check_fit(&dtest, &m.cfg) != 0))
-            goto quiet;
-        /* the normalisation of the whole training split (as one process computes it, from exact
-         * per-rank pixel sums); computed by every rank if any rank needs it */
-        int need = m.n_norm == 0 && dtrain.t == 0;
-        if (!drc && !qkf_dist_all_ok(!need, NULL)) {
-            float mean[4] = {0}, std[4] = {0};
-            drc = qkf_dist_dataset_stats(o.data, 1, &dtrain, mx_train, mean, std);
-            if (!drc && need) {
-                m.n_norm = m.cfg.in_channels;
-                memcpy(m.input_mean, mean, (size_t)dtrain.c * sizeof(float));
-                memcpy(m.input_std, std, (size_t)dtrain.c * sizeof(float));
-            }
-        }
-        if (drc) {
-            setup_failed = drc == -2 ? 2 : 1;
-            goto setup_end;
-        }
-        if (!o.no_eval &&
-            report_held("train", "test", &dtest,
-                        o.limit_test > 0 && o.limit_test < dtest.total ? o.limit_test : dtest.total,
-                        o.quiet))
-            goto quiet;
-    }
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = &dtrain, lc.batch = (int)o.batch, lc.shuffle = 1, lc.crop_pad = (int)o.crop_pad;
-    lc.flip = o.flip, lc.drop_last = 1, lc.limit = o.limit_train, lc.n_norm = m.n_norm;
-    lc.ranks = nr, lc.rank = rank; /* each rank gets its slice of every global batch */
-    memcpy(lc.mean, m.input_mean, sizeof lc.mean);
-    memcpy(lc.std, m.input_std, sizeof lc.std);
-    spe = qkf_loader_batches(&lc);
-    if (spe < 1) {
-        qkf_set_error("%s: fewer training images than one batch of %ld", dtrain.source, o.batch);
-        goto setup_end;
-    }
-    o.opt.total_steps = o.epochs * spe;
-    o.opt.warmup_steps = (int64_t)(o.warmup_epochs * (double)spe);
-    qkf_optim_init(&opt, &m.params, &o.opt);
-    if (o.resume) {
-        uint64_t seed = o.seed;
-        if (load_train_state(o.resume, &m.params, &opt, &step, &seed))
-            goto setup_end;
-        o.seed = seed;
-        lc.seed = seed;
-    }
-    lc.seed = o.seed;
-    /* each rank holds at most ceil(batch / ranks) samples of the global batch */
-    e = qkf_train_create(&m, (int)((o.batch + nr - 1) / nr), o.tb ? QKF_TRAIN_TB_COMPAT : 0);
-    if (!e)
-        goto setup_end;
-    if (nr > 1 && o.sync_bn)
-        qkf_train_set_bn_sync(e, qkf_dist_sum_f64);
-    if (nr > 1 && o.bucket_mb > 0) {
-        bk = qkf_dist_buckets_create(qkf_train_grads(e), m.params.total,
-                                     (int64_t)(o.bucket_mb * (1 << 20)) / (int64_t)sizeof(float));
-        grad_sync_init(&gsync, bk, qkf_train_graph(e), &m.params, qkf_train_grads(e), nr,
-                       o.sync_bn);
-        qkf_train_set_grad_hook(e, grad_sync_hook, &gsync);
-    }
-    if (topt.path &&
-        !(tr = qkf_trace_opts_open(&topt, &ts, qkf_train_graph(e), o.resume ? o.resume : o.init,
-                                   "train", argc, argv)))
-        goto setup_end;
-    if (o.metrics) {
-        mf = fopen(o.metrics, o.resume ? "a" : "w");
-        if (!mf) {
-            qkf_set_error("%s: cannot open (%s)", o.metrics, strerror(errno));
-            goto setup_end;
-        }
-    }
-    setup_failed = 0;
-setup_end:
-    if (dist_failed("train", setup_failed))
-        goto quiet;
-    {
-        /* every rank must run the same job: model, weights, normalisation and options */
-        double agree[] = {(double)o.batch, (double)o.epochs, (double)o.seed, (double)step,
-                          (double)o.limit_train, (double)o.limit_test, (double)o.sync_bn,
-                          (double)o.max_steps, (double)o.tb, (double)o.crop_pad, (double)o.flip,
-                          (double)o.no_eval, (double)o.opt.lr, (double)o.opt.min_lr,
-                          (double)o.opt.warmup_lr, (double)o.opt.weight_decay,
-                          (double)o.opt.clip, o.warmup_epochs, o.smoothing, o.mixup,
-                          (double)o.mixup_off_epoch, (double)o.eval_event, (double)o.eval_batch,
-                          (double)o.save_every};
-        if (check_agree(&m, agree, sizeof agree)) {
-            qkf_cli_fail_rank0("train");
-            goto quiet;
-        }
-    }
-    size_t mlen = o.metrics ? strlen(o.metrics) : 0;
-    int csv = mlen > 4 && !strcmp(o.metrics + mlen - 4, ".csv");
-    if (mf && csv && !o.resume)
-        fprintf(mf, "kind,epoch,step,lr,loss,acc,test_acc,grad_norm,img_per_s,seconds\n");
-    int K = m.cfg.num_classes;
-    /* floats per sample: an image, or T frames */
-    int64_t per = (int64_t)m.cfg.in_channels * m.cfg.img_size * m.cfg.img_size *
-                  (qkf_config_is_frames(&m.cfg) ? m.cfg.T : 1);
-    xmix = qkf_malloc((size_t)(per * o.batch) * sizeof(float));
-    target = qkf_malloc((size_t)(2 * o.batch * K) * sizeof(float)); /* room for mirrored rows */
-    tflip = qkf_malloc((size_t)(o.batch * K) * sizeof(float));
-    if (nr > 1 && o.mixup > 0.0) { /* mixup pairs rows held by other ranks: packed rows */
-        xpack = qkf_malloc((size_t)((per + 1) * (o.batch + 1)) * sizeof(float)); /* 2 Bl rows */
-        xall = qkf_malloc((size_t)((per + 1) * o.batch) * sizeof(float));
-        xmir = qkf_malloc((size_t)((per + 1) * o.batch) * sizeof(float));
-        labmir = qkf_malloc((size_t)o.batch * sizeof(int32_t));
-    }
-    if (!o.quiet)
-        fprintf(stderr,
-                "qkf train: %s variant, img %d, embed %d, heads %d, T %d, %lld parameters; %s: "
-                "%lld train / %lld test images; %lld steps of %ld (%lld per epoch)%s%s\n",
-                qkf_variant_name(m.cfg.variant), m.cfg.img_size, m.cfg.embed_dims,
-                m.cfg.num_heads, m.cfg.T, (long long)m.params.n_train, dtrain.source,
-                (long long)(o.limit_train && o.limit_train < dtrain.n ? o.limit_train : dtrain.n),
-                (long long)(o.no_eval ? 0 : o.limit_test && o.limit_test < dtest.total
-                                                    ? o.limit_test
-                                                    : dtest.total),
-                (long long)o.opt.total_steps, o.batch, (long long)spe,
-                o.resume ? " (resumed)" : "",
-                nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
-                                    : "; ranks share the batch, BatchNorm per rank")
-                       : "");
-    if (!o.quiet)
-        fprintf(stderr, "training engine: %.0f MB of activations, gradients and optimiser state\n",
-                (double)(qkf_train_bytes(e) + 2 * m.params.total * 4) / 1e6);
-    int tty = isatty(2) && !o.quiet;
-    double t_start = qkf_now(), t_steps = 0.0;
-    int64_t steps_run = 0;
-    int saved_at_interrupt = 0;
-    for (int64_t epoch = step / spe;
-         epoch < o.epochs && !(stop = stop_now()) && !(o.max_steps && step >= o.max_steps);
-         epoch++) {
-        if (nr > 1) {
-            /* this epoch's samples of this rank: its slices of the global batches, read from
-             * the files; last epoch's are freed first */
-            int64_t *idx = NULL, k = 0;
-            lc.d = &dtrain;
-            qkf_dataset_free(&dshard);
-            qkf_loader_indices(&lc, epoch, step - epoch * spe, &idx, &k);
-            int lrc = qkf_dataset_load_subset(o.data, 1, idx, k, mx_train, &dshard) ||
-                      check_fit(&dshard, &m.cfg);
-            qkf_free(idx);
-            if (dist_failed("train", lrc != 0))
-                goto quiet;
-            lc.d = &dshard;
-            if (epoch == step / spe &&
-                report_held("train", "training", &dshard, spe * o.batch, o.quiet))
-                goto quiet;
-        }
-        ld = qkf_loader_start(&lc, epoch, step - epoch * spe);
-        const float *x;
-        const int32_t *lab;
-        int B;
-        double ep_loss = 0.0, win_loss = 0.0;
-        int64_t ep_ok = 0, ep_n = 0, win_ok = 0, win_n = 0;
-        double t_epoch = qkf_now();
-        while (!(stop = stop_now()) && !(o.max_steps && step >= o.max_steps) &&
-               qkf_loader_next(ld, &x, &lab, &B)) {
-            double t0 = qkf_now();
-            /* under mpirun the loader hands this rank its contiguous slice of the global batch:
-             * Bl of its B samples */
-            int Bl = B;
-            B = nr > 1 ? qkf_loader_global_batch(ld) : Bl;
-            int mixing = o.mixup > 0.0 && epoch < o.mixup_off_epoch, mirrored = nr > 1 && mixing;
-            qkf_xent_targets(target, lab, Bl, K, (float)o.smoothing);
-            if (mirrored) {
-                /* row b is mixed with row B-1-b of the global batch, which another rank may
-                 * hold: those rows (and labels) come from the ranks holding them, to rows
-                 * Bl.. of x and of the targets */
-                for (int b = 0; b < Bl; b++) {
-                    memcpy(xpack + b * (per + 1), x + b * per, (size_t)per * sizeof(float));
-                    xpack[b * (per + 1) + per] = (float)lab[b];
-                }
-                if (qkf_dist_mirror_rows(xpack, B, per + 1, xall, xmir))
-                    goto done;
-                for (int b = 0; b < Bl; b++) {
-                    memcpy(xpack + (Bl + b) * per, xmir + b * (per + 1),
-                           (size_t)per * sizeof(float));
-                    labmir[b] = (int32_t)xmir[b * (per + 1) + per];
-                }
-                memcpy(xpack, x, (size_t)(Bl * per) * sizeof(float));
-                x = xpack;
-                qkf_xent_targets(target + Bl * K, labmir, Bl, K, (float)o.smoothing);
-            }
-            const float *xin = x;
-            if (mixing) {
-                /* timm batch mixup: x = lam x + (1 - lam) x[::-1], same for the targets */
-                qkf_rng r;
-                qkf_rng_seed(&r, o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)step);
-                double g1 = rng_gamma(&r, o.mixup), g2 = rng_gamma(&r, o.mixup);
-                float lam = (float)(g1 / (g1 + g2));
-                for (int b = 0; b < Bl; b++) {
-                    int b2 = mirrored ? Bl + b : B - 1 - b; /* the row paired with row b */
-                    const float *x1 = x + b * per, *x2 = x + b2 * per;
-                    for (int64_t i = 0; i < per; i++)
-                        xmix[b * per + i] = lam * x1[i] + (1.0f - lam) * x2[i];
-                    for (int k = 0; k < K; k++)
-                        tflip[b * K + k] =
-                            lam * target[b * K + k] + (1.0f - lam) * target[b2 * K + k];
-                }
-                memcpy(target, tflip, (size_t)(Bl * K) * sizeof(float));
-                xin = xmix;
-            }
-            /* this rank's loss gradient is weighted by its share, so that the summed gradients
-             * are those of the global mean loss */
-            double loss = 0.0;
-            int ok = 0;
-            qkf_train_zero_grad(e);
-            if (tr) /* record the forward of the selected updates (1-based) */
-                qkf_train_set_trace(e, in_steps(&tsteps, step + 1) ? qkf_trace_sink(tr)
-                                                                   : NULL);
-            qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
-            if (bk)
-                grad_sync_reset(&gsync);
-            int lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
-            float *grads = qkf_train_grads(e);
-            if (nr > 1) {
-                /* buckets the backward has not started go now, before any other collective,
-                 * so every rank starts them in the same order (also after a failure) */
-                if (bk && qkf_dist_buckets_start_all(bk))
-                    goto done;
-                double red[3] = {loss * Bl, ok, lfail};
-                if (qkf_dist_sum_f64(red, 3) || (bk && red[2] > 0.0 && qkf_dist_buckets_finish(bk)))
-                    goto done;
-                if (red[2] > 0.0) {
-                    if (!lfail)
-                        qkf_set_error("step %lld failed on another rank", (long long)step);
-                    goto done;
-                }
-                loss = red[0] / B, ok = (int)red[1];
-                /* per-rank BatchNorm: the running statistics, averaged over the ranks in the
-                 * same reduction (the gradient buffer has zeros there) */
-                const qkf_params *ps = &m.params;
-                if (bk) {
-                    if (qkf_dist_buckets_finish(bk))
-                        goto done;
-                } else {
-                    bn_buffers_to_grads(ps, grads, nr, o.sync_bn);
-                    if (qkf_dist_sum_f32(grads, ps->total))
-                        goto done;
-                }
-                for (int k = 0; k < ps->n; k++)
-                    if (ps->p[k].is_buffer) {
-                        if (!o.sync_bn)
-                            memcpy(ps->data + ps->p[k].offset, grads + ps->p[k].offset,
-                                   (size_t)ps->p[k].numel * sizeof(float));
-                        memset(grads + ps->p[k].offset, 0, (size_t)ps->p[k].numel * sizeof(float));
-                    }
-            } else if (lfail)
-                goto done;
-            float lr = qkf_optim_lr(&opt.cfg, opt.step);
-            double gnorm = qkf_optim_step(&opt, &m.params, grads);
-            if (desync_rank == rank && nr > 1 && step == 0)
-                m.params.data[0] += 1e-3f;
-            if (!isfinite(loss)) {
-                qkf_set_error("step %lld: the loss is %g (lower --lr, or set --clip)",
-                              (long long)step, loss);
-                goto done;
-            }
-            step++;
-            steps_run++;
-            double dt = qkf_now() - t0;
-            t_steps += dt;
-            ep_loss += loss * B, ep_ok += ok, ep_n += B;
-            win_loss += loss * B, win_ok += ok, win_n += B;
-            double ips = (double)steps_run * (double)o.batch / t_steps;
-            if (mf && step % o.log_every == 0) {
-                if (csv)
-                    fprintf(mf, "step,%lld,%lld,%.6g,%.6f,%.4f,,%.5g,%.1f,%.1f\n", (long long)epoch,
-                            (long long)step, (double)lr, win_loss / (double)win_n,
-                            (double)win_ok / (double)win_n, gnorm, ips, qkf_now() - t_start);
-                else
-                    fprintf(mf,
-                            "{\"kind\":\"step\",\"epoch\":%lld,\"step\":%lld,\"lr\":%.6g,"
-                            "\"loss\":%.6f,\"acc\":%.4f,\"grad_norm\":%.5g,\"img_per_s\":%.1f,"
-                            "\"seconds\":%.1f}\n",
-                            (long long)epoch, (long long)step, (double)lr,
-                            win_loss / (double)win_n, (double)win_ok / (double)win_n, gnorm, ips,
-                            qkf_now() - t_start);
-                fflush(mf);
-                win_loss = 0.0, win_ok = 0, win_n = 0;
-            }
-            if (!o.quiet && (tty || step % o.log_every == 0)) {
-                int64_t in_ep = step - epoch * spe;
-                char eta[32];
-                fmt_time(eta, sizeof eta,
-                         (double)(o.opt.total_steps - step) * t_steps / (double)steps_run);
-                char bar[21];
-                int fill = (int)(20 * in_ep / spe);
-                for (int i = 0; i < 20; i++)
-                    bar[i] = i < fill ? '#' : '.';
-                bar[20] = 0;
-                fprintf(stderr,
-                        "%sepoch %lld/%ld [%s] %lld/%lld loss %.4f acc %.1f%% %.0f img/s ETA %s%s",
-                        tty ? "\r" : "", (long long)epoch + 1, o.epochs, bar, (long long)in_ep,
-                        (long long)spe, ep_loss / (double)ep_n,
-                        100.0 * (double)ep_ok / (double)ep_n, ips, eta, tty ? "   " : "\n");
-            }
-            if (o.save_every > 0 && step % o.save_every == 0 &&
-                save_dist(o.out, &m, &opt, &o, step))
-                goto done;
-        }
-        double wait = qkf_loader_wait_seconds(ld);
-        qkf_loader_stop(ld);
-        ld = NULL;
-        if (tty)
-            fprintf(stderr, "\n");
-        if (stop || (o.max_steps && step >= o.max_steps && step % spe))
-            break;
-        if (params_agree(&m, &opt, step)) {
-            qkf_cli_fail_rank0("train");
-            goto quiet;
-        }
-        double test_acc = -1.0;
-        int64_t ntest = 0;
-        if (!o.no_eval &&
-            evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb, o.eval_event, 0, &test_acc,
-                     &ntest))
-            goto done;
-        double secs = qkf_now() - t_epoch;
-        if (!o.quiet) {
-            fprintf(stderr, "epoch %lld: train loss %.4f acc %.2f%%", (long long)epoch + 1,
-                    ep_n ? ep_loss / (double)ep_n : 0.0,
-                    ep_n ? 100.0 * (double)ep_ok / (double)ep_n : 0.0);
-            if (test_acc >= 0)
-                fprintf(stderr, ", test acc %.2f%% (%lld images)", 100.0 * test_acc,
-                        (long long)ntest);
-            fprintf(stderr, ", %.1f s (data wait %.2f s)\n", secs, wait);
-        }
-        if (mf) {
-            if (csv)
-                fprintf(mf, "epoch,%lld,%lld,%.6g,%.6f,%.4f,%.4f,,,%.1f\n", (long long)epoch + 1,
-                        (long long)step, (double)qkf_optim_lr(&opt.cfg, opt.step),
-                        ep_n ? ep_loss / (double)ep_n : 0.0,
-                        ep_n ? (double)ep_ok / (double)ep_n : 0.0, test_acc, qkf_now() - t_start);
-            else
-                fprintf(mf,
-                        "{\"kind\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"loss\":%.6f,"
-                        "\"acc\":%.4f,\"test_acc\":%.4f,\"seconds\":%.1f}\n",
-                        (long long)epoch + 1, (long long)step,
-                        ep_n ? ep_loss / (double)ep_n : 0.0,
-                        ep_n ? (double)ep_ok / (double)ep_n : 0.0, test_acc,
-                        qkf_now() - t_start);
-            fflush(mf);
-        }
-        if (save_dist(o.out, &m, &opt, &o, step))
-            goto done;
-    }
-    if (params_agree(&m, &opt, step)) {
-        qkf_cli_fail_rank0("train");
-        goto quiet;
-    }
-    if (stop || (nr == 1 && interrupted)) {
-        if (save_dist(o.out, &m, &opt, &o, step))
-            goto done;
-        saved_at_interrupt = 1;
-        if (rank == 0)
-            fprintf(stderr,
-                    "\ninterrupted: saved step %lld to %s (continue with --resume %s)\n",
-                    (long long)step, o.out, o.out);
-    } else if (step == 0 || o.epochs * spe == step || step % spe) {
-        if (save_dist(o.out, &m, &opt, &o, step))
-            goto done;
-        if (!o.quiet)
-            fprintf(stderr, "wrote %s (step %lld, %.1f min)\n", o.out, (long long)step,
-                    (qkf_now() - t_start) / 60.0);
-    }
-    if (nr > 1 && !o.quiet) /* rank 0: what the scale-out cost */
-        fprintf(stderr,
-                "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%; time not hidden behind the "
-                "backward), %.2f MB sent per rank over %lld steps, gradients in %d bucket%s\n",
-                nr, qkf_dist_seconds(), qkf_now() - t_start,
-                100.0 * qkf_dist_seconds() / (qkf_now() - t_start), (double)qkf_dist_bytes() / 1e6,
-                (long long)step, bk ? qkf_dist_buckets_count(bk) : 1,
-                bk && qkf_dist_buckets_count(bk) > 1 ? "s" : "");
-    if (tr) {
-        qkf_train_set_trace(e, NULL);
-        int trc = qkf_trace_close(tr);
-        tr = NULL;
-        if (trc)
-            goto done;
-        if (!o.quiet)
-            printf("wrote trace %s\n", topt.path);
-    }
-    rc = saved_at_interrupt ? 130 : 0;
-done:
-    if (rc == 1)
-        qkf_cli_fail_rank0("train");
-quiet:
+    int rc = qkf_trainer_run(&o, print_event, NULL);
     sigaction(SIGINT, &old_sa, NULL);
-    qkf_loader_stop(ld);
-    if (mf)
-        fclose(mf);
-    qkf_free(xmix);
-    qkf_free(target);
-    qkf_free(tflip);
-    qkf_dist_buckets_free(bk);
-    qkf_free(gsync.order);
-    qkf_free(gsync.final);
-    qkf_free(xpack);
-    qkf_free(xall);
-    qkf_free(xmir);
-    qkf_free(labmir);
-    if (tr) {
-        qkf_train_set_trace(e, NULL);
-        qkf_trace_abort(tr);
-    }
-    qkf_trace_spec_free(&ts);
-    qkf_train_free(e);
-    qkf_optim_free(&opt);
-    qkf_dataset_free(&dtrain);
-    qkf_dataset_free(&dtest);
-    qkf_dataset_free(&dshard);
-    qkf_model_free(&m);
-    return rc;
+    return rc < 0 ? qkf_cli_app_fail("train", rc) : rc;
 }

@@ -9,6 +9,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/dist.h"
+#include "app/evaluate.h"
 #include "cli.h"
 
 static void usage(FILE *f)
@@ -43,6 +44,15 @@ int qkf_cli_fail(const char *cmd)
 }
 
 int qkf_cli_fail_rank0(const char *cmd) { return qkf_dist_rank() == 0 ? qkf_cli_fail(cmd) : 1; }
+
+int qkf_cli_app_fail(const char *cmd, int rc)
+{
+    if (rc == QKF_APP_HERE)
+        return qkf_cli_fail(cmd);
+    if (rc == QKF_APP_QUIET)
+        return 1;
+    return qkf_cli_fail_rank0(cmd);
+}
 
 int main(int argc, char **argv)
 {

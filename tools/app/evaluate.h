@@ -1,0 +1,54 @@
+/* Evaluation: the accuracy of a checkpoint on a dataset's test split, in either engine, under
+ * mpirun each rank classifying its own shard (qkf eval; the per-epoch evaluation of the trainer,
+ * tools/app/trainer.h; qkf_evaluate_config of the public API).
+ *
+ * Applications (tools/app/) return 0, or one of three failure codes that say who reports the
+ * message in qkf_last_error(): QKF_APP_RANK0 (rank 0 prints it: every rank has the same error),
+ * QKF_APP_HERE (this rank prints it: it alone failed; under mpirun the message names the rank),
+ * QKF_APP_QUIET (another rank failed and reports it; nothing to print). One process: RANK0 and
+ * HERE both mean "print it". Nothing here prints: lines for the user go to a qkf_log_fn. */
+#ifndef QKF_EVALUATE_H
+#define QKF_EVALUATE_H
+
+#include <stdint.h>
+
+#include "../../io/dataset.h"
+#include "../../models/qkformer.h"
+
+enum { QKF_APP_RANK0 = -1, QKF_APP_HERE = -2, QKF_APP_QUIET = -3 };
+
+/* One line for the user (with its newline), as the command prints it to stderr. */
+typedef void (*qkf_log_fn)(void *ctx, const char *line);
+
+/* Accuracy of m (eval mode; the dense engine, or the event engine when event is set, with dense
+ * flags conv) on the first `limit` samples of d (0: all), batch samples at a time. Under mpirun
+ * each rank classifies its contiguous shard and the correct counts are summed exactly
+ * (collective: every rank calls it). Returns 0 or -1. */
+int qkf_evaluate(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch, int tb,
+                 int event, int conv, double *acc, int64_t *count);
+
+typedef struct {
+    const char *weights; /* checkpoint (required) */
+    const char *data;    /* dataset name (io/dataset.h; default fashion-mnist) */
+    int event;           /* 1: the event engine; 0: the dense engine */
+    int conv;            /* dense-engine convolution flags (QKF_DENSE_WINO4, ...), 0: default */
+    int tb;              /* the official SSA proj_lif quirk (membrane over T*B) */
+    int64_t limit;       /* only the first N test samples (0: all) */
+    int batch;           /* samples per forward (default 100) */
+} qkf_evaluate_opts;
+
+typedef struct {
+    double accuracy; /* a fraction */
+    int64_t count;   /* samples classified, over all ranks */
+    double seconds;  /* from the start of qkf_evaluate_run */
+    char source[1024]; /* the dataset as its reader names it */
+} qkf_evaluate_result;
+
+void qkf_evaluate_opts_init(qkf_evaluate_opts *o);
+/* Loads the checkpoint and the test split (under mpirun: this rank's shard), checks they fit,
+ * and evaluates. Collective under mpirun (every rank calls it with the same options). log
+ * (optional) receives rank 0's lines about what each rank holds. Returns 0 or QKF_APP_*. */
+int qkf_evaluate_run(const qkf_evaluate_opts *o, qkf_log_fn log, void *ctx,
+                     qkf_evaluate_result *r);
+
+#endif
