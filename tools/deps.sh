@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs qkf's build and test dependencies from Debian 12 packages (idempotent; needs root or
-# sudo). python3-h5py and python3-matplotlib draw trace plots; PyTorch (QKF_PYTHON_DEPS=1) is for
-# the reference scripts only: the C tests never need Python.
+# sudo). python3-h5py and python3-matplotlib draw trace plots; python3-dev and python3-numpy build
+# and run the Python module qkf, python3-pytest tests it, and python3-torch runs its round trip
+# through the official checkpoint format (and the reference scripts). The C tests never need
+# Python.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
-      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist python3-h5py python3-matplotlib"
+      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist python3-h5py python3-matplotlib
+      python3-dev python3-numpy python3-pytest python3-torch libopenblas0-openmp"
 if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
   PKGS="$PKGS libopenmpi-dev openmpi-bin"
 fi

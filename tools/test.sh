@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds qkf and runs the test suite: an optimised -Werror build with every test, the MPI build
-# (-DQKF_MPI=ON) with its 2-rank tests (QKF_MPI=0 skips it), then an AddressSanitizer +
-# UndefinedBehaviorSanitizer build with every test again. This is exactly what CI runs (.ci/run).
+# Builds qkf and runs the test suite: an optimised -Werror build with every test, the include
+# graph against the layers of docs/design.md, the Python module's tests, the C example and the
+# Python module against the installed library, the MPI build (-DQKF_MPI=ON) with its 2-rank tests
+# (QKF_MPI=0 skips it), then an AddressSanitizer + UndefinedBehaviorSanitizer build with every
+# test again. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QKF_MPI=${QKF_MPI:-1}
@@ -16,15 +18,45 @@ cmake --build build -j"$JOBS"
 echo "== tests (release)"
 ./build/qkf_tests --jobs "$JOBS"
 
+PY=/usr/bin/python3 # Debian's, with python3-numpy, -pytest, -h5py, -torch (not a pyenv shim)
+[ -x "$PY" ] || PY=python3
+echo "== layers (the include graph, docs/design.md)"
+"$PY" tools/check_layers.py --self-test
+"$PY" tools/check_layers.py
+
+echo "== Python module (pytest)"
+PYTHONPATH=build/python "$PY" -m pytest -q python/tests
+
+echo "== installed library: the C example (pkg-config) and the Python module"
+PREFIX=$(mktemp -d)
+trap 'rm -rf "$PREFIX"' EXIT
+cmake --install build --prefix "$PREFIX" >/dev/null
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+cc -std=c11 -O2 -Wall -Wextra -Werror docs/api.c -o "$PREFIX/api" $(pkg-config --cflags --libs qkf)
+"$PREFIX/api" tests/fixtures/cifar_small.weights.h5 "$PREFIX/copy.h5"
+unset PKG_CONFIG_PATH
+PYDIR="$PREFIX/lib/$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')/dist-packages"
+ROOT=$PWD
+(cd "$PREFIX" && PYTHONPATH="$PYDIR" "$PY" - "$ROOT/tests/fixtures/cifar_small.weights.h5" \
+    "$PYDIR" <<'EOF'
+import sys
+import numpy as np
+import qkf
+assert qkf.__file__.startswith(sys.argv[2]), qkf.__file__  # the installed copy, not the build's
+m = qkf.load(sys.argv[1])
+print("installed module:", qkf.__file__, m, m.run(np.zeros((1, 3, 16, 16), np.float32), mode="event"))
+EOF
+)
+
 if [ "${QKF_MPI:-0}" = 1 ]; then
   echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
-  cmake -S . -B build-mpi -DQKF_WERROR=ON -DQKF_MPI=ON >/dev/null
+  cmake -S . -B build-mpi -DQKF_WERROR=ON -DQKF_MPI=ON -DQKF_PYTHON=OFF >/dev/null
   cmake --build build-mpi -j"$JOBS"
   ./build-mpi/qkf_tests --jobs 1 --filter 'mpi/*'
 fi
 
 echo "== ASan + UBSan build"
-cmake -S . -B build-asan -DQKF_WERROR=ON -DQKF_SANITIZE=address,undefined \
+cmake -S . -B build-asan -DQKF_WERROR=ON -DQKF_SANITIZE=address,undefined -DQKF_PYTHON=OFF \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-asan -j"$JOBS"
 echo "== tests (ASan + UBSan)"
