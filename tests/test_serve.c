@@ -1,5 +1,5 @@
 /* Streaming: the event engine stepped one time window at a time (qkf_sched_session), and the
- * event server and client over libuv (io/stream.c).
+ * event server and client over libuv (tools/app/stream.c).
  *
  * Sessions must reproduce qkf_sched_forward bit for bit: the same code runs each step in the same
  * order, and the readout's time mean is accumulated exactly as the forward sums it. The server

@@ -1,4 +1,4 @@
-/* Shared by the qkf bench commands (bench/bench.c, bench_event.c). */
+/* Shared by the qkf bench commands (tools/bench.c, bench_event.c). */
 #ifndef QKF_BENCH_H
 #define QKF_BENCH_H
 

@@ -1,6 +1,6 @@
-/* qkf serve: the event engine as a live device on a TCP port (io/stream.c); qkf client: replays
- * an event file to it and prints the answers, or measures it with many connections (--bench).
- * The protocol is in docs/serve.md. */
+/* qkf serve: the event engine as a live device on a TCP port (tools/app/stream.c); qkf client:
+ * replays an event file to it and prints the answers, or measures it with many connections
+ * (--bench). The protocol is in docs/serve.md. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

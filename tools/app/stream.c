@@ -1,5 +1,5 @@
 /* Live event streams over TCP with libuv: the event server (one engine session per connection)
- * and the replay client. The protocol is in io/stream.h and docs/serve.md.
+ * and the replay client. The protocol is in tools/app/stream.h and docs/serve.md.
  *
  * Server session, data flow. Bytes arrive in the session's read buffer (64 KiB, reused) and are
  * parsed in place: frame headers, then event records one at a time. Each event is checked and
