@@ -17,11 +17,11 @@
  * Engines. A trace knows no engine: it hands out a LIF sink (models/sink.h, qkf_trace_sink) that
  * the caller gives to an engine (qkf_dense_set_sink, qkf_sched_set_trace, qkf_train_set_trace).
  *
- * Streaming. Producers (the sink's put_layer from the dense engines, or put from the event engine) copy
- * the selected values into a fixed ring buffer of --trace-buffer bytes, allocated once; when it is
- * full they wait (nothing is dropped, nothing grows). One writer thread owns the HDF5 file: it
- * creates it, appends each block to chunked, gzip-compressed, extendable datasets, and flushes in
- * single-writer/multiple-reader (SWMR) mode, so h5py can read the file while the run continues
+ * Streaming. Producers (the sink's put_layer from the dense engines, or put from the event engine)
+ * copy the selected values into a fixed ring buffer of --trace-buffer bytes, allocated once; when
+ * it is full they wait (nothing is dropped, nothing grows). One writer thread owns the HDF5 file:
+ * it creates it, appends each block to chunked, gzip-compressed, extendable datasets, and flushes
+ * in single-writer/multiple-reader (SWMR) mode, so h5py can read the file while the run continues
  * (h5py.File(path, "r", swmr=True)) and a killed run leaves every flushed block readable. Because
  * the file is meant to be read while it grows, it is written in place, not as a temporary file
  * renamed at the end (the rule for every other output of qkf); qkf_trace_abort deletes it.

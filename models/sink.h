@@ -18,7 +18,8 @@ enum { QKF_TRACE_V = 0, QKF_TRACE_H, QKF_TRACE_INPUT, QKF_TRACE_SPIKES, QKF_TRAC
 /* One LIF layer's tensors of a whole batch, in the engines' [C][F][N] layout (F = T*B,
  * f = t*B + b): spikes s, membrane v after reset, membrane h before the spike decision, and the
  * synaptic input x after BatchNorm ([C][B][N] when x_static: one frame per sample that stands for
- * every step). Pointers the sink did not ask for may be NULL; all are valid during the call only. */
+ * every step). Pointers the sink did not ask for may be NULL; all are valid during the call
+ * only. */
 typedef struct {
     int lif_index, T, B, C, N, x_static;
     const float *s, *v, *h, *x;

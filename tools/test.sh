@@ -32,10 +32,12 @@ PREFIX=$(mktemp -d)
 trap 'rm -rf "$PREFIX"' EXIT
 cmake --install build --prefix "$PREFIX" >/dev/null
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
-cc -std=c11 -O2 -Wall -Wextra -Werror docs/api.c -o "$PREFIX/api" $(pkg-config --cflags --libs qkf)
+cc -std=c11 -O2 -Wall -Wextra -Werror docs/api.c -o "$PREFIX/api" \
+  $(pkg-config --cflags --libs qkf)
 "$PREFIX/api" tests/fixtures/cifar_small.weights.h5 "$PREFIX/copy.h5"
 unset PKG_CONFIG_PATH
-PYDIR="$PREFIX/lib/$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')/dist-packages"
+PYVER=$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')
+PYDIR="$PREFIX/lib/$PYVER/dist-packages"
 ROOT=$PWD
 (cd "$PREFIX" && PYTHONPATH="$PYDIR" "$PY" - "$ROOT/tests/fixtures/cifar_small.weights.h5" \
     "$PYDIR" <<'EOF'
@@ -44,7 +46,8 @@ import numpy as np
 import qkf
 assert qkf.__file__.startswith(sys.argv[2]), qkf.__file__  # the installed copy, not the build's
 m = qkf.load(sys.argv[1])
-print("installed module:", qkf.__file__, m, m.run(np.zeros((1, 3, 16, 16), np.float32), mode="event"))
+r = m.run(np.zeros((1, 3, 16, 16), np.float32), mode="event")
+print("installed module:", qkf.__file__, m, r)
 EOF
 )
 

@@ -787,28 +787,28 @@ setup_end:
     }
     if (!o.quiet)
         tlog(cb, cb_ctx, QKF_TRAINER_LOG,
-                "qkf train: %s variant, img %d, embed %d, heads %d, T %d, %lld parameters; %s: "
-                "%lld train / %lld test images; %lld steps of %ld (%lld per epoch)%s%s\n",
-                qkf_variant_name(m.cfg.variant), m.cfg.img_size, m.cfg.embed_dims,
-                m.cfg.num_heads, m.cfg.T, (long long)m.params.n_train, dtrain.source,
-                (long long)(o.limit_train && o.limit_train < dtrain.n ? o.limit_train : dtrain.n),
-                (long long)(o.no_eval ? 0 : o.limit_test && o.limit_test < dtest.total
-                                                    ? o.limit_test
-                                                    : dtest.total),
-                (long long)o.opt.total_steps, o.batch, (long long)spe,
-                o.resume ? " (resumed)" : "",
-                nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
-                                    : "; ranks share the batch, BatchNorm per rank")
-                       : "");
+             "qkf train: %s variant, img %d, embed %d, heads %d, T %d, %lld parameters; %s: "
+             "%lld train / %lld test images; %lld steps of %ld (%lld per epoch)%s%s\n",
+             qkf_variant_name(m.cfg.variant), m.cfg.img_size, m.cfg.embed_dims, m.cfg.num_heads,
+             m.cfg.T, (long long)m.params.n_train, dtrain.source,
+             (long long)(o.limit_train && o.limit_train < dtrain.n ? o.limit_train : dtrain.n),
+             (long long)(o.no_eval                                    ? 0
+                         : o.limit_test && o.limit_test < dtest.total ? o.limit_test
+                                                                      : dtest.total),
+             (long long)o.opt.total_steps, o.batch, (long long)spe, o.resume ? " (resumed)" : "",
+             nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
+                                 : "; ranks share the batch, BatchNorm per rank")
+                    : "");
     if (!o.quiet)
-        tlog(cb, cb_ctx, QKF_TRAINER_LOG, "training engine: %.0f MB of activations, gradients and optimiser state\n",
-                (double)(qkf_train_bytes(e) + 2 * m.params.total * 4) / 1e6);
+        tlog(cb, cb_ctx, QKF_TRAINER_LOG,
+             "training engine: %.0f MB of activations, gradients and optimiser state\n",
+             (double)(qkf_train_bytes(e) + 2 * m.params.total * 4) / 1e6);
     int tty = o.tty && !o.quiet;
     double t_start = qkf_now(), t_steps = 0.0;
     int64_t steps_run = 0;
     int saved_at_interrupt = 0;
-    for (int64_t epoch = step / spe;
-         epoch < o.epochs && !(stop = stop_now(INTERRUPTED)) && !(o.max_steps && step >= o.max_steps);
+    for (int64_t epoch = step / spe; epoch < o.epochs && !(stop = stop_now(INTERRUPTED)) &&
+                                     !(o.max_steps && step >= o.max_steps);
          epoch++) {
         if (nr > 1) {
             /* this epoch's samples of this rank: its slices of the global batches, read from
@@ -984,10 +984,10 @@ setup_end:
                     bar[i] = i < fill ? '#' : '.';
                 bar[20] = 0;
                 snprintf(line, sizeof line,
-                        "%sepoch %lld/%ld [%s] %lld/%lld loss %.4f acc %.1f%% %.0f img/s ETA %s%s",
-                        tty ? "\r" : "", (long long)epoch + 1, o.epochs, bar, (long long)in_ep,
-                        (long long)spe, ep_loss / (double)ep_n,
-                        100.0 * (double)ep_ok / (double)ep_n, ips, eta, tty ? "   " : "\n");
+                         "%sepoch %lld/%ld [%s] %lld/%lld loss %.4f acc %.1f%% %.0f img/s ETA %s%s",
+                         tty ? "\r" : "", (long long)epoch + 1, o.epochs, bar, (long long)in_ep,
+                         (long long)spe, ep_loss / (double)ep_n,
+                         100.0 * (double)ep_ok / (double)ep_n, ips, eta, tty ? "   " : "\n");
                 ev.text = line;
             }
             if (cb && cb(cb_ctx, &ev))
@@ -1007,9 +1007,8 @@ setup_end:
             goto quiet;
         double test_acc = -1.0;
         int64_t ntest = 0;
-        if (!o.no_eval &&
-            qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb, o.eval_event, 0,
-                         &test_acc, &ntest))
+        if (!o.no_eval && qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
+                                       o.eval_event, 0, &test_acc, &ntest))
             goto done;
         double secs = qkf_now() - t_epoch;
         {
@@ -1060,23 +1059,23 @@ setup_end:
         saved_at_interrupt = 1;
         if (rank == 0)
             tlog(cb, cb_ctx, QKF_TRAINER_LOG,
-                    "\ninterrupted: saved step %lld to %s (continue with --resume %s)\n",
-                    (long long)step, o.out, o.out);
+                 "\ninterrupted: saved step %lld to %s (continue with --resume %s)\n",
+                 (long long)step, o.out, o.out);
     } else if (step == 0 || o.epochs * spe == step || step % spe) {
         if (save_dist(o.out, &m, &opt, &o, step))
             goto done;
         if (!o.quiet)
-            tlog(cb, cb_ctx, QKF_TRAINER_LOG, "wrote %s (step %lld, %.1f min)\n", o.out, (long long)step,
-                    (qkf_now() - t_start) / 60.0);
+            tlog(cb, cb_ctx, QKF_TRAINER_LOG, "wrote %s (step %lld, %.1f min)\n", o.out,
+                 (long long)step, (qkf_now() - t_start) / 60.0);
     }
     if (nr > 1 && !o.quiet) /* rank 0: what the scale-out cost */
         tlog(cb, cb_ctx, QKF_TRAINER_LOG,
-                "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%; time not hidden behind the "
-                "backward), %.2f MB sent per rank over %lld steps, gradients in %d bucket%s\n",
-                nr, qkf_dist_seconds(), qkf_now() - t_start,
-                100.0 * qkf_dist_seconds() / (qkf_now() - t_start), (double)qkf_dist_bytes() / 1e6,
-                (long long)step, bk ? qkf_dist_buckets_count(bk) : 1,
-                bk && qkf_dist_buckets_count(bk) > 1 ? "s" : "");
+             "ranks: %d; all-reduce %.2f s of %.2f s (%.1f%%; time not hidden behind the "
+             "backward), %.2f MB sent per rank over %lld steps, gradients in %d bucket%s\n",
+             nr, qkf_dist_seconds(), qkf_now() - t_start,
+             100.0 * qkf_dist_seconds() / (qkf_now() - t_start), (double)qkf_dist_bytes() / 1e6,
+             (long long)step, bk ? qkf_dist_buckets_count(bk) : 1,
+             bk && qkf_dist_buckets_count(bk) > 1 ? "s" : "");
     if (tr) {
         qkf_train_set_trace(e, NULL);
         int trc = qkf_trace_close(tr);
