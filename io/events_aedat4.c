@@ -246,7 +246,7 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
             size_t avail = *cap - got, dst = avail, srcn = n - in;
             r = LZ4F_decompress(dc, *out + got, &dst, src + in, &srcn, NULL);
             if (LZ4F_isError(r)) {
-                snprintf(msg, mcap, "LZ4 error at compressed byte %zu: %s", in,
+                snprintf(msg, mcap, "LZ4 error (%zu of %zu compressed bytes read): %s", in, n,
                          LZ4F_getErrorName(r));
                 LZ4F_freeDecompressionContext(dc);
                 return -1;
@@ -298,7 +298,7 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
         size_t before = ib.pos;
         r = ZSTD_decompressStream(dc, &ob, &ib);
         if (ZSTD_isError(r)) {
-            snprintf(msg, mcap, "Zstd error at compressed byte %zu: %s", ib.pos,
+            snprintf(msg, mcap, "Zstd error (%zu of %zu compressed bytes read): %s", ib.pos, n,
                      ZSTD_getErrorName(r));
             ZSTD_freeDCtx(dc);
             return -1;

@@ -40,6 +40,15 @@ typedef struct {
     size_t data; /* the first byte after the header */
 } ph_header;
 
+/* The sensor of an OpenEB HAL plugin's device (hal_psee_plugins/src/devices: gen31 devices use
+ * VGAGeometry, gen41, imx636 and imx646 HDGeometry, genx320 a 320x320 array), for files whose
+ * header has no geometry line. Checked in order: "gen41" before "gen3". */
+static const struct {
+    const char *key;
+    int w, h;
+} plugin_sensors[] = {{"gen41", 1280, 720}, {"imx636", 1280, 720}, {"imx646", 1280, 720},
+                      {"genx320", 320, 320}, {"gen3", 640, 480}};
+
 static int starts(const char *l, size_t n, const char *s)
 {
     size_t k = strlen(s);
@@ -130,6 +139,12 @@ static int read_header(const uint8_t *buf, size_t len, const char *name, ph_head
     h->data = pos;
     if (h->w <= 0 || h->h <= 0)
         h->w = h->h = 0;
+    if (!h->w && camera && have_plugin) /* no geometry line: the sensor of the plugin's device */
+        for (size_t i = 0; i < sizeof plugin_sensors / sizeof plugin_sensors[0]; i++)
+            if (strstr(camera, plugin_sensors[i].key)) {
+                h->w = plugin_sensors[i].w, h->h = plugin_sensors[i].h;
+                break;
+            }
     return 0;
 }
 
