@@ -218,21 +218,28 @@ static const char *compression_name(int c)
 
 /* Decompresses src[0..n) (one LZ4 or Zstd frame) into *out (grown as needed, up to MAX_PACKET).
  * Returns the decompressed size, or -1 with msg set. */
-static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out, size_t *cap,
-                          char *msg, size_t mcap)
+/* One decompression context per file, reset before each packet. */
+typedef struct {
+    LZ4F_dctx *lz;
+    ZSTD_DCtx *zs;
+} dctx;
+
+static int64_t decompress(dctx *x, int comp, const uint8_t *src, size_t n, uint8_t **out,
+                          size_t *cap, char *msg, size_t mcap)
 {
     size_t got = 0;
     if (comp == QKF_AEDAT4_LZ4 || comp == QKF_AEDAT4_LZ4_HIGH) {
-        LZ4F_dctx *dc;
-        if (LZ4F_isError(LZ4F_createDecompressionContext(&dc, LZ4F_VERSION))) {
+        if (!x->lz && LZ4F_isError(LZ4F_createDecompressionContext(&x->lz, LZ4F_VERSION))) {
+            x->lz = NULL;
             snprintf(msg, mcap, "cannot create an LZ4 context");
             return -1;
         }
+        LZ4F_dctx *dc = x->lz;
+        LZ4F_resetDecompressionContext(dc);
         size_t in = 0, r = 1;
         for (;;) {
             if (got == *cap) {
                 if (*cap >= MAX_PACKET) {
-                    LZ4F_freeDecompressionContext(dc);
                     snprintf(msg, mcap, "decompresses to more than %u bytes", MAX_PACKET);
                     return -1;
                 }
@@ -248,7 +255,6 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
             if (LZ4F_isError(r)) {
                 snprintf(msg, mcap, "LZ4 error (%zu of %zu compressed bytes read): %s", in, n,
                          LZ4F_getErrorName(r));
-                LZ4F_freeDecompressionContext(dc);
                 return -1;
             }
             got += dst, in += srcn;
@@ -258,11 +264,9 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
                 break;
             if (!dst && !srcn) {
                 snprintf(msg, mcap, "LZ4 frame makes no progress at compressed byte %zu", in);
-                LZ4F_freeDecompressionContext(dc);
                 return -1;
             }
         }
-        LZ4F_freeDecompressionContext(dc);
         if (r != 0) {
             snprintf(msg, mcap, "truncated LZ4 frame (%zu compressed bytes)", n);
             return -1;
@@ -273,17 +277,17 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
         }
         return (int64_t)got;
     }
-    ZSTD_DCtx *dc = ZSTD_createDCtx();
-    if (!dc) {
+    if (!x->zs && !(x->zs = ZSTD_createDCtx())) {
         snprintf(msg, mcap, "cannot create a Zstd context");
         return -1;
     }
+    ZSTD_DCtx *dc = x->zs;
+    ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
     ZSTD_inBuffer ib = {src, n, 0};
     size_t r = 1;
     while (ib.pos < ib.size || r != 0) {
         if (got == *cap) {
             if (*cap >= MAX_PACKET) {
-                ZSTD_freeDCtx(dc);
                 snprintf(msg, mcap, "decompresses to more than %u bytes", MAX_PACKET);
                 return -1;
             }
@@ -300,22 +304,18 @@ static int64_t decompress(int comp, const uint8_t *src, size_t n, uint8_t **out,
         if (ZSTD_isError(r)) {
             snprintf(msg, mcap, "Zstd error (%zu of %zu compressed bytes read): %s", ib.pos, n,
                      ZSTD_getErrorName(r));
-            ZSTD_freeDCtx(dc);
             return -1;
         }
         got += ob.pos;
         if (r == 0 && ib.pos < ib.size) {
             snprintf(msg, mcap, "%zu bytes after the Zstd frame", ib.size - ib.pos);
-            ZSTD_freeDCtx(dc);
             return -1;
         }
         if (r != 0 && ib.pos == ib.size && ob.pos < ob.size && ib.pos == before) {
             snprintf(msg, mcap, "truncated Zstd frame (%zu compressed bytes)", n);
-            ZSTD_freeDCtx(dc);
             return -1;
         }
     }
-    ZSTD_freeDCtx(dc);
     return (int64_t)got;
 }
 
@@ -412,6 +412,7 @@ int qkf__decode_aedat4(const uint8_t *buf, size_t len, qkf__evdec *d)
     qkf__ev_ensure(d, 0);
     uint8_t *dec = NULL;
     size_t dcap = 0;
+    dctx dx = {NULL, NULL};
     int rc = 0;
     int64_t packet = 0, rec = 0;
     char msg[160];
@@ -444,7 +445,7 @@ int qkf__decode_aedat4(const uint8_t *buf, size_t len, qkf__evdec *d)
         size_t plen = size, pbase = pos + 8; /* pbase: file offset of p, for uncompressed data */
         int compressed = comp != QKF_AEDAT4_NONE;
         if (compressed) {
-            int64_t got = decompress(comp, buf + pos + 8, size, &dec, &dcap, msg, sizeof msg);
+            int64_t got = decompress(&dx, comp, buf + pos + 8, size, &dec, &dcap, msg, sizeof msg);
             if (got < 0) {
                 rc = qkf_set_error("%s: byte %zu (packet %lld): %s packet: %s", d->name, pos,
                                    (long long)packet, compression_name(comp), msg);
@@ -520,6 +521,10 @@ int qkf__decode_aedat4(const uint8_t *buf, size_t len, qkf__evdec *d)
         pos += 8 + (size_t)size;
     }
     qkf_free(dec);
+    if (dx.lz)
+        LZ4F_freeDecompressionContext(dx.lz);
+    if (dx.zs)
+        ZSTD_freeDCtx(dx.zs);
     d->out->records = rec;
     return rc;
 }
