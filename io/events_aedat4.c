@@ -195,6 +195,9 @@ static int parse_streams(const char *x, size_t n, stream_desc *st, int *ns)
             memcpy(val, v, vl);
             val[vl] = 0;
             int in_info = depth == out + 2 && depth <= 8 && !strcmp(names[depth - 1], "info");
+            for (char *c = val; *c; c++) /* values reach messages: printable only */
+                if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7F)
+                    *c = '?';
             if (depth == out + 1 && !strcmp(key, "typeIdentifier"))
                 snprintf(st[cur].type, sizeof st[cur].type, "%.4s", val);
             else if (in_info && !strcmp(key, "sizeX"))

@@ -521,3 +521,30 @@ Test(cameras, cli_info_convert_frames)
                  0, "%s", err);
     cr_assert(strstr(out, "input [1,2,2,260,346] from 6 events (aedat2"), "%s", out);
 }
+
+/* ---- inputs found by fuzzing (tools/fuzz/) ------------------------------------------------- */
+
+/* A control character in a stream's typeIdentifier (from the IOHeader's XML) reached the message
+ * raw (afl, campaign 2): the type is now quoted with such bytes as '?'. */
+Test(cameras, aedat4_fuzz_findings)
+{
+    size_t len;
+    uint8_t *b = slurp(FIX "aedat4_none.aedat4", &len);
+    uint8_t *p = NULL;
+    for (size_t i = 0; i + 11 <= len && !p; i++)
+        if (!memcmp(b + i, "EVTS</attr>", 11))
+            p = b + i;
+    cr_assert_not_null(p);
+    p[1] = 0x1b;
+    qkf_events e;
+    memset(&e, 0x5A, sizeof e);
+    cr_assert_neq(qkf_events_decode(b, len, "fuzz.in", NULL, &e), 0);
+    const char *msg = qkf_last_error();
+    cr_assert(strstr(msg, "fuzz.in: byte 1350 (packet 0): stream 0 (E?TS): the packet is not a "
+                          "size-prefixed FlatBuffer of its type"),
+              "%s", msg);
+    for (const char *m = msg; *m; m++)
+        cr_assert((unsigned char)*m >= 0x20 && *m != 0x7F, "one printable line: %s", msg);
+    cr_assert(e.ev == NULL && e.n == 0);
+    free(b);
+}
