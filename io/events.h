@@ -132,7 +132,9 @@ void qkf_events_push(qkf_events *e, int64_t t, int x, int y, int p);
 
 /* Encodes e in format f (not AUTO) into a qkf_malloc'ed buffer. Fails if the format cannot hold
  * the events (nmnist: x > 255, y > 239, and an 8.4 s timestamp range per overflow marker is
- * handled with markers; aedat2: a 128x128 sensor, t < 2^32). */
+ * handled with markers; aedat2: DVS128 addresses, a 128x128 sensor, t < 2^32; aedat4: LZ4
+ * packets, x, y < 32768; evt2: x, y < 2048, t < 2^34; evt3: x, y < 2048; dat: x, y < 16384,
+ * t < 2^32; the last four need non-decreasing timestamps). */
 int qkf_events_encode(const qkf_events *e, qkf_evformat f, int orient, uint8_t **buf, size_t *len);
 /* Encodes e as AEDAT 4.0 with the given packet compression (qkf_events_encode uses LZ4, DV's
  * default). */
