@@ -548,3 +548,47 @@ Test(cameras, aedat4_fuzz_findings)
     cr_assert(e.ev == NULL && e.n == 0);
     free(b);
 }
+
+/* A compressed packet whose frame is cut short, or followed by stray bytes, is refused (afl cannot
+ * reach these paths: it does not write valid LZ4 or Zstd frames). */
+Test(cameras, aedat4_compressed_packet_faults)
+{
+    qkf_events e;
+    qkf_events_init(&e, 64, 64, 16);
+    for (int i = 0; i < 100; i++)
+        qkf_events_push(&e, 1000 + i, i % 64, (i * 7) % 64, i & 1);
+    const struct {
+        qkf_aedat4_compression c;
+        const char *name;
+    } cs[] = {{QKF_AEDAT4_LZ4, "LZ4"}, {QKF_AEDAT4_ZSTD, "Zstd"}};
+    for (int k = 0; k < 2; k++) {
+        uint8_t *b;
+        size_t len;
+        cr_assert_eq(qkf_events_encode_aedat4(&e, cs[k].c, &b, &len), 0);
+        size_t hdr = 18 + (size_t)(b[14] | b[15] << 8 | b[16] << 16 | (uint32_t)b[17] << 24);
+        uint32_t size = (uint32_t)(b[hdr + 4] | b[hdr + 5] << 8 | b[hdr + 6] << 16);
+        cr_assert_eq(hdr + 8 + size, len, "one packet");
+        /* three stray bytes after the frame */
+        uint8_t *x = malloc(len + 3);
+        memcpy(x, b, len);
+        x[len] = 1, x[len + 1] = 2, x[len + 2] = 3;
+        x[hdr + 4] = (uint8_t)(size + 3);
+        x[hdr + 5] = (uint8_t)((size + 3) >> 8);
+        qkf_events d;
+        cr_assert_neq(qkf_events_decode(x, len + 3, "x", NULL, &d), 0);
+        cr_assert(strstr(qkf_last_error(), "3 bytes after the"), "%s: %s", cs[k].name,
+                  qkf_last_error());
+        /* the frame cut by 4 bytes (its end and checksum) */
+        x[hdr + 4] = (uint8_t)(size - 4);
+        x[hdr + 5] = (uint8_t)((size - 4) >> 8);
+        cr_assert_neq(qkf_events_decode(x, len - 4, "x", NULL, &d), 0);
+        char want[64];
+        snprintf(want, sizeof want, "byte %zu (packet 0): %s packet: ", hdr, cs[k].name);
+        cr_assert(strstr(qkf_last_error(), want), "%s", qkf_last_error());
+        cr_assert(strstr(qkf_last_error(), "truncated"), "%s",
+                  qkf_last_error());
+        free(x);
+        qkf_free(b);
+    }
+    qkf_events_free(&e);
+}
