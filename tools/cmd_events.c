@@ -86,6 +86,10 @@ static void help(void)
         "  --amplitude A     saccade triangle side in pixels (sensor - image)\n"
         "  --saccades N      (3)   --saccade-ms MS (100)   --step-us US sampling step (1000)\n"
         "\n"
+        "convert writes --to FORMAT, or by OUT's extension: .bin (nmnist), .aedat (aedat3),\n"
+        ".aedat2/.dat (aedat2, DVS128 addresses), .aedat4 (LZ4 packets), .raw (evt3), .qev,\n"
+        ".npy; --to evt2 and --to dat name the other Prophesee formats.\n"
+        "\n"
         "bench measures decoding speed (events/s) per format on N synthetic DVS128 events\n"
         "(default 4000000, best of R = 3 runs; aedat4 uncompressed, LZ4 and Zstd), and the load\n"
         "speed of each FILE given.\n");
