@@ -20,8 +20,8 @@
 
 #include "events_internal.h"
 
-static const char *format_names[QKF_EVF_COUNT] = {"auto",   "nmnist", "aedat2",
-                                                  "aedat3", "qev",    "npy"};
+static const char *format_names[QKF_EVF_COUNT] = {
+    "auto", "nmnist", "aedat2", "aedat3", "qev", "npy", "aedat4", "evt2", "evt3", "dat"};
 _Static_assert(sizeof format_names / sizeof format_names[0] == QKF_EVF_COUNT,
                "one name per format");
 
@@ -37,7 +37,9 @@ int qkf_evformat_parse(const char *s, qkf_evformat *f)
             *f = (qkf_evformat)i;
             return 0;
         }
-    return qkf_set_error("'%s' is not an event format (auto, nmnist, aedat2, aedat3, qev, npy)", s);
+    return qkf_set_error("'%s' is not an event format (auto, nmnist, aedat2, aedat3, qev, npy, "
+                         "aedat4, evt2, evt3, dat)",
+                         s);
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -57,7 +59,11 @@ qkf_evformat qkf_evformat_from_path(const char *path)
     if (ends_with(path, ".aedat") || ends_with(path, ".aedat3"))
         return QKF_EVF_AEDAT3;
     if (ends_with(path, ".aedat2") || ends_with(path, ".dat"))
-        return QKF_EVF_AEDAT2;
+        return QKF_EVF_AEDAT2; /* jAER's old .dat; Prophesee .dat files are told by their header */
+    if (ends_with(path, ".aedat4"))
+        return QKF_EVF_AEDAT4;
+    if (ends_with(path, ".raw"))
+        return QKF_EVF_EVT3;
     return QKF_EVF_AUTO;
 }
 
@@ -68,6 +74,10 @@ static qkf_evformat sniff(const uint8_t *b, size_t len)
         return QKF_EVF_AEDAT2;
     if (len >= 11 && !memcmp(b, "#!AER-DAT3.", 11))
         return QKF_EVF_AEDAT3;
+    if (len >= 11 && !memcmp(b, "#!AER-DAT4.", 11))
+        return QKF_EVF_AEDAT4;
+    if (len >= 1 && b[0] == '%')
+        return qkf__sniff_prophesee(b, len);
     if (len >= 6 && !memcmp(b, "\x93NUMPY", 6))
         return QKF_EVF_NPY;
     if (len >= 8 && !memcmp(b, QKF__QEV_MAGIC, 8))
@@ -132,21 +142,26 @@ int qkf_events_decode(const uint8_t *buf, size_t len, const char *name, const qk
             while (9 + (size_t)k < len && k < 8 &&
                    ((buf[9 + k] >= '0' && buf[9 + k] <= '9') || buf[9 + k] == '.'))
                 k++;
-            return qkf_set_error("%s: byte 0: AEDAT version '%.*s' is not supported (2.0 and 3.1 "
-                                 "are)",
+            return qkf_set_error("%s: byte 0: AEDAT version '%.*s' is not supported (2.0, 3.1 and "
+                                 "4.0 are)",
                                  name, k, (const char *)buf + 9);
         }
-        return qkf_set_error("%s: byte 0: unknown event file format (no AEDAT, NumPy or qev "
-                             "magic, not a .bin file; --format names it)",
+        if (len >= 1 && buf[0] == '%')
+            return qkf_set_error("%s: byte 0: a '%%' header that names no EVT 2.0, EVT 3.0 or "
+                                 ".dat format ('%% evt', '%% format' or '%% Version' lines; "
+                                 "--format evt2|evt3|dat names it)",
+                                 name);
+        return qkf_set_error("%s: byte 0: unknown event file format (no AEDAT, Prophesee, NumPy "
+                             "or qev magic, not a .bin file; --format names it)",
                              name);
     }
-    qkf__evdec d = {name, out, o->backwards, o->width, o->height, -1, 0, 0};
+    qkf__evdec d = {name, out, o->backwards, o->width, o->height, -1, 0, 0, 0};
     int auto_nmnist = f == QKF_EVF_NMNIST && !d.w, auto_npy = f == QKF_EVF_NPY && !d.w;
     if (auto_nmnist)
         d.w = 304, d.h = 240; /* the ATIS array; narrowed to N-MNIST's 34x34 below */
     else if (auto_npy)
         d.w = d.h = 65536;
-    else if ((f == QKF_EVF_AEDAT2 || f == QKF_EVF_AEDAT3) && !d.w)
+    else if (f == QKF_EVF_AEDAT3 && !d.w)
         d.w = d.h = 128; /* DVS128 */
     int rc;
     switch (f) {
@@ -154,7 +169,19 @@ int qkf_events_decode(const uint8_t *buf, size_t len, const char *name, const qk
         rc = qkf__decode_nmnist(buf, len, &d);
         break;
     case QKF_EVF_AEDAT2:
-        rc = qkf__decode_aedat2(buf, len, o->orient, &d);
+        rc = qkf__decode_aedat2(buf, len, o->orient, o->layout, &d);
+        break;
+    case QKF_EVF_AEDAT4:
+        rc = qkf__decode_aedat4(buf, len, &d);
+        break;
+    case QKF_EVF_EVT2:
+        rc = qkf__decode_evt2(buf, len, &d);
+        break;
+    case QKF_EVF_EVT3:
+        rc = qkf__decode_evt3(buf, len, &d);
+        break;
+    case QKF_EVF_DAT:
+        rc = qkf__decode_dat(buf, len, &d);
         break;
     case QKF_EVF_AEDAT3:
         rc = qkf__decode_aedat3(buf, len, &d);
@@ -175,7 +202,7 @@ int qkf_events_decode(const uint8_t *buf, size_t len, const char *name, const qk
     out->height = (int)d.h;
     if (auto_nmnist && d.maxx < 34 && d.maxy < 34)
         out->width = out->height = 34;
-    if (auto_npy) {
+    if (auto_npy || d.size_from_events) {
         out->width = out->n ? (int)d.maxx + 1 : 1;
         out->height = out->n ? (int)d.maxy + 1 : 1;
     }
@@ -228,9 +255,17 @@ int qkf_events_encode(const qkf_events *e, qkf_evformat f, int orient, uint8_t *
         return qkf__encode_qev(e, buf, len);
     case QKF_EVF_NPY:
         return qkf__encode_npy(e, buf, len);
+    case QKF_EVF_AEDAT4:
+        return qkf_events_encode_aedat4(e, QKF_AEDAT4_LZ4, buf, len);
+    case QKF_EVF_EVT2:
+        return qkf__encode_evt2(e, buf, len);
+    case QKF_EVF_EVT3:
+        return qkf__encode_evt3(e, buf, len);
+    case QKF_EVF_DAT:
+        return qkf__encode_dat(e, buf, len);
     default:
         return qkf_set_error("no event format to write (name it, or use an extension: .bin, "
-                             ".aedat, .aedat2, .qev, .npy)");
+                             ".aedat, .aedat2, .aedat4, .raw, .qev, .npy)");
     }
 }
 
@@ -397,7 +432,7 @@ int qkf_event_stream_next(qkf_event_stream *s, int64_t *first, int64_t *count, i
 
 /* ---- throughput ---------------------------------------------------------------------------- */
 
-int qkf_events_bench(qkf_evformat f, int64_t n, int repeat, double *events_per_s)
+static int bench(qkf_evformat f, int c, int64_t n, int repeat, double *events_per_s)
 {
     qkf_events e;
     qkf_events_init(&e, 128, 128, n);
@@ -411,7 +446,9 @@ int qkf_events_bench(qkf_evformat f, int64_t n, int repeat, double *events_per_s
     }
     uint8_t *buf;
     size_t len;
-    int rc = qkf_events_encode(&e, f, QKF_EV_ORIENT_JAER, &buf, &len);
+    int rc = f == QKF_EVF_AEDAT4 ? qkf_events_encode_aedat4(&e, (qkf_aedat4_compression)c, &buf,
+                                                            &len)
+                                 : qkf_events_encode(&e, f, QKF_EV_ORIENT_JAER, &buf, &len);
     qkf_events_free(&e);
     if (rc)
         return -1;
@@ -435,4 +472,14 @@ int qkf_events_bench(qkf_evformat f, int64_t n, int repeat, double *events_per_s
         return -1;
     *events_per_s = (double)n / best;
     return 0;
+}
+
+int qkf_events_bench(qkf_evformat f, int64_t n, int repeat, double *events_per_s)
+{
+    return bench(f, QKF_AEDAT4_LZ4, n, repeat, events_per_s);
+}
+
+int qkf_events_bench_aedat4(qkf_aedat4_compression c, int64_t n, int repeat, double *events_per_s)
+{
+    return bench(QKF_EVF_AEDAT4, (int)c, n, repeat, events_per_s);
 }

@@ -9,10 +9,16 @@
  *
  * Formats (byte layouts in docs/events.md):
  *   nmnist   N-MNIST / N-Caltech101 .bin: 5-byte ATIS events
- *   aedat2   jAER AEDAT 2.0, DVS128 addresses (jAER or CIFAR10-DVS orientation)
+ *   aedat2   jAER AEDAT 2.0: the address layout of the chip its `# AEChip:` line names (DVS128,
+ *            DAVIS240/346/640, DVXplorer, ...; --layout overrides); DVS128 in the jAER or
+ *            CIFAR10-DVS orientation
  *   aedat3   AEDAT 3.1 polarity packets (DVS128 Gesture)
  *   qev      qkf's own plain binary: a 24-byte header and 16-byte (t, x, y, p) records
  *   npy      NumPy .npy: [N,4] columns x,y,t,p, or a structured array with fields x,y,t,p
+ *   aedat4   AEDAT 4.0 (iniVation DV): IOHeader FlatBuffer, polarity packets, LZ4/Zstd
+ *   evt2     Prophesee EVT 2.0 .raw: 32-bit words
+ *   evt3     Prophesee EVT 3.0 .raw: 16-bit words, vectorised x
+ *   dat      Prophesee .dat: 8-byte CD events (uint32 t, uint32 x|y|p)
  *
  * Every decoded event is a qkf_event: x right, y down (row-major frames index y*W + x), t in
  * microseconds, p = 1 for ON (brighter), 0 for OFF. Decoders check what their format forbids and
@@ -20,7 +26,8 @@
  * magic or header, truncation, coordinates outside the sensor, negative timestamps, timestamps
  * going backwards (or drop those events and count them, QKF_EV_BACKWARDS_DROP), polarity out of
  * range. Records that are not polarity events (AEDAT special events, N-MNIST overflow markers,
- * AEDAT 3.1 packets of another type, events with the valid bit clear) are skipped and counted.
+ * AEDAT 3.1 packets of another type, events with the valid bit clear, DAVIS APS and IMU samples,
+ * external/trigger events, AEDAT 4 frame/IMU/trigger packets) are skipped and counted.
  * Nothing here prints; writers are atomic (temporary file, then rename). */
 #ifndef QKF_EVENTS_H
 #define QKF_EVENTS_H
@@ -41,6 +48,10 @@ typedef enum {
     QKF_EVF_AEDAT3,
     QKF_EVF_QEV,
     QKF_EVF_NPY,
+    QKF_EVF_AEDAT4,
+    QKF_EVF_EVT2,
+    QKF_EVF_EVT3,
+    QKF_EVF_DAT,
     QKF_EVF_COUNT
 } qkf_evformat;
 
@@ -53,6 +64,30 @@ enum {
     QKF_EV_ORIENT_CIFAR10DVS, /* as SpikingJelly's CIFAR10-DVS: x = 127 - yraw, y = 127 - xraw */
 };
 
+/* AEDAT 2.0 address layouts (docs/events.md, from jAER's chip classes). */
+typedef enum {
+    QKF_EV_LAYOUT_AUTO = 0,  /* the chip of the `# AEChip:` header line; DVS128 without one */
+    QKF_EV_LAYOUT_DVS128,    /* x bits 1..7, y 8..14, polarity bit 0 (0 = ON), 128x128 */
+    QKF_EV_LAYOUT_DAVIS,     /* x bits 12..21, y 22..30, polarity bit 11, APS/IMU bit 31 */
+    QKF_EV_LAYOUT_DAVIS208,  /* DAVIS with the polarity inverted (jAER's Davis208PixelParade) */
+    QKF_EV_LAYOUT_DVXPLORER, /* DAVIS bits, x as is and y flipped */
+    QKF_EV_LAYOUT_DVS640,    /* x bits 1..10, y 11..20, polarity bit 0 (1 = ON) */
+    QKF_EV_LAYOUT_DVS1280,   /* x bits 1..11, y 12..21, polarity bit 0 (1 = ON) */
+    QKF_EV_LAYOUT_COUNT
+} qkf_evlayout;
+
+const char *qkf_evlayout_name(qkf_evlayout l);          /* "auto", "dvs128", "davis", ... */
+int qkf_evlayout_parse(const char *s, qkf_evlayout *l); /* the names above */
+
+/* AEDAT 4.0 packet compression (the IOHeader's CompressionType). */
+typedef enum {
+    QKF_AEDAT4_NONE = 0,
+    QKF_AEDAT4_LZ4,
+    QKF_AEDAT4_LZ4_HIGH,
+    QKF_AEDAT4_ZSTD,
+    QKF_AEDAT4_ZSTD_HIGH,
+} qkf_aedat4_compression;
+
 enum {
     QKF_EV_BACKWARDS_FAIL = 0, /* a timestamp smaller than the previous one is an error */
     QKF_EV_BACKWARDS_DROP,     /* ... or that event is dropped and counted */
@@ -61,8 +96,9 @@ enum {
 typedef struct {
     qkf_evformat format; /* QKF_EVF_AUTO: detect */
     int width, height;   /* the sensor; 0: the format's default (docs/events.md) */
-    int orient;          /* QKF_EV_ORIENT_*, AEDAT 2.0 only */
+    int orient;          /* QKF_EV_ORIENT_*, AEDAT 2.0 DVS128 only */
     int backwards;       /* QKF_EV_BACKWARDS_* */
+    qkf_evlayout layout; /* AEDAT 2.0 address layout; AUTO: from the file's chip */
 } qkf_events_opts;
 
 typedef struct {
@@ -76,6 +112,11 @@ typedef struct {
     int64_t invalid;           /* AEDAT 3.1 polarity events with the valid bit clear */
     int64_t unknown_packets;   /* AEDAT 3.1 packets of other event types */
     int64_t dropped_backwards; /* events dropped by QKF_EV_BACKWARDS_DROP */
+    int64_t aps;               /* DAVIS APS samples (AEDAT 2.0 words), AEDAT 4 frames */
+    int64_t imu;               /* IMU samples (AEDAT 2.0 words, AEDAT 4 and Prophesee IMU) */
+    int64_t external;          /* external input / trigger events */
+    char camera[64];           /* the camera or chip the file names ("" if none) */
+    qkf_evlayout layout;       /* AEDAT 2.0: the address layout used */
 } qkf_events;
 
 /* Reads a whole file. o may be NULL (defaults). On error *out is empty (nothing to free). */
@@ -91,8 +132,14 @@ void qkf_events_push(qkf_events *e, int64_t t, int x, int y, int p);
 
 /* Encodes e in format f (not AUTO) into a qkf_malloc'ed buffer. Fails if the format cannot hold
  * the events (nmnist: x > 255, y > 239, and an 8.4 s timestamp range per overflow marker is
- * handled with markers; aedat2: a 128x128 sensor, t < 2^32). */
+ * handled with markers; aedat2: DVS128 addresses, a 128x128 sensor, t < 2^32; aedat4: LZ4
+ * packets, x, y < 32768; evt2: x, y < 2048, t < 2^34; evt3: x, y < 2048; dat: x, y < 16384,
+ * t < 2^32; the last four need non-decreasing timestamps). */
 int qkf_events_encode(const qkf_events *e, qkf_evformat f, int orient, uint8_t **buf, size_t *len);
+/* Encodes e as AEDAT 4.0 with the given packet compression (qkf_events_encode uses LZ4, DV's
+ * default). */
+int qkf_events_encode_aedat4(const qkf_events *e, qkf_aedat4_compression c, uint8_t **buf,
+                             size_t *len);
 /* Encodes and writes atomically ("<path>.tmp.<pid>", fsync, rename). f AUTO: by extension. */
 int qkf_events_save(const char *path, const qkf_events *e, qkf_evformat f);
 
@@ -159,5 +206,7 @@ int qkf_event_stream_next(qkf_event_stream *s, int64_t *first, int64_t *count, i
 /* Decoding speed of format f on n synthetic events (encoded once, decoded `repeat` times):
  * events per second of the best run. */
 int qkf_events_bench(qkf_evformat f, int64_t n, int repeat, double *events_per_s);
+/* The same for AEDAT 4.0 with packet compression c. */
+int qkf_events_bench_aedat4(qkf_aedat4_compression c, int64_t n, int repeat, double *events_per_s);
 
 #endif

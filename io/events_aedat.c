@@ -22,7 +22,6 @@
 
 #include "events_internal.h"
 
-#define AEDAT2_SPECIAL 0x80008000u /* sync (bit 15) and special (bit 31) events */
 #define AEDAT3_HEADER 28
 #define POLARITY_EVENT 1
 
@@ -62,24 +61,227 @@ static int skip_header(const uint8_t *buf, size_t len, const char *name, int ver
     return 0;
 }
 
-int qkf__decode_aedat2(const uint8_t *buf, size_t len, int orient, qkf__evdec *d)
+/* ---- AEDAT 2.0 address layouts -------------------------------------------------------------
+ *
+ * From jAER's chip classes (their event extractors): DVS128.Extractor (DVS128, Tmpdiff128),
+ * DavisBaseCamera.DavisEventExtractor with DavisChip's masks (DAVIS240A/B/C, DVS240, Davis128,
+ * Davis208, Davis346*, Davis640, CDAVIS, SciDVS), Davis208PixelParade (polarity inverted),
+ * DVXplorer.DVXExtractor, DVS640.Extractor and DVS1280x720SD.Extractor. */
+
+typedef struct {
+    const char *name;
+    int xshift, xbits, yshift, ybits, pshift;
+    int p_on;                /* the raw polarity bit of an ON event */
+    int flip_x, flip_y;      /* x = W - 1 - raw x; y = H - 1 - raw y */
+    uint32_t type_bit;       /* set: not a DVS event (special, APS or IMU) */
+    int type_kind;           /* what type_bit marks: 0 special, 1 APS (or IMU), 2 IMU (or special) */
+    uint32_t ext_bit;        /* external input / sync events */
+    int ext_special;         /* counted as special (DVS128 sync) rather than external */
+    int w, h;                /* the sensor when no chip names it (0: --sensor is needed) */
+} layout_def;
+
+#define DAVIS_IMU 0x80000C00u /* jAER's ADDRESS_TYPE_IMU: bit 31 and readout bits 10..11 */
+
+static const layout_def layouts[QKF_EV_LAYOUT_COUNT] = {
+    [QKF_EV_LAYOUT_DVS128] = {"dvs128", 1, 7, 8, 7, 0, 0, 1, 0, 0x80000000u, 0, 0x8000u, 1, 128,
+                              128},
+    [QKF_EV_LAYOUT_DAVIS] = {"davis", 12, 10, 22, 9, 11, 1, 1, 0, 0x80000000u, 1, 0x400u, 0, 0, 0},
+    [QKF_EV_LAYOUT_DAVIS208] = {"davis208", 12, 10, 22, 9, 11, 0, 1, 0, 0x80000000u, 1, 0x400u, 0,
+                                208, 192},
+    [QKF_EV_LAYOUT_DVXPLORER] = {"dvxplorer", 12, 10, 22, 9, 11, 1, 0, 1, 0x80000000u, 2, 0x400u,
+                                 0, 640, 480},
+    [QKF_EV_LAYOUT_DVS640] = {"dvs640", 1, 10, 11, 10, 0, 1, 1, 0, 0, 0, 0, 0, 640, 480},
+    [QKF_EV_LAYOUT_DVS1280] = {"dvs1280", 1, 11, 12, 10, 0, 1, 1, 0, 0, 0, 0, 0, 1280, 720},
+};
+
+/* jAER chip classes (the last part of the `# AEChip:` class name), their layout and sensor. */
+static const struct {
+    const char *chip;
+    qkf_evlayout layout;
+    int w, h;
+} chips[] = {
+    {"DVS128", QKF_EV_LAYOUT_DVS128, 128, 128},
+    {"Tmpdiff128", QKF_EV_LAYOUT_DVS128, 128, 128},
+    {"DAVIS240A", QKF_EV_LAYOUT_DAVIS, 240, 180},
+    {"DAVIS240B", QKF_EV_LAYOUT_DAVIS, 240, 180},
+    {"DAVIS240C", QKF_EV_LAYOUT_DAVIS, 240, 180},
+    {"DVS240", QKF_EV_LAYOUT_DAVIS, 240, 180},
+    {"Davis128", QKF_EV_LAYOUT_DAVIS, 128, 128},
+    {"Davis128Color", QKF_EV_LAYOUT_DAVIS, 128, 128},
+    {"Davis208PixelParade", QKF_EV_LAYOUT_DAVIS208, 208, 192},
+    {"Davis208PixelParadeColor", QKF_EV_LAYOUT_DAVIS208, 208, 192},
+    {"Davis346B", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346BColor", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346Zynq", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346blue", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346red", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346redColor", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis346cBSI", QKF_EV_LAYOUT_DAVIS, 346, 260},
+    {"Davis640", QKF_EV_LAYOUT_DAVIS, 640, 480},
+    {"Davis640Color", QKF_EV_LAYOUT_DAVIS, 640, 480},
+    {"CDAVIS", QKF_EV_LAYOUT_DAVIS, 640, 480},
+    {"SciDVS", QKF_EV_LAYOUT_DAVIS, 112, 126},
+    {"DVXplorer", QKF_EV_LAYOUT_DVXPLORER, 640, 480},
+    {"DVS640", QKF_EV_LAYOUT_DVS640, 640, 480},
+    {"DVS1280x720SD", QKF_EV_LAYOUT_DVS1280, 1280, 720},
+};
+
+const char *qkf_evlayout_name(qkf_evlayout l)
+{
+    if (l == QKF_EV_LAYOUT_AUTO)
+        return "auto";
+    return l > 0 && l < QKF_EV_LAYOUT_COUNT ? layouts[l].name : "?";
+}
+
+int qkf_evlayout_parse(const char *s, qkf_evlayout *l)
+{
+    for (int i = 0; i < QKF_EV_LAYOUT_COUNT; i++)
+        if (!strcmp(s, qkf_evlayout_name((qkf_evlayout)i))) {
+            *l = (qkf_evlayout)i;
+            return 0;
+        }
+    return qkf_set_error("'%s' is not an AEDAT 2.0 address layout (auto, dvs128, davis, davis208, "
+                         "dvxplorer, dvs640, dvs1280)",
+                         s);
+}
+
+static int ieq(const char *a, const char *b, size_t n)
+{
+    if (strlen(b) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z')
+            y = (char)(y - 'A' + 'a');
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+/* Finds "# AEChip: <class>" among the header lines buf[0..data); copies the class name into
+ * d->out->camera and sets *chip to its row of chips[] (-1: unknown), *at to the line's offset.
+ * Returns 1 if there is such a line. */
+static int find_chip(const uint8_t *buf, size_t data, qkf__evdec *d, int *chip, size_t *at)
+{
+    for (size_t pos = 0; pos < data;) {
+        const uint8_t *nl = memchr(buf + pos, '\n', data - pos);
+        size_t end = nl ? (size_t)(nl - buf) : data;
+        const char *l = (const char *)buf + pos;
+        size_t n = end - pos, k = 1;
+        while (k < n && l[k] == ' ')
+            k++;
+        if (n - k >= 7 && !memcmp(l + k, "AEChip:", 7)) {
+            k += 7;
+            while (k < n && l[k] == ' ')
+                k++;
+            size_t e = n;
+            while (e > k && (l[e - 1] == '\r' || l[e - 1] == ' '))
+                e--;
+            size_t c = 0;
+            for (size_t i = k; i < e && c + 1 < sizeof d->out->camera; i++)
+                d->out->camera[c++] = (l[i] >= 0x20 && l[i] < 0x7F) ? l[i] : '?';
+            d->out->camera[c] = 0;
+            size_t s = e; /* the simple class name: after the last '.' */
+            while (s > k && l[s - 1] != '.')
+                s--;
+            *chip = -1;
+            for (size_t i = 0; i < sizeof chips / sizeof chips[0]; i++)
+                if (ieq(l + s, chips[i].chip, e - s))
+                    *chip = (int)i;
+            *at = pos;
+            return 1;
+        }
+        pos = end + 1;
+    }
+    return 0;
+}
+
+int qkf__decode_aedat2(const uint8_t *buf, size_t len, int orient, qkf_evlayout layout,
+                       qkf__evdec *d)
 {
     size_t data;
     if (skip_header(buf, len, d->name, 2, &data))
         return -1;
+    int chip = -1;
+    size_t chip_at = 0;
+    int named = find_chip(buf, data, d, &chip, &chip_at);
+    int cw = 0, ch = 0;
+    if (layout == QKF_EV_LAYOUT_AUTO) {
+        if (named && chip < 0)
+            return qkf_set_error("%s: byte %zu: AEChip '%s' has no known address layout "
+                                 "(--layout dvs128|davis|davis208|dvxplorer|dvs640|dvs1280 and "
+                                 "--sensor WxH read it as one)",
+                                 d->name, chip_at, d->out->camera);
+        layout = named ? chips[chip].layout : QKF_EV_LAYOUT_DVS128;
+    }
+    if (named && chip >= 0 && chips[chip].layout == layout)
+        cw = chips[chip].w, ch = chips[chip].h;
+    else
+        cw = layouts[layout].w, ch = layouts[layout].h;
+    if (!d->w) {
+        if (!cw)
+            return qkf_set_error("%s: byte 0: the %s layout needs the sensor size (--sensor WxH; "
+                                 "no known chip in the header)",
+                                 d->name, layouts[layout].name);
+        d->w = cw, d->h = ch;
+    }
+    if (orient == QKF_EV_ORIENT_CIFAR10DVS && layout != QKF_EV_LAYOUT_DVS128)
+        return qkf_set_error("%s: byte 0: the cifar10dvs orientation is for DVS128 addresses, "
+                             "not the %s layout",
+                             d->name, layouts[layout].name);
+    d->out->layout = layout;
+    const layout_def *L = &layouts[layout];
+    uint32_t xm = (1u << L->xbits) - 1, ym = (1u << L->ybits) - 1;
+    uint32_t used = xm << L->xshift | ym << L->yshift | 1u << L->pshift | L->type_bit | L->ext_bit;
+    int64_t w1 = d->w - 1, h1 = d->h - 1;
+    int cifar = orient == QKF_EV_ORIENT_CIFAR10DVS;
     size_t n = (len - data) / 8;
     qkf__ev_reserve(d, (int64_t)n);
     for (size_t i = 0; i < n; i++) {
         size_t off = data + 8 * i;
         uint32_t addr = qkf__be32(buf + off), ts = qkf__be32(buf + off + 4);
-        if (addr & AEDAT2_SPECIAL) {
-            d->out->special++;
+        if (addr & L->type_bit) {
+            if (L->type_kind == 0)
+                d->out->special++;
+            else if ((addr & DAVIS_IMU) == DAVIS_IMU)
+                d->out->imu++;
+            else if (L->type_kind == 1)
+                d->out->aps++;
+            else
+                d->out->special++;
             continue;
         }
-        int64_t xr = (addr >> 1) & 0x7F, yr = (addr >> 8) & 0x7F;
-        int p = 1 - (int)(addr & 1);
-        int64_t x = orient == QKF_EV_ORIENT_CIFAR10DVS ? 127 - yr : 127 - xr;
-        int64_t y = orient == QKF_EV_ORIENT_CIFAR10DVS ? 127 - xr : yr;
+        if (addr & L->ext_bit) {
+            if (L->ext_special)
+                d->out->special++;
+            else
+                d->out->external++;
+            continue;
+        }
+        if (addr & ~used)
+            return qkf_set_error("%s: byte %zu (event %lld): address 0x%08x sets bits the %s layout "
+                                 "does not use (0x%08x; a file of another chip? --layout names "
+                                 "one)",
+                                 d->name, off, (long long)i, addr, L->name, addr & ~used);
+        int64_t xr = (addr >> L->xshift) & xm, yr = (addr >> L->yshift) & ym;
+        int p = (int)((addr >> L->pshift) & 1) == L->p_on;
+        int64_t x, y;
+        if (layout == QKF_EV_LAYOUT_DVS128) { /* 7-bit raw coordinates: emit checks x, y */
+            x = cifar ? 127 - yr : 127 - xr;
+            y = cifar ? 127 - xr : yr;
+        } else {
+            if (xr > w1 || yr > h1)
+                return qkf_set_error("%s: byte %zu (event %lld): address 0x%08x: raw x %lld, y %lld "
+                                     "is outside the %lldx%lld sensor of the %s layout (a file of "
+                                     "another chip? --layout, --sensor)",
+                                     d->name, off, (long long)i, addr, (long long)xr,
+                                     (long long)yr, (long long)d->w, (long long)d->h, L->name);
+            x = L->flip_x ? w1 - xr : xr;
+            y = L->flip_y ? h1 - yr : yr;
+        }
         if (qkf__ev_emit(d, ts, x, y, p, off, (int64_t)i))
             return -1;
     }

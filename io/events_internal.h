@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../kernels/base.h"
 #include "events.h"
@@ -17,6 +18,8 @@ typedef struct {
     int64_t w, h;   /* sensor bounds checked per event */
     int64_t last_t; /* -1 before the first event */
     int64_t maxx, maxy;
+    int size_from_events; /* set by a decoder whose file gave no sensor size: the sensor is
+                             the largest x and y plus one (d->w, d->h are then 65536) */
 } qkf__evdec;
 
 /* Checks and appends one event decoded from the record `rec` at byte `off`. */
@@ -94,10 +97,38 @@ static inline void qkf__ev_reserve(qkf__evdec *d, int64_t cap)
     d->out->ev = qkf_malloc((size_t)d->out->cap * sizeof(qkf_event));
 }
 
+/* Makes room for `more` events beyond d->out->n (doubling), for decoders that cannot count
+ * their events before decoding (compressed or vectorised formats); called per packet or word
+ * group, never per event. */
+static inline void qkf__ev_ensure(qkf__evdec *d, int64_t more)
+{
+    qkf_events *o = d->out;
+    if (o->ev && o->n + more <= o->cap)
+        return;
+    int64_t cap = o->cap > 0 ? o->cap : 1024;
+    while (cap < o->n + more)
+        cap *= 2;
+    qkf_event *g = qkf_malloc((size_t)cap * sizeof *g);
+    if (o->n)
+        memcpy(g, o->ev, (size_t)o->n * sizeof *g);
+    qkf_free(o->ev);
+    o->ev = g;
+    o->cap = cap;
+}
+
+static inline uint16_t qkf__be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
+
 /* Decoders. d->w and d->h are the sensor bounds; a decoder whose header carries the sensor size
  * (qev) sets them when they are 0. Each reserves its output once its header is read. */
 int qkf__decode_nmnist(const uint8_t *buf, size_t len, qkf__evdec *d);
-int qkf__decode_aedat2(const uint8_t *buf, size_t len, int orient, qkf__evdec *d);
+int qkf__decode_aedat2(const uint8_t *buf, size_t len, int orient, qkf_evlayout layout,
+                       qkf__evdec *d);
+int qkf__decode_aedat4(const uint8_t *buf, size_t len, qkf__evdec *d);
+int qkf__decode_evt2(const uint8_t *buf, size_t len, qkf__evdec *d);
+int qkf__decode_evt3(const uint8_t *buf, size_t len, qkf__evdec *d);
+int qkf__decode_dat(const uint8_t *buf, size_t len, qkf__evdec *d);
+/* The format a Prophesee '%' header names (EVT2, EVT3 or DAT), or AUTO. */
+qkf_evformat qkf__sniff_prophesee(const uint8_t *buf, size_t len);
 int qkf__decode_aedat3(const uint8_t *buf, size_t len, qkf__evdec *d);
 int qkf__decode_qev(const uint8_t *buf, size_t len, qkf__evdec *d);
 int qkf__decode_npy(const uint8_t *buf, size_t len, qkf__evdec *d);
@@ -108,6 +139,9 @@ int qkf__encode_aedat2(const qkf_events *e, int orient, uint8_t **buf, size_t *l
 int qkf__encode_aedat3(const qkf_events *e, uint8_t **buf, size_t *len);
 int qkf__encode_qev(const qkf_events *e, uint8_t **buf, size_t *len);
 int qkf__encode_npy(const qkf_events *e, uint8_t **buf, size_t *len);
+int qkf__encode_evt2(const qkf_events *e, uint8_t **buf, size_t *len);
+int qkf__encode_evt3(const qkf_events *e, uint8_t **buf, size_t *len);
+int qkf__encode_dat(const qkf_events *e, uint8_t **buf, size_t *len);
 
 #define QKF__QEV_MAGIC "QKFEV001"
 #define QKF__QEV_HEADER 24

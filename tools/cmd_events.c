@@ -43,20 +43,29 @@ static void help(void)
         "       qkf events convert FILE --out OUT [--to FORMAT] [read options]\n"
         "       qkf events bench [--events N] [--repeat R] [FILE...]\n"
         "\n"
-        "Formats (docs/events.md): nmnist (N-MNIST/N-Caltech101 .bin), aedat2 (jAER, DVS128),\n"
-        "aedat3 (AEDAT 3.1 polarity packets, DVS128 Gesture), qev (qkf's plain binary), npy.\n"
+        "Formats (docs/events.md): nmnist (N-MNIST/N-Caltech101 .bin), aedat2 (jAER: DVS128,\n"
+        "DAVIS240/346/640, DVXplorer, ... by the header's AEChip), aedat3 (AEDAT 3.1 polarity\n"
+        "packets, DVS128 Gesture), aedat4 (iniVation DV; LZ4/Zstd packets), evt2 and evt3\n"
+        "(Prophesee .raw), dat (Prophesee .dat), qev (qkf's plain binary), npy.\n"
         "\n"
         "read options:\n"
-        "  --format F        auto (default: magic bytes, then .bin), nmnist, aedat2, aedat3, qev, "
-        "npy\n"
-        "  --sensor WxH      sensor size (default: the format's; nmnist 34x34 or 304x240)\n"
-        "  --orient O        aedat2 address layout: jaer (default) or cifar10dvs (SpikingJelly)\n"
+        "  --format F        auto (default: magic bytes, then .bin), nmnist, aedat2, aedat3, "
+        "aedat4,\n"
+        "                    evt2, evt3, dat, qev, npy\n"
+        "  --sensor WxH      sensor size (default: the file's camera or chip; nmnist 34x34 or\n"
+        "                    304x240)\n"
+        "  --layout L        aedat2 address layout: auto (default: the AEChip header line;\n"
+        "                    dvs128 without one), dvs128, davis, davis208, dvxplorer, dvs640,\n"
+        "                    dvs1280 (davis needs --sensor when no known chip names the size)\n"
+        "  --orient O        aedat2 DVS128 orientation: jaer (default) or cifar10dvs "
+        "(SpikingJelly)\n"
         "  --backwards B     timestamps going back: fail (default) or drop (dropped and counted)\n"
         "\n"
-        "info prints one 'key: value' per line: format, events (valid events decoded),\n"
-        "duration_us, width, height, rate_per_s, t_first_us, t_last_us, on, off, and what was\n"
-        "skipped; for an aedat3 file with a <stem>_labels.csv (or --labels), its gesture "
-        "segments.\n"
+        "info prints one 'key: value' per line: format, camera (the chip or camera the file\n"
+        "names), layout (aedat2), events (valid events decoded), duration_us, width, height,\n"
+        "rate_per_s, t_first_us, t_last_us, on, off, and what was skipped (special, invalid,\n"
+        "packets, aps, imu, external); for an aedat3 file with a <stem>_labels.csv (or\n"
+        "--labels), its gesture segments.\n"
         "\n"
         "frames writes dataset `input` float32 [B,T,2,H,W] (channel 0 OFF, 1 ON event counts,\n"
         "SpikingJelly's split_by rule), atomically; B = 1, or one sample per gesture segment with\n"
@@ -77,8 +86,13 @@ static void help(void)
         "  --amplitude A     saccade triangle side in pixels (sensor - image)\n"
         "  --saccades N      (3)   --saccade-ms MS (100)   --step-us US sampling step (1000)\n"
         "\n"
+        "convert writes --to FORMAT, or by OUT's extension: .bin (nmnist), .aedat (aedat3),\n"
+        ".aedat2/.dat (aedat2, DVS128 addresses), .aedat4 (LZ4 packets), .raw (evt3), .qev,\n"
+        ".npy; --to evt2 and --to dat name the other Prophesee formats.\n"
+        "\n"
         "bench measures decoding speed (events/s) per format on N synthetic DVS128 events\n"
-        "(default 4000000, best of R = 3 runs), and the load speed of each FILE given.\n");
+        "(default 4000000, best of R = 3 runs; aedat4 uncompressed, LZ4 and Zstd), and the load\n"
+        "speed of each FILE given.\n");
 }
 
 /* --name A|B: *out = va or vb. Returns 1 if consumed, 0 if not ours, -1 on error. */
@@ -113,6 +127,8 @@ int qkf_arg_events(qkf_args *a, qkf_events_opts *o, int max_side)
         o->width = (int)w, o->height = (int)h;
         return 1;
     }
+    if ((r = qkf_arg(a, "--layout", &v)) != 0)
+        return r < 0 || qkf_evlayout_parse(v, &o->layout) ? -1 : 1;
     if ((r = arg_pick(a, "--orient", "jaer", QKF_EV_ORIENT_JAER, "cifar10dvs",
                       QKF_EV_ORIENT_CIFAR10DVS, &o->orient)) != 0)
         return r;
@@ -164,6 +180,9 @@ static int events_info(int argc, char **argv)
     for (int64_t i = 0; i < e.n; i++)
         on += e.ev[i].p;
     printf("format: %s\n", qkf_evformat_name(e.format));
+    printf("camera: %s\n", e.camera[0] ? e.camera : "-");
+    if (e.format == QKF_EVF_AEDAT2)
+        printf("layout: %s\n", qkf_evlayout_name(e.layout));
     printf("events: %lld\n", (long long)e.n);
     printf("duration_us: %lld\n", (long long)D);
     printf("width: %d\n", e.width);
@@ -177,6 +196,9 @@ static int events_info(int argc, char **argv)
     printf("skipped_special: %lld\n", (long long)e.special);
     printf("skipped_invalid: %lld\n", (long long)e.invalid);
     printf("skipped_packets: %lld\n", (long long)e.unknown_packets);
+    printf("skipped_aps: %lld\n", (long long)e.aps);
+    printf("skipped_imu: %lld\n", (long long)e.imu);
+    printf("skipped_external: %lld\n", (long long)e.external);
     printf("dropped_backwards: %lld\n", (long long)e.dropped_backwards);
     if (labels) {
         printf("labels: %s\n", labels);
@@ -555,12 +577,20 @@ static int events_bench(int argc, char **argv)
         argv[2 + nfiles++] = argv[a.i]; /* files, compacted in place */
     }
     printf("decoding %ld synthetic DVS128 events from memory, best of %ld\n", n, repeat);
-    printf("%-8s %14s\n", "format", "M events/s");
+    printf("%-11s %11s\n", "format", "M events/s");
     for (int f = QKF_EVF_NMNIST; f < QKF_EVF_COUNT; f++) {
         double eps;
         if (qkf_events_bench((qkf_evformat)f, n, (int)repeat, &eps))
             return qkf_cli_fail("events");
-        printf("%-8s %14.1f\n", qkf_evformat_name((qkf_evformat)f), eps * 1e-6);
+        printf("%-11s %11.1f\n", f == QKF_EVF_AEDAT4 ? "aedat4-lz4" : qkf_evformat_name((qkf_evformat)f),
+               eps * 1e-6);
+        if (f == QKF_EVF_AEDAT4) /* the other compressions beside DV's default, LZ4 */
+            for (int c = QKF_AEDAT4_NONE; c <= QKF_AEDAT4_ZSTD; c += QKF_AEDAT4_ZSTD) {
+                if (qkf_events_bench_aedat4((qkf_aedat4_compression)c, n, (int)repeat, &eps))
+                    return qkf_cli_fail("events");
+                printf("%-11s %11.1f\n", c == QKF_AEDAT4_NONE ? "aedat4-none" : "aedat4-zstd",
+                       eps * 1e-6);
+            }
     }
     for (int k = 0; k < nfiles; k++) {
         double best = 1e30;

@@ -63,7 +63,8 @@ static void client_help(void)
         "usage: qkf client --connect HOST:PORT FILE [--realtime | --fast] [--speed X]\n"
         "                  [--chunk N] [--repeat R] [--bench N] [--quiet] [read options]\n"
         "\n"
-        "Replays the events of FILE (any format qkf events reads: .bin, .aedat, .qev, .npy) to a\n"
+        "Replays the events of FILE (any format qkf events reads: .bin, .aedat, .aedat4, .raw,\n"
+        ".dat, .qev, .npy) to a\n"
         "qkf serve and prints one line per answered window:\n"
         "  window W sample S step K events N class C scores s0,s1,... spikes n0,n1,...\n"
         "(scores printed with 9 significant digits: they read back to the same float32).\n"
@@ -76,7 +77,7 @@ static void client_help(void)
         "  --bench N         N concurrent connections each replaying FILE; prints events/s and\n"
         "                    the answer latency (from sending what closed a window to its answer)\n"
         "  --quiet           no answer lines (the summary only)\n"
-        "  --format F, --sensor WxH, --orient O, --backwards B   as qkf events\n");
+        "  --format F, --sensor WxH, --layout L, --orient O, --backwards B   as qkf events\n");
 }
 
 /* ---- serve ----------------------------------------------------------------------------------- */

@@ -2,7 +2,8 @@
  * tools/fuzz/README.md for the build and run commands).
  *
  * Each input is decoded as every format (auto included) under three sets of options (defaults;
- * backwards drop with the CIFAR10-DVS orientation; a 200x150 sensor), each time from an
+ * backwards drop with the CIFAR10-DVS orientation; a 200x150 sensor with the AEDAT 2.0 DAVIS
+ * layout), each time from an
  * exact-size copy so a sanitizer sees any overread. The readers' contract is checked, and a
  * breach aborts (afl records it as a crash):
  *   - on error: nothing to free, one printable line starting with the file name, naming a byte
@@ -123,7 +124,9 @@ static void check_events(const qkf_events *e, const qkf_events_opts *o, const ch
                          qkf_evformat f, int v)
 {
     if (e->n < 0 || e->n > e->cap || e->width < 1 || e->height < 1 ||
-        e->n + e->special + e->invalid + e->dropped_backwards > e->records)
+        e->n + e->special + e->invalid + e->dropped_backwards + e->aps + e->imu + e->external >
+            e->records ||
+        memchr(e->camera, 0, sizeof e->camera) == NULL)
         breach("bad counts or sensor", name, f, v);
     for (int64_t i = 0; i < e->n; i++) {
         const qkf_event *ev = &e->ev[i];
@@ -137,6 +140,7 @@ static void check_events(const qkf_events *e, const qkf_events_opts *o, const ch
     check_stream(e, name, f, v);
     qkf_events_opts rt = *o;
     rt.width = e->width, rt.height = e->height;
+    rt.layout = QKF_EV_LAYOUT_AUTO; /* our AEDAT 2.0 writer writes DVS128 addresses */
     check_round_trip(e, QKF_EVF_QEV, rt, name, f, v);
     check_round_trip(e, e->format, rt, name, f, v);
 }
@@ -153,7 +157,7 @@ static void fuzz_one(const uint8_t *data, size_t len)
             if (v == 1)
                 o.backwards = QKF_EV_BACKWARDS_DROP, o.orient = QKF_EV_ORIENT_CIFAR10DVS;
             if (v == 2)
-                o.width = 200, o.height = 150;
+                o.width = 200, o.height = 150, o.layout = QKF_EV_LAYOUT_DAVIS;
             const char *name = v == 0 ? "in.bin" : "<fuzz>"; /* auto: .bin means nmnist */
             qkf_events e;
             memset(&e, 0x5A, sizeof e);
