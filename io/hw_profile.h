@@ -1,5 +1,5 @@
 /* Chip profiles: loading a SANA-FE architecture description (YAML) with qkf's own keys into a
- * qkf_hw_profile (models/hw.h), the profiles bundled into the library (models/hw/*.yaml), and a
+ * qkf_hw_profile (models/hw.h), the profiles bundled into the library (models/hw/NAME.yaml), and a
  * printed description of a profile (`qkf hw show`). The format and every key are in
  * docs/hardware.md ("Profiles").
  *
