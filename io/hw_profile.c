@@ -754,6 +754,7 @@ static int parse_core(ctx *c, yaml_node_t *n, const char *path, void *argp)
     }
     /* the pipeline */
     qkf_hw_unit units[QKF_HW_MAX_UNITS];
+    memset(units, 0, sizeof units);
     int nu = 0;
     unit_arg ua;
     memset(&ua, 0, sizeof ua);
