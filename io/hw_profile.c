@@ -64,6 +64,9 @@ static int fail(ctx *c, const yaml_node_t *n, const char *key, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    for (char *q = msg; *q; q++) /* quoted file text stays one printable line */
+        if ((unsigned char)*q < 32 || *q == 127)
+            *q = '?';
     return qkf_set_error("%s:%d: %s: %s", c->file, line_of(n), key, msg);
 }
 
