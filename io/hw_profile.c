@@ -1447,9 +1447,10 @@ void qkf_hw_describe(FILE *f, const qkf_hw_profile *p)
         fprintf(f, "  input pixels   %d-bit unsigned\n", a->input_bits);
     }
     fprintf(f, "\nmesh\n");
-    fprintf(f, "  topology       mesh %d x %d, %d tile%s defined, %d core%s per tile, %lld cores\n",
+    fprintf(f, "  topology       mesh %d x %d, %d tile%s defined, %d core%s per tile, %lld core%s\n",
             p->mesh_width, p->mesh_height, p->n_tiles, p->n_tiles == 1 ? "" : "s",
-            p->cores_per_tile, p->cores_per_tile == 1 ? "" : "s", (long long)p->n_cores);
+            p->cores_per_tile, p->cores_per_tile == 1 ? "" : "s", (long long)p->n_cores,
+            p->n_cores == 1 ? "" : "s");
     fprintf(f, "  link buffer    %d messages\n", p->link_buffer_size);
     static const char *const dir[4] = {"north", "east", "south", "west"};
     for (int d = 0; d < 4; d++) {
@@ -1503,9 +1504,11 @@ void qkf_hw_describe(FILE *f, const qkf_hw_profile *p)
         {"per message out", NULL, NULL}};
     for (int i = 0; i < p->n_units; i++) {
         const qkf_hw_unit *u = &p->unit[i];
-        fprintf(f, "  %c %-8s %-26s", u->is_default ? '*' : ' ', sec_names[u->kind], u->name);
+        fprintf(f, "  %c %-8s ", u->is_default ? '*' : ' ', sec_names[u->kind]);
         if (u->model[0])
-            fprintf(f, " model %s", u->model);
+            fprintf(f, "%-26s model %s", u->name, u->model);
+        else
+            fprintf(f, "%s", u->name);
         if (u->count > 1)
             fprintf(f, " (x%d)", u->count);
         fprintf(f, "\n");
