@@ -59,7 +59,7 @@ static int fail(ctx *c, const yaml_node_t *n, const char *key, const char *fmt, 
     QKF_PRINTF(4, 5);
 static int fail(ctx *c, const yaml_node_t *n, const char *key, const char *fmt, ...)
 {
-    char msg[400];
+    char msg[900];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -127,11 +127,11 @@ static int read_map(ctx *c, yaml_node_t *m, const char *path, const char *const 
         int i = 0;
         while (i < nk && strcmp(known[i], ks) != 0)
             i++;
-        char hint[600];
+        char hint[1024];
         size_t o = 0;
         hint[0] = 0;
         if (i == nk) {
-            for (int j = 0; j < nk && o < sizeof hint - 80; j++)
+            for (int j = 0; j < nk && o < sizeof hint - 80; j++) /* keys are < 40 characters */
                 o += (size_t)snprintf(hint + o, sizeof hint - o, "%s%s", j ? " " : "", known[j]);
             return fail(c, k, path, "unknown key '%.60s' (known here: %s)", ks, hint);
         }
@@ -229,12 +229,13 @@ static int get_cost(ctx *c, const yaml_node_t *n, const char *key, double *out)
     if (!s)
         return fail(c, n, key, "expected a number, found %s", kind_name(n));
     int k = parse_double(s, out);
-    if (k < 0 || s[k])
+    if (k < 0 || s[k]) {
+        const char *last = strrchr(key, '.');
+        last = last ? last + 1 : key;
         return fail(c, n, key, "'%.40s' is not a number (SANA-FE costs are plain numbers: %s)", s,
-                    strncmp(key + (strrchr(key, '.') ? (size_t)(strrchr(key, '.') - key) + 1 : 0),
-                            "energy", 6) == 0
-                        ? "joules, e.g. 3.0e-12"
-                        : "seconds, e.g. 4.1e-9");
+                    strncmp(last, "energy", 6) == 0 ? "joules, e.g. 3.0e-12"
+                                                    : "seconds, e.g. 4.1e-9");
+    }
     if (*out < 0)
         return fail(c, n, key, "negative cost %g", *out);
     return 0;
@@ -1338,12 +1339,13 @@ int qkf_hw_load(const char *name_or_path, qkf_hw_profile *p)
     if (!f)
         return qkf_set_error("%s: cannot open (%s)", s, strerror(errno));
     char *buf = qkf_malloc(MAX_FILE + 1);
+    errno = 0;
     size_t n = fread(buf, 1, MAX_FILE + 1, f);
     int bad = ferror(f);
     fclose(f);
     int rc;
     if (bad)
-        rc = qkf_set_error("%s: read error", s);
+        rc = qkf_set_error("%s: cannot read (%s)", s, strerror(errno));
     else if (n > MAX_FILE)
         rc = qkf_set_error("%s: larger than %d bytes: not a profile", s, MAX_FILE);
     else
