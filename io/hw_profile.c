@@ -1248,6 +1248,10 @@ static int parse_arch(ctx *c, yaml_node_t *root, qkf_hw_profile *p)
 int qkf_hw_parse(const char *text, size_t len, const char *label, qkf_hw_profile *p)
 {
     memset(p, 0, sizeof *p);
+    if (!label)
+        label = "(profile)";
+    if (!text && len)
+        return qkf_set_error("%s: no text", label);
     if (len > MAX_FILE)
         return qkf_set_error("%s: %zu bytes is not a profile (at most %d)", label, len, MAX_FILE);
     yaml_parser_t parser;
