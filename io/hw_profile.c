@@ -1252,6 +1252,8 @@ int qkf_hw_parse(const char *text, size_t len, const char *label, qkf_hw_profile
         label = "(profile)";
     if (!text && len)
         return qkf_set_error("%s: no text", label);
+    if (!text)
+        text = ""; /* libyaml asserts on a NULL input */
     if (len > MAX_FILE)
         return qkf_set_error("%s: %zu bytes is not a profile (at most %d)", label, len, MAX_FILE);
     yaml_parser_t parser;
