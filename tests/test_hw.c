@@ -564,6 +564,13 @@ Test(hw_cli, show_prints_everything_with_units, .init = cli_setup, .fini = cli_t
     cr_expect(strstr(out, "profile speck") && strstr(out, "not published") &&
                   strstr(out, "spike when v >= threshold") && strstr(out, "destination cores 2"),
               "%s", out);
+    /* --hw, as the other commands take it, names the same profile */
+    static char out2[1 << 16];
+    cr_assert_eq(qkf_run("hw show speck", out2, sizeof out2, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(qkf_run("hw show --hw speck", out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(out, out2);
+    cr_assert_eq(qkf_run("hw show --hw=speck", out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(out, out2);
     cr_assert_eq(qkf_run("hw --help", out, sizeof out, err, sizeof err), 0);
     cr_expect(strstr(out, "usage: qkf hw list") && strstr(out, "--hw PROFILE"), "%s", out);
 }
@@ -588,8 +595,10 @@ Test(hw_cli, a_bad_profile_gets_one_line, .init = cli_setup, .fini = cli_teardow
     cr_expect_str_eq(err, head);
     cr_expect_eq(out[0], 0, "nothing on stdout: %s", out);
     free(text);
-    const char *bad_args[] = {"hw", "hw show", "hw show nochip", "hw frob", "hw list extra",
-                              "hw show loihi speck", "hw --bogus"};
+    const char *bad_args[] = {"hw",          "hw show",           "hw show nochip",
+                              "hw frob",     "hw list extra",     "hw show loihi speck",
+                              "hw --bogus",  "hw show --hw",      "hw show --hw loihi speck",
+                              "hw show --hw nochip", "hw show loihi --hw speck"};
     for (size_t i = 0; i < sizeof bad_args / sizeof bad_args[0]; i++) {
         cr_expect_eq(qkf_run(bad_args[i], out, sizeof out, err, sizeof err), 1, "%s",
                      bad_args[i]);
