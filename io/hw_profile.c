@@ -243,8 +243,10 @@ static int get_cost(ctx *c, const yaml_node_t *n, const char *key, double *out)
 
 static int get_bool(ctx *c, const yaml_node_t *n, const char *key, int *out)
 {
-    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
     const char *s = scalar(n);
     if (visit(c, n, key))
         return -1;
@@ -559,7 +561,7 @@ static int parse_unit(ctx *c, yaml_node_t *n, const char *path, void *argp)
 }
 
 /* Chooses the default unit of each kind and refuses models qkf does not run. */
-static int choose_defaults(ctx *c, yaml_node_t *core, const char *path, qkf_hw_unit *units, int n,
+static int choose_defaults(ctx *c, const char *path, qkf_hw_unit *units, int n,
                            yaml_node_t **soma_attrs, yaml_node_t **sections)
 {
     static const char *const cost_key[QKF_HW_UNIT_KINDS] = {
@@ -648,7 +650,6 @@ static int choose_defaults(ctx *c, yaml_node_t *core, const char *path, qkf_hw_u
         if (units[i].count < 0)
             units[i].count = -units[i].count;
     }
-    (void)core;
     return 0;
 }
 
@@ -774,7 +775,7 @@ static int parse_core(ctx *c, yaml_node_t *n, const char *path, void *argp)
         if (each_entry(c, v[2 + k], q, parse_unit, &ua))
             return -1;
     }
-    if (choose_defaults(c, n, path, units, nu, ua.soma_attrs, sections))
+    if (choose_defaults(c, path, units, nu, ua.soma_attrs, sections))
         return -1;
     if (t->n_groups == 0) {
         memcpy(t->unit, units, sizeof units);
@@ -1113,7 +1114,8 @@ static int parse_arch(ctx *c, yaml_node_t *root, qkf_hw_profile *p)
     static const char *const top_keys[] = {"architecture", "network", "mappings", NULL};
     yaml_node_t *top[3];
     if (!root)
-        return fail(c, NULL, "architecture", "empty document (a profile starts with architecture:)");
+        return fail(c, NULL, "architecture",
+                    "empty document (a profile starts with architecture:)");
     if (read_map(c, root, "(top level)", top_keys, top))
         return -1;
     yaml_node_t *arch = top[0];
@@ -1455,7 +1457,8 @@ void qkf_hw_describe(FILE *f, const qkf_hw_profile *p)
         fprintf(f, "  input pixels   %d-bit unsigned\n", a->input_bits);
     }
     fprintf(f, "\nmesh\n");
-    fprintf(f, "  topology       mesh %d x %d, %d tile%s defined, %d core%s per tile, %lld core%s\n",
+    fprintf(f,
+            "  topology       mesh %d x %d, %d tile%s defined, %d core%s per tile, %lld core%s\n",
             p->mesh_width, p->mesh_height, p->n_tiles, p->n_tiles == 1 ? "" : "s",
             p->cores_per_tile, p->cores_per_tile == 1 ? "" : "s", (long long)p->n_cores,
             p->n_cores == 1 ? "" : "s");
@@ -1529,7 +1532,9 @@ void qkf_hw_describe(FILE *f, const qkf_hw_profile *p)
     if (p->e_ac || p->e_mac) {
         si(b1, sizeof b1, p->e_ac, "J");
         si(b2, sizeof b2, p->e_mac, "J");
-        fprintf(f, "\narithmetic energy  %s per accumulate (AC), %s per multiply-accumulate (MAC)\n",
+        fprintf(f,
+                "\narithmetic energy  %s per accumulate (AC), %s per multiply-accumulate "
+                "(MAC)\n",
                 b1, b2);
     }
 }

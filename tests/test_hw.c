@@ -69,17 +69,23 @@ static const char base_yaml[] =
     "              attributes: {energy_message_in: 1.5e-12, latency_message_in: 1.0e-9}\n"
     "          synapse: &syn\n"
     "            - name: conv\n"
-    "              attributes: {model: current_based, energy_process_spike: 2.5e-12, latency_process_spike: 3.0e-9}\n"
+    "              attributes: {model: current_based, energy_process_spike: 2.5e-12, "
+    "latency_process_spike: 3.0e-9}\n"
     "            - name: dense\n"
-    "              attributes: {model: current_based, energy_process_spike: 9.0e-12, latency_process_spike: 9.0e-9}\n"
+    "              attributes: {model: current_based, energy_process_spike: 9.0e-12, "
+    "latency_process_spike: 9.0e-9}\n"
     "          dendrite: &den\n"
     "            name: acc\n"
-    "            attributes: {model: accumulator, energy_update: 0.25e-12, latency_update: 0.5e-9}\n"
+    "            attributes: {model: accumulator, energy_update: 0.25e-12, "
+    "latency_update: 0.5e-9}\n"
     "          soma: &soma\n"
     "            - name: inputs[0..9]\n"
     "              attributes: {model: input}\n"
     "            - name: lif\n"
-    "              attributes: {model: leaky_integrate_fire, reset_mode: hard, energy_access_neuron: 4.0e-12, latency_access_neuron: 5.0e-9, energy_update_neuron: 6.0e-12, latency_update_neuron: 7.0e-9, energy_spike_out: 8.0e-12, latency_spike_out: 9.0e-9}\n"
+    "              attributes: {model: leaky_integrate_fire, reset_mode: hard, "
+    "energy_access_neuron: 4.0e-12, latency_access_neuron: 5.0e-9, "
+    "energy_update_neuron: 6.0e-12, latency_update_neuron: 7.0e-9, "
+    "energy_spike_out: 8.0e-12, latency_spike_out: 9.0e-9}\n"
     "          axon_out:\n"
     "            - name: out\n"
     "              attributes: {energy_message_out: 10.0e-12, latency_message_out: 11.0e-9}\n"
@@ -92,7 +98,8 @@ static const char base_yaml[] =
     "          synapse: *syn\n"
     "          dendrite: *den\n"
     "          soma: *soma\n"
-    "          axon_out: [{name: out, attributes: {energy_message_out: 10.0e-12, latency_message_out: 11.0e-9}}]\n";
+    "          axon_out: [{name: out, attributes: {energy_message_out: 10.0e-12, "
+    "latency_message_out: 11.0e-9}}]\n";
 
 /* base_yaml with the first occurrence of find replaced by repl (malloc'ed). */
 static char *mutate(const char *find, const char *repl)
@@ -248,7 +255,8 @@ typedef struct {
 } bad_case;
 
 static const bad_case bad[] = {
-    {"    topology: mesh\n", "    topology: mesh\n    colour: red\n", "colour", "architecture.attributes",
+    {"    topology: mesh\n", "    topology: mesh\n    colour: red\n", "colour",
+     "architecture.attributes",
      "unknown key 'colour'"},
     {"energy_ac: 0.5 pJ", "energy_ac: 0.5", "energy_ac", "architecture.attributes.qkf.energy_ac",
      "missing unit"},
@@ -289,7 +297,8 @@ static const bad_case bad[] = {
     {"threshold_bits: 17", "threshold_bits: 18", "threshold_bits",
      "architecture.attributes.qkf.arithmetic.threshold_bits", "inconsistent"},
     {"weight_exp_min: -4", "weight_exp_min: 5", "weight_exp_max",
-     "architecture.attributes.qkf.arithmetic.weight_exp_max", "weight_exp_max 3 < weight_exp_min 5"},
+     "architecture.attributes.qkf.arithmetic.weight_exp_max",
+     "weight_exp_max 3 < weight_exp_min 5"},
     {"current_shift: 6", "current_shift: 9", "current_shift",
      "architecture.attributes.qkf.arithmetic.current_shift", "inconsistent"},
     {"graded_bits: 0", "graded_bits: 17", "graded_bits",
@@ -304,7 +313,8 @@ static const bad_case bad[] = {
      "is not one of: decay, none, linear"},
     {"topology: mesh", "topology: torus", "topology", "architecture.attributes.topology",
      "not modelled"},
-    {"model: accumulator,", "model: taps,", "  dendrite: &den", "architecture.tile[0].core[0].dendrite",
+    {"model: accumulator,", "model: taps,", "  dendrite: &den",
+     "architecture.tile[0].core[0].dendrite",
      "multi-compartment dendrites are not modelled"},
     {"model: accumulator,", "model: accumulator_with_delay,", "  dendrite: &den",
      "architecture.tile[0].core[0].dendrite", "synaptic delays are not modelled"},
@@ -335,7 +345,8 @@ static const bad_case bad[] = {
     {"sync_model: table", "sync_model: adaptive", "sync_model",
      "architecture.attributes.sync_model", "is not one of: fixed, table"},
     {"buffer_position: soma\n            max_neurons_supported: 512",
-     "buffer_position: soma\n            buffer_inside_unit: maybe\n            max_neurons_supported: 512",
+     "buffer_position: soma\n            buffer_inside_unit: maybe\n"
+     "            max_neurons_supported: 512",
      "maybe", "architecture.tile[0].core[0].attributes.buffer_inside_unit", "true or false"},
     {"buffer_position: soma\n            max_neurons_supported: 512",
      "buffer_position: axon\n            max_neurons_supported: 512", "axon",
@@ -413,7 +424,8 @@ Test(hw, documents_that_are_not_profiles)
 /* Aliases can make a small file a huge tree: the walk is bounded (and says so). */
 Test(hw, alias_expansion_is_bounded)
 {
-    char *text = mutate("  tile:\n    - name: t[0..3]\n", "  tile:\n    - &t\n      name: t[0..3]\n");
+    char *text =
+        mutate("  tile:\n    - name: t[0..3]\n", "  tile:\n    - &t\n      name: t[0..3]\n");
     size_t n = strlen(text);
     char *big = malloc(n + 3000 * 10 + 1);
     memcpy(big, text, n + 1);
