@@ -6,8 +6,9 @@
 # Python.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
-      libopenblas-openmp-dev zlib1g-dev liblz4-dev libzstd-dev dataset-fashion-mnist python3-h5py
-      python3-matplotlib python3-dev python3-numpy python3-pytest python3-torch libopenblas0-openmp"
+      libopenblas-openmp-dev zlib1g-dev libyaml-dev liblz4-dev libzstd-dev dataset-fashion-mnist
+      python3-h5py python3-matplotlib python3-dev python3-numpy python3-pytest python3-torch
+      libopenblas0-openmp"
 if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
   PKGS="$PKGS libopenmpi-dev openmpi-bin"
 fi
