@@ -1,7 +1,7 @@
 /* A neuromorphic chip as qkf models it: its arithmetic (what part 1 of the chip work computes
  * with), its cores and their limits, and its per-activity costs (SANA-FE's architecture
  * description, docs/hardware.md). Profiles are YAML files in SANA-FE's architecture format plus
- * keys of our own for the arithmetic (io/hw_profile.c loads them; models/hw/*.yaml are bundled).
+ * keys of our own for the arithmetic (io/hw_profile.c loads them; models/hw/NAME.yaml are bundled).
  *
  * The integer form of every QKFormer operation on a profile's arithmetic is written down in
  * docs/hardware.md; models/quant.h turns a float checkpoint into it. */
