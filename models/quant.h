@@ -83,16 +83,17 @@ typedef struct {
 } qkf_qmodel;
 
 typedef struct {
-    /* Calibration (optional): n_calib samples in the engine input layout (qkf_dense_forward:
-     * [B][C][H][W] images or [B][T][C][H][W] frames). The float model is run on them to measure
-     * each conv LIF's largest |input| and |membrane| per channel, which then sets the membrane
-     * unit (instead of the default headroom) and, for images, the input scale. */
-    const float *calib;
-    int n_calib;
+    /* Calibration statistics (optional; sim/dense_int.h qkf_quant_calibrate measures them by
+     * running the float model on a few samples). Indexed by graph op of each conv's LIF:
+     * calib_x[i][c] the largest |x| (the LIF's input after BatchNorm) and calib_h[i][c] the largest
+     * |h| of channel c; NULL arrays (or entries) fall back to the headroom. calib_in > 0: the
+     * largest |normalised pixel| (sets the input scale of static images). */
+    double **calib_x, **calib_h; /* [calib_n] each */
+    int calib_n;
+    double calib_in;
     /* Without calibration: the membrane and current registers must hold +-headroom * vth
      * (default 16 when 0). */
     double headroom;
-    int verbose; /* unused by the library (the CLI prints the per-layer report itself) */
 } qkf_quant_opts;
 
 /* Quantises m for arithmetic a (is_float must be 0) into *q (allocates; free with
