@@ -1,7 +1,7 @@
 /* A neuromorphic chip as qkf models it: its arithmetic (what part 1 of the chip work computes
  * with), its cores and their limits, and its per-activity costs (SANA-FE's architecture
  * description, docs/hardware.md). Profiles are YAML files in SANA-FE's architecture format plus
- * keys of our own for the arithmetic (io/hw_profile.c loads them; models/hw/*.yaml are bundled).
+ * keys of our own for the arithmetic (io/hw_profile.c loads them; models/hw/NAME.yaml are bundled).
  *
  * The integer form of every QKFormer operation on a profile's arithmetic is written down in
  * docs/hardware.md; models/quant.h turns a float checkpoint into it. */
@@ -33,7 +33,16 @@ typedef struct {
     int bias_exp_max;     /* bias = mantissa << exp, 0 <= exp <= bias_exp_max (Loihi 7) */
     int graded_bits;      /* payload bits of a graded spike (0: binary spikes only) */
     int input_bits;       /* unsigned bits of the encoding layer's input pixels */
+    /* Added with the loader (io/hw_profile.c); 0 keeps the meaning the fields above had. */
+    int leak;             /* QKF_HW_LEAK_DECAY (0): v decays by (2^decay_bits - dv) / 2^decay_bits
+                           * (Loihi); QKF_HW_LEAK_NONE: integrate-and-fire, no decay at all
+                           * (Speck's IAF); QKF_HW_LEAK_LINEAR: a constant is subtracted each
+                           * step (TrueNorth). Only DECAY represents QKFormer's tau = 2 LIF. */
+    int weight_codebook;  /* distinct weight values a neuron can hold (TrueNorth: 4, one per axon
+                           * type); 0: any weight mantissa */
 } qkf_hw_arith;
+
+enum { QKF_HW_LEAK_DECAY = 0, QKF_HW_LEAK_NONE = 1, QKF_HW_LEAK_LINEAR = 2 };
 
 /* Per-activity energy (J) and latency (s) of a core's pipeline units, as SANA-FE names them. */
 typedef struct {
@@ -45,6 +54,48 @@ typedef struct {
     double e_spike_out, t_spike_out;
     double e_message_out, t_message_out; /* axon_out, per destination core */
 } qkf_hw_core_cost;
+
+/* A core entry of the tile (one YAML `core` item, all the cores of its range): its limits.
+ * Cores of one chip share their pipeline and costs but may differ in memory (Speck). */
+typedef struct {
+    char name[QKF_HW_NAME]; /* as written, range included ("speck_core[0..2]") */
+    int count;              /* cores per tile in this entry */
+    int64_t max_neurons;    /* max_neurons_supported */
+    int64_t synapse_bytes, max_fan_in, max_fan_out; /* 0: unlimited */
+    int max_layers_per_core, max_destinations;      /* 0: unlimited */
+} qkf_hw_core_group;
+
+/* A pipeline unit of a core as the file lists it. SANA-FE maps a neuron onto the first unit of
+ * each kind unless told otherwise; qkf does the same, so those are the ones in `cost` and the
+ * ones whose model must be one qkf models. The others are listed, priced, and not used. */
+typedef enum {
+    QKF_HW_AXON_IN,
+    QKF_HW_SYNAPSE,
+    QKF_HW_DENDRITE,
+    QKF_HW_SOMA,
+    QKF_HW_AXON_OUT,
+    QKF_HW_UNIT_KINDS
+} qkf_hw_unit_kind;
+typedef struct {
+    char name[QKF_HW_NAME];  /* range included */
+    char model[QKF_HW_NAME]; /* "" for axon units */
+    qkf_hw_unit_kind kind;
+    int count;               /* copies (a range in the name) */
+    int is_default;          /* the unit qkf's neurons use (first of its kind; soma: first non-input) */
+    double energy[3], latency[3]; /* soma: access_neuron, update_neuron, spike_out; others: [0] */
+} qkf_hw_unit;
+
+#define QKF_HW_MAX_GROUPS 16
+#define QKF_HW_MAX_UNITS 32
+
+/* Where the numbers of costs come from (qkf key `costs`). */
+typedef enum {
+    QKF_HW_COSTS_CALIBRATED,   /* measured or calibrated against silicon (SANA-FE's Loihi) */
+    QKF_HW_COSTS_ESTIMATE,     /* a published estimate (45 nm arithmetic energies) */
+    QKF_HW_COSTS_PARTIAL,      /* some figures published, the rest 0 */
+    QKF_HW_COSTS_UNPUBLISHED,  /* none published: every cost is 0 and means "unknown" */
+    QKF_HW_COSTS_HYPOTHETICAL, /* a made-up chip */
+} qkf_hw_cost_basis;
 
 typedef struct {
     char name[QKF_HW_NAME];
@@ -60,7 +111,7 @@ typedef struct {
     int n_sync;                /* latency_sync table: n_sync entries (tiles in use -> seconds) */
     int sync_tiles[16];
     double sync_s[16];
-    /* core limits */
+    /* core limits (cores that differ: the largest of group[]; each core's in group[]) */
     int64_t max_neurons;        /* per core (max_neurons_supported) */
     int64_t synapse_bytes;      /* synaptic memory per core (0: unlimited) */
     int64_t max_fan_in, max_fan_out; /* axons per core (0: unlimited) */
@@ -69,6 +120,25 @@ typedef struct {
     qkf_hw_core_cost cost;
     /* energy model of the ideal machine (the paper's 45 nm figures) */
     double e_ac, e_mac;
+
+    /* Added with the loader (io/hw_profile.c). */
+    char arch_name[QKF_HW_NAME]; /* architecture: name: in the file */
+    int n_tiles;                 /* tiles the file defines (<= mesh_width * mesh_height) */
+    int64_t n_cores;             /* n_tiles * cores_per_tile */
+    double e_hop[4], t_hop[4];   /* per hop, QKF_HW_NORTH..WEST; e_hop_ns above is the mean of
+                                  * north and south, e_hop_ew of east and west */
+    int sync_table;              /* sync_model: 0 fixed (sync_s[0]), 1 table */
+    char buffer_position[16];    /* SANA-FE core buffer_position: dendrite, soma or axon_out */
+    int buffer_inside_unit;
+    int n_groups;                /* core entries of a tile, each with its limits */
+    qkf_hw_core_group group[QKF_HW_MAX_GROUPS];
+    int n_units;                 /* pipeline units of a core, in file order */
+    qkf_hw_unit unit[QKF_HW_MAX_UNITS];
+    /* layer limits of cores that hold one layer each (Speck; 0: none) */
+    int max_kernel, max_feature_side, max_input_side, max_channels;
+    qkf_hw_cost_basis cost_basis;
 } qkf_hw_profile;
+
+enum { QKF_HW_NORTH = 0, QKF_HW_EAST = 1, QKF_HW_SOUTH = 2, QKF_HW_WEST = 3 };
 
 #endif
