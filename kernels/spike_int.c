@@ -179,7 +179,7 @@ void qkf_spike_ilif_prepare(qkf_ilif *p, int C)
     }
     const int64_t lim = INT32_MAX;
     int ok = p->membrane_bits <= 31 && p->decay_bits <= 15 && p->decay_keep >= 0 &&
-             p->decay_keep <= (int32_t)1 << p->decay_bits && p->current_bits <= 32 &&
+             p->decay_keep <= (int32_t)1 << p->decay_bits && p->current_bits <= 31 &&
              p->current_shift <= 31;
     if (ok) {
         int64_t vmax = (int64_t)1 << (p->membrane_bits - 1);

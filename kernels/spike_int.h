@@ -54,7 +54,7 @@ int64_t qkf_spike_gather_rows_i32_ref(const qkf_spike_row *rows, int nrow, int64
 typedef struct {
     const int32_t *bias;  /* [C] in membrane units */
     const int32_t *theta; /* [C] */
-    int current_bits;     /* 1..32 */
+    int current_bits;     /* 1..64 (the sums are int32: above 32 bits nothing is reduced) */
     int current_wrap;
     int current_shift; /* 0..31 */
     int membrane_bits; /* 2..32 */
