@@ -29,7 +29,7 @@
     X(weight_bits) X(weight_exp_min) X(weight_exp_max) X(per_channel) X(current_bits)          \
         X(current_wrap) X(current_shift) X(membrane_bits) X(membrane_wrap) X(decay_bits)       \
             X(threshold_bits) X(threshold_shift) X(threshold_ge) X(reset_subtract)             \
-                X(bias_bits) X(bias_exp_max) X(graded_bits) X(input_bits)
+                X(bias_bits) X(bias_exp_max) X(graded_bits) X(input_bits) X(leak)
 
 static int put_i(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, int64_t n,
                  int bytes, const void *src, int src_bytes)

@@ -39,7 +39,7 @@ int qkf_quant_check_arith(const qkf_hw_arith *a)
         {"current_bits", a->current_bits, 2, 64},
         {"current_shift", a->current_shift, 0, 24},
         {"membrane_bits", a->membrane_bits, 4, 32},
-        {"decay_bits", a->decay_bits, 1, 24},
+        {"decay_bits", a->decay_bits, a->leak == QKF_HW_LEAK_NONE ? 0 : 1, 24},
         {"threshold_bits", a->threshold_bits, 1, 31},
         {"threshold_shift", a->threshold_shift, 0, 24},
         {"bias_bits", a->bias_bits, 2, 32},
@@ -55,6 +55,15 @@ int qkf_quant_check_arith(const qkf_hw_arith *a)
             return qkf_set_error("arithmetic: %s is %d (the integer form supports %d..%d)",
                                  r[i].key, r[i].v, r[i].lo, r[i].hi);
         }
+    if (a->leak == QKF_HW_LEAK_LINEAR)
+        return qkf_set_error("arithmetic: leak is linear (a constant subtracted each step): "
+                             "QKFormer's LIF halves its membrane each step; no integer form");
+    if (a->leak != QKF_HW_LEAK_DECAY && a->leak != QKF_HW_LEAK_NONE)
+        return qkf_set_error("arithmetic: leak kind %d unknown", a->leak);
+    if (a->weight_codebook != 0)
+        return qkf_set_error("arithmetic: weights come from a codebook of %d values per neuron "
+                             "(the quantiser needs free weight mantissas)",
+                             a->weight_codebook);
     if (a->weight_exp_min > a->weight_exp_max)
         return qkf_set_error("arithmetic: weight_exp_min %d > weight_exp_max %d",
                              a->weight_exp_min, a->weight_exp_max);

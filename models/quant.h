@@ -18,8 +18,11 @@
  *     input P: the conv's P above (conv >= 0), or for attention neurons (conv = -1)
  *              P = in_weight * count (QK_SUM counts, or SSA's integer q (k^T v) per head)
  *     A      = qkf_q_reduce(P, current_bits, current_wrap)
- *     H      = qkf_q_reduce(trunc(V / 2) + (A << current_shift) + bias, membrane_bits,
+ *     H      = qkf_q_reduce(decay(V) + (A << current_shift) + bias, membrane_bits,
  *                           membrane_wrap)                       (int64 before the reduction)
+ *              decay(V) = trunc(V / 2) (leak DECAY: tau = 2 for any decay_bits >= 1, since
+ *              (|V| * 2^(decay_bits-1)) >> decay_bits = |V| >> 1), or V (leak NONE: an IAF
+ *              chip such as Speck runs QKFormer without its leak)
  *     spike  = threshold_ge ? H >= theta[c] : H > theta[c]
  *     V      = spike ? (reset_subtract ? qkf_q_reduce(H - theta, membrane) : 0) : H
  *     (qkf_q_lif_step below is this step; tau = 2 is the only decay QKFormer has.)
@@ -144,7 +147,9 @@ static inline int qkf_q_lif_step(int32_t *v, int64_t P, int32_t bias, int32_t th
 {
     int64_t A = qkf_q_reduce(P, a->current_bits, a->current_wrap);
     int64_t V = *v;
-    int64_t h = V / 2 + A * ((int64_t)1 << a->current_shift) + bias; /* C: / truncates */
+    /* leak DECAY: tau = 2, trunc(V / 2) (C's / truncates); NONE: integrate-and-fire (Speck) */
+    int64_t h = (a->leak == QKF_HW_LEAK_NONE ? V : V / 2) + A * ((int64_t)1 << a->current_shift) +
+                bias;
     h = qkf_q_reduce(h, a->membrane_bits, a->membrane_wrap);
     int s = a->threshold_ge ? h >= theta : h > theta;
     if (s)
