@@ -1451,7 +1451,7 @@ static void fold_int(node *nd, const qkf_qop *qo)
 }
 
 /* Integer mode: the LIF arithmetic of a node from the profile (tau = 2: decay(V) = trunc(V / 2),
- * models/quant.h), its bias and thresholds. */
+ * or none for an integrate-and-fire chip, models/quant.h), its bias and thresholds. */
 static void ilif_init(node *nd, const qkf_hw_arith *a, const int32_t *bias, const int32_t *theta)
 {
     qkf_ilif *il = &nd->il;
@@ -1460,7 +1460,8 @@ static void ilif_init(node *nd, const qkf_hw_arith *a, const int32_t *bias, cons
     il->current_bits = a->current_bits, il->current_wrap = a->current_wrap;
     il->current_shift = a->current_shift;
     il->membrane_bits = a->membrane_bits, il->membrane_wrap = a->membrane_wrap;
-    il->decay_bits = 1, il->decay_keep = 1; /* (|V| * 1) >> 1 with V's sign: trunc(V / 2) */
+    /* leak DECAY: (|V| * 1) >> 1 with V's sign, trunc(V / 2); NONE (integrate-and-fire): V */
+    il->decay_bits = a->leak == QKF_HW_LEAK_NONE ? 0 : 1, il->decay_keep = 1;
     il->threshold_ge = a->threshold_ge, il->reset_subtract = a->reset_subtract;
     qkf_spike_ilif_prepare(il, nd->C);
 }
