@@ -10,9 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../models/quant.h"
 #include "../sim/dense.h"
+#include "../sim/dense_int.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
 #include "../tools/cli.h"
@@ -41,7 +44,15 @@ static void help(void)
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
         "against the batch-1 dense (x dense) and PyTorch (x torch) times. A note warns when\n"
-        "other processes keep the cores busy at the start (wall times are then unreliable).\n");
+        "other processes keep the cores busy at the start (wall times are then unreliable).\n"
+        "\n"
+        "--hw PROFILE: the integer event engine on the chip's arithmetic beside the float event\n"
+        "engine instead: the calibrated model quantised for the profile (its scales calibrated\n"
+        "on the same sample, models/quant.h), both engines timed in alternating rounds at each\n"
+        "batch size; reports each one's time per sample, the speed ratio (float / integer, the\n"
+        "median of the rounds' ratios), both firing rates (quantisation moves some spikes) and\n"
+        "which sums run in int16 lanes. The rate curve is skipped.\n");
+    fputs(qkf_hw_help, stdout);
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
@@ -269,6 +280,72 @@ static void event_torch_ratio(void *ctx, int b, double ips, double med_ms, doubl
                    b, 1e3 / ips / e->event_ms[i], 1e3 / ips, e->event_ms[i]);
 }
 
+/* As time_event for the integer engine is the same call; the float and the integer event
+ * engines on the same calibrated model and input, alternating rounds. */
+static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, const double *bl,
+                     int nb, double seconds, long threads, float *logits)
+{
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    qkf_qmodel q;
+    double t0 = qkf_now();
+    if (qkf_quant_calibrate(m, x, 1, 1, &o))
+        return -1;
+    int rc = qkf_quantize(m, &hw->arith, hw->name, &o, &q);
+    qkf_quant_calib_free(&o, m);
+    if (rc)
+        return -1;
+    const qkf_hw_arith *a = &hw->arith;
+    printf("quantised for %s (%d-bit weights, %d-bit %s current, %d-bit membrane): %.1f s\n"
+           "sums: %s\n\n",
+           hw->name, a->weight_bits, a->current_bits, a->current_wrap ? "wrapping" : "saturating",
+           a->membrane_bits, qkf_now() - t0,
+           a->current_wrap && a->current_bits <= 16
+               ? "int16 lanes (the current register wraps at <= 16 bits), int32 where a conv pools"
+               : "int32 lanes (the current register saturates or is wider than 16 bits)");
+    printf("wall time per sample, the median of %d alternating rounds of the float and the "
+           "integer event\nengine (speedup: float / integer, the median of the rounds' ratios; "
+           "cpu: CPU time of all threads)\n",
+           ROUNDS);
+    printf("%6s %9s %9s %8s %9s %9s %8s %10s %10s\n", "batch", "float ms", "int ms", "speedup",
+           "float cpu", "int cpu", "cpu x", "float rate", "int rate");
+    for (int i = 0; i < nb; i++) {
+        int B = (int)bl[i];
+        qkf_sched *f = qkf_sched_create(m, B, 0);
+        qkf_sched *e = f ? qkf_sched_create_int(&q, B, 0) : NULL;
+        if (!e) {
+            qkf_sched_free(f);
+            qkf_qmodel_free(&q);
+            return -1;
+        }
+        double fr[ROUNDS], er[ROUNDS], xr[ROUNDS], cf = 0, ce = 0, c;
+        for (int k = 0; k < ROUNDS; k++) {
+            fr[k] = time_event(f, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+            cf += c / B / ROUNDS;
+            er[k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+            ce += c / B / ROUNDS;
+            xr[k] = fr[k] / er[k];
+        }
+        double fa, ea, med;
+        rates(qkf_sched_stats(f), &fa, &med);
+        rates(qkf_sched_stats(e), &ea, &med);
+        printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %9.2f%% %9.2f%%\n", B,
+               1e3 * qkf_bench_median(fr, ROUNDS), 1e3 * qkf_bench_median(er, ROUNDS),
+               qkf_bench_median(xr, ROUNDS), 1e3 * cf, 1e3 * ce, cf / ce, 100 * fa, 100 * ea);
+        if (getenv("QKF_PROFILE")) {
+            printf("float:\n");
+            profile(qkf_sched_stats(f));
+            printf("integer:\n");
+            profile(qkf_sched_stats(e));
+        }
+        qkf_sched_free(f);
+        qkf_sched_free(e);
+    }
+    (void)threads;
+    qkf_qmodel_free(&q);
+    return 0;
+}
+
 int qkf_bench_event(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "bench event"};
@@ -276,7 +353,8 @@ int qkf_bench_event(int argc, char **argv)
     const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *py = "/usr/bin/python3", *v;
     long threads = 2, seed = 1;
     double seconds = 2.0, rate = 0.1;
-    int r, no_dense = 0, torch = 0;
+    int r, no_dense = 0, torch = 0, have_hw = 0;
+    qkf_hw_profile hw;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -288,6 +366,12 @@ int qkf_bench_event(int argc, char **argv)
         }
         if (qkf_flag(&a, "--torch")) {
             torch = 1;
+            continue;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("bench event");
+            have_hw = 1;
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
@@ -358,6 +442,18 @@ int qkf_bench_event(int argc, char **argv)
     if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
         goto done;
     printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
+    if (have_hw) {
+        if (hw.arith.is_float) {
+            qkf_set_error("--hw %s: a float machine (the integer engine needs an integer "
+                          "arithmetic; run without --hw)",
+                          hw.name);
+            goto done;
+        }
+        if (bench_int(&m, &hw, x, bl, nb, seconds, threads, logits))
+            goto done;
+        rc = 0;
+        goto done;
+    }
     printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
            threads, add_peak(threads) * 1e-9);
     printf("wall time per sample, the median of %d alternating rounds of dense and event "

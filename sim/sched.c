@@ -1398,6 +1398,17 @@ static int block_width(int cin, int cout)
     return BLOCK;
 }
 
+/* int16 sums (integer mode): blocks of twice block_width's channels, whose slab [Cin][width] has
+ * the same bytes as the float one, so each row walks its event list half as often; at most
+ * 2 * BLOCK_MAX (the int16 gather keeps up to 8 vectors of 32 lanes per row). */
+static int block_width_i16(int cin, int cout)
+{
+    int bw = block_width(cin, cout);
+    if (cout <= 2 * BLOCK_MAX)
+        return cout;
+    return cout % (2 * bw) == 0 ? 2 * bw : bw;
+}
+
 /* W' = W * alpha per output channel, re-laid per block of bw output channels as
  * [k][k][Cin][width]; b' = b * alpha + shift. */
 static void fold(node *nd, const qkf_model *m)
@@ -1517,6 +1528,8 @@ static int nodes_build(qkf_sched *e)
                 if (e->q) {
                     const qkf_hw_arith *a = &e->q->arith;
                     nd->i16 = !nd->pool && a->current_wrap && a->current_bits <= 16;
+                    if (nd->i16) /* a slab of twice the channels in the same bytes */
+                        nd->bw = block_width_i16(nd->cin, nd->cout);
                     fold_int(nd, &e->q->ops[info->op]);
                 } else {
                     fold(nd, e->m);
