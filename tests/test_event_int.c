@@ -237,3 +237,48 @@ Test(event_int, refusals)
     fx.q.arith.is_float = 0;
     unload(&fx);
 }
+
+/* The cifar10 widths on an 8x8 input (as tests/test_event.c's cifar_wide): patch_embed3.proj4 and
+ * the stage-3 MLP exceed the engine's fused budget and run as (block, tile) items, block-major,
+ * with int16 blocks of up to 256 channels and int32 pooled blocks; BatchNorms calibrated to fire
+ * at ~15%, quantised with calibrated scales for each fixture arithmetic. */
+static void wide_case(const char *prof)
+{
+    char ref[512];
+    snprintf(ref, sizeof ref, "%s/cifar_small_int_%s.h5", QKF_FIXTURE_DIR, prof);
+    if (access(ref, R_OK))
+        cr_skip_test("%s not present", ref);
+    fixture fx;
+    memset(&fx, 0, sizeof fx);
+    snprintf(fx.ref, sizeof fx.ref, "%s", ref);
+    cr_assert_eq(qkf_config_preset("cifar10", &fx.m.cfg), 0);
+    fx.m.cfg.img_size = 8, fx.m.cfg.T = 2;
+    cr_assert_eq(qkf_params_build(&fx.m.cfg, &fx.m.params), 0, "%s", qkf_last_error());
+    qkf_params_init(&fx.m.cfg, &fx.m.params, 31);
+    fx.B = 3;
+    int64_t n = (int64_t)fx.B * 3 * 8 * 8;
+    fx.x = qkf_malloc((size_t)n * sizeof(float));
+    qkf_rng r;
+    qkf_rng_seed(&r, 32);
+    for (int64_t i = 0; i < n; i++)
+        fx.x[i] = qkf_rng_normal(&r);
+    cr_assert_eq(qkf_stats_calibrate(&fx.m, fx.x, fx.B, 0.15, 0.6, 0, 33), 0, "%s",
+                 qkf_last_error());
+    int64_t *av, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(ref, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
+    qkf_hw_arith a;
+    arith_from(av, &a);
+    qkf_free(av);
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(qkf_quant_calibrate(&fx.m, fx.x, fx.B, fx.B, &o), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_quantize(&fx.m, &a, prof, &o, &fx.q), 0, "%s", qkf_last_error());
+    qkf_quant_calib_free(&o, &fx.m);
+    int64_t spikes = agree(&fx, fx.B, 0, 0);
+    cr_assert_gt(spikes, 0);
+    unload(&fx);
+}
+
+Test(event_int, wide_blocks_loihi) { wide_case("loihi"); }
+Test(event_int, wide_blocks_gtsat) { wide_case("gtsat"); }
