@@ -13,6 +13,8 @@
 #include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
+#include "../kernels/peak.h"
 #include "../models/quant.h"
 #include "../sim/dense.h"
 #include "../sim/dense_int.h"
@@ -37,8 +39,8 @@ static void help(void)
         "both; each engine's median round is reported, the ratio is the median of the rounds'\n"
         "ratios. Reports time per sample, the ratio, the measured firing rates, and\n"
         "accumulates per second (event) against the machine's add throughput (measured: vector\n"
-        "adds from L1 on every thread; 2 cores x 32 float adds per cycle on AVX-512 machines\n"
-        "with two loads per cycle). --no-dense skips the dense engine (for profiling the event\n"
+        "adds from L1 into register accumulators on every thread, on the kernel path in use).\n"
+        "--no-dense skips the dense engine (for profiling the event\n"
         "engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
@@ -181,43 +183,20 @@ static void rates(const qkf_stats *s, double *avg, double *median)
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
 }
 
-/* The machine's float-add throughput, measured: each thread adds an L1-resident buffer into 16
- * independent vector accumulators (one load and one add per 16 floats, no dependency between
- * consecutive adds), for about 0.3 s; the sum over threads of adds per second. This is the
- * ceiling of an event's row accumulation (a load and an add per weight). Measured once. */
+/* The machine's float-add throughput, measured (kernels/peak.h: every thread adds an L1-resident
+ * buffer into independent accumulators held in vector registers of the kernel path in use, one
+ * load and one add per vector, for about 0.3 s): the sum over threads of adds per second. This is
+ * the ceiling of an event's row accumulation (a load and an add per weight). Measured once.
+ * (A loop over an accumulator array, as before, measured a third of the ceiling on Intel
+ * machines: the array went through memory at every add.) */
 static double add_peak(long threads)
 {
     static double peak;
     if (peak > 0.0)
         return peak;
-    enum { LEN = 4096, ACC = 256 }; /* 16 KB buffer; 256 floats = 16 vectors of accumulators */
     double total = 0.0;
 #pragma omp parallel num_threads((int)threads) reduction(+ : total)
-    {
-        float *buf = qkf_malloc(LEN * sizeof(float));
-        float acc[ACC] __attribute__((aligned(64)));
-        for (int i = 0; i < LEN; i++)
-            buf[i] = 1e-7f * (float)(i % 97);
-        memset(acc, 0, sizeof acc);
-        long reps = 0;
-        double t0 = qkf_now(), t = 0.0;
-        do {
-            for (int r = 0; r < 512; r++)
-                for (int i = 0; i < LEN; i += ACC)
-#pragma omp simd aligned(acc : 64)
-                    for (int j = 0; j < ACC; j++)
-                        acc[j] += buf[i + j];
-            reps += 512;
-            t = qkf_now() - t0;
-        } while (t < 0.3);
-        float sink = 0.0f;
-        for (int j = 0; j < ACC; j++)
-            sink += acc[j];
-        if (sink < 0.0f) /* never: keeps the sums alive */
-            printf("%g\n", (double)sink);
-        qkf_free(buf);
-        total += (double)reps * LEN / t;
-    }
+    total += qkf_peak_adds(0, 0.3);
     peak = total;
     return peak;
 }
@@ -303,6 +282,12 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
            a->current_wrap && a->current_bits <= 16
                ? "int16 lanes (the current register wraps at <= 16 bits), int32 where a conv pools"
                : "int32 lanes (the current register saturates or is wider than 16 bits)");
+    double pi = 0.0;
+#pragma omp parallel num_threads((int)threads) reduction(+ : pi)
+    pi += qkf_peak_adds(1, 0.3);
+    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s, %.1f G "
+           "int16 adds/s\n\n",
+           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9, pi * 1e-9);
     printf("wall time per sample, the median of %d alternating rounds of the float and the "
            "integer event\nengine (speedup: float / integer, the median of the rounds' ratios; "
            "cpu: CPU time of all threads)\n",
@@ -341,7 +326,6 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
         qkf_sched_free(f);
         qkf_sched_free(e);
     }
-    (void)threads;
     qkf_qmodel_free(&q);
     return 0;
 }
@@ -454,8 +438,9 @@ int qkf_bench_event(int argc, char **argv)
         rc = 0;
         goto done;
     }
-    printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
-           threads, add_peak(threads) * 1e-9);
+    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s (the 'of "
+           "peak' base)\n\n",
+           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9);
     printf("wall time per sample, the median of %d alternating rounds of dense and event "
            "(speedup:\nthe median of the rounds' ratios; cpu: CPU time of all threads, robust on "
            "a busy machine)\n",
