@@ -9,6 +9,7 @@
  * reference: the last forward's tensors stay readable). */
 #include "dense_int.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -26,6 +27,13 @@ struct qkf_dense_int {
     int32_t *vmem;      /* LIF membranes, [threads][N] */
     int64_t vmem_per;   /* per thread */
     int64_t *feat;      /* [B][C] */
+    int plain;          /* QKF_DENSE_INT_PLAIN: integer GEMMs only */
+    float **wf;         /* per conv op: weight mantissas as floats [cout][K] */
+    int *mmax;          /* per conv op: largest |mantissa| */
+    void *fcol;         /* im2col / input scratch, floats or doubles (fcol_cap elements) */
+    int64_t fcol_cap;
+    void *fout;         /* GEMM output, floats or doubles [cout][F*P] */
+    double *wd;         /* double weights of the layer being run */
 };
 
 static int64_t frames(const qkf_graph *g, int t, int B)
@@ -43,7 +51,6 @@ const qkf_graph *qkf_dense_int_graph(const qkf_dense_int *e) { return e->g; }
 
 qkf_dense_int *qkf_dense_int_create(const qkf_qmodel *q, int max_batch, int flags)
 {
-    (void)flags;
     if (max_batch < 1)
         max_batch = 1;
     qkf_dense_int *e = qkf_calloc(1, sizeof *e);
@@ -82,6 +89,39 @@ qkf_dense_int *qkf_dense_int_create(const qkf_qmodel *q, int max_batch, int flag
     e->vmem_per = (vm + 15) / 16 * 16;
     e->vmem = qkf_malloc((size_t)(e->vmem_per * omp_get_max_threads()) * sizeof(int32_t));
     e->feat = qkf_malloc((size_t)max_batch * g->cfg.embed_dims * sizeof(int64_t) + 64);
+    /* BLAS path: mantissas as floats; im2col columns (or the whole input of a 1x1 conv) and the
+     * GEMM output as floats or doubles */
+    e->plain = (flags & QKF_DENSE_INT_PLAIN) != 0;
+    e->wf = qkf_calloc((size_t)g->n_ops, sizeof(float *));
+    e->mmax = qkf_calloc((size_t)g->n_ops, sizeof(int));
+    int64_t wmax = 1, omax = 1, xmax = 1;
+    for (int i = 0; i < g->n_ops && !e->plain; i++) {
+        const qkf_op *op = &g->ops[i];
+        if (op->kind != QKF_OP_CONV)
+            continue;
+        const qkf_tensor *x = &g->tensors[op->in0];
+        int64_t K = (int64_t)op->cin * op->k * op->k, n = K * op->cout;
+        e->wf[i] = qkf_malloc((size_t)n * sizeof(float));
+        for (int64_t j = 0; j < n; j++) {
+            int m = q->ops[i].w_mant[j];
+            e->wf[i][j] = (float)m;
+            m = m < 0 ? -m : m;
+            e->mmax[i] = m > e->mmax[i] ? m : e->mmax[i];
+        }
+        int64_t F = frames(g, op->in0, max_batch);
+        int ho = (x->h - 1) / op->stride + 1, wo = (x->w - 1) / op->stride + 1;
+        wmax = n > wmax ? n : wmax;
+        omax = (int64_t)op->cout * F * ho * wo > omax ? (int64_t)op->cout * F * ho * wo : omax;
+        if (op->k == 1 && op->stride == 1)
+            xmax = tensor_len(g, op->in0, max_batch) > xmax ? tensor_len(g, op->in0, max_batch)
+                                                            : xmax;
+    }
+    if (!e->plain) {
+        e->fcol_cap = e->col_cap > xmax ? e->col_cap : xmax;
+        e->fcol = qkf_malloc((size_t)e->fcol_cap * sizeof(double));
+        e->fout = qkf_malloc((size_t)omax * sizeof(double));
+        e->wd = qkf_malloc((size_t)wmax * sizeof(double));
+    }
     return e;
 }
 
@@ -96,6 +136,13 @@ void qkf_dense_int_free(qkf_dense_int *e)
     qkf_free(e->prepool);
     qkf_free(e->vmem);
     qkf_free(e->feat);
+    for (int i = 0; i < e->g->n_ops; i++)
+        qkf_free(e->wf[i]);
+    qkf_free(e->wf);
+    qkf_free(e->mmax);
+    qkf_free(e->fcol);
+    qkf_free(e->fout);
+    qkf_free(e->wd);
     qkf_free(e);
 }
 
@@ -177,6 +224,103 @@ static void gemm_i32(int32_t *out, int64_t ldo, const int32_t *W, int K, const i
         }
 }
 
+/* The BLAS path: the integer sum is computed exactly in floating point (every product and
+ * partial sum an integer below 2^24 in float, 2^53 in double, so any summation order gives the
+ * same exact value), then shifted by the channel's exponent and wrapped to int32:
+ * (sum mant * x) << e mod 2^32 = sum (mant << e) * x mod 2^32, the contract. */
+#define IM2COL_T(T_, name)                                                                       \
+    static void name(T_ *col, const int32_t *in, int64_t F, int64_t f0, int nf, int cin, int h,  \
+                     int w, int k, int stride, int pad, int ho, int wo)                          \
+    {                                                                                            \
+        int64_t P = (int64_t)ho * wo, ncol = nf * P;                                             \
+        _Pragma("omp parallel for schedule(static)") for (int r = 0; r < cin * k * k; r++)       \
+        {                                                                                        \
+            int ci = r / (k * k), ky = r / k % k, kx = r % k;                                    \
+            for (int f = 0; f < nf; f++) {                                                       \
+                const int32_t *src = in + ((int64_t)ci * F + f0 + f) * h * w;                    \
+                T_ *d = col + (int64_t)r * ncol + f * P;                                         \
+                for (int oy = 0; oy < ho; oy++) {                                                \
+                    int iy = oy * stride + ky - pad;                                             \
+                    for (int ox = 0; ox < wo; ox++) {                                            \
+                        int ix = ox * stride + kx - pad;                                         \
+                        d[oy * wo + ox] = (iy >= 0 && iy < h && ix >= 0 && ix < w)               \
+                                              ? (T_)src[(int64_t)iy * w + ix]                    \
+                                              : (T_)0;                                           \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }
+IM2COL_T(float, im2col_f32)
+IM2COL_T(double, im2col_f64)
+
+static int conv_blas(qkf_dense_int *e, int op_i, int32_t *out, const int32_t *in, int64_t F,
+                     int cin, int h, int w, int cout, int k, int stride, int pad)
+{
+    const qkf_qop *qo = &e->q->ops[op_i];
+    int ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
+    int64_t P = (int64_t)ho * wo, K = (int64_t)cin * k * k, nin = (int64_t)cin * F * h * w;
+    int32_t xm = 0;
+    for (int64_t j = 0; j < nin; j++) {
+        int32_t v = in[j] < 0 ? -in[j] : in[j];
+        xm = v > xm ? v : xm;
+    }
+    double bound = (double)e->mmax[op_i] * (double)xm * (double)K;
+    if (bound >= 9007199254740992.0) /* 2^53: not exact in doubles, use integer GEMMs */
+        return 1;
+    int dbl = bound >= 16777216.0; /* 2^24 */
+    if (dbl)
+        for (int64_t j = 0; j < K * cout; j++)
+            e->wd[j] = (double)e->wf[op_i][j];
+    int64_t chunk = (k == 1 && stride == 1) ? F : e->fcol_cap / (K * P);
+    if (chunk < 1)
+        chunk = 1;
+    for (int64_t f0 = 0; f0 < F; f0 += chunk) {
+        int nf = (int)(F - f0 < chunk ? F - f0 : chunk);
+        int64_t n = nf * P;
+        if (k == 1 && stride == 1) {
+            if (dbl) {
+                double *c = e->fcol;
+#pragma omp parallel for schedule(static)
+                for (int64_t j = 0; j < nin; j++)
+                    c[j] = (double)in[j];
+            } else {
+                float *c = e->fcol;
+#pragma omp parallel for schedule(static)
+                for (int64_t j = 0; j < nin; j++)
+                    c[j] = (float)in[j];
+            }
+        } else if (dbl)
+            im2col_f64(e->fcol, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        else
+            im2col_f32(e->fcol, in, F, f0, nf, cin, h, w, k, stride, pad, ho, wo);
+        if (dbl)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)n, (int)K, 1.0,
+                        e->wd, (int)K, e->fcol, (int)n, 0.0, (double *)e->fout + f0 * P,
+                        (int)(F * P));
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)n, (int)K, 1.0f,
+                        e->wf[op_i], (int)K, e->fcol, (int)n, 0.0f, (float *)e->fout + f0 * P,
+                        (int)(F * P));
+    }
+    int64_t FP = F * P;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < cout; co++) {
+        int sh = qo->w_exp[co];
+        int32_t *o = out + co * FP;
+        if (dbl) {
+            const double *src = (const double *)e->fout + co * FP;
+            for (int64_t j = 0; j < FP; j++)
+                o[j] = (int32_t)((uint32_t)(int64_t)src[j] << sh);
+        } else {
+            const float *src = (const float *)e->fout + co * FP;
+            for (int64_t j = 0; j < FP; j++)
+                o[j] = (int32_t)((uint32_t)(int32_t)src[j] << sh);
+        }
+    }
+    return 0;
+}
+
 static void conv_i32(qkf_dense_int *e, int32_t *out, const int32_t *in, const int32_t *W, int64_t F,
                      int cin, int h, int w, int cout, int k, int stride, int pad)
 {
@@ -216,28 +360,52 @@ static void maxpool_i32(int32_t *out, const int32_t *in, int64_t planes, int h, 
     }
 }
 
-/* LIF over T: in [C][F or B][N] -> spikes [C][T*B][N]; returns the spike count. */
+/* LIF over T: in [C][F or B][N] -> spikes [C][T*B][N]; returns the spike count. The step is
+ * qkf_q_lif_step written branch-free over a row of N neurons (register reductions by shifts and
+ * clamps, mode tests hoisted by the compiler), so it vectorises; the fixtures pin it to the
+ * reference, and qkf_q_lif_step stays the plain statement of it. */
 static int64_t lif_i32(qkf_dense_int *e, int32_t *s, const int32_t *in, int C, int T, int B, int N,
                        int in_static, const int32_t *bias, const int32_t *theta, int32_t in_weight)
 {
     const qkf_hw_arith *a = &e->q->arith;
+    const int cs = a->current_bits >= 64 ? 0 : 64 - a->current_bits;
+    const int ms = a->membrane_bits >= 64 ? 0 : 64 - a->membrane_bits;
+    const int64_t chi = cs ? ((int64_t)1 << (a->current_bits - 1)) - 1 : INT64_MAX;
+    const int64_t mhi = ms ? ((int64_t)1 << (a->membrane_bits - 1)) - 1 : INT64_MAX;
+    const int cwrap = a->current_wrap, mwrap = a->membrane_wrap, ge = a->threshold_ge;
+    const int rsub = a->reset_subtract, iaf = a->leak == QKF_HW_LEAK_NONE;
+    const int64_t mul = (int64_t)1 << a->current_shift;
+    const int64_t wgt = in_weight ? in_weight : 1;
     int64_t count = 0;
     int64_t Fin = in_static ? B : (int64_t)T * B, Fout = (int64_t)T * B;
 #pragma omp parallel for schedule(static) reduction(+ : count)
     for (int c = 0; c < C; c++) {
         int32_t *v = e->vmem + omp_get_thread_num() * e->vmem_per;
-        int32_t bc = bias ? bias[c] : 0, th = theta[c];
+        const int64_t bc = bias ? bias[c] : 0, th = theta[c];
         for (int b = 0; b < B; b++) {
             memset(v, 0, (size_t)N * sizeof(int32_t));
             for (int t = 0; t < T; t++) {
-                const int32_t *x = in + ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
+                const int32_t *x =
+                    in + ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
                 int32_t *o = s + ((int64_t)c * Fout + (int64_t)t * B + b) * N;
+                int64_t cnt = 0;
                 for (int n = 0; n < N; n++) {
-                    int64_t P = in_weight ? (int64_t)in_weight * x[n] : (int64_t)x[n];
-                    int sp = qkf_q_lif_step(&v[n], P, bc, th, a);
+                    int64_t P = wgt * (int64_t)x[n];
+                    int64_t A = cwrap ? (int64_t)((uint64_t)P << cs) >> cs
+                                      : (P > chi ? chi : P < -chi ? -chi : P);
+                    int64_t V = v[n];
+                    int64_t h = (iaf ? V : V / 2) + A * mul + bc;
+                    h = mwrap ? (int64_t)((uint64_t)h << ms) >> ms
+                              : (h > mhi ? mhi : h < -mhi ? -mhi : h);
+                    int sp = ge ? h >= th : h > th;
+                    int64_t r = h - th;
+                    r = mwrap ? (int64_t)((uint64_t)r << ms) >> ms
+                              : (r > mhi ? mhi : r < -mhi ? -mhi : r);
+                    v[n] = (int32_t)(sp ? (rsub ? r : 0) : h);
                     o[n] = sp;
-                    count += sp;
+                    cnt += sp;
                 }
+                count += cnt;
             }
         }
     }
@@ -317,8 +485,10 @@ int qkf_dense_int_forward(qkf_dense_int *e, const float *input, int B, float *lo
         case QKF_OP_CONV: {
             int ho = (x->h - 1) / op->stride + 1, wo = (x->w - 1) / op->stride + 1;
             int32_t *dst = op->pool ? e->prepool : out;
-            conv_i32(e, dst, in, qo->w, F, op->cin, x->h, x->w, op->cout, op->k, op->stride,
-                     op->pad);
+            if (e->plain || conv_blas(e, i, dst, in, F, op->cin, x->h, x->w, op->cout, op->k,
+                                      op->stride, op->pad))
+                conv_i32(e, dst, in, qo->w, F, op->cin, x->h, x->w, op->cout, op->k, op->stride,
+                         op->pad);
             if (op->pool)
                 maxpool_i32(out, dst, (int64_t)op->cout * F, ho, wo);
             break;

@@ -16,8 +16,13 @@
 
 typedef struct qkf_dense_int qkf_dense_int;
 
-/* Plans every buffer for batches of up to max_batch (forward allocates nothing). flags: none
- * yet (0). The engine keeps every tensor of the last forward (qkf_dense_int_tensor). */
+/* Convolutions are exact integer sums computed by BLAS (sgemm while every partial sum stays
+ * below 2^24, dgemm below 2^53: exact in any order) then shifted and wrapped to int32, or with
+ * this flag by the plain integer GEMM (the reference twin; same bits). */
+enum { QKF_DENSE_INT_PLAIN = 1 };
+
+/* Plans every buffer for batches of up to max_batch (forward allocates nothing). The engine keeps
+ * every tensor of the last forward (qkf_dense_int_tensor). */
 qkf_dense_int *qkf_dense_int_create(const qkf_qmodel *q, int max_batch, int flags);
 void qkf_dense_int_free(qkf_dense_int *e);
 const qkf_graph *qkf_dense_int_graph(const qkf_dense_int *e);

@@ -118,12 +118,12 @@ static void check_quant_ints(const fixture *fx)
     cmp_ints(fx->path, "in_max", 1, &im, 4);
 }
 
-/* Runs the dense integer engine on the fixture input; compares every LIF layer's spikes and the
- * integer logits. */
-static void check_engine(fixture *fx, const qkf_qmodel *q, int threads)
+/* Runs the dense integer engine (flags: 0 or QKF_DENSE_INT_PLAIN) on the fixture input; compares
+ * every LIF layer's spikes and the integer logits. */
+static void check_engine(fixture *fx, const qkf_qmodel *q, int threads, int flags)
 {
     qkf_set_threads(threads);
-    qkf_dense_int *e = qkf_dense_int_create(q, fx->B, 0);
+    qkf_dense_int *e = qkf_dense_int_create(q, fx->B, flags);
     cr_assert_not_null(e, "%s", qkf_last_error());
     const qkf_graph *g = qkf_dense_int_graph(e);
     int K = g->cfg.num_classes, T = g->cfg.T;
@@ -167,7 +167,8 @@ static void run(const char *model, const char *prof)
     fixture fx;
     load_fixture(&fx, model, prof);
     check_quant_ints(&fx);
-    check_engine(&fx, &fx.q, 2);
+    check_engine(&fx, &fx.q, 2, 0);                   /* BLAS convolutions */
+    check_engine(&fx, &fx.q, 1, QKF_DENSE_INT_PLAIN); /* the plain integer GEMM */
     free_fixture(&fx);
 }
 
@@ -181,6 +182,7 @@ Test(quant, dvs128_loihi) { run("dvs128_small", "loihi"); }
 Test(quant, dvs128_speck) { run("dvs128_small", "speck"); }
 Test(quant, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
 Test(quant, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
+Test(quant, dvs128_wrap) { run("dvs128_small", "wrap"); }
 
 /* Every tensor of a forward and the integer logits are the same at 1, 2 and 3 threads. */
 static void threads_case(const char *model, const char *prof)
@@ -245,7 +247,7 @@ Test(quant, qckpt_round_trip)
     cr_assert_eq(memcmp(&q2.arith, &fx.q.arith, sizeof q2.arith), 0);
     cr_assert_eq(q2.in_scale, fx.q.in_scale);
     cr_assert_str_eq(q2.hw_name, "fixture");
-    check_engine(&fx, &q2, 2);
+    check_engine(&fx, &q2, 2, 0);
     /* an out-of-range mantissa is refused with one line naming the key */
     hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     cr_assert(fid >= 0);

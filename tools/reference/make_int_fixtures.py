@@ -46,6 +46,7 @@ FIXTURES = [
     ("dvs128_small", "speck", 2008, 2),
     ("cifar10dvs_small", "loihi", 2009, 2),
     ("cifar10dvs_small", "gtsat", 2010, 2),
+    ("dvs128_small", "wrap", 2011, 2),
 ]
 
 

@@ -31,7 +31,8 @@ ARITH_FIELDS = ["is_float", "weight_bits", "weight_exp_min", "weight_exp_max", "
 LEAK_DECAY, LEAK_NONE = 0, 1
 
 # Arithmetic of the fixtures (the bundled profiles' numbers, models/hw/*.yaml, plus a '>'
-# comparator with saturating registers and subtractive reset to exercise those paths).
+# comparator with saturating registers and subtractive reset, and small wrapping registers, to
+# exercise those paths).
 PROFILES = {
     "loihi": dict(weight_bits=8, weight_exp_min=-8, weight_exp_max=7, per_channel=0,
                   current_bits=16, current_wrap=1, current_shift=6, membrane_bits=24,
@@ -48,6 +49,11 @@ PROFILES = {
                   membrane_wrap=0, decay_bits=8, threshold_bits=10, threshold_shift=2,
                   threshold_ge=0, reset_subtract=1, bias_bits=8, bias_exp_max=3, graded_bits=0,
                   input_bits=6, leak=LEAK_DECAY),
+    "wrap": dict(weight_bits=7, weight_exp_min=0, weight_exp_max=4, per_channel=1,
+                 current_bits=12, current_wrap=1, current_shift=3, membrane_bits=16,
+                 membrane_wrap=1, decay_bits=12, threshold_bits=12, threshold_shift=3,
+                 threshold_ge=1, reset_subtract=0, bias_bits=10, bias_exp_max=2, graded_bits=0,
+                 input_bits=8, leak=LEAK_DECAY),
     "wide16": dict(weight_bits=16, weight_exp_min=-8, weight_exp_max=7, per_channel=1,
                    current_bits=32, current_wrap=1, current_shift=0, membrane_bits=32,
                    membrane_wrap=0, decay_bits=12, threshold_bits=25, threshold_shift=6,
