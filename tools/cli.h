@@ -55,6 +55,11 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
 int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                     double headroom, long limit, int batch, int flips);
 extern const char *const qkf_quant_help; /* --calib, --headroom */
+/* qkf infer --hw --mode event (tools/cmd_infer_int.c): the integer event engine, with
+ * --cross-check against the dense integer engine; returns the exit status (error printed). */
+int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
+                           const char *data, double headroom, const char *input,
+                           const char *output, int batch, int xcheck, int tb, int quiet);
 
 /* Event-file reader options of qkf events and qkf client: --format, --sensor WxH (sides up to
  * max_side), --orient jaer|cifar10dvs, --backwards fail|drop. 1 if consumed, 0 if not ours,

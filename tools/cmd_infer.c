@@ -42,7 +42,11 @@ static void help(void)
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
     printf("chip arithmetic (docs/hardware.md): the dense integer engine, bit-exact integers;\n"
-           "Y.h5 gains logits_int (int64 [B,classes]); W.h5 may be a qkf quantize output\n");
+           "Y.h5 gains logits_int (int64 [B,classes]); W.h5 may be a qkf quantize output.\n"
+           "With --mode event the integer event engine runs instead (same datasets); with\n"
+           "--cross-check also the dense integer engine, and every spike and integer logit must\n"
+           "be equal (integers are exact: no flip budget), else the first difference is named\n"
+           "and the command fails\n");
     fputs(qkf_hw_help, stdout);
     fputs(qkf_quant_help, stdout);
     printf("  --data NAME      dataset of --calib (default fashion-mnist)\n");
@@ -141,9 +145,13 @@ int cmd_infer(int argc, char **argv)
         qkf_set_threads((int)threads);
     int isq = qkf_qckpt_is_quant(weights);
     if (have_hw || isq == 1) {
+        if (event && !topt.path) /* the integer event engine (tools/cmd_infer_int.c) */
+            return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, headroom,
+                                          input, output, (int)batch, xcheck, tb, quiet);
         if (event || xcheck || tb || topt.path) {
-            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine here: "
-                          "no --mode event, --cross-check, --tb-compat or --trace");
+            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine, or "
+                          "with --mode event the integer event engine: --cross-check and "
+                          "--tb-compat go with --mode event, --trace with neither");
             return qkf_cli_fail("infer");
         }
         return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, headroom, input,
