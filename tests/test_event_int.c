@@ -11,6 +11,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../io/io.h"
@@ -282,3 +284,95 @@ static void wide_case(const char *prof)
 
 Test(event_int, wide_blocks_loihi) { wide_case("loihi"); }
 Test(event_int, wide_blocks_gtsat) { wide_case("gtsat"); }
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+/* Runs qkf with args in a scratch directory; stdout and stderr captured; the exit status. */
+static int qkf_run(const char *dir, const char *args, char *out, size_t nout, char *err,
+                   size_t nerr)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout 2>%s/stderr", dir, QKF_BINARY, args, dir,
+             dir);
+    int st = system(cmd);
+    const char *names[2] = {"stdout", "stderr"};
+    char *bufs[2] = {out, err};
+    size_t caps[2] = {nout, nerr};
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(bufs[k], 1, caps[k] - 1, f) : 0;
+        bufs[k][n] = 0;
+        if (f)
+            fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+/* qkf infer --hw loihi --mode event --cross-check: the engines agree, and Y.h5's integer logits
+ * equal the dense integer engine's run of qkf infer --hw (and the reference's); qkf sim --hw
+ * prints the spike differences against the float model; bad combinations fail with one line and
+ * leave no file. */
+Test(event_int, cli)
+{
+    char dir[] = "/tmp/qkf-test-event-int-XXXXXX", out[1 << 16], err[4096], args[2048];
+    cr_assert_not_null(mkdtemp(dir));
+    const char *F = QKF_FIXTURE_DIR;
+    snprintf(args, sizeof args,
+             "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+             "--output ev.h5 --hw loihi --mode event --cross-check --threads 2",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "cross-check: engines agree") != NULL, "%s", out);
+    snprintf(args, sizeof args,
+             "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+             "--output dense.h5 --hw loihi --quiet",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    char pe[600], pd[600], pr[600];
+    snprintf(pe, sizeof pe, "%s/ev.h5", dir);
+    snprintf(pd, sizeof pd, "%s/dense.h5", dir);
+    snprintf(pr, sizeof pr, "%s/cifar_small_int_loihi.h5", F);
+    int64_t *le, *ld, *lr, sh[5], she[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(pe, "logits_int", &le, &nd, she), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5_read_i64(pd, "logits_int", &ld, &nd, sh), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5_read_i64(pr, "logits_int", &lr, &nd, sh), 0, "%s", qkf_last_error());
+    for (int64_t i = 0; i < she[0] * she[1]; i++) {
+        cr_assert_eq(le[i], ld[i], "logit_int %lld: event %lld, dense %lld", (long long)i,
+                     (long long)le[i], (long long)ld[i]);
+        cr_assert_eq(le[i], lr[i], "logit_int %lld: event %lld, reference %lld", (long long)i,
+                     (long long)le[i], (long long)lr[i]);
+    }
+    qkf_free(le);
+    qkf_free(ld);
+    qkf_free(lr);
+    snprintf(args, sizeof args,
+             "sim --weights %s/dvs128_small.weights.h5 --input %s/dvs128_small_int_speck.h5 "
+             "--hw speck --threads 2",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "spikes against the float model") != NULL, "%s", out);
+    cr_assert(strstr(out, "patch_embed1.proj_lif") != NULL);
+    /* refusals: one line on stderr, non-zero, no output */
+    const char *bad[] = {"--mode event --cross-check --tb-compat", "--mode event --trace t.h5",
+                         "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(args, sizeof args,
+                 "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+                 "--output bad.h5 --hw loihi %s",
+                 F, F, bad[k]);
+        cr_assert_neq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", bad[k]);
+        int nl = 0;
+        for (const char *p = err; *p; p++)
+            nl += *p == '\n';
+        cr_assert_eq(nl, 1, "%s: stderr is\n%s", bad[k], err);
+        char pb[600];
+        snprintf(pb, sizeof pb, "%s/bad.h5", dir);
+        cr_assert(access(pb, F_OK) != 0, "%s left bad.h5 behind", bad[k]);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
