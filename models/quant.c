@@ -29,6 +29,15 @@ int qkf_quant_check_arith(const qkf_hw_arith *a)
 {
     if (a->is_float)
         return qkf_set_error("the profile is the float machine: nothing to quantise");
+    if (a->leak == QKF_HW_LEAK_LINEAR)
+        return qkf_set_error("arithmetic: leak is linear (a constant subtracted each step): "
+                             "QKFormer's LIF halves its membrane each step; no integer form");
+    if (a->leak != QKF_HW_LEAK_DECAY && a->leak != QKF_HW_LEAK_NONE)
+        return qkf_set_error("arithmetic: leak kind %d unknown", a->leak);
+    if (a->weight_codebook != 0)
+        return qkf_set_error("arithmetic: weights come from a codebook of %d values per neuron "
+                             "(the quantiser needs free weight mantissas)",
+                             a->weight_codebook);
     const struct {
         const char *key;
         int v, lo, hi;
@@ -55,15 +64,6 @@ int qkf_quant_check_arith(const qkf_hw_arith *a)
             return qkf_set_error("arithmetic: %s is %d (the integer form supports %d..%d)",
                                  r[i].key, r[i].v, r[i].lo, r[i].hi);
         }
-    if (a->leak == QKF_HW_LEAK_LINEAR)
-        return qkf_set_error("arithmetic: leak is linear (a constant subtracted each step): "
-                             "QKFormer's LIF halves its membrane each step; no integer form");
-    if (a->leak != QKF_HW_LEAK_DECAY && a->leak != QKF_HW_LEAK_NONE)
-        return qkf_set_error("arithmetic: leak kind %d unknown", a->leak);
-    if (a->weight_codebook != 0)
-        return qkf_set_error("arithmetic: weights come from a codebook of %d values per neuron "
-                             "(the quantiser needs free weight mantissas)",
-                             a->weight_codebook);
     if (a->weight_exp_min > a->weight_exp_max)
         return qkf_set_error("arithmetic: weight_exp_min %d > weight_exp_max %d",
                              a->weight_exp_min, a->weight_exp_max);
@@ -215,7 +215,7 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
             dmin = rx / cur_range;
         if (vth / (tmax * ldexp(1.0, a->threshold_shift)) > dmin)
             dmin = vth / (tmax * ldexp(1.0, a->threshold_shift));
-        if (maxb / (bmax * ldexp(1.0, a->bias_exp_max)) > dmin)
+        if (!(o && o->clip_bias) && maxb / (bmax * ldexp(1.0, a->bias_exp_max)) > dmin)
             dmin = maxb / (bmax * ldexp(1.0, a->bias_exp_max));
         double K = maxw / (ldexp(1.0, a->current_shift) * mmax);
         int e = e_lo;
@@ -272,6 +272,11 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
                     break;
                 }
             double bm = be >= 0 ? rnd(ldexp(b, -be)) : 0.0;
+            if (be < 0 && o && o->clip_bias) {
+                be = a->bias_exp_max;
+                bm = b < 0 ? -bmax : bmax;
+                qo->clipped++;
+            }
             if (be < 0 || fabs(ldexp(bm, be)) > 2147483647.0) {
                 rc = qkf_set_error("%s: cannot be represented: bias %.4g of channel %d needs more "
                                    "than %d bits with exponents up to %d",

@@ -59,6 +59,7 @@ typedef struct {
      * against the folded float weights, relative to the layer's largest |w| (max) and rms */
     int bits_used;
     double err_max, err_rms;
+    int clipped; /* biases saturated (clip_bias) */
     /* ---- QKF_OP_LIF ---- */
     int conv;          /* op index of the conv feeding this LIF, -1 for attention neurons */
     int32_t in_weight; /* attention neurons: P = in_weight * count (1); 0 for conv LIFs */
@@ -97,6 +98,9 @@ typedef struct {
     /* Without calibration: the membrane and current registers must hold +-headroom * vth
      * (default 16 when 0). */
     double headroom;
+    /* 1: the bias register does not bound the membrane unit; a bias beyond it saturates (and is
+     * counted in qkf_qop.clipped). Default 0: the unit widens until every bias fits. */
+    int clip_bias;
 } qkf_quant_opts;
 
 /* Quantises m for arithmetic a (is_float must be 0) into *q (allocates; free with

@@ -13,6 +13,7 @@
 #include "../kernels/base.h"
 #include "../models/quant.h"
 #include "../sim/dense_int.h"
+#include "util.h"
 
 /* qkformer_int.ARITH_FIELDS order */
 static void arith_from(const int64_t *v, qkf_hw_arith *a)
@@ -327,4 +328,128 @@ Test(quant, reduce)
     v = -7; /* decay truncates toward zero: -7 -> -3 */
     cr_assert_eq(qkf_q_lif_step(&v, 0, 0, 10, &a), 0);
     cr_assert_eq(v, -3);
+}
+
+/* ---- the command line ------------------------------------------------------------------------- */
+
+static char cdir[256];
+static void cli_setup(void)
+{
+    tmpdir_make(cdir, sizeof cdir, "quant");
+    qkf_h5_quiet();
+}
+static void cli_teardown(void) { tmpdir_remove(cdir); }
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char *b = qkf_calloc(1 << 16, 1);
+    size_t n = fread(b, 1, (1 << 16) - 1, f);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* qkf quantize writes the model the library makes; qkf infer runs it (and the float checkpoint
+ * with --hw) to the reference's integer logits. */
+Test(quant_cli, quantize_then_infer, .init = cli_setup, .fini = cli_teardown, .timeout = 120)
+{
+    const char *w = QKF_FIXTURE_DIR "/cifar_small.weights.h5";
+    const char *in = QKF_FIXTURE_DIR "/cifar_small_int_loihi.h5";
+    cr_assert_eq(run_cmd("%s quantize --help >%s/h.txt", QKF_BINARY, cdir), 0);
+    char *h = slurp(tmpdir_path(cdir, "h.txt"));
+    cr_assert(strstr(h, "--calib") && strstr(h, "--hw"), "%s", h);
+    qkf_free(h);
+    cr_assert_eq(run_cmd("%s quantize --weights %s --hw loihi --out %s/q.h5 >%s/o.txt 2>&1",
+                         QKF_BINARY, w, cdir, cdir),
+                 0);
+    char *o = slurp(tmpdir_path(cdir, "o.txt"));
+    cr_assert(strstr(o, "stage1.0.tssa.q_conv") && strstr(o, "head"), "%s", o);
+    qkf_free(o);
+    /* the file is the library's quantisation (the reference's integers: quant/cifar_loihi) */
+    qkf_qmodel q;
+    cr_assert_eq(qkf_qckpt_load(tmpdir_path(cdir, "q.h5"), &q), 0, "%s", qkf_last_error());
+    cr_assert_str_eq(q.hw_name, "loihi");
+    cr_assert_eq(q.arith.membrane_bits, 24);
+    qkf_qmodel_free(&q);
+    int64_t *ref, *got, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(in, "logits_int", &ref, &nd, sh), 0);
+    int64_t n = sh[0] * sh[1];
+    for (int k = 0; k < 2; k++) {
+        if (k == 0)
+            cr_assert_eq(run_cmd("%s infer --weights %s/q.h5 --input %s --output %s/y.h5 --quiet",
+                                 QKF_BINARY, cdir, in, cdir),
+                         0);
+        else
+            cr_assert_eq(run_cmd("%s infer --weights %s --hw loihi --input %s --output %s/y.h5 "
+                                 "--quiet",
+                                 QKF_BINARY, w, in, cdir),
+                         0);
+        cr_assert_eq(qkf_h5_read_i64(tmpdir_path(cdir, "y.h5"), "logits_int", &got, &nd, sh), 0,
+                     "%s", qkf_last_error());
+        for (int64_t i = 0; i < n; i++)
+            cr_assert_eq(got[i], ref[i], "logit_int %lld (run %d)", (long long)i, k);
+        qkf_free(got);
+    }
+    qkf_free(ref);
+}
+
+/* Refusals are one line naming the file or key, exit non-zero, leave no output behind. */
+Test(quant_cli, errors, .init = cli_setup, .fini = cli_teardown, .timeout = 60)
+{
+    const char *w = QKF_FIXTURE_DIR "/cifar_small.weights.h5";
+    const struct {
+        const char *args, *want;
+    } cases[] = {
+        {"--hw truenorth", "leak"},                /* linear leak: no tau = 2 */
+        {"--hw ideal-45nm", "float machine"},      /* nothing to quantise */
+        {"--hw nosuchchip", "nosuchchip"},         /* unknown profile */
+        {"", "required"},                          /* no --hw */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = run_cmd("%s quantize --weights %s %s --out %s/q.h5 >%s/o.txt 2>%s/e.txt",
+                         QKF_BINARY, w, cases[i].args, cdir, cdir, cdir);
+        cr_assert_neq(rc, 0, "%s", cases[i].args);
+        char *e = slurp(tmpdir_path(cdir, "e.txt"));
+        cr_assert(strstr(e, cases[i].want), "%s: %s", cases[i].args, e);
+        cr_assert_eq(strchr(e, '\n'), strrchr(e, '\n'), "%s: more than one line: %s",
+                     cases[i].args, e);
+        qkf_free(e);
+        cr_assert_eq(tmpdir_entries(cdir, NULL, 0), 2, "%s left a file", cases[i].args);
+    }
+    /* a float checkpoint without --hw cannot run as integers; a quantised one needs no --hw */
+    cr_assert_neq(run_cmd("%s quantize --weights %s --hw loihi --out %s/q.h5 --calib 2 --data "
+                          "%s/none.h5 >/dev/null 2>%s/e.txt",
+                          QKF_BINARY, w, cdir, cdir, cdir),
+                  0);
+    char *e = slurp(tmpdir_path(cdir, "e.txt"));
+    cr_assert(strstr(e, "none.h5"), "%s", e);
+    qkf_free(e);
+}
+
+/* qkf eval --hw: the integer accuracy beside the float one, and the per-layer flip table. */
+Test(quant_cli, eval_hw, .init = cli_setup, .fini = cli_teardown, .timeout = 180)
+{
+    write_quadrant_dataset(tmpdir_path(cdir, "d.h5"), 40, 7);
+    cr_assert_eq(run_cmd("%s train --img-size 8 --in-channels 1 --num-classes 4 --embed-dims 16 "
+                         "--num-heads 2 --mlp-ratio 2 --depths 3 --T 2 --batch 8 --epochs 1 "
+                         "--threads 1 --no-eval --quiet --data h5:%s/d.h5 --out %s/w.h5",
+                         QKF_BINARY, cdir, cdir),
+                 0);
+    cr_assert_eq(run_cmd("%s eval --weights %s/w.h5 --data h5:%s/d.h5 --hw wide16 --flips "
+                         "--calib 8 --batch 7 >%s/o.txt 2>/dev/null",
+                         QKF_BINARY, cdir, cdir, cdir),
+                 0);
+    char *o = slurp(tmpdir_path(cdir, "o.txt"));
+    cr_assert(strstr(o, "accuracy: ") && strstr(o, "float accuracy: ") &&
+                  strstr(o, "stage1.0.tssa.attn_lif") && strstr(o, "neuron-steps"),
+              "%s", o);
+    qkf_free(o);
+    /* the integer event path is not this engine's: a clear refusal */
+    cr_assert_neq(run_cmd("%s eval --weights %s/w.h5 --data h5:%s/d.h5 --hw loihi --tb-compat "
+                          ">/dev/null 2>&1",
+                          QKF_BINARY, cdir, cdir),
+                  0);
 }

@@ -84,8 +84,9 @@ int cmd_infer(int argc, char **argv)
     qkf_hw_profile hw; /* --hw: the dense integer engine (tools/cmd_quantize.c) */
     int have_hw = 0;
     long calib = 0;
-    double headroom = 0.0;
-    const char *data = "fashion-mnist", *hv;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
+    const char *data = "fashion-mnist";
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
@@ -110,14 +111,8 @@ int cmd_infer(int argc, char **argv)
             have_hw = 1;
             continue;
         }
-        if ((r = qkf_arg(&a, "--data", &data)) ||
-            (r = qkf_arg_int(&a, "--calib", 1, 100000, &calib))) {
+        if ((r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg_quant(&a, &calib, &qo))) {
             if (r < 0)
-                return qkf_cli_fail("infer");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--headroom", &hv)) != 0) {
-            if (r < 0 || qkf_parse_float("--headroom", hv, 1.0, 1e6, &headroom))
                 return qkf_cli_fail("infer");
             continue;
         }
@@ -146,7 +141,7 @@ int cmd_infer(int argc, char **argv)
     int isq = qkf_qckpt_is_quant(weights);
     if (have_hw || isq == 1) {
         if (event && !topt.path) /* the integer event engine (tools/cmd_infer_int.c) */
-            return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, headroom,
+            return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, &qo,
                                           input, output, (int)batch, xcheck, tb, quiet);
         if (event || xcheck || tb || topt.path) {
             qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine, or "
@@ -154,7 +149,7 @@ int cmd_infer(int argc, char **argv)
                           "--tb-compat go with --mode event, --trace with neither");
             return qkf_cli_fail("infer");
         }
-        return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, headroom, input,
+        return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, input,
                                 output, (int)batch, quiet);
     }
 

@@ -16,7 +16,7 @@
 void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples);
 
 int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
-                           const char *data, double headroom, const char *input,
+                           const char *data, const qkf_quant_opts *base, const char *input,
                            const char *output, int batch, int xcheck, int tb, int quiet)
 {
     qkf_model fm;
@@ -37,7 +37,7 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
                       "LIFs only");
         return qkf_cli_fail("infer");
     }
-    if (qkf_cli_qmodel(weights, hw, calib, data, headroom, &fm, &q))
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("infer");
     if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
         goto done;

@@ -22,7 +22,9 @@ const char *const qkf_quant_help =
     "                   membrane unit from the largest input and membrane the float model\n"
     "                   reaches there (x 1.25), the input scale from the largest pixel\n"
     "                   (default 0: a headroom of --headroom thresholds)\n"
-    "  --headroom H     without calibration, registers hold +-H thresholds (default 16)\n";
+    "  --headroom H     without calibration, registers hold +-H thresholds (default 16)\n"
+    "  --clip-bias      a bias beyond the bias register saturates (counted in the report)\n"
+    "                   instead of coarsening its layer's membrane unit until it fits\n";
 
 /* The first n samples of the training split of `data`, normalised as m's inputs are. */
 static int calib_samples(const char *data, const qkf_model *m, long n, float **x, long *got)
@@ -64,8 +66,20 @@ static int calib_samples(const char *data, const qkf_model *m, long n, float **x
     return 0;
 }
 
+int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
+{
+    const char *v;
+    int r;
+    if ((r = qkf_arg_int(a, "--calib", 1, 100000, calib)) ||
+        (r = qkf_arg_flag(a, "--clip-bias", &o->clip_bias)))
+        return r;
+    if ((r = qkf_arg(a, "--headroom", &v)) != 0)
+        return r < 0 || qkf_parse_float("--headroom", v, 1.0, 1e6, &o->headroom) ? -1 : 1;
+    return 0;
+}
+
 int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                   double headroom, qkf_model *fm, qkf_qmodel *q)
+                   const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q)
 {
     memset(fm, 0, sizeof *fm);
     memset(q, 0, sizeof *q);
@@ -97,7 +111,8 @@ int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, co
         return -1;
     qkf_quant_opts o;
     memset(&o, 0, sizeof o);
-    o.headroom = headroom;
+    o.headroom = base ? base->headroom : 0.0;
+    o.clip_bias = base ? base->clip_bias : 0;
     float *x = NULL;
     int rc = 0;
     if (calib > 0) {
@@ -151,6 +166,8 @@ static void print_report(const qkf_qmodel *q)
         } else if (op->kind == QKF_OP_READOUT)
             printf("%-34s %6s %2d/%-2d %7d %9.3f%% %9.3f%% %12s\n", "head", "layer", qo->bits_used,
                    a->weight_bits, qo->head_exp, 100.0 * qo->err_max, 100.0 * qo->err_rms, "-");
+        if (op->kind == QKF_OP_CONV && qo->clipped)
+            printf("  %d biases of %s saturated (--clip-bias)\n", qo->clipped, op->name);
     }
     if (q->in_max)
         printf("input: %d-bit pixels, X = round(x / %.6g), |X| <= %d\n", a->input_bits,
@@ -162,7 +179,7 @@ static void print_report(const qkf_qmodel *q)
 static void quantize_help(void)
 {
     printf("usage: qkf quantize --weights W.h5 --hw PROFILE --out Q.h5 [--calib N --data NAME]\n"
-           "                    [--headroom H] [--quiet]\n"
+           "                    [--headroom H] [--clip-bias] [--quiet]\n"
            "\n"
            "Turns a float checkpoint into the chip's integer model (docs/hardware.md, "
            "\"Quantisation\"):\n"
@@ -184,11 +201,12 @@ static void quantize_help(void)
 int cmd_quantize(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "quantize"};
-    const char *weights = NULL, *out = NULL, *data = "fashion-mnist", *v;
+    const char *weights = NULL, *out = NULL, *data = "fashion-mnist";
     qkf_hw_profile hw;
     int have_hw = 0, quiet = 0, r;
     long calib = 0;
-    double headroom = 0.0;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             quantize_help();
@@ -201,15 +219,9 @@ int cmd_quantize(int argc, char **argv)
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--out", &out)) ||
-            (r = qkf_arg(&a, "--data", &data)) ||
-            (r = qkf_arg_int(&a, "--calib", 1, 100000, &calib)) ||
+            (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg_quant(&a, &calib, &qo)) ||
             (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
             if (r < 0)
-                return qkf_cli_fail("quantize");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--headroom", &v)) != 0) {
-            if (r < 0 || qkf_parse_float("--headroom", v, 1.0, 1e6, &headroom))
                 return qkf_cli_fail("quantize");
             continue;
         }
@@ -226,7 +238,7 @@ int cmd_quantize(int argc, char **argv)
         qkf_set_error("%s: already a quantised checkpoint", weights);
         return qkf_cli_fail("quantize");
     }
-    if (qkf_cli_qmodel(weights, &hw, calib, data, headroom, &fm, &q))
+    if (qkf_cli_qmodel(weights, &hw, calib, data, &qo, &fm, &q))
         return qkf_cli_fail("quantize");
     if (!quiet) {
         printf("%s for %s%s\n", weights, hw.name,
@@ -244,7 +256,7 @@ int cmd_quantize(int argc, char **argv)
 /* ---- qkf infer --hw -------------------------------------------------------------------------- */
 
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                     double headroom, const char *input, const char *output, int batch,
+                     const qkf_quant_opts *base, const char *input, const char *output, int batch,
                      int quiet)
 {
     qkf_model fm;
@@ -255,7 +267,7 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     qkf_h5out *o = NULL;
     int rc = 1, ndim;
     int64_t shape[5];
-    if (qkf_cli_qmodel(weights, hw, calib, data, headroom, &fm, &q))
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("infer");
     if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
         goto done;
@@ -352,7 +364,7 @@ done:
 /* ---- qkf eval --hw ----------------------------------------------------------------------------- */
 
 int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                    double headroom, long limit, int batch, int flips)
+                    const qkf_quant_opts *base, long limit, int batch, int flips)
 {
     qkf_model fm;
     qkf_qmodel q;
@@ -364,7 +376,7 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
     int64_t *fl = NULL, *tot = NULL;
     int rc = 1;
     double t0 = qkf_now();
-    if (qkf_cli_qmodel(weights, hw, calib, data, headroom, &fm, &q))
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("eval");
     int have_float = fm.params.data != NULL;
     if (flips && !have_float) {

@@ -250,7 +250,7 @@ int cmd_serve(int argc, char **argv)
     }
     int lrc;
     if (imode && !(calibrate > 0)) {
-        lrc = qkf_cli_qmodel(weights, have_hw ? &hw : NULL, 0, NULL, 0.0, &m, &q);
+        lrc = qkf_cli_qmodel(weights, have_hw ? &hw : NULL, 0, NULL, NULL, &m, &q);
     } else {
         lrc = qkf_ckpt_load(weights, &m) ||
               (calibrate > 0 && calibrate_model(&m, calibrate, (uint64_t)seed)) ||

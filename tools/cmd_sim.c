@@ -511,7 +511,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_loader *ld = NULL;
     flip_row *fr = NULL;
     int64_t B = 0, per = 0, correct = 0;
-    if (qkf_cli_qmodel(weights, hw, 0, NULL, 0.0, &fm, &q))
+    if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
     /* the inputs are checked against the integer model's configuration (its graph is fixed) */

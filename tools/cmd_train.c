@@ -373,13 +373,14 @@ static void eval_help(void)
 static int eval_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "eval"};
-    const char *weights = NULL, *data = "fashion-mnist", *mode = "dense", *hv;
+    const char *weights = NULL, *data = "fashion-mnist", *mode = "dense";
     long threads = 0, limit = 0, batch = 100;
     int tb = 0, conv = 0, r;
     qkf_hw_profile hw; /* --hw: the dense integer engine (tools/cmd_quantize.c) */
     int have_hw = 0, flips = 0;
     long calib = 0;
-    double headroom = 0.0;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             eval_help();
@@ -391,14 +392,8 @@ static int eval_run(int argc, char **argv)
             have_hw = 1;
             continue;
         }
-        if ((r = qkf_arg_int(&a, "--calib", 1, 100000, &calib)) ||
-            (r = qkf_arg_flag(&a, "--flips", &flips))) {
+        if ((r = qkf_arg_quant(&a, &calib, &qo)) || (r = qkf_arg_flag(&a, "--flips", &flips))) {
             if (r < 0)
-                return qkf_cli_fail_rank0("eval");
-            continue;
-        }
-        if ((r = qkf_arg(&a, "--headroom", &hv)) != 0) {
-            if (r < 0 || qkf_parse_float("--headroom", hv, 1.0, 1e6, &headroom))
                 return qkf_cli_fail_rank0("eval");
             continue;
         }
@@ -431,7 +426,7 @@ static int eval_run(int argc, char **argv)
                           "process: no --mode event, --tb-compat or mpirun");
             return qkf_cli_fail_rank0("eval");
         }
-        return qkf_cli_eval_hw(weights, have_hw ? &hw : NULL, calib, data, headroom, limit,
+        return qkf_cli_eval_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, limit,
                                (int)batch, flips);
     }
     qkf_model m;
