@@ -114,6 +114,16 @@ static void input_scale(const qkf_model *m, const qkf_hw_arith *a, const qkf_qua
     }
     q->in_max = (int32_t)((1 << a->input_bits) - 1);
     q->in_scale = xmax / (double)q->in_max;
+    if (m->n_norm > 0) {
+        /* Datasets hold 8-bit pixels: x = (p / 255 - mean) / std. A scale that is a whole
+         * multiple of the pixel step 1 / (255 std) keeps the pixel grid (X = p - round(255 mean)
+         * at one step: every pixel off by the same constant, not by a random half step). */
+        double sd = 0.0;
+        for (int c = 0; c < m->n_norm; c++)
+            sd = (double)m->input_std[c] > sd ? (double)m->input_std[c] : sd;
+        double grid = 1.0 / (255.0 * sd), k = ceil(q->in_scale / grid);
+        q->in_scale = (k < 1.0 ? 1.0 : k) * grid;
+    }
 }
 
 static int bits_of(int64_t v)

@@ -125,7 +125,13 @@ def input_scale(model, a, norm):
             hi = abs((1.0 - float(mean)) / float(std))
             xmax = max(xmax, lo, hi)
     in_max = (1 << a["input_bits"]) - 1
-    return xmax / in_max, in_max
+    scale = xmax / in_max
+    if norm is not None:  # a whole multiple of the 8-bit pixel step 1 / (255 std)
+        sd = max(float(s) for s in norm[1])
+        grid = 1.0 / (255.0 * sd)
+        k = math.ceil(scale / grid)
+        scale = max(k, 1) * grid
+    return scale, in_max
 
 
 def quantize(model, a, norm=None, headroom=16.0):
@@ -263,7 +269,6 @@ class IntRun:
     def __init__(self, model, q, a):
         self.model, self.q, self.a = model, q, a
         self.traces = OrderedDict()
-        self.first = None if model.cfg.is_frames else "patch_embed1.proj_conv"
 
     def weight(self, cname):
         m = self.q[cname + ".weight"]
