@@ -426,6 +426,14 @@ int qkf_h5out_u8(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
     return write_ds(o, name, ndim, shape, H5T_NATIVE_UINT8, H5T_STD_U8LE, data);
 }
 
+int qkf_h5out_int(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
+                  const int64_t *data, int bytes)
+{
+    hid_t ft = bytes == 1 ? H5T_STD_I8LE : bytes == 2 ? H5T_STD_I16LE
+             : bytes == 4 ? H5T_STD_I32LE : H5T_STD_I64LE;
+    return write_ds(o, name, ndim, shape, H5T_NATIVE_INT64, ft, data);
+}
+
 /* Writes attribute `key` (replacing one of the same name) on obj, or on the root when obj is
  * NULL or "/". n < 0 means a scalar dataspace, n >= 1 a one-dimensional array. */
 static int write_attr(qkf_h5out *o, const char *obj, const char *key, hid_t filetype, hid_t memtype,

@@ -44,6 +44,9 @@ int qkf_h5out_i64(qkf_h5out *o, const char *name, int ndim, const int64_t *shape
                   const int64_t *data);
 int qkf_h5out_u8(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
                  const uint8_t *data);
+/* Signed integers stored as int8/16/32/64 (bytes 1, 2, 4, 8); values must fit the type. */
+int qkf_h5out_int(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
+                  const int64_t *data, int bytes);
 /* Root attributes (obj = NULL or "/") or attributes of an existing group/dataset. */
 int qkf_h5out_attr_str(qkf_h5out *o, const char *obj, const char *key, const char *val);
 int qkf_h5out_attr_i64(qkf_h5out *o, const char *obj, const char *key, int64_t val);

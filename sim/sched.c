@@ -57,6 +57,7 @@
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
+#include "../kernels/spike_int.h"
 #include "../kernels/spike_node.h"
 #include "../models/sink.h"
 #include "sched.h"
@@ -91,10 +92,17 @@ typedef struct {
     int tb;      /* one membrane for all samples (tb_compat) */
     float *wt, *bias;
     float *v;       /* membranes [max_batch][N][C] ([N][C] with tb); a conv's only in a session
-                       (a forward steps them in scratch) */
+                       (a forward steps them in scratch); int32 in integer mode */
     float *enc;     /* encoding: currents [max_batch][N][C] */
     float *kv;      /* SSA: [max_batch][heads][d][d] */
     uint8_t *fired; /* QKCA mask: [max_batch][C] */
+    /* integer mode (qkf_sched_create_int; see "The integer mode" below) */
+    int i16;        /* conv: int16 accumulators (a wrapping current register of <= 16 bits, no
+                       pool); otherwise int32 */
+    void *wti;      /* conv: int16 or int32 weights laid out as wt; encode: int32 [k][k][Cin][Cout] */
+    qkf_ilif il;    /* the LIF's integer arithmetic (bias: the conv's, or zbias; theta: the LIF's) */
+    int32_t *zbias; /* attention LIFs: their bias, zero [C] */
+    int32_t in_weight; /* attention LIFs: P = in_weight * count */
 } node;
 
 typedef struct {
@@ -116,11 +124,21 @@ typedef struct {
     qkf_work *hw; /* per-head partial counters [T][heads_max] */
     int *hend;    /* [max channels]: where each head's events end in a list (head_ends) */
     int64_t *hc;  /* per-head event counts [2][T][heads_max] (head_count) */
+    /* integer mode */
+    const int16_t **lx16; /* [T * max_batch]: lx as the integer LIF reads it */
+    const int32_t **lx32;
+    uint16_t *imask;      /* [(max channels + 15) / 16]: one row's spike mask */
+    int32_t *irow;        /* [max channels]: an attention row's integer input */
     char pad[64];
 } scratch;
 
 struct qkf_sched {
     const qkf_model *m;
+    const qkf_qmodel *q; /* integer mode: the integer model (m is NULL) */
+    int32_t *zrow;       /* integer mode: zeros [max channels], the sum of a row without events */
+    int64_t *logits_int; /* integer mode: [max_batch][classes] of the last forward */
+    int32_t *enc_x;      /* integer mode: quantised pixels [max_batch][Cin][H][W] */
+    int32_t *enc_s;      /* integer mode: encoding sums before pooling [max_batch][P][Cout] */
     qkf_graph g;
     qkf_stats st;
     int max_batch, flags, nthreads, T;
@@ -325,6 +343,22 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
     return lif_emit_v(e, nd, t, b, p, x, membrane(nd, b) + (int64_t)p * nd->C);
 }
 
+/* Integer mode: one step of the integer LIF for the row (sample b, token p) of node nd from its
+ * sums x, on the node's own membranes; emits its events. */
+static int ilif_emit(qkf_sched *e, const node *nd, scratch *s, int t, int b, int p,
+                     const int32_t *x)
+{
+    qkf_events *out = ev_at(e, nd->out, t);
+    int64_t tok = (int64_t)b * nd->N + p;
+    uint16_t *ch = out->ch + tok * nd->C, *mk = s->imask;
+    int32_t *v = (int32_t *)(void *)(membrane(nd, b) + (int64_t)p * nd->C);
+    qkf_spike_ilif_seq_i32(&mk, &x, 1, nd->C, &nd->il, v);
+    int ns = qkf_spike_mask_emit(ch, mk, nd->C);
+    out->len[tok] = ns;
+    record(e, nd, t, b, p, ch, ns);
+    return ns;
+}
+
 /* ---- nodes ------------------------------------------------------------------------------------
  */
 
@@ -403,6 +437,27 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
     return nr;
 }
 
+/* The rows against the slab at element offset slab of the node's weights (float, or in integer
+ * mode int16 / int32: the rows then address integer rows, kernels/spike_int.h). */
+static inline int64_t gather(const node *nd, const qkf_spike_row *rows, int nrow, int64_t off,
+                             int64_t slab, int width)
+{
+    if (!nd->wti)
+        return qkf_spike_gather_rows(rows, nrow, off, nd->wt + slab, width, width);
+    if (nd->i16)
+        return qkf_spike_gather_rows_i16(rows, nrow, off, (const int16_t *)nd->wti + slab, width,
+                                         width);
+    return qkf_spike_gather_rows_i32(rows, nrow, off, (const int32_t *)nd->wti + slab, width,
+                                     width);
+}
+
+/* Floats of the buffers that hold a row of n currents: n, or with int16 sums n / 2 (rounded up;
+ * the rows of a tile are then packed twice as densely). */
+static inline int64_t row_floats(const node *nd, int64_t n)
+{
+    return nd->i16 ? (n + 1) / 2 : n;
+}
+
 /* Accumulates weight blocks j0..j1-1 over every kernel position and step for the tile of
  * conv_tile_geom (n tokens); adds the accumulates of step t to acs[t]. Kernel positions
  * outermost; a position's rows are laid out once per step and serve every block (the block
@@ -421,8 +476,8 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
 {
     int kk2 = nd->k * nd->k, T = e->T;
     int64_t cap = e->tile_cap;
-    const float *binit = nd->bias;
-    if (local) {
+    const float *binit = e->q ? NULL : nd->bias; /* integer sums start from 0 (bias: the LIF) */
+    if (local && !e->q) {
         int c0 = j0 * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
         memcpy(s->bblk, nd->bias + c0, (size_t)width * sizeof(float));
         binit = s->bblk;
@@ -437,13 +492,11 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
                 nr[t] = conv_rows(e, nd, t, n, kk, ostep, binit, all, s, rows + t * cap);
         for (int j = j0; j < j1; j++) {
             int c0 = j * nd->bw, width = nd->cout - c0 < nd->bw ? nd->cout - c0 : nd->bw;
-            const float *slab =
-                nd->wt + (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
+            int64_t slab = (int64_t)c0 * nd->cin * kk2 + (int64_t)kk * nd->cin * width;
             for (int t = 0; t < T; t++)
                 if (nr[t])
-                    acs[t] += qkf_spike_gather_rows(rows + t * cap, nr[t], local ? 0 : c0, slab,
-                                                    width, width) *
-                              width;
+                    acs[t] +=
+                        gather(nd, rows + t * cap, nr[t], local ? 0 : c0, slab, width) * width;
         }
     }
 }
@@ -504,6 +557,29 @@ static uint16_t *mask_at(const qkf_sched *e, const node *nd, int t, int64_t tok)
     return e->mask + ((int64_t)t * e->B * nd->N + tok) * ((nd->C + 15) / 16);
 }
 
+/* The LIF sequence of s->lx / s->lm (R steps, channels c0..c0+width-1, membranes v or NULL): the
+ * float LIF, or in integer mode the integer LIF on the int16 or int32 sums the rows hold. */
+static void lif_seq(const qkf_sched *e, const node *nd, scratch *s, int R, int c0, int width,
+                    float *v)
+{
+    if (!e->q) {
+        qkf_spike_lif_seq(s->lm, s->lx, R, width, nd->vth, v);
+        return;
+    }
+    qkf_ilif il = nd->il;
+    il.bias += c0, il.theta += c0;
+    int32_t *vi = v ? (int32_t *)(void *)v : NULL;
+    if (nd->i16) {
+        for (int r = 0; r < R; r++)
+            s->lx16[r] = (const int16_t *)(const void *)s->lx[r];
+        qkf_spike_ilif_seq_i16(s->lm, s->lx16, R, width, &il, vi);
+    } else {
+        for (int r = 0; r < R; r++)
+            s->lx32[r] = (const int32_t *)(const void *)s->lx[r];
+        qkf_spike_ilif_seq_i32(s->lm, s->lx32, R, width, &il, vi);
+    }
+}
+
 /* The LIF of output position p for the samples b0..b1-1, channels c0..c0+width-1 (c0 a multiple
  * of 16; src finds their currents), over every step, into the spike masks: one
  * qkf_spike_lif_seq per membrane, which a forward starts at zero and drops (a session passes the
@@ -519,8 +595,7 @@ static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, in
                 s->lx[t * nb + b - b0] = cur_of(src, t, b - b0);
                 s->lm[t * nb + b - b0] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
             }
-        qkf_spike_lif_seq(s->lm, s->lx, T * nb, width, nd->vth,
-                          e->view ? membrane(nd, 0) + (int64_t)p * C + c0 : NULL);
+        lif_seq(e, nd, s, T * nb, c0, width, e->view ? membrane(nd, 0) + (int64_t)p * C + c0 : NULL);
         return;
     }
     for (int b = b0; b < b1; b++) {
@@ -528,8 +603,7 @@ static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, in
             s->lx[t] = cur_of(src, t, b - b0);
             s->lm[t] = mask_at(e, nd, t, (int64_t)b * nd->N + p) + c0 / 16;
         }
-        qkf_spike_lif_seq(s->lm, s->lx, T, width, nd->vth,
-                          e->view ? membrane(nd, b) + (int64_t)p * C + c0 : NULL);
+        lif_seq(e, nd, s, T, c0, width, e->view ? membrane(nd, b) + (int64_t)p * C + c0 : NULL);
     }
 }
 
@@ -639,8 +713,10 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp master
     for (int t = 0; t < T; t++)
         count_inputs(e, nd, t);
+    /* a row never started holds no events: its current is the bias (float), or 0 (integer) */
+    const float *none = e->q ? (const float *)(const void *)e->zrow : nd->bias;
     if (nd->fused) {
-        int64_t tstride = (int64_t)tt * C;
+        int64_t pc = row_floats(nd, C), tstride = (int64_t)tt * pc;
         /* this thread's share of the positions (my_positions: the same in every node, so a
          * thread mostly reads the events it wrote) in tiles of equal size at most tt (tiles over
          * all positions, dealt out statically, left 4 of stage 2's 7 tiles to one thread and 3
@@ -652,11 +728,11 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
             tsz = (tsz + B - 1) / B * B;
         for (int q0 = qa; q0 < qb; q0 += tsz) {
             int q1 = q0 + tsz < qb ? q0 + tsz : qb;
-            conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, C, s);
+            conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, pc, s);
             conv_blocks(e, nd, q1 - q0, 0, nblk, tstride, 0, 0, 0, s, acs);
             for (int q = q0; q < q1;) { /* the tile's samples of each position */
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
-                cur_src src = {s->tile + (int64_t)(q - q0) * C, nd->bias, tstride, C, s->touched,
+                cur_src src = {s->tile + (int64_t)(q - q0) * pc, none, tstride, pc, s->touched,
                                q - q0, e->tile_cap};
                 conv_lif(e, nd, p, q % B, q % B + (qe - q), &src, traced, s);
                 q = qe;
@@ -666,19 +742,19 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
         /* a thread's share of the (block, tile) items (items()); a block's currents stay in
          * scratch, and the lists are written once every block of a position is done */
         int bw = nd->bw;
-        int64_t tstride = (int64_t)tt * bw;
+        int64_t pb = row_floats(nd, bw), tstride = (int64_t)tt * pb;
         item_range ir = items(nblk, ntile);
         for (int it = ir.i0; it < ir.i1; it++) {
             int j, tl, reuse = item_at(&ir, it, nblk, ntile, &j, &tl);
             int q0 = tl * tt, q1 = q0 + tt < B * P ? q0 + tt : B * P;
             int c0 = j * bw, width = C - c0 < bw ? C - c0 : bw;
             if (!reuse)
-                conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, bw, s);
+                conv_tile_geom(e, nd, 0, B, q0, q1, s->tile, pb, s);
             conv_blocks(e, nd, q1 - q0, j, j + 1, tstride, 1, 0, reuse, s, acs);
             for (int q = q0; q < q1;) {
                 int p = q / B, qe = (p + 1) * B < q1 ? (p + 1) * B : q1;
-                cur_src src = {s->tile + (int64_t)(q - q0) * bw, nd->bias + c0, tstride, bw,
-                               s->touched, q - q0, e->tile_cap};
+                cur_src src = {s->tile + (int64_t)(q - q0) * pb, e->q ? none : nd->bias + c0,
+                               tstride, pb, s->touched, q - q0, e->tile_cap};
                 conv_lif_seq(e, nd, p, q % B, q % B + (qe - q), c0, width, &src, s);
                 q = qe;
             }
@@ -714,6 +790,24 @@ static void conv_run(qkf_sched *e, node *nd, scratch *s)
                 }
                 /* MaxPool 3x3 / 2, padding 1 (-inf), on the currents before the LIF */
                 int pw = (nd->wo - 1) / 2 + 1, qy = q / pw, qx = q % pw;
+                if (e->q) { /* on the int32 sums S, before the current register's reduction */
+                    for (int t = 0; t < T; t++)
+                        for (int b = 0; b < bc; b++) {
+                            const int32_t *win[9];
+                            int nw = 0;
+                            const int32_t *cur =
+                                (const int32_t *)(const void *)e->pre + ((int64_t)t * bc + b) * P * C;
+                            for (int iy = 2 * qy - 1; iy <= 2 * qy + 1; iy++)
+                                for (int ix = 2 * qx - 1; ix <= 2 * qx + 1; ix++)
+                                    if (iy >= 0 && iy < nd->ho && ix >= 0 && ix < nd->wo)
+                                        win[nw++] = cur + ((int64_t)iy * nd->wo + ix) * C;
+                            qkf_spike_max_i32((int32_t *)(void *)(s->tile + ((int64_t)t * bc + b) * C),
+                                              win, nw, C);
+                        }
+                    cur_src src = {s->tile, none, (int64_t)bc * C, C, NULL, 0, 0};
+                    conv_lif(e, nd, q, b0, b0 + bc, &src, traced, s);
+                    continue;
+                }
                 for (int t = 0; t < T; t++)
                     for (int b = 0; b < bc; b++) {
                         float *row = s->tile + ((int64_t)t * bc + b) * C;
@@ -763,8 +857,11 @@ static void encode_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static) nowait
     for (int p = 0; p < nd->N; p++)
         for (int t = 0; t < T; t++)
-            for (int b = 0; b < B; b++)
-                s->spk[t] += lif_emit(e, nd, t, b, p, nd->enc + ((int64_t)b * nd->N + p) * C);
+            for (int b = 0; b < B; b++) {
+                const float *x = nd->enc + ((int64_t)b * nd->N + p) * C;
+                s->spk[t] += e->q ? ilif_emit(e, nd, s, t, b, p, (const int32_t *)(const void *)x)
+                                  : lif_emit(e, nd, t, b, p, x);
+            }
     for (int t = 0; t < T; t++) {
         qkf_work w = {0, {0, 0, 0}, s->spk[t], 0, 0};
         if (t == 0 && omp_get_thread_num() == 0) /* the MACs ran once, before step 0 */
@@ -869,7 +966,19 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                 uint16_t *ch = out->ch + tok * C;
                 float *old = tmp, *vrow;
                 int ns;
-                if (nd->or_rule) {
+                if (e->q) { /* P = in_weight * count, then the integer LIF */
+                    for (int c = 0; c < C; c++) {
+                        int64_t P = (int64_t)nd->in_weight * (int64_t)x[c];
+                        /* int32 as the register sees it: wrap keeps the low bits, saturation
+                         * clamps (both reduce to current_bits <= 32 alike afterwards) */
+                        s->irow[c] = nd->il.current_wrap ? (int32_t)(uint32_t)(uint64_t)P
+                                     : P > INT32_MAX   ? INT32_MAX
+                                     : P < -INT32_MAX  ? -INT32_MAX
+                                                       : (int32_t)P;
+                    }
+                    ns = ilif_emit(e, nd, s, t, b, p, s->irow);
+                    vrow = NULL;
+                } else if (nd->or_rule) {
                     ns = qkf_spike_attn_row(ch, x, C);
                     if (old) { /* the exact LIF the OR rule stands for: same spikes, membrane */
                         vrow = e->tr_mem[nd->lif->lif_index] + tok * C;
@@ -885,7 +994,8 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                 }
                 if (old)
                     trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
-                out->len[tok] = ns;
+                if (!e->q) /* (ilif_emit wrote the list and recorded it) */
+                    out->len[tok] = ns;
                 s->spk[t] += ns;
                 if (hd == 1) { /* QK attention: a channel is a head */
                     for (int i = 0; i < ns; i++)
@@ -895,7 +1005,8 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                     for (int h = 0, i0 = 0; h < H; i0 = s->hend[h++])
                         head_work(e, s, t, h)->out_spikes += s->hend[h] - i0;
                 }
-                record(e, nd, t, b, p, ch, ns);
+                if (!e->q)
+                    record(e, nd, t, b, p, ch, ns);
             }
     for (int t = 0; t < T; t++) {
         qkf_work w = {0, {0, 0, 0}, s->spk[t], 0, 0};
@@ -1129,8 +1240,9 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
                 i++;
             qkf_spike_seg sg = {qc + i0, NULL, i - i0, -lo * d};
             qkf_spike_gather(row + lo, NULL, kvb + (int64_t)h * d * d, d, &sg, 1, d);
-            for (int j = 0; j < d; j++)
-                row[lo + j] *= 0.125f;
+            if (!e->q) /* integer mode: P = q (k^T v) as it is (the LIF's in_weight) */
+                for (int j = 0; j < d; j++)
+                    row[lo + j] *= 0.125f;
             qkf_work *hw = head_work(e, s, t, h);
             hw->acs += (int64_t)(i - i0) * d;
             hw->in_events += i - i0, hw->in_spikes[0] += i - i0;
@@ -1286,6 +1398,17 @@ static int block_width(int cin, int cout)
     return BLOCK;
 }
 
+/* int16 sums (integer mode): blocks of twice block_width's channels, whose slab [Cin][width] has
+ * the same bytes as the float one, so each row walks its event list half as often; at most
+ * 2 * BLOCK_MAX (the int16 gather keeps up to 8 vectors of 32 lanes per row). */
+static int block_width_i16(int cin, int cout)
+{
+    int bw = block_width(cin, cout);
+    if (cout <= 2 * BLOCK_MAX)
+        return cout;
+    return cout % (2 * bw) == 0 ? 2 * bw : bw;
+}
+
 /* W' = W * alpha per output channel, re-laid per block of bw output channels as
  * [k][k][Cin][width]; b' = b * alpha + shift. */
 static void fold(node *nd, const qkf_model *m)
@@ -1313,6 +1436,45 @@ static void fold(node *nd, const qkf_model *m)
     }
     qkf_free(alpha);
     qkf_free(shift);
+}
+
+/* Integer mode: the integer weights W[cout][cin][k][k] of conv op i, laid out as fold lays the
+ * float ones (blocks [k][k][Cin][width]), as int16 (their low 16 bits: a wrapping register of
+ * <= 16 bits sees only those, kernels/spike_int.h) or int32. */
+static void fold_int(node *nd, const qkf_qop *qo)
+{
+    int cin = nd->cin, cout = nd->cout, k = nd->k;
+    int64_t n = (int64_t)cin * k * k * cout;
+    nd->wti = qkf_malloc((size_t)n * (nd->i16 ? sizeof(int16_t) : sizeof(int32_t)));
+    for (int co = 0; co < cout; co++) {
+        int j0 = co / nd->bw * nd->bw, width = cout - j0 < nd->bw ? cout - j0 : nd->bw;
+        int64_t blk = (int64_t)j0 * cin * k * k;
+        for (int ci = 0; ci < cin; ci++)
+            for (int kk = 0; kk < k * k; kk++) {
+                int64_t at = blk + ((int64_t)kk * cin + ci) * width + (co - j0);
+                int32_t wv = qo->w[((int64_t)co * cin + ci) * k * k + kk];
+                if (nd->i16)
+                    ((int16_t *)nd->wti)[at] = (int16_t)(uint16_t)(uint32_t)wv;
+                else
+                    ((int32_t *)nd->wti)[at] = wv;
+            }
+    }
+}
+
+/* Integer mode: the LIF arithmetic of a node from the profile (tau = 2: decay(V) = trunc(V / 2),
+ * or none for an integrate-and-fire chip, models/quant.h), its bias and thresholds. */
+static void ilif_init(node *nd, const qkf_hw_arith *a, const int32_t *bias, const int32_t *theta)
+{
+    qkf_ilif *il = &nd->il;
+    memset(il, 0, sizeof *il);
+    il->bias = bias, il->theta = theta;
+    il->current_bits = a->current_bits, il->current_wrap = a->current_wrap;
+    il->current_shift = a->current_shift;
+    il->membrane_bits = a->membrane_bits, il->membrane_wrap = a->membrane_wrap;
+    /* leak DECAY: (|V| * 1) >> 1 with V's sign, trunc(V / 2); NONE (integrate-and-fire): V */
+    il->decay_bits = a->leak == QKF_HW_LEAK_NONE ? 0 : 1, il->decay_keep = 1;
+    il->threshold_ge = a->threshold_ge, il->reset_subtract = a->reset_subtract;
+    qkf_spike_ilif_prepare(il, nd->C);
 }
 
 static int producer(const qkf_graph *g, int tensor)
@@ -1363,14 +1525,42 @@ static int nodes_build(qkf_sched *e)
                     (int64_t)nd->cin * nd->k * nd->k * nd->cout * (int64_t)sizeof(float);
                 nd->bw = block_width(nd->cin, nd->cout);
                 nd->fused = !nd->pool && bytes <= FUSE_BYTES;
-                fold(nd, e->m);
+                if (e->q) {
+                    const qkf_hw_arith *a = &e->q->arith;
+                    nd->i16 = !nd->pool && a->current_wrap && a->current_bits <= 16;
+                    if (nd->i16) /* a slab of twice the channels in the same bytes */
+                        nd->bw = block_width_i16(nd->cin, nd->cout);
+                    fold_int(nd, &e->q->ops[info->op]);
+                } else {
+                    fold(nd, e->m);
+                }
+            } else if (e->q) { /* encode: int32 [k][k][Cin][Cout] for the direct conv */
+                const int32_t *W = e->q->ops[info->op].w;
+                int kk2 = nd->k * nd->k;
+                int32_t *wi = qkf_malloc((size_t)kk2 * nd->cin * nd->cout * sizeof(int32_t));
+                for (int co = 0; co < nd->cout; co++)
+                    for (int ci = 0; ci < nd->cin; ci++)
+                        for (int kk = 0; kk < kk2; kk++)
+                            wi[((int64_t)kk * nd->cin + ci) * nd->cout + co] =
+                                W[((int64_t)co * nd->cin + ci) * kk2 + kk];
+                nd->wti = wi;
             }
+            if (e->q)
+                ilif_init(nd, &e->q->arith, e->q->ops[info->op].bias,
+                          e->q->ops[info->lif_op].theta);
             break;
         }
         case QKF_NODE_ATTN: {
             int p = producer(g, op->in0);
             nd->or_rule = p >= 0 && g->ops[p].kind == QKF_OP_QK_SUM && nd->vth == 0.5f;
             nd->heads = info->heads;
+            if (e->q) { /* the integer LIF on P = in_weight * count, whatever the producer */
+                const qkf_qop *lo = &e->q->ops[info->lif_op];
+                nd->or_rule = 0;
+                nd->in_weight = lo->in_weight;
+                nd->zbias = qkf_calloc((size_t)nd->C, sizeof(int32_t));
+                ilif_init(nd, &e->q->arith, nd->zbias, lo->theta);
+            }
             break;
         }
         case QKF_NODE_QK_SUM:
@@ -1440,6 +1630,10 @@ static void state_alloc(qkf_sched *e)
                 int64_t cf = qkf_conv_col_floats(nd->cin, x->h, x->w, nd->k, nd->stride, nd->pad);
                 col_frame = cf * max_batch > col_frame ? cf * max_batch : col_frame;
                 nd->enc = st_malloc(e, (size_t)max_batch * nd->N * nd->C * sizeof(float));
+                if (e->q) {
+                    e->enc_x = st_malloc(e, (size_t)(xin_n * max_batch) * sizeof(int32_t));
+                    e->enc_s = st_malloc(e, (size_t)(nd->cout * max_batch * np) * sizeof(int32_t));
+                }
             } else {
                 if (nd->pool) { /* traced block-major convs get theirs in qkf_sched_set_trace */
                     /* one sample's currents (conv_run), all with one shared membrane (tb) */
@@ -1467,7 +1661,7 @@ static void state_alloc(qkf_sched *e)
             nd->v = st_calloc(e, (size_t)(nd->tb ? per : per * max_batch), sizeof(float));
         }
     }
-    if (enc_in) {
+    if (enc_in && !e->q) {
         e->enc_in = st_malloc(e, (size_t)enc_in * sizeof(float));
         e->enc_buf = st_malloc(e, (size_t)enc_buf * sizeof(float));
         e->enc_pool = enc_pool ? st_malloc(e, (size_t)enc_pool * sizeof(float)) : NULL;
@@ -1509,6 +1703,17 @@ static void state_alloc(qkf_sched *e)
         e->scr[i].hw = st_calloc(e, (size_t)T * e->st.heads_max, sizeof(qkf_work));
         e->scr[i].hend = st_malloc(e, (size_t)max_c * sizeof(int));
         e->scr[i].hc = st_calloc(e, (size_t)2 * T * e->st.heads_max, sizeof(int64_t));
+        if (e->q) {
+            e->scr[i].lx16 = st_malloc(e, (size_t)T * max_batch * sizeof(int16_t *));
+            e->scr[i].lx32 = st_malloc(e, (size_t)T * max_batch * sizeof(int32_t *));
+            e->scr[i].imask = st_malloc(e, (size_t)(max_c + 15) / 16 * sizeof(uint16_t));
+            e->scr[i].irow = st_malloc(e, (size_t)max_c * sizeof(int32_t));
+        }
+    }
+    if (e->q) {
+        e->zrow = st_calloc(e, (size_t)max_c + 32, sizeof(int32_t));
+        e->logits_int =
+            st_calloc(e, (size_t)max_batch * g->cfg.num_classes, sizeof(int64_t));
     }
     e->lif_spikes = st_calloc(e, (size_t)g->n_lif, sizeof(int64_t));
     const qkf_op *ro = &g->ops[g->n_ops - 1];
@@ -1521,15 +1726,26 @@ static void state_alloc(qkf_sched *e)
     }
 }
 
-qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
+/* The engine of a float model m or, in integer mode, of an integer model q. */
+static qkf_sched *create(const qkf_model *m, const qkf_qmodel *q, int max_batch, int flags)
 {
     if (max_batch < 1)
         max_batch = 1;
     qkf_sched *e = qkf_calloc(1, sizeof *e);
     e->m = m;
+    e->q = q;
     e->max_batch = max_batch;
     e->flags = flags;
-    if (qkf_graph_build(&m->cfg, &m->params, (flags & QKF_SCHED_TB_COMPAT) != 0, &e->g)) {
+    int tb = (flags & QKF_SCHED_TB_COMPAT) != 0;
+    if (m ? qkf_graph_build(&m->cfg, &m->params, tb, &e->g) : qkf_graph_walk(&q->cfg, tb, &e->g)) {
+        qkf_free(e);
+        return NULL;
+    }
+    if (q && (e->g.n_ops != q->g.n_ops || e->g.n_tensors != q->g.n_tensors)) {
+        qkf_set_error("event engine: the integer model's graph (%d ops) is not its configuration's "
+                      "(%d ops)",
+                      q->g.n_ops, e->g.n_ops);
+        qkf_graph_free(&e->g);
         qkf_free(e);
         return NULL;
     }
@@ -1556,6 +1772,26 @@ qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
     state_alloc(e);
     return e;
 }
+
+qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags)
+{
+    return create(m, NULL, max_batch, flags);
+}
+
+qkf_sched *qkf_sched_create_int(const qkf_qmodel *q, int max_batch, int flags)
+{
+    if (q->arith.is_float) {
+        qkf_set_error("event engine: the model for '%s' is float, not integer", q->hw_name);
+        return NULL;
+    }
+    if (qkf_quant_check_arith(&q->arith))
+        return NULL;
+    return create(NULL, q, max_batch, flags);
+}
+
+int qkf_sched_is_int(const qkf_sched *e) { return e->q != NULL; }
+
+const int64_t *qkf_sched_logits_int(const qkf_sched *e) { return e->logits_int; }
 
 /* Frees what state_alloc allocated. */
 static void state_free(qkf_sched *e)
@@ -1599,6 +1835,10 @@ static void state_free(qkf_sched *e)
             qkf_free(e->scr[i].hw);
             qkf_free(e->scr[i].hend);
             qkf_free(e->scr[i].hc);
+            qkf_free(e->scr[i].lx16);
+            qkf_free(e->scr[i].lx32);
+            qkf_free(e->scr[i].imask);
+            qkf_free(e->scr[i].irow);
         }
     qkf_free(e->scr);
     if (e->rec)
@@ -1614,6 +1854,10 @@ static void state_free(qkf_sched *e)
     qkf_free(e->enc_buf);
     qkf_free(e->enc_pool);
     qkf_free(e->enc_col);
+    qkf_free(e->zrow);
+    qkf_free(e->logits_int);
+    qkf_free(e->enc_x);
+    qkf_free(e->enc_s);
 }
 
 void qkf_sched_free(qkf_sched *e)
@@ -1626,6 +1870,8 @@ void qkf_sched_free(qkf_sched *e)
         for (int i = 0; i < e->n_nodes; i++) {
             qkf_free(e->nodes[i].wt);
             qkf_free(e->nodes[i].bias);
+            qkf_free(e->nodes[i].wti);
+            qkf_free(e->nodes[i].zbias);
         }
     if (e->tr_buf)
         for (int l = 0; l < e->g.n_lif; l++) {
@@ -1657,10 +1903,71 @@ const uint8_t *qkf_sched_spikes(const qkf_sched *e, int lif_index)
 /* ---- forward -----------------------------------------------------------------------------------
  */
 
+/* Integer mode: the encoding conv of every sample on the quantised pixels X (models/quant.h,
+ * qkf_q_input): S = W * X summed in int32 (wrapping, so exact in any order), MaxPool on S when the
+ * conv pools, into token-major sums [B][N][Cout] (int32, in nd->enc). A direct convolution: each
+ * non-zero pixel of a receptive field adds its weight row times the pixel. */
+static void encode_all_int(qkf_sched *e, node *nd, const float *input, int B)
+{
+    const qkf_qmodel *q = e->q;
+    int cin = nd->cin, cout = nd->cout, k = nd->k, ho = nd->ho, wo = nd->wo;
+    int64_t Nin = (int64_t)nd->h * nd->w, per = (int64_t)cin * Nin, P = (int64_t)ho * wo;
+    const int32_t *W = nd->wti;
+    int32_t *X = e->enc_x;
+    for (int64_t i = 0; i < (int64_t)B * per; i++)
+        X[i] = qkf_q_input(input[i], q->in_scale, q->in_max);
+    int32_t *S = nd->pool ? e->enc_s : (int32_t *)(void *)nd->enc;
+    int nt = e->nthreads < omp_get_max_threads() ? e->nthreads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < (int64_t)B * ho; r++) {
+        int b = (int)(r / ho), oy = (int)(r % ho);
+        for (int ox = 0; ox < wo; ox++) {
+            uint32_t *acc = (uint32_t *)(void *)(S + ((int64_t)b * P + (int64_t)oy * wo + ox) * cout);
+            memset(acc, 0, (size_t)cout * sizeof *acc);
+            for (int ky = 0; ky < k; ky++) {
+                int iy = oy * nd->stride - nd->pad + ky;
+                if (iy < 0 || iy >= nd->h)
+                    continue;
+                for (int kx = 0; kx < k; kx++) {
+                    int ix = ox * nd->stride - nd->pad + kx;
+                    if (ix < 0 || ix >= nd->w)
+                        continue;
+                    for (int ci = 0; ci < cin; ci++) {
+                        uint32_t x = (uint32_t)X[b * per + (int64_t)ci * Nin + (int64_t)iy * nd->w + ix];
+                        if (!x)
+                            continue;
+                        const int32_t *wr = W + ((int64_t)(ky * k + kx) * cin + ci) * cout;
+                        for (int co = 0; co < cout; co++)
+                            acc[co] += x * (uint32_t)wr[co];
+                    }
+                }
+            }
+        }
+    }
+    if (!nd->pool)
+        return;
+    int32_t *out = (int32_t *)(void *)nd->enc;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < (int64_t)B * nd->N; r++) {
+        int b = (int)(r / nd->N), p = (int)(r % nd->N), pw = (wo - 1) / 2 + 1;
+        int qy = p / pw, qx = p % pw, nw = 0;
+        const int32_t *win[9];
+        for (int iy = 2 * qy - 1; iy <= 2 * qy + 1; iy++)
+            for (int ix = 2 * qx - 1; ix <= 2 * qx + 1; ix++)
+                if (iy >= 0 && iy < ho && ix >= 0 && ix < wo)
+                    win[nw++] = S + ((int64_t)b * P + (int64_t)iy * wo + ix) * cout;
+        qkf_spike_max_i32(out + r * cout, win, nw, cout);
+    }
+}
+
 /* The encoding conv of every sample, with the dense engine's kernels: [Cin][B][H][W] -> sgemm ->
  * bias + BN (-> pool) -> token-major currents [B][N][Cout]. */
 static void encode_all(qkf_sched *e, node *nd, const float *input, int B)
 {
+    if (e->q) {
+        encode_all_int(e, nd, input, B);
+        return;
+    }
     const float *P = e->m->params.data;
     const qkf_param *pp = e->m->params.p;
     const qkf_op *op = nd->op;
@@ -1788,7 +2095,21 @@ int qkf_sched_forward(qkf_sched *e, const float *input, int B, float *logits, in
     const qkf_tensor *xr = &g->tensors[ro->in0];
     int N = xr->h * xr->w, K = g->cfg.num_classes;
     float *feat = e->feat;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B && e->q; b++) { /* integer: F = counts over t and tokens (int64) */
+        const qkf_qop *qo = &e->q->ops[g->n_ops - 1];
+        for (int k = 0; k < K; k++) {
+            int64_t sum = qo->head_b[k];
+            for (int c = 0; c < Cr; c++) {
+                int64_t F = 0;
+                for (int t = 0; t < T; t++)
+                    F += e->ro[((int64_t)b * T + t) * Cr + c];
+                sum += (int64_t)qo->head_w[(int64_t)k * Cr + c] * F;
+            }
+            e->logits_int[(int64_t)b * K + k] = sum;
+            logits[(int64_t)b * K + k] = (float)((double)sum * qo->head_scale);
+        }
+    }
+    for (int b = 0; b < B && !e->q; b++) {
         for (int c = 0; c < Cr; c++) {
             float st = 0.0f;
             for (int t = 0; t < T; t++) {
@@ -1845,6 +2166,9 @@ int qkf_sched_set_trace(qkf_sched *e, const qkf_lif_sink *tr)
     const qkf_graph *g = &e->g;
     if (e->view)
         return qkf_set_error("a session cannot record a trace");
+    if (e->q)
+        return qkf_set_error("the integer event engine does not record traces (use the float "
+                             "engine, without --hw, or the dense integer engine)");
     e->trace = tr;
     e->trace_base = 0;
     if (!tr || e->tr_buf)
@@ -1925,6 +2249,45 @@ int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck 
     return 0;
 }
 
+int qkf_sched_compare_int(const qkf_sched *e, const qkf_dense_int *d, int B, qkf_xcheck *r)
+{
+    memset(r, 0, sizeof *r);
+    r->layer = -1;
+    if (!e->q)
+        return qkf_set_error("integer cross-check needs an event engine in integer mode");
+    if (!e->rec)
+        return qkf_set_error("cross-check needs an event engine created with QKF_SCHED_RECORD");
+    if (B != e->B)
+        return qkf_set_error("cross-check: the event engine last ran %d samples, not %d", e->B, B);
+    const qkf_graph *g = &e->g;
+    int T = e->T;
+    int64_t maxn = 1;
+    for (int l = 0; l < g->n_lif; l++)
+        maxn = qkf_graph_lif_neurons(g, l) > maxn ? qkf_graph_lif_neurons(g, l) : maxn;
+    uint8_t *ds = qkf_malloc((size_t)(maxn * T * B));
+    /* causal order: step, then layer, so the first difference is where the runs part */
+    for (int l = 0; l < g->n_lif; l++) {
+        int64_t n = qkf_graph_lif_neurons(g, l);
+        qkf_dense_int_lif_spikes(d, l, ds);
+        for (int t = 0; t < T; t++)
+            for (int b = 0; b < B; b++) {
+                const uint8_t *x = ds + ((int64_t)t * B + b) * n, *y = e->rec[l] + ((int64_t)t * B + b) * n;
+                for (int64_t i = 0; i < n; i++) {
+                    r->spikes += x[i];
+                    if (x[i] == y[i])
+                        continue;
+                    if (r->mismatches++ == 0 || t < r->t || (t == r->t && l < r->layer)) {
+                        r->layer = l, r->t = t, r->b = b, r->neuron = i;
+                        r->dense_spike = x[i];
+                        r->vth = g->ops[g->lif_ops[l]].vth;
+                    }
+                }
+            }
+    }
+    qkf_free(ds);
+    return 0;
+}
+
 /* ---- sessions ----------------------------------------------------------------------------------
  *
  * A session is a run state of its own for one sample and one step slot (T = 1, max_batch = 1):
@@ -1941,6 +2304,7 @@ struct qkf_sched_session {
     int frames;    /* dvs variants: frames of event counts; otherwise an image per step */
     int64_t steps; /* since creation or reset */
     float *acc;    /* [Cr] readout: sum over steps of count / N */
+    int64_t *iacc; /* integer mode: [Cr] readout counts over steps and tokens (F) */
     int64_t bytes;
 };
 
@@ -1953,6 +2317,7 @@ qkf_sched_session *qkf_sched_session_new(const qkf_sched *engine, int threads)
     s->frames = !engine->g.tensors[engine->g.input].static_t;
     e->view = 1;
     e->m = engine->m;
+    e->q = engine->q;
     e->g = engine->g; /* shares ops and tensors */
     e->max_batch = e->B = 1;
     e->T = 1;
@@ -1976,8 +2341,9 @@ qkf_sched_session *qkf_sched_session_new(const qkf_sched *engine, int threads)
     const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
     int Cr = e->g.tensors[ro->in0].c;
     s->acc = qkf_calloc((size_t)Cr, sizeof(float));
+    s->iacc = qkf_calloc((size_t)Cr, sizeof(int64_t));
     s->bytes = e->bytes + (int64_t)sizeof *s + (int64_t)e->n_nodes * (int64_t)sizeof *e->nodes +
-               (int64_t)Cr * (int64_t)sizeof(float) +
+               (int64_t)Cr * (int64_t)(sizeof(float) + sizeof(int64_t)) +
                (int64_t)e->st.n_nodes *
                    (int64_t)(sizeof(qkf_node_info) + sizeof(qkf_work) + sizeof(double)) +
                (int64_t)e->st.n_nodes * e->st.heads_max * (int64_t)sizeof(qkf_work);
@@ -1992,6 +2358,7 @@ void qkf_sched_session_free(qkf_sched_session *s)
     qkf_free(s->e.nodes); /* the copy; the weights are the engine's */
     qkf_stats_free(&s->e.st);
     qkf_free(s->acc);
+    qkf_free(s->iacc);
     qkf_free(s);
 }
 
@@ -2005,6 +2372,7 @@ void qkf_sched_session_reset(qkf_sched_session *s)
     }
     const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
     memset(s->acc, 0, (size_t)e->g.tensors[ro->in0].c * sizeof(float));
+    memset(s->iacc, 0, (size_t)e->g.tensors[ro->in0].c * sizeof(int64_t));
     s->steps = 0;
 }
 
@@ -2049,6 +2417,7 @@ int qkf_sched_session_step(qkf_sched_session *s, const float *frame, int64_t *sp
     for (int c = 0; c < Cr; c++) { /* as the forward's time sum, one step at a time */
         float sn = (float)e->ro[c];
         s->acc[c] += sn / (float)N;
+        s->iacc[c] += e->ro[c];
     }
     if (s->steps++ == 0)
         e->st.samples++;
@@ -2063,6 +2432,20 @@ void qkf_sched_session_scores(qkf_sched_session *s, float *scores)
     qkf_sched *e = &s->e;
     const qkf_op *ro = &e->g.ops[e->g.n_ops - 1];
     int Cr = e->g.tensors[ro->in0].c;
+    if (e->q) { /* the integer head on F; its scale is for T steps, so rescaled to the steps */
+        const qkf_qop *qo = &e->q->ops[e->g.n_ops - 1];
+        int K = e->g.cfg.num_classes, T = s->engine->T;
+        for (int k = 0; k < K; k++) {
+            int64_t sum = qo->head_b[k];
+            for (int c = 0; c < Cr; c++)
+                sum += (int64_t)qo->head_w[(int64_t)k * Cr + c] * s->iacc[c];
+            double sc = qo->head_scale;
+            if (s->steps > 0 && s->steps != T)
+                sc *= (double)T / (double)s->steps;
+            scores[k] = (float)((double)sum * sc);
+        }
+        return;
+    }
     for (int c = 0; c < Cr; c++)
         e->feat[c] = s->steps > 0 ? s->acc[c] / (float)s->steps : 0.0f;
     readout_head(e, e->feat, scores);

@@ -16,7 +16,9 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
+#include "../models/quant.h"
 #include "dense.h"
+#include "dense_int.h"
 #include "stats.h"
 
 enum {
@@ -30,6 +32,20 @@ typedef struct qkf_sched qkf_sched;
  * re-lays them for events, and allocates every buffer (nothing is allocated per step or event).
  * The model must outlive the engine. NULL on error (message recorded). */
 qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags);
+/* The integer mode: the same scheduler, nodes, tiling and threads on an integer model
+ * (models/quant.h, the integer form of docs/hardware.md), only the arithmetic changes: integer
+ * weights laid out as the float slabs, int16 sums where the profile's current register wraps at
+ * <= 16 bits (no pooling) and int32 otherwise, the integer LIF, max pooling on int32 sums, the
+ * integer readout. Integer sums are exact, so it agrees with the dense integer engine
+ * (sim/dense_int.h) bit for bit on every spike and logit, at any thread count. Work is done only
+ * where events are, as in float mode. The model must outlive the engine. Traces are not recorded
+ * in integer mode. NULL on error (message recorded). */
+qkf_sched *qkf_sched_create_int(const qkf_qmodel *q, int max_batch, int flags);
+int qkf_sched_is_int(const qkf_sched *e);
+/* Integer mode: the exact integer logits [B][classes] of the last forward (its float logits are
+ * these times the head's scale, as the dense integer engine reports them); NULL in float mode. */
+const int64_t *qkf_sched_logits_int(const qkf_sched *e);
+
 /* Hands every forward from now on to sink (models/sink.h; a trace: qkf_trace_sink): v, h, input
  * and spikes of the layers it wants, through sink->put, with the values this engine computes (its
  * currents come from folded BatchNorm, so v, h and input agree with the dense engine's to
@@ -69,6 +85,10 @@ typedef struct {
     float h, vth;    /* the dense membrane before the spike decision, and the threshold */
 } qkf_xcheck;
 int qkf_sched_compare(const qkf_sched *e, const qkf_dense *d, int B, qkf_xcheck *r);
+/* The same against the dense integer engine, for an engine in integer mode (both ran the same B
+ * samples; the event engine with QKF_SCHED_RECORD): every spike of every layer, the first
+ * difference in causal order (has_h = 0). */
+int qkf_sched_compare_int(const qkf_sched *e, const qkf_dense_int *d, int B, qkf_xcheck *r);
 
 /* ---- sessions: one time step at a time ---------------------------------------------------
  *

@@ -10,9 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
+#include "../kernels/peak.h"
+#include "../models/quant.h"
 #include "../sim/dense.h"
+#include "../sim/dense_int.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
 #include "cli.h"
@@ -34,14 +39,22 @@ static void help(void)
         "both; each engine's median round is reported, the ratio is the median of the rounds'\n"
         "ratios. Reports time per sample, the ratio, the measured firing rates, and\n"
         "accumulates per second (event) against the machine's add throughput (measured: vector\n"
-        "adds from L1 on every thread; 2 cores x 32 float adds per cycle on AVX-512 machines\n"
-        "with two loads per cycle). --no-dense skips the dense engine (for profiling the event\n"
+        "adds from L1 into register accumulators on every thread, on the kernel path in use).\n"
+        "--no-dense skips the dense engine (for profiling the event\n"
         "engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
         "against the batch-1 dense (x dense) and PyTorch (x torch) times. A note warns when\n"
-        "other processes keep the cores busy at the start (wall times are then unreliable).\n");
+        "other processes keep the cores busy at the start (wall times are then unreliable).\n"
+        "\n"
+        "--hw PROFILE: the integer event engine on the chip's arithmetic beside the float event\n"
+        "engine instead: the calibrated model quantised for the profile (its scales calibrated\n"
+        "on the same sample, models/quant.h), both engines timed in alternating rounds at each\n"
+        "batch size; reports each one's time per sample, the speed ratio (float / integer, the\n"
+        "median of the rounds' ratios), both firing rates (quantisation moves some spikes) and\n"
+        "which sums run in int16 lanes. The rate curve is skipped.\n");
+    fputs(qkf_hw_help, stdout);
 }
 
 /* CPU seconds of the whole process (all threads): on a shared machine, time spent running
@@ -170,43 +183,20 @@ static void rates(const qkf_stats *s, double *avg, double *median)
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
 }
 
-/* The machine's float-add throughput, measured: each thread adds an L1-resident buffer into 16
- * independent vector accumulators (one load and one add per 16 floats, no dependency between
- * consecutive adds), for about 0.3 s; the sum over threads of adds per second. This is the
- * ceiling of an event's row accumulation (a load and an add per weight). Measured once. */
+/* The machine's float-add throughput, measured (kernels/peak.h: every thread adds an L1-resident
+ * buffer into independent accumulators held in vector registers of the kernel path in use, one
+ * load and one add per vector, for about 0.3 s): the sum over threads of adds per second. This is
+ * the ceiling of an event's row accumulation (a load and an add per weight). Measured once.
+ * (A loop over an accumulator array, as before, measured a third of the ceiling on Intel
+ * machines: the array went through memory at every add.) */
 static double add_peak(long threads)
 {
     static double peak;
     if (peak > 0.0)
         return peak;
-    enum { LEN = 4096, ACC = 256 }; /* 16 KB buffer; 256 floats = 16 vectors of accumulators */
     double total = 0.0;
 #pragma omp parallel num_threads((int)threads) reduction(+ : total)
-    {
-        float *buf = qkf_malloc(LEN * sizeof(float));
-        float acc[ACC] __attribute__((aligned(64)));
-        for (int i = 0; i < LEN; i++)
-            buf[i] = 1e-7f * (float)(i % 97);
-        memset(acc, 0, sizeof acc);
-        long reps = 0;
-        double t0 = qkf_now(), t = 0.0;
-        do {
-            for (int r = 0; r < 512; r++)
-                for (int i = 0; i < LEN; i += ACC)
-#pragma omp simd aligned(acc : 64)
-                    for (int j = 0; j < ACC; j++)
-                        acc[j] += buf[i + j];
-            reps += 512;
-            t = qkf_now() - t0;
-        } while (t < 0.3);
-        float sink = 0.0f;
-        for (int j = 0; j < ACC; j++)
-            sink += acc[j];
-        if (sink < 0.0f) /* never: keeps the sums alive */
-            printf("%g\n", (double)sink);
-        qkf_free(buf);
-        total += (double)reps * LEN / t;
-    }
+    total += qkf_peak_adds(0, 0.3);
     peak = total;
     return peak;
 }
@@ -269,6 +259,77 @@ static void event_torch_ratio(void *ctx, int b, double ips, double med_ms, doubl
                    b, 1e3 / ips / e->event_ms[i], 1e3 / ips, e->event_ms[i]);
 }
 
+/* As time_event for the integer engine is the same call; the float and the integer event
+ * engines on the same calibrated model and input, alternating rounds. */
+static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, const double *bl,
+                     int nb, double seconds, long threads, float *logits)
+{
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    qkf_qmodel q;
+    double t0 = qkf_now();
+    if (qkf_quant_calibrate(m, x, 1, 1, &o))
+        return -1;
+    int rc = qkf_quantize(m, &hw->arith, hw->name, &o, &q);
+    qkf_quant_calib_free(&o, m);
+    if (rc)
+        return -1;
+    const qkf_hw_arith *a = &hw->arith;
+    printf("quantised for %s (%d-bit weights, %d-bit %s current, %d-bit membrane): %.1f s\n"
+           "sums: %s\n\n",
+           hw->name, a->weight_bits, a->current_bits, a->current_wrap ? "wrapping" : "saturating",
+           a->membrane_bits, qkf_now() - t0,
+           a->current_wrap && a->current_bits <= 16
+               ? "int16 lanes (the current register wraps at <= 16 bits), int32 where a conv pools"
+               : "int32 lanes (the current register saturates or is wider than 16 bits)");
+    double pi = 0.0;
+#pragma omp parallel num_threads((int)threads) reduction(+ : pi)
+    pi += qkf_peak_adds(1, 0.3);
+    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s, %.1f G "
+           "int16 adds/s\n\n",
+           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9, pi * 1e-9);
+    printf("wall time per sample, the median of %d alternating rounds of the float and the "
+           "integer event\nengine (speedup: float / integer, the median of the rounds' ratios; "
+           "cpu: CPU time of all threads)\n",
+           ROUNDS);
+    printf("%6s %9s %9s %8s %9s %9s %8s %10s %10s\n", "batch", "float ms", "int ms", "speedup",
+           "float cpu", "int cpu", "cpu x", "float rate", "int rate");
+    for (int i = 0; i < nb; i++) {
+        int B = (int)bl[i];
+        qkf_sched *f = qkf_sched_create(m, B, 0);
+        qkf_sched *e = f ? qkf_sched_create_int(&q, B, 0) : NULL;
+        if (!e) {
+            qkf_sched_free(f);
+            qkf_qmodel_free(&q);
+            return -1;
+        }
+        double fr[ROUNDS], er[ROUNDS], xr[ROUNDS], cf = 0, ce = 0, c;
+        for (int k = 0; k < ROUNDS; k++) {
+            fr[k] = time_event(f, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+            cf += c / B / ROUNDS;
+            er[k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+            ce += c / B / ROUNDS;
+            xr[k] = fr[k] / er[k];
+        }
+        double fa, ea, med;
+        rates(qkf_sched_stats(f), &fa, &med);
+        rates(qkf_sched_stats(e), &ea, &med);
+        printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %9.2f%% %9.2f%%\n", B,
+               1e3 * qkf_bench_median(fr, ROUNDS), 1e3 * qkf_bench_median(er, ROUNDS),
+               qkf_bench_median(xr, ROUNDS), 1e3 * cf, 1e3 * ce, cf / ce, 100 * fa, 100 * ea);
+        if (getenv("QKF_PROFILE")) {
+            printf("float:\n");
+            profile(qkf_sched_stats(f));
+            printf("integer:\n");
+            profile(qkf_sched_stats(e));
+        }
+        qkf_sched_free(f);
+        qkf_sched_free(e);
+    }
+    qkf_qmodel_free(&q);
+    return 0;
+}
+
 int qkf_bench_event(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "bench event"};
@@ -276,7 +337,8 @@ int qkf_bench_event(int argc, char **argv)
     const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *py = "/usr/bin/python3", *v;
     long threads = 2, seed = 1;
     double seconds = 2.0, rate = 0.1;
-    int r, no_dense = 0, torch = 0;
+    int r, no_dense = 0, torch = 0, have_hw = 0;
+    qkf_hw_profile hw;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -288,6 +350,12 @@ int qkf_bench_event(int argc, char **argv)
         }
         if (qkf_flag(&a, "--torch")) {
             torch = 1;
+            continue;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("bench event");
+            have_hw = 1;
             continue;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
@@ -358,8 +426,21 @@ int qkf_bench_event(int argc, char **argv)
     if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
         goto done;
     printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
-    printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
-           threads, add_peak(threads) * 1e-9);
+    if (have_hw) {
+        if (hw.arith.is_float) {
+            qkf_set_error("--hw %s: a float machine (the integer engine needs an integer "
+                          "arithmetic; run without --hw)",
+                          hw.name);
+            goto done;
+        }
+        if (bench_int(&m, &hw, x, bl, nb, seconds, threads, logits))
+            goto done;
+        rc = 0;
+        goto done;
+    }
+    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s (the 'of "
+           "peak' base)\n\n",
+           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9);
     printf("wall time per sample, the median of %d alternating rounds of dense and event "
            "(speedup:\nthe median of the rounds' ratios; cpu: CPU time of all threads, robust on "
            "a busy machine)\n",

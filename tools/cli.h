@@ -6,6 +6,7 @@
 
 #include "../io/events.h"
 #include "../models/hw.h"
+#include "../models/quant.h"
 #include "../io/trace.h"
 #include "../models/qkformer.h"
 #include "app/opts.h"
@@ -15,6 +16,27 @@
  * line names the file, line and key). qkf_hw_help: its help lines. */
 int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
 extern const char *const qkf_hw_help;
+
+/* The integer model of --hw (tools/cmd_quantize.c): a quantised checkpoint as it is, or a float
+ * checkpoint quantised for hw with base's options (calibrated on `calib` training samples of
+ * `data` when calib > 0);
+ * *fm then holds the float model (zeroed for a quantised checkpoint). */
+int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                   const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q);
+/* qkf infer --hw and qkf eval --hw in dense mode; return the exit status (error printed). */
+int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                     const qkf_quant_opts *base, const char *input, const char *output, int batch,
+                     int quiet);
+int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                    const qkf_quant_opts *base, long limit, int batch, int flips);
+/* --calib N, --headroom H, --clip-bias: 1 if consumed, 0 if not ours, -1 on error. */
+int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o);
+extern const char *const qkf_quant_help; /* --calib, --headroom, --clip-bias */
+/* qkf infer --hw --mode event (tools/cmd_infer_int.c): the integer event engine, with
+ * --cross-check against the dense integer engine; returns the exit status (error printed). */
+int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
+                           const char *data, const qkf_quant_opts *base, const char *input,
+                           const char *output, int batch, int xcheck, int tb, int quiet);
 
 /* Event-file reader options of qkf events and qkf client: --format, --sensor WxH (sides up to
  * max_side), --orient jaer|cifar10dvs, --backwards fail|drop. 1 if consumed, 0 if not ours,
@@ -39,6 +61,7 @@ int cmd_report(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_hw(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns 1 */
 /* Prints as qkf_cli_fail on MPI rank 0 only (every rank sees the same options and files);

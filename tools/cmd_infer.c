@@ -41,6 +41,15 @@ static void help(void)
            "                   checkpoints were evaluated); the batch is --batch\n");
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
+    printf("chip arithmetic (docs/hardware.md): the dense integer engine, bit-exact integers;\n"
+           "Y.h5 gains logits_int (int64 [B,classes]); W.h5 may be a qkf quantize output.\n"
+           "With --mode event the integer event engine runs instead (same datasets); with\n"
+           "--cross-check also the dense integer engine, and every spike and integer logit must\n"
+           "be equal (integers are exact: no flip budget), else the first difference is named\n"
+           "and the command fails\n");
+    fputs(qkf_hw_help, stdout);
+    fputs(qkf_quant_help, stdout);
+    printf("  --data NAME      dataset of --calib (default fashion-mnist)\n");
 }
 
 /* Prints a firing-rate table: layer, neurons per sample, spikes, rate, and a bar. */
@@ -72,6 +81,12 @@ int cmd_infer(int argc, char **argv)
     long threads = 0, batch = 32;
     int conv = 0;
     int tb = 0, quiet = 0, xcheck = 0, batch_given = 0, r;
+    qkf_hw_profile hw; /* --hw: the dense integer engine (tools/cmd_quantize.c) */
+    int have_hw = 0;
+    long calib = 0;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
+    const char *data = "fashion-mnist";
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
@@ -86,6 +101,17 @@ int cmd_infer(int argc, char **argv)
             (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
             (r = qkf_arg_flag(&a, "--quiet", &quiet)) ||
             (r = qkf_arg_flag(&a, "--cross-check", &xcheck))) {
+            if (r < 0)
+                return qkf_cli_fail("infer");
+            continue;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("infer");
+            have_hw = 1;
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg_quant(&a, &calib, &qo))) {
             if (r < 0)
                 return qkf_cli_fail("infer");
             continue;
@@ -112,6 +138,20 @@ int cmd_infer(int argc, char **argv)
         batch = 4;
     if (threads)
         qkf_set_threads((int)threads);
+    int isq = qkf_qckpt_is_quant(weights);
+    if (have_hw || isq == 1) {
+        if (event && !topt.path) /* the integer event engine (tools/cmd_infer_int.c) */
+            return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, &qo,
+                                          input, output, (int)batch, xcheck, tb, quiet);
+        if (event || xcheck || tb || topt.path) {
+            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine, or "
+                          "with --mode event the integer event engine: --cross-check and "
+                          "--tb-compat go with --mode event, --trace with neither");
+            return qkf_cli_fail("infer");
+        }
+        return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, input,
+                                output, (int)batch, quiet);
+    }
 
     int rc = 1;
     qkf_model m;

@@ -17,6 +17,7 @@
 #include "../sim/dense.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
+#include "../models/quant.h"
 #include "cli.h"
 
 static void serve_help(void)
@@ -54,7 +55,12 @@ static void serve_help(void)
         "fires\n"
         "                       at about RATE on random sparse event frames (5%% of inputs "
         "active;\n"
-        "                       as qkf bench event does); the scores then mean nothing\n");
+        "                       as qkf bench event does); the scores then mean nothing\n"
+        "\n"
+        "chip arithmetic (docs/hardware.md): with --hw (or W.h5 a qkf quantize output) every\n"
+        "session runs the integer event engine on the profile's arithmetic (a float W.h5 is\n"
+        "quantised on load, after --calibrate if given); same protocol and answers.\n");
+    fputs(qkf_hw_help, stdout);
 }
 
 static void client_help(void)
@@ -145,11 +151,18 @@ int cmd_serve(int argc, char **argv)
     int64_t win_us = -1, win_ev = -1, steps = -1, maxs = 64, qbytes = 1 << 20, gap = 100000,
             threads = 0, seed = 1;
     double idle = 30.0, calibrate = 0.0;
-    int tb = 0, verbose = 0, r;
+    int tb = 0, verbose = 0, r, have_hw = 0;
+    qkf_hw_profile hw;
     for (; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             serve_help();
             return 0;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("serve");
+            have_hw = 1;
+            continue;
         }
         if (qkf_flag(&a, "--tb-compat")) {
             tb = 1;
@@ -223,19 +236,39 @@ int cmd_serve(int argc, char **argv)
 
     qkf_model m;
     memset(&m, 0, sizeof m);
-    if (qkf_ckpt_load(weights, &m))
+    qkf_qmodel q; /* --hw: the integer model the sessions run */
+    memset(&q, 0, sizeof q);
+    int isq = qkf_qckpt_is_quant(weights), imode = have_hw || isq == 1;
+    if (isq < 0)
         return qkf_cli_fail("serve");
-    if (calibrate > 0 && calibrate_model(&m, calibrate, (uint64_t)seed)) {
-        qkf_model_free(&m);
+    if (have_hw && hw.arith.is_float) {
+        qkf_set_error("--hw %s: the float machine (run without --hw)", hw.name);
         return qkf_cli_fail("serve");
     }
-    qkf_sched *e = qkf_sched_create(&m, 1, tb ? QKF_SCHED_TB_COMPAT : 0);
+    if (imode && isq == 1 && calibrate > 0) {
+        qkf_set_error("%s: already quantised (--calibrate needs a float checkpoint)", weights);
+        return qkf_cli_fail("serve");
+    }
+    int lrc;
+    if (imode && !(calibrate > 0)) {
+        lrc = qkf_cli_qmodel(weights, have_hw ? &hw : NULL, 0, NULL, NULL, &m, &q);
+    } else {
+        lrc = qkf_ckpt_load(weights, &m) ||
+              (calibrate > 0 && calibrate_model(&m, calibrate, (uint64_t)seed)) ||
+              (imode && qkf_quantize(&m, &hw.arith, hw.name, NULL, &q));
+    }
+    qkf_sched *e = NULL;
+    if (!lrc)
+        e = imode ? qkf_sched_create_int(&q, 1, tb ? QKF_SCHED_TB_COMPAT : 0)
+                  : qkf_sched_create(&m, 1, tb ? QKF_SCHED_TB_COMPAT : 0);
     if (!e) {
+        qkf_qmodel_free(&q);
         qkf_model_free(&m);
         return qkf_cli_fail("serve");
     }
+    const qkf_config *cfg = imode ? &q.cfg : &m.cfg;
     qkf_server_opts o;
-    qkf_server_opts_default(&o, &m.cfg);
+    qkf_server_opts_default(&o, cfg);
     if (win_ev > 0)
         o.window_kind = QKF_WINDOW_EVENTS, o.window = win_ev;
     else if (win_us > 0)
@@ -280,7 +313,7 @@ int cmd_serve(int argc, char **argv)
         printf("listening on %s:%d\n", host, qkf_server_port(srv));
         printf("model: %s, %dx%dx%d frames, %d classes, %d LIF layers; windows of %lld %s, %d "
                "per sample; up to %d sessions, %lld bytes each at most\n",
-               qkf_variant_name(m.cfg.variant), x->c, x->h, x->w, m.cfg.num_classes, g->n_lif,
+               qkf_variant_name(cfg->variant), x->c, x->h, x->w, cfg->num_classes, g->n_lif,
                (long long)o.window, o.window_kind == QKF_WINDOW_TIME ? "us" : "events", o.steps,
                o.max_sessions, (long long)qkf_server_session_bound(srv));
         fflush(stdout);
@@ -306,6 +339,7 @@ out:
         rc = 1;
     }
     qkf_sched_free(e);
+    qkf_qmodel_free(&q);
     qkf_model_free(&m);
     return rc;
 }

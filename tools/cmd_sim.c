@@ -16,6 +16,7 @@
 #include "../io/io.h"
 #include "../io/trace.h"
 #include "../kernels/base.h"
+#include "../models/quant.h"
 #include "../sim/dense.h"
 #include "../sim/dist.h"
 #include "app/dist_dataset.h"
@@ -58,6 +59,14 @@ static void help(void)
         "  --quiet              no table (with --report)\n");
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
+    printf("chip arithmetic (docs/hardware.md): the integer event engine on the profile's\n"
+           "arithmetic (W.h5: a float checkpoint, quantised on load, or a qkf quantize output);\n"
+           "the same counters, then per LIF layer how many spikes differ from the float model's\n"
+           "(the float event engine on the same samples; not for a quantised checkpoint, which\n"
+           "holds no float model). Not with --mode dense, --trace or under mpirun.\n");
+    fputs(qkf_hw_help, stdout);
+    printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
+           "                   (float checkpoints; default: the profile's headroom)\n");
 }
 
 /* ---- formatting ----------------------------------------------------------------------------- */
@@ -464,19 +473,200 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
     return 0;
 }
 
+/* ---- qkf sim --hw: the integer event engine --------------------------------------------------- */
+
+/* Per LIF layer: spikes of the float and of the integer engine, and the neurons x steps where
+ * they differ. */
+typedef struct {
+    int64_t fs, is, diff, n;
+} flip_row;
+
+static void print_flips(const qkf_graph *g, const flip_row *fr)
+{
+    int64_t tf = 0, ti = 0, td = 0, tn = 0;
+    printf("\nspikes against the float model (the float event engine on the same samples):\n");
+    printf("%-34s %12s %12s %12s %9s\n", "layer", "float", "integer", "differ", "of n x T");
+    for (int l = 0; l < g->n_lif; l++) {
+        const flip_row *r = &fr[l];
+        printf("%-34s %12lld %12lld %12lld %8.3f%%\n", g->ops[g->lif_ops[l]].name,
+               (long long)r->fs, (long long)r->is, (long long)r->diff,
+               r->n ? 100.0 * (double)r->diff / (double)r->n : 0.0);
+        tf += r->fs, ti += r->is, td += r->diff, tn += r->n;
+    }
+    printf("%-34s %12lld %12lld %12lld %8.3f%%\n", "all", (long long)tf, (long long)ti,
+           (long long)td, tn ? 100.0 * (double)td / (double)tn : 0.0);
+}
+
+static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, const char *input,
+                   const char *data, int64_t limit, long batch, int tb, const char *report,
+                   int json, int quiet, long threads, double e_ac, double e_mac)
+{
+    int rc = 1;
+    qkf_model fm, view;
+    qkf_qmodel q;
+    memset(&q, 0, sizeof q);
+    float *x = NULL, *logits = NULL, *lf = NULL;
+    qkf_sched *e = NULL, *f = NULL;
+    qkf_dataset dset;
+    memset(&dset, 0, sizeof dset);
+    qkf_loader *ld = NULL;
+    flip_row *fr = NULL;
+    int64_t B = 0, per = 0, correct = 0;
+    if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
+        goto done;
+    int have_float = fm.params.data != NULL;
+    /* the inputs are checked against the integer model's configuration (its graph is fixed) */
+    memset(&view, 0, sizeof view);
+    view.cfg = q.cfg;
+    view.n_norm = q.n_norm;
+    memcpy(view.input_mean, q.input_mean, sizeof view.input_mean);
+    memcpy(view.input_std, q.input_std, sizeof view.input_std);
+    if (input ? load_input(input, &view, 0, &x, &B, &per) : load_data(data, &view, limit, &dset, &B))
+        goto done;
+    if (view.cfg.img_size != q.cfg.img_size || view.cfg.T != q.cfg.T) {
+        qkf_set_error("%s: the integer model runs its checkpoint's geometry (%d x %d, T = %d) "
+                      "only",
+                      input ? input : data, q.cfg.img_size, q.cfg.img_size, q.cfg.T);
+        goto done;
+    }
+    if (calib > 0 && have_float) { /* re-quantise with scales calibrated on the run's samples */
+        qkf_quant_opts o;
+        memset(&o, 0, sizeof o);
+        const float *cx = x;
+        int64_t nc = calib < B ? calib : B;
+        if (!input) {
+            qkf_set_error("--calib with --hw takes the samples of --input X.h5");
+            goto done;
+        }
+        qkf_qmodel_free(&q);
+        memset(&q, 0, sizeof q);
+        int qrc = qkf_quant_calibrate(&fm, cx, (int)nc, 8, &o) ||
+                  qkf_quantize(&fm, &hw->arith, hw->name, &o, &q);
+        qkf_quant_calib_free(&o, &fm);
+        if (qrc)
+            goto done;
+    } else if (calib > 0) {
+        qkf_set_error("%s: already quantised (--calib applies to float checkpoints)", weights);
+        goto done;
+    }
+    int nb = (int)(B < batch ? B : batch);
+    e = qkf_sched_create_int(&q, nb, (have_float ? QKF_SCHED_RECORD : 0) |
+                                         (tb ? QKF_SCHED_TB_COMPAT : 0));
+    if (!e)
+        goto done;
+    if (have_float && !(f = qkf_sched_create(&fm, nb, QKF_SCHED_RECORD | (tb ? QKF_SCHED_TB_COMPAT : 0))))
+        goto done;
+    const qkf_graph *g = qkf_sched_graph(e);
+    int K = q.cfg.num_classes, T = q.cfg.T;
+    logits = qkf_malloc((size_t)nb * K * sizeof(float));
+    lf = qkf_malloc((size_t)nb * K * sizeof(float));
+    fr = qkf_calloc((size_t)g->n_lif, sizeof *fr);
+    if (data) {
+        qkf_loader_cfg lc;
+        memset(&lc, 0, sizeof lc);
+        lc.d = &dset, lc.batch = nb, lc.limit = 0, lc.n_norm = q.n_norm;
+        memcpy(lc.mean, q.input_mean, sizeof lc.mean);
+        memcpy(lc.std, q.input_std, sizeof lc.std);
+        ld = qkf_loader_start(&lc, 0, 0);
+    }
+    double busy = 0;
+    for (int64_t b0 = 0; b0 < B;) {
+        const float *xb = x ? x + b0 * per : NULL;
+        const int32_t *labels = NULL;
+        int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
+            break;
+        double t1 = qkf_now();
+        if (qkf_sched_forward(e, xb, n, logits, NULL))
+            goto done;
+        busy += qkf_now() - t1;
+        if (f) {
+            if (qkf_sched_forward(f, xb, n, lf, NULL))
+                goto done;
+            for (int l = 0; l < g->n_lif; l++) {
+                int64_t m = qkf_graph_lif_neurons(g, l) * T * n;
+                const uint8_t *a = qkf_sched_spikes(f, l), *bq = qkf_sched_spikes(e, l);
+                for (int64_t i = 0; i < m; i++) {
+                    fr[l].fs += a[i], fr[l].is += bq[i];
+                    fr[l].diff += a[i] != bq[i];
+                }
+                fr[l].n += m;
+            }
+        }
+        for (int b = 0; labels && b < n; b++) {
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                best = logits[b * K + k] > logits[b * K + best] ? k : best;
+            correct += best == labels[b];
+        }
+        b0 += n;
+    }
+    qkf_stats *st = qkf_sched_stats(e);
+    st->seconds = busy;
+    char engine[96];
+    snprintf(engine, sizeof engine, "event-int (%s)", q.hw_name[0] ? q.hw_name : "integer");
+    report_info ri = {e_ac, e_mac, engine, weights, input ? input : data,
+                      threads ? (int)threads : omp_get_max_threads(), tb};
+    if (report && write_report(report, json, st, &ri))
+        goto done;
+    if (!quiet) {
+        print_table(st, &ri);
+        if (f)
+            print_flips(g, fr);
+        else
+            printf("\n(%s is quantised: no float model to count spike differences against)\n",
+                   weights);
+        if (data)
+            printf("accuracy: %.2f%% of %lld test samples of %s\n",
+                   100.0 * (double)correct / (double)st->samples, (long long)st->samples,
+                   dset.source);
+        if (report)
+            printf("\nwrote %s\n", report);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("sim");
+    if (ld)
+        qkf_loader_stop(ld);
+    qkf_dataset_free(&dset);
+    qkf_sched_free(e);
+    qkf_sched_free(f);
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_free(lf);
+    qkf_free(fr);
+    qkf_qmodel_free(&q);
+    qkf_model_free(&fm);
+    return rc;
+}
+
 static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
-    int tb = 0, quiet = 0, conv = 0, r;
+    int tb = 0, quiet = 0, conv = 0, r, have_hw = 0;
+    long calib = 0;
+    qkf_hw_profile hw;
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
             return 0;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail_rank0("sim");
+            have_hw = 1;
+            continue;
+        }
+        if ((r = qkf_arg_int(&a, "--calib", 1, 100000, &calib)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail_rank0("sim");
+            continue;
         }
         if ((r = qkf_arg_trace(&a, &topt)) != 0) {
             if (r < 0)
@@ -549,6 +739,24 @@ static int sim_run(int argc, char **argv)
     }
     if (threads)
         qkf_set_threads((int)threads);
+    int isq = qkf_qckpt_is_quant(weights);
+    if (have_hw || isq == 1) {
+        if (!event || topt.path || qkf_dist_size() > 1) {
+            qkf_set_error("--hw (or a quantised checkpoint) runs the integer event engine here: no "
+                          "--mode dense, --trace or mpirun");
+            return qkf_cli_fail_rank0("sim");
+        }
+        if (have_hw && hw.arith.is_float) {
+            qkf_set_error("--hw %s: the float machine (run without --hw)", hw.name);
+            return qkf_cli_fail("sim");
+        }
+        return sim_int(weights, have_hw ? &hw : NULL, calib, input, data, limit, batch, tb, report,
+                       json, quiet, threads, e_ac, e_mac);
+    }
+    if (calib) {
+        qkf_set_error("--calib applies with --hw");
+        return qkf_cli_fail_rank0("sim");
+    }
 
     int rc = 1;
     qkf_model m;

@@ -191,6 +191,13 @@ static void eval_help(void)
            "  --mode M    dense (every neuron, GEMMs) or event (the event-driven scheduler)\n"
            "  --limit N   only the first N test images\n");
     fputs(qkf_conv_help, stdout);
+    printf("chip arithmetic (docs/hardware.md): the dense integer engine; with a float\n"
+           "checkpoint the float model's accuracy is printed beside the integer one. W.h5 may be\n"
+           "a qkf quantize output.\n");
+    fputs(qkf_hw_help, stdout);
+    fputs(qkf_quant_help, stdout);
+    printf("  --flips          per LIF layer, spikes of the integer model that differ from the\n"
+           "                   float model's on the same images (a float checkpoint)\n");
 }
 
 static void print_log(void *ctx, const char *line)
@@ -207,10 +214,26 @@ static int eval_run(int argc, char **argv)
     const char *weights = NULL, *data = eo.data, *mode = "dense";
     long threads = 0, limit = 0, batch = eo.batch;
     int tb = 0, conv = 0, r;
+    qkf_hw_profile hw; /* --hw: the dense integer engine (tools/cmd_quantize.c) */
+    int have_hw = 0, flips = 0;
+    long calib = 0;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             eval_help();
             return 0;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail_rank0("eval");
+            have_hw = 1;
+            continue;
+        }
+        if ((r = qkf_arg_quant(&a, &calib, &qo)) || (r = qkf_arg_flag(&a, "--flips", &flips))) {
+            if (r < 0)
+                return qkf_cli_fail_rank0("eval");
+            continue;
         }
         if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
             (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg(&a, "--mode", &mode)) ||
@@ -235,6 +258,15 @@ static int eval_run(int argc, char **argv)
     }
     if (threads)
         qkf_set_threads((int)threads);
+    if (have_hw || qkf_qckpt_is_quant(weights) == 1) {
+        if (strcmp(mode, "dense") || tb || qkf_dist_size() > 1) {
+            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine in one "
+                          "process: no --mode event, --tb-compat or mpirun");
+            return qkf_cli_fail_rank0("eval");
+        }
+        return qkf_cli_eval_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, limit,
+                               (int)batch, flips);
+    }
     eo.weights = weights, eo.data = data, eo.event = !strcmp(mode, "event"), eo.conv = conv;
     eo.tb = tb, eo.limit = limit, eo.batch = (int)batch;
     qkf_evaluate_result res;

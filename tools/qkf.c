@@ -34,6 +34,7 @@ static void usage(FILE *f)
             "  events   event-camera files: info, frames for infer, DVS emulator, convert, bench\n"
             "  grad     one training-mode forward + backward; loss and gradients to HDF5\n"
             "  hw       chip profiles: list the bundled ones, show one (arithmetic, mesh, costs)\n"
+            "  quantize turn a float checkpoint into a chip's integer model (infer/eval --hw)\n"
             "\n"
             "presets: %s\n",
             QKF_VERSION, qkf_config_preset_list());
@@ -112,6 +113,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "hw"))
         return cmd_hw(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize"))
+        return cmd_quantize(argc - 1, argv + 1);
     fprintf(stderr, "qkf: unknown command '%s' (qkf --help lists them)\n", cmd);
     return 2;
 }

@@ -1,0 +1,352 @@
+/* Integer event kernels: the references, the portable paths (fixed-width blocks that GCC and
+ * Clang vectorise for SSE2 and NEON) and the dispatch to the AVX-512 and AVX2 paths
+ * (spike_int_avx512.c, spike_int_avx2.c) through kernels/isa.h. Layouts and the arithmetic are
+ * described in spike_int.h. */
+#include "spike_int.h"
+
+#include <string.h>
+
+#include "isa.h"
+#include "spike_int_internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define QKF_X86 1 /* CMake compiles the *_avx512.c / *_avx2.c files */
+#endif
+
+/* ---- gathers -------------------------------------------------------------------------------- */
+
+int64_t qkf_spike_gather_rows_i16_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                      const int16_t *w, int32_t stride, int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        int16_t *out = (int16_t *)(void *)x->out + off;
+        const int16_t *init = x->init ? (const int16_t *)(const void *)x->init + off : NULL;
+        for (int j = 0; j < width; j++) {
+            uint16_t acc = init ? (uint16_t)init[j] : 0u; /* unsigned: wraps modulo 2^16 */
+            for (int i = 0; i < x->seg.n; i++) {
+                uint16_t wv = (uint16_t)w[x->seg.base + (int32_t)x->seg.ch[i] * stride + j];
+                uint16_t c = x->seg.cnt ? x->seg.cnt[i] : 1u;
+                acc = (uint16_t)(acc + (uint16_t)((uint32_t)wv * c));
+            }
+            out[j] = (int16_t)acc;
+        }
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+int64_t qkf_spike_gather_rows_i32_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                      const int32_t *w, int32_t stride, int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        int32_t *out = (int32_t *)(void *)x->out + off;
+        const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+        for (int j = 0; j < width; j++) {
+            uint32_t acc = init ? (uint32_t)init[j] : 0u; /* unsigned: wraps modulo 2^32 */
+            for (int i = 0; i < x->seg.n; i++) {
+                uint32_t wv = (uint32_t)w[x->seg.base + (int32_t)x->seg.ch[i] * stride + j];
+                uint32_t c = x->seg.cnt ? x->seg.cnt[i] : 1u;
+                acc += wv * c;
+            }
+            out[j] = (int32_t)acc;
+        }
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+/* Portable: a row in blocks of outputs held in a local array the compiler keeps in vector
+ * registers, the events' weight rows added into it (one pass over the list per block). */
+#define PBLK16 128
+#define PBLK32 64
+
+int64_t qkf__spike_gather_rows_i16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int16_t *w, int32_t stride, int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        int16_t *out = (int16_t *)(void *)x->out + off;
+        const int16_t *init = x->init ? (const int16_t *)(const void *)x->init + off : NULL;
+        const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+        for (int j0 = 0; j0 < width; j0 += PBLK16) {
+            int nb = width - j0 < PBLK16 ? width - j0 : PBLK16;
+            uint16_t acc[PBLK16];
+            if (init)
+                memcpy(acc, init + j0, (size_t)nb * sizeof *acc);
+            else
+                memset(acc, 0, (size_t)nb * sizeof *acc);
+            const int16_t *wb = w + x->seg.base + j0;
+            int i = 0, n1 = cnt ? x->n1 : x->seg.n;
+            for (; i < n1; i++) {
+                const int16_t *p = wb + (int32_t)ch[i] * stride;
+                for (int j = 0; j < nb; j++)
+                    acc[j] = (uint16_t)(acc[j] + (uint16_t)p[j]);
+            }
+            for (; i < x->seg.n; i++) {
+                const int16_t *p = wb + (int32_t)ch[i] * stride;
+                uint16_t c = cnt[i];
+                for (int j = 0; j < nb; j++)
+                    acc[j] = (uint16_t)(acc[j] + (uint16_t)((uint16_t)p[j] * c));
+            }
+            memcpy(out + j0, acc, (size_t)nb * sizeof *acc);
+        }
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+int64_t qkf__spike_gather_rows_i32_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int32_t *w, int32_t stride, int width)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        int32_t *out = (int32_t *)(void *)x->out + off;
+        const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+        const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+        for (int j0 = 0; j0 < width; j0 += PBLK32) {
+            int nb = width - j0 < PBLK32 ? width - j0 : PBLK32;
+            uint32_t acc[PBLK32];
+            if (init)
+                memcpy(acc, init + j0, (size_t)nb * sizeof *acc);
+            else
+                memset(acc, 0, (size_t)nb * sizeof *acc);
+            const int32_t *wb = w + x->seg.base + j0;
+            int i = 0, n1 = cnt ? x->n1 : x->seg.n;
+            for (; i < n1; i++) {
+                const int32_t *p = wb + (int32_t)ch[i] * stride;
+                for (int j = 0; j < nb; j++)
+                    acc[j] += (uint32_t)p[j];
+            }
+            for (; i < x->seg.n; i++) {
+                const int32_t *p = wb + (int32_t)ch[i] * stride;
+                uint32_t c = cnt[i];
+                for (int j = 0; j < nb; j++)
+                    acc[j] += (uint32_t)p[j] * c;
+            }
+            memcpy(out + j0, acc, (size_t)nb * sizeof *acc);
+        }
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+int64_t qkf_spike_gather_rows_i16(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const int16_t *w, int32_t stride, int width)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        return qkf__spike_gather_rows_i16_avx512(rows, nrow, off, w, stride, width);
+    case QKF_ISA_AVX2:
+        return qkf__spike_gather_rows_i16_avx2(rows, nrow, off, w, stride, width);
+#endif
+    default:
+        return qkf__spike_gather_rows_i16_portable(rows, nrow, off, w, stride, width);
+    }
+}
+
+int64_t qkf_spike_gather_rows_i32(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const int32_t *w, int32_t stride, int width)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        return qkf__spike_gather_rows_i32_avx512(rows, nrow, off, w, stride, width);
+    case QKF_ISA_AVX2:
+        return qkf__spike_gather_rows_i32_avx2(rows, nrow, off, w, stride, width);
+#endif
+    default:
+        return qkf__spike_gather_rows_i32_portable(rows, nrow, off, w, stride, width);
+    }
+}
+
+/* ---- the integer LIF ------------------------------------------------------------------------ */
+
+void qkf_spike_ilif_prepare(qkf_ilif *p, int C)
+{
+    int64_t bmax = 0, tmax = 0;
+    for (int c = 0; c < C; c++) {
+        int64_t b = p->bias[c] < 0 ? -(int64_t)p->bias[c] : p->bias[c];
+        int64_t t = p->theta[c] < 0 ? -(int64_t)p->theta[c] : p->theta[c];
+        bmax = b > bmax ? b : bmax;
+        tmax = t > tmax ? t : tmax;
+    }
+    const int64_t lim = INT32_MAX;
+    int ok = p->membrane_bits <= 31 && p->decay_bits <= 15 && p->decay_keep >= 0 &&
+             p->decay_keep <= (int32_t)1 << p->decay_bits && p->current_bits <= 31 &&
+             p->current_shift <= 31;
+    if (ok) {
+        int64_t vmax = (int64_t)1 << (p->membrane_bits - 1);
+        int64_t amax = ((int64_t)1 << (p->current_bits - 1)) << p->current_shift;
+        ok = amax <= lim && vmax + amax + bmax <= lim && vmax + tmax <= lim;
+    }
+    p->narrow = ok;
+}
+
+int qkf_spike_ilif_step(const qkf_ilif *p, int c, int32_t s, int32_t *v, int32_t *h)
+{
+    int64_t a = qkf_int_reduce(s, p->current_bits, p->current_wrap);
+    int64_t u = *v, au = u < 0 ? -u : u;
+    int64_t d = (au * p->decay_keep) >> p->decay_bits;
+    if (u < 0)
+        d = -d;
+    int64_t H = qkf_int_reduce(d + a * ((int64_t)1 << p->current_shift) + p->bias[c],
+                               p->membrane_bits, p->membrane_wrap);
+    int64_t th = p->theta[c];
+    int sp = p->threshold_ge ? H >= th : H > th;
+    if (h)
+        *h = (int32_t)H;
+    *v = (int32_t)(sp ? (p->reset_subtract
+                             ? qkf_int_reduce(H - th, p->membrane_bits, p->membrane_wrap)
+                             : 0)
+                      : H);
+    return sp;
+}
+
+static void ilif_seq_ref(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                         const qkf_ilif *p, int32_t *v)
+{
+    for (int c = 0; c < C; c++) {
+        int32_t u = v ? v[c] : 0;
+        for (int r = 0; r < R; r++) {
+            int32_t s = x16 ? ((const int16_t *)x[r])[c] : ((const int32_t *)x[r])[c];
+            int sp = qkf_spike_ilif_step(p, c, s, &u, NULL);
+            if (c % 16 == 0)
+                mask[r][c / 16] = 0;
+            if (sp)
+                mask[r][c / 16] = (uint16_t)(mask[r][c / 16] | 1u << (c % 16));
+        }
+        if (v)
+            v[c] = u;
+    }
+}
+
+void qkf_spike_ilif_seq_i32_ref(uint16_t *const *mask, const int32_t *const *x, int R, int C,
+                                const qkf_ilif *p, int32_t *v)
+{
+    ilif_seq_ref(mask, (const void *const *)x, 0, R, C, p, v);
+}
+
+void qkf_spike_ilif_seq_i16_ref(uint16_t *const *mask, const int16_t *const *x, int R, int C,
+                                const qkf_ilif *p, int32_t *v)
+{
+    ilif_seq_ref(mask, (const void *const *)x, 1, R, C, p, v);
+}
+
+/* Layers that are not narrow: the reference's int64 arithmetic, on every path. */
+void qkf__spike_ilif_seq_wide(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v)
+{
+    ilif_seq_ref(mask, x, x16, R, C, p, v);
+}
+
+/* Portable narrow path: 16 channels (one mask word) at a time, the membranes in a local array,
+ * each step a fixed-width loop of the int32 step (vectorisable), then the mask word. */
+static void ilif_seq_portable(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v)
+{
+    if (!p->narrow) {
+        ilif_seq_ref(mask, x, x16, R, C, p, v);
+        return;
+    }
+    qkf__ilif_k k = qkf__ilif_consts(p);
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int nl = C - c0 < 16 ? C - c0 : 16;
+        int32_t u[16] = {0}, s[16] = {0};
+        uint8_t sp[16] = {0};
+        if (v)
+            memcpy(u, v + c0, (size_t)nl * sizeof *u);
+        for (int r = 0; r < R; r++) {
+            if (x16)
+                for (int j = 0; j < nl; j++)
+                    s[j] = ((const int16_t *)x[r])[c0 + j];
+            else
+                memcpy(s, (const int32_t *)x[r] + c0, (size_t)nl * sizeof *s);
+            if (nl == 16)
+                for (int j = 0; j < 16; j++)
+                    sp[j] = (uint8_t)qkf__ilif_step32(p, &k, c0 + j, s[j], &u[j]);
+            else
+                for (int j = 0; j < nl; j++)
+                    sp[j] = (uint8_t)qkf__ilif_step32(p, &k, c0 + j, s[j], &u[j]);
+            unsigned m = 0;
+            for (int j = 0; j < nl; j++)
+                m |= (unsigned)sp[j] << j;
+            mask[r][c0 / 16] = (uint16_t)m;
+        }
+        if (v)
+            memcpy(v + c0, u, (size_t)nl * sizeof *u);
+    }
+}
+
+static void ilif_seq(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                     const qkf_ilif *p, int32_t *v)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        qkf__spike_ilif_seq_avx512(mask, x, x16, R, C, p, v);
+        return;
+    case QKF_ISA_AVX2:
+        qkf__spike_ilif_seq_avx2(mask, x, x16, R, C, p, v);
+        return;
+#endif
+    default:
+        ilif_seq_portable(mask, x, x16, R, C, p, v);
+    }
+}
+
+void qkf_spike_ilif_seq_i32(uint16_t *const *mask, const int32_t *const *x, int R, int C,
+                            const qkf_ilif *p, int32_t *v)
+{
+    ilif_seq(mask, (const void *const *)x, 0, R, C, p, v);
+}
+
+void qkf_spike_ilif_seq_i16(uint16_t *const *mask, const int16_t *const *x, int R, int C,
+                            const qkf_ilif *p, int32_t *v)
+{
+    ilif_seq(mask, (const void *const *)x, 1, R, C, p, v);
+}
+
+/* ---- max pooling ---------------------------------------------------------------------------- */
+
+void qkf_spike_max_i32_ref(int32_t *out, const int32_t *const *src, int n, int C)
+{
+    for (int c = 0; c < C; c++) {
+        int32_t m = src[0][c];
+        for (int k = 1; k < n; k++)
+            m = src[k][c] > m ? src[k][c] : m;
+        out[c] = m;
+    }
+}
+
+static void max_i32_portable(int32_t *out, const int32_t *const *src, int n, int C)
+{
+    memcpy(out, src[0], (size_t)C * sizeof *out);
+    for (int k = 1; k < n; k++) {
+        const int32_t *s = src[k];
+        for (int c = 0; c < C; c++)
+            out[c] = s[c] > out[c] ? s[c] : out[c];
+    }
+}
+
+void qkf_spike_max_i32(int32_t *out, const int32_t *const *src, int n, int C)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        qkf__spike_max_i32_avx512(out, src, n, C);
+        return;
+    case QKF_ISA_AVX2:
+        qkf__spike_max_i32_avx2(out, src, n, C);
+        return;
+#endif
+    default:
+        max_i32_portable(out, src, n, C);
+    }
+}

@@ -1,0 +1,108 @@
+/* The ISA paths of the integer event kernels (kernels/spike_int.h), called through the dispatch
+ * switches of kernels/spike_int.c only after a run-time check (kernels/isa.h), and the scalar
+ * arithmetic every path shares. */
+#ifndef QKF_SPIKE_INT_INTERNAL_H
+#define QKF_SPIKE_INT_INTERNAL_H
+
+#include <stdint.h>
+
+#include "spike_int.h"
+
+int64_t qkf__spike_gather_rows_i16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
+                                          const int16_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_i32_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
+                                          const int32_t *w, int32_t stride, int width);
+void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int x16, int R,
+                                int C, const qkf_ilif *p, int32_t *v);
+void qkf__spike_max_i32_avx512(int32_t *out, const int32_t *const *src, int n, int C);
+
+int64_t qkf__spike_gather_rows_i16_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
+                                        const int16_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_i32_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
+                                        const int32_t *w, int32_t stride, int width);
+void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v);
+void qkf__spike_max_i32_avx2(int32_t *out, const int32_t *const *src, int n, int C);
+
+/* The reference's generic paths, which the ISA paths fall back to (widths they do not handle,
+ * layers that are not narrow). */
+int64_t qkf__spike_gather_rows_i16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int16_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_i32_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int32_t *w, int32_t stride, int width);
+void qkf__spike_ilif_seq_wide(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v);
+
+/* The sum of counts of a row's events (the spikes it delivers). */
+static inline int64_t qkf__row_spikes(const qkf_spike_row *r)
+{
+    if (!r->seg.cnt)
+        return r->seg.n;
+    int64_t s = 0;
+    for (int i = 0; i < r->seg.n; i++)
+        s += r->seg.cnt[i];
+    return s;
+}
+
+/* Constants of a narrow layer's int32 step (qkf_spike_ilif_prepare), shared by every path: the
+ * shifts of the two reductions, the decay as a shift when decay_keep is a power of two. */
+typedef struct {
+    int cur_sh;    /* wrap: 32 - current_bits (0: none); saturate: 0 and cur_max applies */
+    int32_t cur_max; /* saturate: 2^(current_bits - 1) - 1 (INT32_MAX: none) */
+    int mem_sh;
+    int32_t mem_max;
+    int dshift;    /* decay_keep == 2^k: the decay is |V| >> dshift (dshift = decay_bits - k) */
+    int dmul;      /* otherwise: hi * keep + ((lo * keep) >> decay_bits) */
+    int32_t dlo;   /* 2^decay_bits - 1 */
+} qkf__ilif_k;
+
+static inline qkf__ilif_k qkf__ilif_consts(const qkf_ilif *p)
+{
+    qkf__ilif_k k;
+    k.cur_sh = p->current_wrap && p->current_bits < 32 ? 32 - p->current_bits : 0;
+    k.cur_max = !p->current_wrap && p->current_bits < 32
+                    ? (int32_t)(((int64_t)1 << (p->current_bits - 1)) - 1)
+                    : INT32_MAX;
+    k.mem_sh = p->membrane_wrap && p->membrane_bits < 32 ? 32 - p->membrane_bits : 0;
+    k.mem_max = !p->membrane_wrap && p->membrane_bits < 32
+                    ? (int32_t)(((int64_t)1 << (p->membrane_bits - 1)) - 1)
+                    : INT32_MAX;
+    k.dmul = 1, k.dshift = 0;
+    for (int b = 0; b <= p->decay_bits; b++)
+        if (p->decay_keep == (int32_t)1 << b)
+            k.dmul = 0, k.dshift = p->decay_bits - b;
+    k.dlo = (int32_t)((1u << p->decay_bits) - 1u);
+    return k;
+}
+
+/* x << sh then arithmetic >> sh on int32 (the wrap to 32 - sh bits), without signed overflow. */
+static inline int32_t qkf__sext32(int32_t x, int sh)
+{
+    return (int32_t)((uint32_t)x << sh) >> sh;
+}
+
+/* One narrow step of the integer LIF in int32 (valid when p->narrow): the arithmetic the vector
+ * paths perform lane by lane. Returns the spike; *u is updated. */
+static inline int qkf__ilif_step32(const qkf_ilif *p, const qkf__ilif_k *k, int c, int32_t s,
+                                   int32_t *u)
+{
+    int32_t a = qkf__sext32(s, k->cur_sh);
+    a = a > k->cur_max ? k->cur_max : a < -k->cur_max ? -k->cur_max : a;
+    int32_t v = *u, av = v < 0 ? -v : v;
+    int32_t d = k->dmul ? (av >> p->decay_bits) * p->decay_keep +
+                              ((av & k->dlo) * p->decay_keep >> p->decay_bits)
+                        : av >> k->dshift;
+    d = v < 0 ? -d : d;
+    int32_t h = d + (int32_t)((uint32_t)a << p->current_shift) + p->bias[c];
+    h = qkf__sext32(h, k->mem_sh);
+    h = h > k->mem_max ? k->mem_max : h < -k->mem_max ? -k->mem_max : h;
+    int32_t th = p->theta[c];
+    int sp = p->threshold_ge ? h >= th : h > th;
+    int32_t r = h - th;
+    r = qkf__sext32(r, k->mem_sh);
+    r = r > k->mem_max ? k->mem_max : r < -k->mem_max ? -k->mem_max : r;
+    *u = sp ? (p->reset_subtract ? r : 0) : h;
+    return sp;
+}
+
+#endif

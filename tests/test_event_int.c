@@ -1,0 +1,378 @@
+/* The event engine's integer mode (qkf_sched_create_int) against the dense integer engine
+ * (sim/dense_int.c) and the PyTorch integer reference's fixtures (tests/fixtures/
+ * MODEL_int_PROFILE.h5): every spike of every LIF layer and every integer logit equal, bit for
+ * bit, at 1, 2 and 3 threads, on every variant (cifar, QKCA, imagenet, dvs128, cifar10dvs, and
+ * the tb_compat model) and on the fixtures' arithmetics: loihi (16-bit wrapping current: int16
+ * sums), speck and a '>'-comparator saturating one (int32 sums), wide16 (wide registers). Integer
+ * sums are exact, so there is no tolerance and no flip budget anywhere. Also: sessions stepped
+ * frame by frame equal the forward, the engine's float mode is untouched by an integer engine in
+ * the same process, and integer mode refuses what it does not do. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../models/quant.h"
+#include "../sim/dense_int.h"
+#include "../sim/sched.h"
+
+static void setup(void)
+{
+    qkf_h5_quiet();
+    qkf_set_threads(2);
+}
+
+TestSuite(event_int, .init = setup, .timeout = 300);
+
+/* The fixture's arithmetic (qkformer_int.ARITH_FIELDS order, as tests/test_quant.c reads it). */
+static void arith_from(const int64_t *v, qkf_hw_arith *a)
+{
+    memset(a, 0, sizeof *a);
+    int *f[] = {&a->is_float,        &a->weight_bits,   &a->weight_exp_min, &a->weight_exp_max,
+                &a->per_channel,     &a->current_bits,  &a->current_wrap,   &a->current_shift,
+                &a->membrane_bits,   &a->membrane_wrap, &a->decay_bits,     &a->threshold_bits,
+                &a->threshold_shift, &a->threshold_ge,  &a->reset_subtract, &a->bias_bits,
+                &a->bias_exp_max,    &a->graded_bits,   &a->input_bits,     &a->leak,
+                &a->weight_codebook};
+    for (int i = 0; i < 21; i++)
+        *f[i] = (int)v[i];
+}
+
+typedef struct {
+    qkf_model m;
+    qkf_qmodel q;
+    float *x;
+    int B;
+    char ref[512];
+} fixture;
+
+/* weights: the float fixture model (tests/fixtures/MODEL.weights.h5); arithmetic and input: the
+ * integer fixture of profile prof (or, for a model without one, of cifar_small on prof). */
+static void load(fixture *fx, const char *model, const char *prof, const char *arith_of)
+{
+    memset(fx, 0, sizeof *fx);
+    char w[512];
+    snprintf(w, sizeof w, "%s/%s.weights.h5", QKF_FIXTURE_DIR, model);
+    snprintf(fx->ref, sizeof fx->ref, "%s/%s_int_%s.h5", QKF_FIXTURE_DIR,
+             arith_of ? arith_of : model, prof);
+    if (access(w, R_OK) || access(fx->ref, R_OK))
+        cr_skip_test("fixture %s or %s not present", w, fx->ref);
+    cr_assert_eq(qkf_ckpt_load(w, &fx->m), 0, "%s", qkf_last_error());
+    int64_t *av, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(fx->ref, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
+    qkf_hw_arith a;
+    arith_from(av, &a);
+    qkf_free(av);
+    cr_assert_eq(qkf_h5_read_f32(fx->ref, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
+    fx->B = (int)sh[0];
+    cr_assert_eq(qkf_quantize(&fx->m, &a, prof, NULL, &fx->q), 0, "%s", qkf_last_error());
+}
+
+static void unload(fixture *fx)
+{
+    qkf_qmodel_free(&fx->q);
+    qkf_model_free(&fx->m);
+    qkf_free(fx->x);
+}
+
+/* Event (integer mode) and dense integer engines on the same B samples: spikes of every layer
+ * (qkf_sched_compare_int), integer and float logits, at 1, 2 and 3 threads; and the reference's
+ * integer logits when ref_logits. Returns the spikes of the run. */
+static int64_t agree(const fixture *fx, int B, int tb, int ref_logits)
+{
+    const qkf_graph *g = &fx->q.g;
+    int K = g->cfg.num_classes;
+    int64_t *li = qkf_malloc((size_t)B * K * sizeof(int64_t));
+    float *ld = qkf_malloc((size_t)B * K * sizeof(float)), *le = qkf_malloc((size_t)B * K * sizeof(float));
+    int64_t *ref = NULL, sh[5], spikes = 0;
+    int nd;
+    if (ref_logits)
+        cr_assert_eq(qkf_h5_read_i64(fx->ref, "logits_int", &ref, &nd, sh), 0, "%s",
+                     qkf_last_error());
+    qkf_set_threads(2);
+    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, 0);
+    cr_assert_not_null(d, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dense_int_forward(d, fx->x, B, ld, li, NULL), 0, "%s", qkf_last_error());
+    for (int th = 1; th <= 3; th++) {
+        qkf_set_threads(th);
+        qkf_sched *e =
+            qkf_sched_create_int(&fx->q, B, QKF_SCHED_RECORD | (tb ? QKF_SCHED_TB_COMPAT : 0));
+        cr_assert_not_null(e, "%s", qkf_last_error());
+        cr_assert(qkf_sched_is_int(e));
+        cr_assert_eq(qkf_sched_forward(e, fx->x, B, le, NULL), 0, "%s", qkf_last_error());
+        qkf_xcheck r;
+        cr_assert_eq(qkf_sched_compare_int(e, d, B, &r), 0, "%s", qkf_last_error());
+        cr_assert_eq(r.mismatches, 0,
+                     "%s (%d threads): %lld spikes differ, first at layer %s, t %d, b %d, neuron "
+                     "%lld (dense %d)",
+                     fx->ref, th, (long long)r.mismatches,
+                     r.layer >= 0 ? g->ops[g->lif_ops[r.layer]].name : "-", r.t, r.b,
+                     (long long)r.neuron, r.dense_spike);
+        spikes = r.spikes;
+        const int64_t *ei = qkf_sched_logits_int(e);
+        for (int i = 0; i < B * K; i++) {
+            cr_assert_eq(ei[i], li[i], "%s (%d threads): logit_int %d: event %lld, dense %lld",
+                         fx->ref, th, i, (long long)ei[i], (long long)li[i]);
+            if (ref)
+                cr_assert_eq(ei[i], ref[i], "%s: logit_int %d: event %lld, reference %lld",
+                             fx->ref, i, (long long)ei[i], (long long)ref[i]);
+        }
+        cr_assert_eq(memcmp(le, ld, (size_t)B * K * sizeof(float)), 0, "%s: float logits",
+                     fx->ref);
+        qkf_sched_free(e);
+    }
+    qkf_set_threads(2);
+    qkf_dense_int_free(d);
+    qkf_free(ref);
+    qkf_free(li);
+    qkf_free(ld);
+    qkf_free(le);
+    return spikes;
+}
+
+static void run(const char *model, const char *prof)
+{
+    fixture fx;
+    load(&fx, model, prof, NULL);
+    int64_t spikes = agree(&fx, fx.B, 0, 1);
+    cr_assert_gt(spikes, 0, "%s: no spikes at all (the comparison would prove nothing)", fx.ref);
+    unload(&fx);
+}
+
+Test(event_int, cifar_loihi) { run("cifar_small", "loihi"); }
+Test(event_int, cifar_speck) { run("cifar_small", "speck"); }
+Test(event_int, cifar_gt_saturate) { run("cifar_small", "gtsat"); }
+Test(event_int, cifar_qkca_loihi) { run("cifar_qkca", "loihi"); }
+Test(event_int, imagenet_loihi) { run("imagenet_small", "loihi"); }
+Test(event_int, imagenet_wide16) { run("imagenet_small", "wide16"); }
+Test(event_int, dvs128_loihi) { run("dvs128_small", "loihi"); }
+Test(event_int, dvs128_speck) { run("dvs128_small", "speck"); }
+Test(event_int, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
+Test(event_int, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
+
+/* The tb_compat model (the official SSA proj_lif over the T*B axis). The dense integer engine
+ * runs per-sample LIFs only, which is the same axis for one sample: so one sample of the fixture
+ * input, through the event engine's shared-membrane (tb) code. */
+Test(event_int, cifar_tb_loihi)
+{
+    fixture fx;
+    load(&fx, "cifar_tb", "loihi", "cifar_small");
+    int64_t spikes = agree(&fx, 1, 1, 0);
+    cr_assert_gt(spikes, 0);
+    unload(&fx);
+}
+
+/* A session stepped frame by frame gives the forward's spikes per step and, after T steps, its
+ * logits bit for bit (static: the image at every step; dvs: the frames). */
+static void session_case(const char *model, const char *prof)
+{
+    fixture fx;
+    load(&fx, model, prof, NULL);
+    const qkf_graph *g = &fx.q.g;
+    int K = g->cfg.num_classes, T = g->cfg.T, nl = g->n_lif;
+    const qkf_tensor *xin = &g->tensors[g->input];
+    int64_t per = (int64_t)xin->c * xin->h * xin->w;
+    qkf_sched *e = qkf_sched_create_int(&fx.q, 1, 0);
+    cr_assert_not_null(e, "%s", qkf_last_error());
+    float *lf = qkf_malloc((size_t)K * sizeof(float)), *ls = qkf_malloc((size_t)K * sizeof(float));
+    int64_t *cf = qkf_calloc((size_t)nl, sizeof(int64_t)), *cs = qkf_calloc((size_t)nl, sizeof(int64_t));
+    int64_t *step = qkf_calloc((size_t)nl, sizeof(int64_t));
+    cr_assert_eq(qkf_sched_forward(e, fx.x, 1, lf, cf), 0, "%s", qkf_last_error());
+    for (int th = 1; th <= 2; th++) {
+        qkf_sched_session *s = qkf_sched_session_new(e, th);
+        cr_assert_not_null(s, "%s", qkf_last_error());
+        memset(cs, 0, (size_t)nl * sizeof(int64_t));
+        for (int t = 0; t < T; t++) {
+            const float *frame = xin->static_t ? fx.x : fx.x + (int64_t)t * per;
+            cr_assert_eq(qkf_sched_session_step(s, frame, step), 0, "%s", qkf_last_error());
+            for (int l = 0; l < nl; l++)
+                cs[l] += step[l];
+        }
+        qkf_sched_session_scores(s, ls);
+        cr_assert_eq(memcmp(cs, cf, (size_t)nl * sizeof(int64_t)), 0,
+                     "%s: session spike counts differ from the forward's", model);
+        cr_assert_eq(memcmp(ls, lf, (size_t)K * sizeof(float)), 0,
+                     "%s: session scores differ from the forward's logits", model);
+        /* reset: the same again */
+        qkf_sched_session_reset(s);
+        for (int t = 0; t < T; t++)
+            qkf_sched_session_step(s, xin->static_t ? fx.x : fx.x + (int64_t)t * per, NULL);
+        qkf_sched_session_scores(s, ls);
+        cr_assert_eq(memcmp(ls, lf, (size_t)K * sizeof(float)), 0, "%s: after reset", model);
+        qkf_sched_session_free(s);
+    }
+    qkf_free(lf);
+    qkf_free(ls);
+    qkf_free(cf);
+    qkf_free(cs);
+    qkf_free(step);
+    qkf_sched_free(e);
+    unload(&fx);
+}
+
+Test(event_int, session_cifar_loihi) { session_case("cifar_small", "loihi"); }
+Test(event_int, session_dvs128_speck) { session_case("dvs128_small", "speck"); }
+
+/* Integer mode refuses traces and float arithmetic, with a message. */
+Test(event_int, refusals)
+{
+    fixture fx;
+    load(&fx, "cifar_small", "loihi", NULL);
+    qkf_sched *e = qkf_sched_create_int(&fx.q, 1, 0);
+    cr_assert_not_null(e);
+    cr_assert_eq(qkf_sched_set_trace(e, NULL), -1);
+    cr_assert(strstr(qkf_last_error(), "trace") != NULL, "%s", qkf_last_error());
+    cr_assert_not_null(qkf_sched_logits_int(e));
+    qkf_sched_free(e);
+    qkf_sched *f = qkf_sched_create(&fx.m, 1, 0);
+    cr_assert_null(qkf_sched_logits_int(f));
+    cr_assert(!qkf_sched_is_int(f));
+    qkf_sched_free(f);
+    fx.q.arith.is_float = 1;
+    cr_assert_null(qkf_sched_create_int(&fx.q, 1, 0));
+    fx.q.arith.is_float = 0;
+    unload(&fx);
+}
+
+/* The cifar10 widths on an 8x8 input (as tests/test_event.c's cifar_wide): patch_embed3.proj4 and
+ * the stage-3 MLP exceed the engine's fused budget and run as (block, tile) items, block-major,
+ * with int16 blocks of up to 256 channels and int32 pooled blocks; BatchNorms calibrated to fire
+ * at ~15%, quantised with calibrated scales for each fixture arithmetic. */
+static void wide_case(const char *prof)
+{
+    char ref[512];
+    snprintf(ref, sizeof ref, "%s/cifar_small_int_%s.h5", QKF_FIXTURE_DIR, prof);
+    if (access(ref, R_OK))
+        cr_skip_test("%s not present", ref);
+    fixture fx;
+    memset(&fx, 0, sizeof fx);
+    snprintf(fx.ref, sizeof fx.ref, "%s", ref);
+    cr_assert_eq(qkf_config_preset("cifar10", &fx.m.cfg), 0);
+    fx.m.cfg.img_size = 8, fx.m.cfg.T = 2;
+    cr_assert_eq(qkf_params_build(&fx.m.cfg, &fx.m.params), 0, "%s", qkf_last_error());
+    qkf_params_init(&fx.m.cfg, &fx.m.params, 31);
+    fx.B = 3;
+    int64_t n = (int64_t)fx.B * 3 * 8 * 8;
+    fx.x = qkf_malloc((size_t)n * sizeof(float));
+    qkf_rng r;
+    qkf_rng_seed(&r, 32);
+    for (int64_t i = 0; i < n; i++)
+        fx.x[i] = qkf_rng_normal(&r);
+    cr_assert_eq(qkf_stats_calibrate(&fx.m, fx.x, fx.B, 0.15, 0.6, 0, 33), 0, "%s",
+                 qkf_last_error());
+    int64_t *av, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(ref, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
+    qkf_hw_arith a;
+    arith_from(av, &a);
+    qkf_free(av);
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(qkf_quant_calibrate(&fx.m, fx.x, fx.B, fx.B, &o), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_quantize(&fx.m, &a, prof, &o, &fx.q), 0, "%s", qkf_last_error());
+    qkf_quant_calib_free(&o, &fx.m);
+    int64_t spikes = agree(&fx, fx.B, 0, 0);
+    cr_assert_gt(spikes, 0);
+    unload(&fx);
+}
+
+Test(event_int, wide_blocks_loihi) { wide_case("loihi"); }
+Test(event_int, wide_blocks_gtsat) { wide_case("gtsat"); }
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+/* Runs qkf with args in a scratch directory; stdout and stderr captured; the exit status. */
+static int qkf_run(const char *dir, const char *args, char *out, size_t nout, char *err,
+                   size_t nerr)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout 2>%s/stderr", dir, QKF_BINARY, args, dir,
+             dir);
+    int st = system(cmd);
+    const char *names[2] = {"stdout", "stderr"};
+    char *bufs[2] = {out, err};
+    size_t caps[2] = {nout, nerr};
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(bufs[k], 1, caps[k] - 1, f) : 0;
+        bufs[k][n] = 0;
+        if (f)
+            fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+/* qkf infer --hw loihi --mode event --cross-check: the engines agree, and Y.h5's integer logits
+ * equal the dense integer engine's run of qkf infer --hw (and the reference's); qkf sim --hw
+ * prints the spike differences against the float model; bad combinations fail with one line and
+ * leave no file. */
+Test(event_int, cli)
+{
+    char dir[] = "/tmp/qkf-test-event-int-XXXXXX", out[1 << 16], err[4096], args[2048];
+    cr_assert_not_null(mkdtemp(dir));
+    const char *F = QKF_FIXTURE_DIR;
+    snprintf(args, sizeof args,
+             "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+             "--output ev.h5 --hw loihi --mode event --cross-check --threads 2",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "cross-check: engines agree") != NULL, "%s", out);
+    snprintf(args, sizeof args,
+             "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+             "--output dense.h5 --hw loihi --quiet",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    char pe[600], pd[600], pr[600];
+    snprintf(pe, sizeof pe, "%s/ev.h5", dir);
+    snprintf(pd, sizeof pd, "%s/dense.h5", dir);
+    snprintf(pr, sizeof pr, "%s/cifar_small_int_loihi.h5", F);
+    int64_t *le, *ld, *lr, sh[5], she[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(pe, "logits_int", &le, &nd, she), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5_read_i64(pd, "logits_int", &ld, &nd, sh), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5_read_i64(pr, "logits_int", &lr, &nd, sh), 0, "%s", qkf_last_error());
+    for (int64_t i = 0; i < she[0] * she[1]; i++) {
+        cr_assert_eq(le[i], ld[i], "logit_int %lld: event %lld, dense %lld", (long long)i,
+                     (long long)le[i], (long long)ld[i]);
+        cr_assert_eq(le[i], lr[i], "logit_int %lld: event %lld, reference %lld", (long long)i,
+                     (long long)le[i], (long long)lr[i]);
+    }
+    qkf_free(le);
+    qkf_free(ld);
+    qkf_free(lr);
+    snprintf(args, sizeof args,
+             "sim --weights %s/dvs128_small.weights.h5 --input %s/dvs128_small_int_speck.h5 "
+             "--hw speck --threads 2",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "spikes against the float model") != NULL, "%s", out);
+    cr_assert(strstr(out, "patch_embed1.proj_lif") != NULL);
+    /* refusals: one line on stderr, non-zero, no output */
+    const char *bad[] = {"--mode event --cross-check --tb-compat", "--mode event --trace t.h5",
+                         "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(args, sizeof args,
+                 "infer --weights %s/cifar_small.weights.h5 --input %s/cifar_small_int_loihi.h5 "
+                 "--output bad.h5 --hw loihi %s",
+                 F, F, bad[k]);
+        cr_assert_neq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", bad[k]);
+        int nl = 0;
+        for (const char *p = err; *p; p++)
+            nl += *p == '\n';
+        cr_assert_eq(nl, 1, "%s: stderr is\n%s", bad[k], err);
+        char pb[600];
+        snprintf(pb, sizeof pb, "%s/bad.h5", dir);
+        cr_assert(access(pb, F_OK) != 0, "%s left bad.h5 behind", bad[k]);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -1,0 +1,175 @@
+/* qkf infer --hw PROFILE --mode event: the integer event engine (sim/sched.h, integer mode) on the
+ * chip's arithmetic, writing what qkf infer --hw writes with the dense integer engine (logits,
+ * logits_int, predictions, spike counts and rates), and with --cross-check the dense integer
+ * engine beside it: every spike and integer logit must be equal (integers are exact), else the
+ * first difference is reported and the command fails. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../models/quant.h"
+#include "../sim/dense_int.h"
+#include "../sim/sched.h"
+#include "cli.h"
+
+void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples);
+
+int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
+                           const char *data, const qkf_quant_opts *base, const char *input,
+                           const char *output, int batch, int xcheck, int tb, int quiet)
+{
+    qkf_model fm;
+    qkf_qmodel q;
+    float *x = NULL, *logits = NULL, *dl = NULL;
+    int64_t *li = NULL, *dli = NULL, *counts = NULL, *pred = NULL;
+    qkf_sched *e = NULL;
+    qkf_dense_int *d = NULL;
+    qkf_h5out *o = NULL;
+    int rc = 1, ndim;
+    int64_t shape[5], mism = 0, lmism = 0, spikes = 0;
+    qkf_xcheck first;
+    memset(&first, 0, sizeof first);
+    first.layer = -1;
+    int64_t first_b0 = 0;
+    if (xcheck && tb) {
+        qkf_set_error("--cross-check with --tb-compat: the dense integer engine runs per-sample "
+                      "LIFs only");
+        return qkf_cli_fail("infer");
+    }
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+        return qkf_cli_fail("infer");
+    if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
+        goto done;
+    int frames = qkf_config_is_frames(&q.cfg);
+    if (ndim != (frames ? 5 : 4) || shape[frames ? 2 : 1] != q.cfg.in_channels ||
+        shape[ndim - 1] != q.cfg.img_size || shape[ndim - 2] != q.cfg.img_size ||
+        (frames && shape[1] != q.cfg.T) || shape[0] < 1) {
+        qkf_set_error("%s: dataset 'input' does not fit the model (%s %d x %d x %d%s; --hw runs "
+                      "the checkpoint's own size and T)",
+                      input, frames ? "frames [B,T,C,H,W]:" : "images [B,C,H,W]:",
+                      q.cfg.in_channels, q.cfg.img_size, q.cfg.img_size,
+                      frames ? ", T frames" : "");
+        goto done;
+    }
+    int64_t B = shape[0];
+    int nb = (int)(B < batch ? B : batch), K = q.cfg.num_classes;
+    if (!(e = qkf_sched_create_int(&q, nb, (xcheck ? QKF_SCHED_RECORD : 0) |
+                                               (tb ? QKF_SCHED_TB_COMPAT : 0))))
+        goto done;
+    if (xcheck && !(d = qkf_dense_int_create(&q, nb, 0)))
+        goto done;
+    const qkf_graph *g = qkf_sched_graph(e);
+    logits = qkf_malloc((size_t)(B * K) * sizeof(float));
+    li = qkf_malloc((size_t)(B * K) * sizeof(int64_t));
+    dl = qkf_malloc((size_t)nb * K * sizeof(float));
+    dli = qkf_malloc((size_t)nb * K * sizeof(int64_t));
+    counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    pred = qkf_malloc((size_t)B * sizeof(int64_t));
+    int64_t per = 1;
+    for (int i = 1; i < ndim; i++)
+        per *= shape[i];
+    double t0 = qkf_now(), tx = 0.0;
+    for (int64_t b0 = 0; b0 < B; b0 += nb) {
+        int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (qkf_sched_forward(e, x + b0 * per, n, logits + b0 * K, counts))
+            goto done;
+        memcpy(li + b0 * K, qkf_sched_logits_int(e), (size_t)n * K * sizeof(int64_t));
+        if (d) {
+            double t1 = qkf_now();
+            qkf_xcheck r;
+            if (qkf_dense_int_forward(d, x + b0 * per, n, dl, dli, NULL) ||
+                qkf_sched_compare_int(e, d, n, &r))
+                goto done;
+            tx += qkf_now() - t1;
+            if (r.mismatches && !mism)
+                first = r, first_b0 = b0;
+            mism += r.mismatches, spikes += r.spikes;
+            for (int i = 0; i < n * K; i++)
+                lmism += dli[i] != li[b0 * K + i];
+        }
+    }
+    double dt = qkf_now() - t0 - tx;
+    for (int64_t b = 0; b < B; b++) {
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            best = li[b * K + k] > li[b * K + best] ? k : best;
+        pred[b] = best;
+    }
+    if (d) {
+        if (mism || lmism) {
+            if (first.layer >= 0)
+                qkf_set_error("cross-check: the integer engines differ: %lld spikes and %lld integer "
+                              "logits; first at step %d, layer %s, sample %lld, neuron %lld (dense "
+                              "%d)",
+                              (long long)mism, (long long)lmism, first.t,
+                              g->ops[g->lif_ops[first.layer]].name,
+                              (long long)(first_b0 + first.b), (long long)first.neuron,
+                              first.dense_spike);
+            else
+                qkf_set_error("cross-check: the integer engines differ in %lld integer logits",
+                              (long long)lmism);
+            goto done;
+        }
+        if (!quiet)
+            printf("cross-check: engines agree (every spike of %lld and every integer logit, "
+                   "integer event vs dense integer engine)\n",
+                   (long long)spikes);
+    }
+    if (!(o = qkf_h5out_open(output)))
+        goto done;
+    int64_t ls[2] = {B, K};
+    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "logits_int", 2, ls, li) ||
+        qkf_h5out_i64(o, "predictions", 1, &B, pred))
+        goto done;
+    for (int l = 0; l < g->n_lif; l++) {
+        char name[QKF_MAX_NAME + 32];
+        const char *ln = g->ops[g->lif_ops[l]].name;
+        double rate =
+            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q.cfg.T * (double)B);
+        snprintf(name, sizeof name, "spike_count/%s", ln);
+        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
+            goto done;
+        snprintf(name, sizeof name, "firing_rate/%s", ln);
+        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
+            goto done;
+    }
+    if (qkf_h5out_attr_str(o, NULL, "engine", "event-int") ||
+        qkf_h5out_attr_str(o, NULL, "hw", q.hw_name) ||
+        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
+        qkf_h5out_attr_str(o, NULL, "weights", weights))
+        goto done;
+    int crc = qkf_h5out_commit(o);
+    o = NULL;
+    if (crc)
+        goto done;
+    if (!quiet) {
+        printf("%lld samples, integer event engine (%s), %.3f s\n", (long long)B, q.hw_name, dt);
+        int show = B < 16 ? (int)B : 16;
+        for (int b = 0; b < show; b++)
+            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)pred[b],
+                   (double)logits[(int64_t)b * K + pred[b]], (long long)li[b * K + pred[b]]);
+        if (B > show)
+            printf("... %lld more in %s\n", (long long)(B - show), output);
+        qkf_print_rates(g, counts, B);
+        printf("\nwrote %s\n", output);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("infer");
+    if (o)
+        qkf_h5out_abort(o);
+    qkf_sched_free(e);
+    qkf_dense_int_free(d);
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_free(li);
+    qkf_free(dl);
+    qkf_free(dli);
+    qkf_free(counts);
+    qkf_free(pred);
+    qkf_qmodel_free(&q);
+    qkf_model_free(&fm);
+    return rc;
+}

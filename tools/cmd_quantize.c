@@ -1,0 +1,488 @@
+/* qkf quantize, and the integer (--hw) paths of qkf infer and qkf eval in dense mode: a float
+ * checkpoint quantised for a chip profile (models/quant.h) or a quantised checkpoint, run by the
+ * dense integer engine (sim/dense_int.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/dataset.h"
+#include "../io/hw_profile.h"
+#include "../io/io.h"
+#include "../kernels/base.h"
+#include "../models/quant.h"
+#include "../sim/dense.h"
+#include "../sim/dense_int.h"
+#include "cli.h"
+
+void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples); /* infer */
+
+const char *const qkf_quant_help =
+    "  --calib N        calibrate on the first N training images of --data: each layer's\n"
+    "                   membrane unit from the largest input and membrane the float model\n"
+    "                   reaches there (x 1.25), the input scale from the largest pixel\n"
+    "                   (default 0: a headroom of --headroom thresholds)\n"
+    "  --headroom H     without calibration, registers hold +-H thresholds (default 16)\n"
+    "  --clip-bias      a bias beyond the bias register saturates (counted in the report)\n"
+    "                   instead of coarsening its layer's membrane unit until it fits\n";
+
+/* The first n samples of the training split of `data`, normalised as m's inputs are. */
+static int calib_samples(const char *data, const qkf_model *m, long n, float **x, long *got)
+{
+    qkf_dataset d;
+    memset(&d, 0, sizeof d);
+    if (qkf_dataset_load(data, 1, &d))
+        return -1;
+    int frames = qkf_config_is_frames(&m->cfg);
+    if ((d.t > 0) != frames || d.c != m->cfg.in_channels || d.h != m->cfg.img_size ||
+        d.w != m->cfg.img_size || (frames && d.t != m->cfg.T)) {
+        qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d (--calib)",
+                      d.source, d.c, d.h, d.w, d.t > 0 ? " frames" : "", m->cfg.in_channels,
+                      m->cfg.img_size, m->cfg.img_size);
+        qkf_dataset_free(&d);
+        return -1;
+    }
+    if (n > d.n)
+        n = (long)d.n;
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = &d, lc.batch = (int)n, lc.limit = n, lc.n_norm = m->n_norm;
+    memcpy(lc.mean, m->input_mean, sizeof lc.mean);
+    memcpy(lc.std, m->input_std, sizeof lc.std);
+    int64_t per = (int64_t)d.c * d.h * d.w * (d.t > 0 ? d.t : 1);
+    *x = qkf_malloc((size_t)(n * per) * sizeof(float));
+    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
+    const float *bx;
+    const int32_t *lab;
+    int B;
+    long k = 0;
+    while (k < n && qkf_loader_next(l, &bx, &lab, &B)) {
+        memcpy(*x + k * per, bx, (size_t)(B * per) * sizeof(float));
+        k += B;
+    }
+    qkf_loader_stop(l);
+    qkf_dataset_free(&d);
+    *got = k;
+    return 0;
+}
+
+int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
+{
+    const char *v;
+    int r;
+    if ((r = qkf_arg_int(a, "--calib", 1, 100000, calib)) ||
+        (r = qkf_arg_flag(a, "--clip-bias", &o->clip_bias)))
+        return r;
+    if ((r = qkf_arg(a, "--headroom", &v)) != 0)
+        return r < 0 || qkf_parse_float("--headroom", v, 1.0, 1e6, &o->headroom) ? -1 : 1;
+    return 0;
+}
+
+int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                   const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q)
+{
+    memset(fm, 0, sizeof *fm);
+    memset(q, 0, sizeof *q);
+    int isq = qkf_qckpt_is_quant(weights);
+    if (isq < 0)
+        return -1;
+    if (isq) {
+        if (calib)
+            return qkf_set_error("%s: already quantised (--calib applies to float checkpoints)",
+                                 weights);
+        if (qkf_qckpt_load(weights, q))
+            return -1;
+        if (hw && memcmp(&hw->arith, &q->arith, sizeof q->arith) != 0) {
+            qkf_set_error("%s: quantised for '%s', whose arithmetic differs from --hw %s "
+                          "(quantise the float checkpoint again)",
+                          weights, q->hw_name, hw->name);
+            qkf_qmodel_free(q);
+            return -1;
+        }
+        return 0;
+    }
+    if (!hw)
+        return qkf_set_error("%s: a float checkpoint: --hw PROFILE says which chip to quantise "
+                             "it for",
+                             weights);
+    if (hw->arith.is_float)
+        return qkf_set_error("--hw %s: the float machine (run without --hw)", hw->name);
+    if (qkf_ckpt_load(weights, fm))
+        return -1;
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    o.headroom = base ? base->headroom : 0.0;
+    o.clip_bias = base ? base->clip_bias : 0;
+    float *x = NULL;
+    int rc = 0;
+    if (calib > 0) {
+        long got = 0;
+        rc = calib_samples(data, fm, calib, &x, &got) ||
+             qkf_quant_calibrate(fm, x, (int)got, 32, &o);
+    }
+    if (!rc) {
+        rc = qkf_quantize(fm, &hw->arith, hw->name, &o, q);
+        if (rc) { /* name the checkpoint in front of the layer */
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s", qkf_last_error());
+            qkf_set_error("%s: %s", weights, msg);
+        }
+    }
+    qkf_quant_calib_free(&o, fm);
+    qkf_free(x);
+    if (rc)
+        qkf_model_free(fm);
+    return rc ? -1 : 0;
+}
+
+/* Per-layer table of what the quantiser chose. */
+static void print_report(const qkf_qmodel *q)
+{
+    const qkf_graph *g = &q->g;
+    const qkf_hw_arith *a = &q->arith;
+    printf("%-34s %6s %5s %7s %10s %10s %12s\n", "layer", "scale", "bits", "exp", "err max",
+           "err rms", "threshold");
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_qop *qo = &q->ops[i];
+        if (op->kind == QKF_OP_CONV) {
+            int elo = 127, ehi = -128;
+            for (int c = 0; c < op->cout; c++) {
+                elo = qo->w_exp[c] < elo ? qo->w_exp[c] : elo;
+                ehi = qo->w_exp[c] > ehi ? qo->w_exp[c] : ehi;
+            }
+            const qkf_qop *ql = &q->ops[i + 1];
+            int32_t tlo = INT32_MAX, thi = 0;
+            for (int c = 0; c < op->cout; c++) {
+                tlo = ql->theta[c] < tlo ? ql->theta[c] : tlo;
+                thi = ql->theta[c] > thi ? ql->theta[c] : thi;
+            }
+            char ex[16], th[24];
+            snprintf(ex, sizeof ex, elo == ehi ? "%d" : "%d..%d", elo, ehi);
+            snprintf(th, sizeof th, tlo == thi ? "%ld" : "%ld..%ld", (long)tlo, (long)thi);
+            printf("%-34s %6s %2d/%-2d %7s %9.3f%% %9.3f%% %12s\n", op->name,
+                   a->per_channel ? "chan" : "layer", qo->bits_used, a->weight_bits, ex,
+                   100.0 * qo->err_max, 100.0 * qo->err_rms, th);
+        } else if (op->kind == QKF_OP_READOUT)
+            printf("%-34s %6s %2d/%-2d %7d %9.3f%% %9.3f%% %12s\n", "head", "layer", qo->bits_used,
+                   a->weight_bits, qo->head_exp, 100.0 * qo->err_max, 100.0 * qo->err_rms, "-");
+        if (op->kind == QKF_OP_CONV && qo->clipped)
+            printf("  %d biases of %s saturated (--clip-bias)\n", qo->clipped, op->name);
+    }
+    if (q->in_max)
+        printf("input: %d-bit pixels, X = round(x / %.6g), |X| <= %d\n", a->input_bits,
+               q->in_scale, (int)q->in_max);
+    printf("weight error: |integer weight - folded float weight|, relative to the layer's "
+           "largest |weight|\n");
+}
+
+static void quantize_help(void)
+{
+    printf("usage: qkf quantize --weights W.h5 --hw PROFILE --out Q.h5 [--calib N --data NAME]\n"
+           "                    [--headroom H] [--clip-bias] [--quiet]\n"
+           "\n"
+           "Turns a float checkpoint into the chip's integer model (docs/hardware.md, "
+           "\"Quantisation\"):\n"
+           "BatchNorm folded into the weights, the LIF's input 1/2 folded in, weight mantissas\n"
+           "and exponents, biases, thresholds compensated for the chip's comparator, per layer\n"
+           "or per channel as the profile allows. Prints per layer the weight bits used, the\n"
+           "exponents, the weight error and the thresholds, and writes Q.h5 (atomically):\n"
+           "integer datasets under each layer's official name (<conv>.weight int8/int16\n"
+           "mantissas, .weight_exp, .bias, .bias_exp; <lif>.threshold, <lif>.delta; head.*),\n"
+           "the scales and the profile as attributes. qkf infer/eval --hw take Q.h5 directly.\n"
+           "A layer the profile cannot represent is refused with one line naming it.\n"
+           "\n");
+    fputs(qkf_hw_help, stdout);
+    fputs(qkf_quant_help, stdout);
+    printf("  --data NAME      dataset of --calib (default fashion-mnist; qkf train --help)\n"
+           "  --quiet          no table\n");
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    qkf_args a = {argc, argv, 1, "quantize"};
+    const char *weights = NULL, *out = NULL, *data = "fashion-mnist";
+    qkf_hw_profile hw;
+    int have_hw = 0, quiet = 0, r;
+    long calib = 0;
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
+    for (a.i = 1; a.i < argc; a.i++) {
+        if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
+            quantize_help();
+            return 0;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("quantize");
+            have_hw = 1;
+            continue;
+        }
+        if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--out", &out)) ||
+            (r = qkf_arg(&a, "--data", &data)) || (r = qkf_arg_quant(&a, &calib, &qo)) ||
+            (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
+            if (r < 0)
+                return qkf_cli_fail("quantize");
+            continue;
+        }
+        qkf_set_error("unexpected argument '%s' (qkf quantize --help)", argv[a.i]);
+        return qkf_cli_fail("quantize");
+    }
+    if (!weights || !have_hw || !out) {
+        qkf_set_error("--weights, --hw and --out are required");
+        return qkf_cli_fail("quantize");
+    }
+    qkf_model fm;
+    qkf_qmodel q;
+    if (qkf_qckpt_is_quant(weights) == 1) {
+        qkf_set_error("%s: already a quantised checkpoint", weights);
+        return qkf_cli_fail("quantize");
+    }
+    if (qkf_cli_qmodel(weights, &hw, calib, data, &qo, &fm, &q))
+        return qkf_cli_fail("quantize");
+    if (!quiet) {
+        printf("%s for %s%s\n", weights, hw.name,
+               calib ? " (calibrated)" : "");
+        print_report(&q);
+    }
+    int rc = qkf_qckpt_save(out, &q);
+    if (!rc && !quiet)
+        printf("wrote %s\n", out);
+    qkf_qmodel_free(&q);
+    qkf_model_free(&fm);
+    return rc ? qkf_cli_fail("quantize") : 0;
+}
+
+/* ---- qkf infer --hw -------------------------------------------------------------------------- */
+
+int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                     const qkf_quant_opts *base, const char *input, const char *output, int batch,
+                     int quiet)
+{
+    qkf_model fm;
+    qkf_qmodel q;
+    float *x = NULL, *logits = NULL;
+    int64_t *li = NULL, *counts = NULL, *pred = NULL;
+    qkf_dense_int *e = NULL;
+    qkf_h5out *o = NULL;
+    int rc = 1, ndim;
+    int64_t shape[5];
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+        return qkf_cli_fail("infer");
+    if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
+        goto done;
+    int frames = qkf_config_is_frames(&q.cfg);
+    if (ndim != (frames ? 5 : 4) || shape[frames ? 2 : 1] != q.cfg.in_channels ||
+        shape[ndim - 1] != q.cfg.img_size || shape[ndim - 2] != q.cfg.img_size ||
+        (frames && shape[1] != q.cfg.T) || shape[0] < 1) {
+        qkf_set_error("%s: dataset 'input' does not fit the model (%s %d x %d x %d%s; --hw runs "
+                      "the checkpoint's own size and T)",
+                      input, frames ? "frames [B,T,C,H,W]:" : "images [B,C,H,W]:",
+                      q.cfg.in_channels, q.cfg.img_size, q.cfg.img_size, frames ? ", T frames" : "");
+        goto done;
+    }
+    int64_t B = shape[0];
+    int nb = (int)(B < batch ? B : batch), K = q.cfg.num_classes;
+    if (!(e = qkf_dense_int_create(&q, nb, 0)))
+        goto done;
+    const qkf_graph *g = &q.g;
+    logits = qkf_malloc((size_t)(B * K) * sizeof(float));
+    li = qkf_malloc((size_t)(B * K) * sizeof(int64_t));
+    counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    pred = qkf_malloc((size_t)B * sizeof(int64_t));
+    int64_t per = 1;
+    for (int i = 1; i < ndim; i++)
+        per *= shape[i];
+    double t0 = qkf_now();
+    for (int64_t b0 = 0; b0 < B; b0 += nb) {
+        int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (qkf_dense_int_forward(e, x + b0 * per, n, logits + b0 * K, li + b0 * K, counts))
+            goto done;
+    }
+    double dt = qkf_now() - t0;
+    for (int64_t b = 0; b < B; b++) {
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            best = li[b * K + k] > li[b * K + best] ? k : best;
+        pred[b] = best;
+    }
+    if (!(o = qkf_h5out_open(output)))
+        goto done;
+    int64_t ls[2] = {B, K};
+    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "logits_int", 2, ls, li) ||
+        qkf_h5out_i64(o, "predictions", 1, &B, pred))
+        goto done;
+    for (int l = 0; l < g->n_lif; l++) {
+        char name[QKF_MAX_NAME + 32];
+        const char *ln = g->ops[g->lif_ops[l]].name;
+        double rate =
+            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q.cfg.T * (double)B);
+        snprintf(name, sizeof name, "spike_count/%s", ln);
+        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
+            goto done;
+        snprintf(name, sizeof name, "firing_rate/%s", ln);
+        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
+            goto done;
+    }
+    if (qkf_h5out_attr_str(o, NULL, "engine", "dense-int") ||
+        qkf_h5out_attr_str(o, NULL, "hw", q.hw_name) ||
+        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
+        qkf_h5out_attr_str(o, NULL, "weights", weights))
+        goto done;
+    int crc = qkf_h5out_commit(o);
+    o = NULL;
+    if (crc)
+        goto done;
+    if (!quiet) {
+        printf("%lld samples, dense integer engine (%s), %.3f s\n", (long long)B, q.hw_name, dt);
+        int show = B < 16 ? (int)B : 16;
+        for (int b = 0; b < show; b++)
+            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)pred[b],
+                   (double)logits[(int64_t)b * K + pred[b]], (long long)li[b * K + pred[b]]);
+        if (B > show)
+            printf("... %lld more in %s\n", (long long)(B - show), output);
+        qkf_print_rates(g, counts, B);
+        printf("\nwrote %s\n", output);
+    }
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("infer");
+    if (o)
+        qkf_h5out_abort(o);
+    qkf_dense_int_free(e);
+    qkf_free(x);
+    qkf_free(logits);
+    qkf_free(li);
+    qkf_free(counts);
+    qkf_free(pred);
+    qkf_qmodel_free(&q);
+    qkf_model_free(&fm);
+    return rc;
+}
+
+/* ---- qkf eval --hw ----------------------------------------------------------------------------- */
+
+int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
+                    const qkf_quant_opts *base, long limit, int batch, int flips)
+{
+    qkf_model fm;
+    qkf_qmodel q;
+    qkf_dataset d;
+    memset(&d, 0, sizeof d);
+    qkf_dense_int *e = NULL;
+    qkf_dense *fe = NULL;
+    float *lf = NULL, *lq = NULL;
+    int64_t *fl = NULL, *tot = NULL;
+    int rc = 1;
+    double t0 = qkf_now();
+    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+        return qkf_cli_fail("eval");
+    int have_float = fm.params.data != NULL;
+    if (flips && !have_float) {
+        qkf_set_error("%s: --flips compares with the float model: give the float checkpoint",
+                      weights);
+        goto done;
+    }
+    if (qkf_dataset_load(data, 0, &d))
+        goto done;
+    const qkf_config *c = &q.cfg;
+    if ((d.t > 0) != qkf_config_is_frames(c) || d.c != c->in_channels || d.h != c->img_size ||
+        d.w != c->img_size || (d.t > 0 && d.t != c->T)) {
+        qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d", d.source,
+                      d.c, d.h, d.w, d.t > 0 ? " frames" : "", c->in_channels, c->img_size,
+                      c->img_size);
+        goto done;
+    }
+    int K = c->num_classes;
+    if (!(e = qkf_dense_int_create(&q, batch, 0)))
+        goto done;
+    if (have_float && !(fe = qkf_dense_create(&fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+        goto done;
+    const qkf_graph *g = &q.g;
+    lf = qkf_malloc((size_t)batch * K * sizeof(float));
+    lq = qkf_malloc((size_t)batch * K * sizeof(float));
+    fl = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    tot = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = &d, lc.batch = batch, lc.limit = limit, lc.n_norm = q.n_norm;
+    memcpy(lc.mean, q.input_mean, sizeof lc.mean);
+    memcpy(lc.std, q.input_std, sizeof lc.std);
+    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
+    const float *x;
+    const int32_t *lab;
+    int B, frc = 0;
+    int64_t n = 0, okq = 0, okf = 0, agree = 0;
+    double tq = 0.0, tf = 0.0;
+    while (qkf_loader_next(l, &x, &lab, &B)) {
+        double t1 = qkf_now();
+        if ((frc = qkf_dense_int_forward(e, x, B, lq, NULL, NULL)))
+            break;
+        double t2 = qkf_now();
+        tq += t2 - t1;
+        if (fe && (frc = qkf_dense_forward(fe, x, B, lf, NULL)))
+            break;
+        tf += qkf_now() - t2;
+        for (int b = 0; b < B; b++) {
+            int bq = 0, bf = 0;
+            for (int k = 1; k < K; k++) {
+                bq = lq[b * K + k] > lq[b * K + bq] ? k : bq;
+                bf = lf[b * K + k] > lf[b * K + bf] ? k : bf;
+            }
+            okq += bq == lab[b];
+            if (fe) {
+                okf += bf == lab[b];
+                agree += bf == bq;
+            }
+        }
+        if (flips)
+            for (int li = 0; li < g->n_lif; li++) {
+                int64_t t;
+                const float *sf = qkf_dense_tensor(fe, g->ops[g->lif_ops[li]].out);
+                fl[li] += qkf_dense_int_flips(e, li, sf, &t);
+                tot[li] += t;
+            }
+        n += B;
+    }
+    qkf_loader_stop(l);
+    if (frc)
+        goto done;
+    double aq = n ? (double)okq / (double)n : 0.0, af = n ? (double)okf / (double)n : 0.0;
+    fprintf(stderr, "%lld test images of %s, dense integer engine (%s) %.1f s%s, %.1f s in all\n",
+            (long long)n, d.source, q.hw_name, tq, fe ? " and float engine" : "",
+            qkf_now() - t0);
+    if (flips) {
+        int64_t fsum = 0, tsum = 0;
+        printf("%-34s %12s %14s %9s\n", "layer", "flips", "neuron-steps", "flipped");
+        for (int li = 0; li < g->n_lif; li++) {
+            printf("%-34s %12lld %14lld %8.4f%%\n", g->ops[g->lif_ops[li]].name,
+                   (long long)fl[li], (long long)tot[li],
+                   tot[li] ? 100.0 * (double)fl[li] / (double)tot[li] : 0.0);
+            fsum += fl[li], tsum += tot[li];
+        }
+        printf("%-34s %12lld %14lld %8.4f%%\n", "all", (long long)fsum, (long long)tsum,
+               tsum ? 100.0 * (double)fsum / (double)tsum : 0.0);
+    }
+    if (fe) {
+        printf("accuracy: %.4f (integer, %s)\n", aq, q.hw_name);
+        printf("float accuracy: %.4f (difference %+.2f points; same class on %.2f%% of images)\n",
+               af, 100.0 * (aq - af), n ? 100.0 * (double)agree / (double)n : 0.0);
+    } else
+        printf("accuracy: %.4f (integer, %s; a quantised checkpoint: no float model to compare)\n",
+               aq, q.hw_name);
+    rc = 0;
+done:
+    if (rc)
+        qkf_cli_fail("eval");
+    qkf_dense_int_free(e);
+    qkf_dense_free(fe);
+    qkf_free(lf);
+    qkf_free(lq);
+    qkf_free(fl);
+    qkf_free(tot);
+    qkf_dataset_free(&d);
+    qkf_qmodel_free(&q);
+    qkf_model_free(&fm);
+    return rc;
+}
