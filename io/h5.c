@@ -132,6 +132,49 @@ int qkf_h5_write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, con
     return slab(ds, mtype, rank, start, count, NULL, buf);
 }
 
+#define STORAGE_RATIO 1032.0 /* deflate's largest expansion: a 258-byte match in two bits */
+
+int qkf_h5_check_storage(hid_t did, hid_t tid, const char *path, const char *name, int rank,
+                         const hsize_t *dims)
+{
+    double bytes = (double)H5Tget_size(tid);
+    char shape[160];
+    size_t used = (size_t)snprintf(shape, sizeof shape, "[");
+    for (int i = 0; i < rank; i++) {
+        bytes *= (double)dims[i];
+        if (used < sizeof shape)
+            used += (size_t)snprintf(shape + used, sizeof shape - used, "%s%llu", i ? "," : "",
+                                     (unsigned long long)dims[i]);
+    }
+    if (used < sizeof shape)
+        snprintf(shape + used, sizeof shape - used, "]");
+    if (bytes <= (double)(1 << 20))
+        return 0;
+    hsize_t stored = H5Dget_storage_size(did);
+    if (bytes <= STORAGE_RATIO * (double)stored)
+        return 0;
+    return qkf_set_error("%s: dataset '%s' of shape %s describes %.4g bytes, but the file stores "
+                         "%llu bytes of it (chunks never written, or not the data it claims)",
+                         path, name, shape, bytes, (unsigned long long)stored);
+}
+
+int qkf_h5_check_storage_ds(hid_t did, const char *path, const char *name)
+{
+    hid_t tid = H5Dget_type(did), sid = H5Dget_space(did);
+    int rank = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, rc = 0;
+    hsize_t dims[H5S_MAX_RANK];
+    if (tid < 0 || rank < 0 || rank > H5S_MAX_RANK ||
+        (rank > 0 && H5Sget_simple_extent_dims(sid, dims, NULL) < 0))
+        rc = qkf_set_error("%s: cannot read the shape of dataset '%s'", path, name);
+    else
+        rc = qkf_h5_check_storage(did, tid, path, name, rank, dims);
+    if (sid >= 0)
+        H5Sclose(sid);
+    if (tid >= 0)
+        H5Tclose(tid);
+    return rc;
+}
+
 static const char *class_name(H5T_class_t c)
 {
     switch (c) {
@@ -189,6 +232,8 @@ static int read_numeric(const char *path, const char *name, hid_t memtype, size_
         qkf_set_error("%s: dataset '%s' is empty (null dataspace)", path, name);
         goto done;
     }
+    if (qkf_h5_check_storage(did, tid, path, name, rank, dims))
+        goto done;
     size_t numel = 1;
     for (int i = 0; i < rank; i++) {
         if (dims[i] != 0 && numel > SIZE_MAX / esize / dims[i]) {
@@ -329,8 +374,9 @@ static void chunk_shape(int ndim, const hsize_t *dims, hsize_t *chunk)
     }
 }
 
-static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, hid_t memtype,
-                    hid_t filetype, const void *data)
+/* deferred: create the dataset only; its rows come later (write_rows). */
+static int write_ds_(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
+                     hid_t memtype, hid_t filetype, const void *data, int deferred)
 {
     hid_t sid = H5I_INVALID_HID, lcpl = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
     hid_t did = H5I_INVALID_HID;
@@ -357,7 +403,7 @@ static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *sha
         dims[i] = (hsize_t)shape[i];
         numel *= shape[i];
     }
-    if (numel > 0 && !data) {
+    if (numel > 0 && !data && !deferred) {
         qkf_set_error("%s: dataset '%s': no data", o->path, name);
         goto done;
     }
@@ -386,7 +432,8 @@ static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *sha
         qkf_set_error("%s: cannot create dataset '%s'", o->path, name);
         goto done;
     }
-    if (numel > 0 && H5Dwrite(did, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    if (!deferred && numel > 0 &&
+        H5Dwrite(did, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         qkf_set_error("%s: cannot write dataset '%s'", o->path, name);
         goto done;
     }
@@ -401,6 +448,69 @@ done:
     if (sid >= 0)
         H5Sclose(sid);
     return rc < 0 ? out_fail(o) : 0;
+}
+
+static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, hid_t memtype,
+                    hid_t filetype, const void *data)
+{
+    return write_ds_(o, name, ndim, shape, memtype, filetype, data, 0);
+}
+
+/* Rows [r0, r0 + n) of a dataset made by write_ds_(deferred), from data (whole rows). */
+static int write_rows(qkf_h5out *o, const char *name, hid_t memtype, int64_t r0, int64_t n,
+                      const void *data)
+{
+    if (!o)
+        return qkf_set_error("dataset '%s': output file was not opened", name ? name : "?");
+    if (o->failed)
+        return qkf_set_error("%s", o->err);
+    hid_t did = qkf_h5_probe(o->fid, name) == 1 ? H5Dopen2(o->fid, name, H5P_DEFAULT) : -1;
+    hid_t sid = did >= 0 ? H5Dget_space(did) : H5I_INVALID_HID;
+    int rank = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, rc = -1;
+    hsize_t dims[MAX_RANK] = {0};
+    if (rank >= 1 && rank <= MAX_RANK)
+        H5Sget_simple_extent_dims(sid, dims, NULL);
+    if (rank < 1 || rank > MAX_RANK || r0 < 0 || n < 0 || (hsize_t)(r0 + n) > dims[0])
+        qkf_set_error("%s: dataset '%s': rows %lld..%lld are not in it", o->path, name,
+                      (long long)r0, (long long)(r0 + n));
+    else if (n == 0)
+        rc = 0;
+    else {
+        hsize_t start[MAX_RANK] = {(hsize_t)r0}, count[MAX_RANK];
+        count[0] = (hsize_t)n;
+        for (int i = 1; i < rank; i++)
+            count[i] = dims[i];
+        rc = qkf_h5_write_slab(did, memtype, rank, start, count, data);
+        if (rc)
+            qkf_set_error("%s: cannot write rows %lld..%lld of dataset '%s'", o->path,
+                          (long long)r0, (long long)(r0 + n), name);
+    }
+    if (sid >= 0)
+        H5Sclose(sid);
+    if (did >= 0)
+        H5Dclose(did);
+    return rc < 0 ? out_fail(o) : 0;
+}
+
+int qkf_h5out_f32_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape)
+{
+    return write_ds_(o, name, ndim, shape, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, NULL, 1);
+}
+
+int qkf_h5out_i64_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape)
+{
+    return write_ds_(o, name, ndim, shape, H5T_NATIVE_INT64, H5T_STD_I64LE, NULL, 1);
+}
+
+int qkf_h5out_f32_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n, const float *data)
+{
+    return write_rows(o, name, H5T_NATIVE_FLOAT, r0, n, data);
+}
+
+int qkf_h5out_i64_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n,
+                       const int64_t *data)
+{
+    return write_rows(o, name, H5T_NATIVE_INT64, r0, n, data);
 }
 
 int qkf_h5out_f32(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, const float *data)

@@ -14,6 +14,12 @@
 #include "../kernels/base.h"
 #include "h5_internal.h"
 
+/* qkf infer and qkf sim read their input a batch at a time while a trace's writer thread
+ * writes its file: HDF5 must serialise the two (Debian's libhdf5-dev is built thread-safe). */
+#ifndef H5_HAVE_THREADSAFE
+#error "qkf needs a thread-safe HDF5 (--enable-threadsafe; Debian's libhdf5-dev is)"
+#endif
+
 #define MAX_RANK 5
 #define RUNS 256
 
@@ -41,6 +47,8 @@ static hid_t open_numeric(hid_t fid, const char *path, const char *name, int *nd
         goto fail;
     }
     H5Sget_simple_extent_dims(sid, dims, NULL);
+    if (qkf_h5_check_storage(did, tid, path, name, r, dims))
+        goto fail;
     *ndim = r;
     H5Tclose(tid);
     H5Sclose(sid);

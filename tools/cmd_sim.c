@@ -352,15 +352,13 @@ static int ends_with(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-/* Reads and checks dataset 'input' of path against the model (as qkf infer does). shard (under
- * mpirun): only this rank's contiguous shard of the samples is read, and *B is its size. */
-static int load_input(const char *path, qkf_model *m, int shard, float **x, int64_t *B,
-                      int64_t *per)
+/* Checks dataset 'input' of path against the model (as qkf infer does) from its shape: the
+ * samples are read a batch at a time by the run (*B samples of *per values each). */
+static int load_input(const char *path, qkf_model *m, int64_t *B, int64_t *per)
 {
     int ndim;
     int64_t shape[5];
-    if (shard ? qkf_h5_shape(path, "input", &ndim, shape)
-              : qkf_h5_read_f32(path, "input", x, &ndim, shape))
+    if (qkf_h5_shape(path, "input", &ndim, shape))
         return -1;
     int frames = qkf_config_is_frames(&m->cfg);
     if (ndim != (frames ? 5 : 4))
@@ -382,25 +380,17 @@ static int load_input(const char *path, qkf_model *m, int shard, float **x, int6
                                  (long long)H, qkf_last_error());
         m->cfg.img_size = (int)H;
     }
-    if (frames)
+    if (frames) {
+        if (shape[1] < 1 || shape[1] > 1024)
+            return qkf_set_error("%s: dataset 'input' has %lld time steps (1..1024)", path,
+                                 (long long)shape[1]);
         m->cfg.T = (int)shape[1];
+    }
     *B = shape[0];
     *per = frames ? (int64_t)m->cfg.T * C * H * W : C * H * W;
-    if (shard) {
-        if (*B < qkf_dist_size())
-            return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", path,
-                                 (long long)*B, qkf_dist_size());
-        int64_t lo, hi;
-        qkf_dist_shard(*B, &lo, &hi);
-        int64_t *idx = qkf_malloc((size_t)(hi - lo) * sizeof(int64_t));
-        for (int64_t i = lo; i < hi; i++)
-            idx[i - lo] = i;
-        *x = qkf_malloc((size_t)((hi - lo) * *per) * sizeof(float));
-        int rc = qkf_h5_read_rows_f32(path, "input", idx, hi - lo, *x);
-        qkf_free(idx);
-        *B = hi - lo;
-        return rc;
-    }
+    if (*B < qkf_dist_size())
+        return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", path,
+                             (long long)*B, qkf_dist_size());
     return 0;
 }
 
@@ -553,6 +543,7 @@ static int sim_run(int argc, char **argv)
     qkf_model m;
     memset(&m, 0, sizeof m);
     float *x = NULL, *logits = NULL;
+    int64_t *rows = NULL;
     qkf_sched *e = NULL;
     qkf_dense *d = NULL;
     qkf_stats ds;
@@ -576,7 +567,7 @@ static int sim_run(int argc, char **argv)
         goto done;
     }
     if (!lfail) {
-        int drc = input ? load_input(input, &m, shard, &x, &B, &per)
+        int drc = input ? load_input(input, &m, &B, &per)
                         : load_data(data, &m, limit, &dset, &B);
         other = drc == -2, lfail = drc != 0;
     }
@@ -584,20 +575,27 @@ static int sim_run(int argc, char **argv)
         silent = !lfail || other;
         goto done;
     }
-    if (report_held(B, input ? B * per * (int64_t)sizeof(float) : qkf_dataset_bytes(&dset), quiet))
-        goto done;
-    /* this rank's contiguous shard [lo, hi) of the B samples (already read alone under mpirun) */
+    /* this rank's contiguous shard [lo, hi) of the B samples (a dataset: already read alone under
+     * mpirun; an input: read a batch at a time below) */
     int64_t lo = 0, hi = B;
-    if (!shard)
+    if (!shard || input)
         qkf_dist_shard(B, &lo, &hi);
+    int64_t in_batch = input ? (hi - lo < batch ? hi - lo : batch) : 0;
+    if (report_held(input ? hi - lo : B,
+                    input ? in_batch * per * (int64_t)sizeof(float) : qkf_dataset_bytes(&dset),
+                    quiet))
+        goto done;
     qkf_dataset dview = dset;
     dview.index = NULL, dview.total = dview.n;
     if (data) {
         int64_t pp = (int64_t)dset.c * dset.h * dset.w * (dset.t > 0 ? dset.t : 1);
         dview.pixels = dset.pixels + lo * pp, dview.labels = dset.labels + lo, dview.n = hi - lo;
     }
-    const float *xs = x ? x + lo * per : NULL;
     B = hi - lo;
+    if (input) {
+        x = qkf_malloc((size_t)(in_batch * per) * sizeof(float));
+        rows = qkf_malloc((size_t)in_batch * sizeof(int64_t));
+    }
     int nb = (int)(B < batch ? B : batch);
     if (event) {
         e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
@@ -643,11 +641,19 @@ static int sim_run(int argc, char **argv)
     double busy = 0;
     int failed = 0;
     for (int64_t b0 = 0; b0 < B;) {
-        const float *xb = xs ? xs + b0 * per : NULL;
+        const float *xb = x;
         const int32_t *labels = NULL;
         int n = (int)(B - b0 < nb ? B - b0 : nb);
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
+        if (input) {
+            for (int i = 0; i < n; i++)
+                rows[i] = lo + b0 + i;
+            if (qkf_h5_read_rows_f32(input, "input", rows, n, x)) {
+                failed = 1;
+                break;
+            }
+        }
         double t1 = qkf_now();
         if (event ? qkf_sched_forward(e, xb, n, logits, NULL)
                   : qkf_dense_forward(d, xb, n, logits, NULL)) {
@@ -712,6 +718,7 @@ done:
     if (ds.node)
         qkf_stats_free(&ds);
     qkf_free(x);
+    qkf_free(rows);
     qkf_free(logits);
     qkf_model_free(&m);
     return rc;
