@@ -25,6 +25,7 @@
 #define MAX_RANK 5
 #define COMPRESS_MIN 4096   /* elements: below this, chunk overhead outweighs any gain */
 #define CHUNK_TARGET 262144 /* elements per chunk (1 MiB of float32) */
+#define ROWS_OPEN 8         /* datasets written by rows that one writer holds open */
 
 struct qkf_h5out {
     hid_t fid;
@@ -32,6 +33,11 @@ struct qkf_h5out {
     char *tmp;  /* "<path>.tmp.<pid>" */
     int failed; /* a write failed: commit refuses and repeats this message */
     char err[512];
+    /* datasets written a block of rows at a time, held open (with a chunk cache that holds
+     * their partly written chunks) until commit or abort */
+    hid_t rows_did[ROWS_OPEN];
+    char *rows_name[ROWS_OPEN];
+    int n_rows;
 };
 
 void qkf_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -464,7 +470,24 @@ static int write_rows(qkf_h5out *o, const char *name, hid_t memtype, int64_t r0,
         return qkf_set_error("dataset '%s': output file was not opened", name ? name : "?");
     if (o->failed)
         return qkf_set_error("%s", o->err);
-    hid_t did = qkf_h5_probe(o->fid, name) == 1 ? H5Dopen2(o->fid, name, H5P_DEFAULT) : -1;
+    hid_t did = H5I_INVALID_HID;
+    for (int i = 0; i < o->n_rows && did < 0; i++)
+        if (!strcmp(o->rows_name[i], name))
+            did = o->rows_did[i];
+    if (did < 0 && o->n_rows < ROWS_OPEN && qkf_h5_probe(o->fid, name) == 1) {
+        hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        /* two chunks (write_ds_'s chunks are about CHUNK_TARGET elements): a chunk is
+         * compressed once, when it is complete or at the close */
+        H5Pset_chunk_cache(dapl, 521, (size_t)CHUNK_TARGET * 8 * 2, 1.0);
+        did = H5Dopen2(o->fid, name, dapl);
+        H5Pclose(dapl);
+        if (did >= 0) {
+            size_t ln = strlen(name) + 1;
+            o->rows_name[o->n_rows] = qkf_malloc(ln);
+            memcpy(o->rows_name[o->n_rows], name, ln);
+            o->rows_did[o->n_rows++] = did;
+        }
+    }
     hid_t sid = did >= 0 ? H5Dget_space(did) : H5I_INVALID_HID;
     int rank = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, rc = -1;
     hsize_t dims[MAX_RANK] = {0};
@@ -487,8 +510,6 @@ static int write_rows(qkf_h5out *o, const char *name, hid_t memtype, int64_t r0,
     }
     if (sid >= 0)
         H5Sclose(sid);
-    if (did >= 0)
-        H5Dclose(did);
     return rc < 0 ? out_fail(o) : 0;
 }
 
@@ -623,6 +644,11 @@ int qkf_h5out_attr_f64v(qkf_h5out *o, const char *obj, const char *key, int n, c
 
 static void out_free(qkf_h5out *o)
 {
+    for (int i = 0; i < o->n_rows; i++) {
+        H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
     qkf_free(o->path);
     qkf_free(o->tmp);
     qkf_free(o);
@@ -638,7 +664,13 @@ int qkf_h5out_commit(qkf_h5out *o)
         rc = qkf_set_error("%s", o->err);
         goto discard;
     }
-    herr_t closed = H5Fclose(o->fid);
+    herr_t closed = 0;
+    for (int i = 0; i < o->n_rows; i++) {
+        closed |= H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
+    closed |= H5Fclose(o->fid);
     o->fid = H5I_INVALID_HID;
     if (closed < 0) {
         rc = qkf_set_error("%s: cannot finish writing %s", o->path, o->tmp);
@@ -661,8 +693,14 @@ int qkf_h5out_commit(qkf_h5out *o)
     out_free(o);
     return 0;
 discard:
-    if (o->fid >= 0)
+    if (o->fid >= 0) {
+        for (int i = 0; i < o->n_rows; i++) {
+            H5Dclose(o->rows_did[i]);
+            qkf_free(o->rows_name[i]);
+        }
+        o->n_rows = 0;
         H5Fclose(o->fid);
+    }
     unlink(o->tmp);
     out_free(o);
     return rc;
@@ -672,6 +710,11 @@ void qkf_h5out_abort(qkf_h5out *o)
 {
     if (!o)
         return;
+    for (int i = 0; i < o->n_rows; i++) {
+        H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
     if (o->fid >= 0)
         H5Fclose(o->fid);
     unlink(o->tmp);

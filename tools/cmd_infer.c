@@ -120,7 +120,8 @@ int cmd_infer(int argc, char **argv)
     qkf_model m;
     memset(&m, 0, sizeof m);
     float *x = NULL, *logits = NULL, *other = NULL;
-    int64_t *counts = NULL, *pred = NULL, *rows = NULL;
+    int64_t *counts = NULL, *pred = NULL;
+    qkf_h5_rows *in = NULL;
     float first_logit[16];
     int64_t first_pred[16];
     qkf_dense *e = NULL;
@@ -137,7 +138,7 @@ int cmd_infer(int argc, char **argv)
     int64_t shape[5];
     if (qkf_ckpt_load(weights, &m))
         goto done;
-    if (qkf_h5_shape(input, "input", &ndim, shape)) /* read a batch at a time, below */
+    if (!(in = qkf_h5_rows_open(input, "input", &ndim, shape))) /* a batch at a time, below */
         goto done;
     int frames = qkf_config_is_frames(&m.cfg);
     int want = frames ? 5 : 4;
@@ -192,7 +193,6 @@ int cmd_infer(int argc, char **argv)
     int K = m.cfg.num_classes;
     int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
     x = qkf_malloc((size_t)(nb * per) * sizeof(float));
-    rows = qkf_malloc((size_t)nb * sizeof(int64_t));
     logits = qkf_malloc((size_t)(nb * K) * sizeof(float));
     other = qkf_malloc((size_t)(nb * K) * sizeof(float));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
@@ -213,9 +213,7 @@ int cmd_infer(int argc, char **argv)
     double dt = 0.0;
     for (int64_t b0 = 0; b0 < B; b0 += nb) {
         int n = (int)(B - b0 < nb ? B - b0 : nb);
-        for (int i = 0; i < n; i++)
-            rows[i] = b0 + i;
-        if (qkf_h5_read_rows_f32(input, "input", rows, n, x))
+        if (qkf_h5_rows_read_f32(in, b0, n, x))
             goto done;
         /* the engine of --mode writes the outputs; the other one (cross-check) only compares */
         double t0 = qkf_now();
@@ -324,7 +322,7 @@ done:
     qkf_free(other);
     qkf_free(counts);
     qkf_free(pred);
-    qkf_free(rows);
+    qkf_h5_rows_close(in);
     qkf_model_free(&m);
     return rc;
 }

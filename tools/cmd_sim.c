@@ -354,11 +354,12 @@ static int ends_with(const char *s, const char *suf)
 
 /* Checks dataset 'input' of path against the model (as qkf infer does) from its shape: the
  * samples are read a batch at a time by the run (*B samples of *per values each). */
-static int load_input(const char *path, qkf_model *m, int64_t *B, int64_t *per)
+static int load_input(const char *path, qkf_model *m, qkf_h5_rows **in, int64_t *B,
+                      int64_t *per)
 {
     int ndim;
     int64_t shape[5];
-    if (qkf_h5_shape(path, "input", &ndim, shape))
+    if (!(*in = qkf_h5_rows_open(path, "input", &ndim, shape)))
         return -1;
     int frames = qkf_config_is_frames(&m->cfg);
     if (ndim != (frames ? 5 : 4))
@@ -543,7 +544,7 @@ static int sim_run(int argc, char **argv)
     qkf_model m;
     memset(&m, 0, sizeof m);
     float *x = NULL, *logits = NULL;
-    int64_t *rows = NULL;
+    qkf_h5_rows *in = NULL;
     qkf_sched *e = NULL;
     qkf_dense *d = NULL;
     qkf_stats ds;
@@ -567,7 +568,7 @@ static int sim_run(int argc, char **argv)
         goto done;
     }
     if (!lfail) {
-        int drc = input ? load_input(input, &m, &B, &per)
+        int drc = input ? load_input(input, &m, &in, &B, &per)
                         : load_data(data, &m, limit, &dset, &B);
         other = drc == -2, lfail = drc != 0;
     }
@@ -594,7 +595,6 @@ static int sim_run(int argc, char **argv)
     B = hi - lo;
     if (input) {
         x = qkf_malloc((size_t)(in_batch * per) * sizeof(float));
-        rows = qkf_malloc((size_t)in_batch * sizeof(int64_t));
     }
     int nb = (int)(B < batch ? B : batch);
     if (event) {
@@ -647,9 +647,7 @@ static int sim_run(int argc, char **argv)
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
         if (input) {
-            for (int i = 0; i < n; i++)
-                rows[i] = lo + b0 + i;
-            if (qkf_h5_read_rows_f32(input, "input", rows, n, x)) {
+            if (qkf_h5_rows_read_f32(in, lo + b0, n, x)) {
                 failed = 1;
                 break;
             }
@@ -718,7 +716,7 @@ done:
     if (ds.node)
         qkf_stats_free(&ds);
     qkf_free(x);
-    qkf_free(rows);
+    qkf_h5_rows_close(in);
     qkf_free(logits);
     qkf_model_free(&m);
     return rc;
