@@ -174,7 +174,8 @@ static int attr_int(hid_t fid, const char *path, const char *key, int *out)
     if (attr_num(fid, path, key, 1, 1, &v) < 0)
         return -1;
     if (v != floor(v) || v < INT_MIN || v > INT_MAX)
-        return qkf_set_error("%s: attribute '%s' is %g, not an integer", path, key, v);
+        return qkf_set_error("%s: attribute '%s' is %.17g, not an integer of int's range", path,
+                             key, v);
     *out = (int)v;
     return 0;
 }

@@ -62,6 +62,26 @@ static int gz_read_exact(gzFile f, const char *path, void *buf, int64_t n, int64
     return 0;
 }
 
+/* After the last byte of the data at *off: the file must end there (uncompressed). */
+static int gz_expect_end(gzFile f, const char *path, int64_t off)
+{
+    uint8_t extra[4096];
+    int64_t n = 0;
+    for (int r; (r = gzread(f, extra, sizeof extra)) != 0; n += r) {
+        if (r < 0) {
+            int zerr;
+            const char *msg = gzerror(f, &zerr);
+            return qkf_set_error("%s: corrupt compressed data near byte %lld (%s)", path,
+                                 (long long)(off + n), msg);
+        }
+    }
+    if (n)
+        return qkf_set_error("%s: %lld trailing bytes after the data, at byte %lld "
+                             "(uncompressed; the header describes %lld bytes)",
+                             path, (long long)n, (long long)off, (long long)off);
+    return 0;
+}
+
 /* More than any idx file holds; keeps the product of the dimensions far from overflow. */
 #define IDX_MAX_BYTES ((int64_t)1 << 46)
 
@@ -121,6 +141,11 @@ static int idx_check_size(const char *path, int64_t need)
     if (!gz && st.st_size < need)
         return qkf_set_error("%s: truncated: expected %lld more bytes at byte %lld", path,
                              (long long)(need - st.st_size), (long long)st.st_size);
+    if (!gz && st.st_size > need)
+        return qkf_set_error("%s: %lld trailing bytes after the data, at byte %lld (the header "
+                             "describes a %lld-byte file)",
+                             path, (long long)(st.st_size - need), (long long)need,
+                             (long long)need);
     if (gz && need / 1032 > (int64_t)st.st_size)
         return qkf_set_error("%s: dimensions at byte 4 describe %lld bytes, more than a "
                              "%lld-byte gzip file can hold (truncated or corrupt)",
@@ -140,7 +165,7 @@ static int read_idx(const char *dir, const char *base, int ndim_want, int64_t *d
     if (idx_header(f, used, ndim_want, dims, &total, &off) || idx_check_size(used, off + total))
         goto fail;
     *data = qkf_malloc((size_t)total);
-    if (gz_read_exact(f, used, *data, total, &off))
+    if (gz_read_exact(f, used, *data, total, &off) || gz_expect_end(f, used, off))
         goto fail;
     gzclose(f);
     return 0;
@@ -464,6 +489,8 @@ static int idx_read(const idx_file *x, const int64_t *index, int64_t k, uint8_t 
             for (; rc == 0 && j < k && index[j] < r0 + cnt; j++)
                 memcpy(out + j * x->rec, buf + (index[j] - r0) * x->rec, (size_t)x->rec);
         }
+        if (rc == 0)
+            rc = gz_expect_end(f, x->path, off);
         qkf_free(buf);
         gzclose(f);
         return rc;

@@ -25,6 +25,7 @@
 #define MAX_RANK 5
 #define COMPRESS_MIN 4096   /* elements: below this, chunk overhead outweighs any gain */
 #define CHUNK_TARGET 262144 /* elements per chunk (1 MiB of float32) */
+#define ROWS_OPEN 8         /* datasets written by rows that one writer holds open */
 
 struct qkf_h5out {
     hid_t fid;
@@ -32,6 +33,11 @@ struct qkf_h5out {
     char *tmp;  /* "<path>.tmp.<pid>" */
     int failed; /* a write failed: commit refuses and repeats this message */
     char err[512];
+    /* datasets written a block of rows at a time, held open (with a chunk cache that holds
+     * their partly written chunks) until commit or abort */
+    hid_t rows_did[ROWS_OPEN];
+    char *rows_name[ROWS_OPEN];
+    int n_rows;
 };
 
 void qkf_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -132,6 +138,49 @@ int qkf_h5_write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, con
     return slab(ds, mtype, rank, start, count, NULL, buf);
 }
 
+#define STORAGE_RATIO 1032.0 /* deflate's largest expansion: a 258-byte match in two bits */
+
+int qkf_h5_check_storage(hid_t did, hid_t tid, const char *path, const char *name, int rank,
+                         const hsize_t *dims)
+{
+    double bytes = (double)H5Tget_size(tid);
+    char shape[160];
+    size_t used = (size_t)snprintf(shape, sizeof shape, "[");
+    for (int i = 0; i < rank; i++) {
+        bytes *= (double)dims[i];
+        if (used < sizeof shape)
+            used += (size_t)snprintf(shape + used, sizeof shape - used, "%s%llu", i ? "," : "",
+                                     (unsigned long long)dims[i]);
+    }
+    if (used < sizeof shape)
+        snprintf(shape + used, sizeof shape - used, "]");
+    if (bytes <= (double)(1 << 20))
+        return 0;
+    hsize_t stored = H5Dget_storage_size(did);
+    if (bytes <= STORAGE_RATIO * (double)stored)
+        return 0;
+    return qkf_set_error("%s: dataset '%s' of shape %s describes %.4g bytes, but the file stores "
+                         "%llu bytes of it (chunks never written, or not the data it claims)",
+                         path, name, shape, bytes, (unsigned long long)stored);
+}
+
+int qkf_h5_check_storage_ds(hid_t did, const char *path, const char *name)
+{
+    hid_t tid = H5Dget_type(did), sid = H5Dget_space(did);
+    int rank = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, rc = 0;
+    hsize_t dims[H5S_MAX_RANK];
+    if (tid < 0 || rank < 0 || rank > H5S_MAX_RANK ||
+        (rank > 0 && H5Sget_simple_extent_dims(sid, dims, NULL) < 0))
+        rc = qkf_set_error("%s: cannot read the shape of dataset '%s'", path, name);
+    else
+        rc = qkf_h5_check_storage(did, tid, path, name, rank, dims);
+    if (sid >= 0)
+        H5Sclose(sid);
+    if (tid >= 0)
+        H5Tclose(tid);
+    return rc;
+}
+
 static const char *class_name(H5T_class_t c)
 {
     switch (c) {
@@ -189,6 +238,8 @@ static int read_numeric(const char *path, const char *name, hid_t memtype, size_
         qkf_set_error("%s: dataset '%s' is empty (null dataspace)", path, name);
         goto done;
     }
+    if (qkf_h5_check_storage(did, tid, path, name, rank, dims))
+        goto done;
     size_t numel = 1;
     for (int i = 0; i < rank; i++) {
         if (dims[i] != 0 && numel > SIZE_MAX / esize / dims[i]) {
@@ -329,8 +380,9 @@ static void chunk_shape(int ndim, const hsize_t *dims, hsize_t *chunk)
     }
 }
 
-static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, hid_t memtype,
-                    hid_t filetype, const void *data)
+/* deferred: create the dataset only; its rows come later (write_rows). */
+static int write_ds_(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
+                     hid_t memtype, hid_t filetype, const void *data, int deferred)
 {
     hid_t sid = H5I_INVALID_HID, lcpl = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
     hid_t did = H5I_INVALID_HID;
@@ -357,7 +409,7 @@ static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *sha
         dims[i] = (hsize_t)shape[i];
         numel *= shape[i];
     }
-    if (numel > 0 && !data) {
+    if (numel > 0 && !data && !deferred) {
         qkf_set_error("%s: dataset '%s': no data", o->path, name);
         goto done;
     }
@@ -386,7 +438,8 @@ static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *sha
         qkf_set_error("%s: cannot create dataset '%s'", o->path, name);
         goto done;
     }
-    if (numel > 0 && H5Dwrite(did, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    if (!deferred && numel > 0 &&
+        H5Dwrite(did, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         qkf_set_error("%s: cannot write dataset '%s'", o->path, name);
         goto done;
     }
@@ -401,6 +454,84 @@ done:
     if (sid >= 0)
         H5Sclose(sid);
     return rc < 0 ? out_fail(o) : 0;
+}
+
+static int write_ds(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, hid_t memtype,
+                    hid_t filetype, const void *data)
+{
+    return write_ds_(o, name, ndim, shape, memtype, filetype, data, 0);
+}
+
+/* Rows [r0, r0 + n) of a dataset made by write_ds_(deferred), from data (whole rows). */
+static int write_rows(qkf_h5out *o, const char *name, hid_t memtype, int64_t r0, int64_t n,
+                      const void *data)
+{
+    if (!o)
+        return qkf_set_error("dataset '%s': output file was not opened", name ? name : "?");
+    if (o->failed)
+        return qkf_set_error("%s", o->err);
+    hid_t did = H5I_INVALID_HID;
+    for (int i = 0; i < o->n_rows && did < 0; i++)
+        if (!strcmp(o->rows_name[i], name))
+            did = o->rows_did[i];
+    if (did < 0 && o->n_rows < ROWS_OPEN && qkf_h5_probe(o->fid, name) == 1) {
+        hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        /* two chunks (write_ds_'s chunks are about CHUNK_TARGET elements): a chunk is
+         * compressed once, when it is complete or at the close */
+        H5Pset_chunk_cache(dapl, 521, (size_t)CHUNK_TARGET * 8 * 2, 1.0);
+        did = H5Dopen2(o->fid, name, dapl);
+        H5Pclose(dapl);
+        if (did >= 0) {
+            size_t ln = strlen(name) + 1;
+            o->rows_name[o->n_rows] = qkf_malloc(ln);
+            memcpy(o->rows_name[o->n_rows], name, ln);
+            o->rows_did[o->n_rows++] = did;
+        }
+    }
+    hid_t sid = did >= 0 ? H5Dget_space(did) : H5I_INVALID_HID;
+    int rank = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, rc = -1;
+    hsize_t dims[MAX_RANK] = {0};
+    if (rank >= 1 && rank <= MAX_RANK)
+        H5Sget_simple_extent_dims(sid, dims, NULL);
+    if (rank < 1 || rank > MAX_RANK || r0 < 0 || n < 0 || (hsize_t)(r0 + n) > dims[0])
+        qkf_set_error("%s: dataset '%s': rows %lld..%lld are not in it", o->path, name,
+                      (long long)r0, (long long)(r0 + n));
+    else if (n == 0)
+        rc = 0;
+    else {
+        hsize_t start[MAX_RANK] = {(hsize_t)r0}, count[MAX_RANK];
+        count[0] = (hsize_t)n;
+        for (int i = 1; i < rank; i++)
+            count[i] = dims[i];
+        rc = qkf_h5_write_slab(did, memtype, rank, start, count, data);
+        if (rc)
+            qkf_set_error("%s: cannot write rows %lld..%lld of dataset '%s'", o->path,
+                          (long long)r0, (long long)(r0 + n), name);
+    }
+    if (sid >= 0)
+        H5Sclose(sid);
+    return rc < 0 ? out_fail(o) : 0;
+}
+
+int qkf_h5out_f32_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape)
+{
+    return write_ds_(o, name, ndim, shape, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, NULL, 1);
+}
+
+int qkf_h5out_i64_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape)
+{
+    return write_ds_(o, name, ndim, shape, H5T_NATIVE_INT64, H5T_STD_I64LE, NULL, 1);
+}
+
+int qkf_h5out_f32_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n, const float *data)
+{
+    return write_rows(o, name, H5T_NATIVE_FLOAT, r0, n, data);
+}
+
+int qkf_h5out_i64_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n,
+                       const int64_t *data)
+{
+    return write_rows(o, name, H5T_NATIVE_INT64, r0, n, data);
 }
 
 int qkf_h5out_f32(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, const float *data)
@@ -521,6 +652,11 @@ int qkf_h5out_attr_f64v(qkf_h5out *o, const char *obj, const char *key, int n, c
 
 static void out_free(qkf_h5out *o)
 {
+    for (int i = 0; i < o->n_rows; i++) {
+        H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
     qkf_free(o->path);
     qkf_free(o->tmp);
     qkf_free(o);
@@ -536,7 +672,13 @@ int qkf_h5out_commit(qkf_h5out *o)
         rc = qkf_set_error("%s", o->err);
         goto discard;
     }
-    herr_t closed = H5Fclose(o->fid);
+    herr_t closed = 0;
+    for (int i = 0; i < o->n_rows; i++) {
+        closed |= H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
+    closed |= H5Fclose(o->fid);
     o->fid = H5I_INVALID_HID;
     if (closed < 0) {
         rc = qkf_set_error("%s: cannot finish writing %s", o->path, o->tmp);
@@ -559,8 +701,14 @@ int qkf_h5out_commit(qkf_h5out *o)
     out_free(o);
     return 0;
 discard:
-    if (o->fid >= 0)
+    if (o->fid >= 0) {
+        for (int i = 0; i < o->n_rows; i++) {
+            H5Dclose(o->rows_did[i]);
+            qkf_free(o->rows_name[i]);
+        }
+        o->n_rows = 0;
         H5Fclose(o->fid);
+    }
     unlink(o->tmp);
     out_free(o);
     return rc;
@@ -570,6 +718,11 @@ void qkf_h5out_abort(qkf_h5out *o)
 {
     if (!o)
         return;
+    for (int i = 0; i < o->n_rows; i++) {
+        H5Dclose(o->rows_did[i]);
+        qkf_free(o->rows_name[i]);
+    }
+    o->n_rows = 0;
     if (o->fid >= 0)
         H5Fclose(o->fid);
     unlink(o->tmp);

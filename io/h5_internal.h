@@ -25,4 +25,14 @@ int qkf_h5_read_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, cons
 int qkf_h5_write_slab(hid_t ds, hid_t mtype, int rank, const hsize_t *start, const hsize_t *count,
                       const void *buf);
 
+/* Whether dataset did (of `rank` dimensions dims, file type tid) can hold what its shape says:
+ * HDF5 stores only what was written (chunks never written read as the fill value) and deflate
+ * expands at most 1032:1, so a dataset of more than 1 MiB whose stored bytes would have to
+ * expand further (2^40 samples in a few kilobytes) is refused, naming it, before anything its
+ * size is allocated or read. 0, or -1 with the error set. */
+int qkf_h5_check_storage(hid_t did, hid_t tid, const char *path, const char *name, int rank,
+                         const hsize_t *dims);
+/* The same for an open dataset (its type and shape read from it). */
+int qkf_h5_check_storage_ds(hid_t did, const char *path, const char *name);
+
 #endif

@@ -14,6 +14,12 @@
 #include "../kernels/base.h"
 #include "h5_internal.h"
 
+/* qkf infer and qkf sim read their input a batch at a time while a trace's writer thread
+ * writes its file: HDF5 must serialise the two (Debian's libhdf5-dev is built thread-safe). */
+#ifndef H5_HAVE_THREADSAFE
+#error "qkf needs a thread-safe HDF5 (--enable-threadsafe; Debian's libhdf5-dev is)"
+#endif
+
 #define MAX_RANK 5
 #define RUNS 256
 
@@ -41,6 +47,8 @@ static hid_t open_numeric(hid_t fid, const char *path, const char *name, int *nd
         goto fail;
     }
     H5Sget_simple_extent_dims(sid, dims, NULL);
+    if (qkf_h5_check_storage(did, tid, path, name, r, dims))
+        goto fail;
     *ndim = r;
     H5Tclose(tid);
     H5Sclose(sid);
@@ -165,4 +173,105 @@ int qkf_h5_read_rows_i64(const char *path, const char *name, const int64_t *inde
                          int64_t *out)
 {
     return read_rows(path, name, H5T_NATIVE_INT64, sizeof(int64_t), index, k, out);
+}
+
+/* ---- a dataset read a block of rows at a time ---------------------------------------------- */
+
+struct qkf_h5_rows {
+    hid_t fid, did;
+    int ndim;
+    hsize_t dims[MAX_RANK];
+    int64_t row; /* elements per row */
+    char *path, *name;
+};
+
+qkf_h5_rows *qkf_h5_rows_open(const char *path, const char *name, int *ndim, int64_t shape[5])
+{
+    hid_t fid = qkf_h5_open_ro(path);
+    if (fid < 0)
+        return NULL;
+    qkf_h5_rows *r = qkf_calloc(1, sizeof *r);
+    r->fid = fid;
+    r->did = open_numeric(fid, path, name, &r->ndim, r->dims);
+    if (r->did < 0) {
+        H5Fclose(fid);
+        qkf_free(r);
+        return NULL;
+    }
+    r->row = 1;
+    for (int i = 1; i < r->ndim; i++)
+        r->row *= (int64_t)r->dims[i];
+    /* rows are read in order: a chunk cache of two chunks serves every block of a chunk after
+     * the first (open_numeric's 32 MiB is for scattered rows) */
+    hid_t dcpl = H5Dget_create_plist(r->did);
+    hsize_t cd[MAX_RANK];
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED &&
+        H5Pget_chunk(dcpl, MAX_RANK, cd) == r->ndim) {
+        hid_t tid = H5Dget_type(r->did), dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        double bytes = (double)H5Tget_size(tid);
+        for (int i = 0; i < r->ndim; i++)
+            bytes *= (double)cd[i];
+        size_t cache = bytes * 2 < (double)(1 << 20)   ? (size_t)1 << 20
+                       : bytes * 2 > (double)(1 << 30) ? (size_t)1 << 30
+                                                       : (size_t)(bytes * 2);
+        H5Pset_chunk_cache(dapl, 521, cache, 1.0);
+        /* (the cache belongs to the open dataset: it takes effect on the next open) */
+        H5Dclose(r->did);
+        r->did = H5Dopen2(fid, name, dapl);
+        H5Pclose(dapl);
+        H5Tclose(tid);
+    }
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (r->did < 0) {
+        qkf_set_error("%s: cannot open dataset '%s'", path, name);
+        H5Fclose(fid);
+        qkf_free(r);
+        return NULL;
+    }
+    size_t lp = strlen(path) + 1, ln = strlen(name) + 1;
+    r->path = qkf_malloc(lp);
+    memcpy(r->path, path, lp);
+    r->name = qkf_malloc(ln);
+    memcpy(r->name, name, ln);
+    *ndim = r->ndim;
+    for (int i = 0; i < MAX_RANK; i++)
+        shape[i] = i < r->ndim ? (int64_t)r->dims[i] : 0;
+    return r;
+}
+
+int qkf_h5_rows_read_f32(qkf_h5_rows *r, int64_t r0, int64_t n, float *out)
+{
+    if (r0 < 0 || n < 0 || (hsize_t)(r0 + n) > r->dims[0])
+        return qkf_set_error("%s: dataset '%s': rows %lld..%lld are not in 0..%llu", r->path,
+                             r->name, (long long)r0, (long long)(r0 + n),
+                             (unsigned long long)r->dims[0]);
+    if (n == 0)
+        return 0;
+    hsize_t start[MAX_RANK] = {(hsize_t)r0}, count[MAX_RANK];
+    count[0] = (hsize_t)n;
+    for (int i = 1; i < r->ndim; i++)
+        count[i] = r->dims[i];
+    if (qkf_h5_read_slab(r->did, H5T_NATIVE_FLOAT, r->ndim, start, count, out))
+        return qkf_set_error("%s: cannot read rows %lld..%lld of dataset '%s'", r->path,
+                             (long long)r0, (long long)(r0 + n), r->name);
+    for (int64_t e = 0; e < n * r->row; e++)
+        if (!isfinite(out[e]))
+            return qkf_set_error("%s: dataset '%s' has a non-finite value (%s) at flat index "
+                                 "%" PRId64,
+                                 r->path, r->name,
+                                 isnan(out[e]) ? "nan" : out[e] > 0 ? "inf" : "-inf",
+                                 r0 * r->row + e);
+    return 0;
+}
+
+void qkf_h5_rows_close(qkf_h5_rows *r)
+{
+    if (!r)
+        return;
+    H5Dclose(r->did);
+    H5Fclose(r->fid);
+    qkf_free(r->path);
+    qkf_free(r->name);
+    qkf_free(r);
 }

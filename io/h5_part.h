@@ -18,4 +18,14 @@ int qkf_h5_read_rows_f32(const char *path, const char *name, const int64_t *inde
 int qkf_h5_read_rows_i64(const char *path, const char *name, const int64_t *index, int64_t k,
                          int64_t *out);
 
+/* A numeric dataset held open to be read a block of consecutive rows at a time (qkf infer and
+ * qkf sim stream their input so): the file stays open and its chunk cache (32 MiB) serves the
+ * rows of a chunk to every block that needs them. _open checks the dataset (numbers, rank 1..5,
+ * storage that can hold the shape) and gives its shape; NULL on error. _read_f32 reads rows
+ * [r0, r0 + n) converted to float32; a non-finite value is an error naming its flat index. */
+typedef struct qkf_h5_rows qkf_h5_rows;
+qkf_h5_rows *qkf_h5_rows_open(const char *path, const char *name, int *ndim, int64_t shape[5]);
+int qkf_h5_rows_read_f32(qkf_h5_rows *r, int64_t r0, int64_t n, float *out);
+void qkf_h5_rows_close(qkf_h5_rows *r);
+
 #endif

@@ -47,6 +47,15 @@ int qkf_h5out_u8(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
 /* Signed integers stored as int8/16/32/64 (bytes 1, 2, 4, 8); values must fit the type. */
 int qkf_h5out_int(qkf_h5out *o, const char *name, int ndim, const int64_t *shape,
                   const int64_t *data, int bytes);
+
+/* Datasets written a block of rows at a time (outputs of any number of samples, in memory
+ * bounded by one block): _create makes `name` with its whole shape (rank >= 1), _rows writes
+ * rows [r0, r0 + n) of it, every element of each row. */
+int qkf_h5out_f32_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape);
+int qkf_h5out_i64_create(qkf_h5out *o, const char *name, int ndim, const int64_t *shape);
+int qkf_h5out_f32_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n, const float *data);
+int qkf_h5out_i64_rows(qkf_h5out *o, const char *name, int64_t r0, int64_t n,
+                       const int64_t *data);
 /* Root attributes (obj = NULL or "/") or attributes of an existing group/dataset. */
 int qkf_h5out_attr_str(qkf_h5out *o, const char *obj, const char *key, const char *val);
 int qkf_h5out_attr_i64(qkf_h5out *o, const char *obj, const char *key, int64_t val);

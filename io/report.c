@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <hdf5.h>
 
 #include "../kernels/base.h"
+#include "../models/qkformer.h"
 #include "h5_internal.h"
 #include "trace.h"
 
@@ -47,15 +49,27 @@ static hid_t open_trace(const char *path)
     return fid;
 }
 
-static int read_attr(hid_t obj, const char *name, hid_t mtype, void *val)
+/* A numeric attribute holding one value, read as mtype: 0 if absent (val untouched), 1 when read,
+ * -1 (error set, naming the file, where and the attribute) if it is there but not one number. */
+static int attr_num(hid_t obj, const char *path, const char *where, const char *name,
+                    hid_t mtype, void *val)
 {
     if (H5Aexists(obj, name) <= 0)
-        return -1;
+        return 0;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    int rc = a < 0 || H5Aread(a, mtype, val) < 0 ? -1 : 0;
+    hid_t ft = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID, sp = a >= 0 ? H5Aget_space(a) : -1;
+    H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
+    int ok = (cls == H5T_INTEGER || cls == H5T_FLOAT) && sp >= 0 &&
+             H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, mtype, val) >= 0;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (ft >= 0)
+        H5Tclose(ft);
     if (a >= 0)
         H5Aclose(a);
-    return rc;
+    if (!ok)
+        return qkf_set_error("%s: %sattribute '%s' is not one number", path, where, name);
+    return 1;
 }
 
 /* A string attribute (variable or fixed length) as a qkf_malloc'ed string; "" if absent. */
@@ -128,14 +142,27 @@ static int spike_stats(const char *path, hid_t og, qkf_report_layer *L)
         qkf_set_error("%s: %s: no readable spikes/idx", path, L->name);
         goto done;
     }
+    char where[200], what[240];
+    snprintf(where, sizeof where, "%s: spikes ", L->name);
+    snprintf(what, sizeof what, "%s/spikes/idx", L->name);
+    if (qkf_h5_check_storage_ds(ds, path, what))
+        goto done;
     int64_t steps = 0;
-    if (read_attr(og, "n_steps", H5T_NATIVE_INT64, &steps) || steps < 1)
+    int got = attr_num(og, path, where, "n_steps", H5T_NATIVE_INT64, &steps);
+    if (got < 0)
+        goto done;
+    if (got == 0 || steps < 1)
         steps = 1;
     L->spike_samples = shape[0];
     L->spike_steps = steps;
     L->spike_neurons = L->n_neurons;
     if (H5Lexists(og, "neurons", H5P_DEFAULT) > 0) {
         hid_t nd = H5Dopen2(og, "neurons", H5P_DEFAULT);
+        snprintf(what, sizeof what, "%s/spikes/neurons", L->name);
+        if (nd >= 0 && qkf_h5_check_storage_ds(nd, path, what)) {
+            H5Dclose(nd);
+            goto done;
+        }
         if (nd >= 0 && ds_shape(nd, nsh) == 1) {
             neurons = qkf_malloc((size_t)(nsh[0] + 1) * sizeof(int64_t));
             if (H5Dread(nd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, neurons) >= 0)
@@ -185,6 +212,12 @@ static int membrane_stats(const char *path, hid_t og, qkf_report_layer *L)
         if (ds >= 0)
             H5Dclose(ds);
         return qkf_set_error("%s: %s: no readable %s/data", path, L->name, L->membrane);
+    }
+    char what[240];
+    snprintf(what, sizeof what, "%s/%s/data", L->name, L->membrane);
+    if (qkf_h5_check_storage_ds(ds, path, what)) {
+        H5Dclose(ds);
+        return -1;
     }
     int64_t per = shape[1] * shape[2];
     float *buf = qkf_malloc((size_t)(per + 1) * sizeof(float));
@@ -255,8 +288,9 @@ int qkf_report_load(const char *path, qkf_report *r)
     r->checkpoint = read_attr_str(fid, "checkpoint");
     r->sha256 = read_attr_str(fid, "checkpoint_sha256");
     r->command = read_attr_str(fid, "command_line");
-    read_attr(fid, "seed", H5T_NATIVE_UINT64, &r->seed);
-    read_attr(fid, "T", H5T_NATIVE_INT64, &r->T);
+    if (attr_num(fid, path, "root ", "seed", H5T_NATIVE_UINT64, &r->seed) < 0 ||
+        attr_num(fid, path, "root ", "T", H5T_NATIVE_INT64, &r->T) < 0)
+        goto done;
     if (H5Lexists(fid, "nodes", H5P_DEFAULT) <= 0 ||
         (nodes = H5Gopen2(fid, "nodes", H5P_DEFAULT)) < 0) {
         qkf_set_error("%s: no /nodes group", path);
@@ -275,10 +309,15 @@ int qkf_report_load(const char *path, qkf_report *r)
         }
         int64_t li = i;
         L->vth = 1.0;
-        read_attr(ng, "vth", H5T_NATIVE_DOUBLE, &L->vth);
-        read_attr(ng, "lif_index", H5T_NATIVE_INT64, &li);
-        read_attr(ng, "n_neurons", H5T_NATIVE_INT64, &L->n_neurons);
-        L->lif_index = (int)li;
+        char where[200];
+        snprintf(where, sizeof where, "%s: ", L->name);
+        if (attr_num(ng, path, where, "vth", H5T_NATIVE_DOUBLE, &L->vth) < 0 ||
+            attr_num(ng, path, where, "lif_index", H5T_NATIVE_INT64, &li) < 0 ||
+            attr_num(ng, path, where, "n_neurons", H5T_NATIVE_INT64, &L->n_neurons) < 0) {
+            H5Gclose(ng);
+            goto done;
+        }
+        L->lif_index = li < 0 || li > INT_MAX ? INT_MAX : (int)li;
         size_t len = strlen(L->name);
         L->is_qk_mask = len >= 13 && strcmp(L->name + len - 13, "tssa.attn_lif") == 0;
         hid_t obs = H5Lexists(ng, "observables", H5P_DEFAULT) > 0
@@ -290,9 +329,15 @@ int qkf_report_load(const char *path, qkf_report *r)
                 L->obs |= 1u << o;
         if (obs >= 0 && (L->obs & (1u << QKF_TRACE_SPIKES))) {
             hid_t og = H5Gopen2(obs, "spikes", H5P_DEFAULT);
-            if (L->n_neurons <= 0)
-                read_attr(og, "n_neurons", H5T_NATIVE_INT64, &L->n_neurons);
-            err = og < 0 || spike_stats(path, og, L);
+            if (L->n_neurons <= 0 && og >= 0 &&
+                attr_num(og, path, where, "n_neurons", H5T_NATIVE_INT64, &L->n_neurons) < 0)
+                err = 1;
+            /* a count of neurons sized by the attribute: no more than one layer can have */
+            if (!err && (L->n_neurons < 0 || L->n_neurons > QKF_MAX_LAYER_VALUES))
+                err = qkf_set_error("%s: %s: attribute 'n_neurons' is %lld (0..2^31)", path,
+                                    L->name, (long long)L->n_neurons) < 0;
+            if (!err)
+                err = og < 0 || spike_stats(path, og, L);
             if (og >= 0)
                 H5Gclose(og);
         }

@@ -99,6 +99,12 @@ int qkf_config_validate(const qkf_config *c)
         return qkf_set_error("config: qk_attn must be token or channel");
     if (c->img_size < 1 || c->img_size > 4096)
         return qkf_set_error("config: img_size must be in 1..4096, got %d", c->img_size);
+    if (c->embed_dims > QKF_MAX_EMBED)
+        return qkf_set_error("config: embed_dims %d is larger than %d", c->embed_dims,
+                             QKF_MAX_EMBED);
+    if ((c->variant == QKF_VARIANT_CIFAR || c->variant == QKF_VARIANT_IMAGENET) &&
+        c->depths > QKF_MAX_DEPTHS)
+        return qkf_set_error("config: depths %d is larger than %d", c->depths, QKF_MAX_DEPTHS);
     int div = 4, emb_div = 8; /* image divisibility, and embed_dims divisibility */
     const char *why = "";
     switch (c->variant) {
@@ -131,7 +137,18 @@ int qkf_config_validate(const qkf_config *c)
     if (first % c->num_heads)
         return qkf_set_error("config: num_heads %d must divide every stage width (%d, %d, %d)",
                              c->num_heads, first, first * 2, c->embed_dims);
-    if ((int)(c->embed_dims * c->mlp_ratio) < 1)
-        return qkf_set_error("config: mlp_ratio %g gives an empty MLP", (double)c->mlp_ratio);
+    /* Sizes in 64-bit arithmetic (below), each field against its own bound first, so that no
+     * overflow speaks for a field that is wrong. */
+    double hidden = (double)c->embed_dims * (double)c->mlp_ratio;
+    if (hidden < 1.0)
+        return qkf_set_error("config: mlp_ratio %g gives an empty MLP (embed_dims %d)",
+                             (double)c->mlp_ratio, c->embed_dims);
+    /* the widest layer at full resolution bounds every activation of one sample and step */
+    double widest = hidden > (double)c->embed_dims ? hidden : (double)c->embed_dims;
+    double values = (double)c->img_size * (double)c->img_size * widest;
+    if (values > (double)QKF_MAX_LAYER_VALUES)
+        return qkf_set_error("config: img_size %d with embed_dims %d and mlp_ratio %g makes layers "
+                             "of up to %.3g values per sample and step (at most 2^31)",
+                             c->img_size, c->embed_dims, (double)c->mlp_ratio, values);
     return 0;
 }

@@ -62,6 +62,14 @@ int qkf_params_build(const qkf_config *cfg, qkf_params *ps)
         }
     }
     qkf_graph_free(&g);
+    if (ps->total > QKF_MAX_PARAMS) {
+        long long total = (long long)ps->total;
+        qkf_params_free(ps);
+        return qkf_set_error("config: the model would hold %lld parameters (at most 2^31; "
+                             "embed_dims %d, depths %d, mlp_ratio %g, num_classes %d)",
+                             total, cfg->embed_dims, cfg->depths, (double)cfg->mlp_ratio,
+                             cfg->num_classes);
+    }
     ps->data = qkf_calloc((size_t)ps->total, sizeof(float));
     return 0;
 }

@@ -45,6 +45,11 @@ int qkf_config_preset(const char *name, qkf_config *cfg);
 const char *qkf_config_preset_list(void); /* "cifar10, cifar100, ..." for error messages */
 const char *qkf_variant_name(qkf_variant v);
 int qkf_variant_parse(const char *s, qkf_variant *v);
+/* Bounds of qkf_config_validate and qkf_params_build (sizes, checked in 64-bit arithmetic). */
+#define QKF_MAX_EMBED 65536
+#define QKF_MAX_DEPTHS 1024
+#define QKF_MAX_LAYER_VALUES ((int64_t)1 << 31) /* one layer, one sample, one step */
+#define QKF_MAX_PARAMS ((int64_t)1 << 31)       /* floats of a model (8 GiB) */
 /* Checks every field and that the input size fits the architecture. */
 int qkf_config_validate(const qkf_config *cfg);
 int qkf_config_is_frames(const qkf_config *cfg); /* DVS variants take [B,T,C,H,W] frames */

@@ -994,6 +994,46 @@ Test(io, dataset_idx_fuzz_findings)
     remove(tpath("train-images-idx3-ubyte.gz"));
 }
 
+/* Bytes after the data an idx header describes are an error naming where the data ends (the
+ * MNIST and Fashion-MNIST files end exactly there), plain (probe, load and subset) or gzipped
+ * (load and subset: the probe reads only the header of a compressed file). */
+Test(io, dataset_idx_trailing_bytes)
+{
+    remove(tpath("train-images-idx3-ubyte.gz"));
+    write_idx("train", 4, 0, 0);
+    FILE *f = fopen(tpath("train-images-idx3-ubyte"), "ab");
+    cr_assert(f && fwrite("xyz", 1, 3, f) == 3 && fclose(f) == 0);
+    expect_idx_errors("train-images-idx3-ubyte: 3 trailing bytes after the data, at byte 96",
+                      NULL, NULL);
+    write_idx("train", 4, 0, 0);
+    f = fopen(tpath("train-labels-idx1-ubyte"), "ab");
+    cr_assert(f && fputc(7, f) == 7 && fclose(f) == 0);
+    expect_idx_errors("train-labels-idx1-ubyte: 1 trailing bytes after the data, at byte 12",
+                      NULL, NULL);
+    /* gzipped: the 16-byte header, 80 pixels and 5 more bytes inside the compressed stream */
+    write_idx("train", 4, 0, 0);
+    remove(tpath("train-images-idx3-ubyte"));
+    uint8_t img[16 + 80 + 5];
+    put_be32(img, 0x00000803u), put_be32(img + 4, 4), put_be32(img + 8, 5), put_be32(img + 12, 4);
+    for (int i = 16; i < (int)sizeof img; i++)
+        img[i] = (uint8_t)i;
+    put_bytes("train-images-idx3-ubyte.gz", img, sizeof img, 1);
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    const int64_t first[] = {0};
+    qkf_dataset d;
+    memset(&d, 0, sizeof d);
+    const char *want = "train-images-idx3-ubyte.gz: 5 trailing bytes after the data, at byte 96";
+    expect_error(qkf_dataset_load(name, 1, &d), want, NULL, NULL, NULL);
+    expect_error(qkf_dataset_load_subset(name, 1, first, 1, 255.0f, &d), want, NULL, NULL, NULL);
+    /* without them the same file loads */
+    put_bytes("train-images-idx3-ubyte.gz", img, 16 + 80, 1);
+    cr_assert_eq(qkf_dataset_load(name, 1, &d), 0, "%s", qkf_last_error());
+    cr_expect_eq(d.n, 4);
+    qkf_dataset_free(&d);
+    remove(tpath("train-images-idx3-ubyte.gz"));
+}
+
 Test(io, dataset_subset_cifar)
 {
     const char *files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",

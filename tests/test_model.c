@@ -107,3 +107,46 @@ Test(model, config_validation)
     cr_expect_eq(qkf_config_preset("resnet", &c), -1);
     cr_expect(strstr(qkf_last_error(), "resnet") != NULL);
 }
+
+/* Sizes are checked field by field in 64-bit arithmetic: a huge field is named, never an
+ * overflow further on (embed_dims 2^30 was refused as "mlp_ratio 4 gives an empty MLP"), and a
+ * model too large to allocate is refused before anything is allocated. */
+static void expect_config_error(const qkf_config *c, const char *want)
+{
+    cr_assert_lt(qkf_config_validate(c), 0, "accepted: expected '%s'", want);
+    cr_expect_not_null(strstr(qkf_last_error(), want), "'%s' does not say '%s'", qkf_last_error(),
+                       want);
+}
+
+Test(model, config_sizes_64bit)
+{
+    qkf_config c, base;
+    cr_assert_eq(qkf_config_preset("cifar10", &base), 0);
+    c = base, c.embed_dims = 1 << 30;
+    expect_config_error(&c, "embed_dims 1073741824 is larger than 65536");
+    c = base, c.embed_dims = 2147483632; /* a multiple of 16 near INT_MAX */
+    expect_config_error(&c, "embed_dims 2147483632 is larger than 65536");
+    c = base, c.depths = 2147483647;
+    expect_config_error(&c, "depths 2147483647 is larger than 1024");
+    c = base, c.mlp_ratio = 1e-6f;
+    expect_config_error(&c, "gives an empty MLP");
+    /* every field in range, but their product: 4096^2 x 65536 x 64 values in one layer */
+    c = base, c.img_size = 4096, c.embed_dims = 65536, c.mlp_ratio = 64.0f;
+    expect_config_error(&c, "img_size 4096 with embed_dims 65536 and mlp_ratio 64 makes layers");
+    /* valid, but 65536^2 x 8 x 1022 weights: refused by the parameter count, nothing allocated */
+    c = base, c.embed_dims = 65536, c.img_size = 4, c.depths = 1024, c.num_heads = 8;
+    cr_assert_eq(qkf_config_validate(&c), 0, "%s", qkf_last_error());
+    qkf_params ps;
+    cr_assert_lt(qkf_params_build(&c, &ps), 0);
+    cr_expect_not_null(strstr(qkf_last_error(), "parameters (at most 2^31"), "%s",
+                       qkf_last_error());
+    cr_expect_null(ps.data);
+    cr_expect_null(ps.p);
+    /* the official configurations stay valid */
+    const char *presets[] = {"cifar10", "cifar100", "imagenet-10-768", "dvs128-gesture",
+                             "cifar10-dvs"};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(qkf_config_preset(presets[i], &c), 0);
+        cr_expect_eq(qkf_config_validate(&c), 0, "%s: %s", presets[i], qkf_last_error());
+    }
+}

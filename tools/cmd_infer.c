@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../io/h5_part.h"
 #include "../io/io.h"
 #include "../io/trace.h"
 #include "../kernels/base.h"
@@ -18,7 +19,9 @@ static void help(void)
            "                 [--conv winograd4|winograd2|direct]\n"
            "\n"
            "Reads dataset 'input' from X.h5: float32 [B,C,H,W] images (cifar, imagenet) or\n"
-           "[B,T,C,H,W] frames (dvs128, cifar10dvs); other datasets are ignored. The input size may\n"
+           "[B,T,C,H,W] frames (dvs128, cifar10dvs), --batch samples at a time (an input of any\n"
+           "number of samples runs in memory bounded by the batch; one whose file cannot hold\n"
+           "what its shape says is refused); other datasets are ignored. The input size may\n"
            "differ from the checkpoint's img_size if the architecture allows it (no position\n"
            "embedding), e.g. imagenet models at 288 or 384. Writes to Y.h5 (atomically):\n"
            "  logits                float32 [B,classes]\n"
@@ -158,6 +161,9 @@ int cmd_infer(int argc, char **argv)
     memset(&m, 0, sizeof m);
     float *x = NULL, *logits = NULL, *other = NULL;
     int64_t *counts = NULL, *pred = NULL;
+    qkf_h5_rows *in = NULL;
+    float first_logit[16];
+    int64_t first_pred[16];
     qkf_dense *e = NULL;
     qkf_sched *ev = NULL;
     qkf_xcheck first;
@@ -172,7 +178,7 @@ int cmd_infer(int argc, char **argv)
     int64_t shape[5];
     if (qkf_ckpt_load(weights, &m))
         goto done;
-    if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
+    if (!(in = qkf_h5_rows_open(input, "input", &ndim, shape))) /* a batch at a time, below */
         goto done;
     int frames = qkf_config_is_frames(&m.cfg);
     int want = frames ? 5 : 4;
@@ -225,10 +231,19 @@ int cmd_infer(int argc, char **argv)
     }
     const qkf_graph *g = e ? qkf_dense_graph(e) : qkf_sched_graph(ev);
     int K = m.cfg.num_classes;
-    logits = qkf_malloc((size_t)(B * K) * sizeof(float));
+    int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
+    x = qkf_malloc((size_t)(nb * per) * sizeof(float));
+    logits = qkf_malloc((size_t)(nb * K) * sizeof(float));
     other = qkf_malloc((size_t)(nb * K) * sizeof(float));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-    pred = qkf_malloc((size_t)B * sizeof(int64_t));
+    pred = qkf_malloc((size_t)nb * sizeof(int64_t));
+    /* the per-sample outputs are written as the batches come; the file appears on commit */
+    o = qkf_h5out_open(output);
+    if (!o)
+        goto done;
+    int64_t ls[2] = {B, K};
+    if (qkf_h5out_f32_create(o, "logits", 2, ls) || qkf_h5out_i64_create(o, "predictions", 1, &B))
+        goto done;
     if (topt.path) {
         if (!(tr = qkf_trace_opts_open(&topt, &ts, g, weights, mode, argc, argv)))
             goto done;
@@ -236,20 +251,33 @@ int cmd_infer(int argc, char **argv)
                   : qkf_dense_set_sink(e, qkf_trace_sink(tr)))
             goto done;
     }
-    int64_t per = frames ? (int64_t)m.cfg.T * C * H * W : C * H * W;
     double dt = 0.0;
     for (int64_t b0 = 0; b0 < B; b0 += nb) {
         int n = (int)(B - b0 < nb ? B - b0 : nb);
+        if (qkf_h5_rows_read_f32(in, b0, n, x))
+            goto done;
         /* the engine of --mode writes the outputs; the other one (cross-check) only compares */
         double t0 = qkf_now();
-        if (event ? qkf_sched_forward(ev, x + b0 * per, n, logits + b0 * K, counts)
-                  : qkf_dense_forward(e, x + b0 * per, n, logits + b0 * K, counts))
+        if (event ? qkf_sched_forward(ev, x, n, logits, counts)
+                  : qkf_dense_forward(e, x, n, logits, counts))
             goto done;
         dt += qkf_now() - t0;
+        for (int b = 0; b < n; b++) {
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (logits[b * K + k] > logits[b * K + best])
+                    best = k;
+            pred[b] = best;
+            if (b0 + b < 16)
+                first_pred[b0 + b] = best, first_logit[b0 + b] = logits[b * K + best];
+        }
+        if (qkf_h5out_f32_rows(o, "logits", b0, n, logits) ||
+            qkf_h5out_i64_rows(o, "predictions", b0, n, pred))
+            goto done;
         if (!xcheck)
             continue;
-        if (event ? qkf_dense_forward(e, x + b0 * per, n, other, NULL)
-                  : qkf_sched_forward(ev, x + b0 * per, n, other, NULL))
+        if (event ? qkf_dense_forward(e, x, n, other, NULL)
+                  : qkf_sched_forward(ev, x, n, other, NULL))
             goto done;
         qkf_xcheck xc;
         if (qkf_sched_compare(ev, e, n, &xc))
@@ -259,25 +287,13 @@ int cmd_infer(int argc, char **argv)
             first = xc, first_sample = b0 + xc.b;
         xc_mismatches += xc.mismatches;
     }
-    if (tr) { /* finished before the output is written: HDF5 from one thread at a time */
+    if (tr) { /* the batches were read and written beside its writer thread (a thread-safe
+               * HDF5: h5_part.c) */
         int trc = qkf_trace_close(tr);
         tr = NULL;
         if (trc)
             goto done;
     }
-    for (int64_t b = 0; b < B; b++) {
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (logits[b * K + k] > logits[b * K + best])
-                best = k;
-        pred[b] = best;
-    }
-    o = qkf_h5out_open(output);
-    if (!o)
-        goto done;
-    int64_t ls[2] = {B, K};
-    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "predictions", 1, &B, pred))
-        goto done;
     for (int l = 0; l < g->n_lif; l++) {
         char name[QKF_MAX_NAME + 32];
         const char *ln = g->ops[g->lif_ops[l]].name;
@@ -304,8 +320,8 @@ int cmd_infer(int argc, char **argv)
                (double)B / dt);
         int show = B < 16 ? (int)B : 16;
         for (int b = 0; b < show; b++)
-            printf("sample %d: class %lld (logit %.4f)\n", b, (long long)pred[b],
-                   (double)logits[(int64_t)b * K + pred[b]]);
+            printf("sample %d: class %lld (logit %.4f)\n", b, (long long)first_pred[b],
+                   (double)first_logit[b]);
         if (B > show)
             printf("... %lld more in %s\n", (long long)(B - show), output);
         qkf_print_rates(g, counts, B);
@@ -347,6 +363,7 @@ done:
     qkf_free(other);
     qkf_free(counts);
     qkf_free(pred);
+    qkf_h5_rows_close(in);
     qkf_model_free(&m);
     return rc;
 }

@@ -33,7 +33,8 @@ static void help(void)
         "               [--conv ALGO]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
-        "[B,T,C,H,W] event-count frames for dvs models), or on the test split of an image\n"
+        "[B,T,C,H,W] event-count frames for dvs models; read --batch samples at a time,\n"
+        "any number of them in memory bounded by the batch), or on the test split of an image\n"
         "dataset (--data NAME, read and normalised as qkf eval does; the accuracy is printed),\n"
         "and reports per layer, per attention head and per time step (averaged per sample):\n"
         "  in events    event entries delivered to the layer (an entry may carry a count > 1)\n"
@@ -362,15 +363,14 @@ static int ends_with(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-/* Reads and checks dataset 'input' of path against the model (as qkf infer does). shard (under
- * mpirun): only this rank's contiguous shard of the samples is read, and *B is its size. */
-static int load_input(const char *path, qkf_model *m, int shard, float **x, int64_t *B,
+/* Checks dataset 'input' of path against the model (as qkf infer does) from its shape: the
+ * samples are read a batch at a time by the run (*B samples of *per values each). */
+static int load_input(const char *path, qkf_model *m, qkf_h5_rows **in, int64_t *B,
                       int64_t *per)
 {
     int ndim;
     int64_t shape[5];
-    if (shard ? qkf_h5_shape(path, "input", &ndim, shape)
-              : qkf_h5_read_f32(path, "input", x, &ndim, shape))
+    if (!(*in = qkf_h5_rows_open(path, "input", &ndim, shape)))
         return -1;
     int frames = qkf_config_is_frames(&m->cfg);
     if (ndim != (frames ? 5 : 4))
@@ -392,26 +392,32 @@ static int load_input(const char *path, qkf_model *m, int shard, float **x, int6
                                  (long long)H, qkf_last_error());
         m->cfg.img_size = (int)H;
     }
-    if (frames)
+    if (frames) {
+        if (shape[1] < 1 || shape[1] > 1024)
+            return qkf_set_error("%s: dataset 'input' has %lld time steps (1..1024)", path,
+                                 (long long)shape[1]);
         m->cfg.T = (int)shape[1];
+    }
     *B = shape[0];
     *per = frames ? (int64_t)m->cfg.T * C * H * W : C * H * W;
-    if (shard) {
-        if (*B < qkf_dist_size())
-            return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", path,
-                                 (long long)*B, qkf_dist_size());
-        int64_t lo, hi;
-        qkf_dist_shard(*B, &lo, &hi);
-        int64_t *idx = qkf_malloc((size_t)(hi - lo) * sizeof(int64_t));
-        for (int64_t i = lo; i < hi; i++)
-            idx[i - lo] = i;
-        *x = qkf_malloc((size_t)((hi - lo) * *per) * sizeof(float));
-        int rc = qkf_h5_read_rows_f32(path, "input", idx, hi - lo, *x);
-        qkf_free(idx);
-        *B = hi - lo;
-        return rc;
-    }
+    if (*B < qkf_dist_size())
+        return qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", path,
+                             (long long)*B, qkf_dist_size());
     return 0;
+}
+
+/* load_input, then every sample read at once (the integer engine's run, sim_int, which compares
+ * with the float engine on the same samples, holds them all). */
+static int load_input_whole(const char *path, qkf_model *m, float **x, int64_t *B, int64_t *per)
+{
+    qkf_h5_rows *in = NULL;
+    int rc = load_input(path, m, &in, B, per);
+    if (rc == 0) {
+        *x = qkf_malloc((size_t)(*B * *per) * sizeof(float));
+        rc = qkf_h5_rows_read_f32(in, 0, *B, *x);
+    }
+    qkf_h5_rows_close(in);
+    return rc;
 }
 
 /* Under mpirun, rank 0 prints how many samples each rank holds (collective). */
@@ -521,7 +527,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     view.n_norm = q.n_norm;
     memcpy(view.input_mean, q.input_mean, sizeof view.input_mean);
     memcpy(view.input_std, q.input_std, sizeof view.input_std);
-    if (input ? load_input(input, &view, 0, &x, &B, &per) : load_data(data, &view, limit, &dset, &B))
+    if (input ? load_input_whole(input, &view, &x, &B, &per)
+              : load_data(data, &view, limit, &dset, &B))
         goto done;
     if (view.cfg.img_size != q.cfg.img_size || view.cfg.T != q.cfg.T) {
         qkf_set_error("%s: the integer model runs its checkpoint's geometry (%d x %d, T = %d) "
@@ -762,6 +769,7 @@ static int sim_run(int argc, char **argv)
     qkf_model m;
     memset(&m, 0, sizeof m);
     float *x = NULL, *logits = NULL;
+    qkf_h5_rows *in = NULL;
     qkf_sched *e = NULL;
     qkf_dense *d = NULL;
     qkf_stats ds;
@@ -785,7 +793,7 @@ static int sim_run(int argc, char **argv)
         goto done;
     }
     if (!lfail) {
-        int drc = input ? load_input(input, &m, shard, &x, &B, &per)
+        int drc = input ? load_input(input, &m, &in, &B, &per)
                         : load_data(data, &m, limit, &dset, &B);
         other = drc == -2, lfail = drc != 0;
     }
@@ -793,20 +801,26 @@ static int sim_run(int argc, char **argv)
         silent = !lfail || other;
         goto done;
     }
-    if (report_held(B, input ? B * per * (int64_t)sizeof(float) : qkf_dataset_bytes(&dset), quiet))
-        goto done;
-    /* this rank's contiguous shard [lo, hi) of the B samples (already read alone under mpirun) */
+    /* this rank's contiguous shard [lo, hi) of the B samples (a dataset: already read alone under
+     * mpirun; an input: read a batch at a time below) */
     int64_t lo = 0, hi = B;
-    if (!shard)
+    if (!shard || input)
         qkf_dist_shard(B, &lo, &hi);
+    int64_t in_batch = input ? (hi - lo < batch ? hi - lo : batch) : 0;
+    if (report_held(input ? hi - lo : B,
+                    input ? in_batch * per * (int64_t)sizeof(float) : qkf_dataset_bytes(&dset),
+                    quiet))
+        goto done;
     qkf_dataset dview = dset;
     dview.index = NULL, dview.total = dview.n;
     if (data) {
         int64_t pp = (int64_t)dset.c * dset.h * dset.w * (dset.t > 0 ? dset.t : 1);
         dview.pixels = dset.pixels + lo * pp, dview.labels = dset.labels + lo, dview.n = hi - lo;
     }
-    const float *xs = x ? x + lo * per : NULL;
     B = hi - lo;
+    if (input) {
+        x = qkf_malloc((size_t)(in_batch * per) * sizeof(float));
+    }
     int nb = (int)(B < batch ? B : batch);
     if (event) {
         e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
@@ -853,11 +867,17 @@ static int sim_run(int argc, char **argv)
     double busy = 0;
     int failed = 0;
     for (int64_t b0 = 0; b0 < B;) {
-        const float *xb = xs ? xs + b0 * per : NULL;
+        const float *xb = x;
         const int32_t *labels = NULL;
         int n = (int)(B - b0 < nb ? B - b0 : nb);
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
+        if (input) {
+            if (qkf_h5_rows_read_f32(in, lo + b0, n, x)) {
+                failed = 1;
+                break;
+            }
+        }
         double t1 = qkf_now();
         if (event ? qkf_sched_forward(e, xb, n, logits, NULL)
                   : qkf_dense_forward(d, xb, n, logits, NULL)) {
@@ -922,6 +942,7 @@ done:
     if (ds.node)
         qkf_stats_free(&ds);
     qkf_free(x);
+    qkf_h5_rows_close(in);
     qkf_free(logits);
     qkf_model_free(&m);
     return rc;

@@ -919,13 +919,10 @@ static void on_timer(uv_timer_t *t)
     pump(s);
 }
 
-static void on_connection(uv_stream_t *l, int status)
+/* A session of srv with its handles initialised (not yet connected): on_connection accepts into
+ * its tcp handle, then session_start begins it. */
+static sess *session_new(qkf_server *srv)
 {
-    qkf_server *srv = l->data;
-    if (status < 0) {
-        slog(srv, "accept: %s", uv_strerror(status));
-        return;
-    }
     sess *s = qkf_calloc(1, sizeof *s);
     s->srv = srv;
     s->id = ++srv->next_id;
@@ -941,12 +938,12 @@ static void on_connection(uv_stream_t *l, int status)
     srv->st.sessions_total++;
     if (++srv->st.sessions_active > srv->st.sessions_peak)
         srv->st.sessions_peak = srv->st.sessions_active;
-    int rc = uv_accept(l, (uv_stream_t *)&s->tcp);
-    if (rc) {
-        slog(srv, "accept: %s", uv_strerror(rc));
-        close_handles(s);
-        return;
-    }
+    return s;
+}
+
+static void session_start(sess *s)
+{
+    qkf_server *srv = s->srv;
     uv_tcp_nodelay(&s->tcp, 1);
     if (srv->o.sndbuf > 0) {
         int size = srv->o.sndbuf;
@@ -965,6 +962,23 @@ static void on_connection(uv_stream_t *l, int status)
     if (srv->o.idle_timeout > 0)
         uv_timer_start(&s->timer, on_timer, (uint64_t)(srv->o.idle_timeout * 1000.0 + 0.5), 0);
     pump(s);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    qkf_server *srv = l->data;
+    if (status < 0) {
+        slog(srv, "accept: %s", uv_strerror(status));
+        return;
+    }
+    sess *s = session_new(srv);
+    int rc = uv_accept(l, (uv_stream_t *)&s->tcp);
+    if (rc) {
+        slog(srv, "accept: %s", uv_strerror(rc));
+        close_handles(s);
+        return;
+    }
+    session_start(s);
 }
 
 /* ---- the server -------------------------------------------------------------------------------

@@ -297,10 +297,23 @@ static int load_train_state(const char *path, const qkf_params *ps, qkf_optim *o
         return qkf_set_error("%s: no optimiser state (optim/step): not written by qkf train", path);
     if (qkf_h5_read_i64(path, "optim/step", &iv, &nd, s))
         return -1;
+    if (nd > 1 || (nd == 1 && s[0] != 1)) {
+        qkf_free(iv);
+        return qkf_set_error("%s: optim/step must hold one value (a step count)", path);
+    }
+    if (iv[0] < 0) {
+        long long v = (long long)iv[0];
+        qkf_free(iv);
+        return qkf_set_error("%s: optim/step is %lld (a step count is >= 0)", path, v);
+    }
     *step = iv[0];
     qkf_free(iv);
     if (qkf_h5_read_i64(path, "optim/seed", &iv, &nd, s))
         return -1;
+    if (nd > 1 || (nd == 1 && s[0] != 1)) {
+        qkf_free(iv);
+        return qkf_set_error("%s: optim/seed must hold one value", path);
+    }
     *seed = (uint64_t)iv[0];
     qkf_free(iv);
     for (int k = 0; k < ps->n; k++) {
@@ -348,6 +361,13 @@ static int load_train_options(const char *path, qkf_trainer_opts *o, char *data_
         return qkf_set_error("%s: optim/options has %lld values, expected 18", path,
                              (long long)s[0]);
     }
+    for (int i = 11; i < (s[0] >= 19 ? 19 : 18); i++) /* counts and flags, as integers */
+        if (!(v[i] >= -1.0f && v[i] <= 2147483520.0f && v[i] == floorf(v[i]))) {
+            double bad = (double)v[i];
+            qkf_free(v);
+            return qkf_set_error("%s: optim/options value %g at index %d is not a count", path,
+                                 bad, i);
+        }
     o->opt.lr = v[0], o->opt.min_lr = v[1], o->opt.warmup_lr = v[2], o->opt.beta1 = v[3];
     o->opt.beta2 = v[4], o->opt.eps = v[5], o->opt.weight_decay = v[6], o->opt.clip = v[7];
     o->warmup_epochs = (double)v[8], o->smoothing = (double)v[9], o->mixup = (double)v[10];
@@ -359,9 +379,22 @@ static int load_train_options(const char *path, qkf_trainer_opts *o, char *data_
     qkf_free(v);
     if (qkf_h5_read_i64(path, "optim/data", &d, &nd, s))
         return -1;
+    if (nd != 1) {
+        qkf_free(d);
+        return qkf_set_error("%s: optim/data must be a dataset name, one character a value",
+                             path);
+    }
     size_t n = (size_t)s[0] < cap - 1 ? (size_t)s[0] : cap - 1;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (d[i] < 0x20 || d[i] > 0x7e) {
+            long long bad = (long long)d[i];
+            qkf_free(d);
+            return qkf_set_error("%s: optim/data is not a dataset name (value %lld at index "
+                                 "%zu)",
+                                 path, bad, i);
+        }
         data_buf[i] = (char)d[i];
+    }
     data_buf[n] = 0;
     qkf_free(d);
     o->data = data_buf;

@@ -27,6 +27,21 @@ import torch  # noqa: E402
 
 WRAPPER_KEYS = ("model", "state_dict", "state_dict_ema")
 
+# The official cifar and DVS constructors ignore their num_heads argument and build this many
+# heads in every attention (spec section 5); the imagenet one uses the argument.
+OFFICIAL_HEADS = {"cifar": 8, "dvs128": 16, "cifar10dvs": 16}
+
+
+def heads_error(variant, num_heads):
+    """Why a converted checkpoint of `variant` cannot have `num_heads` heads, or None. Heads
+    change no tensor shape, so loading the weights cannot catch a wrong count."""
+    want = OFFICIAL_HEADS.get(variant)
+    if want is None or num_heads == want:
+        return None
+    return (f"--num-heads {num_heads}: the official {variant} model always has {want} heads "
+            f"(its constructor ignores num_heads), so an official checkpoint cannot be converted "
+            f"with {num_heads}")
+
 
 def extract_state_dict(obj, key=None):
     """The state_dict inside a loaded .pth object, with any 'module.' prefix removed. `key`
@@ -84,6 +99,10 @@ def main(argv=None):
                                embed_dims=a.embed_dims, num_heads=a.num_heads,
                                mlp_ratio=a.mlp_ratio, depths=a.depths, T=a.T,
                                qk_attn=a.qk_attn)
+
+    why = heads_error(cfg.variant, cfg.num_heads)
+    if why:
+        sys.exit(f"convert_pth: {why}")
 
     mean, std = a.mean, a.std
     if a.preset_norm:

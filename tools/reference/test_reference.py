@@ -20,6 +20,7 @@ import qkformer_ref as ref  # noqa: E402 (first: finds a python with torch)
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import convert_pth  # noqa: E402
 
 FIXTURES = HERE.parents[1] / "tests" / "fixtures"
 
@@ -142,6 +143,37 @@ class TestConvert(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0)
             self.assertFalse(bad.exists())
             self.assertEqual(sorted(p.name for p in Path(tmp).iterdir()), ["m.h5", "m.pth"])
+
+
+class TestConvertHeads(unittest.TestCase):
+    """The official cifar and DVS constructors ignore num_heads (8 and 16 heads always): a head
+    count they would not build is refused, naming it, and nothing is written; imagenet takes
+    its num_heads as given."""
+
+    def test_heads(self):
+        cfg = ref.QKFConfig.preset("cifar100", img_size=32)
+        torch.manual_seed(5)
+        sd = ref.QKFormer(cfg).state_dict()
+        with tempfile.TemporaryDirectory() as tmp:
+            pth = Path(tmp) / "c.pth"
+            torch.save(sd, pth)
+            for preset, heads, ok in (("cifar100", 4, False), ("cifar100", 8, True),
+                                      ("cifar100", 16, False)):
+                out = Path(tmp) / f"c{heads}.h5"
+                r = subprocess.run([sys.executable, str(HERE / "convert_pth.py"), "--preset",
+                                    preset, "--num-heads", str(heads), str(pth), "--out",
+                                    str(out)], capture_output=True, text=True)
+                self.assertEqual(r.returncode == 0, ok, r.stderr)
+                self.assertEqual(out.exists(), ok)
+                if not ok:
+                    self.assertIn(f"--num-heads {heads}", r.stderr)
+                    self.assertIn("always has 8 heads", r.stderr)
+                    self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        for variant, heads in (("dvs128", 16), ("cifar10dvs", 16), ("cifar", 8)):
+            self.assertIsNone(convert_pth.heads_error(variant, heads))
+            self.assertIn(f"always has {heads} heads", convert_pth.heads_error(variant, 4))
+        self.assertIsNone(convert_pth.heads_error("imagenet", 6))
+        self.assertIsNone(convert_pth.heads_error("imagenet", 12))
 
 
 class TestFixtures(unittest.TestCase):
