@@ -19,8 +19,10 @@
 #include "../sim/dense.h"
 #include "../sim/dist.h"
 #include "../sim/sched.h"
+#include "../sim/cost.h"
 #include "../sim/stats.h"
 #include "cli.h"
+#include "hw_pick.h"
 
 static void help(void)
 {
@@ -28,7 +30,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
-        "               [--conv ALGO]\n"
+        "               [--conv ALGO] [--hw PROFILE]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models), or on the test split of an image\n"
@@ -54,7 +56,14 @@ static void help(void)
         "  --e-ac, --e-mac      energy per accumulate and multiply-accumulate in pJ (45 nm:\n"
         "                       0.9 and 4.6, Horowitz 2014)\n"
         "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
-        "  --quiet              no table (with --report)\n");
+        "  --quiet              no table (with --report)\n"
+        "  --hw PROFILE         also map the model onto a chip (as qkf map does) and price every\n"
+        "                       step from the event engine's spikes as SANA-FE's simple model\n"
+        "                       does: per layer, per step and in total the energy split (synapse,\n"
+        "                       dendrite, soma, network), the latency per step and per inference,\n"
+        "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
+        "                       PROFILE: %s\n",
+        qkf_hw_pick_help);
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
 }
@@ -80,6 +89,7 @@ typedef struct {
     double e_ac, e_mac;
     const char *engine, *weights, *input;
     int threads, tb;
+    const qkf_cost *hw; /* --hw: the chip's costs (sim/cost.h), or NULL */
 } report_info;
 
 static double spikes_in(const qkf_work *w)
@@ -274,7 +284,12 @@ static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
         }
         fprintf(f, "}");
     }
-    fprintf(f, "\n  ]\n}\n");
+    fprintf(f, "\n  ]");
+    if (ri->hw) {
+        fprintf(f, ",\n  \"hw\": ");
+        qkf_cost_write_json(f, ri->hw);
+    }
+    fprintf(f, "\n}\n");
 }
 
 static void csv_row(FILE *f, const qkf_stats *s, int node, int head, int t, const qkf_work *w,
@@ -466,7 +481,8 @@ static int load_data(const char *name, qkf_model *m, int64_t limit, qkf_dataset 
 static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
-    const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
+    const char *weights = NULL, *input = NULL, *data = NULL, *mode = NULL, *report = NULL, *v;
+    const char *hwname = NULL;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
     int tb = 0, quiet = 0, conv = 0, r;
@@ -485,6 +501,7 @@ static int sim_run(int argc, char **argv)
         if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
             (r = qkf_arg(&a, "--input", &input)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode)) || (r = qkf_arg(&a, "--report", &report)) ||
+            (r = qkf_arg(&a, "--hw", &hwname)) ||
             (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
@@ -520,6 +537,19 @@ static int sim_run(int argc, char **argv)
         qkf_set_error("--input X.h5 (or --data NAME) is required");
         return qkf_cli_fail_rank0("sim");
     }
+    if (hwname && mode && strcmp(mode, "event") != 0) {
+        qkf_set_error("--hw prices the event engine's spikes: leave out --mode %s", mode);
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (hwname && qkf_dist_size() > 1) {
+        qkf_set_error("--hw prices one process's run; run it without mpirun");
+        return qkf_cli_fail_rank0("sim");
+    }
+    qkf_hw_profile hwp;
+    if (hwname && qkf_hw_pick(hwname, &hwp))
+        return qkf_cli_fail_rank0("sim");
+    if (!mode)
+        mode = "event";
     int event = strcmp(mode, "event") == 0;
     if (!event && strcmp(mode, "dense") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (event or dense)", mode);
@@ -567,6 +597,11 @@ static int sim_run(int argc, char **argv)
     qkf_trace *tr = NULL;
     qkf_trace_spec ts;
     qkf_trace_spec_init(&ts);
+    qkf_map hmap;
+    memset(&hmap, 0, sizeof hmap);
+    qkf_cost hcost;
+    memset(&hcost, 0, sizeof hcost);
+    const uint8_t **hsp = NULL;
     /* under mpirun each rank reads only its contiguous shard of the samples; the checkpoint is
      * agreed on first, because reading a dataset shard involves collectives */
     int shard = qkf_dist_size() > 1, other = 0;
@@ -600,10 +635,17 @@ static int sim_run(int argc, char **argv)
     B = hi - lo;
     int nb = (int)(B < batch ? B : batch);
     if (event) {
-        e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
+        e = qkf_sched_create(&m, nb,
+                             (tb ? QKF_SCHED_TB_COMPAT : 0) | (hwname ? QKF_SCHED_RECORD : 0));
         if (!e)
             goto done;
         st = qkf_sched_stats(e);
+        if (hwname) { /* the chip: mapped before the run, so a model that does not fit stops it */
+            const qkf_graph *g = qkf_sched_graph(e);
+            if (qkf_map_build(&hmap, g, &hwp) || qkf_cost_init(&hcost, &hmap, m.cfg.T))
+                goto done;
+            hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
+        }
     } else {
         d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
         if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
@@ -655,6 +697,14 @@ static int sim_run(int argc, char **argv)
             break;
         }
         busy += qkf_now() - t1;
+        if (hsp) {
+            for (int l = 0; l < qkf_sched_graph(e)->n_lif; l++)
+                hsp[l] = qkf_sched_spikes(e, l);
+            if (qkf_cost_add(&hcost, hsp, qkf_config_is_frames(&m.cfg) ? xb : NULL, n)) {
+                failed = 1;
+                break;
+            }
+        }
         if (!event && qkf_stats_add_dense(&ds, d, n)) {
             failed = 1;
             break;
@@ -682,13 +732,17 @@ static int sim_run(int argc, char **argv)
     if (qkf_dist_stats_sum(st) || qkf_dist_sum_i64(&correct, 1))
         goto done;
     report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
-                      tb};
+                      tb, hsp ? &hcost : NULL};
     if (!ri.threads)
         ri.threads = omp_get_max_threads();
     if (qkf_dist_rank() == 0 && report && write_report(report, json, st, &ri))
         goto done;
     if (!quiet && qkf_dist_rank() == 0) {
         print_table(st, &ri);
+        if (hsp) {
+            qkf_work all = qkf_stats_step_total(st, -1);
+            qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
+        }
         if (data)
             printf("accuracy: %.2f%% of %lld test samples of %s\n",
                    100.0 * (double)correct / (double)st->samples, (long long)st->samples,
@@ -707,6 +761,11 @@ done:
     qkf_dataset_free(&dset);
     qkf_trace_abort(tr); /* before the engine it is attached to */
     qkf_trace_spec_free(&ts);
+    if (hcost.map)
+        qkf_cost_free(&hcost);
+    if (hmap.unit)
+        qkf_map_free(&hmap);
+    qkf_free(hsp);
     qkf_sched_free(e);
     qkf_dense_free(d);
     if (ds.node)
