@@ -69,8 +69,8 @@ static int sources(const qkf_graph *g, const int *unit_of_op, int t, qkf_map_sou
         return sources(g, unit_of_op, g->ops[p].in0, s) || sources(g, unit_of_op, g->ops[p].in1, s);
     if (unit_of_op[p] < 0)
         return qkf_set_error("graph: '%s' feeds a unit but is none", g->ops[p].name);
-    if (s->n == 8)
-        return qkf_set_error("graph: a sum of more than 8 spike streams");
+    if (s->n == (int)(sizeof s->src / sizeof s->src[0]))
+        return qkf_set_error("graph: a sum of more than 32 spike streams");
     for (int i = 0; i < s->n; i++)
         if (s->src[i] == unit_of_op[p])
             return 0;

@@ -44,7 +44,7 @@ const char *qkf_unit_kind_name(qkf_unit_kind k);
  * residual sum expanded into its summands; -1: the model's input, from outside the mesh). */
 typedef struct {
     int n;
-    int src[8];
+    int src[32];
 } qkf_map_sources;
 
 typedef struct {
