@@ -456,3 +456,85 @@ Test(cost, hand_counted)
     qkf_cost_free(&c);
     qkf_map_free(&m);
 }
+
+/* ---- NeuroBench ------------------------------------------------------------------------------- */
+
+#include "../sim/neurobench.h"
+
+static void nb_fixture(const char *name)
+{
+    char w[512], ref[512];
+    snprintf(w, sizeof w, "%s/%s.weights.h5", QKF_FIXTURE_DIR, name);
+    snprintf(ref, sizeof ref, "%s/%s.ref.h5", QKF_FIXTURE_DIR, name);
+    qkf_model md;
+    memset(&md, 0, sizeof md);
+    cr_assert_eq(qkf_ckpt_load(w, &md), 0, "%s", qkf_last_error());
+    float *x;
+    int nd;
+    int64_t sh[5];
+    cr_assert_eq(qkf_h5_read_f32(ref, "input", &x, &nd, sh), 0, "%s", qkf_last_error());
+    if (nd == 5)
+        md.cfg.T = (int)sh[1];
+    int B = (int)sh[0], T = md.cfg.T;
+    float *lg = malloc((size_t)B * md.cfg.num_classes * sizeof(float));
+    qkf_sched *e = qkf_sched_create(&md, B, 0);
+    cr_assert_eq(qkf_sched_forward(e, x, B, lg, NULL), 0);
+    qkf_dense *d = qkf_dense_create(&md, B, QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH);
+    cr_assert_not_null(d);
+    cr_assert_eq(qkf_dense_forward(d, x, B, lg, NULL), 0);
+    qkf_nb nb;
+    cr_assert_eq(qkf_nb_init(&nb, &md, qkf_dense_graph(d)), 0);
+    cr_assert_eq(qkf_nb_add(&nb, d, B), 0);
+    const qkf_stats *st = qkf_sched_stats(e);
+    /* activation sparsity: the engine's LIF spikes over its neurons (the fixtures' spikes agree
+     * between engines exactly, test_event) */
+    int64_t neurons = 0, spikes = 0;
+    for (int i = 0; i < st->n_nodes; i++)
+        if (st->node[i].neurons > 0) {
+            neurons += st->node[i].neurons;
+            spikes += qkf_stats_node_total(st, i, -1).out_spikes;
+        }
+    cr_assert_eq(nb.act_numel, neurons * T * B);
+    cr_assert_eq(nb.act_nonzero, spikes, "%s", name);
+    /* membranes: all at the first step, at most all at every step */
+    cr_assert_geq(nb.mem_updates, neurons * B);
+    cr_assert_leq(nb.mem_updates, neurons * T * B);
+    /* a conv fed by one LIF's binary spikes: its effective ACs are the pairs of (spike, non-zero
+     * weight), which with no zero weight are the event engine's accumulates */
+    cr_assert_eq(nb.zero_weights, 0);
+    int checked = 0;
+    const qkf_graph *g = qkf_dense_graph(d);
+    for (int l = 0; l < nb.n_layers; l++) {
+        const qkf_op *op = &g->ops[nb.layer[l].op];
+        if (op->kind != QKF_OP_CONV)
+            continue;
+        int p = -1;
+        for (int i = 0; i < g->n_ops; i++)
+            if (g->ops[i].out == op->in0)
+                p = i;
+        if (p < 0 || g->ops[p].kind != QKF_OP_LIF)
+            continue;
+        for (int i = 0; i < st->n_nodes; i++)
+            if (st->node[i].op == nb.layer[l].op) {
+                cr_assert_eq(nb.layer[l].eff_acs, qkf_stats_node_total(st, i, -1).acs, "%s %s",
+                             name, nb.layer[l].name);
+                cr_assert_eq(nb.layer[l].eff_macs, 0);
+                checked++;
+            }
+    }
+    cr_assert_gt(checked, 3);
+    cr_assert_eq(nb.footprint, md.params.total * 4 + 8 * (int64_t)(nb.n_layers - 1));
+    qkf_nb_free(&nb);
+    qkf_dense_free(d);
+    qkf_sched_free(e);
+    free(lg);
+    qkf_free(x);
+    qkf_model_free(&md);
+}
+
+Test(neurobench, against_engine_counts, .timeout = 120)
+{
+    nb_fixture("cifar_small");
+    nb_fixture("imagenet_small");
+    nb_fixture("dvs128_small");
+}

@@ -20,6 +20,7 @@
 #include "../sim/dist.h"
 #include "../sim/sched.h"
 #include "../sim/cost.h"
+#include "../sim/neurobench.h"
 #include "../sim/stats.h"
 #include "cli.h"
 #include "hw_pick.h"
@@ -30,7 +31,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
-        "               [--conv ALGO] [--hw PROFILE]\n"
+        "               [--conv ALGO] [--hw PROFILE] [--neurobench]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models), or on the test split of an image\n"
@@ -62,7 +63,13 @@ static void help(void)
         "                       does: per layer, per step and in total the energy split (synapse,\n"
         "                       dendrite, soma, network), the latency per step and per inference,\n"
         "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
-        "                       PROFILE: %s\n",
+        "                       PROFILE: %s\n"
+        "  --neurobench         also NeuroBench's metrics, as NeuroBench defines them (conv and\n"
+        "                       linear layers only): ActivationSparsity, SynapticOperations\n"
+        "                       (Effective_MACs, Effective_ACs, Dense), MembraneUpdates,\n"
+        "                       Footprint, ConnectionSparsity; the report gains \"neurobench\".\n"
+        "                       The membranes come from a dense-engine run of the same samples\n"
+        "                       beside the event engine's (on with --hw)\n",
         qkf_hw_pick_help);
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
@@ -90,6 +97,7 @@ typedef struct {
     const char *engine, *weights, *input;
     int threads, tb;
     const qkf_cost *hw; /* --hw: the chip's costs (sim/cost.h), or NULL */
+    const qkf_nb *nb;   /* --neurobench (sim/neurobench.h), or NULL */
 } report_info;
 
 static double spikes_in(const qkf_work *w)
@@ -289,6 +297,10 @@ static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
         fprintf(f, ",\n  \"hw\": ");
         qkf_cost_write_json(f, ri->hw);
     }
+    if (ri->nb) {
+        fprintf(f, ",\n  \"neurobench\": ");
+        qkf_nb_write_json(f, ri->nb);
+    }
     fprintf(f, "\n}\n");
 }
 
@@ -485,7 +497,7 @@ static int sim_run(int argc, char **argv)
     const char *hwname = NULL;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
-    int tb = 0, quiet = 0, conv = 0, r;
+    int tb = 0, quiet = 0, conv = 0, nbench = 0, r;
     qkf_trace_opts topt;
     qkf_trace_opts_init(&topt);
     for (a.i = 1; a.i < argc; a.i++) {
@@ -506,7 +518,8 @@ static int sim_run(int argc, char **argv)
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
             (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
-            (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
+            (r = qkf_arg_flag(&a, "--quiet", &quiet)) ||
+            (r = qkf_arg_flag(&a, "--neurobench", &nbench))) {
             if (r < 0)
                 return qkf_cli_fail_rank0("sim");
             continue;
@@ -550,6 +563,12 @@ static int sim_run(int argc, char **argv)
         return qkf_cli_fail_rank0("sim");
     if (!mode)
         mode = "event";
+    if (hwname)
+        nbench = 1;
+    if (nbench && qkf_dist_size() > 1) {
+        qkf_set_error("--neurobench measures one process's run; run it without mpirun");
+        return qkf_cli_fail_rank0("sim");
+    }
     int event = strcmp(mode, "event") == 0;
     if (!event && strcmp(mode, "dense") != 0) {
         qkf_set_error("option --mode: '%s' is not an engine (event or dense)", mode);
@@ -602,6 +621,10 @@ static int sim_run(int argc, char **argv)
     qkf_cost hcost;
     memset(&hcost, 0, sizeof hcost);
     const uint8_t **hsp = NULL;
+    qkf_nb nbm;
+    memset(&nbm, 0, sizeof nbm);
+    qkf_dense *dn = NULL; /* NeuroBench's membranes beside the event engine */
+    float *nlogits = NULL;
     /* under mpirun each rank reads only its contiguous shard of the samples; the checkpoint is
      * agreed on first, because reading a dataset shard involves collectives */
     int shard = qkf_dist_size() > 1, other = 0;
@@ -647,10 +670,20 @@ static int sim_run(int argc, char **argv)
             hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
         }
     } else {
-        d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
+        d = qkf_dense_create(&m, nb,
+                             QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv |
+                                 (nbench ? QKF_DENSE_RECORD_VH : 0));
         if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
             goto done;
         st = &ds;
+    }
+    if (nbench) {
+        if (event && !(dn = qkf_dense_create(&m, nb,
+                                             QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH |
+                                                 (tb ? QKF_DENSE_TB_COMPAT : 0) | conv)))
+            goto done;
+        if (qkf_nb_init(&nbm, &m, qkf_dense_graph(event ? dn : d)))
+            goto done;
     }
     if (topt.path) {
         const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
@@ -661,6 +694,8 @@ static int sim_run(int argc, char **argv)
     }
     int K = m.cfg.num_classes;
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
+    if (dn)
+        nlogits = qkf_malloc((size_t)nb * K * sizeof(float));
     if (data) {
         qkf_loader_cfg lc;
         memset(&lc, 0, sizeof lc);
@@ -705,6 +740,11 @@ static int sim_run(int argc, char **argv)
                 break;
             }
         }
+        if (nbench && ((event && qkf_dense_forward(dn, xb, n, nlogits, NULL)) ||
+                       qkf_nb_add(&nbm, event ? dn : d, n))) {
+            failed = 1;
+            break;
+        }
         if (!event && qkf_stats_add_dense(&ds, d, n)) {
             failed = 1;
             break;
@@ -732,7 +772,7 @@ static int sim_run(int argc, char **argv)
     if (qkf_dist_stats_sum(st) || qkf_dist_sum_i64(&correct, 1))
         goto done;
     report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
-                      tb, hsp ? &hcost : NULL};
+                      tb, hsp ? &hcost : NULL, nbench ? &nbm : NULL};
     if (!ri.threads)
         ri.threads = omp_get_max_threads();
     if (qkf_dist_rank() == 0 && report && write_report(report, json, st, &ri))
@@ -743,6 +783,8 @@ static int sim_run(int argc, char **argv)
             qkf_work all = qkf_stats_step_total(st, -1);
             qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
         }
+        if (nbench)
+            qkf_nb_print(&nbm);
         if (data)
             printf("accuracy: %.2f%% of %lld test samples of %s\n",
                    100.0 * (double)correct / (double)st->samples, (long long)st->samples,
@@ -766,6 +808,10 @@ done:
     if (hmap.unit)
         qkf_map_free(&hmap);
     qkf_free(hsp);
+    if (nbm.layer)
+        qkf_nb_free(&nbm);
+    qkf_dense_free(dn);
+    qkf_free(nlogits);
     qkf_sched_free(e);
     qkf_dense_free(d);
     if (ds.node)
