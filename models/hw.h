@@ -90,6 +90,7 @@ typedef struct {
 
 /* Where the numbers of costs come from (qkf key `costs`). */
 typedef enum {
+    QKF_HW_COSTS_AS_GIVEN,     /* the file's numbers, their provenance not stated (no qkf keys) */
     QKF_HW_COSTS_CALIBRATED,   /* measured or calibrated against silicon (SANA-FE's Loihi) */
     QKF_HW_COSTS_ESTIMATE,     /* a published estimate (45 nm arithmetic energies) */
     QKF_HW_COSTS_PARTIAL,      /* some figures published, the rest 0 */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "../io/events.h"
+#include "../models/hw.h"
 #include "../io/trace.h"
 #include "../models/qkformer.h"
 
@@ -34,6 +35,12 @@ int qkf_arg_positional(qkf_args *a, const char **val);
  * consumed, 0 if not ours, -1 on error; qkf_conv_help: its help lines. */
 int qkf_arg_conv(qkf_args *a, int *conv);
 extern const char *const qkf_conv_help;
+
+/* --hw NAME|FILE.yaml: the chip profile (a bundled name or a profile file, io/hw_profile.h),
+ * loaded into *hw. 1 if consumed (and loaded), 0 if not ours, -1 on error (a bad profile's one
+ * line names the file, line and key). qkf_hw_help: its help lines. */
+int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
+extern const char *const qkf_hw_help;
 
 /* Event-file reader options of qkf events and qkf client: --format, --sensor WxH (sides up to
  * max_side), --orient jaer|cifar10dvs, --backwards fail|drop. 1 if consumed, 0 if not ours,
@@ -73,6 +80,7 @@ int cmd_events(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_hw(int argc, char **argv);
 
 int qkf_cli_fail(const char *cmd); /* prints "qkf CMD: <last error>" and returns 1 */
 /* Prints as qkf_cli_fail on MPI rank 0 only (every rank sees the same options and files);

@@ -4,7 +4,7 @@
 # the reference scripts only: the C tests never need Python.
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcriterion-dev
-      libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist python3-h5py python3-matplotlib"
+      libopenblas-openmp-dev zlib1g-dev libyaml-dev dataset-fashion-mnist python3-h5py python3-matplotlib"
 if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
   PKGS="$PKGS libopenmpi-dev openmpi-bin"
 fi

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../sim/dense.h"
@@ -32,6 +33,7 @@ static void usage(FILE *f)
             "  report   statistics of a trace (rates, silent/saturated neurons, masks, membranes)\n"
             "  events   event-camera files: info, frames for infer, DVS emulator, convert, bench\n"
             "  grad     one training-mode forward + backward; loss and gradients to HDF5\n"
+            "  hw       chip profiles: list the bundled ones, show one (arithmetic, mesh, costs)\n"
             "\n"
             "presets: %s\n",
             QKF_VERSION, qkf_config_preset_list());
@@ -116,6 +118,20 @@ const char *const qkf_conv_help =
     "                   F(4x4,3x3), the fastest; default, or $QKF_CONV), winograd2\n"
     "                   (F(2x2,3x3): exact wherever direct is, e.g. power-of-two\n"
     "                   weights), direct (im2col + sgemm, plain summation order)\n";
+
+int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw)
+{
+    const char *v;
+    int r = qkf_arg(a, "--hw", &v);
+    if (r <= 0)
+        return r;
+    return qkf_hw_load(v, hw) ? -1 : 1;
+}
+
+const char *const qkf_hw_help =
+    "  --hw PROFILE     the chip: a bundled profile (qkf hw list: loihi, speck,\n"
+    "                   truenorth, ideal-45nm, wide16) or a profile file (FILE.yaml, SANA-FE\n"
+    "                   architecture format + qkf keys; qkf hw show checks one)\n";
 
 int qkf_parse_float(const char *opt, const char *s, double lo, double hi, double *out)
 {
@@ -216,6 +232,8 @@ int main(int argc, char **argv)
         return cmd_events(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "hw"))
+        return cmd_hw(argc - 1, argv + 1);
     fprintf(stderr, "qkf: unknown command '%s' (qkf --help lists them)\n", cmd);
     return 2;
 }
