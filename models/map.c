@@ -481,6 +481,9 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
 
 /* ---- placement ------------------------------------------------------------------------------ */
 
+/* Blocks onto physical cores (next fit, in unit order: a core takes the next block while the
+ * sum of their neurons, input axons and synaptic bytes stays within the core's limits and, on a
+ * chip with one layer per core, never a second layer), then cores onto the mesh. */
 static int place(qkf_map *m)
 {
     const qkf_hw_profile *hw = &m->hw;
@@ -490,19 +493,22 @@ static int place(qkf_map *m)
     for (int i = 0; i < m->n_units; i++) {
         m->unit[i].first_core = (int)total;
         total += m->unit[i].n_cores;
-        /* one layer per core (Speck): a single chip, so the model must fit it */
-        if (hw->max_layers_per_core == 1 && total > per_chip)
-            return qkf_set_error("layer %s: cores: the model needs %lld cores up to here, the "
-                                 "chip has %lld (%lld over)",
-                                 m->unit[i].name, (long long)total, (long long)per_chip,
-                                 (long long)(total - per_chip));
         if (total > (1 << 30))
             return qkf_set_error("layer %s: cores: more than 2^30 cores", m->unit[i].name);
     }
     m->n_cores = (int)total;
     m->core = qkf_calloc((size_t)(total > 0 ? total : 1), sizeof *m->core);
+    int phys = -1, layers = 0, prev_unit = -1;
+    need used = {0, 0, 0};
     for (int i = 0; i < m->n_units; i++) {
-        const qkf_map_unit *u = &m->unit[i];
+        qkf_map_unit *u = &m->unit[i];
+        int conv = u->kind == QKF_UNIT_CONV || u->kind == QKF_UNIT_ENCODE;
+        int *stamp = conv ? qkf_calloc((size_t)u->ih * u->iw, sizeof(int)) : NULL;
+        int64_t *pos = qkf_calloc((size_t)u->runs + 1, sizeof(int64_t));
+        int64_t *syn = qkf_calloc((size_t)u->runs + 1, sizeof(int64_t));
+        if (conv)
+            conv_runs(u, u->tq, stamp, pos, syn);
+        int first_phys = -1;
         for (int r = 0; r < u->runs; r++)
             for (int gi = 0; gi < u->groups; gi++) {
                 int id = u->first_core + r * u->groups + gi;
@@ -511,17 +517,52 @@ static int place(qkf_map *m)
                 int c0 = gi * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
                 c->unit = i, c->run = r, c->group = gi;
                 c->neurons = (int64_t)(q1 - q0) * (c1 - c0);
-                int tile = id / cpt;
-                c->slot = id % cpt;
-                c->chip = (int)(tile / ((int64_t)W * H));
-                c->tile = (int)(tile % ((int64_t)W * H));
-                int y = c->tile / W, x = c->tile % W;
-                if (y % 2) /* serpentine: consecutive tiles are neighbours */
-                    x = W - 1 - x;
-                c->x = c->chip * W + x, c->y = y;
+                need n = block_need(m, u, q0, q1, c0, c1, pos[r], syn[r]);
+                c->axons = n.axons, c->bytes = n.bytes;
+                need sum = {used.neurons + n.neurons, used.axons + n.axons, used.bytes + n.bytes};
+                int64_t nv, hv;
+                int new_layer = i != prev_unit;
+                int fits = phys >= 0 && broken(hw, sum, &nv, &hv) == LIM_NONE &&
+                           !(new_layer && hw->max_layers_per_core > 0 &&
+                             layers + 1 > hw->max_layers_per_core);
+                if (!fits) {
+                    phys++, layers = 0, used = n, prev_unit = -1;
+                    new_layer = 1;
+                } else
+                    used = sum;
+                if (new_layer)
+                    layers++;
+                prev_unit = i;
+                c->phys = phys;
+                if (first_phys < 0)
+                    first_phys = phys;
             }
+        u->n_phys = phys - first_phys + 1;
+        qkf_free(stamp);
+        qkf_free(pos);
+        qkf_free(syn);
     }
-    m->tiles = m->n_cores > 0 ? (m->n_cores + cpt - 1) / cpt : 0;
+    m->n_phys = phys + 1;
+    /* one layer per core (Speck): a single chip, so the model must fit it */
+    if (hw->max_layers_per_core == 1 && m->n_phys > per_chip)
+        for (int i = 0; i < m->n_cores; i++)
+            if (m->core[i].phys >= per_chip)
+                return qkf_set_error("layer %s: cores: the model needs %d cores, the chip has "
+                                     "%lld (%lld over)",
+                                     m->unit[m->core[i].unit].name, m->n_phys,
+                                     (long long)per_chip, (long long)(m->n_phys - per_chip));
+    for (int id = 0; id < m->n_cores; id++) {
+        qkf_map_core *c = &m->core[id];
+        int tile = c->phys / cpt;
+        c->slot = c->phys % cpt;
+        c->chip = (int)(tile / ((int64_t)W * H));
+        c->tile = (int)(tile % ((int64_t)W * H));
+        int y = c->tile / W, x = c->tile % W;
+        if (y % 2) /* serpentine: consecutive tiles are neighbours */
+            x = W - 1 - x;
+        c->x = c->chip * W + x, c->y = y;
+    }
+    m->tiles = m->n_phys > 0 ? (m->n_phys + cpt - 1) / cpt : 0;
     m->chips = (int)((m->tiles + (int64_t)W * H - 1) / ((int64_t)W * H));
     m->sync_tiles = m->tiles;
     m->sync_s = 0;
@@ -746,7 +787,7 @@ static void json_range(int64_t a, int64_t b, void *arg)
     range_ctx *r = arg;
     const qkf_map_core *c = r->c;
     fprintf(r->f, "%s\n    {\"tile\": [%d, %d], \"core\": %d, \"chip\": %d, \"layer\": ",
-            *r->first ? "" : ",", c->x, c->y, (int)(c - r->m->core), c->chip);
+            *r->first ? "" : ",", c->x, c->y, c->phys, c->chip);
     json_str(r->f, r->m->unit[c->unit].name);
     fprintf(r->f, ", \"neurons\": [%lld, %lld]}", (long long)a, (long long)b);
     *r->first = 0;
@@ -762,9 +803,9 @@ int qkf_map_write_json(const qkf_map *m, const char *path)
     fprintf(f, "{\n  \"profile\": ");
     json_str(f, m->hw.name);
     fprintf(f,
-            ",\n  \"chips\": %d,\n  \"n_cores\": %d,\n  \"tiles\": %d,\n  \"mesh\": [%d, %d],\n"
-            "  \"cores_per_tile\": %d,\n  \"cores\": [",
-            m->chips, m->n_cores, m->tiles, m->hw.mesh_width, m->hw.mesh_height,
+            ",\n  \"chips\": %d,\n  \"n_cores\": %d,\n  \"blocks\": %d,\n  \"tiles\": %d,\n"
+            "  \"mesh\": [%d, %d],\n  \"cores_per_tile\": %d,\n  \"cores\": [",
+            m->chips, m->n_phys, m->n_cores, m->tiles, m->hw.mesh_width, m->hw.mesh_height,
             m->hw.cores_per_tile);
     int first = 1;
     for (int i = 0; i < m->n_cores; i++) {
@@ -780,7 +821,7 @@ int qkf_map_write_json(const qkf_map *m, const char *path)
                 ", \"kind\": \"%s\", \"neurons\": %lld, \"cores\": %d, \"limit\": \"%s\", "
                 "\"channels\": %d, \"tokens\": %d, \"block\": [%d, %d], \"first_core\": %d, "
                 "\"max_axons\": %lld, \"max_synapse_bytes\": %lld}",
-                qkf_unit_kind_name(u->kind), (long long)u->neurons, u->n_cores, u->limit, u->C,
+                qkf_unit_kind_name(u->kind), (long long)u->neurons, u->n_phys, u->limit, u->C,
                 u->N, u->cc, u->tq, u->first_core, (long long)u->max_axons,
                 (long long)u->max_syn_bytes);
     }
@@ -809,81 +850,19 @@ void qkf_map_print(const qkf_map *m)
         if (hw->max_neurons > 0)
             snprintf(util, sizeof util, "%.1f%%",
                      100.0 * (double)u->neurons / ((double)u->n_cores * (double)hw->max_neurons));
+        /* cores: the physical cores its blocks sit on (small layers share them) */
         char blk[32];
         snprintf(blk, sizeof blk, "%d x %d", u->cc, u->tq);
         printf("%-34s %-8s %9lld %7d %6s %11s  %s\n", u->name, qkf_unit_kind_name(u->kind),
-               (long long)u->neurons, u->n_cores, util, blk, u->limit);
+               (long long)u->neurons, u->n_phys, util, blk, u->limit);
     }
     int cpt = hw->cores_per_tile > 0 ? hw->cores_per_tile : 1;
     int64_t per_chip = (int64_t)hw->mesh_width * hw->mesh_height * cpt;
     printf("\n%s: %lld neurons on %d cores (%d tiles) of %d chip%s (%lld cores each)", hw->name,
-           (long long)m->neurons, m->n_cores, m->tiles, m->chips, m->chips == 1 ? "" : "s",
+           (long long)m->neurons, m->n_phys, m->tiles, m->chips, m->chips == 1 ? "" : "s",
            (long long)per_chip);
     if (hw->max_neurons > 0)
         printf(", %.1f%% of their neuron slots",
-               100.0 * (double)m->neurons / ((double)m->n_cores * (double)hw->max_neurons));
+               100.0 * (double)m->neurons / ((double)m->n_phys * (double)hw->max_neurons));
     printf("\n");
-}
-
-/* ---- profiles without a file ---------------------------------------------------------------- */
-
-int qkf_map_profile_builtin(const char *name, qkf_hw_profile *p)
-{
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
-    qkf_hw_core_cost *c = &p->cost;
-    if (!strcmp(name, "loihi")) {
-        /* shared/spec/hardware.md 1-2: SANA-FE arch/loihi.yaml, Davies et al. 2018 */
-        snprintf(p->description, sizeof p->description, "Intel Loihi 1 (SANA-FE costs)");
-        p->arith = (qkf_hw_arith){0, 8, 0, 7, 0, 16, 1, 6, 24, 0, 12, 17, 6, 0, 0, 13, 7, 0, 8, 0, 0};
-        p->mesh_width = 8, p->mesh_height = 4, p->cores_per_tile = 4, p->link_buffer_size = 16;
-        p->e_hop_ns = 4.2e-12, p->t_hop_ns = 6.5e-9, p->e_hop_ew = 3.0e-12, p->t_hop_ew = 4.1e-9;
-        for (int d = 0; d < 4; d++)
-            p->e_hop[d] = d % 2 ? p->e_hop_ew : p->e_hop_ns,
-            p->t_hop[d] = d % 2 ? p->t_hop_ew : p->t_hop_ns;
-        p->n_sync = 4;
-        int st[4] = {1, 2, 4, 29};
-        double ss[4] = {0.6e-6, 1.0e-6, 1.4e-6, 1.8e-6};
-        memcpy(p->sync_tiles, st, sizeof st), memcpy(p->sync_s, ss, sizeof ss);
-        p->max_neurons = 1024, p->synapse_bytes = 128 << 10;
-        p->max_fan_in = 4096, p->max_fan_out = 4096;
-        c->t_message_in = 16.0e-9;
-        c->e_process_spike = 24.0e-12, c->t_process_spike = 3.1e-9; /* conv synapses */
-        c->e_access_neuron = 51.2e-12, c->t_access_neuron = 6.0e-9;
-        c->e_update_neuron = 21.6e-12, c->t_update_neuron = 3.7e-9;
-        c->e_spike_out = 69.3e-12, c->t_spike_out = 30.0e-9;
-        c->e_message_out = 111.0e-12, c->t_message_out = 5.1e-9;
-        return 0;
-    }
-    if (!strcmp(name, "speck")) {
-        /* hardware.md 4: DYNAP-CNN, 9 cores one layer each; energy unpublished (0) */
-        snprintf(p->description, sizeof p->description, "SynSense Speck (DYNAP-CNN limits)");
-        p->arith = (qkf_hw_arith){0, 8, 0, 0, 0, 16, 0, 0, 16, 0, 12, 16, 0, 1, 0, 16, 0, 0, 8, 0, 0};
-        p->mesh_width = 1, p->mesh_height = 1, p->cores_per_tile = 9;
-        p->n_sync = 1, p->sync_tiles[0] = 1;
-        p->max_neurons = 64 << 10, p->synapse_bytes = 64 << 10;
-        p->max_layers_per_core = 1, p->max_destinations = 2;
-        return 0;
-    }
-    if (!strcmp(name, "truenorth")) {
-        /* hardware.md 5: 64 x 64 cores, 256 axons x 256 neurons (binary crossbar) */
-        snprintf(p->description, sizeof p->description, "IBM TrueNorth (functional)");
-        p->arith = (qkf_hw_arith){0, 9, 0, 0, 0, 20, 0, 0, 20, 0, 12, 18, 0, 1, 0, 9, 0, 0, 8, 0, 0};
-        p->mesh_width = 64, p->mesh_height = 64, p->cores_per_tile = 1;
-        p->n_sync = 1, p->sync_tiles[0] = 1, p->sync_s[0] = 1e-3;
-        p->max_neurons = 256, p->max_fan_in = 256, p->max_fan_out = 256;
-        p->synapse_bytes = 256 * 256 / 8;
-        c->e_process_spike = 26e-12; /* all-in average per synaptic event (secondary) */
-        return 0;
-    }
-    if (!strcmp(name, "ideal-45nm")) {
-        snprintf(p->description, sizeof p->description, "ideal float machine, 45 nm");
-        p->arith.is_float = 1;
-        p->mesh_width = 1, p->mesh_height = 1, p->cores_per_tile = 4096;
-        p->n_sync = 1, p->sync_tiles[0] = 1;
-        c->e_process_spike = 0.9e-12;
-        p->e_ac = 0.9e-12, p->e_mac = 4.6e-12;
-        return 0;
-    }
-    return qkf_set_error("%s: no such chip profile (loihi, speck, truenorth, ideal-45nm)", name);
 }

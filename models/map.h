@@ -9,14 +9,15 @@
  * A unit's neurons are indexed per sample as c*N + token (the official flattening), with C and
  * N as below.
  *
- * Cores. A unit is tiled into blocks of tq consecutive tokens x cc consecutive channels, one
- * block per core, as large as every limit of the profile allows (neurons per core, input axons
+ * Blocks and cores. A unit is tiled into blocks of tq consecutive tokens x cc consecutive
+ * channels, each as large as every limit of the profile allows (neurons per core, input axons
  * per core, synaptic memory per core as the chip stores the weights), chosen to use the fewest
- * cores. Block (r, g) holds tokens [r*tq, (r+1)*tq) of channels [g*cc, (g+1)*cc) and is core
- * first_core + r*groups + g. Cores are numbered in unit order and placed on the mesh tile after
- * tile along a serpentine path (so consecutive units sit side by side), cores_per_tile to a
- * tile, chip after chip along x. Deterministic: no randomness, no dependence on anything but the
- * graph and the profile. */
+ * blocks. Block (r, g) holds tokens [r*tq, (r+1)*tq) of channels [g*cc, (g+1)*cc) and is
+ * m->core[first_core + r*groups + g]. Blocks go onto physical cores in unit order, a core
+ * taking the next block while the sums stay within its limits (small layers share a core;
+ * Speck: one layer per core); cores are placed on the mesh tile after tile along a serpentine
+ * path (so consecutive units sit side by side), cores_per_tile to a tile, chip after chip along
+ * x. Deterministic: nothing but the graph and the profile decides. */
 #ifndef QKF_MAP_H
 #define QKF_MAP_H
 
@@ -65,16 +66,22 @@ typedef struct {
     /* the tiling */
     int tq, cc;         /* tokens and channels per block */
     int runs, groups;   /* ceil(N / tq), ceil(C / cc) */
-    int first_core, n_cores;
+    int first_core, n_cores; /* its blocks: m->core[first_core .. first_core + n_cores) */
+    int n_phys;              /* the physical cores they sit on */
     const char *limit; /* the limit that stops a block from growing ("whole layer" if none) */
     int64_t max_axons, max_syn_bytes; /* the largest block's input axons and synaptic bytes */
     int stat_node;     /* qkf_stats node whose accumulates this unit performs (or part) */
     int spike_node;    /* qkf_stats node whose out_spikes are this unit's spikes, or -1 */
 } qkf_map_unit;
 
+/* A block of a unit's neurons (m->core[i]) and the physical core that holds it (phys): small
+ * blocks share a core while its limits allow (next fit in unit order; one layer per core on
+ * Speck). Block i of unit u is i - first_core = run * groups + group. */
 typedef struct {
     int unit;
-    int run, group; /* its block */
+    int run, group; /* the block */
+    int phys;       /* the physical core */
+    int64_t axons, bytes; /* the block's input axons and synaptic bytes */
     int chip, tile, slot; /* tile within the chip, core within the tile */
     int x, y;             /* global tile coordinates (chip c spans x in [c*width, (c+1)*width)) */
     int64_t neurons;
@@ -85,8 +92,9 @@ typedef struct {
     const qkf_graph *g;
     int n_units;
     qkf_map_unit *unit;
-    int n_cores;
-    qkf_map_core *core;
+    int n_cores;        /* blocks */
+    qkf_map_core *core; /* [n_cores] */
+    int n_phys;         /* physical cores in use */
     int chips, tiles;
     int64_t neurons; /* all units */
     int sync_tiles;  /* tiles in use (the sync table's key) */
@@ -125,10 +133,5 @@ int qkf_map_feeds(const qkf_map *m, int s, int v, int slot);
 int qkf_map_write_json(const qkf_map *m, const char *path);
 /* Prints the per-layer table and the totals. */
 void qkf_map_print(const qkf_map *m);
-
-/* The chips qkf knows without a profile file (the numbers of docs/hardware.md and the shared
- * hardware facts): loihi, speck, truenorth, ideal-45nm. The YAML profiles (io/hw_profile.c)
- * are the reference; these serve the tests. -1 if unknown. */
-int qkf_map_profile_builtin(const char *name, qkf_hw_profile *hw);
 
 #endif

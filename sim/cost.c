@@ -107,14 +107,17 @@ int qkf_cost_init(qkf_cost *c, const qkf_map *m, int T)
     c->core = qkf_calloc((size_t)nc, sizeof *c->core);
     c->cur = qkf_calloc((size_t)nc, sizeof *c->cur);
     c->step = qkf_calloc((size_t)T, sizeof *c->step);
-    c->busy_s = qkf_calloc((size_t)nc, sizeof(double));
+    int np = m->n_phys > 0 ? m->n_phys : 1;
+    c->busy_s = qkf_calloc((size_t)np, sizeof(double));
+    c->gen = qkf_calloc((size_t)np, sizeof(double));
+    c->proc = qkf_calloc((size_t)np, sizeof(double));
     c->lat_s = qkf_calloc((size_t)T, sizeof(double));
     c->net_s = qkf_calloc((size_t)T, sizeof(double));
     c->sync_s = qkf_calloc((size_t)T, sizeof(double));
     c->tc = qkf_malloc((size_t)nc * sizeof(int));
     c->tl = qkf_malloc((size_t)nc * sizeof(int64_t));
     c->dest = qkf_malloc((size_t)nc * sizeof(int));
-    c->stamp = qkf_calloc((size_t)nc, sizeof(int));
+    c->stamp = qkf_calloc((size_t)np, sizeof(int));
     c->once_first = qkf_calloc((size_t)nc, sizeof(int64_t));
     c->once_last = qkf_calloc((size_t)nc, sizeof(int64_t));
     c->dend = qkf_calloc((size_t)nc, sizeof(int64_t));
@@ -220,6 +223,7 @@ void qkf_cost_free(qkf_cost *c)
         }
     }
     qkf_free(c->core), qkf_free(c->cur), qkf_free(c->step), qkf_free(c->busy_s);
+    qkf_free(c->gen), qkf_free(c->proc);
     qkf_free(c->lat_s), qkf_free(c->net_s), qkf_free(c->sync_s);
     qkf_free(c->tc), qkf_free(c->tl), qkf_free(c->dest), qkf_free(c->stamp);
     qkf_free(c->once_first), qkf_free(c->once_last), qkf_free(c->dend);
@@ -259,7 +263,7 @@ static void deliver(qkf_cost *c, int s, int64_t x, int64_t count, int src, step_
 {
     const qkf_map *m = c->map;
     if (++c->n_stamp == INT_MAX) {
-        memset(c->stamp, 0, (size_t)m->n_cores * sizeof(int));
+        memset(c->stamp, 0, (size_t)m->n_phys * sizeof(int));
         c->n_stamp = 1;
     }
     int nd = 0;
@@ -268,8 +272,9 @@ static void deliver(qkf_cost *c, int s, int64_t x, int64_t count, int src, step_
         int nt = qkf_map_targets(m, v, c->cons_slot[s][k], x, c->tc, c->tl, c->touched[v]);
         for (int i = 0; i < nt; i++) {
             c->cur[c->tc[i]].n[QKF_ACT_LOOKUP] += c->tl[i] * count;
-            if (c->stamp[c->tc[i]] != c->n_stamp) {
-                c->stamp[c->tc[i]] = c->n_stamp;
+            int ph = m->core[c->tc[i]].phys; /* one message per destination core */
+            if (c->stamp[ph] != c->n_stamp) {
+                c->stamp[ph] = c->n_stamp;
                 c->dest[nd++] = c->tc[i];
             }
         }
@@ -370,7 +375,6 @@ static void one_step(qkf_cost *c, const uint8_t *const *spikes, const float *fra
                 c->touched[u][x] = 0;
             }
     }
-    double gen_max = 0, proc_max = 0;
     for (int i = 0; i < m->n_cores; i++) {
         qkf_cost_counts *k = &c->cur[i];
         const qkf_map_core *co = &m->core[i];
@@ -382,14 +386,20 @@ static void one_step(qkf_cost *c, const uint8_t *const *spikes, const float *fra
             k->n[QKF_ACT_LOOKUP] += c->once_first[i];
         if (t == c->T - 1)
             k->n[QKF_ACT_LOOKUP] += c->once_last[i];
-        double gen, proc;
+        double gen, proc; /* the blocks of a physical core run one after the other */
         qkf_cost_core_time(hw, k, &gen, &proc);
-        gen_max = gen > gen_max ? gen : gen_max;
-        proc_max = proc > proc_max ? proc : proc_max;
-        c->busy_s[i] += gen > proc ? gen : proc; /* its units overlap, as in the latency */
+        c->gen[co->phys] += gen, c->proc[co->phys] += proc;
         add_counts(&c->core[i], k);
         add_counts(&c->step[t], k);
         memset(k, 0, sizeof *k);
+    }
+    double gen_max = 0, proc_max = 0;
+    for (int p = 0; p < m->n_phys; p++) {
+        gen_max = c->gen[p] > gen_max ? c->gen[p] : gen_max;
+        proc_max = c->proc[p] > proc_max ? c->proc[p] : proc_max;
+        /* its units overlap, as in the latency */
+        c->busy_s[p] += c->gen[p] > c->proc[p] ? c->gen[p] : c->proc[p];
+        c->gen[p] = c->proc[p] = 0;
     }
     double lat = (gen_max > proc_max ? gen_max : proc_max) + st.net + m->sync_s;
     c->lat_s[t] += lat;
@@ -434,7 +444,7 @@ qkf_cost_counts qkf_cost_unit(const qkf_cost *c, int u)
 static int busiest(const qkf_cost *c)
 {
     int best = 0;
-    for (int i = 1; i < c->map->n_cores; i++)
+    for (int i = 1; i < c->map->n_phys; i++)
         if (c->busy_s[i] > c->busy_s[best])
             best = i;
     return best;
@@ -454,14 +464,14 @@ void qkf_cost_print(const qkf_cost *c, double ideal_pj)
     const qkf_hw_profile *hw = &m->hw;
     double S = c->samples ? (double)c->samples : 1, e[QKF_E_COUNT];
     printf("\n%s: %d cores on %d tiles of %d chip%s; per sample, energy in nJ\n", hw->name,
-           m->n_cores, m->tiles, m->chips, m->chips == 1 ? "" : "s");
+           m->n_phys, m->tiles, m->chips, m->chips == 1 ? "" : "s");
     printf("%-34s %6s %9s %9s %9s %9s %9s %9s %9s\n", "layer", "cores", "spikes", "lookups",
            "msgs out", "synapse", "soma", "network", "total");
     for (int u = 0; u < m->n_units; u++) {
         qkf_cost_counts k = qkf_cost_unit(c, u);
         qkf_cost_energy(hw, &k, e);
         printf("%-34s %6d %9.4g %9.4g %9.4g %9.3f %9.3f %9.3f %9.3f\n", m->unit[u].name,
-               m->unit[u].n_cores, (double)k.n[QKF_ACT_SPIKE] / S, (double)k.n[QKF_ACT_LOOKUP] / S,
+               m->unit[u].n_phys, (double)k.n[QKF_ACT_SPIKE] / S, (double)k.n[QKF_ACT_LOOKUP] / S,
                (double)k.n[QKF_ACT_MSG_OUT] / S, e[QKF_E_SYNAPSE] / S * 1e9,
                e[QKF_E_SOMA] / S * 1e9, e[QKF_E_NETWORK] / S * 1e9, e[QKF_E_TOTAL] / S * 1e9);
     }
@@ -482,10 +492,12 @@ void qkf_cost_print(const qkf_cost *c, double ideal_pj)
            hw->name, e[QKF_E_TOTAL] / S * 1e6, e[QKF_E_SYNAPSE] / S * 1e6,
            e[QKF_E_DENDRITE] / S * 1e6, e[QKF_E_SOMA] / S * 1e6, e[QKF_E_NETWORK] / S * 1e6,
            lat * 1e6, c->T);
-    if (m->n_cores > 0) {
-        int bc = busiest(c);
+    if (m->n_phys > 0) {
+        int bc = busiest(c), blk = 0;
+        while (m->core[blk].phys != bc)
+            blk++;
         printf("busiest core: %d (%s, tile %d,%d), busy %.3f us per inference = %.1f%% of it\n",
-               bc, m->unit[m->core[bc].unit].name, m->core[bc].x, m->core[bc].y,
+               bc, m->unit[m->core[blk].unit].name, m->core[blk].x, m->core[blk].y,
                c->busy_s[bc] / S * 1e6, lat > 0 ? 100.0 * c->busy_s[bc] / S / lat : 0.0);
     }
     if (ideal_pj > 0)
@@ -529,9 +541,10 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
     fprintf(f, "{\n    \"profile\": ");
     json_name(f, hw->name);
     fprintf(f,
-            ",\n    \"chips\": %d, \"tiles\": %d, \"n_cores\": %d, \"mesh\": [%d, %d], "
+            ",\n    \"chips\": %d, \"tiles\": %d, \"n_cores\": %d, \"blocks\": %d, \"mesh\": [%d, %d], "
             "\"cores_per_tile\": %d, \"samples\": %lld, \"steps\": %d, \"sync_s\": %.9g,\n",
-            m->chips, m->tiles, m->n_cores, hw->mesh_width, hw->mesh_height, hw->cores_per_tile,
+            m->chips, m->tiles, m->n_phys, m->n_cores, hw->mesh_width, hw->mesh_height,
+            hw->cores_per_tile,
             (long long)c->samples, c->T, m->sync_s);
     fprintf(f,
             "    \"costs\": {\"e_message_in\": %.9g, \"t_message_in\": %.9g, \"e_process_spike\": "
@@ -561,7 +574,7 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
     for (int t = 0; t < c->T; t++)
         fprintf(f, "%s%.9g", t ? ", " : "", c->sync_s[t] / S);
     fprintf(f, "], \"total\": %.9g},\n", lat);
-    if (m->n_cores > 0) {
+    if (m->n_phys > 0) {
         int bc = busiest(c);
         fprintf(f, "    \"busiest_core\": {\"core\": %d, \"busy_s\": %.9g, \"share\": %.6g},\n", bc,
                 c->busy_s[bc] / S, lat > 0 ? c->busy_s[bc] / S / lat : 0.0);
@@ -581,7 +594,7 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
         json_name(f, m->unit[u].name);
         fprintf(f, ", \"kind\": \"%s\", \"neurons\": %lld, \"cores\": %d, \"limit\": \"%s\", ",
                 qkf_unit_kind_name(m->unit[u].kind), (long long)m->unit[u].neurons,
-                m->unit[u].n_cores, m->unit[u].limit);
+                m->unit[u].n_phys, m->unit[u].limit);
         json_counts(f, &ku);
         fprintf(f, ", \"energy_j\": ");
         json_energy(f, hw, &ku, S);
@@ -592,13 +605,13 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
         const qkf_map_core *co = &m->core[i];
         double e[QKF_E_COUNT];
         qkf_cost_energy(hw, &c->core[i], e);
-        fprintf(f, "%s\n      {\"tile\": [%d, %d], \"core\": %d, \"layer\": ", i ? "," : "", co->x,
-                co->y, i);
+        fprintf(f, "%s\n      {\"tile\": [%d, %d], \"core\": %d, \"block\": %d, \"layer\": ",
+                i ? "," : "", co->x, co->y, co->phys, i);
         json_name(f, m->unit[co->unit].name);
         fprintf(f, ", \"neurons\": %lld, ", (long long)co->neurons);
         json_counts(f, &c->core[i]);
-        fprintf(f, ", \"energy_j\": %.9g, \"busy_s\": %.9g}", e[QKF_E_TOTAL] / S,
-                c->busy_s[i] / S);
+        fprintf(f, ", \"energy_j\": %.9g, \"core_busy_s\": %.9g}", e[QKF_E_TOTAL] / S,
+                c->busy_s[co->phys] / S);
     }
     fprintf(f, "\n    ]\n  }");
 }

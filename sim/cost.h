@@ -46,9 +46,10 @@ typedef struct {
     const qkf_map *map;
     int T;
     int64_t samples;
-    qkf_cost_counts *core;  /* [n_cores] totals over samples and steps */
+    qkf_cost_counts *core;  /* [n_cores] per block, totals over samples and steps */
     qkf_cost_counts *step;  /* [T] totals over samples and cores */
-    double *busy_s;         /* [n_cores] max(generation, processing) per step, summed */
+    double *busy_s;         /* [n_phys] max(generation, processing) per step, summed */
+    double *gen, *proc;     /* [n_phys] of the current sample and step */
     double *lat_s;          /* [T] step latency summed over samples */
     double *net_s, *sync_s; /* [T] their network and sync parts, summed over samples */
     /* scratch (allocated by init) */

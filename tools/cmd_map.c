@@ -10,7 +10,6 @@
 #include "../kernels/base.h"
 #include "../models/map.h"
 #include "cli.h"
-#include "hw_pick.h"
 
 static void help(void)
 {
@@ -29,30 +28,37 @@ static void help(void)
            "\n"
            "  --weights W.h5   the checkpoint (its configuration decides the layers)\n"
            "  --preset NAME    a configuration instead of a checkpoint (%s)\n"
-           "  --hw PROFILE     %s\n"
+           "%s"
            "  --json M.json    write the mapping: {\"profile\", \"chips\", \"cores\": [{\"tile\": [x, y],\n"
            "                   \"core\", \"layer\", \"neurons\": [first, end)}], \"layers\": [{\"name\",\n"
            "                   \"neurons\", \"cores\", \"limit\"}]} (neuron ranges in the per-sample\n"
            "                   flattening c*N + token that traces use)\n"
            "  --quiet          no table\n",
-           qkf_config_preset_list(), qkf_hw_pick_help);
+           qkf_config_preset_list(), qkf_hw_help);
 }
 
 int cmd_map(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "map"};
-    const char *weights = NULL, *preset = NULL, *hwname = NULL, *json = NULL;
-    int quiet = 0, r;
+    const char *weights = NULL, *preset = NULL, *json = NULL;
+    int quiet = 0, have_hw = 0, r;
+    qkf_hw_profile hw;
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
             return 0;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--preset", &preset)) ||
-            (r = qkf_arg(&a, "--hw", &hwname)) || (r = qkf_arg(&a, "--json", &json)) ||
+            (r = qkf_arg(&a, "--json", &json)) ||
             (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
             if (r < 0)
                 return qkf_cli_fail("map");
+            continue;
+        }
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail("map");
+            have_hw = 1;
             continue;
         }
         qkf_set_error("unexpected argument '%s' (qkf map --help)", argv[a.i]);
@@ -62,13 +68,10 @@ int cmd_map(int argc, char **argv)
         qkf_set_error("give --weights W.h5 or --preset NAME (qkf map --help)");
         return qkf_cli_fail("map");
     }
-    if (!hwname) {
+    if (!have_hw) {
         qkf_set_error("--hw PROFILE is required (qkf map --help)");
         return qkf_cli_fail("map");
     }
-    qkf_hw_profile hw;
-    if (qkf_hw_pick(hwname, &hw))
-        return qkf_cli_fail("map");
     qkf_model m;
     memset(&m, 0, sizeof m);
     if (weights ? qkf_ckpt_load(weights, &m) : qkf_config_preset(preset, &m.cfg))

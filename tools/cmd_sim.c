@@ -23,7 +23,6 @@
 #include "../sim/neurobench.h"
 #include "../sim/stats.h"
 #include "cli.h"
-#include "hw_pick.h"
 
 static void help(void)
 {
@@ -63,14 +62,13 @@ static void help(void)
         "                       does: per layer, per step and in total the energy split (synapse,\n"
         "                       dendrite, soma, network), the latency per step and per inference,\n"
         "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
-        "                       PROFILE: %s\n"
+        "                       PROFILE: a bundled chip (qkf hw list) or a profile file\n"
         "  --neurobench         also NeuroBench's metrics, as NeuroBench defines them (conv and\n"
         "                       linear layers only): ActivationSparsity, SynapticOperations\n"
         "                       (Effective_MACs, Effective_ACs, Dense), MembraneUpdates,\n"
         "                       Footprint, ConnectionSparsity; the report gains \"neurobench\".\n"
         "                       The membranes come from a dense-engine run of the same samples\n"
-        "                       beside the event engine's (on with --hw)\n",
-        qkf_hw_pick_help);
+        "                       beside the event engine's (on with --hw)\n");
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
 }
@@ -494,7 +492,8 @@ static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = NULL, *report = NULL, *v;
-    const char *hwname = NULL;
+    int hwname = 0; /* --hw given: hwp holds the profile */
+    qkf_hw_profile hwp;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
     int tb = 0, quiet = 0, conv = 0, nbench = 0, r;
@@ -513,7 +512,6 @@ static int sim_run(int argc, char **argv)
         if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
             (r = qkf_arg(&a, "--input", &input)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode)) || (r = qkf_arg(&a, "--report", &report)) ||
-            (r = qkf_arg(&a, "--hw", &hwname)) ||
             (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
@@ -522,6 +520,12 @@ static int sim_run(int argc, char **argv)
             (r = qkf_arg_flag(&a, "--neurobench", &nbench))) {
             if (r < 0)
                 return qkf_cli_fail_rank0("sim");
+            continue;
+        }
+        if ((r = qkf_arg_hw(&a, &hwp)) != 0) {
+            if (r < 0)
+                return qkf_cli_fail_rank0("sim");
+            hwname = 1;
             continue;
         }
         if ((r = qkf_arg(&a, "--e-ac", &v)) != 0) {
@@ -558,9 +562,6 @@ static int sim_run(int argc, char **argv)
         qkf_set_error("--hw prices one process's run; run it without mpirun");
         return qkf_cli_fail_rank0("sim");
     }
-    qkf_hw_profile hwp;
-    if (hwname && qkf_hw_pick(hwname, &hwp))
-        return qkf_cli_fail_rank0("sim");
     if (!mode)
         mode = "event";
     if (hwname)
