@@ -195,9 +195,13 @@ static int build_units(qkf_map *m)
 
 /* ---- what a block needs ------------------------------------------------------------------- */
 
-enum { LIM_NONE = 0, LIM_NEURONS, LIM_AXONS, LIM_MEMORY };
-static const char *lim_name[] = {"whole layer", "neurons per core", "fan-in (axons per core)",
-                                 "synaptic memory per core"};
+enum { LIM_NONE = 0, LIM_NEURONS, LIM_AXONS, LIM_MEMORY, LIM_FANOUT, LIM_DESTS };
+static const char *lim_name[] = {"whole layer",
+                                 "neurons per core",
+                                 "fan-in (axons per core)",
+                                 "synaptic memory per core",
+                                 "fan-out (axons out per core)",
+                                 "destinations (cores a core sends to)"};
 
 static int ceil_log2(int64_t v)
 {
@@ -409,6 +413,10 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
             int64_t lim = hw->max_neurons / tq;
             cc = lim < cc ? (int)lim : cc;
         }
+        if (u->cap > 0) { /* a fan-out cap from an earlier round (qkf_map_build) */
+            int64_t lim = u->cap / tq;
+            cc = lim < cc ? (int)lim : cc;
+        }
         int lim = LIM_NONE;
         for (; cc >= 1; cc--) {
             lim = check_tiling(m, u, tq, cc, pos, syn, &needv, &have, &wn);
@@ -469,6 +477,8 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
                     l = check_tiling(m, u, next, best_cc, pos, syn, &needv, &have, &wn);
                 }
             }
+            if (u->cap > 0 && ((int64_t)best_tq * (best_cc + 1) > u->cap || best_cc >= u->C))
+                l = LIM_FANOUT; /* the cap stops it first */
             u->limit = lim_name[l == LIM_NONE ? LIM_NEURONS : l];
         }
     }
@@ -498,7 +508,7 @@ static int place(qkf_map *m)
     }
     m->n_cores = (int)total;
     m->core = qkf_calloc((size_t)(total > 0 ? total : 1), sizeof *m->core);
-    int phys = -1, layers = 0, prev_unit = -1;
+    int phys = -1, layers = 0, prev_unit = -1, capped = 0;
     need used = {0, 0, 0};
     for (int i = 0; i < m->n_units; i++) {
         qkf_map_unit *u = &m->unit[i];
@@ -522,12 +532,15 @@ static int place(qkf_map *m)
                 need sum = {used.neurons + n.neurons, used.axons + n.axons, used.bytes + n.bytes};
                 int64_t nv, hv;
                 int new_layer = i != prev_unit;
-                int fits = phys >= 0 && broken(hw, sum, &nv, &hv) == LIM_NONE &&
+                /* a block of a fan-out-capped unit keeps its core to itself */
+                int fits = phys >= 0 && !u->cap && !capped &&
+                           broken(hw, sum, &nv, &hv) == LIM_NONE &&
                            !(new_layer && hw->max_layers_per_core > 0 &&
                              layers + 1 > hw->max_layers_per_core);
                 if (!fits) {
                     phys++, layers = 0, used = n, prev_unit = -1;
                     new_layer = 1;
+                    capped = u->cap > 0;
                 } else
                     used = sum;
                 if (new_layer)
@@ -699,6 +712,134 @@ int qkf_map_targets(const qkf_map *m, int v, int slot, int64_t x, int *cores, in
     }
 }
 
+/* Fan-out of every physical core: its output axons (for each of its neurons, the distinct cores
+ * holding that neuron's targets) and its destination cores (distinct over its neurons; an SSA
+ * table core's attention cores count too), checked against max_fan_out and max_destinations. */
+typedef struct {
+    int phys, lim;
+    int64_t need, have;
+} fan_fail;
+
+/* Returns the number of cores over a limit (ff: the first); shrink: proposes, per unit with a
+ * block on such a core, a cap on its neurons per block in proportion (the smallest proposal). */
+static int fan_out(qkf_map *m, fan_fail *ff, int64_t *shrink)
+{
+    const qkf_hw_profile *hw = &m->hw;
+    int np = m->n_phys, nu = m->n_units, rc = 0;
+    int *mark = qkf_calloc((size_t)np, sizeof(int)), *seen = qkf_calloc((size_t)np, sizeof(int));
+    int *tc = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int));
+    int64_t *tl = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int64_t));
+    int *cv = qkf_malloc((size_t)(4 * nu + 1) * sizeof(int)), *cs = qkf_malloc((size_t)(4 * nu + 1) * sizeof(int));
+    int stamp = 0, *tok = qkf_malloc((size_t)(np + 1) * sizeof(int));
+    for (int b0 = 0; b0 < m->n_cores;) {
+        int p = m->core[b0].phys, b1 = b0;
+        while (b1 < m->n_cores && m->core[b1].phys == p)
+            b1++;
+        int64_t axons = 0, dests = 0;
+        for (int b = b0; b < b1; b++) {
+            const qkf_map_core *co = &m->core[b];
+            const qkf_map_unit *u = &m->unit[co->unit];
+            int nc = 0;
+            for (int v = 0; v < nu; v++)
+                for (int k = 0; k < m->unit[v].n_in; k++)
+                    if (!(m->unit[v].kind == QKF_UNIT_SSA_LIF && k == 1) &&
+                        qkf_map_feeds(m, co->unit, v, k))
+                        cv[nc] = v, cs[nc++] = k;
+            if (u->kind == QKF_UNIT_KV) { /* the table goes to its heads' attention cores */
+                const qkf_map_unit *a = &m->unit[co->unit + 1];
+                int c0 = co->group * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
+                for (int j = a->first_core; j < a->first_core + a->n_cores; j++) {
+                    int a0 = m->core[j].group * a->cc, a1 = a0 + a->cc < a->C ? a0 + a->cc : a->C;
+                    int d = m->core[j].phys;
+                    if (a1 - 1 < c0 / u->d * u->d || a0 >= ((c1 - 1) / u->d + 1) * u->d)
+                        continue;
+                    axons++;
+                    if (mark[d] != p + 1)
+                        mark[d] = p + 1, dests++;
+                }
+                continue;
+            }
+            if (!nc)
+                continue;
+            int q0 = co->run * u->tq, q1 = q0 + u->tq < u->N ? q0 + u->tq : u->N;
+            int c0 = co->group * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
+            /* a conv consumer's targets depend on the token alone: its cores are found once per
+             * token (tok, ntok) and shared by the block's channels */
+            int all_conv = 1;
+            for (int k = 0; k < nc; k++)
+                all_conv &= m->unit[cv[k]].kind == QKF_UNIT_CONV;
+            for (int q = q0; q < q1; q++) {
+                int ntok = 0;
+                if (++stamp == 1 << 30) {
+                    memset(seen, 0, (size_t)np * sizeof(int));
+                    stamp = 1;
+                }
+                for (int k = 0; k < nc; k++) {
+                    if (m->unit[cv[k]].kind != QKF_UNIT_CONV)
+                        continue;
+                    int nt = qkf_map_targets(m, cv[k], cs[k], q, tc, tl, NULL);
+                    for (int i = 0; i < nt; i++) {
+                        int d = m->core[tc[i]].phys;
+                        if (seen[d] != stamp)
+                            seen[d] = stamp, tok[ntok++] = d;
+                        if (mark[d] != p + 1)
+                            mark[d] = p + 1, dests++;
+                    }
+                }
+                if (all_conv) {
+                    axons += (int64_t)ntok * (c1 - c0);
+                    continue;
+                }
+                for (int c = c0; c < c1; c++) {
+                    int64_t x = (int64_t)c * u->N + q, n = ntok;
+                    if (++stamp == 1 << 30) {
+                        memset(seen, 0, (size_t)np * sizeof(int));
+                        stamp = 1;
+                    }
+                    for (int i = 0; i < ntok; i++)
+                        seen[tok[i]] = stamp;
+                    for (int k = 0; k < nc; k++) {
+                        if (m->unit[cv[k]].kind == QKF_UNIT_CONV)
+                            continue;
+                        int nt = qkf_map_targets(m, cv[k], cs[k], x, tc, tl, NULL);
+                        for (int i = 0; i < nt; i++) {
+                            int d = m->core[tc[i]].phys;
+                            if (seen[d] != stamp)
+                                seen[d] = stamp, n++;
+                            if (mark[d] != p + 1)
+                                mark[d] = p + 1, dests++;
+                        }
+                    }
+                    axons += n;
+                }
+            }
+        }
+        fan_fail f = {p, LIM_NONE, 0, 0};
+        if (hw->max_fan_out > 0 && axons > hw->max_fan_out)
+            f.lim = LIM_FANOUT, f.need = axons, f.have = hw->max_fan_out;
+        else if (hw->max_destinations > 0 && dests > hw->max_destinations)
+            f.lim = LIM_DESTS, f.need = dests, f.have = hw->max_destinations;
+        if (f.lim != LIM_NONE) {
+            if (!rc)
+                *ff = f;
+            rc++;
+            for (int b = b0; b < b1; b++) {
+                int64_t cap = m->core[b].neurons * f.have / f.need;
+                cap = cap < 1 ? 1 : cap;
+                int un = m->core[b].unit;
+                if (cap < m->core[b].neurons && (!shrink[un] || cap < shrink[un]))
+                    shrink[un] = cap;
+            }
+        }
+        for (int b = b0; b < b1; b++)
+            m->core[b].fan_out = axons, m->core[b].dests = dests;
+        b0 = b1;
+    }
+    qkf_free(mark), qkf_free(seen), qkf_free(tc), qkf_free(tl), qkf_free(cv), qkf_free(cs);
+    qkf_free(tok);
+    return rc;
+}
+
 /* ---- build ---------------------------------------------------------------------------------- */
 
 int qkf_map_build(qkf_map *m, const qkf_graph *g, const qkf_hw_profile *hw)
@@ -708,29 +849,45 @@ int qkf_map_build(qkf_map *m, const qkf_graph *g, const qkf_hw_profile *hw)
     m->g = g;
     if (build_units(m))
         goto fail;
-    for (int i = 0; i < m->n_units; i++)
-        if (tile_unit(m, &m->unit[i]))
-            goto fail;
-    if (place(m))
-        goto fail;
-    /* destinations per core (Speck: 2): with one layer per core, the consumer units */
-    if (hw->max_destinations > 0)
-        for (int s = 0; s < m->n_units; s++) {
-            int dest = 0;
-            for (int v = 0; v < m->n_units; v++)
-                for (int k = 0; k < m->unit[v].n_in; k++)
-                    if (qkf_map_feeds(m, s, v, k)) {
-                        dest += m->unit[v].n_cores;
-                        break;
-                    }
-            if (m->unit[s].n_cores == 1 && dest > m->hw.max_destinations) {
-                qkf_set_error("layer %s: destinations: its core sends to %d cores, a core "
-                              "reaches %d (%d over)",
-                              m->unit[s].name, dest, m->hw.max_destinations,
-                              dest - m->hw.max_destinations);
+    /* Fan-out depends on where the consumers sit, so it is checked after placement: a core over
+     * it shrinks the blocks of the units it holds (a cap on their neurons per block, in
+     * proportion), and the mapping is made again, until it fits or a block of one neuron (or an
+     * unsplittable layer) is over. */
+    for (int round = 0;; round++) {
+        for (int i = 0; i < m->n_units; i++)
+            if (tile_unit(m, &m->unit[i]))
                 goto fail;
+        if (place(m))
+            goto fail;
+        fan_fail ff;
+        if (!(hw->max_fan_out > 0 || hw->max_destinations > 0))
+            break;
+        int64_t *shrink = qkf_calloc((size_t)m->n_units, sizeof(int64_t));
+        int over = fan_out(m, &ff, shrink), shrunk = 0;
+        for (int i = 0; i < m->n_units && hw->max_layers_per_core != 1; i++)
+            if (shrink[i] && (!m->unit[i].cap || shrink[i] < m->unit[i].cap))
+                m->unit[i].cap = shrink[i], shrunk = 1;
+        qkf_free(shrink);
+        if (!over)
+            break;
+        const char *name = m->unit[m->core[0].unit].name;
+        for (int b = 0; b < m->n_cores; b++)
+            if (m->core[b].phys == ff.phys) {
+                name = m->unit[m->core[b].unit].name;
+                break;
             }
+        if (getenv("QKF_MAP_DEBUG"))
+            fprintf(stderr, "round %d: %d over, shrunk %d, first core %d need %lld\n", round, over, shrunk, ff.phys, (long long)ff.need);
+        if (!shrunk || round == 64) {
+            qkf_set_error("layer %s: %s: its core %d needs %lld, a core has %lld (%lld over)",
+                          name, lim_name[ff.lim], ff.phys, (long long)ff.need,
+                          (long long)ff.have, (long long)(ff.need - ff.have));
+            goto fail;
         }
+        qkf_free(m->core);
+        m->core = NULL;
+        m->n_cores = m->n_phys = 0;
+    }
     return 0;
 fail:
     qkf_map_free(m);

@@ -69,6 +69,7 @@ typedef struct {
     int first_core, n_cores; /* its blocks: m->core[first_core .. first_core + n_cores) */
     int n_phys;              /* the physical cores they sit on */
     const char *limit; /* the limit that stops a block from growing ("whole layer" if none) */
+    int64_t cap;       /* neurons per block allowed by the cores' fan-out (0: no cap) */
     int64_t max_axons, max_syn_bytes; /* the largest block's input axons and synaptic bytes */
     int stat_node;     /* qkf_stats node whose accumulates this unit performs (or part) */
     int spike_node;    /* qkf_stats node whose out_spikes are this unit's spikes, or -1 */
@@ -82,6 +83,8 @@ typedef struct {
     int run, group; /* the block */
     int phys;       /* the physical core */
     int64_t axons, bytes; /* the block's input axons and synaptic bytes */
+    int64_t fan_out, dests; /* its physical core's output axons and destination cores (computed
+                               when the profile limits them) */
     int chip, tile, slot; /* tile within the chip, core within the tile */
     int x, y;             /* global tile coordinates (chip c spans x in [c*width, (c+1)*width)) */
     int64_t neurons;
