@@ -876,8 +876,6 @@ int qkf_map_build(qkf_map *m, const qkf_graph *g, const qkf_hw_profile *hw)
                 name = m->unit[m->core[b].unit].name;
                 break;
             }
-        if (getenv("QKF_MAP_DEBUG"))
-            fprintf(stderr, "round %d: %d over, shrunk %d, first core %d need %lld\n", round, over, shrunk, ff.phys, (long long)ff.need);
         if (!shrunk || round == 64) {
             qkf_set_error("layer %s: %s: its core %d needs %lld, a core has %lld (%lld over)",
                           name, lim_name[ff.lim], ff.phys, (long long)ff.need,
