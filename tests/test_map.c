@@ -178,7 +178,7 @@ Test(map, every_preset_every_profile, .timeout = 900)
     }
 }
 
-Test(map, small_variants_fit_loihi, .timeout = 60)
+Test(map, small_variants_fit_loihi, .timeout = 300)
 {
     /* the fixtures' small models are what Loihi can hold: each maps, and the mapping holds */
     const char *names[] = {"cifar_small", "cifar_qkca", "imagenet_small", "dvs128_small",
@@ -254,7 +254,7 @@ static char *slurp(const char *path)
     return s;
 }
 
-Test(map, cli_json_and_refusal, .init = setup, .fini = teardown, .timeout = 60)
+Test(map, cli_json_and_refusal, .init = setup, .fini = teardown, .timeout = 120)
 {
     char w[512];
     snprintf(w, sizeof w, "%s/cifar_small.weights.h5", QKF_FIXTURE_DIR);
@@ -383,7 +383,7 @@ static void costs_fixture(const char *name, const char *profile)
     qkf_model_free(&md);
 }
 
-Test(cost, sums_to_engine_counts, .timeout = 120)
+Test(cost, sums_to_engine_counts, .timeout = 300)
 {
     const char *names[] = {"cifar_small", "cifar_qkca", "imagenet_small", "dvs128_small",
                            "cifar10dvs_small"};
@@ -557,7 +557,7 @@ static void nb_fixture(const char *name)
     qkf_model_free(&md);
 }
 
-Test(neurobench, against_engine_counts, .timeout = 120)
+Test(neurobench, against_engine_counts, .timeout = 300)
 {
     nb_fixture("cifar_small");
     nb_fixture("imagenet_small");
