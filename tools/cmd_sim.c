@@ -21,6 +21,8 @@
 #include "../sim/dist.h"
 #include "app/dist_dataset.h"
 #include "../sim/sched.h"
+#include "../sim/cost.h"
+#include "../sim/neurobench.h"
 #include "../sim/stats.h"
 #include "cli.h"
 
@@ -30,7 +32,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
-        "               [--conv ALGO]\n"
+        "               [--conv ALGO] [--hw PROFILE] [--neurobench]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models; read --batch samples at a time,\n"
@@ -57,7 +59,19 @@ static void help(void)
         "  --e-ac, --e-mac      energy per accumulate and multiply-accumulate in pJ (45 nm:\n"
         "                       0.9 and 4.6, Horowitz 2014)\n"
         "  --tb-compat          the official SSA proj_lif quirk (membrane over the T*B axis)\n"
-        "  --quiet              no table (with --report)\n");
+        "  --quiet              no table (with --report)\n"
+        "  --hw PROFILE         also map the model onto a chip (as qkf map does) and price every\n"
+        "                       step from the event engine's spikes as SANA-FE's simple model\n"
+        "                       does: per layer, per step and in total the energy split (synapse,\n"
+        "                       dendrite, soma, network), the latency per step and per inference,\n"
+        "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
+        "                       PROFILE: a bundled chip (qkf hw list) or a profile file\n"
+        "  --neurobench         also NeuroBench's metrics, as NeuroBench defines them (conv and\n"
+        "                       linear layers only): ActivationSparsity, SynapticOperations\n"
+        "                       (Effective_MACs, Effective_ACs, Dense), MembraneUpdates,\n"
+        "                       Footprint, ConnectionSparsity; the report gains \"neurobench\".\n"
+        "                       The membranes come from a dense-engine run of the same samples\n"
+        "                       beside the event engine's (on with --hw)\n");
     fputs(qkf_conv_help, stdout);
     fputs(qkf_trace_help, stdout);
     printf("chip arithmetic (docs/hardware.md): the integer event engine on the profile's\n"
@@ -91,6 +105,8 @@ typedef struct {
     double e_ac, e_mac;
     const char *engine, *weights, *input;
     int threads, tb;
+    const qkf_cost *hw; /* --hw: the chip's costs (sim/cost.h), or NULL */
+    const qkf_nb *nb;   /* --neurobench (sim/neurobench.h), or NULL */
 } report_info;
 
 static double spikes_in(const qkf_work *w)
@@ -285,7 +301,16 @@ static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
         }
         fprintf(f, "}");
     }
-    fprintf(f, "\n  ]\n}\n");
+    fprintf(f, "\n  ]");
+    if (ri->hw) {
+        fprintf(f, ",\n  \"hw\": ");
+        qkf_cost_write_json(f, ri->hw);
+    }
+    if (ri->nb) {
+        fprintf(f, ",\n  \"neurobench\": ");
+        qkf_nb_write_json(f, ri->nb);
+    }
+    fprintf(f, "\n}\n");
 }
 
 static void csv_row(FILE *f, const qkf_stats *s, int node, int head, int t, const qkf_work *w,
@@ -518,6 +543,11 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_loader *ld = NULL;
     flip_row *fr = NULL;
     int64_t B = 0, per = 0, correct = 0;
+    qkf_map hmap; /* --hw: the chip's mapping and the costs of the integer engine's spikes */
+    memset(&hmap, 0, sizeof hmap);
+    qkf_cost hcost;
+    memset(&hcost, 0, sizeof hcost);
+    const uint8_t **hsp = NULL;
     if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
@@ -557,7 +587,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     }
     int nb = (int)(B < batch ? B : batch);
-    e = qkf_sched_create_int(&q, nb, (have_float ? QKF_SCHED_RECORD : 0) |
+    e = qkf_sched_create_int(&q, nb, (have_float || hw ? QKF_SCHED_RECORD : 0) |
                                          (tb ? QKF_SCHED_TB_COMPAT : 0));
     if (!e)
         goto done;
@@ -565,6 +595,11 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     int K = q.cfg.num_classes, T = q.cfg.T;
+    if (hw) { /* mapped before the run, so a model that does not fit stops it */
+        if (qkf_map_build(&hmap, g, hw) || qkf_cost_init(&hcost, &hmap, T))
+            goto done;
+        hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
+    }
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
     lf = qkf_malloc((size_t)nb * K * sizeof(float));
     fr = qkf_calloc((size_t)g->n_lif, sizeof *fr);
@@ -583,10 +618,18 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         int n = (int)(B - b0 < nb ? B - b0 : nb);
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
+        if (n > B - b0) /* the loader deals whole batches of the split; --limit ends it */
+            n = (int)(B - b0);
         double t1 = qkf_now();
         if (qkf_sched_forward(e, xb, n, logits, NULL))
             goto done;
         busy += qkf_now() - t1;
+        if (hsp) {
+            for (int l = 0; l < g->n_lif; l++)
+                hsp[l] = qkf_sched_spikes(e, l);
+            if (qkf_cost_add(&hcost, hsp, qkf_config_is_frames(&q.cfg) ? xb : NULL, n))
+                goto done;
+        }
         if (f) {
             if (qkf_sched_forward(f, xb, n, lf, NULL))
                 goto done;
@@ -613,11 +656,16 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     char engine[96];
     snprintf(engine, sizeof engine, "event-int (%s)", q.hw_name[0] ? q.hw_name : "integer");
     report_info ri = {e_ac, e_mac, engine, weights, input ? input : data,
-                      threads ? (int)threads : omp_get_max_threads(), tb};
+                      threads ? (int)threads : omp_get_max_threads(), tb, hsp ? &hcost : NULL,
+                      NULL};
     if (report && write_report(report, json, st, &ri))
         goto done;
     if (!quiet) {
         print_table(st, &ri);
+        if (hsp) {
+            qkf_work all = qkf_stats_step_total(st, -1);
+            qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
+        }
         if (f)
             print_flips(g, fr);
         else
@@ -639,6 +687,11 @@ done:
     qkf_dataset_free(&dset);
     qkf_sched_free(e);
     qkf_sched_free(f);
+    if (hcost.map)
+        qkf_cost_free(&hcost);
+    if (hmap.unit)
+        qkf_map_free(&hmap);
+    qkf_free(hsp);
     qkf_free(x);
     qkf_free(logits);
     qkf_free(lf);
@@ -651,10 +704,12 @@ done:
 static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
-    const char *weights = NULL, *input = NULL, *data = NULL, *mode = "event", *report = NULL, *v;
+    const char *weights = NULL, *input = NULL, *data = NULL, *mode = NULL, *report = NULL, *v;
+    int hwname = 0; /* --hw given: hwp holds the profile */
+    qkf_hw_profile hwp;
     long threads = 0, batch = 8, limit = 0;
     double e_ac = 0.9, e_mac = 4.6;
-    int tb = 0, quiet = 0, conv = 0, r, have_hw = 0;
+    int tb = 0, quiet = 0, conv = 0, nbench = 0, r, have_hw = 0;
     long calib = 0;
     qkf_hw_profile hw;
     qkf_trace_opts topt;
@@ -664,10 +719,11 @@ static int sim_run(int argc, char **argv)
             help();
             return 0;
         }
-        if ((r = qkf_arg_hw(&a, &hw)) != 0) {
+        if ((r = qkf_arg_hw(&a, &hw)) != 0) { /* the chip: its arithmetic, mapping and costs */
             if (r < 0)
                 return qkf_cli_fail_rank0("sim");
-            have_hw = 1;
+            have_hw = hwname = 1;
+            hwp = hw;
             continue;
         }
         if ((r = qkf_arg_int(&a, "--calib", 1, 100000, &calib)) != 0) {
@@ -687,7 +743,8 @@ static int sim_run(int argc, char **argv)
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
             (r = qkf_arg_flag(&a, "--tb-compat", &tb)) ||
-            (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
+            (r = qkf_arg_flag(&a, "--quiet", &quiet)) ||
+            (r = qkf_arg_flag(&a, "--neurobench", &nbench))) {
             if (r < 0)
                 return qkf_cli_fail_rank0("sim");
             continue;
@@ -716,6 +773,22 @@ static int sim_run(int argc, char **argv)
     }
     if (!input && !data) {
         qkf_set_error("--input X.h5 (or --data NAME) is required");
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (hwname && mode && strcmp(mode, "event") != 0) {
+        qkf_set_error("--hw prices the event engine's spikes: leave out --mode %s", mode);
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (hwname && qkf_dist_size() > 1) {
+        qkf_set_error("--hw prices one process's run; run it without mpirun");
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (!mode)
+        mode = "event";
+    if (hwname)
+        nbench = 1;
+    if (nbench && qkf_dist_size() > 1) {
+        qkf_set_error("--neurobench measures one process's run; run it without mpirun");
         return qkf_cli_fail_rank0("sim");
     }
     int event = strcmp(mode, "event") == 0;
@@ -747,15 +820,11 @@ static int sim_run(int argc, char **argv)
     if (threads)
         qkf_set_threads((int)threads);
     int isq = qkf_qckpt_is_quant(weights);
-    if (have_hw || isq == 1) {
+    if ((have_hw && !hw.arith.is_float) || isq == 1) {
         if (!event || topt.path || qkf_dist_size() > 1) {
             qkf_set_error("--hw (or a quantised checkpoint) runs the integer event engine here: no "
                           "--mode dense, --trace or mpirun");
             return qkf_cli_fail_rank0("sim");
-        }
-        if (have_hw && hw.arith.is_float) {
-            qkf_set_error("--hw %s: the float machine (run without --hw)", hw.name);
-            return qkf_cli_fail("sim");
         }
         return sim_int(weights, have_hw ? &hw : NULL, calib, input, data, limit, batch, tb, report,
                        json, quiet, threads, e_ac, e_mac);
@@ -784,6 +853,15 @@ static int sim_run(int argc, char **argv)
     qkf_trace *tr = NULL;
     qkf_trace_spec ts;
     qkf_trace_spec_init(&ts);
+    qkf_map hmap;
+    memset(&hmap, 0, sizeof hmap);
+    qkf_cost hcost;
+    memset(&hcost, 0, sizeof hcost);
+    const uint8_t **hsp = NULL;
+    qkf_nb nbm;
+    memset(&nbm, 0, sizeof nbm);
+    qkf_dense *dn = NULL; /* NeuroBench's membranes beside the event engine */
+    float *nlogits = NULL;
     /* under mpirun each rank reads only its contiguous shard of the samples; the checkpoint is
      * agreed on first, because reading a dataset shard involves collectives */
     int shard = qkf_dist_size() > 1, other = 0;
@@ -823,15 +901,32 @@ static int sim_run(int argc, char **argv)
     }
     int nb = (int)(B < batch ? B : batch);
     if (event) {
-        e = qkf_sched_create(&m, nb, tb ? QKF_SCHED_TB_COMPAT : 0);
+        e = qkf_sched_create(&m, nb,
+                             (tb ? QKF_SCHED_TB_COMPAT : 0) | (hwname ? QKF_SCHED_RECORD : 0));
         if (!e)
             goto done;
         st = qkf_sched_stats(e);
+        if (hwname) { /* the chip: mapped before the run, so a model that does not fit stops it */
+            const qkf_graph *g = qkf_sched_graph(e);
+            if (qkf_map_build(&hmap, g, &hwp) || qkf_cost_init(&hcost, &hmap, m.cfg.T))
+                goto done;
+            hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
+        }
     } else {
-        d = qkf_dense_create(&m, nb, QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv);
+        d = qkf_dense_create(&m, nb,
+                             QKF_DENSE_KEEP_ALL | (tb ? QKF_DENSE_TB_COMPAT : 0) | conv |
+                                 (nbench ? QKF_DENSE_RECORD_VH : 0));
         if (!d || qkf_stats_init(&ds, qkf_dense_graph(d)))
             goto done;
         st = &ds;
+    }
+    if (nbench) {
+        if (event && !(dn = qkf_dense_create(&m, nb,
+                                             QKF_DENSE_KEEP_ALL | QKF_DENSE_RECORD_VH |
+                                                 (tb ? QKF_DENSE_TB_COMPAT : 0) | conv)))
+            goto done;
+        if (qkf_nb_init(&nbm, &m, qkf_dense_graph(event ? dn : d)))
+            goto done;
     }
     if (topt.path) {
         const qkf_graph *g = event ? qkf_sched_graph(e) : qkf_dense_graph(d);
@@ -843,6 +938,8 @@ static int sim_run(int argc, char **argv)
     }
     int K = m.cfg.num_classes;
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
+    if (dn)
+        nlogits = qkf_malloc((size_t)nb * K * sizeof(float));
     if (data) {
         qkf_loader_cfg lc;
         memset(&lc, 0, sizeof lc);
@@ -885,6 +982,19 @@ static int sim_run(int argc, char **argv)
             break;
         }
         busy += qkf_now() - t1;
+        if (hsp) {
+            for (int l = 0; l < qkf_sched_graph(e)->n_lif; l++)
+                hsp[l] = qkf_sched_spikes(e, l);
+            if (qkf_cost_add(&hcost, hsp, qkf_config_is_frames(&m.cfg) ? xb : NULL, n)) {
+                failed = 1;
+                break;
+            }
+        }
+        if (nbench && ((event && qkf_dense_forward(dn, xb, n, nlogits, NULL)) ||
+                       qkf_nb_add(&nbm, event ? dn : d, n))) {
+            failed = 1;
+            break;
+        }
         if (!event && qkf_stats_add_dense(&ds, d, n)) {
             failed = 1;
             break;
@@ -912,13 +1022,19 @@ static int sim_run(int argc, char **argv)
     if (qkf_dist_stats_sum(st) || qkf_dist_sum_i64(&correct, 1))
         goto done;
     report_info ri = {e_ac, e_mac, mode, weights, input ? input : data, threads ? (int)threads : 0,
-                      tb};
+                      tb, hsp ? &hcost : NULL, nbench ? &nbm : NULL};
     if (!ri.threads)
         ri.threads = omp_get_max_threads();
     if (qkf_dist_rank() == 0 && report && write_report(report, json, st, &ri))
         goto done;
     if (!quiet && qkf_dist_rank() == 0) {
         print_table(st, &ri);
+        if (hsp) {
+            qkf_work all = qkf_stats_step_total(st, -1);
+            qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
+        }
+        if (nbench)
+            qkf_nb_print(&nbm);
         if (data)
             printf("accuracy: %.2f%% of %lld test samples of %s\n",
                    100.0 * (double)correct / (double)st->samples, (long long)st->samples,
@@ -937,6 +1053,15 @@ done:
     qkf_dataset_free(&dset);
     qkf_trace_abort(tr); /* before the engine it is attached to */
     qkf_trace_spec_free(&ts);
+    if (hcost.map)
+        qkf_cost_free(&hcost);
+    if (hmap.unit)
+        qkf_map_free(&hmap);
+    qkf_free(hsp);
+    if (nbm.layer)
+        qkf_nb_free(&nbm);
+    qkf_dense_free(dn);
+    qkf_free(nlogits);
     qkf_sched_free(e);
     qkf_dense_free(d);
     if (ds.node)

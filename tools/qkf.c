@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "  init     write a freshly initialised checkpoint\n"
             "  infer    run a checkpoint on an input file; logits, spike counts, firing rates\n"
             "  sim      event-driven simulation: sparsity, synaptic operations and energy report\n"
+            "  map      map a model onto a chip's cores: does it fit, which limit binds\n"
             "  bench    measure inference speed (dense engine vs the PyTorch reference)\n"
             "  train    train a model (surrogate gradients, AdamW) on a dataset\n"
             "  eval     accuracy of a checkpoint on a dataset's test split\n"
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
         return cmd_infer(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim"))
         return cmd_sim(argc - 1, argv + 1);
+    if (!strcmp(cmd, "map"))
+        return cmd_map(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "grad"))

@@ -1,0 +1,228 @@
+/* NeuroBench metrics (sim/neurobench.h) from the dense engine's kept tensors: every count is an
+ * exact integer; only the final ratios are floating point. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/base.h"
+#include "neurobench.h"
+
+int qkf_nb_init(qkf_nb *nb, const qkf_model *m, const qkf_graph *g)
+{
+    memset(nb, 0, sizeof *nb);
+    nb->m = m, nb->g = g;
+    nb->layer = qkf_calloc((size_t)g->n_ops, sizeof *nb->layer);
+    const float *P = m->params.data;
+    int n_bn = 0;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        if (op->kind != QKF_OP_CONV && op->kind != QKF_OP_READOUT)
+            continue;
+        qkf_nb_layer *l = &nb->layer[nb->n_layers++];
+        l->op = i;
+        if (op->kind == QKF_OP_CONV) {
+            n_bn++;
+            snprintf(l->name, sizeof l->name, "%s", op->name);
+            const qkf_param *w = &m->params.p[op->p_w];
+            const float *W = P + w->offset;
+            int kk = op->k * op->k;
+            l->nz = qkf_calloc((size_t)op->cin * kk, sizeof(int64_t));
+            for (int co = 0; co < op->cout; co++)
+                for (int ci = 0; ci < op->cin; ci++)
+                    for (int t = 0; t < kk; t++) {
+                        int zero = W[((int64_t)co * op->cin + ci) * kk + t] == 0.0f;
+                        l->nz[ci * kk + t] += !zero;
+                        nb->zero_weights += zero;
+                    }
+            nb->weights += w->numel;
+            /* dense: every output position sums its valid taps x cin, for every channel */
+            const qkf_tensor *x = &g->tensors[op->in0];
+            int ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
+            int wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
+            int64_t taps = 0;
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++)
+                    for (int ky = 0; ky < op->k; ky++)
+                        for (int kx = 0; kx < op->k; kx++) {
+                            int iy = oy * op->stride - op->pad + ky;
+                            int ix = ox * op->stride - op->pad + kx;
+                            taps += iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
+                        }
+            l->dense_per_frame = taps * op->cin * op->cout;
+        } else {
+            snprintf(l->name, sizeof l->name, "head");
+            const qkf_param *w = &m->params.p[op->p_head_w];
+            const float *W = P + w->offset;
+            int K = w->shape[0], C = w->shape[1];
+            l->nz = qkf_calloc((size_t)C, sizeof(int64_t));
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < C; c++) {
+                    int zero = W[(int64_t)k * C + c] == 0.0f;
+                    l->nz[c] += !zero;
+                    nb->zero_weights += zero;
+                }
+            nb->weights += w->numel;
+            l->dense_per_frame = (int64_t)K * C;
+        }
+    }
+    nb->footprint = m->params.total * (int64_t)sizeof(float) + 8 * (int64_t)n_bn;
+    return 0;
+}
+
+void qkf_nb_free(qkf_nb *nb)
+{
+    for (int i = 0; nb->layer && i < nb->n_layers; i++)
+        qkf_free(nb->layer[i].nz);
+    qkf_free(nb->layer);
+    memset(nb, 0, sizeof *nb);
+}
+
+/* Effective operations of conv op over frame f of input x ([cin][F][N]). */
+static int64_t conv_effective(const qkf_op *op, const qkf_tensor *xt, const float *x, int64_t F,
+                              int64_t f, const int64_t *nz, int *graded)
+{
+    int N = xt->h * xt->w, kk = op->k * op->k;
+    int ho = (xt->h + 2 * op->pad - op->k) / op->stride + 1;
+    int wo = (xt->w + 2 * op->pad - op->k) / op->stride + 1;
+    int64_t n = 0;
+    for (int ci = 0; ci < op->cin; ci++) {
+        const float *row = x + ((int64_t)ci * F + f) * N;
+        for (int p = 0; p < N; p++) {
+            float v = row[p];
+            if (v == 0.0f)
+                continue;
+            if (v != 1.0f && v != -1.0f)
+                *graded = 1;
+            int iy = p / xt->w, ix = p % xt->w;
+            for (int ky = 0; ky < op->k; ky++) {
+                int ty = iy + op->pad - ky;
+                if (ty < 0 || ty % op->stride || ty / op->stride >= ho)
+                    continue;
+                for (int kx = 0; kx < op->k; kx++) {
+                    int tx = ix + op->pad - kx;
+                    if (tx < 0 || tx % op->stride || tx / op->stride >= wo)
+                        continue;
+                    n += nz[ci * kk + ky * op->k + kx];
+                }
+            }
+        }
+    }
+    return n;
+}
+
+int qkf_nb_add(qkf_nb *nb, const qkf_dense *d, int B)
+{
+    const qkf_graph *g = nb->g;
+    int T = g->cfg.T;
+    for (int i = 0; i < nb->n_layers; i++) {
+        qkf_nb_layer *l = &nb->layer[i];
+        const qkf_op *op = &g->ops[l->op];
+        const qkf_tensor *xt = &g->tensors[op->in0];
+        const float *x = qkf_dense_tensor(d, op->in0);
+        if (!x)
+            return qkf_set_error("neurobench: the dense engine kept no tensors (KEEP_ALL)");
+        int N = xt->h * xt->w;
+        if (op->kind == QKF_OP_CONV) {
+            int64_t F = xt->static_t ? B : (int64_t)T * B, eff = 0;
+            int graded = 0;
+            for (int64_t f = 0; f < F; f++)
+                eff += conv_effective(op, xt, x, F, f, l->nz, &graded);
+            int64_t rep = xt->static_t ? T : 1; /* the image runs through the conv T times */
+            eff *= rep;
+            if (graded)
+                l->eff_macs += eff;
+            else
+                l->eff_acs += eff;
+            l->dense += l->dense_per_frame * F * rep;
+        } else { /* the head on the token and time mean: real values, MACs */
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < xt->c; c++) {
+                    double s = 0;
+                    for (int t = 0; t < T; t++)
+                        for (int p = 0; p < N; p++)
+                            s += (double)x[((int64_t)c * T * B + (int64_t)t * B + b) * N + p];
+                    if (s != 0)
+                        l->eff_macs += l->nz[c];
+                }
+            l->dense += l->dense_per_frame * B;
+        }
+    }
+    for (int li = 0; li < g->n_lif; li++) {
+        const qkf_op *op = &g->ops[g->lif_ops[li]];
+        const qkf_tensor *st = &g->tensors[op->out];
+        const float *s = qkf_dense_tensor(d, op->out), *v = qkf_dense_lif_v(d, li);
+        if (!s || !v)
+            return qkf_set_error("neurobench: the dense engine kept no membranes (RECORD_VH)");
+        int64_t N = (int64_t)st->h * st->w, C = st->c, F = (int64_t)T * B;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t f = 0; f < F; f++) {
+                const float *sr = s + (c * F + f) * N, *vr = v + (c * F + f) * N;
+                const float *vp = f >= B ? v + (c * F + f - B) * N : NULL; /* step t - 1 */
+                for (int64_t p = 0; p < N; p++) {
+                    nb->act_nonzero += sr[p] != 0.0f;
+                    nb->mem_updates += !vp || vr[p] != vp[p];
+                }
+            }
+        nb->act_numel += C * F * N;
+    }
+    nb->samples += B;
+    return 0;
+}
+
+static void totals(const qkf_nb *nb, double *acs, double *macs, double *dense)
+{
+    double S = nb->samples ? (double)nb->samples : 1;
+    *acs = *macs = *dense = 0;
+    for (int i = 0; i < nb->n_layers; i++) {
+        *acs += (double)nb->layer[i].eff_acs;
+        *macs += (double)nb->layer[i].eff_macs;
+        *dense += (double)nb->layer[i].dense;
+    }
+    *acs /= S, *macs /= S, *dense /= S;
+}
+
+void qkf_nb_print(const qkf_nb *nb)
+{
+    double acs, macs, dense, S = nb->samples ? (double)nb->samples : 1;
+    totals(nb, &acs, &macs, &dense);
+    printf("\nNeuroBench (conv and linear layers only; per sample):\n");
+    printf("  ActivationSparsity  %.6f\n",
+           nb->act_numel ? (double)(nb->act_numel - nb->act_nonzero) / (double)nb->act_numel : 0);
+    printf("  SynapticOperations  Effective_MACs %.6g, Effective_ACs %.6g, Dense %.6g\n", macs, acs,
+           dense);
+    printf("  MembraneUpdates     %.6g\n", (double)nb->mem_updates / S);
+    printf("  Footprint           %lld bytes\n", (long long)nb->footprint);
+    printf("  ConnectionSparsity  %.6f\n",
+           nb->weights ? (double)nb->zero_weights / (double)nb->weights : 0);
+}
+
+void qkf_nb_write_json(FILE *f, const qkf_nb *nb)
+{
+    double acs, macs, dense, S = nb->samples ? (double)nb->samples : 1;
+    totals(nb, &acs, &macs, &dense);
+    fprintf(f,
+            "{\n    \"samples\": %lld,\n    \"ActivationSparsity\": %.9g,\n"
+            "    \"SynapticOperations\": {\"Effective_MACs\": %.9g, \"Effective_ACs\": %.9g, "
+            "\"Dense\": %.9g},\n    \"MembraneUpdates\": %.9g,\n    \"Footprint\": %lld,\n"
+            "    \"ConnectionSparsity\": %.9g,\n",
+            (long long)nb->samples,
+            nb->act_numel ? (double)(nb->act_numel - nb->act_nonzero) / (double)nb->act_numel : 0,
+            macs, acs, dense, (double)nb->mem_updates / S, (long long)nb->footprint,
+            nb->weights ? (double)nb->zero_weights / (double)nb->weights : 0);
+    fprintf(f,
+            "    \"counts\": {\"activations\": %lld, \"nonzero_activations\": %lld, "
+            "\"membrane_updates\": %lld, \"weights\": %lld, \"zero_weights\": %lld},\n"
+            "    \"layers\": [",
+            (long long)nb->act_numel, (long long)nb->act_nonzero, (long long)nb->mem_updates,
+            (long long)nb->weights, (long long)nb->zero_weights);
+    for (int i = 0; i < nb->n_layers; i++) {
+        const qkf_nb_layer *l = &nb->layer[i];
+        fprintf(f,
+                "%s\n      {\"name\": \"%s\", \"effective_acs\": %lld, \"effective_macs\": %lld, "
+                "\"dense\": %lld}",
+                i ? "," : "", l->name, (long long)l->eff_acs, (long long)l->eff_macs,
+                (long long)l->dense);
+    }
+    fprintf(f, "\n    ]\n  }");
+}
