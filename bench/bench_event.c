@@ -12,6 +12,7 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"
 #include "../sim/stats.h"
@@ -33,10 +34,10 @@ static void help(void)
         "of S/5 seconds each (default S = 2), so that a drift of the machine's speed reaches\n"
         "both; each engine's median round is reported, the ratio is the median of the rounds'\n"
         "ratios. Reports time per sample, the ratio, the measured firing rates, and\n"
-        "accumulates per second (event) against the machine's add throughput (measured: vector\n"
-        "adds from L1 on every thread; 2 cores x 32 float adds per cycle on AVX-512 machines\n"
-        "with two loads per cycle). --no-dense skips the dense engine (for profiling the event\n"
-        "engine; QKF_PROFILE=1 prints the time of every node).\n"
+        "accumulates per second (event) against the accumulate ceiling of the kernel path in\n"
+        "use (measured at start-up: the engine's own row kernel on weights that stay in L1, on\n"
+        "every thread; QKF_ISA=avx512|avx2|portable forces a path). --no-dense skips the dense\n"
+        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
@@ -168,47 +169,6 @@ static void rates(const qkf_stats *s, double *avg, double *median)
         }
     *avg = ne > 0 ? sp / ne : 0.0;
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
-}
-
-/* The machine's float-add throughput, measured: each thread adds an L1-resident buffer into 16
- * independent vector accumulators (one load and one add per 16 floats, no dependency between
- * consecutive adds), for about 0.3 s; the sum over threads of adds per second. This is the
- * ceiling of an event's row accumulation (a load and an add per weight). Measured once. */
-static double add_peak(long threads)
-{
-    static double peak;
-    if (peak > 0.0)
-        return peak;
-    enum { LEN = 4096, ACC = 256 }; /* 16 KB buffer; 256 floats = 16 vectors of accumulators */
-    double total = 0.0;
-#pragma omp parallel num_threads((int)threads) reduction(+ : total)
-    {
-        float *buf = qkf_malloc(LEN * sizeof(float));
-        float acc[ACC] __attribute__((aligned(64)));
-        for (int i = 0; i < LEN; i++)
-            buf[i] = 1e-7f * (float)(i % 97);
-        memset(acc, 0, sizeof acc);
-        long reps = 0;
-        double t0 = qkf_now(), t = 0.0;
-        do {
-            for (int r = 0; r < 512; r++)
-                for (int i = 0; i < LEN; i += ACC)
-#pragma omp simd aligned(acc : 64)
-                    for (int j = 0; j < ACC; j++)
-                        acc[j] += buf[i + j];
-            reps += 512;
-            t = qkf_now() - t0;
-        } while (t < 0.3);
-        float sink = 0.0f;
-        for (int j = 0; j < ACC; j++)
-            sink += acc[j];
-        if (sink < 0.0f) /* never: keeps the sums alive */
-            printf("%g\n", (double)sink);
-        qkf_free(buf);
-        total += (double)reps * LEN / t;
-    }
-    peak = total;
-    return peak;
 }
 
 static int parse_list(const char *s, double *v, int cap, double lo, double hi, const char *opt)
@@ -346,8 +306,9 @@ int qkf_bench_event(int argc, char **argv)
     memcpy(saved, m.params.data, (size_t)m.params.total * sizeof(float));
     int rc = 1;
 
-    printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample\n",
-           weights ? weights : variant, m.cfg.T, (int)threads);
+    printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample, kernel "
+           "path %s\n",
+           weights ? weights : variant, m.cfg.T, (int)threads, qkf_bench_isa_desc());
     double busy = cores_busy();
     if (busy >= 0.2)
         printf("note: other processes kept %.1f cores busy just before the run: wall times are "
@@ -358,8 +319,9 @@ int qkf_bench_event(int argc, char **argv)
     if (qkf_stats_calibrate(&m, x, 1, rate, 0.5, 0, (uint64_t)seed))
         goto done;
     printf("calibration to rate %.3f: %.1f s\n", rate, qkf_now() - t0);
-    printf("add throughput (measured, %ld threads): %.1f G float adds/s (the 'of peak' base)\n\n",
-           threads, add_peak(threads) * 1e-9);
+    printf("accumulate ceiling (measured: the %s path's row kernel on L1-resident weights, %ld "
+           "threads): %.1f G float adds/s (the 'of peak' base)\n\n",
+           qkf_isa_name(qkf_isa_current()), threads, qkf_bench_add_peak(threads) * 1e-9);
     printf("wall time per sample, the median of %d alternating rounds of dense and event "
            "(speedup:\nthe median of the rounds' ratios; cpu: CPU time of all threads, robust on "
            "a busy machine)\n",
@@ -396,7 +358,7 @@ int qkf_bench_event(int argc, char **argv)
         double avg, med;
         rates(s, &avg, &med);
         double acs = (double)tot.acs / (double)s->samples / te;
-        double peak = add_peak(threads);
+        double peak = qkf_bench_add_peak(threads);
         printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
                td * 1e3, te * 1e3, speedup, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
                acs * 1e-9, 100 * acs / peak);
@@ -443,7 +405,7 @@ int qkf_bench_event(int argc, char **argv)
             snprintf(xt, sizeof xt, "%.2fx", torch1_ms / (te * 1e3));
         printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %7.1f%% %9.2f %8s %8s\n",
                100 * rl[i], 100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc,
-               te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / add_peak(threads),
+               te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / qkf_bench_add_peak(threads),
                te * 1e12 / acc, xd, xt);
         qkf_sched_free(e);
     }

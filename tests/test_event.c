@@ -939,6 +939,8 @@ Test(event_cli, bench_event_reports)
     cr_assert_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "median of 5 alternating rounds"), "%s", out);
     cr_expect(strstr(out, "event time against firing rate"), "%s", out);
+    cr_expect(strstr(out, "kernel path ") && strstr(out, "accumulate ceiling (measured"), "%s",
+              out);
     const char *row = strstr(out, "\n     2 ");
     cr_assert_not_null(row, "no batch-2 row: %s", out);
     double dense_ms, event_ms, speedup;
@@ -950,6 +952,33 @@ Test(event_cli, bench_event_reports)
                 bad[i]);
         cr_expect_neq(rc, 0, "%s accepted", bad[i]);
         cr_expect(strncmp(out, "qkf bench event: ", 17) == 0 && strchr(out, '\n') &&
+                      strchr(out, '\n')[1] == 0,
+                  "%s: not one error line: %s", bad[i], out);
+    }
+}
+
+/* The kernel path: --version names it (the best this CPU runs, or the one QKF_ISA forces); a
+ * path QKF_ISA cannot have is one error line and a non-zero exit, before any command runs. */
+Test(event_cli, kernel_path_reported_and_forced)
+{
+    static char out[4096];
+    int rc = sh(out, sizeof out, "env -u QKF_ISA %s --version", QKF_BINARY);
+    cr_assert_eq(rc, 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "kernel path %s (the best", qkf_isa_name(qkf_isa_current()));
+    if (!getenv("QKF_ISA") || !*getenv("QKF_ISA"))
+        cr_expect(strstr(out, want), "%s", out);
+    FOR_EACH_ISA(p)
+    {
+        rc = sh(out, sizeof out, "QKF_ISA=%s %s --version", ISA_NAME(p), QKF_BINARY);
+        snprintf(want, sizeof want, "kernel path %s (forced by QKF_ISA", ISA_NAME(p));
+        cr_expect(rc == 0 && strstr(out, want), "%s: %s", ISA_NAME(p), out);
+    }
+    const char *bad[] = {"avx1024", "AVX2", "sse"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rc = sh(out, sizeof out, "QKF_ISA=%s %s info --help", bad[i], QKF_BINARY);
+        cr_expect_neq(rc, 0, "%s accepted", bad[i]);
+        cr_expect(strncmp(out, "qkf: QKF_ISA=", 13) == 0 && strchr(out, '\n') &&
                       strchr(out, '\n')[1] == 0,
                   "%s: not one error line: %s", bad[i], out);
     }
