@@ -3,7 +3,8 @@
 # build without -march=native (-DQKF_NATIVE=OFF: the hand-written kernel paths are picked at run
 # time, kernels/isa.h) whose kernel and event-engine tests run on the default path and again with
 # QKF_ISA=avx2 and QKF_ISA=portable forced (paths this CPU lacks are skipped; the kernel tests
-# themselves also loop over every supported path), the MPI build (-DQKF_MPI=ON) with its 2-rank
+# themselves also loop over every supported path), an aarch64 cross build of the event kernels
+# run under qemu-user (tools/cross/aarch64.sh; QKF_CROSS=0 skips it), the MPI build (-DQKF_MPI=ON) with its 2-rank
 # tests (QKF_MPI=0 skips it), then an AddressSanitizer + UndefinedBehaviorSanitizer build with
 # every test again. This is exactly what CI runs (.ci/run).
 set -euo pipefail
@@ -38,6 +39,11 @@ for isa in avx2 portable; do
     echo "== QKF_ISA=$isa: this CPU cannot run it, skipped"
   fi
 done
+
+if [ "${QKF_CROSS:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ]; then
+  echo "== aarch64 cross build of the event kernels, checked under qemu-user (QKF_CROSS=0 skips)"
+  bash tools/cross/aarch64.sh
+fi
 
 if [ "${QKF_MPI:-0}" = 1 ]; then
   echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
