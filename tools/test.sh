@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds qkf and runs the test suite: an optimised -Werror build with every test, a baseline
+# Builds qkf and runs the test suite: an optimised -Werror build with every test; a baseline
 # build without -march=native (-DQKF_NATIVE=OFF: the hand-written kernel paths are picked at run
 # time, kernels/isa.h) whose kernel and event-engine tests run on the default path and again with
 # QKF_ISA=avx2 and QKF_ISA=portable forced (paths this CPU lacks are skipped; the kernel tests
-# themselves also loop over every supported path), an aarch64 cross build of the event kernels
-# run under qemu-user (tools/cross/aarch64.sh; QKF_CROSS=0 skips it), the MPI build (-DQKF_MPI=ON) with its 2-rank
-# tests (QKF_MPI=0 skips it), then an AddressSanitizer + UndefinedBehaviorSanitizer build with
-# every test again. This is exactly what CI runs (.ci/run).
+# themselves also loop over every supported path); an aarch64 cross build of the event kernels
+# run under qemu-user (tools/cross/aarch64.sh; QKF_CROSS=0 skips it); the MPI build
+# (-DQKF_MPI=ON) with its 2-rank tests (QKF_MPI=0 skips it); then an AddressSanitizer +
+# UndefinedBehaviorSanitizer build with every test again. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QKF_MPI=${QKF_MPI:-1}
