@@ -33,11 +33,35 @@ int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int3
 
 /* ---- portable path -------------------------------------------------------------------------- */
 
+/* c * x + a with one rounding (fmaf) for a count c < 2^16. With a hardware FMA (aarch64,
+ * x86-64 with -mfma: __FP_FAST_FMAF) that is the instruction. Without one (baseline x86-64),
+ * where fmaf is a library call, it is computed in double: c * x is exact (17 + 24 bits), the
+ * sum a + c * x is rounded to double with the rounding error recovered exactly (TwoSum), and an
+ * inexact sum is then rounded to odd (its last bit set by moving one ulp toward the error):
+ * rounding a double rounded to odd to the nearest float is the correctly rounded result, as
+ * double has more than 24 + 2 bits (Boldo and Melquiond, "Emulation of FMA and correctly
+ * rounded sums: proved algorithms using rounding to odd", IEEE TC 2008). So the same float as
+ * fmaf, in straight-line code the compiler can vectorise. */
+static inline float fma_count(float c, float x, float a)
+{
+#if defined(__FP_FAST_FMAF)
+    return fmaf(c, x, a);
+#else
+    double p = (double)c * (double)x, ad = (double)a;
+    double s = p + ad, bv = s - p;
+    double e = (ad - bv) + (p - (s - bv)); /* a + p == s + e exactly */
+    uint64_t u;
+    memcpy(&u, &s, sizeof u);
+    if (e != 0.0 && !(u & 1u)) /* s != 0 here: a + p == 0 is exact */
+        u += (e > 0.0) == (s > 0.0) ? 1u : (uint64_t)-1;
+    memcpy(&s, &u, sizeof s);
+    return (float)s;
+#endif
+}
+
 /* A weight row into accumulators: a plain add for a count of 1 (fmaf(1, x, a) and a + x round
- * alike), else one fused multiply-add per output. Counts other than 1 are rare (residual sums
- * list them after their single events), so the fmaf, a library call where the target has no
- * FMA instruction (baseline x86-64), is kept off the common path; with hardware FMA (aarch64,
- * x86-64-v3) it is one instruction per lane. */
+ * alike), else fma_count per output. Counts other than 1 are rare (residual sums list them after
+ * their single events). */
 static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float *p, unsigned c,
                                                       int nb)
 {
@@ -48,7 +72,7 @@ static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float 
         float cf = (float)c;
         for (int k = 0; k < nb; k++)
             for (int l = 0; l < 4; l++)
-                a[k][l] = fmaf(cf, p[4 * k + l], a[k][l]);
+                a[k][l] = fma_count(cf, p[4 * k + l], a[k][l]);
     }
 }
 
