@@ -15,7 +15,7 @@ FLAGS="-std=c11 -O3 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmiss
        -Wdouble-promotion -Wvla -ffp-contract=off -Werror -D_POSIX_C_SOURCE=200809L"
 # shellcheck disable=SC2086
 "$CC" $FLAGS -o "$OUT/kernel_check" $SRC -lm
-file "$OUT/kernel_check" | sed 's/, BuildID.*//'
+if command -v file >/dev/null; then file "$OUT/kernel_check" | sed 's/, BuildID.*//'; fi
 # the portable gather's inner loop, as the compiler vectorised it (NEON q registers)
 # shellcheck disable=SC2086
 "$CC" $FLAGS -S -o "$OUT/spike.s" kernels/spike.c
