@@ -71,7 +71,7 @@ int qkf_isa_init(void)
     qkf_isa isa = best();
     int rc = 0;
     if (s && *s) {
-        qkf_isa want;
+        qkf_isa want = QKF_ISA_PORTABLE;
         if (qkf_isa_parse(s, &want) < 0)
             rc = -1;
         else if (!qkf_isa_supported(want))

@@ -11,7 +11,23 @@
  * Dispatch: a kernel calls its path's function through a switch on qkf__isa, so a test can run
  * every path it supports in one process (qkf_isa_set). Files compiled for an ISA include only
  * `static inline` helpers from shared headers, so no ISA-specific code can leak into a function
- * that the linker shares with the portable build. */
+ * that the linker shares with the portable build.
+ *
+ * The convention (kernels/isa_internal.h has the helpers; spike.c is the example):
+ *   - the public kernel qkf_<module>_<verb> lives in the plain file <file>.c beside its _ref twin
+ *     and its portable path; it starts with QKF__PICK(<name>, (args)) (QKF__PICK_VOID for void
+ *     kernels), which returns qkf__<name>_avx512(args) or qkf__<name>_avx2(args) when that path
+ *     is in use, and falls through to the portable code otherwise (and always off x86-64, where
+ *     the macro is empty and the x86 files are not compiled);
+ *   - qkf__<name>_avx512 / _avx2 are defined in <file>_avx512.c / <file>_avx2.c and declared in
+ *     isa_internal.h (or the module's own private header) under #if defined(__x86_64__);
+ *   - the portable path is written so that GCC and Clang vectorise it for SSE2 and NEON: fixed
+ *     4-float vectors (qkf__v4f, GCC vector extensions) with constant trip counts, no intrinsics;
+ *   - every path performs the same float operations in the same order per output as the _ref
+ *     twin (bit-identical results), and the tests run every kernel on every supported path
+ *     (tests/util.h FOR_EACH_ISA);
+ *   - left-packing of lists without a compress instruction (AVX2, portable): the table of
+ *     lut_internal.h. */
 #ifndef QKF_ISA_H
 #define QKF_ISA_H
 

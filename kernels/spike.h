@@ -40,8 +40,9 @@ typedef struct {
  * count with one fused multiply-add (exact product, one rounding); a count of 1 is a plain add.
  * The order of the adds into one output depends only on the lists, never on threads or vector
  * width. init NULL: start from 0. Returns the spikes delivered (sum of counts): the synaptic
- * operations are that times width. The fast path keeps 8 AVX-512 accumulators (128 outputs) in
- * registers per pass over the lists (PERF-NOTES.md). */
+ * operations are that times width. The fast paths keep up to 16 AVX-512 accumulators (256
+ * outputs), 12 AVX2 ones (96) or 8 of 4 floats (32, portable) in registers per pass over the
+ * lists (PERF-NOTES.md). */
 int64_t qkf_spike_gather(float *out, const float *init, const float *w, int32_t stride,
                          const qkf_spike_seg *seg, int nseg, int width);
 int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int32_t stride,
@@ -82,7 +83,7 @@ int qkf_spike_lif_row_ref(uint16_t *ch, float *v, const float *x, int C, float v
 /* The QKTA / QKCA attention neuron on integer counts (tau 2, vth 0.5, hard reset): it fires iff
  * the count is >= 1, whatever its membrane (spec section 1: after a silent step v < 0.5, so
  * h = v/2 + q/2 >= 0.5 exactly when q >= 1). No membrane is kept. cnt [C] holds integer counts;
- * writes the channels that fire and returns how many. */
+ * writes the channels that fire and returns how many (and nothing past them). */
 int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C);
 int qkf_spike_attn_row_ref(uint16_t *ch, const float *cnt, int C);
 
@@ -98,9 +99,12 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
  * 1 first (*ones of them), then the others, each part in ascending channel order (the layout of
  * qkf_events). The events of qkf_spike_merge, reordered so; its cost is the events plus C / 16
  * vector steps instead of a compare per event. ch and cnt have C slots. Returns the events
- * written. */
+ * written. The _ref twin is the plain loop over the row. */
 int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc, int C,
                           const uint16_t *ch0, const uint16_t *cnt0, int n0, const uint16_t *ch1,
                           const uint16_t *cnt1, int n1);
+int qkf_spike_merge_dense_ref(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc, int C,
+                              const uint16_t *ch0, const uint16_t *cnt0, int n0,
+                              const uint16_t *ch1, const uint16_t *cnt1, int n1);
 
 #endif

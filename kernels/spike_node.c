@@ -1,13 +1,17 @@
 /* Neuron kernels of the event engine's nodes: a LIF row stepped through a sequence of inputs,
  * and the event lists of spike masks. Layouts are described in spike_node.h.
  *
- * Every fast kernel has a plain _ref twin that the tests compare against; both perform the same
- * float operations in the same order, so they agree bit for bit. */
+ * Every fast kernel has a plain _ref twin that the tests compare against, and three paths picked
+ * at run time (isa.h): AVX-512 (spike_node_avx512.c), AVX2 (spike_node_avx2.c) and the portable
+ * path below (4-float vectors that compile to SSE2 or NEON). All perform the same float
+ * operations in the same order, so they agree bit for bit. */
 #include "spike_node.h"
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include <string.h>
+
+#include "isa.h"
+#include "isa_internal.h"
+#include "lut_internal.h"
 
 void qkf_spike_lif_seq_ref(uint16_t *const *mask, const float *const *x, int R, int C, float vth,
                            float *v)
@@ -51,116 +55,95 @@ void qkf_spike_head_ends_ref(int *end, const uint16_t *ch, int n, int d, int hea
         end[h] = qkf_spike_count_below_ref(ch, n, (h + 1) * d);
 }
 
-#if defined(__AVX512F__)
+/* Portable: 16 channels (one mask word, four vectors) at a time with the membranes in registers
+ * for all R steps; the lanes past C of the last word are padded with zeros (h = 0 < vth) and
+ * masked out of the word. */
+static void lif_seq_portable(uint16_t *const *mask, const float *const *x, int R, int C,
+                             float vth, float *v)
+{
+    const qkf__v4f half = {0.5f, 0.5f, 0.5f, 0.5f}, th = {vth, vth, vth, vth};
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int nc = C - c0 < 16 ? C - c0 : 16;
+        float buf[16] = {0};
+        qkf__v4f a[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+        if (v) {
+            memcpy(buf, v + c0, (size_t)nc * sizeof(float));
+            for (int k = 0; k < 4; k++)
+                a[k] = qkf__ld4(buf + 4 * k);
+        }
+        unsigned keep = nc == 16 ? 0xFFFFu : (1u << nc) - 1u;
+        for (int r = 0; r < R; r++) {
+            const float *xr = x[r] + c0;
+            if (nc < 16) {
+                memcpy(buf, xr, (size_t)nc * sizeof(float));
+                xr = buf;
+            }
+            unsigned m = 0;
+            for (int k = 0; k < 4; k++) {
+                qkf__v4f h = a[k] + (qkf__ld4(xr + 4 * k) - a[k]) * half;
+                qkf__v4i s = h >= th;
+                a[k] = (qkf__v4f)((qkf__v4i)h & ~s);
+                m |= qkf__bits4(s) << (4 * k);
+            }
+            mask[r][c0 / 16] = (uint16_t)(m & keep);
+            if (nc < 16)
+                memset(buf, 0, sizeof buf);
+        }
+        if (v) {
+            for (int k = 0; k < 4; k++)
+                qkf__st4(buf + 4 * k, a[k]);
+            memcpy(v + c0, buf, (size_t)nc * sizeof(float));
+        }
+    }
+}
 
-/* Four vectors of 16 channels at a time: the steps of one neuron depend on each other (the
- * membrane carries over), so the chains of four vectors run side by side to hide the latency
- * of each step's subtract, multiply, add and compare. The membranes stay in registers for all R
- * steps; (x - v) * 0.5 equals (x - v) / 2 exactly (both are the correctly rounded half), and
- * the hard reset keeps h where silent and +0 where it spiked (h * 0 with h >= vth > 0). From
- * zero membranes the first step is h = x * 0.5: the reference's 0 + (x - 0) / 2 is the same
- * number (x - 0 is x; 0 + y is y, except that -0 becomes +0), so the same spike (vth > 0), and
- * a zero of the other sign in the membrane changes no later sum that is not zero itself; the
- * final membranes, where that sign could show, are dropped. It saves the two adds of the
- * step, and the adds (with the compare) are what the FP add pipes are busy with. */
 void qkf_spike_lif_seq(uint16_t *const *mask, const float *const *x, int R, int C, float vth,
                        float *v)
 {
-    const __m512 half = _mm512_set1_ps(0.5f), th = _mm512_set1_ps(vth);
-    int c0 = 0;
-    for (; c0 + 64 <= C; c0 += 64) {
-        __m512 a[4];
-        int r = 0;
-        if (v) {
-            for (int k = 0; k < 4; k++)
-                a[k] = _mm512_loadu_ps(v + c0 + 16 * k);
-        } else if (R > 0) { /* from zero: h = x * 0.5 (below) */
-            const float *xr = x[0] + c0;
-            uint16_t *m = mask[0] + c0 / 16;
-            for (int k = 0; k < 4; k++) {
-                __m512 h = _mm512_mul_ps(_mm512_loadu_ps(xr + 16 * k), half);
-                __mmask16 s = _mm512_cmp_ps_mask(h, th, _CMP_GE_OQ);
-                a[k] = _mm512_maskz_mov_ps((__mmask16)~s, h);
-                m[k] = (uint16_t)s;
-            }
-            r = 1;
-        }
-        for (; r < R; r++) {
-            const float *xr = x[r] + c0;
-            uint16_t *m = mask[r] + c0 / 16;
-            for (int k = 0; k < 4; k++) {
-                __m512 xv = _mm512_loadu_ps(xr + 16 * k);
-                __m512 h = _mm512_add_ps(a[k], _mm512_mul_ps(_mm512_sub_ps(xv, a[k]), half));
-                __mmask16 s = _mm512_cmp_ps_mask(h, th, _CMP_GE_OQ);
-                a[k] = _mm512_maskz_mov_ps((__mmask16)~s, h);
-                m[k] = (uint16_t)s;
-            }
-        }
-        if (v)
-            for (int k = 0; k < 4; k++)
-                _mm512_storeu_ps(v + c0 + 16 * k, a[k]);
-    }
-    for (; c0 < C; c0 += 16) {
-        int rem = C - c0;
-        __mmask16 lanes = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
-        __m512 a = v ? _mm512_maskz_loadu_ps(lanes, v + c0) : _mm512_setzero_ps();
-        for (int r = 0; r < R; r++) {
-            __m512 xv = _mm512_maskz_loadu_ps(lanes, x[r] + c0);
-            __m512 h = _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(xv, a), half));
-            __mmask16 s = _mm512_mask_cmp_ps_mask(lanes, h, th, _CMP_GE_OQ);
-            a = _mm512_maskz_mov_ps((__mmask16)~s, h);
-            mask[r][c0 / 16] = (uint16_t)s;
-        }
-        if (v)
-            _mm512_mask_storeu_ps(v + c0, lanes, a);
-    }
+    QKF__PICK_VOID(spike_lif_seq, (mask, x, R, C, vth, v))
+    lif_seq_portable(mask, x, R, C, vth, v);
 }
 
 int qkf_spike_mask_emit(uint16_t *ch, const uint16_t *mask, int C)
 {
+    QKF__PICK(spike_mask_emit, (ch, mask, C))
+    /* whole words: each non-zero byte stores 8 left-packed lanes (in this row's own slots
+     * [n, 16 k + 8 j + 8), n <= 16 k + 8 j); the last partial word bit by bit */
     int n = 0, k = 0, words = (C + 15) / 16;
-#if defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VBMI2__)
-    /* 32 channels a step, compressed as 16-bit lanes (half the steps of compressing 32-bit lane
-     * indices and no narrowing; steps without spikes are skipped, as most are at low rates). The
-     * 32 lanes are stored whole (one plain store, no test): lanes past the spikes land in this
-     * row's own slots [n, 16 k + 32) with n <= 16 k, and are ignored. */
-    const __m512i iota = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
-                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
-                                          1, 0);
-    for (; k + 2 <= C / 16; k += 2) {
-        __mmask32 s = (__mmask32)(mask[k] | (uint32_t)mask[k + 1] << 16);
-        if (!s)
+    for (; k < C / 16; k++) {
+        unsigned m = mask[k];
+        if (!m)
             continue;
-        __m512i idx = _mm512_maskz_compress_epi16(
-            s, _mm512_add_epi16(iota, _mm512_set1_epi16((short)(16 * k))));
-        _mm512_storeu_si512(ch + n, idx);
-        n += __builtin_popcount((unsigned)s);
+        for (int j = 0; j < 2; j++) {
+            unsigned b = m >> (8 * j) & 0xFFu;
+            qkf__v8u8 l;
+            memcpy(&l, &qkf__lut8[b], sizeof l);
+            qkf__v8u16 idx = __builtin_convertvector(l, qkf__v8u16) + (uint16_t)(16 * k + 8 * j);
+            memcpy(ch + n, &idx, sizeof idx);
+            n += __builtin_popcount(b);
+        }
     }
-#endif
     for (; k < words; k++)
         for (unsigned m = mask[k]; m; m &= m - 1)
             ch[n++] = (uint16_t)(16 * k + __builtin_ctz(m));
     return n;
 }
 
-#if defined(__AVX512BW__)
-/* The lists are short (a few dozen events): compare 32 channels at a time with every bound and
- * count, instead of a binary search's unpredictable branches. Lanes past n are masked off. */
+/* Portable: a count over the whole list, no early exit (fixed-width loops the compiler
+ * vectorises; the lists are short). */
 int qkf_spike_count_below(const uint16_t *ch, int n, int c)
 {
-    const __m512i cv = _mm512_set1_epi16((short)c);
+    QKF__PICK(spike_count_below, (ch, n, c))
     int k = 0;
-    for (int i = 0; i < n; i += 32) {
-        __mmask32 lanes = n - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - i)) - 1u);
-        __m512i v = _mm512_maskz_loadu_epi16(lanes, ch + i);
-        k += __builtin_popcount((unsigned)_mm512_mask_cmplt_epu16_mask(lanes, v, cv));
-    }
+    for (int i = 0; i < n; i++)
+        k += ch[i] < c;
     return k;
 }
 
 void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
 {
-    if (n <= 8) { /* a short list (low rates): one walk, a few branches */
+    QKF__PICK_VOID(spike_head_ends, (end, ch, n, d, heads))
+    if (n <= 8) {
         for (int h = 0, i = 0; h < heads; h++) {
             while (i < n && ch[i] < (h + 1) * d)
                 i++;
@@ -168,50 +151,10 @@ void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
         }
         return;
     }
-    for (int h = 0; h < heads; h++)
-        end[h] = 0;
-    for (int i = 0; i < n; i += 32) {
-        __mmask32 lanes = n - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - i)) - 1u);
-        __m512i v = _mm512_maskz_loadu_epi16(lanes, ch + i);
-        for (int h = 0; h < heads; h++) {
-            __m512i b = _mm512_set1_epi16((short)((h + 1) * d));
-            end[h] += __builtin_popcount((unsigned)_mm512_mask_cmplt_epu16_mask(lanes, v, b));
-        }
+    for (int h = 0; h < heads; h++) {
+        int b = (h + 1) * d, k = 0;
+        for (int i = 0; i < n; i++)
+            k += ch[i] < b;
+        end[h] = k;
     }
 }
-#else
-int qkf_spike_count_below(const uint16_t *ch, int n, int c)
-{
-    return qkf_spike_count_below_ref(ch, n, c);
-}
-
-void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
-{
-    qkf_spike_head_ends_ref(end, ch, n, d, heads);
-}
-#endif
-
-#else
-
-int qkf_spike_count_below(const uint16_t *ch, int n, int c)
-{
-    return qkf_spike_count_below_ref(ch, n, c);
-}
-
-void qkf_spike_head_ends(int *end, const uint16_t *ch, int n, int d, int heads)
-{
-    qkf_spike_head_ends_ref(end, ch, n, d, heads);
-}
-
-void qkf_spike_lif_seq(uint16_t *const *mask, const float *const *x, int R, int C, float vth,
-                       float *v)
-{
-    qkf_spike_lif_seq_ref(mask, x, R, C, vth, v);
-}
-
-int qkf_spike_mask_emit(uint16_t *ch, const uint16_t *mask, int C)
-{
-    return qkf_spike_mask_emit_ref(ch, mask, C);
-}
-
-#endif

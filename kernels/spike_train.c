@@ -14,9 +14,8 @@
 #include "lif_internal.h"
 #include "spike.h"
 
-#if defined(__AVX512BW__)
-#include <immintrin.h>
-#endif
+#include "isa.h"
+#include "isa_internal.h"
 
 /* Event gathers run at ~50 G adds/s against sgemm's ~100 G multiply-adds/s (PERF-NOTES.md), so
  * the sparse products win up to roughly 40% density; the residual streams that feed the stage
@@ -52,22 +51,22 @@ static int64_t count_nonzero(const uint8_t *x, int64_t n)
 }
 
 /* Positions (base + i) and values of the nonzero bytes of row[0..n), ascending; returns how
- * many. */
+ * many. Per ISA (isa.h): the portable path skips 8 zero bytes with one 64-bit test. */
 static int scan_row(int32_t *pos, uint8_t *val, const uint8_t *row, int n, int32_t base)
 {
+    QKF__PICK(scan_row, (pos, val, row, n, base))
     int k = 0, i = 0;
-#if defined(__AVX512BW__)
-    for (; i + 64 <= n; i += 64) {
-        __m512i v = _mm512_loadu_si512((const void *)(row + i));
-        uint64_t m = _mm512_test_epi8_mask(v, v);
-        while (m) {
-            int j = __builtin_ctzll(m);
-            pos[k] = base + i + j;
-            val[k++] = row[i + j];
-            m &= m - 1;
-        }
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, row + i, sizeof x);
+        if (!x)
+            continue;
+        for (int j = 0; j < 8; j++)
+            if (row[i + j]) {
+                pos[k] = base + i + j;
+                val[k++] = row[i + j];
+            }
     }
-#endif
     for (; i < n; i++)
         if (row[i]) {
             pos[k] = base + i;
@@ -76,39 +75,26 @@ static int scan_row(int32_t *pos, uint8_t *val, const uint8_t *row, int n, int32
     return k;
 }
 
-#if defined(__AVX512F__)
-/* dst[c * ldd + r] = src[r * lds + c] for a full 16 x 16 tile, in registers. */
-static inline void tile16(float *dst, int64_t ldd, const float *src, int64_t lds)
+/* A full 16 x 16 tile in registers on the x86 paths; 0 where the portable path has none (the
+ * caller goes through its local buffer). */
+static int tile16(float *dst, int64_t ldd, const float *src, int64_t lds)
 {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = _mm512_loadu_ps(src + i * lds);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+#if defined(__x86_64__)
+    switch (qkf_isa_current()) {
+    case QKF_ISA_AVX512:
+        qkf__tile16_avx512(dst, ldd, src, lds);
+        return 1;
+    case QKF_ISA_AVX2:
+        qkf__tile16_avx2(dst, ldd, src, lds);
+        return 1;
+    default:
+        break;
     }
-    for (int i = 0; i < 16; i += 4) {
-        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
-    for (int i = 0; i < 16; i++)
-        _mm512_storeu_ps(dst + i * ldd, r[i]);
-}
+#else
+    (void)dst, (void)ldd, (void)src, (void)lds;
 #endif
+    return 0;
+}
 
 /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16 tiles (in registers
  * where the tile is full, else through a local buffer). */
@@ -119,12 +105,9 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
         int nr = rows - r0 < 16 ? rows - r0 : 16;
         for (int c0 = 0; c0 < cols; c0 += 16) {
             int nc = cols - c0 < 16 ? cols - c0 : 16;
-#if defined(__AVX512F__)
-            if (nr == 16 && nc == 16) {
-                tile16(dst + (int64_t)c0 * ldd + r0, ldd, src + (int64_t)r0 * lds + c0, lds);
+            if (nr == 16 && nc == 16 &&
+                tile16(dst + (int64_t)c0 * ldd + r0, ldd, src + (int64_t)r0 * lds + c0, lds))
                 continue;
-            }
-#endif
             for (int r = 0; r < nr; r++)
                 memcpy(tile[r], src + (int64_t)(r0 + r) * lds + c0, (size_t)nc * sizeof(float));
             for (int c = 0; c < nc; c++) {

@@ -131,9 +131,6 @@ int qkf_map_targets(const qkf_map *m, int v, int slot, int64_t x, int *cores, in
 /* Units that receive input slot `slot` of unit v from unit s (-1: the model input). */
 int qkf_map_feeds(const qkf_map *m, int s, int v, int slot);
 
-/* Writes M.json ({"profile", "chips", "cores": [...], "layers": [...]}, docs/hardware.md) to
- * path.tmp, then renames it. */
-int qkf_map_write_json(const qkf_map *m, const char *path);
 /* Prints the per-layer table and the totals. */
 void qkf_map_print(const qkf_map *m);
 

@@ -289,15 +289,18 @@ Test(event, attention_neuron_is_an_or)
             for (int n = 0; n < N; n++) {
                 for (int c = 0; c < C; c++)
                     row[c] = x[((int64_t)c * T + t) * N + n];
+                FOR_EACH_ISA(p)
+                {
                 int k = qkf_spike_attn_row(ch, row, C), j = 0;
                 for (int c = 0; c < C; c++) {
                     int want = s[((int64_t)c * T + t) * N + n] != 0.0f;
                     int got = j < k && ch[j] == c;
                     j += got;
-                    cr_assert_eq(got, want, "trial %d t=%d n=%d c=%d count %g", trial, t, n, c,
-                                 (double)row[c]);
+                    cr_assert_eq(got, want, "%s: trial %d t=%d n=%d c=%d count %g", ISA_NAME(p),
+                                 trial, t, n, c, (double)row[c]);
                     cr_assert_eq(want, row[c] >= 1.0f);
                     fired += want;
+                }
                 }
             }
     }
@@ -322,6 +325,7 @@ Test(event, gather_matches_reference)
     for (int i = 0; i < MAXW; i++)
         init[i] = qkf_rng_normal(&r);
     uint16_t ch[KK][CIN], cnt[KK][CIN];
+    FOR_EACH_ISA(p)
     for (int width = 1; width <= MAXW; width += (width < 40 ? 1 : 13)) {
         int32_t stride = KK * width;
         qkf_spike_seg seg[KK];
@@ -337,8 +341,10 @@ Test(event, gather_matches_reference)
         const float *in = width % 3 ? init : NULL;
         int64_t ra = qkf_spike_gather(a, in, w, stride, seg, ns, width);
         int64_t rb = qkf_spike_gather_ref(b, in, w, stride, seg, ns, width);
-        cr_assert_eq(ra, rb, "width %d: rows %lld vs %lld", width, (long long)ra, (long long)rb);
-        cr_assert_eq(memcmp(a, b, (size_t)width * sizeof(float)), 0, "width %d differs", width);
+        cr_assert_eq(ra, rb, "%s: width %d: rows %lld vs %lld", ISA_NAME(p), width, (long long)ra,
+                     (long long)rb);
+        cr_assert_eq(memcmp(a, b, (size_t)width * sizeof(float)), 0, "%s: width %d differs",
+                     ISA_NAME(p), width);
     }
     qkf_free(w);
     qkf_free(init);
@@ -364,7 +370,8 @@ Test(event, gather_rows_matches_reference)
     for (int i = 0; i < MAXW; i++)
         init[i] = qkf_rng_normal(&r);
     uint16_t ch[ROWS][CIN], cnt[ROWS][CIN];
-    const int widths[] = {16, 32, 48, 64, 80, 96, 112, 128, 8, 24, 136};
+    const int widths[] = {16, 32, 48, 64, 80, 96, 112, 128, 8, 24, 136, 40, 4};
+    FOR_EACH_ISA(p)
     for (int wi = 0; wi < (int)(sizeof widths / sizeof *widths); wi++)
         for (int mode = 0; mode < 6; mode++) {
             int width = widths[wi], counts = mode % 2, nrow = 1 + (int)(qkf_rng_u64(&r) % ROWS);
@@ -407,12 +414,12 @@ Test(event, gather_rows_matches_reference)
             int32_t stride = mode < 3 || width + 16 > MAXW ? width : width + 16;
             int64_t sa = qkf_spike_gather_rows(ra, nrow, 8, w, stride, width);
             int64_t sb = qkf_spike_gather_rows_ref(rb, nrow, 8, w, stride, width);
-            cr_assert_eq(sa, sb, "width %d mode %d: spikes %lld vs %lld", width, mode,
-                         (long long)sa, (long long)sb);
+            cr_assert_eq(sa, sb, "%s: width %d mode %d: spikes %lld vs %lld", ISA_NAME(p), width,
+                         mode, (long long)sa, (long long)sb);
             for (int k = 0; k < nrow; k++)
                 cr_assert_eq(memcmp(a + (int64_t)k * MAXW, b + (int64_t)k * MAXW,
                                     (size_t)width * sizeof(float)),
-                             0, "width %d mode %d row %d differs", width, mode, k);
+                             0, "%s: width %d mode %d row %d differs", ISA_NAME(p), width, mode, k);
         }
     qkf_free(w);
     qkf_free(ibuf);
@@ -424,6 +431,8 @@ Test(event, gather_rows_matches_reference)
 Test(event, lif_row_matches_dense_lif)
 {
     enum { C = 77, T = 6 };
+    FOR_EACH_ISA(p)
+    {
     float x[T][C], v1[C] = {0}, v2[C] = {0}, xd[C * T], sd[C * T];
     uint16_t c1[C], c2[C];
     qkf_rng r;
@@ -446,8 +455,9 @@ Test(event, lif_row_matches_dense_lif)
         for (int c = 0; c < C; c++) {
             int got = j < n1 && c1[j] == c;
             j += got;
-            cr_assert_eq(got, sd[c * T + t] != 0.0f, "t=%d c=%d", t, c);
+            cr_assert_eq(got, sd[c * T + t] != 0.0f, "%s: t=%d c=%d", ISA_NAME(p), t, c);
         }
+    }
     }
 }
 
@@ -472,7 +482,8 @@ Test(event, merge_dense_matches_merge)
     uint16_t acc[(MAXC + 31) / 32 * 32] = {0}, zero[(MAXC + 31) / 32 * 32] = {0};
     qkf_rng r;
     qkf_rng_seed(&r, 13);
-    const int Cs[] = {1, 5, 16, 31, 32, 33, 63, 64, 65, 96, 97, 128, 192, 200};
+    const int Cs[] = {1, 5, 8, 9, 16, 17, 24, 31, 32, 33, 63, 64, 65, 96, 97, 128, 192, 200};
+    FOR_EACH_ISA(p)
     for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
         for (int rep = 0; rep < 8; rep++) {
             int C = Cs[ci], k0 = 0, k1 = 0;
@@ -492,14 +503,29 @@ Test(event, merge_dense_matches_merge)
                         rch[k] = mch[i], rcn[k++] = mcn[i];
                         want1 += pass == 0;
                     }
+            /* the row's slots past the events may be overwritten: poison them */
+            memset(ch, 0xAB, sizeof ch), memset(cn, 0xAB, sizeof cn);
             int got = qkf_spike_merge_dense(ch, cn, &ones, acc, C, c0, cnt0, k0, c1, cnt1, k1);
-            cr_assert_eq(got, want, "C %d rep %d: %d events, want %d", C, rep, got, want);
-            cr_assert_eq(ones, want1, "C %d rep %d: %d single events, want %d", C, rep, ones,
-                         want1);
-            cr_assert_eq(memcmp(ch, rch, (size_t)want * sizeof *ch), 0, "C %d rep %d", C, rep);
-            cr_assert_eq(memcmp(cn, rcn, (size_t)want * sizeof *cn), 0, "C %d rep %d", C, rep);
-            cr_assert_eq(memcmp(acc, zero, sizeof acc), 0, "C %d rep %d: count row not cleared",
-                         C, rep);
+            const char *pn = ISA_NAME(p);
+            cr_assert_eq(got, want, "%s: C %d rep %d: %d events, want %d", pn, C, rep, got, want);
+            cr_assert_eq(ones, want1, "%s: C %d rep %d: %d single events, want %d", pn, C, rep,
+                         ones, want1);
+            cr_assert_eq(memcmp(ch, rch, (size_t)want * sizeof *ch), 0, "%s: C %d rep %d", pn, C,
+                         rep);
+            cr_assert_eq(memcmp(cn, rcn, (size_t)want * sizeof *cn), 0, "%s: C %d rep %d", pn, C,
+                         rep);
+            cr_assert_eq(memcmp(acc, zero, sizeof acc), 0,
+                         "%s: C %d rep %d: count row not cleared", pn, C, rep);
+            /* the plain twin agrees */
+            int ones_r = -1;
+            uint16_t ch_r[MAXC], cn_r[MAXC];
+            int got_r =
+                qkf_spike_merge_dense_ref(ch_r, cn_r, &ones_r, acc, C, c0, cnt0, k0, c1, cnt1, k1);
+            cr_assert(got_r == want && ones_r == want1 &&
+                          !memcmp(ch_r, rch, (size_t)want * sizeof *ch) &&
+                          !memcmp(cn_r, rcn, (size_t)want * sizeof *cn) &&
+                          !memcmp(acc, zero, sizeof acc),
+                      "merge_dense_ref: C %d rep %d", C, rep);
         }
 }
 
@@ -913,6 +939,8 @@ Test(event_cli, bench_event_reports)
     cr_assert_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "median of 5 alternating rounds"), "%s", out);
     cr_expect(strstr(out, "event time against firing rate"), "%s", out);
+    cr_expect(strstr(out, "kernel path ") && strstr(out, "accumulate ceiling (measured"), "%s",
+              out);
     const char *row = strstr(out, "\n     2 ");
     cr_assert_not_null(row, "no batch-2 row: %s", out);
     double dense_ms, event_ms, speedup;
@@ -924,6 +952,33 @@ Test(event_cli, bench_event_reports)
                 bad[i]);
         cr_expect_neq(rc, 0, "%s accepted", bad[i]);
         cr_expect(strncmp(out, "qkf bench event: ", 17) == 0 && strchr(out, '\n') &&
+                      strchr(out, '\n')[1] == 0,
+                  "%s: not one error line: %s", bad[i], out);
+    }
+}
+
+/* The kernel path: --version names it (the best this CPU runs, or the one QKF_ISA forces); a
+ * path QKF_ISA cannot have is one error line and a non-zero exit, before any command runs. */
+Test(event_cli, kernel_path_reported_and_forced)
+{
+    static char out[4096];
+    int rc = sh(out, sizeof out, "env -u QKF_ISA %s --version", QKF_BINARY);
+    cr_assert_eq(rc, 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "kernel path %s (the best", qkf_isa_name(qkf_isa_current()));
+    if (!getenv("QKF_ISA") || !*getenv("QKF_ISA"))
+        cr_expect(strstr(out, want), "%s", out);
+    FOR_EACH_ISA(p)
+    {
+        rc = sh(out, sizeof out, "QKF_ISA=%s %s --version", ISA_NAME(p), QKF_BINARY);
+        snprintf(want, sizeof want, "kernel path %s (forced by QKF_ISA", ISA_NAME(p));
+        cr_expect(rc == 0 && strstr(out, want), "%s: %s", ISA_NAME(p), out);
+    }
+    const char *bad[] = {"avx1024", "AVX2", "sse"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rc = sh(out, sizeof out, "QKF_ISA=%s %s info --help", bad[i], QKF_BINARY);
+        cr_expect_neq(rc, 0, "%s accepted", bad[i]);
+        cr_expect(strncmp(out, "qkf: QKF_ISA=", 13) == 0 && strchr(out, '\n') &&
                       strchr(out, '\n')[1] == 0,
                   "%s: not one error line: %s", bad[i], out);
     }

@@ -9,6 +9,7 @@
 #include "../kernels/kernels.h"
 #include "../kernels/spike.h"
 #include "../kernels/spike_node.h"
+#include "util.h"
 
 /* The LIF sequence equals its reference bit for bit (masks and, when kept, membranes), and the
  * spikes of qkf_spike_lif_row stepped row by row, for channel counts around every vector
@@ -22,6 +23,7 @@ Test(event, lif_seq_matches_reference)
     qkf_rng r;
     qkf_rng_seed(&r, 21);
     const int Cs[] = {1, 15, 16, 17, 48, 63, 64, 65, 96, 127, 128, 129, 192, 200};
+    FOR_EACH_ISA(p)
     for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
         for (int mode = 0; mode < 4; mode++) {
             int C = Cs[ci], nr = 1 + (int)(qkf_rng_u64(&r) % R), from_zero = mode % 2;
@@ -52,7 +54,7 @@ Test(event, lif_seq_matches_reference)
             int words = (C + 15) / 16;
             for (int k = 0; k < nr; k++) {
                 cr_assert_eq(memcmp(ma[k], mb[k], (size_t)words * sizeof(uint16_t)), 0,
-                             "C %d mode %d step %d: masks differ", C, mode, k);
+                             "%s: C %d mode %d step %d: masks differ", ISA_NAME(p), C, mode, k);
                 if (C % 16)
                     cr_assert_eq(mb[k][words - 1] >> (C % 16), 0, "bits past C are set");
                 /* the row kernel from the same membranes: the same spikes */
@@ -63,7 +65,8 @@ Test(event, lif_seq_matches_reference)
                 cr_assert_eq(memcmp(ce, ch, (size_t)n * sizeof(uint16_t)), 0);
             }
             if (!from_zero) {
-                cr_assert_eq(memcmp(va, vb, (size_t)C * sizeof(float)), 0, "C %d membranes", C);
+                cr_assert_eq(memcmp(va, vb, (size_t)C * sizeof(float)), 0, "%s: C %d membranes",
+                             ISA_NAME(p), C);
                 cr_assert_eq(memcmp(vb, vr, (size_t)C * sizeof(float)), 0, "C %d vs lif_row", C);
             }
         }
@@ -78,6 +81,7 @@ Test(event, mask_emit_matches_reference)
     qkf_rng r;
     qkf_rng_seed(&r, 23);
     const int Cs[] = {1, 5, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 96, 100, 128, 192, 300};
+    FOR_EACH_ISA(p)
     for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
         for (int rep = 0; rep < 6; rep++) {
             int C = Cs[ci], words = (C + 15) / 16;
@@ -92,8 +96,9 @@ Test(event, mask_emit_matches_reference)
             memset(b, 0x5A, sizeof b);
             int na = qkf_spike_mask_emit(a, mask, C);
             int nb = qkf_spike_mask_emit_ref(b, mask, C);
-            cr_assert_eq(na, nb, "C %d rep %d: %d vs %d", C, rep, na, nb);
-            cr_assert_eq(memcmp(a, b, (size_t)na * sizeof(uint16_t)), 0, "C %d rep %d", C, rep);
+            cr_assert_eq(na, nb, "%s: C %d rep %d: %d vs %d", ISA_NAME(p), C, rep, na, nb);
+            cr_assert_eq(memcmp(a, b, (size_t)na * sizeof(uint16_t)), 0, "%s: C %d rep %d",
+                         ISA_NAME(p), C, rep);
             for (int i = C; i < C + PAD; i++)
                 cr_assert_eq(a[i], 0x5A5A, "C %d rep %d: slot %d past the row written", C, rep,
                              i);
@@ -110,6 +115,7 @@ Test(event, head_bounds_match_reference)
     qkf_rng r;
     qkf_rng_seed(&r, 29);
     const int Cs[] = {8, 96, 192, 384, 1000, 65535};
+    FOR_EACH_ISA(p)
     for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
         for (int rep = 0; rep < 40; rep++) {
             int C = Cs[ci], d = 1 + (int)(qkf_rng_u64(&r) % 48), heads = (C + d - 1) / d, n = 0;
@@ -122,11 +128,11 @@ Test(event, head_bounds_match_reference)
                 ch[n++] = (uint16_t)(C - 1);
             int c = (int)(qkf_rng_u64(&r) % (C + 2));
             cr_assert_eq(qkf_spike_count_below(ch, n, c), qkf_spike_count_below_ref(ch, n, c),
-                         "C %d n %d below %d", C, n, c);
+                         "%s: C %d n %d below %d", ISA_NAME(p), C, n, c);
             qkf_spike_head_ends(ea, ch, n, d, heads);
             qkf_spike_head_ends_ref(eb, ch, n, d, heads);
-            cr_assert_eq(memcmp(ea, eb, (size_t)heads * sizeof(int)), 0, "C %d n %d d %d", C, n,
-                         d);
+            cr_assert_eq(memcmp(ea, eb, (size_t)heads * sizeof(int)), 0, "%s: C %d n %d d %d",
+                         ISA_NAME(p), C, n, d);
         }
 }
 
@@ -141,6 +147,7 @@ Test(event, attn_row_matches_reference)
     qkf_rng_seed(&r, 31);
     const int Cs[] = {1, 8, 15, 16, 17, 32, 48, 100};
     const float vals[] = {0.0f, 0.5f, 0.99999994f, 1.0f, 2.0f, 7.0f, -1.0f};
+    FOR_EACH_ISA(p)
     for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
         for (int rep = 0; rep < 20; rep++) {
             int C = Cs[ci];
@@ -149,7 +156,8 @@ Test(event, attn_row_matches_reference)
             memset(a, 0x5A, sizeof a);
             memset(b, 0x5A, sizeof b);
             int na = qkf_spike_attn_row(a, cnt, C), nb = qkf_spike_attn_row_ref(b, cnt, C);
-            cr_assert_eq(na, nb, "C %d: %d vs %d", C, na, nb);
-            cr_assert_eq(memcmp(a, b, sizeof a), 0, "C %d rep %d: rows differ", C, rep);
+            cr_assert_eq(na, nb, "%s: C %d: %d vs %d", ISA_NAME(p), C, na, nb);
+            cr_assert_eq(memcmp(a, b, sizeof a), 0, "%s: C %d rep %d: rows differ", ISA_NAME(p), C,
+                         rep);
         }
 }

@@ -96,13 +96,16 @@ static void spikeconv_case(int F, int cin, int h, int cout, int k, int stride, f
 Test(train_sparse, spikeconv_sparse)
 {
     omp_set_num_threads(2);
-    /* always sparse (threshold above 1) */
+    /* always sparse (threshold above 1), on every kernel path (the gathers and byte scans) */
+    FOR_EACH_ISA(p)
+    {
     spikeconv_case(3, 5, 6, 20, 3, 1, 0.2f, 1, 2.0);  /* 3x3, cout tail of 4 */
     spikeconv_case(2, 7, 8, 40, 1, 1, 0.3f, 3, 2.0);  /* 1x1 with counts */
     spikeconv_case(2, 6, 8, 200, 1, 2, 0.2f, 1, 2.0); /* strided shortcut, 200 = 12.5 vectors */
     spikeconv_case(2, 3, 9, 16, 1, 4, 0.5f, 2, 2.0);  /* stride 4, odd side */
     spikeconv_case(4, 9, 7, 33, 3, 1, 0.05f, 2, 2.0); /* very sparse, counts */
     spikeconv_case(2, 4, 5, 24, 3, 1, 0.0f, 1, 2.0);  /* no events at all */
+    }
 }
 
 Test(train_sparse, spikeconv_dense_fallback)
@@ -348,6 +351,7 @@ Test(train_sparse, lif_from_z)
 Test(train_sparse, transpose)
 {
     int shapes[][2] = {{16, 16}, {48, 32}, {37, 53}, {5, 200}, {1, 1}};
+    FOR_EACH_ISA(p)
     for (int k = 0; k < 5; k++) {
         int64_t rows = shapes[k][0];
         int cols = shapes[k][1];
@@ -359,7 +363,8 @@ Test(train_sparse, transpose)
         for (int64_t r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)
                 bad += b[(int64_t)c * rows + r] != a[r * cols + c];
-        cr_expect_eq(bad, 0, "transpose %lld x %d: %d wrong", (long long)rows, cols, bad);
+        cr_expect_eq(bad, 0, "%s: transpose %lld x %d: %d wrong", ISA_NAME(p), (long long)rows,
+                     cols, bad);
         qkf_free(a), qkf_free(b);
     }
 }

@@ -16,6 +16,23 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
+
+/* ---- kernel paths ---------------------------------------------------------------------------
+ * FOR_EACH_ISA(p) { ... } runs its body once per kernel path this CPU and build support
+ * (kernels/isa.h: portable, then AVX2, then AVX-512), with that path forced and p its index
+ * (qkf_isa_name((qkf_isa)p) names it); afterwards the path of the environment (QKF_ISA, else the
+ * best) is back in force. */
+static inline int isa_next(int *p)
+{
+    while (++*p < QKF_ISA_COUNT)
+        if (qkf_isa_supported((qkf_isa)*p) && qkf_isa_set((qkf_isa)*p) == 0)
+            return 1;
+    (void)qkf_isa_init();
+    return 0;
+}
+#define FOR_EACH_ISA(p) for (int p = -1; isa_next(&p);)
+#define ISA_NAME(p) qkf_isa_name((qkf_isa)(p))
 
 /* max |a - b| over n values and its index (a NaN difference counts as the largest). */
 static inline double max_abs_err(const float *a, const float *b, int64_t n, int64_t *worst)

@@ -7,6 +7,7 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
 #include "../sim/dense.h"
 #include "cli.h"
 #include "bench.h"
@@ -151,6 +152,25 @@ static void dense_torch_ratio(void *ctx, int b, double ips, double med_ms, doubl
 int qkf_bench_event(int argc, char **argv); /* tools/bench_event.c */
 int qkf_bench_train(int argc, char **argv); /* tools/bench_train.c */
 
+const char *qkf_bench_isa_desc(void)
+{
+    static char buf[128];
+    char list[64] = "";
+    for (int i = QKF_ISA_COUNT - 1; i >= 0; i--)
+        if (qkf_isa_supported((qkf_isa)i)) {
+            if (*list)
+                strcat(list, ", ");
+            strcat(list, qkf_isa_name((qkf_isa)i));
+        }
+    const char *env = getenv("QKF_ISA");
+    if (env && *env)
+        snprintf(buf, sizeof buf, "%s (forced by QKF_ISA; this CPU: %s)",
+                 qkf_isa_name(qkf_isa_current()), list);
+    else
+        snprintf(buf, sizeof buf, "%s (the best of %s)", qkf_isa_name(qkf_isa_current()), list);
+    return buf;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "event") == 0)
@@ -233,8 +253,8 @@ int cmd_bench(int argc, char **argv)
             return qkf_cli_fail("bench");
         qkf_params_init(&m.cfg, &m.params, 1);
     }
-    printf("model: %s, img %d, T %d, threads %ld\n", weights ? weights : variant, m.cfg.img_size,
-           m.cfg.T, threads);
+    printf("model: %s, img %d, T %d, threads %ld, kernel path %s\n",
+           weights ? weights : variant, m.cfg.img_size, m.cfg.T, threads, qkf_bench_isa_desc());
     double ours[16], ours_best[16], gf = dense_gflop(&m);
     printf("dense work: %.2f GFLOP per image (convolutions)\n", gf);
     for (int i = 0; i < nbs; i++)

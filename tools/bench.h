@@ -15,4 +15,13 @@ int qkf_bench_torch(const char *py, long threads, const char *batches, const cha
  * set of times). */
 double qkf_bench_median(double *v, int n);
 
+/* The kernel path in use (kernels/isa.h), for --version and every bench header: "avx2 (forced
+ * by QKF_ISA; this CPU: avx512, avx2, portable)" or "avx512 (the best of avx512, avx2,
+ * portable)". A static buffer. */
+const char *qkf_bench_isa_desc(void);
+
+/* The accumulate ceiling of the kernel path in use, in float adds per second over `threads`
+ * threads (bench/bench_peak.c): measured once, on the engine's own row kernel. */
+double qkf_bench_add_peak(long threads);
+
 #endif

@@ -31,6 +31,7 @@ static void help(void)
         "usage: qkf bench event [--variant NAME | --weights W.h5] [--batch 1,8]\n"
         "                       [--rates 0.01,0.05,0.1,0.2,0.4] [--rate 0.1] [--threads N]\n"
         "                       [--seconds S] [--seed N] [--no-dense] [--torch [--python PY]]\n"
+        "                       [--isa avx512,avx2,portable] [--no-curve]\n"
         "\n"
         "Calibrates every BatchNorm so its LIF fires at about --rate (per channel spread), then\n"
         "times the dense and the event engine on the same input at each batch size, and the\n"
@@ -38,10 +39,15 @@ static void help(void)
         "of S/5 seconds each (default S = 2), so that a drift of the machine's speed reaches\n"
         "both; each engine's median round is reported, the ratio is the median of the rounds'\n"
         "ratios. Reports time per sample, the ratio, the measured firing rates, and\n"
-        "accumulates per second (event) against the machine's add throughput (measured: vector\n"
-        "adds from L1 into register accumulators on every thread, on the kernel path in use).\n"
-        "--no-dense skips the dense engine (for profiling the event\n"
-        "engine; QKF_PROFILE=1 prints the time of every node).\n"
+        "accumulates per second (event) against the accumulate ceiling of the kernel path in\n"
+        "use (measured at start-up: the engine's own row kernel on weights that stay in L1, on\n"
+        "every thread, per second of CPU time; QKF_ISA=avx512|avx2|portable forces a path).\n"
+        "--no-dense skips the dense\n"
+        "engine (for profiling the event engine; QKF_PROFILE=1 prints the time of every node).\n"
+        "--isa times the event engine on each listed kernel path (kernels/isa.h) in the same\n"
+        "alternating rounds (dense, then event on every path, per round): one row per path,\n"
+        "each with its own accumulate ceiling; the dense engine's code does not change with the\n"
+        "path. The firing-rate curve runs on the first path. --no-curve skips the curve.\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
@@ -221,6 +227,37 @@ static int parse_list(const char *s, double *v, int cap, double lo, double hi, c
     return n;
 }
 
+/* A comma-separated list of kernel paths, each supported here and listed once. */
+static int parse_paths(const char *s, qkf_isa *paths)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[32];
+        if (len == 0 || len >= sizeof name || n == QKF_ISA_COUNT)
+            return qkf_set_error("option --isa: '%s' is not a list of kernel paths (avx512, avx2, "
+                                 "portable)",
+                                 s);
+        memcpy(name, p, len);
+        name[len] = 0;
+        qkf_isa isa;
+        if (qkf_isa_parse(name, &isa) < 0)
+            return qkf_set_error("option --isa: '%s' is not a kernel path (avx512, avx2, portable)",
+                                 name);
+        if (!qkf_isa_supported(isa))
+            return qkf_set_error("option --isa: this CPU or build cannot run the %s path", name);
+        for (int i = 0; i < n; i++)
+            if (paths[i] == isa)
+                return qkf_set_error("option --isa: %s listed twice", name);
+        paths[n++] = isa;
+        if (!e)
+            return n;
+        p = e + 1;
+    }
+}
+
 static float *make_input(const qkf_config *c, int B, uint64_t seed)
 {
     int frames = qkf_config_is_frames(c);
@@ -337,8 +374,10 @@ int qkf_bench_event(int argc, char **argv)
     const char *rate_list = "0.01,0.05,0.1,0.2,0.4", *py = "/usr/bin/python3", *v;
     long threads = 2, seed = 1;
     double seconds = 2.0, rate = 0.1;
-    int r, no_dense = 0, torch = 0, have_hw = 0;
+    int r, no_dense = 0, torch = 0, have_hw = 0, no_curve = 0, npath = 1;
     qkf_hw_profile hw;
+    const char *isa_list = NULL;
+    qkf_isa paths[QKF_ISA_COUNT] = {qkf_isa_current()};
     for (a.i = 1; a.i < argc; a.i++) {
         if (qkf_flag(&a, "--help") || qkf_flag(&a, "-h")) {
             help();
@@ -358,9 +397,13 @@ int qkf_bench_event(int argc, char **argv)
             have_hw = 1;
             continue;
         }
+        if (qkf_flag(&a, "--no-curve")) {
+            no_curve = 1;
+            continue;
+        }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--variant", &variant)) ||
             (r = qkf_arg(&a, "--batch", &batches)) || (r = qkf_arg(&a, "--rates", &rate_list)) ||
-            (r = qkf_arg(&a, "--python", &py))) {
+            (r = qkf_arg(&a, "--python", &py)) || (r = qkf_arg(&a, "--isa", &isa_list))) {
             if (r < 0)
                 return qkf_cli_fail("bench event");
             continue;
@@ -393,6 +436,8 @@ int qkf_bench_event(int argc, char **argv)
     int nr = nb < 0 ? -1 : parse_list(rate_list, rl, 16, 0.001, 0.6, "--rates");
     if (nb < 0 || nr < 0)
         return qkf_cli_fail("bench event");
+    if (isa_list && (npath = parse_paths(isa_list, paths)) < 0)
+        return qkf_cli_fail("bench event");
     qkf_set_threads((int)threads);
 
     qkf_model m;
@@ -414,8 +459,9 @@ int qkf_bench_event(int argc, char **argv)
     memcpy(saved, m.params.data, (size_t)m.params.total * sizeof(float));
     int rc = 1;
 
-    printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample\n",
-           weights ? weights : variant, m.cfg.T, (int)threads);
+    printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample, kernel "
+           "path %s\n",
+           weights ? weights : variant, m.cfg.T, (int)threads, qkf_bench_isa_desc());
     double busy = cores_busy();
     if (busy >= 0.2)
         printf("note: other processes kept %.1f cores busy just before the run: wall times are "
@@ -438,16 +484,20 @@ int qkf_bench_event(int argc, char **argv)
         rc = 0;
         goto done;
     }
-    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s (the 'of "
-           "peak' base)\n\n",
-           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9);
-    printf("wall time per sample, the median of %d alternating rounds of dense and event "
+    for (int p = 0; p < npath; p++) {
+        qkf_isa_set(paths[p]);
+        printf("accumulate ceiling (measured: the %s path's row kernel on L1-resident weights, "
+               "%ld threads): %.1f G float adds/s (the 'of peak' base)\n",
+               qkf_isa_name(paths[p]), threads, qkf_bench_add_peak(threads) * 1e-9);
+    }
+    qkf_isa_set(paths[0]);
+    printf("\nwall time per sample, the median of %d alternating rounds of dense and event "
            "(speedup:\nthe median of the rounds' ratios; cpu: CPU time of all threads, robust on "
            "a busy machine)\n",
            ROUNDS);
-    printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s\n", "batch", "dense ms", "event ms",
+    printf("%6s %9s %9s %8s %9s %9s %8s %9s %9s %9s %8s %9s\n", "batch", "dense ms", "event ms",
            "speedup", "dense cpu", "event cpu", "cpu x", "avg rate", "median", "G acc/s",
-           "of peak");
+           "of peak", "path");
     for (int i = 0; i < nb; i++) {
         int B = (int)bl[i];
         qkf_dense *d = no_dense ? NULL : qkf_dense_create(&m, B, 0);
@@ -456,33 +506,44 @@ int qkf_bench_event(int argc, char **argv)
             qkf_dense_free(d);
             goto done;
         }
-        double dr[ROUNDS], er[ROUNDS], xr[ROUNDS], cd = 0, ce = 0, td = 0, c;
+        /* each round: dense, then the event engine on every path */
+        double dr[ROUNDS], er[QKF_ISA_COUNT][ROUNDS], xr[QKF_ISA_COUNT][ROUNDS], cd = 0, td = 0, c;
+        double ce[QKF_ISA_COUNT] = {0};
         for (int k = 0; k < ROUNDS; k++) {
             if (d) {
                 dr[k] = time_dense(d, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
                 cd += c / B / ROUNDS;
             }
-            er[k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
-            ce += c / B / ROUNDS;
-            xr[k] = d ? dr[k] / er[k] : 0.0;
+            for (int p = 0; p < npath; p++) {
+                qkf_isa_set(paths[p]);
+                er[p][k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
+                ce[p] += c / B / ROUNDS;
+                xr[p][k] = d ? dr[k] / er[p][k] : 0.0;
+            }
         }
-        double speedup = qkf_bench_median(xr, ROUNDS), te = qkf_bench_median(er, ROUNDS);
         if (d)
             td = qkf_bench_median(dr, ROUNDS);
-        event_ms[i] = te * 1e3;
-        if (B == 1 && d)
-            dense1_ms = td * 1e3;
-        qkf_stats *s = qkf_sched_stats(e);
-        qkf_work tot = qkf_stats_step_total(s, -1);
-        double avg, med;
-        rates(s, &avg, &med);
-        double acs = (double)tot.acs / (double)s->samples / te;
-        double peak = add_peak(threads);
-        printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%%\n", B,
-               td * 1e3, te * 1e3, speedup, cd * 1e3, ce * 1e3, cd / ce, 100 * avg, 100 * med,
-               acs * 1e-9, 100 * acs / peak);
+        for (int p = 0; p < npath; p++) {
+            qkf_isa_set(paths[p]);
+            double speedup = qkf_bench_median(xr[p], ROUNDS), te = qkf_bench_median(er[p], ROUNDS);
+            if (p == 0) {
+                event_ms[i] = te * 1e3;
+                if (B == 1 && d)
+                    dense1_ms = td * 1e3;
+            }
+            qkf_stats *s = qkf_sched_stats(e);
+            qkf_work tot = qkf_stats_step_total(s, -1);
+            double avg, med;
+            rates(s, &avg, &med);
+            double acs = (double)tot.acs / (double)s->samples / te;
+            double peak = qkf_bench_add_peak(threads);
+            printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %8.2f%% %8.2f%% %9.1f %7.1f%% %9s\n",
+                   B, td * 1e3, te * 1e3, speedup, cd * 1e3, ce[p] * 1e3, cd / ce[p], 100 * avg,
+                   100 * med, acs * 1e-9, 100 * acs / peak, qkf_isa_name(paths[p]));
+        }
+        qkf_isa_set(paths[0]);
         if (getenv("QKF_PROFILE"))
-            profile(s);
+            profile(qkf_sched_stats(e));
         qkf_sched_free(e);
         qkf_dense_free(d);
     }
@@ -497,13 +558,15 @@ int qkf_bench_event(int argc, char **argv)
 
     /* the dense engine's (and PyTorch's) time does not depend on firing rates: each rate's
      * event time against the batch-1 times measured above */
-    printf("\nevent time against firing rate (batch 1%s%s):\n",
-           dense1_ms > 0 ? "; x dense: against the dense engine's batch-1 time above" : "",
-           torch1_ms > 0 ? "; x torch: against PyTorch's" : "");
-    printf("%8s %9s %9s %12s %12s %10s %10s %9s %8s %9s %8s %8s\n", "target", "avg rate", "median",
-           "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "of peak", "ns/kacc",
-           "x dense", "x torch");
-    for (int i = 0; i < nr; i++) {
+    if (!no_curve) {
+        printf("\nevent time against firing rate (batch 1%s%s):\n",
+               dense1_ms > 0 ? "; x dense: against the dense engine's batch-1 time above" : "",
+               torch1_ms > 0 ? "; x torch: against PyTorch's" : "");
+        printf("%8s %9s %9s %12s %12s %10s %10s %9s %8s %9s %8s %8s\n", "target", "avg rate", "median",
+               "events/smp", "acc/smp", "event ms", "event cpu", "G acc/s", "of peak", "ns/kacc",
+               "x dense", "x torch");
+    }
+    for (int i = 0; i < (no_curve ? 0 : nr); i++) {
         memcpy(m.params.data, saved, (size_t)m.params.total * sizeof(float));
         if (qkf_stats_calibrate(&m, x, 1, rl[i], 0.5, 0, (uint64_t)seed))
             goto done;
@@ -524,7 +587,7 @@ int qkf_bench_event(int argc, char **argv)
             snprintf(xt, sizeof xt, "%.2fx", torch1_ms / (te * 1e3));
         printf("%7.1f%% %8.2f%% %8.2f%% %12.0f %12.3g %10.2f %10.2f %9.1f %7.1f%% %9.2f %8s %8s\n",
                100 * rl[i], 100 * avg, 100 * med, (double)tot.in_events / (double)s->samples, acc,
-               te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / add_peak(threads),
+               te * 1e3, ce * 1e3, acc / te * 1e-9, 100 * acc / te / qkf_bench_add_peak(threads),
                te * 1e12 / acc, xd, xt);
         qkf_sched_free(e);
     }

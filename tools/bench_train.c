@@ -10,6 +10,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/train.h"
+#include "bench.h"
 #include "cli.h"
 
 int qkf_bench_train(int argc, char **argv);
@@ -141,9 +142,9 @@ int qkf_bench_train(int argc, char **argv)
     for (int b = 0; b < B; b++)
         target[(int64_t)b * K + (int)(qkf_rng_u64(&rng) % (uint64_t)K)] = 1.0f;
     printf("model: %s, img %d, T %d, batch %d, threads %ld, 3x3 data gradient %s; training "
-           "engine %.0f MB\n",
+           "engine %.0f MB; kernel path %s\n",
            weights ? weights : variant, S, m.cfg.T, B, threads, conv,
-           (double)qkf_train_bytes(e) / 1e6);
+           (double)qkf_train_bytes(e) / 1e6, qkf_bench_isa_desc());
     fflush(stdout);
     double *prof = getenv("QKF_PROFILE") ? qkf_train_profile(e) : NULL;
     double best = 1e30, total = 0.0, cpu = 0.0;

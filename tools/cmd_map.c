@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../io/io.h"
+#include "../io/map_json.h"
 #include "../kernels/base.h"
 #include "../models/map.h"
 #include "cli.h"

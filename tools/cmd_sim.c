@@ -595,10 +595,19 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     int K = q.cfg.num_classes, T = q.cfg.T;
-    if (hw) { /* mapped before the run, so a model that does not fit stops it */
-        if (qkf_map_build(&hmap, g, hw) || qkf_cost_init(&hcost, &hmap, T))
-            goto done;
-        hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
+    if (hw) { /* mapped before the run; a model the chip cannot hold still runs its arithmetic */
+        if (qkf_map_build(&hmap, g, hw)) {
+            fprintf(stderr, "qkf sim: %s: not priced, the integer arithmetic still runs (%s)\n",
+                    hw->name, qkf_last_error());
+            qkf_clear_error();
+            if (hmap.unit)
+                qkf_map_free(&hmap);
+            memset(&hmap, 0, sizeof hmap);
+        } else {
+            if (qkf_cost_init(&hcost, &hmap, T))
+                goto done;
+            hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
+        }
     }
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
     lf = qkf_malloc((size_t)nb * K * sizeof(float));

@@ -12,6 +12,9 @@ PKGS="build-essential cmake pkg-config libuv1-dev libhdf5-dev hdf5-tools libcrit
 if [ "${QKF_MPI:-0}" = 1 ]; then # the optional MPI build (-DQKF_MPI=ON, docs/mpi.md)
   PKGS="$PKGS libopenmpi-dev openmpi-bin"
 fi
+if [ "${QKF_CROSS:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ]; then # tools/cross/aarch64.sh
+  PKGS="$PKGS gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+fi
 if [ "${QKF_PYTHON_DEPS:-0}" = 1 ]; then
   PKGS="$PKGS python3-torch python3-h5py python3-numpy python3-matplotlib libopenblas0-openmp"
 fi

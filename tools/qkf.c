@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../kernels/isa.h"
 #include "../sim/dense.h"
 #include "../sim/dist.h"
 #include "app/evaluate.h"
@@ -84,8 +86,13 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    /* the kernels' CPU path (kernels/isa.h): decided once, a bad QKF_ISA stops here */
+    if (qkf_isa_init() < 0) {
+        fprintf(stderr, "qkf: %s\n", qkf_last_error());
+        return 2;
+    }
     if (!strcmp(cmd, "--version")) {
-        printf("qkf %s\n", QKF_VERSION);
+        printf("qkf %s; kernel path %s\n", QKF_VERSION, qkf_bench_isa_desc());
         return 0;
     }
     if (!strcmp(cmd, "info"))

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Builds qkf and runs the test suite: an optimised -Werror build with every test, the include
-# graph against the layers of docs/design.md, the Python module's tests, the C example and the
-# Python module against the installed library, the MPI build (-DQKF_MPI=ON) with its 2-rank tests
-# (QKF_MPI=0 skips it), then an AddressSanitizer + UndefinedBehaviorSanitizer build with every
-# test again. This is exactly what CI runs (.ci/run).
+# Builds qkf and runs the test suite: an optimised -Werror build with every test; the include
+# graph against the layers of docs/design.md; the Python module's tests; the C example and the
+# Python module against the installed library; a baseline build without -march=native
+# (-DQKF_NATIVE=OFF: the hand-written kernel paths are picked at run time, kernels/isa.h) whose
+# kernel and event-engine tests run on the default path and again with QKF_ISA=avx2 and
+# QKF_ISA=portable forced (paths this CPU lacks are skipped; the kernel tests themselves also loop
+# over every supported path); an aarch64 cross build of the event kernels run under qemu-user
+# (tools/cross/aarch64.sh; QKF_CROSS=0 skips it); the MPI build (-DQKF_MPI=ON) with its 2-rank
+# tests (QKF_MPI=0 skips it); then an AddressSanitizer + UndefinedBehaviorSanitizer build with
+# every test again. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QKF_MPI=${QKF_MPI:-1}
@@ -50,6 +55,30 @@ r = m.run(np.zeros((1, 3, 16, 16), np.float32), mode="event")
 print("installed module:", qkf.__file__, m, r)
 EOF
 )
+
+echo "== baseline build (-DQKF_NATIVE=OFF, -Werror)"
+cmake -S . -B build-base -DQKF_WERROR=ON -DQKF_NATIVE=OFF >/dev/null
+cmake --build build-base -j"$JOBS"
+./build-base/qkf --version
+# every kernel test (each loops over the supported paths) and the engine-level event tests; the
+# forced paths skip the thread-count and statistics checks, which exercise no other kernel
+ENGINE='event/@(*_matches_*|*_reference|attention_*|merge_*|fixture_*|random_*|pow2_*|frames_*)'
+echo "== tests (baseline build, default path)"
+./build-base/qkf_tests --jobs "$JOBS" --filter '@(event|event_cli|train_sparse|kernels)/*'
+for isa in avx2 portable; do
+  if QKF_ISA=$isa ./build-base/qkf --version >/dev/null 2>&1; then
+    echo "== tests (baseline build, QKF_ISA=$isa)"
+    QKF_ISA=$isa ./build-base/qkf_tests --jobs "$JOBS" --filter "$ENGINE"
+    QKF_ISA=$isa ./build-base/qkf_tests --jobs "$JOBS" --filter 'train_sparse/*'
+  else
+    echo "== QKF_ISA=$isa: this CPU cannot run it, skipped"
+  fi
+done
+
+if [ "${QKF_CROSS:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ]; then
+  echo "== aarch64 cross build of the event kernels, checked under qemu-user (QKF_CROSS=0 skips)"
+  bash tools/cross/aarch64.sh
+fi
 
 if [ "${QKF_MPI:-0}" = 1 ]; then
   echo "== MPI build (-DQKF_MPI=ON) and 2-rank tests"
