@@ -476,7 +476,6 @@ int qkf_dense_int_forward(qkf_dense_int *e, const float *input, int B, float *lo
         const qkf_op *op = &g->ops[i];
         const qkf_qop *qo = &qm->ops[i];
         const qkf_tensor *x = &g->tensors[op->in0];
-        const qkf_tensor *y = &g->tensors[op->out];
         int64_t F = frames(g, op->in0, B);
         int N = x->h * x->w;
         int32_t *out = e->t[op->out];
@@ -583,7 +582,6 @@ int qkf_dense_int_forward(qkf_dense_int *e, const float *input, int B, float *lo
                     if (logits)
                         logits[(int64_t)b * K + k] = (float)((double)s * qo->head_scale);
                 }
-            (void)y;
             break;
         }
         }
