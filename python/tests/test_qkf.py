@@ -288,18 +288,18 @@ def test_official_checkpoint_round_trip(tmp_path, variant):
 
     if variant == "cifar":
         cfg = ref.QKFConfig(variant="cifar", img_size=16, in_channels=3, num_classes=10,
-                            embed_dims=64, num_heads=4, mlp_ratio=2.0, depths=3, T=2)
+                            embed_dims=64, num_heads=8, mlp_ratio=2.0, depths=3, T=2)
         x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
         conv = ["--variant", "cifar", "--img-size", "16", "--in-channels", "3",
-                "--num-classes", "10", "--embed-dims", "64", "--num-heads", "4",
+                "--num-classes", "10", "--embed-dims", "64", "--num-heads", "8",
                 "--mlp-ratio", "2", "--depths", "3", "--T", "2"]
     else:
         cfg = ref.QKFConfig(variant="dvs128", img_size=32, in_channels=2, num_classes=11,
-                            embed_dims=64, num_heads=4, mlp_ratio=2.0, depths=2, T=3)
+                            embed_dims=64, num_heads=16, mlp_ratio=2.0, depths=2, T=3)
         g = torch.Generator().manual_seed(4)
         x = (torch.rand(2, 3, 2, 32, 32, generator=g) < 0.15).float()
         conv = ["--variant", "dvs128", "--img-size", "32", "--in-channels", "2",
-                "--num-classes", "11", "--embed-dims", "64", "--num-heads", "4",
+                "--num-classes", "11", "--embed-dims", "64", "--num-heads", "16",
                 "--mlp-ratio", "2", "--T", "3"]
     torch.manual_seed(7)
     model = ref.QKFormer(cfg).eval()
