@@ -32,6 +32,12 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
 /* --calib N, --headroom H, --clip-bias: 1 if consumed, 0 if not ours, -1 on error. */
 int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o);
 extern const char *const qkf_quant_help; /* --calib, --headroom, --clip-bias */
+/* Predictions, Y.h5 and the summary of qkf infer --hw, either integer engine (cmd_quantize.c):
+ * 0, or -1 with the error recorded and no file left. */
+int qkf_cli_infer_int_write(const char *output, const char *weights, const qkf_qmodel *q,
+                            const qkf_graph *g, const char *engine, const char *label, int64_t B,
+                            const float *logits, const int64_t *li, const int64_t *counts,
+                            int64_t *pred, double dt, int quiet);
 /* qkf infer --hw --mode event (tools/cmd_infer_int.c): the integer event engine, with
  * --cross-check against the dense integer engine; returns the exit status (error printed). */
 int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,

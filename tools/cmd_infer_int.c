@@ -13,7 +13,6 @@
 #include "../sim/sched.h"
 #include "cli.h"
 
-void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples);
 
 int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
                            const char *data, const qkf_quant_opts *base, const char *input,
@@ -25,7 +24,6 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
     int64_t *li = NULL, *dli = NULL, *counts = NULL, *pred = NULL;
     qkf_sched *e = NULL;
     qkf_dense_int *d = NULL;
-    qkf_h5out *o = NULL;
     int rc = 1, ndim;
     int64_t shape[5], mism = 0, lmism = 0, spikes = 0;
     qkf_xcheck first;
@@ -90,12 +88,6 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
         }
     }
     double dt = qkf_now() - t0 - tx;
-    for (int64_t b = 0; b < B; b++) {
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            best = li[b * K + k] > li[b * K + best] ? k : best;
-        pred[b] = best;
-    }
     if (d) {
         if (mism || lmism) {
             if (first.layer >= 0)
@@ -116,50 +108,13 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
                    "integer event vs dense integer engine)\n",
                    (long long)spikes);
     }
-    if (!(o = qkf_h5out_open(output)))
+    if (qkf_cli_infer_int_write(output, weights, &q, g, "event-int", "integer event engine", B,
+                                logits, li, counts, pred, dt, quiet))
         goto done;
-    int64_t ls[2] = {B, K};
-    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "logits_int", 2, ls, li) ||
-        qkf_h5out_i64(o, "predictions", 1, &B, pred))
-        goto done;
-    for (int l = 0; l < g->n_lif; l++) {
-        char name[QKF_MAX_NAME + 32];
-        const char *ln = g->ops[g->lif_ops[l]].name;
-        double rate =
-            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q.cfg.T * (double)B);
-        snprintf(name, sizeof name, "spike_count/%s", ln);
-        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
-            goto done;
-        snprintf(name, sizeof name, "firing_rate/%s", ln);
-        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
-            goto done;
-    }
-    if (qkf_h5out_attr_str(o, NULL, "engine", "event-int") ||
-        qkf_h5out_attr_str(o, NULL, "hw", q.hw_name) ||
-        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
-        qkf_h5out_attr_str(o, NULL, "weights", weights))
-        goto done;
-    int crc = qkf_h5out_commit(o);
-    o = NULL;
-    if (crc)
-        goto done;
-    if (!quiet) {
-        printf("%lld samples, integer event engine (%s), %.3f s\n", (long long)B, q.hw_name, dt);
-        int show = B < 16 ? (int)B : 16;
-        for (int b = 0; b < show; b++)
-            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)pred[b],
-                   (double)logits[(int64_t)b * K + pred[b]], (long long)li[b * K + pred[b]]);
-        if (B > show)
-            printf("... %lld more in %s\n", (long long)(B - show), output);
-        qkf_print_rates(g, counts, B);
-        printf("\nwrote %s\n", output);
-    }
     rc = 0;
 done:
     if (rc)
         qkf_cli_fail("infer");
-    if (o)
-        qkf_h5out_abort(o);
     qkf_sched_free(e);
     qkf_dense_int_free(d);
     qkf_free(x);

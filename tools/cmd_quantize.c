@@ -255,6 +255,66 @@ int cmd_quantize(int argc, char **argv)
 
 /* ---- qkf infer --hw -------------------------------------------------------------------------- */
 
+/* The output of qkf infer --hw (both integer engines): predictions (argmax of the integer logits)
+ * into pred [B], then Y.h5 (logits, logits_int, predictions, spike_count/<layer>,
+ * firing_rate/<layer>, attributes engine, hw, qkf_version, weights) via .tmp + rename, and unless
+ * quiet the summary. engine: the file's "engine" attribute; label: how the summary names it.
+ * 0, or -1 with the error recorded (nothing left behind). */
+int qkf_cli_infer_int_write(const char *output, const char *weights, const qkf_qmodel *q,
+                            const qkf_graph *g, const char *engine, const char *label, int64_t B,
+                            const float *logits, const int64_t *li, const int64_t *counts,
+                            int64_t *pred, double dt, int quiet)
+{
+    int K = q->cfg.num_classes;
+    for (int64_t b = 0; b < B; b++) {
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            best = li[b * K + k] > li[b * K + best] ? k : best;
+        pred[b] = best;
+    }
+    qkf_h5out *o = qkf_h5out_open(output);
+    if (!o)
+        return -1;
+    int64_t ls[2] = {B, K};
+    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "logits_int", 2, ls, li) ||
+        qkf_h5out_i64(o, "predictions", 1, &B, pred))
+        goto fail;
+    for (int l = 0; l < g->n_lif; l++) {
+        char name[QKF_MAX_NAME + 32];
+        const char *ln = g->ops[g->lif_ops[l]].name;
+        double rate =
+            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q->cfg.T * (double)B);
+        snprintf(name, sizeof name, "spike_count/%s", ln);
+        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
+            goto fail;
+        snprintf(name, sizeof name, "firing_rate/%s", ln);
+        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
+            goto fail;
+    }
+    if (qkf_h5out_attr_str(o, NULL, "engine", engine) ||
+        qkf_h5out_attr_str(o, NULL, "hw", q->hw_name) ||
+        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
+        qkf_h5out_attr_str(o, NULL, "weights", weights))
+        goto fail;
+    if (qkf_h5out_commit(o))
+        return -1;
+    if (!quiet) {
+        printf("%lld samples, %s (%s), %.3f s\n", (long long)B, label, q->hw_name, dt);
+        int show = B < 16 ? (int)B : 16;
+        for (int b = 0; b < show; b++)
+            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)pred[b],
+                   (double)logits[(int64_t)b * K + pred[b]], (long long)li[b * K + pred[b]]);
+        if (B > show)
+            printf("... %lld more in %s\n", (long long)(B - show), output);
+        qkf_print_rates(g, counts, B);
+        printf("\nwrote %s\n", output);
+    }
+    return 0;
+fail:
+    qkf_h5out_abort(o);
+    return -1;
+}
+
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
                      int quiet)
@@ -264,7 +324,6 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     float *x = NULL, *logits = NULL;
     int64_t *li = NULL, *counts = NULL, *pred = NULL;
     qkf_dense_int *e = NULL;
-    qkf_h5out *o = NULL;
     int rc = 1, ndim;
     int64_t shape[5];
     if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
@@ -300,56 +359,13 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
             goto done;
     }
     double dt = qkf_now() - t0;
-    for (int64_t b = 0; b < B; b++) {
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            best = li[b * K + k] > li[b * K + best] ? k : best;
-        pred[b] = best;
-    }
-    if (!(o = qkf_h5out_open(output)))
+    if (qkf_cli_infer_int_write(output, weights, &q, g, "dense-int", "dense integer engine", B,
+                                logits, li, counts, pred, dt, quiet))
         goto done;
-    int64_t ls[2] = {B, K};
-    if (qkf_h5out_f32(o, "logits", 2, ls, logits) || qkf_h5out_i64(o, "logits_int", 2, ls, li) ||
-        qkf_h5out_i64(o, "predictions", 1, &B, pred))
-        goto done;
-    for (int l = 0; l < g->n_lif; l++) {
-        char name[QKF_MAX_NAME + 32];
-        const char *ln = g->ops[g->lif_ops[l]].name;
-        double rate =
-            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q.cfg.T * (double)B);
-        snprintf(name, sizeof name, "spike_count/%s", ln);
-        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
-            goto done;
-        snprintf(name, sizeof name, "firing_rate/%s", ln);
-        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
-            goto done;
-    }
-    if (qkf_h5out_attr_str(o, NULL, "engine", "dense-int") ||
-        qkf_h5out_attr_str(o, NULL, "hw", q.hw_name) ||
-        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
-        qkf_h5out_attr_str(o, NULL, "weights", weights))
-        goto done;
-    int crc = qkf_h5out_commit(o);
-    o = NULL;
-    if (crc)
-        goto done;
-    if (!quiet) {
-        printf("%lld samples, dense integer engine (%s), %.3f s\n", (long long)B, q.hw_name, dt);
-        int show = B < 16 ? (int)B : 16;
-        for (int b = 0; b < show; b++)
-            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)pred[b],
-                   (double)logits[(int64_t)b * K + pred[b]], (long long)li[b * K + pred[b]]);
-        if (B > show)
-            printf("... %lld more in %s\n", (long long)(B - show), output);
-        qkf_print_rates(g, counts, B);
-        printf("\nwrote %s\n", output);
-    }
     rc = 0;
 done:
     if (rc)
         qkf_cli_fail("infer");
-    if (o)
-        qkf_h5out_abort(o);
     qkf_dense_int_free(e);
     qkf_free(x);
     qkf_free(logits);
