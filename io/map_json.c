@@ -9,7 +9,7 @@
 #include "../kernels/base.h"
 #include "map_json.h"
 
-static void json_str(FILE *f, const char *s)
+void qkf_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
@@ -36,7 +36,7 @@ static void json_range(int64_t a, int64_t b, void *arg)
     const qkf_map_core *c = r->c;
     fprintf(r->f, "%s\n    {\"tile\": [%d, %d], \"core\": %d, \"chip\": %d, \"layer\": ",
             *r->first ? "" : ",", c->x, c->y, c->phys, c->chip);
-    json_str(r->f, r->m->unit[c->unit].name);
+    qkf_json_str(r->f, r->m->unit[c->unit].name);
     fprintf(r->f, ", \"neurons\": [%lld, %lld]}", (long long)a, (long long)b);
     *r->first = 0;
 }
@@ -49,7 +49,7 @@ int qkf_map_write_json(const qkf_map *m, const char *path)
     if (!f)
         return qkf_set_error("%s: cannot create the map (%s)", path, strerror(errno));
     fprintf(f, "{\n  \"profile\": ");
-    json_str(f, m->hw.name);
+    qkf_json_str(f, m->hw.name);
     fprintf(f,
             ",\n  \"chips\": %d,\n  \"n_cores\": %d,\n  \"blocks\": %d,\n  \"tiles\": %d,\n"
             "  \"mesh\": [%d, %d],\n  \"cores_per_tile\": %d,\n  \"cores\": [",
@@ -64,7 +64,7 @@ int qkf_map_write_json(const qkf_map *m, const char *path)
     for (int i = 0; i < m->n_units; i++) {
         const qkf_map_unit *u = &m->unit[i];
         fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-        json_str(f, u->name);
+        qkf_json_str(f, u->name);
         fprintf(f,
                 ", \"kind\": \"%s\", \"neurons\": %lld, \"cores\": %d, \"limit\": \"%s\", "
                 "\"channels\": %d, \"tokens\": %d, \"block\": [%d, %d], \"first_core\": %d, "

@@ -2,7 +2,12 @@
 #ifndef QKF_MAP_JSON_H
 #define QKF_MAP_JSON_H
 
+#include <stdio.h>
+
 #include "../models/map.h"
+
+/* s as a JSON string, quoted and escaped (quotes, backslashes, control characters), to f. */
+void qkf_json_str(FILE *f, const char *s);
 
 /* Writes M.json ({"profile", "chips", "cores": [...], "layers": [...]}, docs/hardware.md) to
  * path.tmp, then renames it. */

@@ -14,6 +14,7 @@
 #include "../io/dataset.h"
 #include "../io/h5_part.h"
 #include "../io/io.h"
+#include "../io/map_json.h"
 #include "../io/trace.h"
 #include "../kernels/base.h"
 #include "../models/quant.h"
@@ -195,20 +196,6 @@ static void print_table(const qkf_stats *s, const report_info *ri)
 /* ---- JSON and CSV -----------------------------------------------------------------------------
  */
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", *s);
-        else
-            fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void json_work(FILE *f, const qkf_stats *s, int node, const qkf_work *w, int64_t neurons,
                       double samples, int with_macs, const report_info *ri)
 {
@@ -230,11 +217,11 @@ static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
 {
     double S = (double)s->samples;
     fprintf(f, "{\n  \"engine\": ");
-    json_str(f, ri->engine);
+    qkf_json_str(f, ri->engine);
     fprintf(f, ",\n  \"weights\": ");
-    json_str(f, ri->weights);
+    qkf_json_str(f, ri->weights);
     fprintf(f, ",\n  \"input\": ");
-    json_str(f, ri->input);
+    qkf_json_str(f, ri->input);
     fprintf(
         f,
         ",\n  \"qkf_version\": \"%s\",\n  \"samples\": %lld,\n  \"T\": %d,\n  \"threads\": %d,\n"
@@ -267,7 +254,7 @@ static void write_json(FILE *f, const qkf_stats *s, const report_info *ri)
         const qkf_node_info *nd = &s->node[i];
         qkf_work w = qkf_stats_node_total(s, i, -1);
         fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-        json_str(f, nd->name);
+        qkf_json_str(f, nd->name);
         fprintf(f,
                 ", \"kind\": \"%s\", \"neurons\": %lld, \"heads\": %d, \"flops\": %lld, "
                 "\"seconds\": %.6g,\n     ",
