@@ -20,6 +20,7 @@
 #include "../models/quant.h"
 #include "../sim/dense_int.h"
 #include "../sim/sched.h"
+#include "util.h"
 
 static void setup(void)
 {
@@ -28,20 +29,6 @@ static void setup(void)
 }
 
 TestSuite(event_int, .init = setup, .timeout = 300);
-
-/* The fixture's arithmetic (qkformer_int.ARITH_FIELDS order, as tests/test_quant.c reads it). */
-static void arith_from(const int64_t *v, qkf_hw_arith *a)
-{
-    memset(a, 0, sizeof *a);
-    int *f[] = {&a->is_float,        &a->weight_bits,   &a->weight_exp_min, &a->weight_exp_max,
-                &a->per_channel,     &a->current_bits,  &a->current_wrap,   &a->current_shift,
-                &a->membrane_bits,   &a->membrane_wrap, &a->decay_bits,     &a->threshold_bits,
-                &a->threshold_shift, &a->threshold_ge,  &a->reset_subtract, &a->bias_bits,
-                &a->bias_exp_max,    &a->graded_bits,   &a->input_bits,     &a->leak,
-                &a->weight_codebook};
-    for (int i = 0; i < 21; i++)
-        *f[i] = (int)v[i];
-}
 
 typedef struct {
     qkf_model m;
@@ -67,7 +54,7 @@ static void load(fixture *fx, const char *model, const char *prof, const char *a
     int nd;
     cr_assert_eq(qkf_h5_read_i64(fx->ref, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
     qkf_hw_arith a;
-    arith_from(av, &a);
+    fixture_arith(av, &a);
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->ref, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
@@ -270,7 +257,7 @@ static void wide_case(const char *prof)
     int nd;
     cr_assert_eq(qkf_h5_read_i64(ref, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
     qkf_hw_arith a;
-    arith_from(av, &a);
+    fixture_arith(av, &a);
     qkf_free(av);
     qkf_quant_opts o;
     memset(&o, 0, sizeof o);

@@ -15,20 +15,6 @@
 #include "../sim/dense_int.h"
 #include "util.h"
 
-/* qkformer_int.ARITH_FIELDS order */
-static void arith_from(const int64_t *v, qkf_hw_arith *a)
-{
-    memset(a, 0, sizeof *a);
-    int *f[] = {&a->is_float,       &a->weight_bits,    &a->weight_exp_min, &a->weight_exp_max,
-                &a->per_channel,    &a->current_bits,   &a->current_wrap,   &a->current_shift,
-                &a->membrane_bits,  &a->membrane_wrap,  &a->decay_bits,     &a->threshold_bits,
-                &a->threshold_shift, &a->threshold_ge,  &a->reset_subtract, &a->bias_bits,
-                &a->bias_exp_max,   &a->graded_bits,    &a->input_bits,     &a->leak,
-                &a->weight_codebook};
-    for (int i = 0; i < 21; i++)
-        *f[i] = (int)v[i];
-}
-
 typedef struct {
     qkf_model m;
     qkf_qmodel q;
@@ -50,7 +36,7 @@ static void load_fixture(fixture *fx, const char *model, const char *prof)
     int nd;
     cr_assert_eq(qkf_h5_read_i64(fx->path, "arith", &av, &nd, sh), 0, "%s", qkf_last_error());
     cr_assert_eq(sh[0], 21);
-    arith_from(av, &fx->a);
+    fixture_arith(av, &fx->a);
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->path, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];

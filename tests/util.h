@@ -17,6 +17,7 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../kernels/isa.h"
+#include "../models/hw.h"
 
 /* ---- kernel paths ---------------------------------------------------------------------------
  * FOR_EACH_ISA(p) { ... } runs its body once per kernel path this CPU and build support
@@ -162,6 +163,21 @@ static inline void write_quadrant_dataset(const char *path, int n, uint64_t seed
     cr_assert_eq(qkf_h5out_commit(o), 0);
     qkf_free(img);
     qkf_free(lab);
+}
+
+/* The arithmetic of an integer fixture (the 'arith' dataset of tests/fixtures/MODEL_int_PROFILE.h5,
+ * in tools/reference/qkformer_int.py's ARITH_FIELDS order) as a qkf_hw_arith. */
+static inline void fixture_arith(const int64_t *v, qkf_hw_arith *a)
+{
+    memset(a, 0, sizeof *a);
+    int *f[] = {&a->is_float,        &a->weight_bits,   &a->weight_exp_min, &a->weight_exp_max,
+                &a->per_channel,     &a->current_bits,  &a->current_wrap,   &a->current_shift,
+                &a->membrane_bits,   &a->membrane_wrap, &a->decay_bits,     &a->threshold_bits,
+                &a->threshold_shift, &a->threshold_ge,  &a->reset_subtract, &a->bias_bits,
+                &a->bias_exp_max,    &a->graded_bits,   &a->input_bits,     &a->leak,
+                &a->weight_codebook};
+    for (int i = 0; i < 21; i++)
+        *f[i] = (int)v[i];
 }
 
 #endif
