@@ -418,20 +418,6 @@ static int load_input(const char *path, qkf_model *m, qkf_h5_rows **in, int64_t 
     return 0;
 }
 
-/* load_input, then every sample read at once (the integer engine's run, sim_int, which compares
- * with the float engine on the same samples, holds them all). */
-static int load_input_whole(const char *path, qkf_model *m, float **x, int64_t *B, int64_t *per)
-{
-    qkf_h5_rows *in = NULL;
-    int rc = load_input(path, m, &in, B, per);
-    if (rc == 0) {
-        *x = qkf_malloc((size_t)(*B * *per) * sizeof(float));
-        rc = qkf_h5_rows_read_f32(in, 0, *B, *x);
-    }
-    qkf_h5_rows_close(in);
-    return rc;
-}
-
 /* Under mpirun, rank 0 prints how many samples each rank holds (collective). */
 static int report_held(int64_t n, int64_t bytes, int quiet)
 {
@@ -524,6 +510,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_qmodel q;
     memset(&q, 0, sizeof q);
     float *x = NULL, *logits = NULL, *lf = NULL;
+    qkf_h5_rows *in = NULL; /* --input: read a batch at a time */
     qkf_sched *e = NULL, *f = NULL;
     qkf_dataset dset;
     memset(&dset, 0, sizeof dset);
@@ -544,7 +531,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     view.n_norm = q.n_norm;
     memcpy(view.input_mean, q.input_mean, sizeof view.input_mean);
     memcpy(view.input_std, q.input_std, sizeof view.input_std);
-    if (input ? load_input_whole(input, &view, &x, &B, &per)
+    if (input ? load_input(input, &view, &in, &B, &per)
               : load_data(data, &view, limit, &dset, &B))
         goto done;
     if (view.cfg.img_size != q.cfg.img_size || view.cfg.T != q.cfg.T) {
@@ -556,17 +543,19 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     if (calib > 0 && have_float) { /* re-quantise with scales calibrated on the run's samples */
         qkf_quant_opts o;
         memset(&o, 0, sizeof o);
-        const float *cx = x;
         int64_t nc = calib < B ? calib : B;
         if (!input) {
             qkf_set_error("--calib with --hw takes the samples of --input X.h5");
             goto done;
         }
+        float *cx = qkf_malloc((size_t)(nc * per) * sizeof(float)); /* the first nc samples */
         qkf_qmodel_free(&q);
         memset(&q, 0, sizeof q);
-        int qrc = qkf_quant_calibrate(&fm, cx, (int)nc, 8, &o) ||
+        int qrc = qkf_h5_rows_read_f32(in, 0, nc, cx) ||
+                  qkf_quant_calibrate(&fm, cx, (int)nc, 8, &o) ||
                   qkf_quantize(&fm, &hw->arith, hw->name, &o, &q);
         qkf_quant_calib_free(&o, &fm);
+        qkf_free(cx);
         if (qrc)
             goto done;
     } else if (calib > 0) {
@@ -574,6 +563,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     }
     int nb = (int)(B < batch ? B : batch);
+    if (input)
+        x = qkf_malloc((size_t)(nb * per) * sizeof(float));
     e = qkf_sched_create_int(&q, nb, (have_float || hw ? QKF_SCHED_RECORD : 0) |
                                          (tb ? QKF_SCHED_TB_COMPAT : 0));
     if (!e)
@@ -609,13 +600,15 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     }
     double busy = 0;
     for (int64_t b0 = 0; b0 < B;) {
-        const float *xb = x ? x + b0 * per : NULL;
+        const float *xb = x;
         const int32_t *labels = NULL;
         int n = (int)(B - b0 < nb ? B - b0 : nb);
         if (ld && !qkf_loader_next(ld, &xb, &labels, &n))
             break;
         if (n > B - b0) /* the loader deals whole batches of the split; --limit ends it */
             n = (int)(B - b0);
+        if (in && qkf_h5_rows_read_f32(in, b0, n, x))
+            goto done;
         double t1 = qkf_now();
         if (qkf_sched_forward(e, xb, n, logits, NULL))
             goto done;
@@ -683,6 +676,7 @@ done:
     qkf_dataset_free(&dset);
     qkf_sched_free(e);
     qkf_sched_free(f);
+    qkf_h5_rows_close(in);
     if (hcost.map)
         qkf_cost_free(&hcost);
     if (hmap.unit)
