@@ -10,6 +10,7 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "util.h"
 
 static char dir[256];
 
@@ -27,27 +28,9 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
-/* Runs qkf with args; captures stdout and stderr; returns the exit status. */
 static int run(const char *args, char *out, size_t nout, char *err, size_t nerr)
 {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout 2>%s/stderr", dir, QKF_BINARY, args, dir,
-             dir);
-    int st = system(cmd);
-    char path[512];
-    snprintf(path, sizeof path, "%s/stdout", dir);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(out, 1, nout - 1, f) : 0;
-    out[n] = 0;
-    if (f)
-        fclose(f);
-    snprintf(path, sizeof path, "%s/stderr", dir);
-    f = fopen(path, "r");
-    n = f ? fread(err, 1, nerr - 1, f) : 0;
-    err[n] = 0;
-    if (f)
-        fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+    return run_qkf(dir, args, out, nout, err, nerr);
 }
 
 static int exists(const char *name)

@@ -754,29 +754,9 @@ Test(events, bench_runs)
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
-/* Runs qkf with args in tmpdir; returns the exit status (stdout, stderr captured). */
 static int run(const char *args, char *out, size_t nout, char *err, size_t nerr)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout.txt 2>%s/stderr.txt", tmpdir, QKF_BINARY,
-             args, tmpdir, tmpdir);
-    int st = system(cmd);
-    char path[512];
-    snprintf(path, sizeof path, "%s/stdout.txt", tmpdir);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(out, 1, nout - 1, f) : 0;
-    out[n] = 0;
-    if (f)
-        fclose(f);
-    snprintf(path, sizeof path, "%s/stderr.txt", tmpdir);
-    f = fopen(path, "r");
-    n = f ? fread(err, 1, nerr - 1, f) : 0;
-    err[n] = 0;
-    if (f)
-        fclose(f);
-    unlink(tpath("stdout.txt"));
-    unlink(tpath("stderr.txt"));
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+    return run_qkf(tmpdir, args, out, nout, err, nerr);
 }
 
 /* Skips the test while tools/qkf.c does not dispatch `events` yet. */

@@ -452,26 +452,7 @@ Test(cameras, bench_runs)
 
 static int run(const char *args, char *out, size_t nout, char *err, size_t nerr)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/stdout.txt 2>%s/stderr.txt", tmpdir, QKF_BINARY,
-             args, tmpdir, tmpdir);
-    int st = system(cmd);
-    char path[512];
-    snprintf(path, sizeof path, "%s/stdout.txt", tmpdir);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(out, 1, nout - 1, f) : 0;
-    out[n] = 0;
-    if (f)
-        fclose(f);
-    snprintf(path, sizeof path, "%s/stderr.txt", tmpdir);
-    f = fopen(path, "r");
-    n = f ? fread(err, 1, nerr - 1, f) : 0;
-    err[n] = 0;
-    if (f)
-        fclose(f);
-    remove(tmpdir_path(tmpdir, "stdout.txt"));
-    remove(tmpdir_path(tmpdir, "stderr.txt"));
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+    return run_qkf(tmpdir, args, out, nout, err, nerr);
 }
 
 Test(cameras, cli_info_convert_frames)

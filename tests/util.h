@@ -121,6 +121,34 @@ static inline int run_cmd(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+#ifdef QKF_BINARY
+/* Runs the qkf binary with args (shell words) in dir, captures its stdout and stderr into out
+ * and err (NUL-terminated, truncated to the buffers) and returns its exit status (255 if it did
+ * not exit). The capture files are removed again, so a test can count what qkf left in dir. */
+static inline int run_qkf(const char *dir, const char *args, char *out, size_t nout, char *err,
+                          size_t nerr)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s >%s/.qkf-stdout 2>%s/.qkf-stderr", dir, QKF_BINARY,
+             args, dir, dir);
+    int st = system(cmd);
+    char *dst[2] = {out, err};
+    size_t cap[2] = {nout, nerr};
+    const char *name[2] = {".qkf-stdout", ".qkf-stderr"};
+    for (int i = 0; i < 2; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, name[i]);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(dst[i], 1, cap[i] - 1, f) : 0;
+        dst[i][n] = 0;
+        if (f)
+            fclose(f);
+        remove(path);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+#endif
+
 /* The per-step losses of a JSON-lines metrics file (kind "step"), in order; returns the count. */
 static inline int read_losses(const char *path, double *loss, int cap)
 {
