@@ -24,19 +24,14 @@
 #include <stdint.h>
 
 #include "../models/map.h"
-#include "../sim/cost.h"
+#include <stdio.h>
 
 /* Writes DIR (through DIR.tmp and a rename; an earlier export in DIR is replaced, any other
  * existing DIR refused). spikes[l]: LIF layer l's spikes of ONE sample, uint8 [T][n].
- * params: the model's parameters (the conv weights, as the graph's p_w index them). cost: qkf's
- * counts of that sample (written to qkf.json), or NULL. */
+ * params: the model's parameters (the conv weights, as the graph's p_w index them). counts
+ * (optional): writes qkf's own counts of that sample as the value of qkf.json's "hw" key (the
+ * caller passes sim/cost.h's qkf_cost_write_json; io/ does not use sim/). */
 int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *const *spikes,
-                     int T, const qkf_cost *cost, const char *dir);
-
-/* qkf map --export-sanafe: runs the event engine on sample `sample` of input (HDF5 dataset
- * 'input', images [B][C][H][W]), maps the model onto hw (printing the table unless quiet),
- * counts the sample's costs and writes DIR. */
-int qkf_sanafe_export(const qkf_model *m, const qkf_hw_profile *hw, const char *input,
-                      int64_t sample, const char *dir, int quiet);
+                     int T, void (*counts)(FILE *, void *), void *arg, const char *dir);
 
 #endif

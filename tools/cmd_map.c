@@ -8,7 +8,6 @@
 
 #include "../io/io.h"
 #include "../io/map_json.h"
-#include "../io/sanafe.h"
 #include "../kernels/base.h"
 #include "../models/map.h"
 #include "cli.h"
@@ -100,7 +99,7 @@ int cmd_map(int argc, char **argv)
         goto out;
     qkf_map map;
     if (export) {
-        rc = qkf_sanafe_export(&m, &hw, input, sample, export, quiet) ? 1 : 0;
+        rc = qkf_cli_map_export_sanafe(&m, &hw, input, sample, export, quiet) ? 1 : 0;
         if (rc == 0 && !quiet)
             printf("wrote %s (arch.yaml, snn.yaml, qkf.json)\n", export);
     } else if (qkf_map_build(&map, &g, &hw) == 0) {
