@@ -109,7 +109,8 @@ static void targets(const qkf_map_unit *u, int slot, int64_t x, const float *W, 
                 int q = home_of(u, ty / u->stride, tx / u->stride);
                 for (int co = 0; co < u->C; co++)
                     f((int64_t)co * u->N + q,
-                      W[(((int64_t)co * u->cin + ci) * u->k + ky) * u->k + kx], 1, arg);
+                      W ? W[(((int64_t)co * u->cin + ci) * u->k + ky) * u->k + kx] : 0.0f, 1,
+                      arg);
             }
         }
         return;
@@ -142,13 +143,18 @@ static void targets(const qkf_map_unit *u, int slot, int64_t x, const float *W, 
 
 typedef struct {
     FILE *f;
+    const qkf_map *m;
     int s, v;
     int64_t x, n;
+    int64_t gid;    /* the source neuron's index over all units */
+    uint8_t *reach; /* bits [neuron][phys]: the cores its spikes go to */
 } edge_ctx;
 
 static void write_edge(int64_t t, double w, int has_w, void *arg)
 {
     edge_ctx *e = arg;
+    int64_t bit = e->gid * e->m->n_phys + e->m->core[qkf_map_core_of(e->m, e->v, t)].phys;
+    e->reach[bit >> 3] |= (uint8_t)(1u << (bit & 7));
     if (has_w)
         fprintf(e->f, "    - L%d.%lld -> L%d.%lld: [weight: 0.0, qkf_w: %.9g]\n", e->s,
                 (long long)e->x, e->v, (long long)t, w);
@@ -156,6 +162,20 @@ static void write_edge(int64_t t, double w, int has_w, void *arg)
         fprintf(e->f, "    - L%d.%lld -> L%d.%lld: [weight: 0.0]\n", e->s, (long long)e->x, e->v,
                 (long long)t);
     e->n++;
+}
+
+typedef struct {
+    const qkf_map *m;
+    int v;
+    int64_t *xc; /* [np][stride] of the step */
+    int stride, col;
+} look_ctx;
+
+static void count_lookup(int64_t t, double w, int has_w, void *arg)
+{
+    look_ctx *l = arg;
+    (void)w, (void)has_w;
+    l->xc[(int64_t)l->m->core[qkf_map_core_of(l->m, l->v, t)].phys * l->stride + l->col]++;
 }
 
 /* Does unit v take its input slot `slot` as synapses SANA-FE can hold? */
@@ -294,6 +314,12 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
     uint8_t **mask = qkf_calloc((size_t)nu, sizeof(uint8_t *));
     int64_t *n_edges = qkf_calloc((size_t)nu, sizeof(int64_t));
     FILE *f = NULL;
+    int np = m->n_phys > 0 ? m->n_phys : 1;
+    int64_t *base = qkf_calloc((size_t)nu + 1, sizeof(int64_t)), *xc = NULL, *hops = NULL;
+    int *px = NULL, *py = NULL;
+    for (int u = 0; u < nu; u++)
+        base[u + 1] = base[u] + m->unit[u].neurons;
+    edge_ctx ec = {NULL, m, 0, 0, 0, 0, 0, qkf_calloc((size_t)((base[nu] * np + 7) / 8 + 1), 1)};
     for (int u = 0; u < nu; u++)
         pc.slot[u] = qkf_malloc((size_t)m->unit[u].neurons * sizeof(int));
     for (int i = 0; i < m->n_cores; i++) {
@@ -355,7 +381,7 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
         }
     }
     fprintf(f, "  edges:\n");
-    edge_ctx ec = {f, 0, 0, 0, 0};
+    ec.f = f;
     for (int v = 0; v < nu; v++) {
         const qkf_map_unit *vu = &m->unit[v];
         const float *W = NULL;
@@ -374,7 +400,7 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
                     continue;
                 ec.s = s;
                 for (int64_t x = 0; x < m->unit[s].neurons; x++) {
-                    ec.x = x;
+                    ec.x = x, ec.gid = base[s] + x;
                     targets(vu, sl, x, W, write_edge, &ec);
                 }
             }
@@ -390,6 +416,59 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
         }
     if (close_file(f, path))
         goto out_nof;
+
+    /* what SANA-FE should count on this network, per step and physical core: every neuron
+     * accessed; a neuron of the input soma updated only when it fires; per spike, its edges
+     * looked up and one message per destination core, hops along x then y (SANA-FE: east if the
+     * destination's x is larger, north if its y is larger) */
+    enum { X_ACC, X_UPD, X_SPK, X_LOOK, X_OUT, X_IN, X_N };
+    xc = qkf_calloc((size_t)T * np * X_N, sizeof(int64_t));
+    hops = qkf_calloc((size_t)T * 4, sizeof(int64_t)); /* north east south west */
+    px = qkf_malloc((size_t)np * sizeof(int)), py = qkf_malloc((size_t)np * sizeof(int));
+    for (int i = 0; i < m->n_cores; i++)
+        px[m->core[i].phys] = m->core[i].x, py[m->core[i].phys] = m->core[i].y;
+    for (int t = 0; t < T; t++)
+        for (int u = 0; u < nu; u++) {
+            const uint8_t *sp = unit_spikes(m, spikes, mask, u, t);
+            for (int64_t x = 0; x < m->unit[u].neurons; x++) {
+                int src = m->core[qkf_map_core_of(m, u, x)].phys;
+                int64_t *k = xc + ((int64_t)t * np + src) * X_N;
+                k[X_ACC]++;
+                if (!sp || !sp[x])
+                    continue;
+                k[X_UPD]++, k[X_SPK]++;
+                int64_t g0 = (base[u] + x) * np;
+                for (int p = 0; p < np; p++) {
+                    if (!(ec.reach[(g0 + p) >> 3] >> ((g0 + p) & 7) & 1))
+                        continue;
+                    k[X_OUT]++;
+                    xc[((int64_t)t * np + p) * X_N + X_IN]++;
+                    int dx = px[p] - px[src], dy = py[p] - py[src];
+                    hops[t * 4 + (dy > 0 ? 0 : 2)] += dy > 0 ? dy : -dy;
+                    hops[t * 4 + (dx > 0 ? 1 : 3)] += dx > 0 ? dx : -dx;
+                }
+            }
+        }
+    /* look-ups land on the cores of the targets: counted per target core */
+    for (int v = 0; v < nu; v++) {
+        const qkf_map_unit *vu = &m->unit[v];
+        for (int sl = 0; sl < vu->n_in; sl++) {
+            if (!slot_exported(vu, sl))
+                continue;
+            for (int s = 0; s < nu; s++) {
+                if (!qkf_map_feeds(m, s, v, sl))
+                    continue;
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *sp = unit_spikes(m, spikes, mask, s, t);
+                    for (int64_t x = 0; sp && x < m->unit[s].neurons; x++)
+                        if (sp[x]) {
+                            look_ctx lc = {m, v, xc + (int64_t)t * np * X_N, X_N, X_LOOK};
+                            targets(vu, sl, x, NULL, count_lookup, &lc);
+                        }
+                }
+            }
+        }
+    }
 
     if (!(f = open_in(tmp, "qkf.json", path, sizeof path)))
         goto out;
@@ -408,7 +487,37 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
                       : (un->kind == QKF_UNIT_ENCODE ? "pixels (MACs at step 0): not exported"
                                                      : "k, v coincidences: not exported"));
     }
-    fprintf(f, "\n  ]");
+    fprintf(f, "\n  ],\n  \"export\": {\"note\": \"what SANA-FE should count on snn.yaml (hops in "
+               "SANA-FE's directions: north = towards larger y)\", \"steps\": [");
+    for (int t = 0; t < T; t++) {
+        int64_t a[X_N] = {0};
+        for (int p = 0; p < np; p++)
+            for (int j = 0; j < X_N; j++)
+                a[j] += xc[((int64_t)t * np + p) * X_N + j];
+        fprintf(f,
+                "%s\n    {\"t\": %d, \"neuron_accesses\": %lld, \"neuron_updates\": %lld, "
+                "\"spikes_out\": %lld, \"synapse_lookups\": %lld, \"messages_out\": %lld, "
+                "\"messages_in\": %lld, \"hops_north\": %lld, \"hops_east\": %lld, "
+                "\"hops_south\": %lld, \"hops_west\": %lld}",
+                t ? "," : "", t, (long long)a[X_ACC], (long long)a[X_UPD], (long long)a[X_SPK],
+                (long long)a[X_LOOK], (long long)a[X_OUT], (long long)a[X_IN],
+                (long long)hops[t * 4], (long long)hops[t * 4 + 1], (long long)hops[t * 4 + 2],
+                (long long)hops[t * 4 + 3]);
+    }
+    fprintf(f, "\n  ], \"cores\": [");
+    for (int p = 0; p < np && m->n_phys > 0; p++) {
+        fprintf(f, "%s\n    {\"core\": %d, \"tile\": [%d, %d], \"per_step\": [", p ? "," : "", p,
+                px[p], py[p]);
+        for (int t = 0; t < T; t++) {
+            const int64_t *k = xc + ((int64_t)t * np + p) * X_N;
+            fprintf(f, "%s[%lld, %lld, %lld, %lld, %lld, %lld]", t ? ", " : "", (long long)k[0],
+                    (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
+                    (long long)k[5]);
+        }
+        fprintf(f, "]}");
+    }
+    fprintf(f, "\n  ], \"core_columns\": [\"neuron_accesses\", \"neuron_updates\", "
+               "\"spikes_out\", \"synapse_lookups\", \"messages_out\", \"messages_in\"]}");
     if (counts) {
         fprintf(f, ",\n  \"hw\": ");
         counts(f, arg);
@@ -435,5 +544,7 @@ done:
         qkf_free(mask[u]);
     }
     qkf_free(pc.slot), qkf_free(pc.next), qkf_free(mask), qkf_free(n_edges);
+    qkf_free(base), qkf_free(ec.reach);
+    qkf_free(xc), qkf_free(hops), qkf_free(px), qkf_free(py);
     return rc;
 }

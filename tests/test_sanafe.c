@@ -282,7 +282,32 @@ Test(sanafe, structure_and_counts, .timeout = 300)
                     got_msgs += ng, want_msgs += nw, all_msgs += na;
         }
     cr_assert_eq(all_msgs, tot.n[QKF_ACT_MSG_OUT] - kv_msgs);
+    /* qkf.json's "export" block (what SANA-FE should count) says the same */
+    char *js = NULL;
+    size_t jn = 0;
+    FILE *jf = fopen(tmpdir_path(out, "qkf.json"), "r");
+    cr_assert_not_null(jf);
+    cr_assert_gt(getdelim(&js, &jn, 0, jf), 0);
+    fclose(jf);
+    const char *ex = strstr(js, "\"export\"");
+    cr_assert_not_null(ex);
+    int64_t ex_look = 0, ex_msgs = 0, ex_spk = 0;
+    for (int t = 0; t < T; t++) {
+        long long a, b, sk;
+        ex = strstr(ex, "{\"t\": ");
+        cr_assert_not_null(ex);
+        cr_assert_eq(sscanf(strstr(ex, "\"spikes_out\""), "\"spikes_out\": %lld, \"synapse_lookups\": "
+                                                       "%lld, \"messages_out\": %lld",
+                            &sk, &a, &b),
+                     3);
+        cr_assert_eq(a, look[t], "step %d", t);
+        ex_look += a, ex_msgs += b, ex_spk += sk;
+        ex++;
+    }
+    cr_assert_eq(ex_spk, total_spikes);
+    free(js);
     cr_assert_gt(got_msgs, 100);
+    cr_assert_eq(ex_msgs, got_msgs);
     free(hit), free(hit_all), free(tc), free(tl), free(reach), free(base);
 
     /* arch.yaml: the profile's costs, one soma slot per neuron of the fullest core */
