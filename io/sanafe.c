@@ -4,6 +4,7 @@
  * mappings `- G.i: {core: TILE.CORE, soma: UNIT}`; tiles numbered x * height + y
  * (src/arch.cpp). SANA-FE's `input` soma keeps ONE spike train per unit (src/models.cpp,
  * InputModel), hence one unit per neuron slot of a core, as its arch/loihi.yaml does. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,23 @@ static int clear_export(const char *dir, const char *what)
         return errno == ENOENT ? 0 : qkf_set_error("%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return qkf_set_error("%s: exists and is no directory (%s)", dir, what);
+    DIR *d = opendir(dir);
+    if (!d)
+        return qkf_set_error("%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int foreign = 0;
+    while ((e = readdir(d)) && !foreign) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        foreign = 1;
+        for (int i = 0; i < N_FILES; i++)
+            foreign &= strcmp(e->d_name, files[i]) != 0;
+    }
+    closedir(d);
+    if (foreign)
+        return qkf_set_error("%s: holds files other than an export's (arch.yaml, snn.yaml, "
+                             "qkf.json): not replaced (%s)",
+                             dir, what);
     char p[4200];
     for (int i = 0; i < N_FILES; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
@@ -36,9 +54,7 @@ static int clear_export(const char *dir, const char *what)
             return qkf_set_error("%s: %s", p, strerror(errno));
     }
     if (rmdir(dir) != 0)
-        return qkf_set_error("%s: holds files other than an export's (arch.yaml, snn.yaml, "
-                             "qkf.json): not replaced (%s)",
-                             dir, strerror(errno));
+        return qkf_set_error("%s: %s", dir, strerror(errno));
     return 0;
 }
 

@@ -402,15 +402,18 @@ Test(sanafe, cli_and_refusals, .timeout = 300)
     one_line_error(tmpdir_path(dir, "err"), "holds 1 samples");
     /* a directory holding something else is not replaced */
     cr_assert_eq(mkdir(tmpdir_path(dir, "busy"), 0777), 0);
-    FILE *f = fopen(tmpdir_path(dir, "busy/keep.txt"), "w");
-    fputs("mine\n", f);
-    fclose(f);
+    for (int i = 0; i < 2; i++) { /* one of them named as an export's file */
+        FILE *f = fopen(tmpdir_path(dir, i ? "busy/snn.yaml" : "busy/keep.txt"), "w");
+        fputs("mine\n", f);
+        fclose(f);
+    }
     cr_assert_neq(run_cmd("%s map --weights %s/w.h5 --hw loihi --export-sanafe %s/busy --input "
                           "%s/in.h5 --quiet 2>%s/err",
                           q, dir, dir, dir, dir),
                   0);
     one_line_error(tmpdir_path(dir, "err"), "not replaced");
     cr_assert_eq(access(tmpdir_path(dir, "busy/keep.txt"), F_OK), 0);
+    cr_assert_eq(access(tmpdir_path(dir, "busy/snn.yaml"), F_OK), 0, "nothing of it removed");
     /* a model that does not fit: the mapping's refusal, nothing written */
     cr_assert_neq(run_cmd("%s map --weights %s/w.h5 --hw speck --export-sanafe %s/tn --input "
                           "%s/in.h5 --quiet 2>%s/err",

@@ -84,9 +84,9 @@ int cmd_map(int argc, char **argv)
         qkf_set_error("--hw PROFILE is required (qkf map --help)");
         return qkf_cli_fail("map");
     }
-    if (!export != !input || (export && (!weights || json))) {
+    if (!export != !input || (export && (!weights || json)) || (!export && sample)) {
         qkf_set_error("--export-sanafe DIR takes --weights W.h5 and --input X.h5 (the spikes), "
-                      "and no --json (qkf map --help)");
+                      "--sample only with it, and no --json (qkf map --help)");
         return qkf_cli_fail("map");
     }
     qkf_model m;
