@@ -105,8 +105,8 @@ typedef void (*edge_fn)(int64_t target, double w, int has_w, void *arg);
 /* Every synapse neuron x of input slot `slot` of unit v looks up, one call per synapse (a pooled
  * neuron reached through two taps: two synapses), as qkf_map_targets counts them. W: the conv
  * weights [cout][cin][k][k] (conv units). */
-static void targets(const qkf_map_unit *u, int slot, int64_t x, const float *W, edge_fn f,
-                    void *arg)
+static void targets(const qkf_map *m, const qkf_map_unit *u, int slot, int64_t x, const float *W,
+                    edge_fn f, void *arg)
 {
     int d = u->d;
     int64_t src_n = (int64_t)u->ih * u->iw;
@@ -137,7 +137,8 @@ static void targets(const qkf_map_unit *u, int slot, int64_t x, const float *W, 
     case QKF_UNIT_MASK:
         if (slot == 1) { /* k (ci, p) */
             f((int64_t)ci * u->N + p, 1.0, 1, arg);
-        } else if (src_n == u->N) { /* QKTA attention (head, p): its head's d channels */
+        } else if (src_n == u->N && m->unit[u->in[0].src[0]].N != 1) {
+            /* QKTA attention (head, p): its head's d channels */
             for (int c = ci * d; c < (ci + 1) * d; c++)
                 f((int64_t)c * u->N + p, 1.0, 1, arg);
         } else { /* QKCA attention (c, 0): channel c at every token */
@@ -417,7 +418,7 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
                 ec.s = s;
                 for (int64_t x = 0; x < m->unit[s].neurons; x++) {
                     ec.x = x, ec.gid = base[s] + x;
-                    targets(vu, sl, x, W, write_edge, &ec);
+                    targets(m, vu, sl, x, W, write_edge, &ec);
                 }
             }
         }
@@ -479,7 +480,7 @@ int qkf_sanafe_write(const qkf_map *m, const qkf_params *params, const uint8_t *
                     for (int64_t x = 0; sp && x < m->unit[s].neurons; x++)
                         if (sp[x]) {
                             look_ctx lc = {m, v, xc + (int64_t)t * np * X_N, X_N, X_LOOK};
-                            targets(vu, sl, x, NULL, count_lookup, &lc);
+                            targets(m, vu, sl, x, NULL, count_lookup, &lc);
                         }
                 }
             }

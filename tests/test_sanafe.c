@@ -22,12 +22,13 @@
 
 /* A tiny QKTA + SSA model (8 x 8 images, 16 channels, 2 heads, T = 2) whose BatchNorms are set
  * to fire often (scale 2.5, shift 1.0), and a random image. */
-static void tiny_model(qkf_model *md, float **x)
+static void tiny_model(qkf_model *md, float **x, int qkca)
 {
     memset(md, 0, sizeof *md);
     cr_assert_eq(qkf_config_preset("cifar10", &md->cfg), 0);
     md->cfg.img_size = 8, md->cfg.embed_dims = 16, md->cfg.num_heads = 2, md->cfg.depths = 3;
     md->cfg.T = 2, md->cfg.mlp_ratio = 1.0f, md->cfg.num_classes = 4;
+    md->cfg.qk_attn = qkca ? QKF_QK_CHANNEL : QKF_QK_TOKEN;
     cr_assert_eq(qkf_params_build(&md->cfg, &md->params), 0, "%s", qkf_last_error());
     qkf_params_init(&md->cfg, &md->params, 7);
     for (int i = 0; i < md->params.n; i++) {
@@ -70,13 +71,13 @@ static const char *parse_ref(const char *s, nref *r)
     return e;
 }
 
-Test(sanafe, structure_and_counts, .timeout = 300)
+static void structure_and_counts(int qkca)
 {
     char dir[256];
     tmpdir_make(dir, sizeof dir, "sanafe");
     qkf_model md;
     float *x;
-    tiny_model(&md, &x);
+    tiny_model(&md, &x, qkca);
     int T = md.cfg.T;
     qkf_sched *e = qkf_sched_create(&md, 1, QKF_SCHED_RECORD);
     cr_assert_not_null(e, "%s", qkf_last_error());
@@ -338,6 +339,18 @@ Test(sanafe, structure_and_counts, .timeout = 300)
     tmpdir_remove(dir);
 }
 
+/* QKTA (attention per head and token) and QKCA (per channel: the mask's attention synapses
+ * reach every token of a channel) */
+Test(sanafe, structure_and_counts_qkta, .timeout = 300)
+{
+    structure_and_counts(0);
+}
+
+Test(sanafe, structure_and_counts_qkca, .timeout = 300)
+{
+    structure_and_counts(1);
+}
+
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -369,7 +382,7 @@ Test(sanafe, cli_and_refusals, .timeout = 300)
     tmpdir_make(dir, sizeof dir, "sanafe-cli");
     qkf_model md;
     float *x;
-    tiny_model(&md, &x);
+    tiny_model(&md, &x, 0);
     cr_assert_eq(qkf_ckpt_save(tmpdir_path(dir, "w.h5"), &md), 0, "%s", qkf_last_error());
     qkf_h5out *o = qkf_h5out_open(tmpdir_path(dir, "in.h5"));
     cr_assert_not_null(o);
