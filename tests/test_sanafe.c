@@ -190,7 +190,11 @@ static void structure_and_counts(int qkca)
             if (v->kind == QKF_UNIT_CONV) { /* a kernel tap of the model between the two */
                 double w;
                 cr_assert_eq(sscanf(p, ": [weight: 0.0, qkf_w: %lf]", &w), 1, "%s", line);
-                const float *W = md.params.data + md.params.p[g->ops[v->op].p_w].offset;
+                const qkf_param *pw = &md.params.p[g->ops[v->op].p_w];
+                cr_assert(strstr(pw->name, "conv.weight") && pw->shape[0] == v->C &&
+                              pw->shape[1] == v->cin,
+                          "%s: weight %s", v->name, pw->name);
+                const float *W = md.params.data + pw->offset;
                 int64_t sn = (int64_t)v->ih * v->iw;
                 int ci = (int)(s.x / sn), iy = (int)(s.x % sn) / v->iw, ix = (int)(s.x % sn) % v->iw;
                 int co = (int)(d.x / v->N), q = (int)(d.x % v->N), found = 0;
