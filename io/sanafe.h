@@ -9,7 +9,8 @@
  * ("L<u>", neuron ids c*N + token), each neuron with its recorded spike train (`spikes`), every
  * synapse its spikes look up as an edge (weight 0.0 for SANA-FE, whose input model refuses
  * current; the model's weight as `qkf_w`), every neuron mapped to the core qkf placed it on.
- * DIR/qkf.json: qkf's own counts of the same sample (the report's "hw" object) and the groups.
+ * DIR/qkf.json: the groups, qkf's own counts of the same sample (the report's "hw" object) and
+ * "export": what SANA-FE should count on snn.yaml, per step and per physical core.
  *
  * Exported as edges: conv (+ pool) on spikes, the Q-K attention neuron, the Q-K mask, SSA's
  * attention LIF (q -> its head's neurons; the weights are the kv table, which changes every
@@ -22,9 +23,9 @@
 #define QKF_SANAFE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../models/map.h"
-#include <stdio.h>
 
 /* Writes DIR (through DIR.tmp and a rename; an earlier export in DIR is replaced, any other
  * existing DIR refused). spikes[l]: LIF layer l's spikes of ONE sample, uint8 [T][n].
