@@ -38,6 +38,11 @@ int qkf_cli_infer_int_write(const char *output, const char *weights, const qkf_q
                             const qkf_graph *g, const char *engine, const char *label, int64_t B,
                             const float *logits, const int64_t *li, const int64_t *counts,
                             int64_t *pred, double dt, int quiet);
+/* qkf map --export-sanafe DIR (tools/cmd_map_sanafe.c): runs the event engine on sample `sample`
+ * of input (dataset 'input', images [B][C][H][W]), maps the model onto hw (the table unless
+ * quiet), counts the sample's costs and writes DIR (io/sanafe.h). 0, or -1 (error recorded). */
+int qkf_cli_map_export_sanafe(const qkf_model *m, const qkf_hw_profile *hw, const char *input,
+                              int64_t sample, const char *dir, int quiet);
 /* qkf infer --hw --mode event (tools/cmd_infer_int.c): the integer event engine, with
  * --cross-check against the dense integer engine; returns the exit status (error printed). */
 int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,

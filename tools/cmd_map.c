@@ -15,6 +15,7 @@
 static void help(void)
 {
     printf("usage: qkf map (--weights W.h5 | --preset NAME) --hw PROFILE [--json M.json] [--quiet]\n"
+           "       qkf map --weights W.h5 --hw PROFILE --export-sanafe DIR --input X.h5 [--sample I]\n"
            "\n"
            "Maps every neuron of every layer of the model onto the cores of a chip: each layer\n"
            "(a conv with its BatchNorm, pool and LIF; the Q-K attention neuron; the Q-K mask; SSA's\n"
@@ -34,6 +35,13 @@ static void help(void)
            "                   \"core\", \"layer\", \"neurons\": [first, end)}], \"layers\": [{\"name\",\n"
            "                   \"neurons\", \"cores\", \"limit\"}]} (neuron ranges in the per-sample\n"
            "                   flattening c*N + token that traces use)\n"
+           "  --export-sanafe DIR  run the event engine on sample I (default 0) of X.h5 (dataset\n"
+           "                   'input', images [B][C][H][W]) and write the mapped model as SANA-FE's\n"
+           "                   network (DIR/snn.yaml: every neuron playing its recorded spikes,\n"
+           "                   every synapse an edge, every neuron on its core) and architecture\n"
+           "                   (DIR/arch.yaml: the profile's mesh and costs), and qkf's own counts\n"
+           "                   of that sample (DIR/qkf.json); docs/hardware.md, \"Checked against\n"
+           "                   SANA-FE\", says what is exported\n"
            "  --quiet          no table\n",
            qkf_config_preset_list(), qkf_hw_help);
 }
@@ -41,7 +49,8 @@ static void help(void)
 int cmd_map(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "map"};
-    const char *weights = NULL, *preset = NULL, *json = NULL;
+    const char *weights = NULL, *preset = NULL, *json = NULL, *export = NULL, *input = NULL;
+    long sample = 0;
     int quiet = 0, have_hw = 0, r;
     qkf_hw_profile hw;
     for (a.i = 1; a.i < argc; a.i++) {
@@ -50,7 +59,9 @@ int cmd_map(int argc, char **argv)
             return 0;
         }
         if ((r = qkf_arg(&a, "--weights", &weights)) || (r = qkf_arg(&a, "--preset", &preset)) ||
-            (r = qkf_arg(&a, "--json", &json)) ||
+            (r = qkf_arg(&a, "--json", &json)) || (r = qkf_arg(&a, "--export-sanafe", &export)) ||
+            (r = qkf_arg(&a, "--input", &input)) ||
+            (r = qkf_arg_int(&a, "--sample", 0, 1L << 40, &sample)) ||
             (r = qkf_arg_flag(&a, "--quiet", &quiet))) {
             if (r < 0)
                 return qkf_cli_fail("map");
@@ -73,6 +84,11 @@ int cmd_map(int argc, char **argv)
         qkf_set_error("--hw PROFILE is required (qkf map --help)");
         return qkf_cli_fail("map");
     }
+    if (!export != !input || (export && (!weights || json)) || (!export && sample)) {
+        qkf_set_error("--export-sanafe DIR takes --weights W.h5 and --input X.h5 (the spikes), "
+                      "--sample only with it, and no --json (qkf map --help)");
+        return qkf_cli_fail("map");
+    }
     qkf_model m;
     memset(&m, 0, sizeof m);
     if (weights ? qkf_ckpt_load(weights, &m) : qkf_config_preset(preset, &m.cfg))
@@ -82,7 +98,11 @@ int cmd_map(int argc, char **argv)
     if (qkf_graph_walk(&m.cfg, 0, &g))
         goto out;
     qkf_map map;
-    if (qkf_map_build(&map, &g, &hw) == 0) {
+    if (export) {
+        rc = qkf_cli_map_export_sanafe(&m, &hw, input, sample, export, quiet) ? 1 : 0;
+        if (rc == 0 && !quiet)
+            printf("wrote %s (arch.yaml, snn.yaml, qkf.json)\n", export);
+    } else if (qkf_map_build(&map, &g, &hw) == 0) {
         if (!quiet)
             qkf_map_print(&map);
         rc = json && qkf_map_write_json(&map, json) ? 1 : 0;
