@@ -284,6 +284,43 @@ Test(map, cli_json_and_refusal, .init = setup, .fini = teardown, .timeout = 120)
     cr_assert_eq(run_cmd("%s map --help >%s/out", QKF_BINARY, dir), 0);
 }
 
+/* qkf sim --hw --latency detailed: both latency models in the report (the integer engine on
+ * loihi, the float engine on ideal-45nm); refused without --hw or with an unknown model */
+Test(map, cli_sim_latency_detailed, .init = setup, .fini = teardown, .timeout = 300)
+{
+    char w[512], x[512];
+    snprintf(w, sizeof w, "%s/cifar_small.weights.h5", QKF_FIXTURE_DIR);
+    snprintf(x, sizeof x, "%s/cifar_small.ref.h5", QKF_FIXTURE_DIR);
+    const char *hw[2] = {"loihi", "ideal-45nm"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(run_cmd("%s sim --weights %s --input %s --hw %s --latency detailed --threads 2 "
+                             "--report %s/r.json >%s/out 2>&1",
+                             QKF_BINARY, w, x, hw[i], dir, dir),
+                     0, "%s", hw[i]);
+        char *j = slurp(tmpdir_path(dir, "r.json")), *o = slurp(tmpdir_path(dir, "out"));
+        cr_assert_not_null(j);
+        const char *keys[] = {"\"latency_s\": {\"per_step\": [", "\"latency_detailed_s\": {",
+                              "\"blocked_messages\": [", "\"neurobench\": {"};
+        for (int k = 0; k < (i ? 4 : 3); k++)
+            cr_assert(strstr(j, keys[k]), "%s: missing %s", hw[i], keys[k]);
+        cr_assert(strstr(o, "(detailed: contention"), "%s", o);
+        free(j), free(o);
+    }
+    cr_assert_neq(run_cmd("%s sim --weights %s --input %s --latency detailed >%s/out 2>%s/err",
+                          QKF_BINARY, w, x, dir, dir),
+                  0);
+    char *e = slurp(tmpdir_path(dir, "err"));
+    cr_assert_str_eq(e, "qkf sim: --latency detailed prices a chip's steps: it needs --hw PROFILE\n");
+    free(e);
+    cr_assert_neq(run_cmd("%s sim --weights %s --input %s --hw loihi --latency exact >%s/out "
+                          "2>%s/err",
+                          QKF_BINARY, w, x, dir, dir),
+                  0);
+    e = slurp(tmpdir_path(dir, "err"));
+    cr_assert(strstr(e, "option --latency: 'exact' is not a model (simple or detailed)"), "%s", e);
+    free(e);
+}
+
 /* ---- costs against the engine ----------------------------------------------------------------- */
 
 static void costs_fixture(const char *name, const char *profile)
@@ -312,6 +349,7 @@ static void costs_fixture(const char *name, const char *profile)
     cr_assert_eq(qkf_map_build(&m, g, &hw), 0, "%s: %s", name, qkf_last_error());
     qkf_cost c;
     cr_assert_eq(qkf_cost_init(&c, &m, md.cfg.T), 0);
+    qkf_cost_detailed(&c);
     const uint8_t **sp = calloc((size_t)g->n_lif, sizeof *sp);
     for (int l = 0; l < g->n_lif; l++)
         sp[l] = qkf_sched_spikes(e, l);
@@ -370,6 +408,15 @@ static void costs_fixture(const char *name, const char *profile)
     for (int i = 0; i < m.n_cores; i++) {
         qkf_cost_energy(&hw, &c.core[i], ec);
         sum += ec[QKF_E_TOTAL];
+    }
+    /* the detailed model: never below the simple model's network-free bound (the slowest
+     * core's generation or processing, plus the sync), as every core's messages and work are
+     * in it; and no more counts than the simple model's */
+    for (int t = 0; t < md.cfg.T; t++) {
+        double bound = c.lat_s[t] - c.net_s[t];
+        cr_assert_geq(c.det_s[t], bound * (1 - 1e-9), "%s %s t=%d: detailed %g < bound %g", name,
+                      profile, t, c.det_s[t], bound);
+        cr_assert(c.det_s[t] > 0 || c.lat_s[t] == 0);
     }
     /* double sums in a different order: relative rounding only */
     cr_assert_leq(fabs(sum - en[QKF_E_TOTAL]), 1e-9 * en[QKF_E_TOTAL] + 1e-30);
@@ -452,6 +499,7 @@ Test(cost, hand_counted)
     const uint8_t *sp[1] = {&s[0][0]};
     qkf_cost c;
     cr_assert_eq(qkf_cost_init(&c, &m, 2), 0);
+    qkf_cost_detailed(&c);
     cr_assert_eq(qkf_cost_add(&c, sp, &frames[0][0], 1), 0);
     /* by hand (docs/hardware.md, "Mapping and costs"):
      * t0  core0: access 2, update 2, spike 1, lookup 1, in 1, out 1, east 2 (to core 2)
@@ -478,8 +526,74 @@ Test(cost, hand_counted)
     cr_assert_float_eq(e[QKF_E_TOTAL], 272e-12, 1e-24);
     cr_assert_float_eq(c.lat_s[0], 148e-9, 1e-18);
     cr_assert_float_eq(c.lat_s[1], 156e-9, 1e-18);
+    /* the detailed model by hand (sim/noc.h): messages in each core's neuron order, a neuron's
+     * soma work (access 2, update 3, spike 5 ns) then its messages (+7 ns out); the cores' own
+     * work (input from outside, head MACs) runs on their receiving side from 0.
+     * t0  core0: neuron 0 (10) fires -> message to core 2 sent at 10 + 7 = 17; neuron 1 (5):
+     *            placeholder at 22. core1: placeholder 10. core2: placeholder 5 + 2 = 7.
+     *     core0, core1 own work: 11 + 1 = 12 each. The message: 2 hops east (26 ns), nothing
+     *     in flight: received at 43 by the idle core 2, processed 11 + 1 = 12 -> 55.
+     *     step: 55 + 100 = 155 ns
+     * t1  core0: neurons 0 (5), 1 (10) -> message sent at 22; core1 the same, also at 22 (ties:
+     *     the lower core first). Own work: core0, core1 2 x 11 + 2 = 24; core2 6 head MACs = 6.
+     *     core0's message: 26 ns of hops, received at 48, done at 60; it stays in flight from 22
+     *     to 48 with density 1/4 on each link of its route. core1's message (1 hop) shares the
+     *     last link: 1/4 along its route, mean delay in flight 12: congestion 1/4 x 12 / 2 =
+     *     1.5 ns < its 13 ns hop; no blocking (capacity 2 x 1). Received at max(60, 35) = 60,
+     *     done at 72. step: 72 + 100 = 172 ns */
+    cr_assert_float_eq(c.det_s[0], 155e-9, 1e-18);
+    cr_assert_float_eq(c.det_s[1], 172e-9, 1e-18);
+    cr_assert_eq(c.n_blk[0] + c.n_blk[1], 0);
     qkf_cost_free(&c);
     qkf_map_free(&m);
+}
+
+/* The detailed model's contention by hand: one tile of 3 cores (every route is the sending
+ * core's injection link, hops 0), link_buffer_size 1, so a route holds (0 + 1) x 1 message
+ * before it blocks. Core 0 sends four messages to core 1 (processing 10 ns each) and one to
+ * core 2 (20 ns), one every 1 ns. */
+Test(cost, noc_contention_by_hand)
+{
+    int x[3] = {0, 0, 0}, y[3] = {0, 0, 0}, slot[3] = {0, 1, 2};
+    qkf_noc n = {3, x, y, slot, 1, 1, 3, {1e-9, 1e-9, 1e-9, 1e-9}, 1};
+    qkf_noc_msg msg[5] = {{1, 1e-9, 10e-9}, {1, 1e-9, 10e-9}, {1, 1e-9, 10e-9},
+                          {1, 1e-9, 10e-9}, {2, 1e-9, 20e-9}};
+    int64_t off[4] = {0, 5, 5, 5};
+    qkf_noc_ws ws;
+    memset(&ws, 0, sizeof ws);
+    double blk;
+    int64_t nb;
+    /* t=1 m1: empty link, received at 1 by core 1, done at 11; in flight until 1.
+     * t=2 m2: m1 has left; received at max(11, 2) = 11, done 21; in flight until 11.
+     * t=3 m3: m2 in flight (density 1/2, mean delay 10): congestion 1/2 x 10 / 1 = 5 ns, so
+     *         earliest 8; core 1 busy: received 21, done 31.
+     * t=4 m4: m2, m3 in flight (1.0, not over the capacity 1): congestion 10: earliest 14;
+     *         received 31, done 41.
+     * t=5 m5: m2, m3, m4 in flight (1.5 > 1): blocked (1.5 - 1) x 10 = 5 ns, sent at 10;
+     *         congestion 1.5 x 10 = 15: received by the idle core 2 at 25, done at 45.
+     * The step: 45 ns (without contention m5 would be done at 25 and the step at 41). */
+    double lat = qkf_noc_schedule(&n, msg, off, NULL, &ws, &blk, &nb);
+    cr_assert_float_eq(lat, 45e-9, 1e-18, "%g", lat);
+    cr_assert_float_eq(blk, 5e-9, 1e-18);
+    cr_assert_eq(nb, 1);
+    /* the same step again: the mesh starts empty each step */
+    cr_assert_float_eq(qkf_noc_schedule(&n, msg, off, NULL, &ws, NULL, NULL), 45e-9, 1e-18);
+    /* m5 alone: nothing shares its link: sent at 1, done at 21 (hops 0) */
+    int64_t off5[4] = {0, 1, 1, 1};
+    cr_assert_float_eq(qkf_noc_schedule(&n, &msg[4], off5, NULL, &ws, &blk, &nb), 21e-9, 1e-18);
+    cr_assert_eq(nb, 0);
+    /* routes that share no link (a 3 x 1 mesh: core 0 east and core 2 west into core 1's
+     * tile, entering it from different sides) to one receiver: sent at 2, 1 ns hops, received
+     * at 3 and at max(6, 3) = 6, done 9: the order and the receiver alone decide; a core's
+     * own work (local) delays what it receives */
+    int x3[3] = {0, 1, 2}, s3[3] = {0, 0, 0};
+    qkf_noc n3 = {3, x3, y, s3, 3, 1, 1, {1e-9, 1e-9, 1e-9, 1e-9}, 1};
+    qkf_noc_msg m3[2] = {{1, 2e-9, 3e-9}, {1, 2e-9, 3e-9}};
+    int64_t o3[4] = {0, 1, 1, 2};
+    cr_assert_float_eq(qkf_noc_schedule(&n3, m3, o3, NULL, &ws, NULL, NULL), 9e-9, 1e-18);
+    double local[3] = {0, 7e-9, 0};
+    cr_assert_float_eq(qkf_noc_schedule(&n3, m3, o3, local, &ws, NULL, NULL), 13e-9, 1e-18);
+    qkf_noc_free(&ws);
 }
 
 /* ---- NeuroBench ------------------------------------------------------------------------------- */

@@ -33,7 +33,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
-        "               [--conv ALGO] [--hw PROFILE] [--neurobench]\n"
+        "               [--conv ALGO] [--hw PROFILE [--latency simple|detailed]] [--neurobench]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models; read --batch samples at a time,\n"
@@ -67,6 +67,10 @@ static void help(void)
         "                       dendrite, soma, network), the latency per step and per inference,\n"
         "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
         "                       PROFILE: a bundled chip (qkf hw list) or a profile file\n"
+        "  --latency detailed   with --hw: also SANA-FE's detailed latency model (each core's\n"
+        "                       messages in order through the mesh, link contention, one message\n"
+        "                       at a time per receiving core) beside the simple one; the report\n"
+        "                       gains hw.latency_detailed_s (default: simple only)\n"
         "  --neurobench         also NeuroBench's metrics, as NeuroBench defines them (conv and\n"
         "                       linear layers only): ActivationSparsity, SynapticOperations\n"
         "                       (Effective_MACs, Effective_ACs, Dense), MembraneUpdates,\n"
@@ -503,7 +507,7 @@ static void print_flips(const qkf_graph *g, const flip_row *fr)
 
 static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, const char *input,
                    const char *data, int64_t limit, long batch, int tb, const char *report,
-                   int json, int quiet, long threads, double e_ac, double e_mac)
+                   int json, int quiet, long threads, double e_ac, double e_mac, int detailed)
 {
     int rc = 1;
     qkf_model fm, view;
@@ -584,6 +588,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         } else {
             if (qkf_cost_init(&hcost, &hmap, T))
                 goto done;
+            if (detailed)
+                qkf_cost_detailed(&hcost);
             hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
         }
     }
@@ -695,6 +701,7 @@ static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = NULL, *report = NULL, *v;
+    const char *latency = NULL; /* --latency simple|detailed */
     int hwname = 0; /* --hw given: hwp holds the profile */
     qkf_hw_profile hwp;
     long threads = 0, batch = 8, limit = 0;
@@ -729,6 +736,7 @@ static int sim_run(int argc, char **argv)
         if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
             (r = qkf_arg(&a, "--input", &input)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode)) || (r = qkf_arg(&a, "--report", &report)) ||
+            (r = qkf_arg(&a, "--latency", &latency)) ||
             (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
@@ -771,6 +779,15 @@ static int sim_run(int argc, char **argv)
     }
     if (hwname && qkf_dist_size() > 1) {
         qkf_set_error("--hw prices one process's run; run it without mpirun");
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (latency && strcmp(latency, "simple") != 0 && strcmp(latency, "detailed") != 0) {
+        qkf_set_error("option --latency: '%s' is not a model (simple or detailed)", latency);
+        return qkf_cli_fail_rank0("sim");
+    }
+    int detailed = latency && strcmp(latency, "detailed") == 0;
+    if (detailed && !hwname) {
+        qkf_set_error("--latency detailed prices a chip's steps: it needs --hw PROFILE");
         return qkf_cli_fail_rank0("sim");
     }
     if (!mode)
@@ -817,7 +834,7 @@ static int sim_run(int argc, char **argv)
             return qkf_cli_fail_rank0("sim");
         }
         return sim_int(weights, have_hw ? &hw : NULL, calib, input, data, limit, batch, tb, report,
-                       json, quiet, threads, e_ac, e_mac);
+                       json, quiet, threads, e_ac, e_mac, detailed);
     }
     if (calib) {
         qkf_set_error("--calib applies with --hw");
@@ -900,6 +917,8 @@ static int sim_run(int argc, char **argv)
             const qkf_graph *g = qkf_sched_graph(e);
             if (qkf_map_build(&hmap, g, &hwp) || qkf_cost_init(&hcost, &hmap, m.cfg.T))
                 goto done;
+            if (detailed)
+                qkf_cost_detailed(&hcost);
             hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
         }
     } else {
