@@ -526,6 +526,9 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_cost hcost;
     memset(&hcost, 0, sizeof hcost);
     const uint8_t **hsp = NULL;
+    qkf_dense_int *dni = NULL; /* --hw: NeuroBench's tensors and membranes (sim/neurobench.h) */
+    qkf_nb nbi;
+    memset(&nbi, 0, sizeof nbi);
     if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
@@ -577,6 +580,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     int K = q.cfg.num_classes, T = q.cfg.T;
+    if (hw && (qkf_nb_init_int(&nbi, &q) || !(dni = qkf_dense_int_create(&q, nb, 0))))
+        goto done;
     if (hw) { /* mapped before the run; a model the chip cannot hold still runs its arithmetic */
         if (qkf_map_build(&hmap, g, hw)) {
             fprintf(stderr, "qkf sim: %s: not priced, the integer arithmetic still runs (%s)\n",
@@ -625,6 +630,9 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
             if (qkf_cost_add(&hcost, hsp, qkf_config_is_frames(&q.cfg) ? xb : NULL, n))
                 goto done;
         }
+        if (dni && (qkf_dense_int_forward(dni, xb, n, NULL, NULL, NULL) ||
+                    qkf_nb_add_int(&nbi, dni, n)))
+            goto done;
         if (f) {
             if (qkf_sched_forward(f, xb, n, lf, NULL))
                 goto done;
@@ -652,7 +660,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     snprintf(engine, sizeof engine, "event-int (%s)", q.hw_name[0] ? q.hw_name : "integer");
     report_info ri = {e_ac, e_mac, engine, weights, input ? input : data,
                       threads ? (int)threads : omp_get_max_threads(), tb, hsp ? &hcost : NULL,
-                      NULL};
+                      dni ? &nbi : NULL};
     if (report && write_report(report, json, st, &ri))
         goto done;
     if (!quiet) {
@@ -661,6 +669,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
             qkf_work all = qkf_stats_step_total(st, -1);
             qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
         }
+        if (dni)
+            qkf_nb_print(&nbi);
         if (f)
             print_flips(g, fr);
         else
@@ -688,6 +698,9 @@ done:
     if (hmap.unit)
         qkf_map_free(&hmap);
     qkf_free(hsp);
+    if (nbi.layer)
+        qkf_nb_free(&nbi);
+    qkf_dense_int_free(dni);
     qkf_free(x);
     qkf_free(logits);
     qkf_free(lf);
