@@ -493,6 +493,128 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
 
 /* ---- placement ------------------------------------------------------------------------------ */
 
+/* ---- one layer per core: which of the chip's cores holds which layer ------------------------ */
+
+/* Chip core k's entry in hw->group (cores of a tile: the entries' counts in file order). */
+static const qkf_hw_core_group *core_group(const qkf_hw_profile *hw, int k, int *first, int *last)
+{
+    int cpt = hw->cores_per_tile > 0 ? hw->cores_per_tile : 1, s = k % cpt, at = 0;
+    for (int g = 0; g < hw->n_groups; g++) {
+        if (s < at + hw->group[g].count) {
+            *first = k - s + at, *last = k - s + at + hw->group[g].count - 1;
+            return &hw->group[g];
+        }
+        at += hw->group[g].count;
+    }
+    *first = *last = k;
+    return NULL; /* no entries (a profile built in code): the profile's scalar limits */
+}
+
+/* The first limit of core entry gr (or the profile's) that need n breaks (LIM_NONE: fits). */
+static int core_broken(const qkf_hw_profile *hw, const qkf_hw_core_group *gr, need n,
+                       int64_t *nv, int64_t *hv)
+{
+    int64_t lim[3] = {gr ? gr->max_neurons : hw->max_neurons,
+                      gr ? gr->max_fan_in : hw->max_fan_in,
+                      gr ? gr->synapse_bytes : hw->synapse_bytes};
+    int64_t v[3] = {n.neurons, n.axons, n.bytes};
+    int which[3] = {LIM_NEURONS, LIM_AXONS, LIM_MEMORY};
+    for (int i = 0; i < 3; i++)
+        if (lim[i] > 0 && v[i] > lim[i]) {
+            *nv = v[i], *hv = lim[i];
+            return which[i];
+        }
+    return LIM_NONE;
+}
+
+/* Kuhn's augmenting path for layer p over cores in ascending order (deterministic): a free core
+ * that holds it first, else one whose layer can move. */
+static int match_try(int p, const uint8_t *fit, int K, int *owner, uint8_t *vis)
+{
+    for (int k = 0; k < K; k++)
+        if (fit[(int64_t)p * K + k] && !vis[k] && owner[k] < 0) {
+            vis[k] = 1;
+            owner[k] = p;
+            return 1;
+        }
+    for (int k = 0; k < K; k++)
+        if (fit[(int64_t)p * K + k] && !vis[k]) {
+            vis[k] = 1;
+            if (owner[k] < 0 || match_try(owner[k], fit, K, owner, vis)) {
+                owner[k] = p;
+                return 1;
+            }
+        }
+    return 0;
+}
+
+/* Assigns each of the L layers (physical cores 0..L-1, need[p] as the chip stores it) a core
+ * of the chip whose own memories hold it: a bipartite matching (as sinabs assigns DYNAP-CNN
+ * layers to cores). at[p]: the chip core of layer p. */
+static int match_cores(qkf_map *m, const need *nd, int L, int K, int *at)
+{
+    const qkf_hw_profile *hw = &m->hw;
+    uint8_t *fit = qkf_calloc((size_t)L * K + 1, 1), *vis = qkf_calloc((size_t)K + 1, 1);
+    int *owner = qkf_malloc((size_t)(K + 1) * sizeof(int)), rc = 0;
+    const char **name = qkf_calloc((size_t)L + 1, sizeof(char *));
+    for (int i = 0; i < m->n_cores; i++)
+        name[m->core[i].phys] = m->unit[m->core[i].unit].name;
+    for (int k = 0; k < K; k++)
+        owner[k] = -1;
+    for (int p = 0; p < L && !rc; p++) {
+        int any = 0;
+        for (int k = 0; k < K; k++) {
+            int f, l;
+            int64_t nv, hv;
+            fit[(int64_t)p * K + k] = core_broken(hw, core_group(hw, k, &f, &l), nd[p], &nv, &hv) ==
+                                      LIM_NONE;
+            any |= fit[(int64_t)p * K + k];
+        }
+        char msg[512];
+        int len = 0;
+        if (!any) { /* each kind of core, the first limit it breaks */
+            for (int k = 0; k < K && len < (int)sizeof msg - 1;) {
+                int f, l;
+                int64_t nv = 0, hv = 0;
+                int lim = core_broken(hw, core_group(hw, k, &f, &l), nd[p], &nv, &hv);
+                char rng[32];
+                if (l > f)
+                    snprintf(rng, sizeof rng, "cores %d-%d", f, l);
+                else
+                    snprintf(rng, sizeof rng, "core %d", f);
+                len += snprintf(msg + len, sizeof msg - (size_t)len,
+                                "%s%s: %s needs %lld, has %lld (%lld over)", len ? "; " : "", rng,
+                                lim_name[lim], (long long)nv, (long long)hv, (long long)(nv - hv));
+                k = l + 1;
+            }
+            rc = qkf_set_error("layer %s: fits no core of the chip: %s", name[p], msg);
+            break;
+        }
+        memset(vis, 0, (size_t)K);
+        if (match_try(p, fit, K, owner, vis))
+            continue;
+        /* the cores it could take are held by layers that fit no other free core */
+        int nv = 0;
+        len = 0;
+        for (int k = 0; k < K; k++)
+            if (vis[k]) {
+                nv++;
+                len += snprintf(msg + len, sizeof msg - (size_t)len, "%s%d (%s)", len ? ", " : "",
+                                k, name[owner[k]] ? name[owner[k]] : "?");
+                if (len >= (int)sizeof msg - 1)
+                    break;
+            }
+        rc = qkf_set_error("layer %s: cores: it fits only cores that other layers need, by "
+                           "their memories: cores %s; %d layers for %d cores (1 over)",
+                           name[p], msg, nv + 1, nv);
+    }
+    for (int k = 0; k < K && !rc; k++)
+        if (owner[k] >= 0)
+            at[owner[k]] = k;
+    qkf_free(fit), qkf_free(vis), qkf_free(owner), qkf_free(name);
+    return rc;
+}
+
 /* Blocks onto physical cores (next fit, in unit order: a core takes the next block while the
  * sum of their neurons, input axons and synaptic bytes stays within the core's limits and, on a
  * chip with one layer per core, never a second layer), then cores onto the mesh. */
@@ -512,6 +634,8 @@ static int place(qkf_map *m)
     m->core = qkf_calloc((size_t)(total > 0 ? total : 1), sizeof *m->core);
     int phys = -1, layers = 0, prev_unit = -1, capped = 0;
     need used = {0, 0, 0};
+    /* one layer per core: each layer's needs, for the chip's cores' own limits */
+    need *lneed = hw->max_layers_per_core == 1 ? qkf_calloc((size_t)total + 1, sizeof(need)) : NULL;
     for (int i = 0; i < m->n_units; i++) {
         qkf_map_unit *u = &m->unit[i];
         int conv = u->kind == QKF_UNIT_CONV || u->kind == QKF_UNIT_ENCODE;
@@ -549,6 +673,8 @@ static int place(qkf_map *m)
                     layers++;
                 prev_unit = i;
                 c->phys = phys;
+                if (lneed) /* one block per layer there (tq = N, cc = C) */
+                    lneed[phys] = n;
                 if (first_phys < 0)
                     first_phys = phys;
             }
@@ -561,15 +687,29 @@ static int place(qkf_map *m)
     /* one layer per core (Speck): a single chip, so the model must fit it */
     if (hw->max_layers_per_core == 1 && m->n_phys > per_chip)
         for (int i = 0; i < m->n_cores; i++)
-            if (m->core[i].phys >= per_chip)
+            if (m->core[i].phys >= per_chip) {
+                qkf_free(lneed);
                 return qkf_set_error("layer %s: cores: the model needs %d cores, the chip has "
                                      "%lld (%lld over)",
                                      m->unit[m->core[i].unit].name, m->n_phys,
                                      (long long)per_chip, (long long)(m->n_phys - per_chip));
+            }
+    /* ... and each layer on a core whose own memories hold it (Speck's differ: 16-64 K) */
+    int *at = NULL;
+    if (lneed) {
+        at = qkf_malloc((size_t)(m->n_phys + 1) * sizeof(int));
+        int mrc = match_cores(m, lneed, m->n_phys, (int)per_chip, at);
+        qkf_free(lneed);
+        if (mrc) {
+            qkf_free(at);
+            return -1;
+        }
+    }
     for (int id = 0; id < m->n_cores; id++) {
         qkf_map_core *c = &m->core[id];
-        int tile = c->phys / cpt;
-        c->slot = c->phys % cpt;
+        int pos = at ? at[c->phys] : c->phys; /* the chip's core it sits on */
+        int tile = pos / cpt;
+        c->slot = pos % cpt;
         c->chip = (int)(tile / ((int64_t)W * H));
         c->tile = (int)(tile % ((int64_t)W * H));
         int y = c->tile / W, x = c->tile % W;
@@ -577,6 +717,7 @@ static int place(qkf_map *m)
             x = W - 1 - x;
         c->x = c->chip * W + x, c->y = y;
     }
+    qkf_free(at);
     m->tiles = m->n_phys > 0 ? (m->n_phys + cpt - 1) / cpt : 0;
     m->chips = (int)((m->tiles + (int64_t)W * H - 1) / ((int64_t)W * H));
     m->sync_tiles = m->tiles;

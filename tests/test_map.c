@@ -105,9 +105,11 @@ static void check_map(const qkf_map *m, const char *what)
             layers[co->phys]++;
         cr_assert(co->x >= 0 && co->x < m->chips * W && co->y >= 0 && co->y < H, "%s", what);
         cr_assert(co->slot >= 0 && co->slot < cpt);
-        /* physical cores in order, each at one place: (chip, tile, slot) counts them */
-        cr_assert_eq(((int64_t)co->chip * W * H + co->tile) * cpt + co->slot, co->phys, "%s",
-                     what);
+        /* physical cores in order, each at one place: (chip, tile, slot) counts them (one
+         * layer per core: the slot is the chip's core that holds the layer, checked above) */
+        if (hw->max_layers_per_core != 1)
+            cr_assert_eq(((int64_t)co->chip * W * H + co->tile) * cpt + co->slot, co->phys, "%s",
+                         what);
         if (i > 0)
             cr_assert(co->phys == m->core[i - 1].phys || co->phys == m->core[i - 1].phys + 1);
     }
@@ -225,6 +227,122 @@ Test(map, too_big_is_refused_with_layer_and_limit)
                                        "over)"),
               "%s", qkf_last_error());
     qkf_graph_free(&g);
+}
+
+/* A chain of n convs (3 x 3 or 1 x 1, stride 1, same padding) + LIFs on h x h frames with cin0
+ * input channels, then the readout (10 classes): the graph of a DYNAP-CNN-sized network. */
+typedef struct {
+    qkf_tensor t[2 * 8 + 2];
+    qkf_op op[2 * 8 + 1];
+    int lif[8];
+    qkf_graph g;
+} chain;
+
+static void chain_make(chain *ch, int cin0, int h, int n, const int *cout, const int *k)
+{
+    memset(ch, 0, sizeof *ch);
+    static const char *tn[] = {"cur0", "s0", "cur1", "s1", "cur2", "s2", "cur3", "s3", "cur4",
+                               "s4",   "cur5", "s5", "cur6", "s6", "cur7", "s7"};
+    static const char *on[] = {"l0_conv", "l0_lif", "l1_conv", "l1_lif", "l2_conv", "l2_lif",
+                               "l3_conv", "l3_lif", "l4_conv", "l4_lif", "l5_conv", "l5_lif",
+                               "l6_conv", "l6_lif", "l7_conv", "l7_lif"};
+    ch->t[0] = (qkf_tensor){cin0, h, h, 0, 0, "input"};
+    int prev = 0, cin = cin0;
+    for (int i = 0; i < n; i++) {
+        ch->t[1 + 2 * i] = (qkf_tensor){cout[i], h, h, 0, 0, tn[2 * i]};
+        ch->t[2 + 2 * i] = (qkf_tensor){cout[i], h, h, 0, 1, tn[2 * i + 1]};
+        qkf_op *c = &ch->op[2 * i], *l = &ch->op[2 * i + 1];
+        c->kind = QKF_OP_CONV, c->in0 = prev, c->in1 = c->in2 = -1, c->out = 1 + 2 * i;
+        snprintf(c->name, sizeof c->name, "%s", on[2 * i]);
+        c->cin = cin, c->cout = cout[i], c->k = k[i], c->stride = 1, c->pad = k[i] / 2;
+        l->kind = QKF_OP_LIF, l->in0 = 1 + 2 * i, l->in1 = l->in2 = -1, l->out = 2 + 2 * i;
+        snprintf(l->name, sizeof l->name, "%s", on[2 * i + 1]);
+        l->lif_index = i, l->vth = 1;
+        ch->lif[i] = 2 * i + 1;
+        prev = 2 + 2 * i, cin = cout[i];
+    }
+    ch->t[1 + 2 * n] = (qkf_tensor){10, 1, 1, 0, 0, "logits"};
+    qkf_op *r = &ch->op[2 * n];
+    r->kind = QKF_OP_READOUT, r->in0 = prev, r->in1 = r->in2 = -1, r->out = 1 + 2 * n;
+    snprintf(r->name, sizeof r->name, "head");
+    ch->g.cfg.num_classes = 10, ch->g.cfg.T = 2;
+    ch->g.n_ops = 2 * n + 1, ch->g.n_tensors = 2 * n + 2, ch->g.n_lif = n;
+    ch->g.ops = ch->op, ch->g.tensors = ch->t, ch->g.input = 0, ch->g.lif_ops = ch->lif;
+}
+
+static int ceil_log2i(int64_t v)
+{
+    int b = 0;
+    while (((int64_t)1 << b) < v)
+        b++;
+    return b;
+}
+
+/* Speck's cores differ (kernel memory 16, 16, 16, 32, 32, 64, 64, 16, 16 K; neuron memory 64,
+ * 64, 64, 32, 32, 16, 16, 16, 16 K entries): each layer must sit on a core whose own memories
+ * hold it (sinabs' formulas), not merely the largest of each. */
+Test(map, speck_per_core_memories)
+{
+    qkf_hw_profile hw;
+    load_hw("speck", &hw);
+    cr_assert_eq(hw.n_groups, 4);
+    /* 64 -> 64 channels, 3 x 3 on 4 x 4: kernel 64 x 2^(4 + 6) = 65536 (cores 5, 6 only),
+     * neurons 64 x 2^4 = 1024; the first layer (2 -> 64) and a 1 x 1 (64 -> 16) fit anywhere */
+    int cout[5] = {64, 64, 64, 64, 16}, k[5] = {3, 3, 3, 3, 1};
+    chain ch;
+    chain_make(&ch, 2, 4, 3, (int[]){64, 64, 16}, (int[]){3, 3, 1});
+    qkf_map m;
+    cr_assert_eq(qkf_map_build(&m, &ch.g, &hw), 0, "%s", qkf_last_error());
+    /* layer 1 needs a 64 K kernel core: core 5 (the first that holds it); the others the
+     * first free core that holds them */
+    int want[4] = {0, 5, 1, 2};
+    for (int u = 0; u < m.n_units; u++) {
+        const qkf_map_core *co = &m.core[m.unit[u].first_core];
+        cr_assert_eq(co->slot, want[u], "%s on core %d", m.unit[u].name, co->slot);
+    }
+    qkf_map_free(&m);
+    /* two such layers: cores 5 and 6; every layer within its own core's memories */
+    chain_make(&ch, 2, 4, 4, (int[]){64, 64, 64, 16}, (int[]){3, 3, 3, 1});
+    cr_assert_eq(qkf_map_build(&m, &ch.g, &hw), 0, "%s", qkf_last_error());
+    uint8_t used[9] = {0};
+    for (int u = 0; u < m.n_units; u++) {
+        const qkf_map_unit *un = &m.unit[u];
+        const qkf_map_core *co = &m.core[un->first_core];
+        cr_assert_eq(un->n_cores, 1);
+        cr_assert_not(used[co->slot], "two layers on core %d", co->slot);
+        used[co->slot] = 1;
+        int64_t kern = co->bytes, neur = un->neurons;
+        if (un->kind == QKF_UNIT_CONV) { /* sinabs' formulas, recomputed */
+            kern = (int64_t)un->cin << (ceil_log2i((int64_t)un->k * un->k) + ceil_log2i(un->C));
+            neur = (int64_t)un->C << (ceil_log2i(un->ho) + ceil_log2i(un->wo));
+            cr_assert_eq(kern, co->bytes);
+        }
+        static const int64_t kmem[9] = {16384, 16384, 16384, 32768, 32768, 65536, 65536, 16384,
+                                        16384};
+        static const int64_t nmem[9] = {65536, 65536, 65536, 32768, 32768, 16384, 16384, 16384,
+                                        16384};
+        cr_assert_leq(kern, kmem[co->slot], "%s on core %d", un->name, co->slot);
+        cr_assert_leq(neur, nmem[co->slot], "%s on core %d", un->name, co->slot);
+    }
+    cr_assert(used[5] && used[6]);
+    qkf_map_free(&m);
+    /* three: two cores hold such a kernel */
+    chain_make(&ch, 2, 4, 5, cout, k);
+    cr_assert_neq(qkf_map_build(&m, &ch.g, &hw), 0);
+    cr_assert_str_eq(qkf_last_error(),
+                     "layer l3_lif: cores: it fits only cores that other layers need, by their "
+                     "memories: cores 5 (l1_lif), 6 (l2_lif); 3 layers for 2 cores (1 over)");
+    /* a layer no core holds though each memory alone fits the largest core's: 64 -> 64
+     * channels 3 x 3 on 32 x 32: kernel 65536 (cores 5, 6) and neurons 64 x 2^10 = 65536
+     * (cores 0-2) */
+    chain_make(&ch, 2, 32, 3, (int[]){64, 64, 4}, (int[]){3, 3, 1});
+    cr_assert_neq(qkf_map_build(&m, &ch.g, &hw), 0);
+    cr_assert_str_eq(qkf_last_error(),
+                     "layer l1_lif: fits no core of the chip: cores 0-2: synaptic memory per core "
+                     "needs 65536, has 16384 (49152 over); cores 3-4: neurons per core needs "
+                     "65536, has 32768 (32768 over); cores 5-6: neurons per core needs 65536, has "
+                     "16384 (49152 over); cores 7-8: neurons per core needs 65536, has 16384 "
+                     "(49152 over)");
 }
 
 /* ---- the CLI ---------------------------------------------------------------------------------- */
