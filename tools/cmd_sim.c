@@ -83,7 +83,9 @@ static void help(void)
            "arithmetic (W.h5: a float checkpoint, quantised on load, or a qkf quantize output);\n"
            "the same counters, then per LIF layer how many spikes differ from the float model's\n"
            "(the float event engine on the same samples; not for a quantised checkpoint, which\n"
-           "holds no float model). Not with --mode dense, --trace or under mpirun.\n");
+           "holds no float model), and NeuroBench's metrics of the integer model (its inputs,\n"
+           "weight mantissas, integer membranes from the dense integer engine beside it, the\n"
+           "footprint at the profile's bit widths). Not with --mode dense, --trace or mpirun.\n");
     fputs(qkf_hw_help, stdout);
     printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
            "                   (float checkpoints; default: the profile's headroom)\n");
