@@ -875,17 +875,16 @@ static int ival_cmp(const void *x, const void *y)
     return p->a != q->a ? (p->a > q->a) - (p->a < q->a) : (p->b > q->b) - (p->b < q->b);
 }
 
-/* Sorts n intervals and merges overlapping ones in place; returns how many remain. */
+/* Sorts n intervals (few: by insertion, else qsort; nothing when already in order) and merges
+ * overlapping ones in place; returns how many remain, *cores the cores they cover. */
 static int ival_merge(ival *v, int n, int64_t *cores, int few)
 {
     int sorted = 1;
     for (int i = 1; i < n && sorted; i++)
         sorted = ival_cmp(&v[i - 1], &v[i]) <= 0;
-    if (sorted)
-        ;
-    else if (!few)
+    if (!sorted && !few)
         qsort(v, (size_t)n, sizeof *v, ival_cmp);
-    else
+    else if (!sorted)
         for (int i = 1; i < n; i++) /* insertion sort: a token's intervals, nearly in order */
             for (int j = i; j > 0 && ival_cmp(&v[j - 1], &v[j]) > 0; j--) {
                 ival t = v[j];
@@ -1012,8 +1011,11 @@ static void tok_table(const qkf_map *m, tok_tab *tt, int s, const int *cv, int n
         }
         int n = nr_all - tt->roff[q];
         tok_grow((void **)&tt->mv, nm + n, &tt->mcap, sizeof(ival));
-        memcpy(tt->mv + nm, tt->rv + tt->roff[q], (size_t)n * sizeof(ival));
-        nm += ival_merge(tt->mv + nm, n, &tt->ntok[q], 1);
+        tt->ntok[q] = 0;
+        if (n) {
+            memcpy(tt->mv + nm, tt->rv + tt->roff[q], (size_t)n * sizeof(ival));
+            nm += ival_merge(tt->mv + nm, n, &tt->ntok[q], 1);
+        }
     }
     tt->roff[u->N] = nr_all, tt->moff[u->N] = nm;
     if (u->runs + 1 > tt->runcap) {
