@@ -1068,7 +1068,8 @@ static int fan_out(qkf_map *m, fan_fail *ff, int64_t *shrink)
 {
     const qkf_hw_profile *hw = &m->hw;
     int np = m->n_phys, nu = m->n_units, rc = 0;
-    int *seen = qkf_calloc((size_t)np + 1, sizeof(int)), *mark = qkf_calloc((size_t)np + 1, sizeof(int));
+    int *seen = qkf_calloc((size_t)np + 1, sizeof(int));
+    int *mark = qkf_calloc((size_t)np + 1, sizeof(int));
     int *pts = qkf_malloc((size_t)(np + 1) * sizeof(int)), npts = 0; /* a core's other targets */
     int *tc = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int));
     int64_t *tl = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int64_t));

@@ -230,7 +230,8 @@ void qkf_cost_free(qkf_cost *c)
     qkf_free(c->touched), qkf_free(c->mask);
     qkf_free(c->cons_v), qkf_free(c->cons_slot), qkf_free(c->n_cons);
     qkf_free(c->kv_dest), qkf_free(c->kv_dest_off);
-    qkf_free(c->det_s), qkf_free(c->blk_s), qkf_free(c->n_blk), qkf_free(c->px), qkf_free(c->py), qkf_free(c->pslot);
+    qkf_free(c->det_s), qkf_free(c->blk_s), qkf_free(c->n_blk);
+    qkf_free(c->px), qkf_free(c->py), qkf_free(c->pslot);
     qkf_free(c->local_s), qkf_free(c->dlk), qkf_free(c->dpos), qkf_free(c->rec);
     qkf_free(c->rec_off), qkf_free(c->rec_cur), qkf_free(c->rec_sorted), qkf_free(c->seq);
     qkf_free(c->seq_off);
@@ -409,7 +410,8 @@ static void detailed_step(qkf_cost *c, const uint8_t *const *spikes, int B, int 
         for (; blk < nc && m->core[blk].phys == p; blk++) {
             const qkf_map_core *co = &m->core[blk];
             const qkf_map_unit *u = &m->unit[co->unit];
-            int64_t once = (t == 0 ? c->once_first[blk] : 0) + (t == c->T - 1 ? c->once_last[blk] : 0);
+            int64_t once = (t == 0 ? c->once_first[blk] : 0) +
+                           (t == c->T - 1 ? c->once_last[blk] : 0);
             c->local_s[p] += (double)c->dend[blk] * k->t_dendrite_update +
                              (double)once * k->t_process_spike;
             const uint8_t *sp = unit_spikes(c, spikes, co->unit, t, b, B);

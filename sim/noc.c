@@ -165,7 +165,8 @@ double qkf_noc_schedule(const qkf_noc *n, const qkf_noc_msg *msg, const int64_t 
                 double b = (along - cap) * mean;
                 sent += b, blk += b, nb++;
             }
-            double min_hop = abs(ax) * n->t_hop[ax > 0 ? 1 : 3] + abs(ay) * n->t_hop[ay > 0 ? 2 : 0];
+            double min_hop =
+                abs(ax) * n->t_hop[ax > 0 ? 1 : 3] + abs(ay) * n->t_hop[ay > 0 ? 2 : 0];
             double congestion = along * mean / (hops + 1);
             double earliest = sent + (min_hop > congestion ? min_hop : congestion);
             double recv = ws->cfr[d] > earliest ? ws->cfr[d] : earliest;

@@ -411,8 +411,8 @@ Test(map, cli_sim_latency_detailed, .init = setup, .fini = teardown, .timeout = 
     snprintf(x, sizeof x, "%s/cifar_small.ref.h5", QKF_FIXTURE_DIR);
     const char *hw[2] = {"loihi", "ideal-45nm"};
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(run_cmd("%s sim --weights %s --input %s --hw %s --latency detailed --threads 2 "
-                             "--report %s/r.json >%s/out 2>&1",
+        cr_assert_eq(run_cmd("%s sim --weights %s --input %s --hw %s --latency detailed "
+                             "--threads 2 --report %s/r.json >%s/out 2>&1",
                              QKF_BINARY, w, x, hw[i], dir, dir),
                      0, "%s", hw[i]);
         char *j = slurp(tmpdir_path(dir, "r.json")), *o = slurp(tmpdir_path(dir, "out"));
@@ -428,7 +428,8 @@ Test(map, cli_sim_latency_detailed, .init = setup, .fini = teardown, .timeout = 
                           QKF_BINARY, w, x, dir, dir),
                   0);
     char *e = slurp(tmpdir_path(dir, "err"));
-    cr_assert_str_eq(e, "qkf sim: --latency detailed prices a chip's steps: it needs --hw PROFILE\n");
+    cr_assert_str_eq(e,
+                     "qkf sim: --latency detailed prices a chip's steps: it needs --hw PROFILE\n");
     free(e);
     cr_assert_neq(run_cmd("%s sim --weights %s --input %s --hw loihi --latency exact >%s/out "
                           "2>%s/err",
@@ -877,7 +878,8 @@ static void nb_int_fixture(const char *name)
                             if (ky < 0 || ky >= op->k || kx < 0 || kx >= op->k)
                                 continue;
                             for (int co = 0; co < op->cout; co++)
-                                want += wm[((int64_t)co * op->cin + ci) * kk + ky * op->k + kx] != 0;
+                                want +=
+                                    wm[((int64_t)co * op->cin + ci) * kk + ky * op->k + kx] != 0;
                         }
                 }
         cr_assert_eq(nb.layer[l].eff_acs, want, "%s %s", name, op->name);
