@@ -34,8 +34,9 @@ static void json_range(int64_t a, int64_t b, void *arg)
 {
     range_ctx *r = arg;
     const qkf_map_core *c = r->c;
-    fprintf(r->f, "%s\n    {\"tile\": [%d, %d], \"core\": %d, \"chip\": %d, \"layer\": ",
-            *r->first ? "" : ",", c->x, c->y, c->phys, c->chip);
+    fprintf(r->f,
+            "%s\n    {\"tile\": [%d, %d], \"core\": %d, \"chip\": %d, \"slot\": %d, \"layer\": ",
+            *r->first ? "" : ",", c->x, c->y, c->phys, c->chip, c->slot);
     qkf_json_str(r->f, r->m->unit[c->unit].name);
     fprintf(r->f, ", \"neurons\": [%lld, %lld]}", (long long)a, (long long)b);
     *r->first = 0;

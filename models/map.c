@@ -404,10 +404,6 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
     need wn;
     for (int ci = ncand - 1; ci >= 0; ci--) { /* larger runs first: ties keep the larger */
         int tq = cand[ci];
-        if (conv) {
-            memset(stamp, 0, (size_t)u->ih * u->iw * sizeof(int));
-            conv_runs(u, tq, stamp, pos, syn);
-        }
         int cc = hw->max_layers_per_core == 1 ? u->C : u->C;
         if (hw->max_neurons > 0 && hw->max_layers_per_core != 1) {
             int64_t lim = hw->max_neurons / tq;
@@ -416,6 +412,12 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
         if (u->cap > 0) { /* a fan-out cap from an earlier round (qkf_map_build) */
             int64_t lim = u->cap / tq;
             cc = lim < cc ? (int)lim : cc;
+        }
+        /* the run's inputs, unless no block of tq tokens can hold a channel (then the run is
+         * skipped below and nothing reads them) */
+        if (conv && (cc >= 1 || tq == 1 || hw->max_layers_per_core == 1)) {
+            memset(stamp, 0, (size_t)u->ih * u->iw * sizeof(int));
+            conv_runs(u, tq, stamp, pos, syn);
         }
         int lim = LIM_NONE;
         for (; cc >= 1; cc--) {
@@ -491,6 +493,128 @@ static int tile_unit(qkf_map *m, qkf_map_unit *u)
 
 /* ---- placement ------------------------------------------------------------------------------ */
 
+/* ---- one layer per core: which of the chip's cores holds which layer ------------------------ */
+
+/* Chip core k's entry in hw->group (cores of a tile: the entries' counts in file order). */
+static const qkf_hw_core_group *core_group(const qkf_hw_profile *hw, int k, int *first, int *last)
+{
+    int cpt = hw->cores_per_tile > 0 ? hw->cores_per_tile : 1, s = k % cpt, at = 0;
+    for (int g = 0; g < hw->n_groups; g++) {
+        if (s < at + hw->group[g].count) {
+            *first = k - s + at, *last = k - s + at + hw->group[g].count - 1;
+            return &hw->group[g];
+        }
+        at += hw->group[g].count;
+    }
+    *first = *last = k;
+    return NULL; /* no entries (a profile built in code): the profile's scalar limits */
+}
+
+/* The first limit of core entry gr (or the profile's) that need n breaks (LIM_NONE: fits). */
+static int core_broken(const qkf_hw_profile *hw, const qkf_hw_core_group *gr, need n,
+                       int64_t *nv, int64_t *hv)
+{
+    int64_t lim[3] = {gr ? gr->max_neurons : hw->max_neurons,
+                      gr ? gr->max_fan_in : hw->max_fan_in,
+                      gr ? gr->synapse_bytes : hw->synapse_bytes};
+    int64_t v[3] = {n.neurons, n.axons, n.bytes};
+    int which[3] = {LIM_NEURONS, LIM_AXONS, LIM_MEMORY};
+    for (int i = 0; i < 3; i++)
+        if (lim[i] > 0 && v[i] > lim[i]) {
+            *nv = v[i], *hv = lim[i];
+            return which[i];
+        }
+    return LIM_NONE;
+}
+
+/* Kuhn's augmenting path for layer p over cores in ascending order (deterministic): a free core
+ * that holds it first, else one whose layer can move. */
+static int match_try(int p, const uint8_t *fit, int K, int *owner, uint8_t *vis)
+{
+    for (int k = 0; k < K; k++)
+        if (fit[(int64_t)p * K + k] && !vis[k] && owner[k] < 0) {
+            vis[k] = 1;
+            owner[k] = p;
+            return 1;
+        }
+    for (int k = 0; k < K; k++)
+        if (fit[(int64_t)p * K + k] && !vis[k]) {
+            vis[k] = 1;
+            if (owner[k] < 0 || match_try(owner[k], fit, K, owner, vis)) {
+                owner[k] = p;
+                return 1;
+            }
+        }
+    return 0;
+}
+
+/* Assigns each of the L layers (physical cores 0..L-1, need[p] as the chip stores it) a core
+ * of the chip whose own memories hold it: a bipartite matching (as sinabs assigns DYNAP-CNN
+ * layers to cores). at[p]: the chip core of layer p. */
+static int match_cores(qkf_map *m, const need *nd, int L, int K, int *at)
+{
+    const qkf_hw_profile *hw = &m->hw;
+    uint8_t *fit = qkf_calloc((size_t)L * K + 1, 1), *vis = qkf_calloc((size_t)K + 1, 1);
+    int *owner = qkf_malloc((size_t)(K + 1) * sizeof(int)), rc = 0;
+    const char **name = qkf_calloc((size_t)L + 1, sizeof(char *));
+    for (int i = 0; i < m->n_cores; i++)
+        name[m->core[i].phys] = m->unit[m->core[i].unit].name;
+    for (int k = 0; k < K; k++)
+        owner[k] = -1;
+    for (int p = 0; p < L && !rc; p++) {
+        int any = 0;
+        for (int k = 0; k < K; k++) {
+            int f, l;
+            int64_t nv, hv;
+            fit[(int64_t)p * K + k] = core_broken(hw, core_group(hw, k, &f, &l), nd[p], &nv, &hv) ==
+                                      LIM_NONE;
+            any |= fit[(int64_t)p * K + k];
+        }
+        char msg[512];
+        int len = 0;
+        if (!any) { /* each kind of core, the first limit it breaks */
+            for (int k = 0; k < K && len < (int)sizeof msg - 1;) {
+                int f, l;
+                int64_t nv = 0, hv = 0;
+                int lim = core_broken(hw, core_group(hw, k, &f, &l), nd[p], &nv, &hv);
+                char rng[32];
+                if (l > f)
+                    snprintf(rng, sizeof rng, "cores %d-%d", f, l);
+                else
+                    snprintf(rng, sizeof rng, "core %d", f);
+                len += snprintf(msg + len, sizeof msg - (size_t)len,
+                                "%s%s: %s needs %lld, has %lld (%lld over)", len ? "; " : "", rng,
+                                lim_name[lim], (long long)nv, (long long)hv, (long long)(nv - hv));
+                k = l + 1;
+            }
+            rc = qkf_set_error("layer %s: fits no core of the chip: %s", name[p], msg);
+            break;
+        }
+        memset(vis, 0, (size_t)K);
+        if (match_try(p, fit, K, owner, vis))
+            continue;
+        /* the cores it could take are held by layers that fit no other free core */
+        int nv = 0;
+        len = 0;
+        for (int k = 0; k < K; k++)
+            if (vis[k]) {
+                nv++;
+                len += snprintf(msg + len, sizeof msg - (size_t)len, "%s%d (%s)", len ? ", " : "",
+                                k, name[owner[k]] ? name[owner[k]] : "?");
+                if (len >= (int)sizeof msg - 1)
+                    break;
+            }
+        rc = qkf_set_error("layer %s: cores: it fits only cores that other layers need, by "
+                           "their memories: cores %s; %d layers for %d cores (1 over)",
+                           name[p], msg, nv + 1, nv);
+    }
+    for (int k = 0; k < K && !rc; k++)
+        if (owner[k] >= 0)
+            at[owner[k]] = k;
+    qkf_free(fit), qkf_free(vis), qkf_free(owner), qkf_free(name);
+    return rc;
+}
+
 /* Blocks onto physical cores (next fit, in unit order: a core takes the next block while the
  * sum of their neurons, input axons and synaptic bytes stays within the core's limits and, on a
  * chip with one layer per core, never a second layer), then cores onto the mesh. */
@@ -510,6 +634,8 @@ static int place(qkf_map *m)
     m->core = qkf_calloc((size_t)(total > 0 ? total : 1), sizeof *m->core);
     int phys = -1, layers = 0, prev_unit = -1, capped = 0;
     need used = {0, 0, 0};
+    /* one layer per core: each layer's needs, for the chip's cores' own limits */
+    need *lneed = hw->max_layers_per_core == 1 ? qkf_calloc((size_t)total + 1, sizeof(need)) : NULL;
     for (int i = 0; i < m->n_units; i++) {
         qkf_map_unit *u = &m->unit[i];
         int conv = u->kind == QKF_UNIT_CONV || u->kind == QKF_UNIT_ENCODE;
@@ -547,6 +673,8 @@ static int place(qkf_map *m)
                     layers++;
                 prev_unit = i;
                 c->phys = phys;
+                if (lneed) /* one block per layer there (tq = N, cc = C) */
+                    lneed[phys] = n;
                 if (first_phys < 0)
                     first_phys = phys;
             }
@@ -559,15 +687,29 @@ static int place(qkf_map *m)
     /* one layer per core (Speck): a single chip, so the model must fit it */
     if (hw->max_layers_per_core == 1 && m->n_phys > per_chip)
         for (int i = 0; i < m->n_cores; i++)
-            if (m->core[i].phys >= per_chip)
+            if (m->core[i].phys >= per_chip) {
+                qkf_free(lneed);
                 return qkf_set_error("layer %s: cores: the model needs %d cores, the chip has "
                                      "%lld (%lld over)",
                                      m->unit[m->core[i].unit].name, m->n_phys,
                                      (long long)per_chip, (long long)(m->n_phys - per_chip));
+            }
+    /* ... and each layer on a core whose own memories hold it (Speck's differ: 16-64 K) */
+    int *at = NULL;
+    if (lneed) {
+        at = qkf_malloc((size_t)(m->n_phys + 1) * sizeof(int));
+        int mrc = match_cores(m, lneed, m->n_phys, (int)per_chip, at);
+        qkf_free(lneed);
+        if (mrc) {
+            qkf_free(at);
+            return -1;
+        }
+    }
     for (int id = 0; id < m->n_cores; id++) {
         qkf_map_core *c = &m->core[id];
-        int tile = c->phys / cpt;
-        c->slot = c->phys % cpt;
+        int pos = at ? at[c->phys] : c->phys; /* the chip's core it sits on */
+        int tile = pos / cpt;
+        c->slot = pos % cpt;
         c->chip = (int)(tile / ((int64_t)W * H));
         c->tile = (int)(tile % ((int64_t)W * H));
         int y = c->tile / W, x = c->tile % W;
@@ -575,6 +717,7 @@ static int place(qkf_map *m)
             x = W - 1 - x;
         c->x = c->chip * W + x, c->y = y;
     }
+    qkf_free(at);
     m->tiles = m->n_phys > 0 ? (m->n_phys + cpt - 1) / cpt : 0;
     m->chips = (int)((m->tiles + (int64_t)W * H - 1) / ((int64_t)W * H));
     m->sync_tiles = m->tiles;
@@ -720,42 +863,256 @@ typedef struct {
     int64_t need, have;
 } fan_fail;
 
+/* Phys cores [a, b] (blocks are placed in order, each on the same core as the block before or
+ * the next one, so a run of consecutive blocks sits on an interval of cores). */
+typedef struct {
+    int a, b;
+} ival;
+
+static int ival_cmp(const void *x, const void *y)
+{
+    const ival *p = x, *q = y;
+    return p->a != q->a ? (p->a > q->a) - (p->a < q->a) : (p->b > q->b) - (p->b < q->b);
+}
+
+/* Sorts n intervals (few: by insertion, else qsort; nothing when already in order) and merges
+ * overlapping ones in place; returns how many remain, *cores the cores they cover. */
+static int ival_merge(ival *v, int n, int64_t *cores, int few)
+{
+    int sorted = 1;
+    for (int i = 1; i < n && sorted; i++)
+        sorted = ival_cmp(&v[i - 1], &v[i]) <= 0;
+    if (!sorted && !few)
+        qsort(v, (size_t)n, sizeof *v, ival_cmp);
+    else if (!sorted)
+        for (int i = 1; i < n; i++) /* insertion sort: a token's intervals, nearly in order */
+            for (int j = i; j > 0 && ival_cmp(&v[j - 1], &v[j]) > 0; j--) {
+                ival t = v[j];
+                v[j] = v[j - 1], v[j - 1] = t;
+            }
+    int k = 0;
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (k && v[i].a <= v[k - 1].b) {
+            if (v[i].b > v[k - 1].b)
+                v[k - 1].b = v[i].b;
+        } else
+            v[k++] = v[i];
+    }
+    for (int i = 0; i < k; i++)
+        sum += v[i].b - v[i].a + 1;
+    *cores = sum;
+    return k;
+}
+
+/* A growing list of intervals (a core's destinations); one that overlaps or touches the last
+ * is merged into it (the union is the same). */
+typedef struct {
+    ival *v;
+    int n, cap;
+} ival_list;
+
+static void ival_push(ival_list *l, int a, int b)
+{
+    ival *t = l->n ? &l->v[l->n - 1] : NULL;
+    if (t && a <= t->b + 1 && b >= t->a - 1) {
+        t->a = a < t->a ? a : t->a;
+        t->b = b > t->b ? b : t->b;
+        return;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 256;
+        ival *nv = qkf_malloc((size_t)l->cap * sizeof *nv);
+        if (l->n)
+            memcpy(nv, l->v, (size_t)l->n * sizeof *nv);
+        qkf_free(l->v);
+        l->v = nv;
+    }
+    l->v[l->n++] = (ival){a, b};
+}
+
+/* Runs of conv unit u holding the targets of input position p (as qkf_map_targets). */
+static int conv_target_runs(const qkf_map_unit *u, int p, int *runs)
+{
+    int iy = p / u->iw, ix = p % u->iw, nr = 0;
+    for (int ky = 0; ky < u->k; ky++) {
+        int ty = iy + u->pad - ky;
+        if (ty < 0 || ty % u->stride || ty / u->stride >= u->ho)
+            continue;
+        for (int kx = 0; kx < u->k; kx++) {
+            int tx = ix + u->pad - kx;
+            if (tx < 0 || tx % u->stride || tx / u->stride >= u->wo)
+                continue;
+            int r = home(u, ty / u->stride, tx / u->stride) / u->tq, seen = 0;
+            for (int i = 0; i < nr; i++)
+                seen |= runs[i] == r;
+            if (!seen)
+                runs[nr++] = r;
+        }
+    }
+    return nr;
+}
+
+/* The conv consumers' targets of every token of a unit (they do not depend on the channel):
+ * per token q, its intervals per consumer (rv, rk: the consumer's index in the unit's list)
+ * in [roff[q], roff[q + 1]), their union (mv) in [moff[q], moff[q + 1]) of ntok[q] cores. */
+typedef struct {
+    int unit, rcap, kcap, mcap, ncap, lcap, runcap;
+    int *roff, *rk, *moff;
+    ival *rv, *mv;
+    int64_t *ntok;
+    /* per run of the unit's tiling: the intervals of its tokens, each consumer's overlapping
+     * ones merged, in [loff[r], loff[r + 1]) of lv; sum[r] = the sum of its tokens' ntok */
+    int *loff;
+    ival *lv;
+    int64_t *sum;
+} tok_tab;
+
+static void tok_grow(void **p, int n, int *cap, size_t size)
+{
+    if (n < *cap)
+        return;
+    int nc = *cap ? 2 * *cap : 1024;
+    while (nc <= n)
+        nc *= 2;
+    void *q = qkf_malloc((size_t)nc * size);
+    if (*cap)
+        memcpy(q, *p, (size_t)*cap * size);
+    qkf_free(*p);
+    *p = q, *cap = nc;
+}
+
+static void tok_table(const qkf_map *m, tok_tab *tt, int s, const int *cv, int nc)
+{
+    const qkf_map_unit *u = &m->unit[s];
+    tt->unit = s;
+    if (u->N + 1 > tt->ncap) {
+        qkf_free(tt->roff), qkf_free(tt->moff), qkf_free(tt->ntok);
+        tt->ncap = u->N + 1;
+        tt->roff = qkf_malloc((size_t)tt->ncap * sizeof(int));
+        tt->moff = qkf_malloc((size_t)tt->ncap * sizeof(int));
+        tt->ntok = qkf_malloc((size_t)tt->ncap * sizeof(int64_t));
+    }
+    int nr_all = 0, nm = 0, runs[64];
+    for (int q = 0; q < u->N; q++) {
+        tt->roff[q] = nr_all, tt->moff[q] = nm;
+        for (int k = 0; k < nc; k++) {
+            const qkf_map_unit *v = &m->unit[cv[k]];
+            if (v->kind != QKF_UNIT_CONV)
+                continue;
+            int nr = conv_target_runs(v, q, runs);
+            tok_grow((void **)&tt->rv, nr_all + nr, &tt->rcap, sizeof(ival));
+            tok_grow((void **)&tt->rk, nr_all + nr, &tt->kcap, sizeof(int));
+            for (int i = 0; i < nr; i++) {
+                int j = v->first_core + runs[i] * v->groups;
+                tt->rv[nr_all] = (ival){m->core[j].phys, m->core[j + v->groups - 1].phys};
+                tt->rk[nr_all++] = k;
+            }
+        }
+        int n = nr_all - tt->roff[q];
+        tok_grow((void **)&tt->mv, nm + n, &tt->mcap, sizeof(ival));
+        tt->ntok[q] = 0;
+        if (n) {
+            memcpy(tt->mv + nm, tt->rv + tt->roff[q], (size_t)n * sizeof(ival));
+            nm += ival_merge(tt->mv + nm, n, &tt->ntok[q], 1);
+        }
+    }
+    tt->roff[u->N] = nr_all, tt->moff[u->N] = nm;
+    if (u->runs + 1 > tt->runcap) {
+        qkf_free(tt->loff), qkf_free(tt->sum);
+        tt->runcap = u->runs + 1;
+        tt->loff = qkf_malloc((size_t)tt->runcap * sizeof(int));
+        tt->sum = qkf_malloc((size_t)tt->runcap * sizeof(int64_t));
+    }
+    ival *last = qkf_malloc((size_t)(nc + 1) * sizeof(ival));
+    int nl = 0;
+    for (int r = 0; r < u->runs; r++) {
+        int q0 = r * u->tq, q1 = q0 + u->tq < u->N ? q0 + u->tq : u->N;
+        tt->loff[r] = nl, tt->sum[r] = 0;
+        for (int k = 0; k < nc; k++)
+            last[k] = (ival){-1, -1};
+        for (int q = q0; q < q1; q++) {
+            tt->sum[r] += tt->ntok[q];
+            for (int i = tt->roff[q]; i < tt->roff[q + 1]; i++) {
+                /* a consumer's last interval grows while the tokens' overlap it */
+                ival t = tt->rv[i], *l = &last[tt->rk[i]];
+                if (l->a >= 0 && t.a <= l->b + 1 && t.b >= l->a - 1) {
+                    l->a = t.a < l->a ? t.a : l->a;
+                    l->b = t.b > l->b ? t.b : l->b;
+                } else {
+                    if (l->a >= 0) {
+                        tok_grow((void **)&tt->lv, nl, &tt->lcap, sizeof(ival));
+                        tt->lv[nl++] = *l;
+                    }
+                    *l = t;
+                }
+            }
+        }
+        for (int k = 0; k < nc; k++)
+            if (last[k].a >= 0) {
+                tok_grow((void **)&tt->lv, nl, &tt->lcap, sizeof(ival));
+                tt->lv[nl++] = last[k];
+            }
+    }
+    tt->loff[u->runs] = nl;
+    qkf_free(last);
+}
+
 /* Returns the number of cores over a limit (ff: the first); shrink: proposes, per unit with a
- * block on such a core, a cap on its neurons per block in proportion (the smallest proposal). */
+ * block on such a core, a cap on its neurons per block in proportion (the smallest proposal).
+ * Output axons of a neuron: the distinct cores holding its targets. A conv consumer's targets
+ * depend on the token alone (every group of the runs its receptive fields reach: an interval of
+ * cores per run), so per token they are a union of intervals; other consumers' targets are a
+ * few blocks per neuron, counted where they fall outside it. */
 static int fan_out(qkf_map *m, fan_fail *ff, int64_t *shrink)
 {
     const qkf_hw_profile *hw = &m->hw;
     int np = m->n_phys, nu = m->n_units, rc = 0;
-    int *mark = qkf_calloc((size_t)np, sizeof(int)), *seen = qkf_calloc((size_t)np, sizeof(int));
+    int *seen = qkf_calloc((size_t)np + 1, sizeof(int));
+    int *mark = qkf_calloc((size_t)np + 1, sizeof(int));
+    int *pts = qkf_malloc((size_t)(np + 1) * sizeof(int)), npts = 0; /* a core's other targets */
     int *tc = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int));
     int64_t *tl = qkf_malloc((size_t)(m->n_cores + 1) * sizeof(int64_t));
-    int *cv = qkf_malloc((size_t)(4 * nu + 1) * sizeof(int)), *cs = qkf_malloc((size_t)(4 * nu + 1) * sizeof(int));
-    int stamp = 0, *tok = qkf_malloc((size_t)(np + 1) * sizeof(int));
+    /* the consumers (unit, input slot) of each unit, once: cons[off[s] .. off[s + 1]) */
+    int *off = qkf_malloc((size_t)(nu + 1) * sizeof(int)), ncons = 0;
+    int *cvall = qkf_malloc((size_t)(nu * QKF_MAP_MAX_IN + 1) * nu * sizeof(int));
+    int *csall = qkf_malloc((size_t)(nu * QKF_MAP_MAX_IN + 1) * nu * sizeof(int));
+    for (int s = 0; s < nu; s++) {
+        off[s] = ncons;
+        for (int v = 0; v < nu; v++)
+            for (int k = 0; k < m->unit[v].n_in; k++)
+                if (!(m->unit[v].kind == QKF_UNIT_SSA_LIF && k == 1) && qkf_map_feeds(m, s, v, k))
+                    cvall[ncons] = v, csall[ncons++] = k;
+    }
+    off[nu] = ncons;
+    tok_tab tt;
+    memset(&tt, 0, sizeof tt);
+    tt.unit = -1;
+    ival_list dst = {NULL, 0, 0}; /* the core's destinations */
+
+    int stamp = 0;
     for (int b0 = 0; b0 < m->n_cores;) {
         int p = m->core[b0].phys, b1 = b0;
         while (b1 < m->n_cores && m->core[b1].phys == p)
             b1++;
         int64_t axons = 0, dests = 0;
+        dst.n = 0, npts = 0;
         for (int b = b0; b < b1; b++) {
             const qkf_map_core *co = &m->core[b];
             const qkf_map_unit *u = &m->unit[co->unit];
-            int nc = 0;
-            for (int v = 0; v < nu; v++)
-                for (int k = 0; k < m->unit[v].n_in; k++)
-                    if (!(m->unit[v].kind == QKF_UNIT_SSA_LIF && k == 1) &&
-                        qkf_map_feeds(m, co->unit, v, k))
-                        cv[nc] = v, cs[nc++] = k;
-            if (u->kind == QKF_UNIT_KV) { /* the table goes to its heads' attention cores */
+            const int *cv = cvall + off[co->unit], *cs = csall + off[co->unit];
+            int nc = off[co->unit + 1] - off[co->unit];
+            if (u->kind == QKF_UNIT_KV) { /* the table goes to its heads' attention cores: the
+                                             blocks of every run whose channels overlap them */
                 const qkf_map_unit *a = &m->unit[co->unit + 1];
                 int c0 = co->group * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
-                for (int j = a->first_core; j < a->first_core + a->n_cores; j++) {
-                    int a0 = m->core[j].group * a->cc, a1 = a0 + a->cc < a->C ? a0 + a->cc : a->C;
-                    int d = m->core[j].phys;
-                    if (a1 - 1 < c0 / u->d * u->d || a0 >= ((c1 - 1) / u->d + 1) * u->d)
-                        continue;
-                    axons++;
-                    if (mark[d] != p + 1)
-                        mark[d] = p + 1, dests++;
+                int lo = c0 / u->d * u->d, hi = ((c1 - 1) / u->d + 1) * u->d; /* [lo, hi) */
+                int g0 = lo / a->cc, g1 = (hi - 1) / a->cc;
+                g1 = g1 < a->groups - 1 ? g1 : a->groups - 1;
+                for (int r = 0; r < a->runs; r++) {
+                    int j = a->first_core + r * a->groups;
+                    axons += g1 - g0 + 1;
+                    ival_push(&dst, m->core[j + g0].phys, m->core[j + g1].phys);
                 }
                 continue;
             }
@@ -763,56 +1120,61 @@ static int fan_out(qkf_map *m, fan_fail *ff, int64_t *shrink)
                 continue;
             int q0 = co->run * u->tq, q1 = q0 + u->tq < u->N ? q0 + u->tq : u->N;
             int c0 = co->group * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
-            /* a conv consumer's targets depend on the token alone: its cores are found once per
-             * token (tok, ntok) and shared by the block's channels */
             int all_conv = 1;
             for (int k = 0; k < nc; k++)
                 all_conv &= m->unit[cv[k]].kind == QKF_UNIT_CONV;
+
+            if (tt.unit != co->unit)
+                tok_table(m, &tt, co->unit, cv, nc);
+            for (int i = tt.loff[co->run]; i < tt.loff[co->run + 1]; i++)
+                ival_push(&dst, tt.lv[i].a, tt.lv[i].b);
+            if (all_conv) {
+                axons += tt.sum[co->run] * (c1 - c0);
+                continue;
+            }
             for (int q = q0; q < q1; q++) {
-                int ntok = 0;
-                if (++stamp == 1 << 30) {
-                    memset(seen, 0, (size_t)np * sizeof(int));
-                    stamp = 1;
-                }
-                for (int k = 0; k < nc; k++) {
-                    if (m->unit[cv[k]].kind != QKF_UNIT_CONV)
-                        continue;
-                    int nt = qkf_map_targets(m, cv[k], cs[k], q, tc, tl, NULL);
-                    for (int i = 0; i < nt; i++) {
-                        int d = m->core[tc[i]].phys;
-                        if (seen[d] != stamp)
-                            seen[d] = stamp, tok[ntok++] = d;
-                        if (mark[d] != p + 1)
-                            mark[d] = p + 1, dests++;
-                    }
-                }
-                if (all_conv) {
-                    axons += (int64_t)ntok * (c1 - c0);
-                    continue;
-                }
+                int64_t ntok = tt.ntok[q];
+                const ival *tokv = tt.mv + tt.moff[q];
+                int nv = tt.moff[q + 1] - tt.moff[q];
                 for (int c = c0; c < c1; c++) {
                     int64_t x = (int64_t)c * u->N + q, n = ntok;
                     if (++stamp == 1 << 30) {
                         memset(seen, 0, (size_t)np * sizeof(int));
                         stamp = 1;
                     }
-                    for (int i = 0; i < ntok; i++)
-                        seen[tok[i]] = stamp;
                     for (int k = 0; k < nc; k++) {
                         if (m->unit[cv[k]].kind == QKF_UNIT_CONV)
                             continue;
                         int nt = qkf_map_targets(m, cv[k], cs[k], x, tc, tl, NULL);
                         for (int i = 0; i < nt; i++) {
-                            int d = m->core[tc[i]].phys;
-                            if (seen[d] != stamp)
-                                seen[d] = stamp, n++;
+                            int d = m->core[tc[i]].phys, in = 0;
+                            if (seen[d] == stamp)
+                                continue;
+                            seen[d] = stamp;
+                            for (int w = 0; w < nv && !in; w++)
+                                in = d >= tokv[w].a && d <= tokv[w].b;
+                            n += !in;
                             if (mark[d] != p + 1)
-                                mark[d] = p + 1, dests++;
+                                mark[d] = p + 1, pts[npts++] = d;
                         }
                     }
                     axons += n;
                 }
             }
+        }
+        /* destinations: the union of the intervals, and the points outside it */
+        if (dst.n)
+            dst.n = ival_merge(dst.v, dst.n, &dests, 0);
+        for (int i = 0; i < npts; i++) {
+            int lo = 0, hi = dst.n; /* the first interval ending at or after pts[i] */
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if (dst.v[mid].b < pts[i])
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            dests += !(lo < dst.n && dst.v[lo].a <= pts[i]);
         }
         fan_fail f = {p, LIM_NONE, 0, 0};
         if (hw->max_fan_out > 0 && axons > hw->max_fan_out)
@@ -835,8 +1197,10 @@ static int fan_out(qkf_map *m, fan_fail *ff, int64_t *shrink)
             m->core[b].fan_out = axons, m->core[b].dests = dests;
         b0 = b1;
     }
-    qkf_free(mark), qkf_free(seen), qkf_free(tc), qkf_free(tl), qkf_free(cv), qkf_free(cs);
-    qkf_free(tok);
+    qkf_free(seen), qkf_free(tc), qkf_free(tl), qkf_free(cvall), qkf_free(csall);
+    qkf_free(off), qkf_free(dst.v), qkf_free(mark), qkf_free(pts);
+    qkf_free(tt.roff), qkf_free(tt.rk), qkf_free(tt.moff), qkf_free(tt.rv), qkf_free(tt.mv);
+    qkf_free(tt.ntok), qkf_free(tt.loff), qkf_free(tt.lv), qkf_free(tt.sum);
     return rc;
 }
 
@@ -847,16 +1211,25 @@ int qkf_map_build(qkf_map *m, const qkf_graph *g, const qkf_hw_profile *hw)
     memset(m, 0, sizeof *m);
     m->hw = *hw;
     m->g = g;
+    int64_t *tiled = NULL;
     if (build_units(m))
         goto fail;
     /* Fan-out depends on where the consumers sit, so it is checked after placement: a core over
      * it shrinks the blocks of the units it holds (a cap on their neurons per block, in
      * proportion), and the mapping is made again, until it fits or a block of one neuron (or an
      * unsplittable layer) is over. */
+    /* a unit's tiling depends on its geometry, the profile and its cap alone: a round re-tiles
+     * only the units whose cap changed */
+    tiled = qkf_malloc((size_t)(m->n_units + 1) * sizeof(int64_t));
+    for (int i = 0; i < m->n_units; i++)
+        tiled[i] = -1;
     for (int round = 0;; round++) {
         for (int i = 0; i < m->n_units; i++)
-            if (tile_unit(m, &m->unit[i]))
-                goto fail;
+            if (tiled[i] != m->unit[i].cap) {
+                if (tile_unit(m, &m->unit[i]))
+                    goto fail;
+                tiled[i] = m->unit[i].cap;
+            }
         if (place(m))
             goto fail;
         fan_fail ff;
@@ -886,8 +1259,10 @@ int qkf_map_build(qkf_map *m, const qkf_graph *g, const qkf_hw_profile *hw)
         m->core = NULL;
         m->n_cores = m->n_phys = 0;
     }
+    qkf_free(tiled);
     return 0;
 fail:
+    qkf_free(tiled);
     qkf_map_free(m);
     return -1;
 }

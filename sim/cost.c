@@ -230,7 +230,78 @@ void qkf_cost_free(qkf_cost *c)
     qkf_free(c->touched), qkf_free(c->mask);
     qkf_free(c->cons_v), qkf_free(c->cons_slot), qkf_free(c->n_cons);
     qkf_free(c->kv_dest), qkf_free(c->kv_dest_off);
+    qkf_free(c->det_s), qkf_free(c->blk_s), qkf_free(c->n_blk);
+    qkf_free(c->px), qkf_free(c->py), qkf_free(c->pslot);
+    qkf_free(c->local_s), qkf_free(c->dlk), qkf_free(c->dpos), qkf_free(c->rec);
+    qkf_free(c->rec_off), qkf_free(c->rec_cur), qkf_free(c->rec_sorted), qkf_free(c->seq);
+    qkf_free(c->seq_off);
+    qkf_noc_free(&c->noc_ws);
     memset(c, 0, sizeof *c);
+}
+
+/* ---- the detailed latency model (sim/noc.h) ------------------------------------------------- */
+
+/* A message of the current step from a mesh core: msgs copies of a spike of neuron x of block
+ * blk (x = INT64_MAX: sent after the block's neurons, an SSA table) to physical core dst,
+ * carrying `lookups` synapse look-ups there. */
+struct qkf_cost_rec {
+    int blk, dst;
+    int64_t x, copies, lookups;
+};
+
+void qkf_cost_detailed(qkf_cost *c)
+{
+    const qkf_map *m = c->map;
+    const qkf_hw_profile *hw = &m->hw;
+    int np = m->n_phys > 0 ? m->n_phys : 1, nc = m->n_cores > 0 ? m->n_cores : 1;
+    c->detailed = 1;
+    c->det_s = qkf_calloc((size_t)c->T, sizeof(double));
+    c->blk_s = qkf_calloc((size_t)c->T, sizeof(double));
+    c->n_blk = qkf_calloc((size_t)c->T, sizeof(int64_t));
+    c->px = qkf_calloc((size_t)np, sizeof(int));
+    c->py = qkf_calloc((size_t)np, sizeof(int));
+    c->pslot = qkf_calloc((size_t)np, sizeof(int));
+    c->local_s = qkf_calloc((size_t)np, sizeof(double));
+    c->dlk = qkf_calloc((size_t)nc, sizeof(int64_t));
+    c->dpos = qkf_calloc((size_t)np, sizeof(int));
+    c->rec_off = qkf_calloc((size_t)nc + 1, sizeof(int64_t));
+    c->rec_cur = qkf_calloc((size_t)nc + 1, sizeof(int64_t));
+    c->seq_off = qkf_calloc((size_t)np + 1, sizeof(int64_t));
+    int w = 1, h = 1;
+    for (int i = 0; i < m->n_cores; i++) {
+        const qkf_map_core *co = &m->core[i];
+        c->px[co->phys] = co->x, c->py[co->phys] = co->y, c->pslot[co->phys] = co->slot;
+        w = co->x + 1 > w ? co->x + 1 : w;
+        h = co->y + 1 > h ? co->y + 1 : h;
+    }
+    qkf_noc *n = &c->noc;
+    n->n_cores = m->n_phys, n->x = c->px, n->y = c->py, n->slot = c->pslot;
+    n->width = w, n->height = h;
+    n->cores_per_tile = hw->cores_per_tile > 0 ? hw->cores_per_tile : 1;
+    for (int d = 0; d < 4; d++)
+        n->t_hop[d] = hop_t(hw, d);
+    n->buffer = hw->link_buffer_size > 0 ? hw->link_buffer_size : 1;
+}
+
+static void *grow(void *p, int64_t *cap, int64_t need, size_t size)
+{
+    if (need <= *cap)
+        return p;
+    int64_t nc = *cap ? *cap : 1024;
+    while (nc < need)
+        nc *= 2;
+    void *q = qkf_malloc((size_t)nc * size);
+    if (*cap)
+        memcpy(q, p, (size_t)*cap * size);
+    qkf_free(p);
+    *cap = nc;
+    return q;
+}
+
+static void record(qkf_cost *c, int blk, int dst, int64_t x, int64_t copies, int64_t lookups)
+{
+    c->rec = grow(c->rec, &c->cap_rec, c->n_rec + 1, sizeof *c->rec);
+    c->rec[c->n_rec++] = (struct qkf_cost_rec){blk, dst, x, copies, lookups};
 }
 
 /* ---- counting ------------------------------------------------------------------------------- */
@@ -239,11 +310,21 @@ typedef struct {
     double net; /* the longest route of the step (seconds) */
 } step_state;
 
-/* One message (msgs copies) from core src (-1: from outside the mesh) to core dst. */
-static void message(qkf_cost *c, int src, int dst, int64_t msgs, step_state *st)
+/* One message (msgs copies) from core src (-1: from outside the mesh) to core dst, sent for
+ * neuron x of src, carrying `lookups` look-ups (the detailed model's timing). */
+static void message(qkf_cost *c, int src, int dst, int64_t msgs, step_state *st, int64_t x,
+                    int64_t lookups)
 {
     const qkf_map *m = c->map;
     c->cur[dst].n[QKF_ACT_MSG_IN] += msgs;
+    if (c->detailed) {
+        const qkf_hw_core_cost *k = &m->hw.cost;
+        if (src < 0) /* from outside the mesh: the destination's own work */
+            c->local_s[m->core[dst].phys] +=
+                (double)msgs * k->t_message_in + (double)lookups * k->t_process_spike;
+        else
+            record(c, src, m->core[dst].phys, x, msgs, lookups);
+    }
     if (src < 0)
         return;
     qkf_cost_counts *o = &c->cur[src];
@@ -275,14 +356,18 @@ static void deliver(qkf_cost *c, int s, int64_t x, int64_t count, int src, step_
             int ph = m->core[c->tc[i]].phys; /* one message per destination core */
             if (c->stamp[ph] != c->n_stamp) {
                 c->stamp[ph] = c->n_stamp;
+                if (c->detailed)
+                    c->dpos[ph] = nd, c->dlk[nd] = 0;
                 c->dest[nd++] = c->tc[i];
             }
+            if (c->detailed)
+                c->dlk[c->dpos[ph]] += c->tl[i] * count;
         }
     }
     /* a binary-spike chip sends a count of n as n messages (docs/hardware.md) */
     int64_t msgs = m->hw.arith.is_float || m->hw.arith.graded_bits > 0 ? 1 : count;
     for (int i = 0; i < nd; i++)
-        message(c, src, c->dest[i], msgs, st);
+        message(c, src, c->dest[i], msgs, st, x, c->detailed ? c->dlk[i] : 0);
 }
 
 static const uint8_t *unit_spikes(const qkf_cost *c, const uint8_t *const *spikes, int u, int t,
@@ -294,6 +379,86 @@ static const uint8_t *unit_spikes(const qkf_cost *c, const uint8_t *const *spike
     if (un->lif_index < 0)
         return NULL;
     return spikes[un->lif_index] + ((int64_t)t * B + b) * un->neurons;
+}
+
+/* The step's messages in each physical core's order (its blocks in turn, each block's neurons
+ * in index order: a neuron's soma work, then its messages), priced by the detailed model. Runs
+ * before the step's touched neurons are cleared (they are the updated ones). */
+static void detailed_step(qkf_cost *c, const uint8_t *const *spikes, int B, int b, int t)
+{
+    const qkf_map *m = c->map;
+    const qkf_hw_core_cost *k = &m->hw.cost;
+    int nc = m->n_cores, np = m->n_phys;
+    /* the records by sending block, each block's in neuron order (they were made in it) */
+    memset(c->rec_off, 0, (size_t)(nc + 1) * sizeof(int64_t));
+    for (int64_t r = 0; r < c->n_rec; r++)
+        c->rec_off[c->rec[r].blk + 1]++;
+    for (int i = 0; i < nc; i++)
+        c->rec_off[i + 1] += c->rec_off[i];
+    memcpy(c->rec_cur, c->rec_off, (size_t)(nc + 1) * sizeof(int64_t));
+    c->rec_sorted = grow(c->rec_sorted, &c->cap_sorted, c->n_rec + 1, sizeof *c->rec_sorted);
+    for (int64_t r = 0; r < c->n_rec; r++)
+        c->rec_sorted[c->rec_cur[c->rec[r].blk]++] = c->rec[r];
+    int64_t ns = 0, want = 0;
+    for (int64_t r = 0; r < c->n_rec; r++)
+        want += c->rec[r].copies;
+    c->seq = grow(c->seq, &c->cap_seq, want + np + 1, sizeof *c->seq);
+    int blk = 0;
+    for (int p = 0; p < np; p++) {
+        c->seq_off[p] = ns;
+        double acc = 0; /* soma work since the core's last message */
+        for (; blk < nc && m->core[blk].phys == p; blk++) {
+            const qkf_map_core *co = &m->core[blk];
+            const qkf_map_unit *u = &m->unit[co->unit];
+            int64_t once = (t == 0 ? c->once_first[blk] : 0) +
+                           (t == c->T - 1 ? c->once_last[blk] : 0);
+            c->local_s[p] += (double)c->dend[blk] * k->t_dendrite_update +
+                             (double)once * k->t_process_spike;
+            const uint8_t *sp = unit_spikes(c, spikes, co->unit, t, b, B);
+            const uint8_t *tch = has_bias(u->kind) ? NULL : c->touched[co->unit];
+            int64_t r = c->rec_off[blk], r1 = c->rec_off[blk + 1];
+            int q0 = co->run * u->tq, q1 = q0 + u->tq < u->N ? q0 + u->tq : u->N;
+            int c0 = co->group * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
+            for (int ch = c0; ch < c1; ch++)
+                for (int q = q0; q < q1; q++) {
+                    int64_t x = (int64_t)ch * u->N + q;
+                    acc += k->t_access_neuron + (!tch || tch[x] ? k->t_update_neuron : 0) +
+                           (sp && sp[x] ? k->t_spike_out : 0);
+                    for (; r < r1 && c->rec_sorted[r].x <= x; r++) {
+                        const struct qkf_cost_rec *e = &c->rec_sorted[r];
+                        for (int64_t j = 0; j < e->copies; j++) {
+                            c->seq[ns++] = (qkf_noc_msg){
+                                e->dst, acc + k->t_message_out,
+                                k->t_message_in +
+                                    (double)(e->lookups / e->copies) * k->t_process_spike};
+                            acc = 0;
+                        }
+                    }
+                }
+            for (; r < r1; r++) { /* sent after the block's neurons (SSA tables) */
+                const struct qkf_cost_rec *e = &c->rec_sorted[r];
+                for (int64_t j = 0; j < e->copies; j++) {
+                    c->seq[ns++] = (qkf_noc_msg){
+                        e->dst, acc + k->t_message_out,
+                        k->t_message_in + (double)(e->lookups / e->copies) * k->t_process_spike};
+                    acc = 0;
+                }
+            }
+        }
+        if (acc > 0) /* the soma work after the last message */
+            c->seq[ns++] = (qkf_noc_msg){-1, acc, 0};
+    }
+    c->seq_off[np] = ns;
+    double blocked = 0;
+    int64_t nblk = 0;
+    double lat = np > 0 ? qkf_noc_schedule(&c->noc, c->seq, c->seq_off, c->local_s, &c->noc_ws,
+                                           &blocked, &nblk)
+                        : 0;
+    c->det_s[t] += lat + m->sync_s;
+    c->blk_s[t] += blocked;
+    c->n_blk[t] += nblk;
+    c->n_rec = 0;
+    memset(c->local_s, 0, (size_t)(np > 0 ? np : 1) * sizeof(double));
 }
 
 static void one_step(qkf_cost *c, const uint8_t *const *spikes, const float *frames, int B, int b,
@@ -356,14 +521,19 @@ static void one_step(qkf_cost *c, const uint8_t *const *spikes, const float *fra
                     for (int j = 0; j < d; j++)
                         if (sv[(int64_t)(h * d + j) * Nt + n]) {
                             int64_t x = (int64_t)i * d + j;
-                            c->cur[qkf_map_core_of(m, u, x)].n[QKF_ACT_LOOKUP]++;
+                            int core = qkf_map_core_of(m, u, x);
+                            c->cur[core].n[QKF_ACT_LOOKUP]++;
                             c->touched[u][x] = 1;
+                            if (c->detailed)
+                                c->local_s[m->core[core].phys] += hw->cost.t_process_spike;
                         }
                 }
         for (int i = un->first_core; i < un->first_core + un->n_cores; i++)
             for (int k = c->kv_dest_off[i]; k < c->kv_dest_off[i + 1]; k++)
-                message(c, i, c->kv_dest[k], 1, &st);
+                message(c, i, c->kv_dest[k], 1, &st, INT64_MAX, 0);
     }
+    if (c->detailed)
+        detailed_step(c, spikes, B, b, t);
     /* per core: accesses, updates, dendrites, the once-per-inference MACs; then the latency */
     for (int u = 0; u < nu; u++) {
         const qkf_map_unit *un = &m->unit[u];
@@ -475,14 +645,18 @@ void qkf_cost_print(const qkf_cost *c, double ideal_pj)
                (double)k.n[QKF_ACT_MSG_OUT] / S, e[QKF_E_SYNAPSE] / S * 1e9,
                e[QKF_E_SOMA] / S * 1e9, e[QKF_E_NETWORK] / S * 1e9, e[QKF_E_TOTAL] / S * 1e9);
     }
-    printf("\n%-6s %9s %9s %9s %9s %9s %11s %9s %9s\n", "step", "spikes", "lookups", "synapse",
-           "soma", "network", "latency us", "net us", "sync us");
+    printf("\n%-6s %9s %9s %9s %9s %9s %11s %9s %9s%s\n", "step", "spikes", "lookups", "synapse",
+           "soma", "network", "latency us", "net us", "sync us",
+           c->detailed ? " detailed us   blocked" : "");
     for (int t = 0; t < c->T; t++) {
         qkf_cost_energy(hw, &c->step[t], e);
-        printf("t=%-4d %9.4g %9.4g %9.3f %9.3f %9.3f %11.3f %9.3f %9.3f\n", t,
+        printf("t=%-4d %9.4g %9.4g %9.3f %9.3f %9.3f %11.3f %9.3f %9.3f", t,
                (double)c->step[t].n[QKF_ACT_SPIKE] / S, (double)c->step[t].n[QKF_ACT_LOOKUP] / S,
                e[QKF_E_SYNAPSE] / S * 1e9, e[QKF_E_SOMA] / S * 1e9, e[QKF_E_NETWORK] / S * 1e9,
                c->lat_s[t] / S * 1e6, c->net_s[t] / S * 1e6, c->sync_s[t] / S * 1e6);
+        if (c->detailed)
+            printf(" %12.3f %9.4g", c->det_s[t] / S * 1e6, (double)c->n_blk[t] / S);
+        printf("\n");
     }
     qkf_cost_counts all = qkf_cost_total(c);
     qkf_cost_energy(hw, &all, e);
@@ -492,6 +666,14 @@ void qkf_cost_print(const qkf_cost *c, double ideal_pj)
            hw->name, e[QKF_E_TOTAL] / S * 1e6, e[QKF_E_SYNAPSE] / S * 1e6,
            e[QKF_E_DENDRITE] / S * 1e6, e[QKF_E_SOMA] / S * 1e6, e[QKF_E_NETWORK] / S * 1e6,
            lat * 1e6, c->T);
+    if (c->detailed) {
+        double d = 0;
+        for (int t = 0; t < c->T; t++)
+            d += c->det_s[t];
+        printf("latency per inference: %.3f us (simple model), %.3f us (detailed: contention, "
+               "each core's messages in order)\n",
+               lat * 1e6, d / S * 1e6);
+    }
     if (m->n_phys > 0) {
         int bc = busiest(c), blk = 0;
         while (m->core[blk].phys != bc)
@@ -574,6 +756,21 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
     for (int t = 0; t < c->T; t++)
         fprintf(f, "%s%.9g", t ? ", " : "", c->sync_s[t] / S);
     fprintf(f, "], \"total\": %.9g},\n", lat);
+    if (c->detailed) { /* SANA-FE's detailed model beside it (sim/noc.h) */
+        double d = 0;
+        fprintf(f, "    \"latency_detailed_s\": {\"model\": \"detailed\", \"per_step\": [");
+        for (int t = 0; t < c->T; t++) {
+            fprintf(f, "%s%.9g", t ? ", " : "", c->det_s[t] / S);
+            d += c->det_s[t];
+        }
+        fprintf(f, "], \"blocking\": [");
+        for (int t = 0; t < c->T; t++)
+            fprintf(f, "%s%.9g", t ? ", " : "", c->blk_s[t] / S);
+        fprintf(f, "], \"blocked_messages\": [");
+        for (int t = 0; t < c->T; t++)
+            fprintf(f, "%s%lld", t ? ", " : "", (long long)c->n_blk[t]);
+        fprintf(f, "], \"total\": %.9g},\n", d / S);
+    }
     if (m->n_phys > 0) {
         int bc = busiest(c);
         fprintf(f, "    \"busiest_core\": {\"core\": %d, \"busy_s\": %.9g, \"share\": %.6g},\n", bc,
@@ -585,7 +782,10 @@ void qkf_cost_write_json(FILE *f, const qkf_cost *c)
         json_counts(f, &c->step[t]);
         fprintf(f, ", \"energy_j\": ");
         json_energy(f, hw, &c->step[t], S);
-        fprintf(f, ", \"latency_s\": %.9g}", c->lat_s[t] / S);
+        fprintf(f, ", \"latency_s\": %.9g", c->lat_s[t] / S);
+        if (c->detailed)
+            fprintf(f, ", \"latency_detailed_s\": %.9g", c->det_s[t] / S);
+        fprintf(f, "}");
     }
     fprintf(f, "\n    ],\n    \"layers\": [");
     for (int u = 0; u < m->n_units; u++) {

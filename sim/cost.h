@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "../models/map.h"
+#include "noc.h"
 
 typedef enum {
     QKF_ACT_ACCESS = 0, /* neuron_accesses */
@@ -66,10 +67,32 @@ typedef struct {
     int *kv_dest;        /* per kv core: SSA attention cores its table goes to */
     int *kv_dest_off;    /* [n_cores + 1] */
     int **cons_v, **cons_slot, *n_cons; /* [n_units + 1] consumers of each source (last: input) */
+    /* --latency detailed (qkf_cost_detailed): SANA-FE's contention model beside the simple one */
+    int detailed;
+    double *det_s, *blk_s; /* [T] step latency (sync included) and blocking delays (summed over
+                              the messages), summed over samples */
+    int64_t *n_blk;        /* [T] messages blocked, summed over samples */
+    qkf_noc noc;
+    qkf_noc_ws noc_ws;
+    int *px, *py, *pslot;  /* [n_phys] tile and slot of each physical core */
+    double *local_s;       /* [n_phys] the current step's work no mesh message brings */
+    int64_t *dlk;          /* [n_cores] look-ups per destination of the current spike */
+    int *dpos;             /* [n_phys] index of a destination core in dest */
+    struct qkf_cost_rec *rec; /* the current step's messages from mesh cores */
+    int64_t n_rec, cap_rec;
+    int64_t *rec_off, *rec_cur; /* [n_cores + 1] messages per sending block */
+    struct qkf_cost_rec *rec_sorted;
+    int64_t cap_sorted;
+    qkf_noc_msg *seq;      /* per physical core, in send order */
+    int64_t cap_seq, *seq_off; /* [n_phys + 1] */
 } qkf_cost;
 
 int qkf_cost_init(qkf_cost *c, const qkf_map *m, int T);
 void qkf_cost_free(qkf_cost *c);
+
+/* Also prices every step with SANA-FE's detailed latency model (sim/noc.h): messages in each
+ * core's neuron order, link contention, each destination taking its messages one at a time. */
+void qkf_cost_detailed(qkf_cost *c);
 
 /* Counts B samples of one event-engine forward. spikes[l]: LIF layer l's spikes uint8
  * [T][B][n] (qkf_sched_spikes with QKF_SCHED_RECORD). frames: the input frames [B][T][C][H][W]

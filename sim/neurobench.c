@@ -170,6 +170,179 @@ int qkf_nb_add(qkf_nb *nb, const qkf_dense *d, int B)
     return 0;
 }
 
+static int bits_for(int64_t values) /* bits to tell `values` values apart */
+{
+    int b = 0;
+    while (((int64_t)1 << b) < values)
+        b++;
+    return b;
+}
+
+int qkf_nb_init_int(qkf_nb *nb, const qkf_qmodel *q)
+{
+    memset(nb, 0, sizeof *nb);
+    nb->q = q, nb->g = &q->g;
+    const qkf_graph *g = &q->g;
+    const qkf_hw_arith *a = &q->arith;
+    nb->layer = qkf_calloc((size_t)g->n_ops, sizeof *nb->layer);
+    int eb = bits_for((int64_t)a->weight_exp_max - a->weight_exp_min + 1);
+    int bb = a->bias_bits + bits_for((int64_t)a->bias_exp_max + 1);
+    int64_t bits = 0;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_qop *qo = &q->ops[i];
+        if (op->kind == QKF_OP_LIF) {
+            bits += (int64_t)g->tensors[op->out].c * a->threshold_bits;
+            continue;
+        }
+        if (op->kind != QKF_OP_CONV && op->kind != QKF_OP_READOUT)
+            continue;
+        qkf_nb_layer *l = &nb->layer[nb->n_layers++];
+        l->op = i;
+        if (op->kind == QKF_OP_CONV) {
+            snprintf(l->name, sizeof l->name, "%s", op->name);
+            int kk = op->k * op->k;
+            int64_t n = (int64_t)op->cout * op->cin * kk;
+            if (!qo->w_mant)
+                return qkf_set_error("neurobench: conv '%s' has no integer weights", op->name);
+            l->nz = qkf_calloc((size_t)op->cin * kk, sizeof(int64_t));
+            for (int co = 0; co < op->cout; co++)
+                for (int ci = 0; ci < op->cin; ci++)
+                    for (int t = 0; t < kk; t++) {
+                        int zero = qo->w_mant[((int64_t)co * op->cin + ci) * kk + t] == 0;
+                        l->nz[ci * kk + t] += !zero;
+                        nb->zero_weights += zero;
+                    }
+            nb->weights += n;
+            bits += n * a->weight_bits + (int64_t)(a->per_channel ? op->cout : 1) * eb +
+                    (int64_t)op->cout * bb;
+            const qkf_tensor *x = &g->tensors[op->in0];
+            int ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
+            int wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
+            int64_t taps = 0;
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++)
+                    for (int ky = 0; ky < op->k; ky++)
+                        for (int kx = 0; kx < op->k; kx++) {
+                            int iy = oy * op->stride - op->pad + ky;
+                            int ix = ox * op->stride - op->pad + kx;
+                            taps += iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
+                        }
+            l->dense_per_frame = taps * op->cin * op->cout;
+        } else {
+            snprintf(l->name, sizeof l->name, "head");
+            int K = g->cfg.num_classes, C = g->tensors[op->in0].c;
+            if (!qo->head_mant)
+                return qkf_set_error("neurobench: the head has no integer weights");
+            l->nz = qkf_calloc((size_t)C, sizeof(int64_t));
+            for (int k = 0; k < K; k++)
+                for (int c = 0; c < C; c++) {
+                    int zero = qo->head_mant[(int64_t)k * C + c] == 0;
+                    l->nz[c] += !zero;
+                    nb->zero_weights += zero;
+                }
+            nb->weights += (int64_t)K * C;
+            bits += (int64_t)K * C * a->weight_bits + eb + (int64_t)K * 64;
+            l->dense_per_frame = (int64_t)K * C;
+        }
+    }
+    nb->footprint = (bits + 7) / 8;
+    return 0;
+}
+
+int qkf_nb_add_int(qkf_nb *nb, const qkf_dense_int *d, int B)
+{
+    const qkf_graph *g = nb->g;
+    const qkf_qmodel *q = nb->q;
+    int T = g->cfg.T;
+    float *xf = NULL; /* a conv's integer input as floats (counts and pixels: exact) */
+    int64_t cap = 0;
+    int rc = 0;
+    for (int i = 0; i < nb->n_layers && !rc; i++) {
+        qkf_nb_layer *l = &nb->layer[i];
+        const qkf_op *op = &g->ops[l->op];
+        const qkf_tensor *xt = &g->tensors[op->in0];
+        const int32_t *x = qkf_dense_int_tensor(d, op->in0);
+        if (!x) {
+            rc = qkf_set_error("neurobench: the integer engine kept no tensor %d", op->in0);
+            break;
+        }
+        int N = xt->h * xt->w;
+        int64_t F = xt->static_t ? B : (int64_t)T * B, n = (int64_t)xt->c * F * N;
+        if (op->kind == QKF_OP_CONV) {
+            if (n > cap) {
+                qkf_free(xf);
+                xf = qkf_malloc((size_t)n * sizeof(float));
+                cap = n;
+            }
+            for (int64_t j = 0; j < n; j++)
+                xf[j] = (float)x[j];
+            int64_t eff = 0;
+            int graded = 0;
+            for (int64_t f = 0; f < F; f++)
+                eff += conv_effective(op, xt, xf, F, f, l->nz, &graded);
+            int64_t rep = xt->static_t ? T : 1; /* the image runs through the conv T times */
+            eff *= rep;
+            if (graded)
+                l->eff_macs += eff;
+            else
+                l->eff_acs += eff;
+            l->dense += l->dense_per_frame * F * rep;
+        } else { /* the head on the counts summed over steps and tokens: MACs */
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < xt->c; c++) {
+                    int64_t s = 0;
+                    for (int t = 0; t < T; t++)
+                        for (int p = 0; p < N; p++)
+                            s += x[((int64_t)c * T * B + (int64_t)t * B + b) * N + p];
+                    if (s != 0)
+                        l->eff_macs += l->nz[c];
+                }
+            l->dense += l->dense_per_frame * B;
+        }
+    }
+    qkf_free(xf);
+    if (rc)
+        return rc;
+    /* membranes: each LIF replayed from its integer input (models/quant.h) */
+    for (int li = 0; li < g->n_lif; li++) {
+        int oi = g->lif_ops[li];
+        const qkf_op *op = &g->ops[oi];
+        const qkf_qop *qo = &q->ops[oi];
+        const qkf_tensor *st = &g->tensors[op->out], *pt = &g->tensors[op->in0];
+        const int32_t *s = qkf_dense_int_tensor(d, op->out), *P = qkf_dense_int_tensor(d, op->in0);
+        if (!s || !P || !qo->theta)
+            return qkf_set_error("neurobench: LIF layer %d has no integer input or spikes", li);
+        const int32_t *bias = qo->conv >= 0 ? q->ops[qo->conv].bias : NULL;
+        int64_t N = (int64_t)st->h * st->w, C = st->c, F = (int64_t)T * B;
+        int64_t PF = pt->static_t ? B : F;
+        for (int64_t c = 0; c < C; c++)
+            for (int b = 0; b < B; b++)
+                for (int64_t p = 0; p < N; p++) {
+                    int32_t v = 0;
+                    for (int t = 0; t < T; t++) {
+                        int64_t f = (int64_t)t * B + b, pf = pt->static_t ? b : f;
+                        int64_t in = P[(c * PF + pf) * N + p];
+                        if (qo->conv < 0)
+                            in *= qo->in_weight;
+                        int32_t old = v;
+                        int spk = qkf_q_lif_step(&v, in, bias ? bias[c] : 0, qo->theta[c],
+                                                 &q->arith);
+                        int32_t se = s[(c * F + f) * N + p];
+                        if (spk != (se != 0))
+                            return qkf_set_error("neurobench: the membrane replay of %s differs "
+                                                 "from the engine's spike (channel %lld, step %d)",
+                                                 op->name, (long long)c, t);
+                        nb->act_nonzero += se != 0;
+                        nb->mem_updates += t == 0 || v != old;
+                    }
+                }
+        nb->act_numel += C * F * N;
+    }
+    nb->samples += B;
+    return 0;
+}
+
 static void totals(const qkf_nb *nb, double *acs, double *macs, double *dense)
 {
     double S = nb->samples ? (double)nb->samples : 1;

@@ -23,7 +23,9 @@
 #include <stdio.h>
 
 #include "../models/qkformer.h"
+#include "../models/quant.h"
 #include "dense.h"
+#include "dense_int.h"
 
 typedef struct {
     char name[QKF_MAX_NAME];
@@ -34,7 +36,8 @@ typedef struct {
 } qkf_nb_layer;
 
 typedef struct {
-    const qkf_model *m;
+    const qkf_model *m;  /* the float model, or NULL */
+    const qkf_qmodel *q; /* the integer model (qkf_nb_init_int), or NULL */
     const qkf_graph *g;
     int n_layers;
     qkf_nb_layer *layer;
@@ -47,6 +50,23 @@ typedef struct {
 /* g: the dense engine's graph (the model's parameters are read for the weights). */
 int qkf_nb_init(qkf_nb *nb, const qkf_model *m, const qkf_graph *g);
 void qkf_nb_free(qkf_nb *nb);
+
+/* The same metrics for an integer model (qkf sim --hw with an integer profile), from the dense
+ * integer engine's tensors, which are the integer event engine's bit for bit:
+ *   ActivationSparsity, SynapticOperations: as above, on the integer inputs (spike counts; the
+ *                       encoding conv's quantised pixels) and the integer weights (a zero
+ *                       mantissa is a zero weight)
+ *   MembraneUpdates     the integer membranes replayed from each LIF's integer input with
+ *                       qkf_q_lif_step (the replay's spikes must be the engine's: checked)
+ *   Footprint           the integer model's parameters at the profile's bit widths, in bytes
+ *                       (rounded up once): weight mantissas (weight_bits), weight exponents (the
+ *                       bits of the exponent range; one per channel or per layer), biases
+ *                       (bias_bits + the bits of 0..bias_exp_max), thresholds
+ *                       (threshold_bits), the head's int64 biases
+ *   ConnectionSparsity  zero integer weights / weights of the conv and linear layers */
+int qkf_nb_init_int(qkf_nb *nb, const qkf_qmodel *q);
+/* Adds one dense integer forward of B samples. */
+int qkf_nb_add_int(qkf_nb *nb, const qkf_dense_int *d, int B);
 /* Adds one dense forward of B samples (KEEP_ALL | RECORD_VH). */
 int qkf_nb_add(qkf_nb *nb, const qkf_dense *d, int B);
 void qkf_nb_print(const qkf_nb *nb);

@@ -33,7 +33,7 @@ static void help(void)
         "usage: qkf sim --weights W.h5 (--input X.h5 | --data NAME [--limit N])\n"
         "               [--mode event|dense] [--report FILE.json|FILE.csv] [--threads N]\n"
         "               [--batch N] [--e-ac 0.9] [--e-mac 4.6] [--tb-compat] [--quiet]\n"
-        "               [--conv ALGO] [--hw PROFILE] [--neurobench]\n"
+        "               [--conv ALGO] [--hw PROFILE [--latency simple|detailed]] [--neurobench]\n"
         "\n"
         "Runs the model on every sample of dataset 'input' of X.h5 (float32 [B,C,H,W] images, or\n"
         "[B,T,C,H,W] event-count frames for dvs models; read --batch samples at a time,\n"
@@ -67,6 +67,10 @@ static void help(void)
         "                       dendrite, soma, network), the latency per step and per inference,\n"
         "                       the busiest core; the report gains \"hw\" (docs/report.md).\n"
         "                       PROFILE: a bundled chip (qkf hw list) or a profile file\n"
+        "  --latency detailed   with --hw: also SANA-FE's detailed latency model (each core's\n"
+        "                       messages in order through the mesh, link contention, one message\n"
+        "                       at a time per receiving core) beside the simple one; the report\n"
+        "                       gains hw.latency_detailed_s (default: simple only)\n"
         "  --neurobench         also NeuroBench's metrics, as NeuroBench defines them (conv and\n"
         "                       linear layers only): ActivationSparsity, SynapticOperations\n"
         "                       (Effective_MACs, Effective_ACs, Dense), MembraneUpdates,\n"
@@ -79,7 +83,9 @@ static void help(void)
            "arithmetic (W.h5: a float checkpoint, quantised on load, or a qkf quantize output);\n"
            "the same counters, then per LIF layer how many spikes differ from the float model's\n"
            "(the float event engine on the same samples; not for a quantised checkpoint, which\n"
-           "holds no float model). Not with --mode dense, --trace or under mpirun.\n");
+           "holds no float model), and NeuroBench's metrics of the integer model (its inputs,\n"
+           "weight mantissas, integer membranes from the dense integer engine beside it, the\n"
+           "footprint at the profile's bit widths). Not with --mode dense, --trace or mpirun.\n");
     fputs(qkf_hw_help, stdout);
     printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
            "                   (float checkpoints; default: the profile's headroom)\n");
@@ -503,7 +509,7 @@ static void print_flips(const qkf_graph *g, const flip_row *fr)
 
 static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, const char *input,
                    const char *data, int64_t limit, long batch, int tb, const char *report,
-                   int json, int quiet, long threads, double e_ac, double e_mac)
+                   int json, int quiet, long threads, double e_ac, double e_mac, int detailed)
 {
     int rc = 1;
     qkf_model fm, view;
@@ -522,6 +528,9 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_cost hcost;
     memset(&hcost, 0, sizeof hcost);
     const uint8_t **hsp = NULL;
+    qkf_dense_int *dni = NULL; /* --hw: NeuroBench's tensors and membranes (sim/neurobench.h) */
+    qkf_nb nbi;
+    memset(&nbi, 0, sizeof nbi);
     if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
@@ -573,6 +582,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     int K = q.cfg.num_classes, T = q.cfg.T;
+    if (hw && (qkf_nb_init_int(&nbi, &q) || !(dni = qkf_dense_int_create(&q, nb, 0))))
+        goto done;
     if (hw) { /* mapped before the run; a model the chip cannot hold still runs its arithmetic */
         if (qkf_map_build(&hmap, g, hw)) {
             fprintf(stderr, "qkf sim: %s: not priced, the integer arithmetic still runs (%s)\n",
@@ -584,6 +595,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         } else {
             if (qkf_cost_init(&hcost, &hmap, T))
                 goto done;
+            if (detailed)
+                qkf_cost_detailed(&hcost);
             hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
         }
     }
@@ -619,6 +632,9 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
             if (qkf_cost_add(&hcost, hsp, qkf_config_is_frames(&q.cfg) ? xb : NULL, n))
                 goto done;
         }
+        if (dni && (qkf_dense_int_forward(dni, xb, n, NULL, NULL, NULL) ||
+                    qkf_nb_add_int(&nbi, dni, n)))
+            goto done;
         if (f) {
             if (qkf_sched_forward(f, xb, n, lf, NULL))
                 goto done;
@@ -646,7 +662,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     snprintf(engine, sizeof engine, "event-int (%s)", q.hw_name[0] ? q.hw_name : "integer");
     report_info ri = {e_ac, e_mac, engine, weights, input ? input : data,
                       threads ? (int)threads : omp_get_max_threads(), tb, hsp ? &hcost : NULL,
-                      NULL};
+                      dni ? &nbi : NULL};
     if (report && write_report(report, json, st, &ri))
         goto done;
     if (!quiet) {
@@ -655,6 +671,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
             qkf_work all = qkf_stats_step_total(st, -1);
             qkf_cost_print(&hcost, qkf_energy_pj(&all, 0.9, 4.6) / (double)st->samples);
         }
+        if (dni)
+            qkf_nb_print(&nbi);
         if (f)
             print_flips(g, fr);
         else
@@ -682,6 +700,9 @@ done:
     if (hmap.unit)
         qkf_map_free(&hmap);
     qkf_free(hsp);
+    if (nbi.layer)
+        qkf_nb_free(&nbi);
+    qkf_dense_int_free(dni);
     qkf_free(x);
     qkf_free(logits);
     qkf_free(lf);
@@ -695,6 +716,7 @@ static int sim_run(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "sim"};
     const char *weights = NULL, *input = NULL, *data = NULL, *mode = NULL, *report = NULL, *v;
+    const char *latency = NULL; /* --latency simple|detailed */
     int hwname = 0; /* --hw given: hwp holds the profile */
     qkf_hw_profile hwp;
     long threads = 0, batch = 8, limit = 0;
@@ -729,6 +751,7 @@ static int sim_run(int argc, char **argv)
         if ((r = qkf_arg_conv(&a, &conv)) || (r = qkf_arg(&a, "--weights", &weights)) ||
             (r = qkf_arg(&a, "--input", &input)) || (r = qkf_arg(&a, "--data", &data)) ||
             (r = qkf_arg(&a, "--mode", &mode)) || (r = qkf_arg(&a, "--report", &report)) ||
+            (r = qkf_arg(&a, "--latency", &latency)) ||
             (r = qkf_arg_int(&a, "--threads", 1, 1024, &threads)) ||
             (r = qkf_arg_int(&a, "--limit", 1, 1L << 40, &limit)) ||
             (r = qkf_arg_int(&a, "--batch", 1, 65536, &batch)) ||
@@ -771,6 +794,15 @@ static int sim_run(int argc, char **argv)
     }
     if (hwname && qkf_dist_size() > 1) {
         qkf_set_error("--hw prices one process's run; run it without mpirun");
+        return qkf_cli_fail_rank0("sim");
+    }
+    if (latency && strcmp(latency, "simple") != 0 && strcmp(latency, "detailed") != 0) {
+        qkf_set_error("option --latency: '%s' is not a model (simple or detailed)", latency);
+        return qkf_cli_fail_rank0("sim");
+    }
+    int detailed = latency && strcmp(latency, "detailed") == 0;
+    if (detailed && !hwname) {
+        qkf_set_error("--latency detailed prices a chip's steps: it needs --hw PROFILE");
         return qkf_cli_fail_rank0("sim");
     }
     if (!mode)
@@ -817,7 +849,7 @@ static int sim_run(int argc, char **argv)
             return qkf_cli_fail_rank0("sim");
         }
         return sim_int(weights, have_hw ? &hw : NULL, calib, input, data, limit, batch, tb, report,
-                       json, quiet, threads, e_ac, e_mac);
+                       json, quiet, threads, e_ac, e_mac, detailed);
     }
     if (calib) {
         qkf_set_error("--calib applies with --hw");
@@ -900,6 +932,8 @@ static int sim_run(int argc, char **argv)
             const qkf_graph *g = qkf_sched_graph(e);
             if (qkf_map_build(&hmap, g, &hwp) || qkf_cost_init(&hcost, &hmap, m.cfg.T))
                 goto done;
+            if (detailed)
+                qkf_cost_detailed(&hcost);
             hsp = qkf_calloc((size_t)g->n_lif, sizeof *hsp);
         }
     } else {

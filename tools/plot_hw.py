@@ -4,7 +4,8 @@
     /usr/bin/python3 tools/plot_hw.py R.json -o hw.png [--by energy|busy]
 
 Four panels: the mesh with each core coloured by its energy per inference (or its busy time),
-the latency of each time step (compute, network, sync), the energy of each step split into
+the latency of each time step (compute, network, sync; with --latency detailed, the detailed
+model's per step as a black mark), the energy of each step split into
 synapse, dendrite, soma and network, and the energy of each layer split the same way. Needs
 Debian's python3-matplotlib.
 """
@@ -87,9 +88,15 @@ def latency(ax, hw):
     ax.bar(steps, comp, label="slowest core", color="#4c72b0")
     ax.bar(steps, net, bottom=comp, label="network", color="#dd8452")
     ax.bar(steps, sync, bottom=[a + b for a, b in zip(comp, net)], label="sync", color="#937860")
+    title = f"latency: {lat['total'] * 1e6:.2f} us per inference"
+    det = hw.get("latency_detailed_s")  # qkf sim --latency detailed: SANA-FE's contention model
+    if det:
+        ax.plot(list(steps), [v * 1e6 for v in det["per_step"]], "k_", markersize=18,
+                markeredgewidth=2, label="detailed model")
+        title += f" (detailed {det['total'] * 1e6:.2f})"
     ax.set_xlabel("time step")
     ax.set_ylabel("latency (us)")
-    ax.set_title(f"latency: {lat['total'] * 1e6:.2f} us per inference")
+    ax.set_title(title)
     ax.set_xticks(list(steps))
     ax.legend(fontsize=8)
 
