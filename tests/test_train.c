@@ -30,6 +30,7 @@
 #include "../kernels/kernels.h"
 #include "../sim/dense.h"
 #include "../sim/train.h"
+#include "../tools/app/trainer.h"
 
 #define GRAD_TOL 2e-5   /* times the reference gradient norm, see above */
 #define LOSS_TOL 1e-5   /* relative: the loss is one sum of B log-softmax terms */
@@ -663,4 +664,60 @@ Test(train, resume_is_exact, .init = tmp_setup, .fini = tmp_teardown, .timeout =
         1);
     cr_assert_eq(qkf_ckpt_load(pb, &mb), 0, "%s", qkf_last_error());
     qkf_model_free(&mb);
+}
+
+/* Config files: "name value", "name = value", "name: value"; the name ends at the first ':' or
+ * '=' and the value is kept whole, so a dataset "h5:FILE" (which has a ':' of its own) can be
+ * written in the file. Errors name the file and line. */
+static int read_cfg(const char *text, qkf_trainer_opts *o)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/run.cfg", tdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    qkf_trainer_opts_init(o);
+    return qkf_trainer_read_config(path, o);
+}
+
+Test(train, config_file_values, .init = tmp_setup, .fini = tmp_teardown)
+{
+    qkf_trainer_opts o;
+    cr_assert_eq(read_cfg("# a run\n"
+                          "data h5:/tmp/a b.h5\n",
+                          &o),
+                 -1); /* one word of value */
+    cr_expect(strstr(qkf_last_error(), "run.cfg:2: expected 'name value'") != NULL, "%s",
+              qkf_last_error());
+    cr_expect(strstr(qkf_last_error(), "'b.h5'") != NULL, "%s", qkf_last_error());
+    const char *forms[] = {"data h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data = h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data=h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data: h5:/tmp/train.h5,/tmp/test.h5 # test split too\n",
+                           "  data:h5:/tmp/train.h5,/tmp/test.h5\r\n",
+                           "--data h5:/tmp/train.h5,/tmp/test.h5\n"};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        cr_assert_eq(read_cfg(forms[i], &o), 0, "%s: %s", forms[i], qkf_last_error());
+        cr_expect_str_eq(o.data, "h5:/tmp/train.h5,/tmp/test.h5", "%s", forms[i]);
+    }
+    cr_assert_eq(read_cfg("epochs: 7\nlr = 0.002\nflip\n\n   \nout run.h5\nbatch=4\n", &o), 0,
+                 "%s", qkf_last_error());
+    cr_expect_eq(o.epochs, 7);
+    cr_expect_eq(o.batch, 4);
+    cr_expect_eq(o.flip, 1);
+    cr_expect_str_eq(o.out, "run.h5");
+    /* errors: the line, the option */
+    cr_assert_eq(read_cfg("epochs 3\nepochs\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:2: option --epochs needs a value") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("flip: yes\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: option 'flip' takes no value") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("= 3\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: expected 'name value'") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("epoch 3\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: unknown option 'epoch'") != NULL, "%s",
+              qkf_last_error());
 }
