@@ -25,6 +25,7 @@
 #include "../sim/cost.h"
 #include "../sim/neurobench.h"
 #include "../sim/stats.h"
+#include "app/quantize.h"
 #include "cli.h"
 
 static void help(void)
@@ -522,7 +523,7 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_cost hcost;
     memset(&hcost, 0, sizeof hcost);
     const uint8_t **hsp = NULL;
-    if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
+    if (qkf_app_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
     /* the inputs are checked against the integer model's configuration (its graph is fixed) */
