@@ -653,19 +653,23 @@ int qkf_dataset_max(const char *name, int train, int64_t lo, int64_t hi, float *
     if (h.frames)
         return 0;
     enum { BLOCK = 256 };
-    int64_t idx[BLOCK];
+    /* the dataset held open, read in order (one open and a chunk cache, not one per block) */
+    int nd;
+    int64_t shape[5];
+    qkf_h5_rows *rows = qkf_h5_rows_open(src.path, h.key, &nd, shape);
+    if (!rows)
+        return -1;
     float *buf = qkf_malloc((size_t)(BLOCK * h.per) * sizeof(float));
     float m = 0.0f;
     int rc = 0;
     for (int64_t r0 = lo; r0 < hi && rc == 0; r0 += BLOCK) {
         int64_t cnt = hi - r0 < BLOCK ? hi - r0 : BLOCK;
-        for (int64_t j = 0; j < cnt; j++)
-            idx[j] = r0 + j;
-        rc = qkf_h5_read_rows_f32(src.path, h.key, idx, cnt, buf);
+        rc = qkf_h5_rows_read_f32(rows, r0, cnt, buf);
         for (int64_t i = 0; rc == 0 && i < cnt * h.per; i++)
             m = buf[i] > m ? buf[i] : m;
     }
     qkf_free(buf);
+    qkf_h5_rows_close(rows);
     *mx = m;
     return rc;
 }
