@@ -392,6 +392,11 @@ Test(api, profile_runs, .init = setup, .fini = teardown, .timeout = 120)
     cr_expect_eq(qkf_net_run(n, xb, big, 4, &o, &res[2]), QKF_EINVAL);
     cr_expect_not_null(strstr(qkf_error_message(), "own size"), "%s", qkf_error_message());
     qkf_free(xb);
+    o.stats = 1; /* the dense integer engine counts nothing */
+    cr_expect_eq(qkf_net_run(n, x, sh, nd, &o, &res[2]), QKF_EINVAL);
+    o.stats = 0, o.conv = "direct";
+    cr_expect_eq(qkf_net_run(n, x, sh, nd, &o, &res[2]), QKF_EINVAL);
+    o.conv = NULL;
     o.trace = qp;
     cr_expect_eq(qkf_net_run(n, x, sh, nd, &o, &res[2]), QKF_EINVAL);
     cr_expect_null(res[2]);

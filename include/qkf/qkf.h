@@ -161,8 +161,8 @@ typedef struct {
      * event engine's statistics). A float network is quantised for the profile with the
      * defaults on the first run (qkf_net_quantize for calibration) and kept for later runs;
      * an integer network takes no profile or one of its own arithmetic. The input must have
-     * the checkpoint's own size and T; no traces, conv or dense statistics; tb_compat only in
-     * EVENT mode. */
+     * the checkpoint's own size and T; trace, conv and (DENSE) stats are refused; tb_compat
+     * only in EVENT mode. */
     const char *hw;                /* profile: a bundled name or a YAML file; NULL: none */
     const qkf_profile_t *profile;  /* or a loaded profile (used instead of hw) */
 } qkf_run_opts_t;

@@ -514,6 +514,14 @@ static int run_int(qkf_net_t *n, const float *x, const int64_t *shape, int ndim,
     if (o->trace)
         return qkf_set_error("traces record the float engines: run without a profile to trace"),
                QKF_EINVAL;
+    if (o->conv)
+        return qkf_set_error("conv chooses the float dense engine's convolutions: not with a "
+                             "profile (the integer engines sum exactly)"),
+               QKF_EINVAL;
+    if (o->mode == QKF_MODE_DENSE && o->stats)
+        return qkf_set_error("the dense integer engine counts no work: statistics of a run with "
+                             "a profile come from the integer event engine (QKF_MODE_EVENT)"),
+               QKF_EINVAL;
     if (o->mode == QKF_MODE_DENSE && o->tb_compat)
         return qkf_set_error("tb_compat with a profile runs in the integer event engine only "
                              "(the dense integer engine has per-sample LIFs)"),
