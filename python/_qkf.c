@@ -343,18 +343,18 @@ out:
 
 static PyObject *Net_evaluate(NetObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"data", "mode", "limit", "batch", "tb_compat", "conv", NULL};
-    const char *data, *mode = "dense", *conv = NULL;
+    static char *kwlist[] = {"data", "mode", "limit", "batch", "tb_compat", "conv", "hw", NULL};
+    const char *data, *mode = "dense", *conv = NULL, *hw = NULL;
     long long limit = 0;
     int batch = 100, tb = 0;
-    if (check_net(self) || !PyArg_ParseTupleAndKeywords(args, kw, "s|sLipz", kwlist, &data, &mode,
-                                                        &limit, &batch, &tb, &conv))
+    if (check_net(self) || !PyArg_ParseTupleAndKeywords(args, kw, "s|sLipzz", kwlist, &data,
+                                                        &mode, &limit, &batch, &tb, &conv, &hw))
         return NULL;
     qkf_run_opts_t o;
     qkf_run_opts_init(&o);
     if (parse_mode(mode, &o.mode))
         return NULL;
-    o.batch = batch, o.tb_compat = tb, o.conv = conv;
+    o.batch = batch, o.tb_compat = tb, o.conv = conv, o.hw = hw;
     double acc = 0.0;
     int64_t count = 0;
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {

@@ -404,6 +404,8 @@ Test(api, profile_runs, .init = setup, .fini = teardown, .timeout = 120)
     cr_expect_eq(qkf_net_quantize(q2, p, NULL, &qq), QKF_EINVAL); /* already integer */
     cr_expect_null(qq);
     cr_expect_eq(qkf_net_evaluate(q2, "fashion-mnist", 10, NULL, NULL, NULL), QKF_EINVAL);
+    cr_expect_not_null(strstr(qkf_error_message(), "the model takes 3 x 16 x 16"), "%s",
+                       qkf_error_message()); /* evaluated as qkf eval --hw: it checks the fit */
     qkf_quant_opts_t qo;
     qkf_quant_opts_init(&qo);
     qo.headroom = 0.5;

@@ -217,10 +217,11 @@ int qkf_result_node(const qkf_result_t *r, int node, qkf_node_stats_t *s);
 
 /* ---- evaluation and training --------------------------------------------------------------- */
 
-/* Accuracy of a float net on the test split of a dataset (names as qkf eval --data: fashion-mnist,
+/* Accuracy of net on the test split of a dataset (names as qkf eval --data: fashion-mnist,
  * mnist, cifar10:DIR, cifar100:DIR, h5:FILE.h5, ...; pixels normalised with the checkpoint's
  * input_mean / input_std), first `limit` samples (0: all), with o's mode, batch, tb_compat and
- * conv. */
+ * conv. With a profile (o->hw, o->profile) or on an integer network: as qkf eval --hw, the dense
+ * integer engine (whatever o's mode: both integer engines classify alike) with o's batch. */
 int qkf_net_evaluate(qkf_net_t *net, const char *data, int64_t limit, const qkf_run_opts_t *o,
                      double *accuracy, int64_t *count);
 

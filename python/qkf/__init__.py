@@ -140,11 +140,15 @@ class Model:
                       None if li is None else
                       np.frombuffer(li, dtype=np.int64).reshape(B, K).copy())
 
-    def evaluate(self, data, mode="dense", limit=0, batch=100, tb_compat=False, conv=None):
+    def evaluate(self, data, mode="dense", limit=0, batch=100, tb_compat=False, conv=None,
+                 hw=None):
         """Accuracy on the test split of dataset `data` (names as qkf eval --data:
-        fashion-mnist, mnist, cifar10:DIR, h5:FILE.h5, ...): (accuracy, samples)."""
+        fashion-mnist, mnist, cifar10:DIR, h5:FILE.h5, ...): (accuracy, samples). With hw (a
+        profile's name or file), or for an integer model: as qkf eval --hw, the dense integer
+        engine."""
         return self._net.evaluate(str(data), mode=mode, limit=int(limit), batch=int(batch),
-                                  tb_compat=bool(tb_compat), conv=conv)
+                                  tb_compat=bool(tb_compat), conv=conv,
+                                  hw=None if hw is None else os.fspath(hw))
 
     def save(self, path):
         """Writes the checkpoint (atomically); an integer model as qkf quantize writes it."""

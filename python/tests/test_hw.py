@@ -163,7 +163,8 @@ def test_hw_errors(tmp_path):
             (lambda: qkf.quantize(qkf.quantize(m, hw="loihi"), hw="loihi"), "already quantised",
              -1),
             (lambda: qkf.quantize(m, hw="loihi", headroom=0.5), "headroom", -1),
-            (lambda: qkf.quantize(m, hw="loihi").evaluate("fashion-mnist"), "integer", -1)]:
+            (lambda: m.evaluate("fashion-mnist", hw="loihi"), "the model takes 3 x 16 x 16",
+             -1)]:
         with pytest.raises(qkf.Error) as e:
             call()
         assert want in str(e.value) and "\n" not in str(e.value), str(e.value)
@@ -186,3 +187,19 @@ def test_hw_threads_side_by_side():
     for t in ts:
         t.join()
     assert np.array_equal(out[0], ref) and np.array_equal(out[1], ref)
+
+
+def test_evaluate_hw_equals_cli(tmp_path):
+    """m.evaluate(data, hw=) and an integer model's evaluate give qkf eval --hw's accuracy."""
+    data = tmp_path / "d.h5"
+    rng = np.random.default_rng(7)
+    with h5py.File(data, "w") as f:
+        f["images"] = (rng.random((24, 1, 28, 28)) * 255).astype(np.uint8)
+        f["labels"] = (np.arange(24) % 10).astype(np.int64)
+    out = cli("eval", "--weights", FMNIST, "--hw", "loihi", "--data", f"h5:{data}",
+              "--batch", 5).stdout
+    want = float(out.split("accuracy: ")[1].split()[0])
+    m = qkf.load(FMNIST)
+    acc, n = m.evaluate(f"h5:{data}", hw="loihi", batch=5)
+    assert n == 24 and round(acc, 4) == want
+    assert qkf.quantize(m, hw="loihi").evaluate(f"h5:{data}", batch=7) == (acc, 24)

@@ -494,6 +494,24 @@ static int use_qmodel(qkf_net_t *n, const qkf_hw_profile *hw)
     return 0;
 }
 
+/* The integer model of a run or evaluation with o's profile (o->profile, else o->hw loaded). */
+static int use_profile(qkf_net_t *n, const qkf_run_opts_t *o)
+{
+    qkf_hw_profile *loaded = NULL;
+    const qkf_hw_profile *hw = o->profile ? &o->profile->p : NULL;
+    if (!hw && o->hw) {
+        loaded = qkf_calloc(1, sizeof *loaded);
+        if (qkf_hw_load(o->hw, loaded)) {
+            qkf_free(loaded);
+            return QKF_EFILE;
+        }
+        hw = loaded;
+    }
+    int rc = use_qmodel(n, hw);
+    qkf_free(loaded);
+    return rc;
+}
+
 /* A run on the integer model: the dense integer engine or the integer event engine, as qkf infer
  * --hw runs them (the same logits, integer logits and spike counts). */
 static int run_int(qkf_net_t *n, const float *x, const int64_t *shape, int ndim,
@@ -604,18 +622,7 @@ int qkf_net_run(qkf_net_t *n, const float *x, const int64_t *shape, int ndim,
     if (opts->n_record < 0 || opts->n_record > QKF_MAX_RECORDS || (opts->n_record && !opts->record))
         return qkf_set_error("at most %d record specs", QKF_MAX_RECORDS), QKF_EINVAL;
     if (opts->profile || opts->hw || n->is_quant) { /* the chip's integer arithmetic */
-        qkf_hw_profile *loaded = NULL;
-        const qkf_hw_profile *hw = opts->profile ? &opts->profile->p : NULL;
-        if (!hw && opts->hw) {
-            loaded = qkf_calloc(1, sizeof *loaded);
-            if (qkf_hw_load(opts->hw, loaded)) {
-                qkf_free(loaded);
-                return QKF_EFILE;
-            }
-            hw = loaded;
-        }
-        int rc = use_qmodel(n, hw);
-        qkf_free(loaded);
+        int rc = use_profile(n, opts);
         return rc ? rc : run_int(n, x, shape, ndim, opts, out);
     }
     int64_t B = 0;
@@ -774,10 +781,26 @@ int qkf_net_evaluate(qkf_net_t *n, const char *data, int64_t limit, const qkf_ru
     }
     if (!n || !data)
         return qkf_set_error("qkf_net_evaluate: no network or dataset"), QKF_EINVAL;
-    if (n->is_quant)
-        return qkf_set_error("%s: an integer network (qkf eval --hw evaluates one)",
-                             n->path ? n->path : "network"),
-               QKF_EINVAL;
+    if (o->profile || o->hw || n->is_quant) { /* as qkf eval --hw: the dense integer engine */
+        int rc = use_profile(n, o);
+        if (rc)
+            return rc;
+        qkf_dataset d;
+        memset(&d, 0, sizeof d);
+        if (qkf_dataset_load(data, 0, &d))
+            return QKF_EFILE;
+        qkf_evaluate_int_result r;
+        rc = qkf_evaluate_int(&n->q, NULL, &d, limit, o->batch, 0, &r) ? QKF_EINVAL : QKF_OK;
+        if (!rc) {
+            if (accuracy)
+                *accuracy = r.count ? (double)r.correct / (double)r.count : 0.0;
+            if (count)
+                *count = r.count;
+        }
+        qkf_evaluate_int_result_free(&r);
+        qkf_dataset_free(&d);
+        return rc;
+    }
     int conv = 0;
     if (o->conv && qkf_dense_conv_flags(o->conv, &conv))
         return QKF_EINVAL;
