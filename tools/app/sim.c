@@ -640,8 +640,9 @@ static int run_float(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_r
     int nb = (int)(B < o->batch ? B : o->batch);
     if (report_held(B, source_bytes(&s->src, nb), o->quiet, log, ctx))
         return here();
-    if (o->data && source_open_data(&s->src, lo, hi))
-        return here();
+    /* (agreed: a rank that cannot open its shard must not leave the others waiting) */
+    if ((rc = fail_here_or_quiet(o->data && source_open_data(&s->src, lo, hi))))
+        return rc;
     if (o->input)
         s->src.x = qkf_malloc((size_t)(nb * s->src.per) * sizeof(float));
     const qkf_hw_profile *hw = o->hw;
