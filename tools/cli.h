@@ -17,8 +17,8 @@
 int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
 extern const char *const qkf_hw_help;
 
-/* The integer model of --hw: qkf_app_qmodel (tools/app/quantize.h). */
-/* qkf infer --hw and qkf eval --hw in dense mode; return the exit status (error printed). */
+/* qkf infer --hw and qkf eval --hw in dense mode (the integer model: qkf_app_qmodel,
+ * tools/app/quantize.h); return the exit status (error printed). */
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
                      int quiet);
