@@ -1,6 +1,8 @@
 /* A complete program on qkf's public API (include/qkf/qkf.h): load a checkpoint, run a batch in
- * both engines, compare their logits, print spike counts and the event engine's work, and save
- * the checkpoint again. Build it against an installed qkf:
+ * both engines, compare their logits, print spike counts and the event engine's work, run the
+ * same batch on a chip's integer arithmetic (the bundled profile "loihi", as qkf infer --hw
+ * does), quantise the model for it (as qkf quantize does), and save the checkpoint again. Build
+ * it against an installed qkf:
  *
  *   cc -std=c11 -O2 docs/api.c -o api $(pkg-config --cflags --libs qkf)
  *   ./api tests/fixtures/cifar_small.weights.h5 /tmp/copy.h5
@@ -86,6 +88,42 @@ int main(int argc, char **argv)
     printf("event engine: %lld accumulates, %lld multiply-accumulates, %.3g J over %d nodes\n",
            (long long)s.accumulates, (long long)s.macs, s.energy_j, s.n_nodes);
 
+    /* on a chip: the profile's integer arithmetic, in the integer event engine */
+    qkf_profile_t *chip = NULL;
+    if ((rc = qkf_profile_load("loihi", &chip)))
+        return fail("loihi", rc);
+    printf("profile %s: %s\n", qkf_profile_name(chip), qkf_profile_description(chip));
+    for (int i = 0; i < qkf_profile_num_fields(chip); i++) {
+        double v;
+        const char *name = qkf_profile_field(chip, i, &v);
+        if (!strcmp(name, "arith.weight_bits") || !strcmp(name, "arith.membrane_bits"))
+            printf("  %s = %g\n", name, v);
+    }
+    qkf_result_t *rh = NULL, *rq = NULL;
+    o.mode = QKF_MODE_EVENT;
+    o.profile = chip; /* or o.hw = "loihi" (a name or a .yaml file) */
+    if ((rc = qkf_net_run(net, x, shape, ndim, &o, &rh)))
+        return fail("run on loihi", rc);
+    const int64_t *li = qkf_result_logits_int(rh);
+    printf("loihi, sample 0: integer logits");
+    for (int k = 0; k < c.num_classes; k++)
+        printf(" %lld", (long long)li[k]);
+    printf("\n");
+
+    /* quantised once (qkf_net_save would write qkf quantize's file): the same integers */
+    qkf_net_t *q = NULL;
+    if ((rc = qkf_net_quantize(net, chip, NULL, &q)))
+        return fail("quantize", rc);
+    o.profile = NULL; /* an integer network runs on its own arithmetic */
+    o.mode = QKF_MODE_DENSE;
+    if ((rc = qkf_net_run(q, x, shape, ndim, &o, &rq)))
+        return fail("integer run", rc);
+    int same = !memcmp(li, qkf_result_logits_int(rq), (size_t)B * c.num_classes * sizeof *li);
+    printf("quantised for %s: dense integer engine %s the event engine\n",
+           qkf_net_profile_name(q), same ? "agrees with" : "DIFFERS from");
+    if (!same)
+        return 1;
+
     if ((rc = qkf_net_save(net, argv[2])))
         return fail(argv[2], rc);
     qkf_net_t *copy = NULL;
@@ -101,6 +139,10 @@ int main(int argc, char **argv)
 
     qkf_result_free(rd);
     qkf_result_free(re);
+    qkf_result_free(rh);
+    qkf_result_free(rq);
+    qkf_net_free(q);
+    qkf_profile_free(chip);
     qkf_net_free(copy);
     qkf_net_free(net);
     free(x);

@@ -653,19 +653,23 @@ int qkf_dataset_max(const char *name, int train, int64_t lo, int64_t hi, float *
     if (h.frames)
         return 0;
     enum { BLOCK = 256 };
-    int64_t idx[BLOCK];
+    /* the dataset held open, read in order (one open and a chunk cache, not one per block) */
+    int nd;
+    int64_t shape[5];
+    qkf_h5_rows *rows = qkf_h5_rows_open(src.path, h.key, &nd, shape);
+    if (!rows)
+        return -1;
     float *buf = qkf_malloc((size_t)(BLOCK * h.per) * sizeof(float));
     float m = 0.0f;
     int rc = 0;
     for (int64_t r0 = lo; r0 < hi && rc == 0; r0 += BLOCK) {
         int64_t cnt = hi - r0 < BLOCK ? hi - r0 : BLOCK;
-        for (int64_t j = 0; j < cnt; j++)
-            idx[j] = r0 + j;
-        rc = qkf_h5_read_rows_f32(src.path, h.key, idx, cnt, buf);
+        rc = qkf_h5_rows_read_f32(rows, r0, cnt, buf);
         for (int64_t i = 0; rc == 0 && i < cnt * h.per; i++)
             m = buf[i] > m ? buf[i] : m;
     }
     qkf_free(buf);
+    qkf_h5_rows_close(rows);
     *mx = m;
     return rc;
 }
@@ -802,6 +806,141 @@ int qkf_dataset_load_subset(const char *name, int train, const int64_t *index, i
     int rc = src.kind == SRC_IDX     ? subset_idx(&src, train, index, k, d)
              : src.kind == SRC_CIFAR ? subset_cifar(&src, train, index, k, d)
                                      : subset_h5(&src, index, k, mx, d);
+    if (rc) {
+        qkf_dataset_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- streaming: samples [lo, hi) in order, a block at a time ---------------------------------- */
+
+struct qkf_dataset_stream {
+    char name[1100];
+    int train;
+    float mx;
+    int64_t pos, hi;
+    /* a gzipped idx pair is read forward through open streams (a subset read would inflate the
+     * file from its start for every block); everything else by qkf_dataset_load_subset */
+    int gz;
+    idx_pair p;
+    gzFile fi, fl;
+    int64_t off_i, off_l; /* uncompressed offsets */
+    qkf_dataset meta;
+};
+
+static int is_gzip(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 0;
+    uint8_t m[2] = {0, 0};
+    ssize_t got = pread(fd, m, 2, 0);
+    close(fd);
+    return got == 2 && m[0] == 0x1f && m[1] == 0x8b;
+}
+
+/* Reads and drops n records of rec bytes. */
+static int gz_skip(gzFile f, const char *path, int64_t n, int64_t rec, int64_t *off)
+{
+    int64_t chunk = ((int64_t)1 << 20) / rec + 1;
+    uint8_t *buf = qkf_malloc((size_t)(chunk * rec));
+    int rc = 0;
+    for (int64_t r0 = 0; rc == 0 && r0 < n; r0 += chunk)
+        rc = gz_read_exact(f, path, buf, (n - r0 < chunk ? n - r0 : chunk) * rec, off);
+    qkf_free(buf);
+    return rc;
+}
+
+void qkf_dataset_stream_close(qkf_dataset_stream *s)
+{
+    if (!s)
+        return;
+    if (s->fi)
+        gzclose(s->fi);
+    if (s->fl)
+        gzclose(s->fl);
+    qkf_free(s);
+}
+
+qkf_dataset_stream *qkf_dataset_stream_open(const char *name, int train, int64_t lo, int64_t hi,
+                                            float mx)
+{
+    qkf_dataset_stream *s = qkf_calloc(1, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->train = train, s->mx = mx, s->pos = lo, s->hi = hi;
+    source src;
+    if (qkf_dataset_probe(name, train, &s->meta) || resolve(name, train, &src))
+        goto fail;
+    if (lo < 0 || hi < lo || hi > s->meta.total) {
+        qkf_set_error("%s: samples %lld..%lld are not in 0..%lld", s->meta.source, (long long)lo,
+                      (long long)hi - 1, (long long)s->meta.total - 1);
+        goto fail;
+    }
+    if (src.kind == SRC_IDX) {
+        if (idx_probe_pair(src.dir, train, &s->p))
+            goto fail;
+        s->gz = is_gzip(s->p.img.path) || is_gzip(s->p.lab.path);
+    }
+    if (s->gz) {
+        if (!(s->fi = gzopen(s->p.img.path, "rb")) || !(s->fl = gzopen(s->p.lab.path, "rb"))) {
+            qkf_set_error("%s: cannot open (%s)", s->fi ? s->p.lab.path : s->p.img.path,
+                          strerror(errno));
+            goto fail;
+        }
+        gzbuffer(s->fi, 1 << 17);
+        if (gz_skip(s->fi, s->p.img.path, 1, s->p.img.hdr, &s->off_i) ||
+            gz_skip(s->fl, s->p.lab.path, 1, s->p.lab.hdr, &s->off_l) ||
+            gz_skip(s->fi, s->p.img.path, lo, s->p.img.rec, &s->off_i) ||
+            gz_skip(s->fl, s->p.lab.path, lo, s->p.lab.rec, &s->off_l))
+            goto fail;
+    }
+    return s;
+fail:
+    qkf_dataset_stream_close(s);
+    return NULL;
+}
+
+int qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d)
+{
+    qkf_dataset_free(d);
+    if (k < 1 || k > s->hi - s->pos)
+        return qkf_set_error("%s: %lld samples asked for, %lld left", s->meta.source,
+                             (long long)k, (long long)(s->hi - s->pos));
+    int64_t *index = qkf_malloc((size_t)k * sizeof(int64_t));
+    for (int64_t j = 0; j < k; j++)
+        index[j] = s->pos + j;
+    if (!s->gz) {
+        int rc = qkf_dataset_load_subset(s->name, s->train, index, k, s->mx, d);
+        qkf_free(index);
+        if (rc == 0)
+            s->pos += k;
+        return rc;
+    }
+    /* as qkf_dataset_load_subset fills d (subset_idx), from the open streams */
+    *d = s->meta;
+    d->n = k, d->index = index;
+    int64_t per = (int64_t)d->c * d->h * d->w;
+    d->pixels = qkf_malloc((size_t)(k * per));
+    d->labels = qkf_malloc((size_t)k * sizeof(int32_t));
+    uint8_t *lab = qkf_malloc((size_t)k);
+    int rc = gz_read_exact(s->fi, s->p.img.path, d->pixels, k * s->p.img.rec, &s->off_i) ||
+             gz_read_exact(s->fl, s->p.lab.path, lab, k * s->p.lab.rec, &s->off_l);
+    for (int64_t j = 0; rc == 0 && j < k; j++) {
+        if (lab[j] >= d->classes)
+            rc = qkf_set_error("%s: label %d out of range 0..%d at byte %lld", s->p.lab.path,
+                               lab[j], d->classes - 1, (long long)(s->p.lab.hdr + index[j]));
+        d->labels[j] = lab[j];
+    }
+    qkf_free(lab);
+    s->pos += k;
+    /* after the last block, the rest of the files is read (and dropped) so that truncation and
+     * trailing bytes are found whatever the range, as a whole load finds them */
+    if (rc == 0 && s->pos == s->hi)
+        rc = gz_skip(s->fi, s->p.img.path, s->p.img.n - s->hi, s->p.img.rec, &s->off_i) ||
+             gz_skip(s->fl, s->p.lab.path, s->p.lab.n - s->hi, s->p.lab.rec, &s->off_l) ||
+             gz_expect_end(s->fi, s->p.img.path, s->off_i) ||
+             gz_expect_end(s->fl, s->p.lab.path, s->off_l);
     if (rc) {
         qkf_dataset_free(d);
         return -1;

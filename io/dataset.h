@@ -69,6 +69,21 @@ void qkf_dataset_pixel_sums(const qkf_dataset *d, int64_t *sum, int64_t *sq);
 /* Mean and std of pixels scaled to [0,1] from such sums over `count` pixels per channel. */
 void qkf_dataset_stats_from_sums(const int64_t *sum, const int64_t *sq, int channels,
                                  int64_t count, float *mean, float *std);
+/* Samples [lo, hi) of split `train` of NAME read in order, a block at a time, holding only the
+ * block (qkf sim --data): each qkf_dataset_stream_next gives the next k samples as a subset
+ * (d->index their split indices), equal byte for byte to those records of a whole load. A
+ * gzipped idx file is read forward through one open stream (never inflated twice) and, after the
+ * last block, to its end, so that truncation and trailing bytes are found as a whole load finds
+ * them; other sources are read as qkf_dataset_load_subset reads them. mx: as for
+ * qkf_dataset_load_subset. Errors name the file and byte offset (or flat index). */
+typedef struct qkf_dataset_stream qkf_dataset_stream;
+qkf_dataset_stream *qkf_dataset_stream_open(const char *name, int train, int64_t lo, int64_t hi,
+                                            float mx);
+/* The next k samples (1 <= k <= those left) into d, which is freed first (zero it before the
+ * first call) and holds only them afterwards. */
+int qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d);
+void qkf_dataset_stream_close(qkf_dataset_stream *s);
+
 /* ---- background loader ---------------------------------------------------------------------- */
 
 typedef struct {

@@ -164,6 +164,7 @@ static PyObject *result_to_tuple(qkf_net_t *net, qkf_result_t *r)
     PyObject *logits = PyBytes_FromStringAndSize((const char *)qkf_result_logits(r),
                                                  (Py_ssize_t)(B * c.num_classes * 4));
     PyObject *counts = PyList_New(n), *rates = PyList_New(n), *stats = NULL, *out = NULL;
+    PyObject *logits_int = NULL;
     if (!logits || !counts || !rates)
         goto done;
     const int64_t *sc = qkf_result_spike_counts(r);
@@ -201,9 +202,19 @@ static PyObject *result_to_tuple(qkf_net_t *net, qkf_result_t *r)
         stats = Py_None;
         Py_INCREF(stats);
     }
-    out = Py_BuildValue("(LiOOOOd)", (long long)B, c.num_classes, logits, counts, rates, stats,
-                        qkf_result_seconds(r));
+    const int64_t *li = qkf_result_logits_int(r);
+    if (li) {
+        if (!(logits_int = PyBytes_FromStringAndSize((const char *)li,
+                                                     (Py_ssize_t)(B * c.num_classes * 8))))
+            goto done;
+    } else {
+        logits_int = Py_None;
+        Py_INCREF(logits_int);
+    }
+    out = Py_BuildValue("(LiOOOOdO)", (long long)B, c.num_classes, logits, counts, rates, stats,
+                        qkf_result_seconds(r), logits_int);
 done:
+    Py_XDECREF(logits_int);
     Py_XDECREF(logits);
     Py_XDECREF(counts);
     Py_XDECREF(rates);
@@ -215,16 +226,16 @@ static PyObject *Net_run(NetObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"x",     "shape", "mode",   "batch",        "tb_compat", "conv",
                              "stats", "e_ac",  "e_mac",  "trace",        "record",    "force",
-                             "raw",   "trace_buffer_mb", NULL};
-    PyObject *x, *shape, *record = Py_None, *trace = Py_None;
+                             "raw",   "trace_buffer_mb", "hw", NULL};
+    PyObject *x, *shape, *record = Py_None, *trace = Py_None, *hw = Py_None;
     const char *mode = "dense", *conv = NULL;
     int batch = 32, tb = 0, stats = 0, force = 0, raw = 0;
     long buffer_mb = 64;
     double e_ac = 0.9, e_mac = 4.6;
     if (check_net(self) ||
-        !PyArg_ParseTupleAndKeywords(args, kw, "OO|sipzpddOOppl", kwlist, &x, &shape, &mode,
+        !PyArg_ParseTupleAndKeywords(args, kw, "OO|sipzpddOOpplO", kwlist, &x, &shape, &mode,
                                      &batch, &tb, &conv, &stats, &e_ac, &e_mac, &trace, &record,
-                                     &force, &raw, &buffer_mb))
+                                     &force, &raw, &buffer_mb, &hw))
         return NULL;
     qkf_run_opts_t o;
     qkf_run_opts_init(&o);
@@ -247,7 +258,7 @@ static PyObject *Net_run(NetObject *self, PyObject *args, PyObject *kw)
         if (sh[i] == -1 && PyErr_Occurred())
             return NULL;
     }
-    PyObject *tpath = NULL, *rec_bytes[64];
+    PyObject *tpath = NULL, *hwpath = NULL, *rec_bytes[64];
     const char *recs[64];
     int nrec = 0;
     PyObject *res = NULL;
@@ -257,6 +268,11 @@ static PyObject *Net_run(NetObject *self, PyObject *args, PyObject *kw)
         if (!PyUnicode_FSConverter(trace, &tpath))
             return NULL;
         o.trace = PyBytes_AS_STRING(tpath);
+    }
+    if (hw != Py_None) { /* a bundled profile's name or a profile file */
+        if (!PyUnicode_FSConverter(hw, &hwpath))
+            goto out;
+        o.hw = PyBytes_AS_STRING(hwpath);
     }
     if (record != Py_None) {
         PyObject *seq = PySequence_Fast(record, "record must be a list of strings");
@@ -321,23 +337,24 @@ out:
     for (int i = 0; i < nrec; i++)
         Py_DECREF(rec_bytes[i]);
     Py_XDECREF(tpath);
+    Py_XDECREF(hwpath);
     return res;
 }
 
 static PyObject *Net_evaluate(NetObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"data", "mode", "limit", "batch", "tb_compat", "conv", NULL};
-    const char *data, *mode = "dense", *conv = NULL;
+    static char *kwlist[] = {"data", "mode", "limit", "batch", "tb_compat", "conv", "hw", NULL};
+    const char *data, *mode = "dense", *conv = NULL, *hw = NULL;
     long long limit = 0;
     int batch = 100, tb = 0;
-    if (check_net(self) || !PyArg_ParseTupleAndKeywords(args, kw, "s|sLipz", kwlist, &data, &mode,
-                                                        &limit, &batch, &tb, &conv))
+    if (check_net(self) || !PyArg_ParseTupleAndKeywords(args, kw, "s|sLipzz", kwlist, &data,
+                                                        &mode, &limit, &batch, &tb, &conv, &hw))
         return NULL;
     qkf_run_opts_t o;
     qkf_run_opts_init(&o);
     if (parse_mode(mode, &o.mode))
         return NULL;
-    o.batch = batch, o.tb_compat = tb, o.conv = conv;
+    o.batch = batch, o.tb_compat = tb, o.conv = conv, o.hw = hw;
     double acc = 0.0;
     int64_t count = 0;
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
@@ -354,7 +371,90 @@ static PyObject *Net_evaluate(NetObject *self, PyObject *args, PyObject *kw)
     return Py_BuildValue("(dL)", acc, (long long)count);
 }
 
+static PyObject *Net_is_quantized(NetObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_net(self))
+        return NULL;
+    return PyBool_FromLong(qkf_net_is_quantized(self->net));
+}
+
+static PyObject *Net_profile_name(NetObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_net(self))
+        return NULL;
+    const char *name = qkf_net_profile_name(self->net);
+    if (!name)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(name);
+}
+
+static PyTypeObject NetType;
+
+/* A new Net around a network handle (taken over). */
+static PyObject *wrap_net(qkf_net_t *net)
+{
+    NetObject *o = (NetObject *)NetType.tp_alloc(&NetType, 0);
+    if (!o) {
+        qkf_net_free(net);
+        return NULL;
+    }
+    o->net = net;
+    if (!(o->lock = PyThread_allocate_lock())) {
+        Py_DECREF(o);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)o;
+}
+
+static PyObject *Net_quantize(NetObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"hw", "calib", "data", "headroom", "clip_bias", NULL};
+    PyObject *hw;
+    long calib = 0;
+    const char *data = NULL;
+    double headroom = 0.0;
+    int clip = 0;
+    if (check_net(self) || !PyArg_ParseTupleAndKeywords(args, kw, "O&|lzdp", kwlist,
+                                                        PyUnicode_FSConverter, &hw, &calib, &data,
+                                                        &headroom, &clip))
+        return NULL;
+    qkf_quant_opts_t o;
+    qkf_quant_opts_init(&o);
+    o.calib = calib, o.clip_bias = clip;
+    if (data)
+        o.data = data;
+    if (headroom != 0.0)
+        o.headroom = headroom;
+    qkf_profile_t *p = NULL;
+    qkf_net_t *q = NULL;
+    int rc;
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        Py_DECREF(hw);
+        PyErr_SetString(QkfError, "this model is running in another thread");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = qkf_profile_load(PyBytes_AS_STRING(hw), &p);
+    if (!rc)
+        rc = qkf_net_quantize(self->net, p, &o, &q);
+    qkf_profile_free(p);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    Py_DECREF(hw);
+    if (rc)
+        return raise_qkf(rc);
+    return wrap_net(q);
+}
+
 static PyMethodDef Net_methods[] = {
+    {"is_quantized", (PyCFunction)Net_is_quantized, METH_NOARGS,
+     "True for an integer network (a quantised checkpoint)."},
+    {"profile_name", (PyCFunction)Net_profile_name, METH_NOARGS,
+     "The profile an integer network was quantised for, or None."},
+    {"quantize", (PyCFunction)(void (*)(void))Net_quantize, METH_VARARGS | METH_KEYWORDS,
+     "A new integer Net quantised for a profile."},
     {"config", (PyCFunction)Net_config, METH_NOARGS, "The model configuration as a dict."},
     {"num_parameters", (PyCFunction)Net_num_parameters, METH_NOARGS, "Trainable parameters."},
     {"layers", (PyCFunction)Net_layers, METH_NOARGS, "[(LIF layer name, neurons per sample)]."},
@@ -492,7 +592,62 @@ static PyObject *mod_set_threads(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_hw_profiles(PyObject *self, PyObject *unused)
+{
+    (void)self, (void)unused;
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < qkf_profile_count(); i++) {
+        PyObject *s = PyUnicode_FromString(qkf_profile_bundled(i));
+        if (!s || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
+/* A profile as a flat dict: name, description, path, cost_basis, and every number by its
+ * dotted name ("arith.weight_bits"): ints for integers, floats otherwise. */
+static PyObject *mod_hw_profile(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *name;
+    if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &name))
+        return NULL;
+    qkf_profile_t *p = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qkf_profile_load(PyBytes_AS_STRING(name), &p);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(name);
+    if (rc)
+        return raise_qkf(rc);
+    PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:s}", "name", qkf_profile_name(p), "description",
+                                qkf_profile_description(p), "path", qkf_profile_path(p),
+                                "cost_basis", qkf_profile_cost_basis(p));
+    for (int i = 0; d && i < qkf_profile_num_fields(p); i++) {
+        double v;
+        const char *k = qkf_profile_field(p, i, &v);
+        int integer = strncmp(k, "cost.", 5) && strncmp(k, "hop.", 4) && strncmp(k, "energy.", 7);
+        PyObject *val = integer ? PyLong_FromDouble(v) : PyFloat_FromDouble(v);
+        if (!val || PyDict_SetItemString(d, k, val) < 0) {
+            Py_XDECREF(val);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(val);
+    }
+    qkf_profile_free(p);
+    return d;
+}
+
 static PyMethodDef mod_methods[] = {
+    {"hw_profiles", mod_hw_profiles, METH_NOARGS, "Names of the bundled chip profiles."},
+    {"hw_profile", mod_hw_profile, METH_VARARGS, "A chip profile as a flat dict."},
     {"train", (PyCFunction)(void (*)(void))mod_train, METH_VARARGS | METH_KEYWORDS,
      "Runs a training job; True if the callback stopped it."},
     {"set_threads", mod_set_threads, METH_VARARGS, "OpenMP and BLAS threads."},

@@ -30,6 +30,7 @@
 #include "../kernels/kernels.h"
 #include "../sim/dense.h"
 #include "../sim/train.h"
+#include "../tools/app/trainer.h"
 
 #define GRAD_TOL 2e-5   /* times the reference gradient norm, see above */
 #define LOSS_TOL 1e-5   /* relative: the loss is one sum of B log-softmax terms */
@@ -663,4 +664,139 @@ Test(train, resume_is_exact, .init = tmp_setup, .fini = tmp_teardown, .timeout =
         1);
     cr_assert_eq(qkf_ckpt_load(pb, &mb), 0, "%s", qkf_last_error());
     qkf_model_free(&mb);
+}
+
+/* Config files: "name value", "name = value", "name: value"; the name ends at the first ':' or
+ * '=' and the value is kept whole, so a dataset "h5:FILE" (which has a ':' of its own) can be
+ * written in the file. Errors name the file and line. */
+static int read_cfg(const char *text, qkf_trainer_opts *o)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/run.cfg", tdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    qkf_trainer_opts_init(o);
+    return qkf_trainer_read_config(path, o);
+}
+
+Test(train, config_file_values, .init = tmp_setup, .fini = tmp_teardown)
+{
+    qkf_trainer_opts o;
+    cr_assert_eq(read_cfg("# a run\n"
+                          "data h5:/tmp/a b.h5\n",
+                          &o),
+                 -1); /* one word of value */
+    cr_expect(strstr(qkf_last_error(), "run.cfg:2: expected 'name value'") != NULL, "%s",
+              qkf_last_error());
+    cr_expect(strstr(qkf_last_error(), "'b.h5'") != NULL, "%s", qkf_last_error());
+    const char *forms[] = {"data h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data = h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data=h5:/tmp/train.h5,/tmp/test.h5\n",
+                           "data: h5:/tmp/train.h5,/tmp/test.h5 # test split too\n",
+                           "  data:h5:/tmp/train.h5,/tmp/test.h5\r\n",
+                           "--data h5:/tmp/train.h5,/tmp/test.h5\n"};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        cr_assert_eq(read_cfg(forms[i], &o), 0, "%s: %s", forms[i], qkf_last_error());
+        cr_expect_str_eq(o.data, "h5:/tmp/train.h5,/tmp/test.h5", "%s", forms[i]);
+    }
+    cr_assert_eq(read_cfg("epochs: 7\nlr = 0.002\nflip\n\n   \nout run.h5\nbatch=4\n", &o), 0,
+                 "%s", qkf_last_error());
+    cr_expect_eq(o.epochs, 7);
+    cr_expect_eq(o.batch, 4);
+    cr_expect_eq(o.flip, 1);
+    cr_expect_str_eq(o.out, "run.h5");
+    /* errors: the line, the option */
+    cr_assert_eq(read_cfg("epochs 3\nepochs\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:2: option --epochs needs a value") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("flip: yes\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: option 'flip' takes no value") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("= 3\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: expected 'name value'") != NULL, "%s",
+              qkf_last_error());
+    cr_assert_eq(read_cfg("epoch 3\n", &o), -1);
+    cr_expect(strstr(qkf_last_error(), "run.cfg:1: unknown option 'epoch'") != NULL, "%s",
+              qkf_last_error());
+}
+
+/* Streaming a split a block at a time (qkf sim --data): every block equals those records of a
+ * whole load, for a gzipped idx pair (images gzipped, labels plain), an HDF5 file and its
+ * scaling, and the Debian Fashion-MNIST files when installed; a truncated gzip file or a bad
+ * label is found whatever range is streamed. */
+static void check_stream(const char *name, int64_t lo, int64_t hi, int64_t k, float mx)
+{
+    qkf_dataset whole, blk;
+    memset(&blk, 0, sizeof blk);
+    cr_assert_eq(qkf_dataset_load(name, 0, &whole), 0, "%s", qkf_last_error());
+    int64_t per = (int64_t)whole.c * whole.h * whole.w * (whole.t > 0 ? whole.t : 1);
+    qkf_dataset_stream *s = qkf_dataset_stream_open(name, 0, lo, hi, mx);
+    cr_assert_not_null(s, "%s", qkf_last_error());
+    for (int64_t pos = lo; pos < hi; pos += k) {
+        int64_t n = hi - pos < k ? hi - pos : k;
+        cr_assert_eq(qkf_dataset_stream_next(s, n, &blk), 0, "%s", qkf_last_error());
+        cr_assert_eq(blk.n, n);
+        cr_expect_eq(blk.total, whole.n);
+        cr_expect_eq(blk.index[0], pos);
+        cr_assert_eq(memcmp(blk.pixels, whole.pixels + pos * per, (size_t)(n * per)), 0,
+                     "%s: block at %lld", name, (long long)pos);
+        cr_assert_eq(memcmp(blk.labels, whole.labels + pos, (size_t)n * sizeof(int32_t)), 0);
+    }
+    cr_expect_eq(qkf_dataset_stream_next(s, 1, &blk), -1); /* nothing left */
+    qkf_dataset_stream_close(s);
+    qkf_dataset_free(&blk);
+    qkf_dataset_free(&whole);
+}
+
+Test(train, dataset_stream, .init = tmp_setup, .fini = tmp_teardown, .timeout = 60)
+{
+    char name[300];
+    snprintf(name, sizeof name, "mnist:%s", tdir);
+    write_idx(20, 0);
+    check_stream(name, 0, 20, 3, 255.0f);
+    check_stream(name, 7, 12, 2, 255.0f);
+    check_stream(name, 19, 20, 8, 255.0f);
+    qkf_dataset blk;
+    memset(&blk, 0, sizeof blk);
+    write_idx(20, 2); /* truncated: found on the last block even of a range that stops early */
+    qkf_dataset_stream *s = qkf_dataset_stream_open(name, 0, 0, 4, 255.0f);
+    cr_assert_not_null(s, "%s", qkf_last_error());
+    cr_expect_eq(qkf_dataset_stream_next(s, 2, &blk), 0, "%s", qkf_last_error());
+    cr_expect_eq(qkf_dataset_stream_next(s, 2, &blk), -1);
+    cr_expect(strstr(qkf_last_error(), "t10k-images-idx3-ubyte.gz") &&
+                  strstr(qkf_last_error(), "truncated"),
+              "%s", qkf_last_error());
+    cr_expect_eq(blk.n, 0);
+    qkf_dataset_stream_close(s);
+    write_idx(20, 3); /* label 12 of sample 5: its byte in the labels file */
+    cr_assert_not_null(s = qkf_dataset_stream_open(name, 1, 4, 8, 255.0f));
+    cr_expect_eq(qkf_dataset_stream_next(s, 4, &blk), -1);
+    cr_expect(strstr(qkf_last_error(), "label 12") && strstr(qkf_last_error(), "byte 13"), "%s",
+              qkf_last_error());
+    qkf_dataset_stream_close(s);
+    cr_expect_null(qkf_dataset_stream_open(name, 0, 5, 21, 255.0f)); /* beyond the split */
+
+    /* HDF5 images stored as floats in [0, 1]: scaled by 255 as the whole split is */
+    char path[256];
+    snprintf(path, sizeof path, "%s/s.h5", tdir);
+    float img[9 * 16];
+    int64_t lab[9], ish[4] = {9, 1, 4, 4}, lsh[1] = {9};
+    for (int i = 0; i < 9 * 16; i++)
+        img[i] = (float)((i * 37) % 101) / 100.0f;
+    for (int i = 0; i < 9; i++)
+        lab[i] = i % 3;
+    qkf_h5out *o = qkf_h5out_open(path);
+    cr_assert_not_null(o);
+    cr_assert_eq(qkf_h5out_f32(o, "images", 4, ish, img), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, lsh, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
+    snprintf(name, sizeof name, "h5:%s", path);
+    float mx = 0;
+    cr_assert_eq(qkf_dataset_max(name, 0, 0, 9, &mx), 0);
+    check_stream(name, 2, 9, 4, mx);
+
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) == 0)
+        check_stream("fashion-mnist", 9000, 10000, 96, 255.0f);
 }

@@ -17,13 +17,8 @@
 int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
 extern const char *const qkf_hw_help;
 
-/* The integer model of --hw (tools/cmd_quantize.c): a quantised checkpoint as it is, or a float
- * checkpoint quantised for hw with base's options (calibrated on `calib` training samples of
- * `data` when calib > 0);
- * *fm then holds the float model (zeroed for a quantised checkpoint). */
-int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                   const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q);
-/* qkf infer --hw and qkf eval --hw in dense mode; return the exit status (error printed). */
+/* qkf infer --hw and qkf eval --hw in dense mode (the integer model: qkf_app_qmodel,
+ * tools/app/quantize.h); return the exit status (error printed). */
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
                      int quiet);

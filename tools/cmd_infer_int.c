@@ -11,6 +11,7 @@
 #include "../models/quant.h"
 #include "../sim/dense_int.h"
 #include "../sim/sched.h"
+#include "app/quantize.h"
 #include "cli.h"
 
 
@@ -35,7 +36,7 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
                       "LIFs only");
         return qkf_cli_fail("infer");
     }
-    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+    if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("infer");
     if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
         goto done;

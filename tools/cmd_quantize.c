@@ -13,6 +13,8 @@
 #include "../models/quant.h"
 #include "../sim/dense.h"
 #include "../sim/dense_int.h"
+#include "app/evaluate.h"
+#include "app/quantize.h"
 #include "cli.h"
 
 void qkf_print_rates(const qkf_graph *g, const int64_t *count, int64_t samples); /* infer */
@@ -26,46 +28,6 @@ const char *const qkf_quant_help =
     "  --clip-bias      a bias beyond the bias register saturates (counted in the report)\n"
     "                   instead of coarsening its layer's membrane unit until it fits\n";
 
-/* The first n samples of the training split of `data`, normalised as m's inputs are. */
-static int calib_samples(const char *data, const qkf_model *m, long n, float **x, long *got)
-{
-    qkf_dataset d;
-    memset(&d, 0, sizeof d);
-    if (qkf_dataset_load(data, 1, &d))
-        return -1;
-    int frames = qkf_config_is_frames(&m->cfg);
-    if ((d.t > 0) != frames || d.c != m->cfg.in_channels || d.h != m->cfg.img_size ||
-        d.w != m->cfg.img_size || (frames && d.t != m->cfg.T)) {
-        qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d (--calib)",
-                      d.source, d.c, d.h, d.w, d.t > 0 ? " frames" : "", m->cfg.in_channels,
-                      m->cfg.img_size, m->cfg.img_size);
-        qkf_dataset_free(&d);
-        return -1;
-    }
-    if (n > d.n)
-        n = (long)d.n;
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = &d, lc.batch = (int)n, lc.limit = n, lc.n_norm = m->n_norm;
-    memcpy(lc.mean, m->input_mean, sizeof lc.mean);
-    memcpy(lc.std, m->input_std, sizeof lc.std);
-    int64_t per = (int64_t)d.c * d.h * d.w * (d.t > 0 ? d.t : 1);
-    *x = qkf_malloc((size_t)(n * per) * sizeof(float));
-    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
-    const float *bx;
-    const int32_t *lab;
-    int B;
-    long k = 0;
-    while (k < n && qkf_loader_next(l, &bx, &lab, &B)) {
-        memcpy(*x + k * per, bx, (size_t)(B * per) * sizeof(float));
-        k += B;
-    }
-    qkf_loader_stop(l);
-    qkf_dataset_free(&d);
-    *got = k;
-    return 0;
-}
-
 int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
 {
     const char *v;
@@ -76,63 +38,6 @@ int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
     if ((r = qkf_arg(a, "--headroom", &v)) != 0)
         return r < 0 || qkf_parse_float("--headroom", v, 1.0, 1e6, &o->headroom) ? -1 : 1;
     return 0;
-}
-
-int qkf_cli_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                   const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q)
-{
-    memset(fm, 0, sizeof *fm);
-    memset(q, 0, sizeof *q);
-    int isq = qkf_qckpt_is_quant(weights);
-    if (isq < 0)
-        return -1;
-    if (isq) {
-        if (calib)
-            return qkf_set_error("%s: already quantised (--calib applies to float checkpoints)",
-                                 weights);
-        if (qkf_qckpt_load(weights, q))
-            return -1;
-        if (hw && memcmp(&hw->arith, &q->arith, sizeof q->arith) != 0) {
-            qkf_set_error("%s: quantised for '%s', whose arithmetic differs from --hw %s "
-                          "(quantise the float checkpoint again)",
-                          weights, q->hw_name, hw->name);
-            qkf_qmodel_free(q);
-            return -1;
-        }
-        return 0;
-    }
-    if (!hw)
-        return qkf_set_error("%s: a float checkpoint: --hw PROFILE says which chip to quantise "
-                             "it for",
-                             weights);
-    if (hw->arith.is_float)
-        return qkf_set_error("--hw %s: the float machine (run without --hw)", hw->name);
-    if (qkf_ckpt_load(weights, fm))
-        return -1;
-    qkf_quant_opts o;
-    memset(&o, 0, sizeof o);
-    o.headroom = base ? base->headroom : 0.0;
-    o.clip_bias = base ? base->clip_bias : 0;
-    float *x = NULL;
-    int rc = 0;
-    if (calib > 0) {
-        long got = 0;
-        rc = calib_samples(data, fm, calib, &x, &got) ||
-             qkf_quant_calibrate(fm, x, (int)got, 32, &o);
-    }
-    if (!rc) {
-        rc = qkf_quantize(fm, &hw->arith, hw->name, &o, q);
-        if (rc) { /* name the checkpoint in front of the layer */
-            char msg[600];
-            snprintf(msg, sizeof msg, "%s", qkf_last_error());
-            qkf_set_error("%s: %s", weights, msg);
-        }
-    }
-    qkf_quant_calib_free(&o, fm);
-    qkf_free(x);
-    if (rc)
-        qkf_model_free(fm);
-    return rc ? -1 : 0;
 }
 
 /* Per-layer table of what the quantiser chose. */
@@ -238,7 +143,7 @@ int cmd_quantize(int argc, char **argv)
         qkf_set_error("%s: already a quantised checkpoint", weights);
         return qkf_cli_fail("quantize");
     }
-    if (qkf_cli_qmodel(weights, &hw, calib, data, &qo, &fm, &q))
+    if (qkf_app_qmodel(weights, &hw, calib, data, &qo, &fm, &q))
         return qkf_cli_fail("quantize");
     if (!quiet) {
         printf("%s for %s%s\n", weights, hw.name,
@@ -326,7 +231,7 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     qkf_dense_int *e = NULL;
     int rc = 1, ndim;
     int64_t shape[5];
-    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+    if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("infer");
     if (qkf_h5_read_f32(input, "input", &x, &ndim, shape))
         goto done;
@@ -386,104 +291,43 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
     qkf_qmodel q;
     qkf_dataset d;
     memset(&d, 0, sizeof d);
-    qkf_dense_int *e = NULL;
-    qkf_dense *fe = NULL;
-    float *lf = NULL, *lq = NULL;
-    int64_t *fl = NULL, *tot = NULL;
+    qkf_evaluate_int_result r;
+    memset(&r, 0, sizeof r);
     int rc = 1;
     double t0 = qkf_now();
-    if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
+    if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("eval");
-    int have_float = fm.params.data != NULL;
-    if (flips && !have_float) {
+    if (flips && !fm.params.data) {
         qkf_set_error("%s: --flips compares with the float model: give the float checkpoint",
                       weights);
         goto done;
     }
-    if (qkf_dataset_load(data, 0, &d))
-        goto done;
-    const qkf_config *c = &q.cfg;
-    if ((d.t > 0) != qkf_config_is_frames(c) || d.c != c->in_channels || d.h != c->img_size ||
-        d.w != c->img_size || (d.t > 0 && d.t != c->T)) {
-        qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d", d.source,
-                      d.c, d.h, d.w, d.t > 0 ? " frames" : "", c->in_channels, c->img_size,
-                      c->img_size);
-        goto done;
-    }
-    int K = c->num_classes;
-    if (!(e = qkf_dense_int_create(&q, batch, 0)))
-        goto done;
-    if (have_float && !(fe = qkf_dense_create(&fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+    if (qkf_dataset_load(data, 0, &d) ||
+        qkf_evaluate_int(&q, &fm, &d, limit, batch, flips, &r))
         goto done;
     const qkf_graph *g = &q.g;
-    lf = qkf_malloc((size_t)batch * K * sizeof(float));
-    lq = qkf_malloc((size_t)batch * K * sizeof(float));
-    fl = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-    tot = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = &d, lc.batch = batch, lc.limit = limit, lc.n_norm = q.n_norm;
-    memcpy(lc.mean, q.input_mean, sizeof lc.mean);
-    memcpy(lc.std, q.input_std, sizeof lc.std);
-    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
-    const float *x;
-    const int32_t *lab;
-    int B, frc = 0;
-    int64_t n = 0, okq = 0, okf = 0, agree = 0;
-    double tq = 0.0, tf = 0.0;
-    while (qkf_loader_next(l, &x, &lab, &B)) {
-        double t1 = qkf_now();
-        if ((frc = qkf_dense_int_forward(e, x, B, lq, NULL, NULL)))
-            break;
-        double t2 = qkf_now();
-        tq += t2 - t1;
-        if (fe && (frc = qkf_dense_forward(fe, x, B, lf, NULL)))
-            break;
-        tf += qkf_now() - t2;
-        for (int b = 0; b < B; b++) {
-            int bq = 0, bf = 0;
-            for (int k = 1; k < K; k++) {
-                bq = lq[b * K + k] > lq[b * K + bq] ? k : bq;
-                bf = lf[b * K + k] > lf[b * K + bf] ? k : bf;
-            }
-            okq += bq == lab[b];
-            if (fe) {
-                okf += bf == lab[b];
-                agree += bf == bq;
-            }
-        }
-        if (flips)
-            for (int li = 0; li < g->n_lif; li++) {
-                int64_t t;
-                const float *sf = qkf_dense_tensor(fe, g->ops[g->lif_ops[li]].out);
-                fl[li] += qkf_dense_int_flips(e, li, sf, &t);
-                tot[li] += t;
-            }
-        n += B;
-    }
-    qkf_loader_stop(l);
-    if (frc)
-        goto done;
-    double aq = n ? (double)okq / (double)n : 0.0, af = n ? (double)okf / (double)n : 0.0;
+    int64_t n = r.count;
+    double aq = n ? (double)r.correct / (double)n : 0.0,
+           af = n ? (double)r.correct_float / (double)n : 0.0;
     fprintf(stderr, "%lld test images of %s, dense integer engine (%s) %.1f s%s, %.1f s in all\n",
-            (long long)n, d.source, q.hw_name, tq, fe ? " and float engine" : "",
-            qkf_now() - t0);
+            (long long)n, d.source, q.hw_name, r.seconds_int,
+            r.has_float ? " and float engine" : "", qkf_now() - t0);
     if (flips) {
         int64_t fsum = 0, tsum = 0;
         printf("%-34s %12s %14s %9s\n", "layer", "flips", "neuron-steps", "flipped");
         for (int li = 0; li < g->n_lif; li++) {
             printf("%-34s %12lld %14lld %8.4f%%\n", g->ops[g->lif_ops[li]].name,
-                   (long long)fl[li], (long long)tot[li],
-                   tot[li] ? 100.0 * (double)fl[li] / (double)tot[li] : 0.0);
-            fsum += fl[li], tsum += tot[li];
+                   (long long)r.flips[li], (long long)r.total[li],
+                   r.total[li] ? 100.0 * (double)r.flips[li] / (double)r.total[li] : 0.0);
+            fsum += r.flips[li], tsum += r.total[li];
         }
         printf("%-34s %12lld %14lld %8.4f%%\n", "all", (long long)fsum, (long long)tsum,
                tsum ? 100.0 * (double)fsum / (double)tsum : 0.0);
     }
-    if (fe) {
+    if (r.has_float) {
         printf("accuracy: %.4f (integer, %s)\n", aq, q.hw_name);
         printf("float accuracy: %.4f (difference %+.2f points; same class on %.2f%% of images)\n",
-               af, 100.0 * (aq - af), n ? 100.0 * (double)agree / (double)n : 0.0);
+               af, 100.0 * (aq - af), n ? 100.0 * (double)r.agree / (double)n : 0.0);
     } else
         printf("accuracy: %.4f (integer, %s; a quantised checkpoint: no float model to compare)\n",
                aq, q.hw_name);
@@ -491,12 +335,7 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
 done:
     if (rc)
         qkf_cli_fail("eval");
-    qkf_dense_int_free(e);
-    qkf_dense_free(fe);
-    qkf_free(lf);
-    qkf_free(lq);
-    qkf_free(fl);
-    qkf_free(tot);
+    qkf_evaluate_int_result_free(&r);
     qkf_dataset_free(&d);
     qkf_qmodel_free(&q);
     qkf_model_free(&fm);

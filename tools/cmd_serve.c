@@ -18,6 +18,7 @@
 #include "../sim/sched.h"
 #include "../sim/stats.h"
 #include "../models/quant.h"
+#include "app/quantize.h"
 #include "cli.h"
 
 static void serve_help(void)
@@ -251,7 +252,7 @@ int cmd_serve(int argc, char **argv)
     }
     int lrc;
     if (imode && !(calibrate > 0)) {
-        lrc = qkf_cli_qmodel(weights, have_hw ? &hw : NULL, 0, NULL, NULL, &m, &q);
+        lrc = qkf_app_qmodel(weights, have_hw ? &hw : NULL, 0, NULL, NULL, &m, &q);
     } else {
         lrc = qkf_ckpt_load(weights, &m) ||
               (calibrate > 0 && calibrate_model(&m, calibrate, (uint64_t)seed)) ||

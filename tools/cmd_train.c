@@ -349,8 +349,10 @@ static void train_help(void)
         "                       overlapping communication with the rest of the backward; 0:\n"
         "                       one all-reduce of the whole gradient after the backward\n"
         "\n"
-        "A config file holds the same options, one per line, as 'name value' or 'name = value'\n"
-        "(without the dashes); '#' starts a comment. Command-line options override it.\n");
+        "A config file holds the same options, one per line, as 'name value', 'name = value'\n"
+        "or 'name: value' (without the dashes; the name ends at the first '=' or ':', the\n"
+        "value is one word kept whole: 'data h5:train.h5,test.h5'); '#' starts a comment.\n"
+        "Command-line options override it.\n");
 }
 
 static volatile sig_atomic_t interrupted;

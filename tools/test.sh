@@ -53,6 +53,10 @@ assert qkf.__file__.startswith(sys.argv[2]), qkf.__file__  # the installed copy,
 m = qkf.load(sys.argv[1])
 r = m.run(np.zeros((1, 3, 16, 16), np.float32), mode="event")
 print("installed module:", qkf.__file__, m, r)
+q = qkf.quantize(m, hw="loihi")
+r = q.run(np.zeros((1, 3, 16, 16), np.float32), mode="event")
+assert r.logits_int is not None and qkf.hw_profile("loihi")["arith"]["weight_bits"] == 8
+print("installed module on a chip:", q, r.logits_int[0])
 EOF
 )
 

@@ -2,8 +2,9 @@
  *
  * A small surface for programs (and the Python module `qkf`, python/): load and save
  * checkpoints, run a batch in the dense or the event-driven engine, read logits, spike counts,
- * firing rates and work statistics, record traces, evaluate on a dataset, and train from a
- * config. Link with `pkg-config --cflags --libs qkf`; docs/api.c is a complete example.
+ * firing rates and work statistics, record traces, evaluate on a dataset, train from a config,
+ * and run on a neuromorphic chip's integer arithmetic: chip profiles, quantised checkpoints,
+ * quantising a float model for a profile (docs/hardware.md). Link with `pkg-config --cflags --libs qkf`; docs/api.c is a complete example.
  *
  * Conventions.
  *  - Every handle is created by a qkf_*_new / _load / run call that returns it through an out
@@ -29,7 +30,7 @@
 extern "C" {
 #endif
 
-#define QKF_API_VERSION 1
+#define QKF_API_VERSION 2 /* 2: chip profiles, quantised networks */
 
 /* Error codes: X(name, value, text). */
 #define QKF_ERRORS(X)                                                                              \
@@ -68,10 +69,13 @@ typedef struct {
     const char *qk_attn; /* "token" (QKTA, official) or "channel" (QKCA) */
 } qkf_net_config_t;
 
-/* Loads a checkpoint written by qkf (qkf init, qkf train, tools/reference/convert_pth.py). */
+/* Loads a checkpoint written by qkf (qkf init, qkf train, tools/reference/convert_pth.py), or a
+ * quantised checkpoint (qkf quantize, qkf_net_quantize): an integer network, which runs on its
+ * profile's arithmetic (the integer engines) and nothing else. */
 int qkf_net_load(const char *path, qkf_net_t **net);
 /* Writes the weights, configuration and input normalisation as a checkpoint (atomically: a
- * temporary file renamed into place). */
+ * temporary file renamed into place); an integer network as the quantised checkpoint qkf
+ * quantize writes. */
 int qkf_net_save(const qkf_net_t *net, const char *path);
 void qkf_net_free(qkf_net_t *net);
 
@@ -82,6 +86,55 @@ int64_t qkf_net_num_parameters(const qkf_net_t *net);
 int qkf_net_num_layers(const qkf_net_t *net);
 const char *qkf_net_layer_name(const qkf_net_t *net, int layer);
 int64_t qkf_net_layer_neurons(const qkf_net_t *net, int layer);
+
+/* ---- chip profiles and integer networks ------------------------------------------------------ */
+
+/* A chip profile (docs/hardware.md, "Profiles"): a chip's arithmetic, cores and costs, from
+ * SANA-FE's architecture YAML plus qkf's keys. */
+typedef struct qkf_profile qkf_profile_t;
+
+/* The profiles bundled into the library ("loihi", "speck", ...), as qkf hw list shows them:
+ * their number, and the i-th one's name (NULL past the end). */
+int qkf_profile_count(void);
+const char *qkf_profile_bundled(int i);
+/* Loads a bundled profile by name, or a profile file (a name containing '/' or ending in
+ * .yaml / .yml). A bad file: QKF_EFILE, the message naming file, line and key. */
+int qkf_profile_load(const char *name_or_path, qkf_profile_t **profile);
+void qkf_profile_free(qkf_profile_t *profile);
+/* Its name, description, file ("" when bundled), and where its cost figures come from
+ * ("as_given", "calibrated", "estimate", "partial", "unpublished", "hypothetical"). */
+const char *qkf_profile_name(const qkf_profile_t *profile);
+const char *qkf_profile_description(const qkf_profile_t *profile);
+const char *qkf_profile_path(const qkf_profile_t *profile);
+const char *qkf_profile_cost_basis(const qkf_profile_t *profile);
+/* Every number of the profile as (name, value) pairs, i in 0 .. qkf_profile_num_fields - 1:
+ * "arith.<field>" (the integer arithmetic: weight_bits, membrane_bits, ..., is_float), "mesh.*",
+ * "core.*" (limits per core; 0: unlimited), "cost.*" (per-activity energies in J and latencies
+ * in s of the units qkf's neurons use), "hop.*", "energy.e_ac_j" / "energy.e_mac_j". Returns
+ * the name (NULL past the end) and stores the value. */
+int qkf_profile_num_fields(const qkf_profile_t *profile);
+const char *qkf_profile_field(const qkf_profile_t *profile, int i, double *value);
+
+/* 1 if net is an integer network (a quantised checkpoint, or qkf_net_quantize's result). */
+int qkf_net_is_quantized(const qkf_net_t *net);
+/* The profile an integer network was quantised for ("loihi"), or NULL for a float network. */
+const char *qkf_net_profile_name(const qkf_net_t *net);
+
+/* How qkf_net_quantize quantises, as qkf quantize's options. */
+typedef struct {
+    long calib;        /* calibrate on the first `calib` training samples of `data` (0: no) */
+    const char *data;  /* dataset of calib (names as qkf eval --data; default fashion-mnist) */
+    double headroom;   /* without calibration, registers hold +-headroom thresholds (16) */
+    int clip_bias;     /* a bias beyond its register saturates instead of widening the unit */
+} qkf_quant_opts_t;
+void qkf_quant_opts_init(qkf_quant_opts_t *o);
+
+/* Quantises a float network for a profile (NULL opts: the defaults), as qkf quantize does: *out
+ * is a new integer network (the same bits as qkf quantize's Q.h5; qkf_net_save writes it). A
+ * profile that is the float machine, an integer network, or a layer the chip cannot hold:
+ * QKF_EINVAL with one line naming it. */
+int qkf_net_quantize(const qkf_net_t *net, const qkf_profile_t *profile,
+                     const qkf_quant_opts_t *opts, qkf_net_t **out);
 
 /* ---- running a batch ----------------------------------------------------------------------- */
 
@@ -102,8 +155,16 @@ typedef struct {
     int trace_force;            /* overwrite an existing trace file */
     int trace_raw;              /* store membranes uncompressed */
     long trace_buffer_mb;       /* memory between the run and the trace writer (default 64) */
-    /* Chip profiles (docs/hardware.md) will be selected by a field added here; callers that
-     * start from qkf_run_opts_init keep working. */
+    /* Chip profiles (docs/hardware.md; API version 2). With a profile, or on an integer
+     * network, the run is the chip's integer arithmetic as qkf infer --hw runs it: mode DENSE
+     * the dense integer engine, EVENT the integer event engine (same spikes and logits, the
+     * event engine's statistics). A float network is quantised for the profile with the
+     * defaults on the first run (qkf_net_quantize for calibration) and kept for later runs;
+     * an integer network takes no profile or one of its own arithmetic. The input must have
+     * the checkpoint's own size and T; trace, conv and (DENSE) stats are refused; tb_compat
+     * only in EVENT mode. */
+    const char *hw;                /* profile: a bundled name or a YAML file; NULL: none */
+    const qkf_profile_t *profile;  /* or a loaded profile (used instead of hw) */
 } qkf_run_opts_t;
 
 /* Defaults: dense mode, batch 32, no trace. */
@@ -121,8 +182,12 @@ int qkf_net_run(qkf_net_t *net, const float *x, const int64_t *shape, int ndim,
 void qkf_result_free(qkf_result_t *r);
 
 int64_t qkf_result_samples(const qkf_result_t *r);
-/* float32 [samples][num_classes]. */
+/* float32 [samples][num_classes]. Integer runs: the integer logits times the head's scale, as
+ * qkf infer --hw writes them. */
 const float *qkf_result_logits(const qkf_result_t *r);
+/* Integer runs: the exact integer logits, int64 [samples][num_classes] (qkf infer --hw's
+ * logits_int); NULL for float runs. */
+const int64_t *qkf_result_logits_int(const qkf_result_t *r);
 /* Spikes of each LIF layer (qkf_net_layer_name order) over all steps, samples and neurons. */
 const int64_t *qkf_result_spike_counts(const qkf_result_t *r);
 /* spike count / (T * samples * neurons), as qkf infer writes firing_rate/<layer>. */
@@ -155,7 +220,8 @@ int qkf_result_node(const qkf_result_t *r, int node, qkf_node_stats_t *s);
 /* Accuracy of net on the test split of a dataset (names as qkf eval --data: fashion-mnist,
  * mnist, cifar10:DIR, cifar100:DIR, h5:FILE.h5, ...; pixels normalised with the checkpoint's
  * input_mean / input_std), first `limit` samples (0: all), with o's mode, batch, tb_compat and
- * conv. */
+ * conv. With a profile (o->hw, o->profile) or on an integer network: as qkf eval --hw, the dense
+ * integer engine (whatever o's mode: both integer engines classify alike) with o's batch. */
 int qkf_net_evaluate(qkf_net_t *net, const char *data, int64_t limit, const qkf_run_opts_t *o,
                      double *accuracy, int64_t *count);
 

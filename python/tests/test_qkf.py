@@ -216,12 +216,12 @@ def test_train_equals_cli(tmp_path):
     assert [e["step"] for e in steps] == list(range(1, 13))  # 48 / 8 = 6 steps, 2 epochs
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(0.0 <= e["test_acc"] <= 1.0 for e in epochs)
-    # the same run from a config file, keywords overriding it (a config file splits values at
-    # ':', so the h5:FILE dataset comes as a keyword)
+    # the same run from a config file (the h5:FILE dataset written in it), keywords overriding
+    # it
     cfg = tmp_path / "run.cfg"
     cfg.write_text("".join(f"{k} {v}\n" for k, v in TINY.items()) +
-                   f"epochs = 5\nout {tmp_path / 'cfg.h5'}\nquiet\n")
-    qkf.train(str(cfg), data=f"h5:{data}", epochs=2)
+                   f"epochs = 5\ndata: h5:{data}\nout {tmp_path / 'cfg.h5'}\nquiet\n")
+    qkf.train(str(cfg), epochs=2)
     m1, m2 = qkf.load(tmp_path / "cli.h5"), qkf.load(tmp_path / "cfg.h5")
     x = np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
     assert np.array_equal(m1.run(x).logits, m2.run(x).logits)

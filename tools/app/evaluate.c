@@ -8,6 +8,7 @@
 #include "../../io/io.h"
 #include "../../kernels/base.h"
 #include "../../sim/dense.h"
+#include "../../sim/dense_int.h"
 #include "../../sim/dist.h"
 #include "../../sim/sched.h"
 #include "app_internal.h"
@@ -232,5 +233,93 @@ int qkf_evaluate_run(const qkf_evaluate_opts *o, qkf_log_fn log, void *ctx,
 done:
     qkf_dataset_free(&d);
     qkf_model_free(&m);
+    return rc;
+}
+
+/* ---- on a chip's integer arithmetic ------------------------------------------------------------ */
+
+void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r)
+{
+    qkf_free(r->flips);
+    qkf_free(r->total);
+    memset(r, 0, sizeof *r);
+}
+
+int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const qkf_dataset *d,
+                     int64_t limit, int batch, int flips, qkf_evaluate_int_result *r)
+{
+    memset(r, 0, sizeof *r);
+    int have_float = fm && fm->params.data != NULL;
+    if (flips && !have_float)
+        return qkf_set_error("--flips compares with the float model: give the float checkpoint");
+    const qkf_config *c = &q->cfg;
+    if ((d->t > 0) != qkf_config_is_frames(c) || d->c != c->in_channels || d->h != c->img_size ||
+        d->w != c->img_size || (d->t > 0 && d->t != c->T))
+        return qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d",
+                             d->source, d->c, d->h, d->w, d->t > 0 ? " frames" : "",
+                             c->in_channels, c->img_size, c->img_size);
+    int K = c->num_classes, rc = -1;
+    qkf_dense_int *e = NULL;
+    qkf_dense *fe = NULL;
+    float *lf = NULL, *lq = NULL;
+    if (!(e = qkf_dense_int_create(q, batch, 0)))
+        goto done;
+    if (have_float && !(fe = qkf_dense_create(fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+        goto done;
+    const qkf_graph *g = &q->g;
+    lf = qkf_malloc((size_t)batch * K * sizeof(float));
+    lq = qkf_malloc((size_t)batch * K * sizeof(float));
+    r->has_float = have_float;
+    if (flips) {
+        r->n_lif = g->n_lif;
+        r->flips = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+        r->total = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    }
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = d, lc.batch = batch, lc.limit = limit, lc.n_norm = q->n_norm;
+    memcpy(lc.mean, q->input_mean, sizeof lc.mean);
+    memcpy(lc.std, q->input_std, sizeof lc.std);
+    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
+    const float *x;
+    const int32_t *lab;
+    int B, frc = 0;
+    while (qkf_loader_next(l, &x, &lab, &B)) {
+        double t1 = qkf_now();
+        if ((frc = qkf_dense_int_forward(e, x, B, lq, NULL, NULL)))
+            break;
+        double t2 = qkf_now();
+        r->seconds_int += t2 - t1;
+        if (fe && (frc = qkf_dense_forward(fe, x, B, lf, NULL)))
+            break;
+        r->seconds_float += qkf_now() - t2;
+        for (int b = 0; b < B; b++) {
+            int bq = 0, bf = 0;
+            for (int k = 1; k < K; k++) {
+                bq = lq[b * K + k] > lq[b * K + bq] ? k : bq;
+                bf = lf[b * K + k] > lf[b * K + bf] ? k : bf;
+            }
+            r->correct += bq == lab[b];
+            if (fe) {
+                r->correct_float += bf == lab[b];
+                r->agree += bf == bq;
+            }
+        }
+        if (flips)
+            for (int li = 0; li < g->n_lif; li++) {
+                int64_t t;
+                const float *sf = qkf_dense_tensor(fe, g->ops[g->lif_ops[li]].out);
+                r->flips[li] += qkf_dense_int_flips(e, li, sf, &t);
+                r->total[li] += t;
+            }
+        r->count += B;
+    }
+    qkf_loader_stop(l);
+    rc = frc ? -1 : 0;
+done:
+    qkf_dense_int_free(e);
+    qkf_dense_free(fe);
+    qkf_free(lf);
+    qkf_free(lq);
     return rc;
 }

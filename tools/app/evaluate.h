@@ -14,6 +14,7 @@
 
 #include "../../io/dataset.h"
 #include "../../models/qkformer.h"
+#include "../../models/quant.h"
 
 enum { QKF_APP_RANK0 = -1, QKF_APP_HERE = -2, QKF_APP_QUIET = -3 };
 
@@ -50,5 +51,24 @@ void qkf_evaluate_opts_init(qkf_evaluate_opts *o);
  * (optional) receives rank 0's lines about what each rank holds. Returns 0 or QKF_APP_*. */
 int qkf_evaluate_run(const qkf_evaluate_opts *o, qkf_log_fn log, void *ctx,
                      qkf_evaluate_result *r);
+
+/* ---- on a chip's integer arithmetic (qkf eval --hw) ------------------------------------------ */
+
+typedef struct {
+    int64_t count, correct;      /* samples classified; right by the integer model */
+    int has_float;               /* a float model ran beside it: */
+    int64_t correct_float, agree; /* right by the float model; the same class from both */
+    double seconds_int, seconds_float; /* in the engines' forwards */
+    int n_lif;                   /* with flips: per LIF layer, spikes that differ between the */
+    int64_t *flips, *total;      /* float and the integer model, and neurons x steps */
+} qkf_evaluate_int_result;
+
+/* Accuracy of the integer model q (the dense integer engine) on the first `limit` samples of d
+ * (0: all), batch samples at a time, with fm (optional: NULL or a model without parameters) the
+ * float model beside it (accuracy, agreement) and with flips the spikes that differ per layer
+ * (needs fm). One process. 0 or -1; free r with qkf_evaluate_int_result_free either way. */
+int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const qkf_dataset *d,
+                     int64_t limit, int batch, int flips, qkf_evaluate_int_result *r);
+void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r);
 
 #endif

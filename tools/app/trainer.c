@@ -179,14 +179,38 @@ int qkf_trainer_read_config(const char *path, qkf_trainer_opts *o)
         char *hash = strchr(line, '#');
         if (hash)
             *hash = 0;
-        char *tok[3] = {NULL, NULL, NULL};
+        /* "name value", "name = value" or "name: value": the name ends at the first blank,
+         * '=' or ':'; one '=' or ':' may follow it; the value is the next word, whole (so
+         * "data h5:FILE" and "data: h5:FILE" both give the dataset h5:FILE) */
+        char *tok[2] = {NULL, NULL};
         int nt = 0;
-        for (char *p = strtok(line, " \t\r\n=:"); p && nt < 3; p = strtok(NULL, " \t\r\n=:"))
-            tok[nt++] = p;
-        if (nt == 0)
+        char *p = line + strspn(line, " \t\r\n");
+        if (!*p)
             continue;
-        if (nt > 2) {
-            rc = qkf_set_error("%s:%d: expected 'name value'", path, lineno);
+        tok[nt++] = p;
+        p += strcspn(p, " \t\r\n=:");
+        char *name_end = p;
+        p += strspn(p, " \t\r\n");
+        if (*p == '=' || *p == ':')
+            p++;
+        p += strspn(p, " \t\r\n");
+        *name_end = 0;
+        if (*p) {
+            tok[nt++] = p;
+            p += strcspn(p, " \t\r\n");
+            char *val_end = p;
+            p += strspn(p, " \t\r\n");
+            *val_end = 0;
+        }
+        if (*p) {
+            rc = qkf_set_error("%s:%d: expected 'name value' (a value is one word; '%.*s' "
+                               "follows it)",
+                               path, lineno, (int)strcspn(p, " \t\r\n"), p);
+            break;
+        }
+        if (!*tok[0]) {
+            rc = qkf_set_error("%s:%d: expected 'name value' (no name before the separator)",
+                               path, lineno);
             break;
         }
         char opt[128];
