@@ -809,6 +809,131 @@ int qkf_dataset_load_subset(const char *name, int train, const int64_t *index, i
     return 0;
 }
 
+/* ---- reading a range of a split in order, a block at a time --------------------------------- */
+
+struct qkf_dataset_reader {
+    char name[1100];
+    int train;
+    source src;
+    float mx;
+    int64_t next, hi, total;
+    /* idx (plain or gzipped): both files open (zlib reads plain files as they are), at record
+     * `next`, read forward only */
+    idx_pair p;
+    gzFile gi, gl;
+    int64_t oi, ol;
+};
+
+void qkf_dataset_reader_close(qkf_dataset_reader *r)
+{
+    if (!r)
+        return;
+    if (r->gi)
+        gzclose(r->gi);
+    if (r->gl)
+        gzclose(r->gl);
+    qkf_free(r);
+}
+
+/* Reads and drops n bytes of f (positioning a forward-only stream). */
+static int gz_skip(gzFile f, const char *path, int64_t n, int64_t *off)
+{
+    uint8_t *buf = qkf_malloc(1 << 16);
+    int rc = 0;
+    while (rc == 0 && n > 0) {
+        int64_t c = n < (1 << 16) ? n : (1 << 16);
+        rc = gz_read_exact(f, path, buf, c, off);
+        n -= c;
+    }
+    qkf_free(buf);
+    return rc;
+}
+
+qkf_dataset_reader *qkf_dataset_reader_open(const char *name, int train, int64_t lo, int64_t hi,
+                                            float mx)
+{
+    qkf_dataset meta;
+    if (qkf_dataset_probe(name, train, &meta))
+        return NULL;
+    if (lo < 0 || hi < lo || hi > meta.total) {
+        qkf_set_error("%s: samples %lld..%lld are not in the split's 0..%lld", meta.source,
+                      (long long)lo, (long long)hi - 1, (long long)meta.total - 1);
+        return NULL;
+    }
+    qkf_dataset_reader *r = qkf_calloc(1, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->train = train, r->mx = mx, r->next = lo, r->hi = hi, r->total = meta.total;
+    if (resolve(name, train, &r->src))
+        goto fail;
+    if (r->src.kind == SRC_IDX) {
+        if (idx_probe_pair(r->src.dir, train, &r->p))
+            goto fail;
+        r->gi = gzopen(r->p.img.path, "rb");
+        r->gl = gzopen(r->p.lab.path, "rb");
+        if (!r->gi || !r->gl) {
+            qkf_set_error("%s: cannot open (%s)", r->gi ? r->p.lab.path : r->p.img.path,
+                          strerror(errno));
+            goto fail;
+        }
+        gzbuffer(r->gi, 1 << 17);
+        if (gz_skip(r->gi, r->p.img.path, r->p.img.hdr + lo * r->p.img.rec, &r->oi) ||
+            gz_skip(r->gl, r->p.lab.path, r->p.lab.hdr + lo * r->p.lab.rec, &r->ol))
+            goto fail;
+    }
+    return r;
+fail:
+    qkf_dataset_reader_close(r);
+    return NULL;
+}
+
+int64_t qkf_dataset_reader_next(qkf_dataset_reader *r, int64_t k, qkf_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    if (k > r->hi - r->next)
+        k = r->hi - r->next;
+    if (k <= 0)
+        return 0;
+    if (r->src.kind != SRC_IDX) { /* random access already: a subset of consecutive samples */
+        int64_t *idx = qkf_malloc((size_t)k * sizeof(int64_t));
+        for (int64_t j = 0; j < k; j++)
+            idx[j] = r->next + j;
+        int rc = qkf_dataset_load_subset(r->name, r->train, idx, k, r->mx, d);
+        qkf_free(idx);
+        if (rc)
+            return -1;
+        r->next += k;
+        return k;
+    }
+    if (qkf_dataset_probe(r->name, r->train, d))
+        return -1;
+    const idx_file *im = &r->p.img, *lb = &r->p.lab;
+    d->n = k;
+    d->pixels = qkf_malloc((size_t)(k * im->rec));
+    d->labels = qkf_malloc((size_t)k * sizeof(int32_t));
+    d->index = qkf_malloc((size_t)k * sizeof(int64_t));
+    uint8_t *lab = qkf_malloc((size_t)k);
+    int64_t at = r->ol;
+    int rc = gz_read_exact(r->gi, im->path, d->pixels, k * im->rec, &r->oi) ||
+             gz_read_exact(r->gl, lb->path, lab, k * lb->rec, &r->ol);
+    for (int64_t j = 0; rc == 0 && j < k; j++) {
+        d->index[j] = r->next + j;
+        if (lab[j] >= d->classes)
+            rc = qkf_set_error("%s: label %d out of range 0..%d at byte %lld", lb->path, lab[j],
+                               d->classes - 1, (long long)(at + j));
+        d->labels[j] = lab[j];
+    }
+    /* the split's end: the files must end there too */
+    if (rc == 0 && r->next + k == r->total)
+        rc = gz_expect_end(r->gi, im->path, r->oi) || gz_expect_end(r->gl, lb->path, r->ol);
+    qkf_free(lab);
+    if (rc) {
+        qkf_dataset_free(d);
+        return -1;
+    }
+    r->next += k;
+    return k;
+}
+
 int64_t qkf_dataset_find(const qkf_dataset *d, int64_t i)
 {
     if (!d->index)

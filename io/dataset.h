@@ -69,6 +69,20 @@ void qkf_dataset_pixel_sums(const qkf_dataset *d, int64_t *sum, int64_t *sq);
 /* Mean and std of pixels scaled to [0,1] from such sums over `count` pixels per channel. */
 void qkf_dataset_stats_from_sums(const int64_t *sum, const int64_t *sq, int channels,
                                  int64_t count, float *mean, float *std);
+/* Reading samples [lo, hi) of a split in order, a block at a time, in memory bounded by the
+ * block: HDF5 hyperslabs and pread for HDF5 and CIFAR (qkf_dataset_load_subset of consecutive
+ * samples), one forward pass for idx files, plain or gzipped, whose end (no trailing bytes) is
+ * checked when the block that ends the split is read. `mx` as for qkf_dataset_load_subset (the
+ * split's largest value, qkf_dataset_max, for HDF5 images). Errors as qkf_dataset_load's, naming
+ * the file and byte offset or flat index. */
+typedef struct qkf_dataset_reader qkf_dataset_reader;
+qkf_dataset_reader *qkf_dataset_reader_open(const char *name, int train, int64_t lo, int64_t hi,
+                                            float mx);
+/* The next min(k, what is left) samples into d (a subset: d->index their split indices, d->total
+ * the split's size; free it with qkf_dataset_free). Returns how many, 0 at the end, -1 on error. */
+int64_t qkf_dataset_reader_next(qkf_dataset_reader *r, int64_t k, qkf_dataset *d);
+void qkf_dataset_reader_close(qkf_dataset_reader *r);
+
 /* ---- background loader ---------------------------------------------------------------------- */
 
 typedef struct {
