@@ -190,7 +190,7 @@ int qkf_evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, int
 int64_t qkf_stream_block(const qkf_dataset *meta, int batch)
 {
     int64_t per = (int64_t)meta->c * meta->h * meta->w * (meta->t > 0 ? meta->t : 1);
-    int64_t nb = ((int64_t)8 << 20) / ((per > 0 ? per : 1) * (batch > 0 ? batch : 1));
+    int64_t nb = ((int64_t)1 << 20) / ((per > 0 ? per : 1) * (batch > 0 ? batch : 1));
     return (nb < 1 ? 1 : nb) * (batch > 0 ? batch : 1);
 }
 

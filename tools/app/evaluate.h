@@ -31,7 +31,7 @@ int qkf_evaluate(const qkf_model *m, const qkf_dataset *d, int64_t limit, int ba
  * to go on, non-zero to stop the stream with that value. */
 typedef int (*qkf_batch_fn)(void *ctx, const float *x, const int32_t *labels, int B);
 
-/* Samples per block when a split is streamed: whole batches, about 8 MB of pixels (at least one
+/* Samples per block when a split is streamed: whole batches, about 1 MB of pixels (at least one
  * batch). Reading a block at a time keeps the batches (and so every result) those of a whole
  * load while memory stays bounded by the block, whatever the split's size. */
 int64_t qkf_stream_block(const qkf_dataset *meta, int batch);
