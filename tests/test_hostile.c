@@ -7,8 +7,8 @@
  * The good files (made in each test's init): w.h5, a training checkpoint of the cifar_small
  * fixture after one update (weights, configuration attributes, optim/ group); x.h5, an input
  * [2,3,16,16]; d.h5, an image dataset (images uint8 [4,3,16,16], labels int64 [4]); t.h5, a
- * trace of x.h5. A case copies one of them to bad.h5, changes it, and runs every command that
- * reads that kind of file on it. */
+ * trace of x.h5; q.h5, w.h5 quantised for loihi (qkf quantize; io/qckpt.c). A case copies one of
+ * them to bad.h5, changes it, and runs every command that reads that kind of file on it. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
