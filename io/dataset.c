@@ -901,21 +901,23 @@ fail:
     return NULL;
 }
 
-int qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d)
+int64_t qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d)
 {
     qkf_dataset_free(d);
-    if (k < 1 || k > s->hi - s->pos)
-        return qkf_set_error("%s: %lld samples asked for, %lld left", s->meta.source,
-                             (long long)k, (long long)(s->hi - s->pos));
+    if (k > s->hi - s->pos)
+        k = s->hi - s->pos;
+    if (k <= 0)
+        return 0;
     int64_t *index = qkf_malloc((size_t)k * sizeof(int64_t));
     for (int64_t j = 0; j < k; j++)
         index[j] = s->pos + j;
     if (!s->gz) {
         int rc = qkf_dataset_load_subset(s->name, s->train, index, k, s->mx, d);
         qkf_free(index);
-        if (rc == 0)
-            s->pos += k;
-        return rc;
+        if (rc)
+            return -1;
+        s->pos += k;
+        return k;
     }
     /* as qkf_dataset_load_subset fills d (subset_idx), from the open streams */
     *d = s->meta;
@@ -945,7 +947,7 @@ int qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d)
         qkf_dataset_free(d);
         return -1;
     }
-    return 0;
+    return k;
 }
 
 int64_t qkf_dataset_find(const qkf_dataset *d, int64_t i)

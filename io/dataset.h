@@ -79,9 +79,10 @@ void qkf_dataset_stats_from_sums(const int64_t *sum, const int64_t *sq, int chan
 typedef struct qkf_dataset_stream qkf_dataset_stream;
 qkf_dataset_stream *qkf_dataset_stream_open(const char *name, int train, int64_t lo, int64_t hi,
                                             float mx);
-/* The next k samples (1 <= k <= those left) into d, which is freed first (zero it before the
- * first call) and holds only them afterwards. */
-int qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d);
+/* The next min(k, those left) samples into d, which is freed first (zero it before the first
+ * call) and holds only them afterwards (a subset: d->index their split indices, d->total the
+ * split's size). Returns how many, 0 at the end, -1 on error (d then empty). */
+int64_t qkf_dataset_stream_next(qkf_dataset_stream *s, int64_t k, qkf_dataset *d);
 void qkf_dataset_stream_close(qkf_dataset_stream *s);
 
 /* ---- background loader ---------------------------------------------------------------------- */

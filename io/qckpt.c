@@ -23,6 +23,7 @@
 #include "../kernels/base.h"
 #include "../models/quant.h"
 #include "h5_internal.h"
+#include "hw_profile.h"
 #include "io.h"
 
 #define ARITH_FIELDS(X)                                                                        \
@@ -30,6 +31,10 @@
         X(current_wrap) X(current_shift) X(membrane_bits) X(membrane_wrap) X(decay_bits)       \
             X(threshold_bits) X(threshold_shift) X(threshold_ge) X(reset_subtract)             \
                 X(bias_bits) X(bias_exp_max) X(graded_bits) X(input_bits) X(leak)
+
+/* |head.bias| at most this (what qkf_quantize can write, 4e18): the logit sum of the engines,
+ * bias + weights x spike counts in int64, keeps its headroom. */
+#define QKF_QCKPT_HEAD_BIAS_MAX 4000000000000000000LL
 
 static int put_i(qkf_h5out *o, const char *name, int ndim, const int64_t *shape, int64_t n,
                  int bytes, const void *src, int src_bytes)
@@ -288,6 +293,54 @@ static int check_range(const char *path, const char *name, const int64_t *v, int
     return 0;
 }
 
+/* The profile name a checkpoint carries, as the profile loader accepts names (io/hw_profile.c):
+ * not empty, no control character (a message naming it stays one line), no range ('['). */
+static int check_hw_name(const char *path, const char *name)
+{
+    if (!name[0])
+        return qkf_set_error("%s: attribute 'hw_name' is empty (the profile the checkpoint was "
+                             "quantised for)",
+                             path);
+    for (const char *c = name; *c; c++)
+        if ((unsigned char)*c < 32 || *c == 127 || *c == '[')
+            return qkf_set_error("%s: attribute 'hw_name' holds byte 0x%02x at offset %d (a "
+                                 "profile name holds no control character or range)",
+                                 path, (unsigned char)*c, (int)(c - name));
+    return 0;
+}
+
+/* A checkpoint quantised for a bundled profile carries that profile's arithmetic, field by
+ * field: an arithmetic block that contradicts the name it is filed under is refused (it was
+ * edited, or the profile changed since: quantise again). A name no profile is bundled under is a
+ * profile from a file (qkf quantize --hw FILE.yaml); its arithmetic is what the checkpoint
+ * carries. */
+static int check_bundled(const char *path, const qkf_qmodel *q)
+{
+    int found = -1;
+    for (int i = 0; i < qkf_hw_count(); i++)
+        if (qkf_hw_name(i) && strcmp(qkf_hw_name(i), q->hw_name) == 0)
+            found = i;
+    if (found < 0)
+        return 0;
+    qkf_hw_profile *p = qkf_calloc(1, sizeof *p);
+    int rc = 0;
+    if (qkf_hw_load(q->hw_name, p) < 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qkf_last_error());
+        rc = qkf_set_error("%s: attribute 'hw_name' '%s': %s", path, q->hw_name, msg);
+    }
+#define CMP(f)                                                                                 \
+    if (!rc && p->arith.f != q->arith.f)                                                       \
+        rc = qkf_set_error("%s: attribute 'hw." #f "' is %d but profile '%s' (attribute "       \
+                           "'hw_name') has %d: the arithmetic contradicts the profile named "   \
+                           "(quantise the float checkpoint again)",                             \
+                           path, q->arith.f, q->hw_name, p->arith.f);
+    ARITH_FIELDS(CMP)
+#undef CMP
+    qkf_free(p);
+    return rc;
+}
+
 int qkf_qckpt_is_quant(const char *path)
 {
     hid_t fid = qkf_h5_open_ro(path);
@@ -378,16 +431,21 @@ static int load_ops(hid_t fid, const char *path, qkf_qmodel *q)
                     qo->theta[c] = (int32_t)th[c];
                 if (attn) {
                     hid_t did = H5Dopen2(fid, nm, H5P_DEFAULT);
-                    double w;
-                    int r = did >= 0 ? attr_d(did, path, "in_weight", 1, &w, 1) : -1;
+                    double w = 0.0;
+                    char lab[QKF_MAX_NAME * 2 + 600];
+                    snprintf(lab, sizeof lab, "%s: key '%s'", path, nm);
+                    int r = did >= 0 ? attr_d(did, lab, "in_weight", 1, &w, 1)
+                                     : qkf_set_error("%s: cannot open key '%s'", path, nm);
                     if (did >= 0)
                         H5Dclose(did);
-                    if (r < 0 || w != floor(w) || w < 1 || w > 65535)
-                        rc = r < 0 ? -1
-                                   : qkf_set_error("%s: key '%s': attribute in_weight is %g "
-                                                   "(expected 1..65535)",
-                                                   path, nm, w);
-                    qo->in_weight = (int32_t)w;
+                    if (r < 0)
+                        rc = -1;
+                    else if (w != floor(w) || w < 1 || w > 65535)
+                        rc = qkf_set_error("%s: key '%s': attribute in_weight is %g (expected "
+                                           "1..65535)",
+                                           path, nm, w);
+                    else
+                        qo->in_weight = (int32_t)w;
                 } else
                     qo->conv = i - 1;
             }
@@ -408,10 +466,15 @@ static int load_ops(hid_t fid, const char *path, qkf_qmodel *q)
                      check_range(path, "head.weight", m, K * C, -mmax, mmax) ||
                      read_ds(fid, path, "head.weight_exp", 1, &one, 0, &he) ||
                      check_range(path, "head.weight_exp", &he, 1, 0, 31 - a->weight_bits) ||
-                     read_ds(fid, path, "head.bias", 1, &K, 0, qo->head_b);
+                     read_ds(fid, path, "head.bias", 1, &K, 0, qo->head_b) ||
+                     check_range(path, "head.bias", qo->head_b, K, -QKF_QCKPT_HEAD_BIAS_MAX,
+                                 QKF_QCKPT_HEAD_BIAS_MAX);
             if (!rc) {
                 hid_t did = H5Dopen2(fid, "head.weight", H5P_DEFAULT);
-                int r = did >= 0 ? attr_d(did, path, "scale", 1, &qo->head_scale, 1) : -1;
+                char lab[600];
+                snprintf(lab, sizeof lab, "%s: key 'head.weight'", path);
+                int r = did >= 0 ? attr_d(did, lab, "scale", 1, &qo->head_scale, 1)
+                                 : qkf_set_error("%s: cannot open key 'head.weight'", path);
                 if (did >= 0)
                     H5Dclose(did);
                 if (r < 0)
@@ -540,7 +603,8 @@ int qkf_qckpt_load(const char *path, qkf_qmodel *q)
         qkf_set_error("%s: attribute 'in_scale' is not positive", path);
         goto done;
     }
-    if (attr_s(fid, path, "hw_name", nq.hw_name, sizeof nq.hw_name) < 0)
+    if (attr_s(fid, path, "hw_name", nq.hw_name, sizeof nq.hw_name) < 0 ||
+        check_hw_name(path, nq.hw_name) < 0)
         goto done;
 #define GET(f)                                                                                 \
     if (attr_int(fid, path, "hw." #f, -64, 64, &nq.arith.f) < 0)                               \
@@ -553,6 +617,8 @@ int qkf_qckpt_load(const char *path, qkf_qmodel *q)
         qkf_set_error("%s: %s", path, msg);
         goto done;
     }
+    if (check_bundled(path, &nq) < 0)
+        goto done;
     if (qkf_graph_walk(c, 0, &nq.g) < 0)
         goto done;
     nq.ops = qkf_calloc((size_t)nq.g.n_ops, sizeof(qkf_qop));

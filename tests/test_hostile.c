@@ -7,8 +7,8 @@
  * The good files (made in each test's init): w.h5, a training checkpoint of the cifar_small
  * fixture after one update (weights, configuration attributes, optim/ group); x.h5, an input
  * [2,3,16,16]; d.h5, an image dataset (images uint8 [4,3,16,16], labels int64 [4]); t.h5, a
- * trace of x.h5. A case copies one of them to bad.h5, changes it, and runs every command that
- * reads that kind of file on it. */
+ * trace of x.h5; q.h5, w.h5 quantised for loihi (qkf quantize; io/qckpt.c). A case copies one of
+ * them to bad.h5, changes it, and runs every command that reads that kind of file on it. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
@@ -95,6 +95,8 @@ static void setup(void)
                      "--threads 1"),
                  0, "qkf infer --trace failed");
     remove(path_of("y0.h5"));
+    cr_assert_eq(qkf("quantize --weights w.h5 --hw loihi --out q.h5 --quiet"), 0,
+                 "qkf quantize failed");
 }
 
 static void teardown(void)
@@ -269,7 +271,7 @@ static void sparse(hid_t f, const char *name, hid_t type, int rank, const hsize_
 
 /* ---- the cases ----------------------------------------------------------------------------- */
 
-typedef enum { CKPT, INPUT, DATA, TRACE, RESUME } target;
+typedef enum { CKPT, INPUT, DATA, TRACE, RESUME, QCKPT } target;
 
 typedef struct {
     const char *name;
@@ -500,6 +502,204 @@ static void rs_data_int(hid_t f)
     put_ds(f, "optim/data", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &d, NULL, v);
 }
 
+
+/* quantised checkpoints (qkf quantize --hw loihi of w.h5; io/qckpt.c) */
+#define Q_W "stage1.0.tssa.q_conv.weight"
+#define Q_WE "stage1.0.tssa.q_conv.weight_exp"
+#define Q_B "stage1.0.tssa.q_conv.bias"
+#define Q_BE "stage1.0.tssa.q_conv.bias_exp"
+#define Q_TH "stage1.0.tssa.q_lif.threshold"
+#define Q_DL "stage1.0.tssa.q_lif.delta"
+#define Q_ATH "stage1.0.tssa.attn_lif.threshold"
+
+/* The dims of dataset name (rank returned). */
+static int dims_of(hid_t f, const char *name, hsize_t *dims)
+{
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert_geq(d, 0, "open %s", name);
+    hid_t sp = H5Dget_space(d);
+    int r = H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return r;
+}
+
+/* Replaces integer dataset name by one of file type ft and the same shape, values from the old
+ * one with v at flat index at (at < 0: none). */
+static void int_ds(hid_t f, const char *name, hid_t ft, int64_t v, int64_t at)
+{
+    hsize_t dims[8], n = 1;
+    int r = dims_of(f, name, dims);
+    for (int i = 0; i < r; i++)
+        n *= dims[i];
+    int64_t *b = qkf_calloc(n, sizeof *b);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert_geq(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, b), 0);
+    H5Dclose(d);
+    if (at >= 0 && (hsize_t)at < n)
+        b[at] = v;
+    put_ds(f, name, ft, H5T_NATIVE_INT64, r, dims, NULL, b);
+    qkf_free(b);
+}
+
+/* The same shape in float64 (values v at `at`, 0.01 steps elsewhere). */
+static void float_like(hid_t f, const char *name, double v, int64_t at)
+{
+    hsize_t dims[8];
+    int r = dims_of(f, name, dims);
+    f64_ds(f, name, r, dims, v, at);
+}
+
+static void put_attr_on(hid_t f, const char *obj, const char *name, hid_t ft, hid_t mt,
+                        const void *buf)
+{
+    put_attr(f, obj, name, ft, mt, 0, NULL, buf);
+}
+
+static void str_attr(hid_t f, const char *obj, const char *name, const char *v)
+{
+    hid_t t = str_type(strlen(v) ? strlen(v) : 1);
+    put_attr(f, obj, name, t, t, 0, NULL, v);
+    H5Tclose(t);
+}
+
+/* An integer dataset of the given shape, chunked and deflated, whose first chunk does not
+ * inflate. */
+static void broken_int_chunk(hid_t f, const char *name)
+{
+    hsize_t dims[8], chunk[8];
+    int r = dims_of(f, name, dims);
+    unlink_if(f, name);
+    for (int i = 0; i < r; i++)
+        chunk[i] = dims[i];
+    hid_t sp = H5Screate_simple(r, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, r, chunk);
+    H5Pset_deflate(dcpl, 4);
+    hid_t d = H5Dcreate2(f, name, H5T_STD_I8LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(d, 0);
+    uint8_t junk[64];
+    for (int i = 0; i < 64; i++)
+        junk[i] = (uint8_t)(i * 53 + 7);
+    hsize_t off[8] = {0};
+    cr_assert_geq(H5Dwrite_chunk(d, H5P_DEFAULT, 0, off, sizeof junk, junk), 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+}
+
+static void qc_w_float(hid_t f) { float_like(f, Q_W, 0.5, 3); }
+static void qc_w_string(hid_t f) { str_ds(f, Q_W); }
+static void qc_w_compound(hid_t f) { compound_ds(f, Q_W, 4); }
+static void qc_w_beyond_bits(hid_t f) { int_ds(f, Q_W, H5T_STD_I16LE, 200, 3); }
+static void qc_w_int64_huge(hid_t f) { int_ds(f, Q_W, H5T_STD_I64LE, (int64_t)1 << 40, 0); }
+static void qc_w_rank(hid_t f)
+{
+    hsize_t d[2] = {24, 24};
+    int8_t v[24 * 24] = {0};
+    put_ds(f, Q_W, H5T_STD_I8LE, H5T_NATIVE_INT8, 2, d, NULL, v);
+}
+static void qc_w_huge_rows(hid_t f)
+{
+    hsize_t d[4] = {(hsize_t)1 << 40, 24, 1, 1};
+    sparse(f, Q_W, H5T_STD_I8LE, 4, d);
+}
+static void qc_w_group(hid_t f) { group_for(f, Q_W); }
+static void qc_w_broken(hid_t f) { broken_int_chunk(f, Q_W); }
+static void qc_w_missing(hid_t f) { unlink_if(f, Q_W); }
+static void qc_exp_high(hid_t f) { int_ds(f, Q_WE, H5T_STD_I8LE, 30, 2); }
+static void qc_exp_negative(hid_t f) { int_ds(f, Q_WE, H5T_STD_I8LE, -3, 0); }
+static void qc_exp_shape(hid_t f)
+{
+    hsize_t d = 25;
+    int8_t v[25] = {0};
+    put_ds(f, Q_WE, H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, NULL, v);
+}
+static void qc_bias_beyond(hid_t f) { int_ds(f, Q_B, H5T_STD_I64LE, (int64_t)1 << 40, 5); }
+static void qc_bias_float(hid_t f) { float_like(f, Q_B, 1.0, 0); }
+static void qc_bias_exp_high(hid_t f) { int_ds(f, Q_BE, H5T_STD_I8LE, 100, 1); }
+static void qc_bias_dangling(hid_t f) { dangling(f, Q_B); }
+static void qc_bias_external(hid_t f) { external_missing(f, Q_BE); }
+static void qc_th_negative(hid_t f) { int_ds(f, Q_TH, H5T_STD_I32LE, -5, 1); }
+static void qc_th_beyond(hid_t f) { int_ds(f, Q_TH, H5T_STD_I64LE, (int64_t)1 << 40, 0); }
+static void qc_th_huge_rows(hid_t f)
+{
+    hsize_t d = (hsize_t)1 << 40;
+    sparse(f, Q_TH, H5T_STD_I32LE, 1, &d);
+}
+static void qc_th_scalar(hid_t f)
+{
+    int32_t v = 7;
+    put_ds(f, Q_TH, H5T_STD_I32LE, H5T_NATIVE_INT32, 0, NULL, NULL, &v);
+}
+static void qc_delta_nan(hid_t f) { float_like(f, Q_DL, NAN, 2); }
+static void qc_delta_inf(hid_t f) { float_like(f, Q_DL, INFINITY, 0); }
+static void qc_delta_negative(hid_t f) { float_like(f, Q_DL, -0.5, 4); }
+static void qc_delta_zero(hid_t f) { float_like(f, Q_DL, 0.0, 1); }
+static void qc_delta_int(hid_t f) { int_ds(f, Q_DL, H5T_STD_I32LE, 1, -1); }
+static void qc_delta_group(hid_t f) { group_for(f, Q_DL); }
+static void qc_inw_missing(hid_t f) { H5Adelete_by_name(f, Q_ATH, "in_weight", H5P_DEFAULT); }
+static void qc_inw_string(hid_t f) { str_attr(f, Q_ATH, "in_weight", "one"); }
+static void qc_inw_zero(hid_t f)
+{
+    int64_t v = 0;
+    put_attr_on(f, Q_ATH, "in_weight", H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+}
+static void qc_inw_nan(hid_t f)
+{
+    double v = NAN;
+    put_attr_on(f, Q_ATH, "in_weight", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+static void qc_scale_zero(hid_t f)
+{
+    double v = 0.0;
+    put_attr_on(f, "head.weight", "scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+static void qc_scale_nan(hid_t f)
+{
+    double v = NAN;
+    put_attr_on(f, "head.weight", "scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+static void qc_scale_missing(hid_t f) { H5Adelete_by_name(f, "head.weight", "scale", H5P_DEFAULT); }
+static void qc_scale_string(hid_t f) { str_attr(f, "head.weight", "scale", "1e-3"); }
+static void qc_head_exp_high(hid_t f) { int_ds(f, "head.weight_exp", H5T_STD_I8LE, 40, 0); }
+static void qc_head_bias_huge(hid_t f)
+{
+    int_ds(f, "head.bias", H5T_STD_I64LE, INT64_MAX, 3); /* the logit sum would overflow */
+}
+static void qc_head_bias_float(hid_t f) { float_like(f, "head.bias", 2.0, 0); }
+static void qc_extra_key(hid_t f)
+{
+    hsize_t d = 2;
+    f64_ds(f, "stage9.0.mlp.mlp1_conv.weight", 1, &d, 0, -1);
+}
+static void qa_format_string(hid_t f) { str_attr(f, "/", "qkf_quant_format", "1"); }
+static void qa_format_future(hid_t f) { i64_attr(f, "qkf_quant_format", 99); }
+static void qa_bits_frac(hid_t f) { f64_attr(f, "hw.weight_bits", 8.5); }
+static void qa_bits_zero(hid_t f) { i64_attr(f, "hw.weight_bits", 0); }
+static void qa_bits_wide(hid_t f) { i64_attr(f, "hw.weight_bits", 20); }
+static void qa_membrane_int64(hid_t f) { i64_attr(f, "hw.membrane_bits", (int64_t)1 << 40); }
+static void qa_leak_missing(hid_t f) { H5Adelete_by_name(f, "/", "hw.leak", H5P_DEFAULT); }
+static void qa_leak_unknown(hid_t f) { i64_attr(f, "hw.leak", 7); }
+static void qa_per_channel_string(hid_t f) { str_attr(f, "/", "hw.per_channel", "yes"); }
+static void qa_contradicts(hid_t f) { i64_attr(f, "hw.bias_bits", 16); }
+static void qa_contradicts_wrap(hid_t f) { i64_attr(f, "hw.membrane_wrap", 1); }
+static void qa_name_int(hid_t f) { i64_attr(f, "hw_name", 3); }
+static void qa_name_empty(hid_t f) { str_attr(f, "/", "hw_name", ""); }
+static void qa_name_control(hid_t f) { str_attr(f, "/", "hw_name", "loi\nhi"); }
+static void qa_name_range(hid_t f) { str_attr(f, "/", "hw_name", "loihi[0..2]"); }
+static void qa_in_scale_nan(hid_t f) { f64_attr(f, "in_scale", NAN); }
+static void qa_in_scale_negative(hid_t f) { f64_attr(f, "in_scale", -0.25); }
+static void qa_in_max_huge(hid_t f) { i64_attr(f, "in_max", (int64_t)1 << 40); }
+static void qa_in_max_frac(hid_t f) { f64_attr(f, "in_max", 3.5); }
+static void qa_embed_huge(hid_t f) { i64_attr(f, "embed_dims", (int64_t)1 << 30); }
+static void qa_variant_unknown(hid_t f) { str_attr(f, "/", "variant", "resnet"); }
+static void qa_T_array(hid_t f)
+{
+    int64_t v[2] = {4, 4};
+    hsize_t d = 2;
+    put_attr(f, "/", "T", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &d, v);
+}
+
 static hcase cases[] = {
     {"ckpt key of strings", CKPT, ck_string, K_HEADW},
     {"ckpt key of compounds", CKPT, ck_compound, K_BIAS},
@@ -562,6 +762,68 @@ static hcase cases[] = {
     {"optim/m NaN", RESUME, rs_moment_nan, "optim/m/" K_HEADW},
     {"optim/v a group", RESUME, rs_moment_group, "optim/v/" K_HEADW},
     {"optim/data integers", RESUME, rs_data_int, "optim/data"},
+    {"q: mantissas of floats", QCKPT, qc_w_float, Q_W},
+    {"q: mantissas of strings", QCKPT, qc_w_string, Q_W},
+    {"q: mantissas of compounds", QCKPT, qc_w_compound, Q_W},
+    {"q: mantissa beyond the profile's 8 bits", QCKPT, qc_w_beyond_bits, Q_W},
+    {"q: mantissa int64 2^40", QCKPT, qc_w_int64_huge, Q_W},
+    {"q: mantissas of rank 2", QCKPT, qc_w_rank, Q_W},
+    {"q: mantissas of 2^40 rows", QCKPT, qc_w_huge_rows, Q_W},
+    {"q: mantissas a group", QCKPT, qc_w_group, Q_W},
+    {"q: mantissas chunk that does not inflate", QCKPT, qc_w_broken, Q_W},
+    {"q: mantissas missing", QCKPT, qc_w_missing, Q_W},
+    {"q: weight exponent beyond weight_exp_max", QCKPT, qc_exp_high, Q_WE},
+    {"q: weight exponent negative", QCKPT, qc_exp_negative, Q_WE},
+    {"q: weight exponents of the wrong count", QCKPT, qc_exp_shape, Q_WE},
+    {"q: bias int64 beyond bias_bits", QCKPT, qc_bias_beyond, Q_B},
+    {"q: bias of floats", QCKPT, qc_bias_float, Q_B},
+    {"q: bias exponent beyond bias_exp_max", QCKPT, qc_bias_exp_high, Q_BE},
+    {"q: bias a dangling link", QCKPT, qc_bias_dangling, Q_B},
+    {"q: bias exponent an external link to a missing file", QCKPT, qc_bias_external, Q_BE},
+    {"q: threshold negative", QCKPT, qc_th_negative, Q_TH},
+    {"q: threshold int64 beyond the membrane", QCKPT, qc_th_beyond, Q_TH},
+    {"q: thresholds of 2^40 rows", QCKPT, qc_th_huge_rows, Q_TH},
+    {"q: threshold a scalar", QCKPT, qc_th_scalar, Q_TH},
+    {"q: delta NaN", QCKPT, qc_delta_nan, Q_DL},
+    {"q: delta Inf", QCKPT, qc_delta_inf, Q_DL},
+    {"q: delta negative", QCKPT, qc_delta_negative, Q_DL},
+    {"q: delta zero", QCKPT, qc_delta_zero, Q_DL},
+    {"q: delta of integers", QCKPT, qc_delta_int, Q_DL},
+    {"q: delta a group", QCKPT, qc_delta_group, Q_DL},
+    {"q: attention in_weight missing", QCKPT, qc_inw_missing, Q_ATH},
+    {"q: attention in_weight a string", QCKPT, qc_inw_string, Q_ATH},
+    {"q: attention in_weight 0", QCKPT, qc_inw_zero, Q_ATH},
+    {"q: attention in_weight NaN", QCKPT, qc_inw_nan, Q_ATH},
+    {"q: head scale 0", QCKPT, qc_scale_zero, "head.weight'"},
+    {"q: head scale NaN", QCKPT, qc_scale_nan, "head.weight'"},
+    {"q: head scale missing", QCKPT, qc_scale_missing, "head.weight'"},
+    {"q: head scale a string", QCKPT, qc_scale_string, "head.weight'"},
+    {"q: head exponent 40", QCKPT, qc_head_exp_high, "head.weight_exp"},
+    {"q: head bias INT64_MAX", QCKPT, qc_head_bias_huge, "head.bias"},
+    {"q: head bias of floats", QCKPT, qc_head_bias_float, "head.bias"},
+    {"q: a key no quantised model has", QCKPT, qc_extra_key, "stage9.0.mlp.mlp1_conv.weight"},
+    {"q: attribute qkf_quant_format a string", QCKPT, qa_format_string, "qkf_quant_format"},
+    {"q: attribute qkf_quant_format 99", QCKPT, qa_format_future, "qkf_quant_format"},
+    {"q: attribute hw.weight_bits 8.5", QCKPT, qa_bits_frac, "weight_bits"},
+    {"q: attribute hw.weight_bits 0", QCKPT, qa_bits_zero, "weight_bits"},
+    {"q: attribute hw.weight_bits 20", QCKPT, qa_bits_wide, "weight_bits"},
+    {"q: attribute hw.membrane_bits 2^40", QCKPT, qa_membrane_int64, "membrane_bits"},
+    {"q: attribute hw.leak missing", QCKPT, qa_leak_missing, "hw.leak"},
+    {"q: attribute hw.leak unknown", QCKPT, qa_leak_unknown, "leak"},
+    {"q: attribute hw.per_channel a string", QCKPT, qa_per_channel_string, "hw.per_channel"},
+    {"q: bias_bits contradicting loihi", QCKPT, qa_contradicts, "bias_bits"},
+    {"q: membrane_wrap contradicting loihi", QCKPT, qa_contradicts_wrap, "membrane_wrap"},
+    {"q: attribute hw_name an integer", QCKPT, qa_name_int, "hw_name"},
+    {"q: attribute hw_name empty", QCKPT, qa_name_empty, "hw_name"},
+    {"q: attribute hw_name with a newline", QCKPT, qa_name_control, "hw_name"},
+    {"q: attribute hw_name a range", QCKPT, qa_name_range, "hw_name"},
+    {"q: attribute in_scale NaN", QCKPT, qa_in_scale_nan, "in_scale"},
+    {"q: attribute in_scale negative", QCKPT, qa_in_scale_negative, "in_scale"},
+    {"q: attribute in_max 2^40", QCKPT, qa_in_max_huge, "in_max"},
+    {"q: attribute in_max 3.5", QCKPT, qa_in_max_frac, "in_max"},
+    {"q: attribute embed_dims 2^30", QCKPT, qa_embed_huge, "embed_dims"},
+    {"q: attribute variant unknown", QCKPT, qa_variant_unknown, "variant"},
+    {"q: attribute T of two values", QCKPT, qa_T_array, "'T'"},
 };
 
 /* ---- running them -------------------------------------------------------------------------- */
@@ -581,6 +843,16 @@ static const char *const data_cmds[] = {
     "eval --weights w.h5 --data h5:bad.h5 --threads 1",
     "sim --weights w.h5 --data h5:bad.h5 --report y.json --threads 1 --quiet", NULL};
 static const char *const trace_cmds[] = {"report bad.h5", NULL};
+/* every command that reads a quantised checkpoint (qkf serve fails at loading, before it would
+ * listen; qkf quantize refuses a quantised input without reading it) */
+static const char *const qckpt_cmds[] = {
+    "info bad.h5",
+    "infer --weights bad.h5 --input x.h5 --output y.h5 --threads 1 --quiet",
+    "infer --weights bad.h5 --hw loihi --input x.h5 --output y.h5 --threads 1 --quiet",
+    "infer --weights bad.h5 --input x.h5 --output y.h5 --threads 1 --quiet --mode event",
+    "eval --weights bad.h5 --data h5:d.h5 --threads 1",
+    "sim --weights bad.h5 --input x.h5 --report y.json --threads 1 --quiet",
+    "serve --weights bad.h5 --listen 127.0.0.1:0 --threads 1", NULL};
 static const char *const resume_cmds[] = {
     "train --resume bad.h5 --max-steps 2 --no-eval --quiet --threads 1 --out y.h5", NULL};
 
@@ -591,6 +863,7 @@ static const char *const *cmds_of(target t)
     case INPUT: return input_cmds;
     case DATA: return data_cmds;
     case TRACE: return trace_cmds;
+    case QCKPT: return qckpt_cmds;
     default: return resume_cmds;
     }
 }
@@ -601,6 +874,7 @@ static const char *base_of(target t)
     case INPUT: return "x.h5";
     case DATA: return "d.h5";
     case TRACE: return "t.h5";
+    case QCKPT: return "q.h5";
     default: return "w.h5";
     }
 }
@@ -659,17 +933,56 @@ ParameterizedTest(int *i, hostile, table)
 Test(hostile, good_files_pass)
 {
     cr_expect_geq(sizeof cases / sizeof cases[0], 30);
-    const char *const *lists[] = {ckpt_cmds, input_cmds, data_cmds, trace_cmds, resume_cmds};
-    const char *bases[] = {"w.h5", "x.h5", "d.h5", "t.h5", "w.h5"};
+    int nq = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        nq += cases[i].t == QCKPT;
+    cr_expect_geq(nq, 30, "%d quantised cases", nq);
+    const char *const *lists[] = {ckpt_cmds, input_cmds, data_cmds, trace_cmds, resume_cmds,
+                                  qckpt_cmds};
+    const char *bases[] = {"w.h5", "x.h5", "d.h5", "t.h5", "w.h5", "q.h5"};
     static char err[65536];
-    for (int l = 0; l < 5; l++) {
+    for (int l = 0; l < 6; l++) {
         copy(bases[l], "bad.h5");
         for (const char *const *cmd = lists[l]; *cmd; cmd++) {
             int rc = qkf(*cmd);
             slurp("stderr.txt", err, sizeof err);
-            cr_expect_eq(rc, 0, "qkf %s on the good %s: %s", *cmd, bases[l], err);
+            if (!strncmp(*cmd, "serve", 5)) /* loaded, then refused for not being a dvs model */
+                cr_expect(rc == 1 && strstr(err, "needs a dvs variant"),
+                          "qkf %s on the good %s: %d %s", *cmd, bases[l], rc, err);
+            else
+                cr_expect_eq(rc, 0, "qkf %s on the good %s: %s", *cmd, bases[l], err);
             remove(path_of("y.h5"));
             remove(path_of("y.json"));
         }
     }
+    /* qkf quantize takes float checkpoints only: a quantised one is named and refused */
+    int rc = qkf("quantize --weights q.h5 --hw loihi --out y.h5 --quiet");
+    slurp("stderr.txt", err, sizeof err);
+    cr_expect(rc == 1 && strstr(err, "q.h5: already a quantised checkpoint") && !exists("y.h5"),
+              "%d %s", rc, err);
+}
+
+/* The profile a quantised checkpoint names: a bundled profile's name with its own arithmetic
+ * loads; the same name over another profile's arithmetic is refused (hostile/table); a name no
+ * profile is bundled under is a profile from a file (qkf quantize --hw FILE.yaml writes its
+ * name) and loads with the arithmetic the checkpoint carries, which qkf infer prints. */
+Test(hostile, qckpt_profile_name)
+{
+    static char err[65536], out[65536];
+    hid_t f = open_bad("q.h5");
+    str_attr(f, "/", "hw_name", "my-chip");
+    cr_assert_geq(H5Fclose(f), 0);
+    int rc = qkf("infer --weights bad.h5 --input x.h5 --output y.h5 --threads 1");
+    slurp("stderr.txt", err, sizeof err);
+    slurp("stdout.txt", out, sizeof out);
+    cr_expect_eq(rc, 0, "%s", err);
+    cr_expect(strstr(out, "(my-chip)") != NULL, "%s", out);
+    remove(path_of("y.h5"));
+    /* loihi's arithmetic under speck's name: speck's arithmetic differs, so it is refused */
+    f = open_bad("q.h5");
+    str_attr(f, "/", "hw_name", "speck");
+    cr_assert_geq(H5Fclose(f), 0);
+    rc = qkf("info bad.h5");
+    slurp("stderr.txt", err, sizeof err);
+    cr_expect(rc == 1 && strstr(err, "bad.h5") && strstr(err, "speck"), "%d %s", rc, err);
 }

@@ -22,6 +22,7 @@
 #include "io/io.h"
 #include "kernels/base.h"
 #include "models/qkformer.h"
+#include "tools/app/evaluate.h"
 #include "util.h"
 
 static char tmpdir[64];
@@ -921,6 +922,209 @@ Test(io, dataset_subset_idx_truncated)
     cr_assert_eq(qkf_dataset_load_subset(name, 1, other, 2, 255.0f, &d), 0, "%s",
                  qkf_last_error());
     qkf_dataset_free(&d);
+}
+
+static void put_bytes(const char *base, const uint8_t *b, size_t len, int gz);
+
+/* ---- datasets: reading a range of a split in order, a block at a time ------------------------- */
+
+/* Samples [lo, hi) of split `train` of name through a reader, `block` at a time: every block
+ * must be what a whole load holds there. */
+static void expect_reader_matches(const char *name, int train, const qkf_dataset *full, float mx,
+                                  int64_t lo, int64_t hi, int64_t block)
+{
+    qkf_dataset_stream *r = qkf_dataset_stream_open(name, train, lo, hi, mx);
+    cr_assert_not_null(r, "%s", qkf_last_error());
+    int64_t at = lo, got, idx[256];
+    qkf_dataset b;
+    memset(&b, 0, sizeof b);
+    while ((got = qkf_dataset_stream_next(r, block, &b)) > 0) {
+        cr_assert_leq(got, block);
+        for (int64_t j = 0; j < got; j++)
+            idx[j] = at + j;
+        expect_subset_matches(full, &b, idx, got);
+        qkf_dataset_free(&b);
+        at += got;
+    }
+    cr_assert_eq(got, 0, "%s", qkf_last_error());
+    cr_expect_eq(at, hi);
+    cr_expect_eq(qkf_dataset_stream_next(r, block, &b), 0); /* stays at the end */
+    qkf_dataset_stream_close(r);
+}
+
+Test(io, dataset_reader_idx_and_h5)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    write_idx("train", 50, 0, 0); /* plain */
+    write_idx("t10k", 50, 1, 0);  /* gzipped images */
+    const int64_t ranges[][3] = {{0, 50, 8}, {7, 50, 6}, {13, 14, 5}, {0, 50, 50}, {49, 50, 1},
+                                 {20, 20, 4}};
+    for (int train = 0; train < 2; train++) {
+        qkf_dataset full;
+        cr_assert_eq(qkf_dataset_load(name, train, &full), 0, "%s", qkf_last_error());
+        for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+            expect_reader_matches(name, train, &full, 255.0f, ranges[i][0], ranges[i][1],
+                                  ranges[i][2]);
+        qkf_dataset_free(&full);
+    }
+    /* HDF5 images stored as floats in [0, 1]: the split's largest value decides the scale */
+    float img[30 * 3 * 4 * 4];
+    int64_t lab[30], is[4] = {30, 3, 4, 4}, ls = 30;
+    for (int i = 0; i < 30 * 48; i++)
+        img[i] = (float)((i * 37) % 101) / 100.0f;
+    for (int i = 0; i < 30; i++)
+        lab[i] = (i * 3) % 7;
+    qkf_h5out *o = qkf_h5out_open(tpath("r.h5"));
+    cr_assert(o && qkf_h5out_f32(o, "images", 4, is, img) == 0 &&
+              qkf_h5out_i64(o, "labels", 1, &ls, lab) == 0 && qkf_h5out_commit(o) == 0);
+    snprintf(name, sizeof name, "h5:%s", tpath("r.h5"));
+    qkf_dataset full;
+    float mx;
+    cr_assert_eq(qkf_dataset_load(name, 0, &full), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dataset_max(name, 0, 0, 30, &mx), 0);
+    cr_expect_eq(mx, 1.0f);
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+        expect_reader_matches(name, 0, &full, mx, ranges[i][0] < 30 ? ranges[i][0] : 29,
+                              ranges[i][1] < 30 ? ranges[i][1] : 30, ranges[i][2]);
+    qkf_dataset_free(&full);
+    /* a range outside the split */
+    cr_expect_null(qkf_dataset_stream_open(name, 0, 5, 31, mx));
+    cr_expect(strstr(qkf_last_error(), "r.h5") != NULL, "%s", qkf_last_error());
+    no_open_handles();
+}
+
+/* Errors name the file and byte as a whole load's do, in the block that reaches them: a
+ * truncated gzipped file, bytes after the data of a gzipped file (found with the block that ends
+ * the split), a label out of range. */
+Test(io, dataset_reader_errors)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    qkf_dataset b;
+    memset(&b, 0, sizeof b);
+    write_idx("train", 20, 1, 5); /* the image data ends at byte 411 */
+    qkf_dataset_stream *r = qkf_dataset_stream_open(name, 1, 0, 20, 255.0f);
+    cr_assert_not_null(r, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dataset_stream_next(r, 8, &b), 8, "%s", qkf_last_error());
+    qkf_dataset_free(&b);
+    cr_assert_eq(qkf_dataset_stream_next(r, 8, &b), 8, "%s", qkf_last_error());
+    qkf_dataset_free(&b);
+    expect_error((int)qkf_dataset_stream_next(r, 8, &b), "train-images-idx3-ubyte.gz",
+                 "truncated", "byte 411", NULL);
+    cr_expect(!b.pixels && !b.labels && !b.n);
+    qkf_dataset_stream_close(r);
+    remove(tpath("train-images-idx3-ubyte.gz"));
+    /* 20 images and 7 bytes more, gzipped: a whole load and the last block refuse them */
+    write_idx("train", 20, 0, 0);
+    uint8_t buf[16 + 20 * 20 + 7];
+    FILE *f = fopen(tpath("train-images-idx3-ubyte"), "rb");
+    cr_assert(f && fread(buf, 1, 16 + 400, f) == 416);
+    fclose(f);
+    memset(buf + 416, 9, 7);
+    remove(tpath("train-images-idx3-ubyte"));
+    put_bytes("train-images-idx3-ubyte.gz", buf, sizeof buf, 1);
+    r = qkf_dataset_stream_open(name, 1, 0, 20, 255.0f);
+    cr_assert_not_null(r, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dataset_stream_next(r, 16, &b), 16, "%s", qkf_last_error());
+    qkf_dataset_free(&b);
+    expect_error((int)qkf_dataset_stream_next(r, 16, &b), "train-images-idx3-ubyte.gz",
+                 "7 trailing bytes", "byte 416", NULL);
+    qkf_dataset_stream_close(r);
+    remove(tpath("train-images-idx3-ubyte.gz"));
+    /* a label out of range names the labels file and its byte */
+    write_idx("train", 20, 0, 0);
+    f = fopen(tpath("train-labels-idx1-ubyte"), "r+b");
+    fseek(f, 8 + 13, SEEK_SET);
+    fputc(12, f);
+    fclose(f);
+    r = qkf_dataset_stream_open(name, 1, 2, 20, 255.0f);
+    cr_assert_not_null(r, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dataset_stream_next(r, 8, &b), 8, "%s", qkf_last_error()); /* 2..9 */
+    qkf_dataset_free(&b);
+    expect_error((int)qkf_dataset_stream_next(r, 8, &b), "train-labels-idx1-ubyte", "label 12",
+                 "byte 21", NULL);
+    qkf_dataset_stream_close(r);
+}
+
+/* qkf_stream_split hands out the batches a whole load's loader does, byte for byte, whatever the
+ * block (rounded up to whole batches), from any first sample. */
+typedef struct {
+    float *x;
+    int32_t *lab;
+    int64_t n, per;
+    int sizes[64], nb;
+} collect_ctx;
+
+static int collect(void *p, const float *x, const int32_t *lab, int B)
+{
+    collect_ctx *c = p;
+    memcpy(c->x + c->n * c->per, x, (size_t)(B * c->per) * sizeof(float));
+    memcpy(c->lab + c->n, lab, (size_t)B * sizeof(int32_t));
+    c->n += B;
+    c->sizes[c->nb++] = B;
+    return 0;
+}
+
+Test(io, stream_split_batches_as_whole)
+{
+    char name[128];
+    snprintf(name, sizeof name, "idx:%s", tmpdir);
+    write_idx("t10k", 50, 1, 0);
+    qkf_dataset full, meta;
+    cr_assert_eq(qkf_dataset_load(name, 0, &full), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dataset_probe(name, 0, &meta), 0, "%s", qkf_last_error());
+    float mean[4] = {0.3f}, sd[4] = {0.7f};
+    const int64_t cases[][3] = {{0, 0}, {0, 8}, {0, 6}, {5, 12}, {3, 4}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t lo = cases[i][0], block = cases[i][1];
+        /* the whole load's batches of 4 from sample lo */
+        qkf_dataset v = full;
+        v.pixels += lo * 20, v.labels += lo, v.n -= lo, v.total = v.n;
+        qkf_loader_cfg lc;
+        memset(&lc, 0, sizeof lc);
+        lc.d = &v, lc.batch = 4, lc.n_norm = 1;
+        memcpy(lc.mean, mean, sizeof mean);
+        memcpy(lc.std, sd, sizeof sd);
+        qkf_loader *l = qkf_loader_start(&lc, 0, 0);
+        collect_ctx c;
+        memset(&c, 0, sizeof c);
+        c.per = 20;
+        c.x = qkf_malloc(50 * 20 * sizeof(float));
+        c.lab = qkf_malloc(50 * sizeof(int32_t));
+        cr_assert_eq(qkf_stream_split(name, 0, &meta, 255.0f, lo, 50, block, 4, 1, mean, sd, 10,
+                                      collect, &c),
+                     0, "%s", qkf_last_error());
+        const float *x;
+        const int32_t *lab;
+        int B, k = 0;
+        int64_t at = 0;
+        while (qkf_loader_next(l, &x, &lab, &B)) {
+            cr_assert_lt(k, c.nb);
+            cr_expect_eq(c.sizes[k], B, "lo %lld block %lld: batch %d", (long long)lo,
+                         (long long)block, k);
+            cr_expect_eq(memcmp(c.x + at * 20, x, (size_t)B * 20 * sizeof(float)), 0);
+            cr_expect_eq(memcmp(c.lab + at, lab, (size_t)B * sizeof(int32_t)), 0);
+            at += B, k++;
+        }
+        qkf_loader_stop(l);
+        cr_expect_eq(k, c.nb);
+        cr_expect_eq(at, 50 - lo);
+        qkf_free(c.x);
+        qkf_free(c.lab);
+    }
+    /* a label the model does not have names the sample; fn's value stops the stream */
+    collect_ctx c;
+    memset(&c, 0, sizeof c);
+    c.per = 20;
+    c.x = qkf_malloc(50 * 20 * sizeof(float));
+    c.lab = qkf_malloc(50 * sizeof(int32_t));
+    expect_error(qkf_stream_split(name, 0, &meta, 255.0f, 0, 50, 8, 4, 1, mean, sd, 3, collect,
+                                  &c),
+                 "sample 1 has label 7", NULL);
+    qkf_free(c.x);
+    qkf_free(c.lab);
+    qkf_dataset_free(&full);
 }
 
 /* Writes `len` bytes as tmpdir/base (gzipped if gz). */

@@ -1198,6 +1198,56 @@ Test(serve, idle_timeout)
     model_free(&m);
 }
 
+/* The default bound on empty windows in one timestamp jump (QKF_SERVE_MAX_GAP): 1000 empty
+ * windows are stepped and answered, 1001 are refused with ERROR bad time naming the bound (not
+ * 100 000 engine steps for one event), and after FLUSH any later timestamp opens a fresh window
+ * with nothing stepped in between. */
+Test(serve, default_max_gap, .timeout = 60)
+{
+    model m;
+    qkf_server_opts o;
+    model_load(&m, &o);
+    cr_assert_eq(o.max_gap, 1000);
+    server_ctx sc;
+    server_start(&sc, m.e, &o);
+    const int64_t W = o.window;
+    uint8_t ev[26];
+    int err;
+    char msg[256];
+    /* window 0, 1000 empty windows, window 1001 */
+    int fd = raw_connect(sc.port);
+    raw_hello(fd, 1, 32, 32);
+    put_event(ev, 0, 1, 1, 1);
+    put_event(ev + 13, 1001 * W, 2, 2, 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_EVENTS, ev, 26), 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_END, NULL, 0), 0);
+    cr_expect_eq(raw_drain(fd, NULL, 0, 0, &err, msg, sizeof msg), 1002);
+    cr_expect_eq(err, 0, "%s", msg);
+    close(fd);
+    /* one more empty window */
+    fd = raw_connect(sc.port);
+    raw_hello(fd, 1, 32, 32);
+    put_event(ev + 13, 1002 * W, 2, 2, 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_EVENTS, ev, 26), 0);
+    raw_drain(fd, NULL, 0, 0, &err, msg, sizeof msg);
+    cr_expect_eq(err, QKF_SERVE_E_BAD_TIME, "%s", msg);
+    cr_expect(strstr(msg, "1002 windows ahead") && strstr(msg, "at most 1000"), "%s", msg);
+    close(fd);
+    /* FLUSH, then an event 10^12 us later: two windows, two answers */
+    fd = raw_connect(sc.port);
+    raw_hello(fd, 1, 32, 32);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_EVENTS, ev, 13), 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_FLUSH, NULL, 0), 0);
+    put_event(ev + 13, 1000000000000LL, 2, 2, 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_EVENTS, ev + 13, 13), 0);
+    cr_assert_eq(raw_frame(fd, QKF_MSG_END, NULL, 0), 0);
+    cr_expect_eq(raw_drain(fd, NULL, 0, 0, &err, msg, sizeof msg), 2);
+    cr_expect_eq(err, 0, "%s", msg);
+    close(fd);
+    server_stop(&sc);
+    model_free(&m);
+}
+
 /* Beyond --max-sessions a connection gets ERROR busy; a slot freed is a slot reused. */
 Test(serve, max_sessions_busy)
 {

@@ -27,12 +27,32 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
 /* --calib N, --headroom H, --clip-bias: 1 if consumed, 0 if not ours, -1 on error. */
 int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o);
 extern const char *const qkf_quant_help; /* --calib, --headroom, --clip-bias */
-/* Predictions, Y.h5 and the summary of qkf infer --hw, either integer engine (cmd_quantize.c):
- * 0, or -1 with the error recorded and no file left. */
-int qkf_cli_infer_int_write(const char *output, const char *weights, const qkf_qmodel *q,
-                            const qkf_graph *g, const char *engine, const char *label, int64_t B,
-                            const float *logits, const int64_t *li, const int64_t *counts,
-                            int64_t *pred, double dt, int quiet);
+/* The input of qkf infer --hw, either integer engine (cmd_quantize.c): dataset 'input' of the
+ * file opened for reading a batch at a time (*in; qkf_h5_rows_close it), checked against the
+ * checkpoint's own size and T; *B its samples, *per the values per sample. 0, or -1 with one
+ * line naming the file and the key. */
+struct qkf_h5_rows;
+int qkf_cli_int_input(const char *input, const qkf_qmodel *q, struct qkf_h5_rows **in,
+                      int64_t *B, int64_t *per);
+/* The output of qkf infer --hw, either integer engine, written as the batches come: Y.h5
+ * (logits, logits_int, predictions = argmax of the integer logits, spike_count/<layer>,
+ * firing_rate/<layer>, attributes engine, hw, qkf_version, weights) via .tmp + rename, and the
+ * summary. open, then rows for each batch in order, then close (commits and prints unless quiet)
+ * or abort (nothing left). Each returns 0 or -1 with the error recorded. */
+typedef struct {
+    void *o; /* qkf_h5out */
+    int K;
+    int64_t B;
+    int64_t pred[16], logit_int[16];
+    float logit[16];
+} qkf_int_out;
+int qkf_cli_int_out_open(qkf_int_out *w, const char *output, int64_t B, int K);
+int qkf_cli_int_out_rows(qkf_int_out *w, int64_t b0, int n, const float *logits,
+                         const int64_t *li);
+int qkf_cli_int_out_close(qkf_int_out *w, const char *output, const char *weights,
+                          const qkf_qmodel *q, const qkf_graph *g, const char *engine,
+                          const char *label, const int64_t *counts, double dt, int quiet);
+void qkf_cli_int_out_abort(qkf_int_out *w);
 /* qkf map --export-sanafe DIR (tools/cmd_map_sanafe.c): runs the event engine on sample `sample`
  * of input (dataset 'input', images [B][C][H][W]), maps the model onto hw (the table unless
  * quiet), counts the sample's costs and writes DIR (io/sanafe.h). 0, or -1 (error recorded). */

@@ -5,6 +5,7 @@
 
 #include "../io/io.h"
 #include "../kernels/base.h"
+#include "../models/quant.h"
 #include "cli.h"
 
 static void print_config(const qkf_config *c)
@@ -105,6 +106,25 @@ int cmd_info(int argc, char **argv)
     }
     qkf_model m;
     memset(&m, 0, sizeof m);
+    int isq = weights ? qkf_qckpt_is_quant(weights) : 0;
+    if (isq < 0)
+        return qkf_cli_fail("info");
+    if (isq) { /* a quantised checkpoint (qkf quantize): its configuration and arithmetic */
+        qkf_qmodel q;
+        if (qkf_qckpt_load(weights, &q))
+            return qkf_cli_fail("info");
+        printf("quantised checkpoint: %s\n", weights);
+        printf("profile: %s (weights %d bits %s, membrane %d bits, bias %d bits)\n", q.hw_name,
+               q.arith.weight_bits, q.arith.per_channel ? "per channel" : "per layer",
+               q.arith.membrane_bits, q.arith.bias_bits);
+        print_config(&q.cfg);
+        int rc = qkf_params_build(&q.cfg, &m.params);
+        if (!rc)
+            print_params(&q.cfg, &m.params);
+        qkf_params_free(&m.params);
+        qkf_qmodel_free(&q);
+        return rc ? qkf_cli_fail("info") : 0;
+    }
     if (weights) {
         if (qkf_ckpt_load(weights, &m))
             return qkf_cli_fail("info");

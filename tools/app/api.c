@@ -785,12 +785,8 @@ int qkf_net_evaluate(qkf_net_t *n, const char *data, int64_t limit, const qkf_ru
         int rc = use_profile(n, o);
         if (rc)
             return rc;
-        qkf_dataset d;
-        memset(&d, 0, sizeof d);
-        if (qkf_dataset_load(data, 0, &d))
-            return QKF_EFILE;
         qkf_evaluate_int_result r;
-        rc = qkf_evaluate_int(&n->q, NULL, &d, limit, o->batch, 0, &r) ? QKF_EINVAL : QKF_OK;
+        rc = qkf_evaluate_int(&n->q, NULL, data, limit, o->batch, 0, &r) ? QKF_EINVAL : QKF_OK;
         if (!rc) {
             if (accuracy)
                 *accuracy = r.count ? (double)r.correct / (double)r.count : 0.0;
@@ -798,7 +794,6 @@ int qkf_net_evaluate(qkf_net_t *n, const char *data, int64_t limit, const qkf_ru
                 *count = r.count;
         }
         qkf_evaluate_int_result_free(&r);
-        qkf_dataset_free(&d);
         return rc;
     }
     int conv = 0;

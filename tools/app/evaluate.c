@@ -188,6 +188,106 @@ int qkf_evaluate(const qkf_model *m, const qkf_dataset *dall, int64_t limit, int
     return 0;
 }
 
+int64_t qkf_stream_block(const qkf_dataset *meta, int batch)
+{
+    int64_t per = (int64_t)meta->c * meta->h * meta->w * (meta->t > 0 ? meta->t : 1);
+    int64_t nb = ((int64_t)1 << 20) / ((per > 0 ? per : 1) * (batch > 0 ? batch : 1));
+    return (nb < 1 ? 1 : nb) * (batch > 0 ? batch : 1);
+}
+
+int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float mx, int64_t lo,
+                     int64_t hi, int64_t block, int batch, int n_norm, const float *mean, const float *std,
+                     int num_classes, qkf_batch_fn fn, void *ctx)
+{
+    qkf_dataset_stream *rd = qkf_dataset_stream_open(name, train, lo, hi, mx);
+    if (!rd)
+        return -1;
+    if (block <= 0)
+        block = qkf_stream_block(meta, batch);
+    else if (block % batch)
+        block += batch - block % batch;
+    int64_t got;
+    int rc = 0;
+    qkf_dataset blk;
+    memset(&blk, 0, sizeof blk);
+    while (rc == 0 && (got = qkf_dataset_stream_next(rd, block, &blk)) != 0) {
+        if (got < 0) {
+            rc = -1;
+            break;
+        }
+        for (int64_t i = 0; i < blk.n && rc == 0; i++)
+            if (blk.labels[i] >= num_classes)
+                rc = qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
+                                   blk.source, (long long)blk.index[i], blk.labels[i],
+                                   num_classes);
+        /* the block as a whole dataset of its own: the loader's batches from its start */
+        qkf_dataset v = blk;
+        v.index = NULL, v.total = v.n;
+        qkf_loader_cfg lc;
+        memset(&lc, 0, sizeof lc);
+        lc.d = &v, lc.batch = batch, lc.n_norm = n_norm;
+        memcpy(lc.mean, mean, sizeof lc.mean);
+        memcpy(lc.std, std, sizeof lc.std);
+        qkf_loader *l = rc ? NULL : qkf_loader_start(&lc, 0, 0);
+        const float *x;
+        const int32_t *lab;
+        int B;
+        while (l && rc == 0 && qkf_loader_next(l, &x, &lab, &B))
+            rc = fn(ctx, x, lab, B);
+        qkf_loader_stop(l);
+        qkf_dataset_free(&blk);
+    }
+    qkf_dataset_stream_close(rd);
+    return rc;
+}
+
+typedef struct {
+    qkf_dense *e;
+    qkf_sched *ev;
+    float *logits;
+    int K;
+    int64_t ok, n;
+} eval_ctx;
+
+static int eval_batch(void *p, const float *x, const int32_t *lab, int B)
+{
+    eval_ctx *c = p;
+    if (c->ev ? qkf_sched_forward(c->ev, x, B, c->logits, NULL)
+              : qkf_dense_forward(c->e, x, B, c->logits, NULL))
+        return -1;
+    for (int b = 0; b < B; b++) {
+        int best = 0;
+        for (int k = 1; k < c->K; k++)
+            best = c->logits[b * c->K + k] > c->logits[b * c->K + best] ? k : best;
+        c->ok += best == lab[b];
+    }
+    c->n += B;
+    return 0;
+}
+
+/* Under mpirun, rank 0 says how many samples each rank streams and how much it holds at a time
+ * (one line per rank; nothing on one rank). Collective. */
+static int report_stream(const qkf_dataset *meta, int64_t held, int64_t used, int64_t bytes,
+                         qkf_log_fn log, void *ctx)
+{
+    int nr = qkf_dist_size();
+    if (nr == 1)
+        return 0;
+    int64_t *all = qkf_calloc((size_t)nr * 2, sizeof(int64_t));
+    if (qkf_dist_gather_i64(held, all) || qkf_dist_gather_i64(bytes, all + nr)) {
+        qkf_free(all);
+        return QKF_APP_RANK0;
+    }
+    if (qkf_dist_rank() == 0)
+        for (int r = 0; r < nr; r++)
+            qkf__logf(log, ctx, "rank %d holds %lld of %lld test samples (streamed from %s, "
+                      "%.2f MB at a time)\n",
+                      r, (long long)all[r], (long long)used, meta->source,
+                      (double)all[nr + r] / 1e6);
+    qkf_free(all);
+    return 0;
+}
+
 void qkf_evaluate_opts_init(qkf_evaluate_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -199,39 +299,69 @@ int qkf_evaluate_run(const qkf_evaluate_opts *o, qkf_log_fn log, void *ctx,
                      qkf_evaluate_result *r)
 {
     qkf_model m;
-    qkf_dataset d;
+    qkf_dataset meta;
     memset(&m, 0, sizeof m);
-    memset(&d, 0, sizeof d);
+    memset(&meta, 0, sizeof meta);
     memset(r, 0, sizeof *r);
-    int64_t limit = o->limit;
     double t0 = qkf_now();
     int rc;
+    eval_ctx ec;
+    memset(&ec, 0, sizeof ec);
     if (!o->weights) {
         rc = qkf_set_error("--weights is required");
         goto done;
     }
     if ((rc = qkf__dist_failed(qkf_ckpt_load(o->weights, &m) != 0)))
         goto done;
-    /* under mpirun each rank reads only its shard of the test split */
-    int drc = qkf_dist_dataset_shard(o->data, 0, limit, &d);
-    if ((rc = qkf__dist_failed(drc == -2 ? 2 : drc || qkf__dataset_fits(&d, &m.cfg))))
+    /* the split's size and shape, and its largest value (HDF5 images: each rank scans its share) */
+    float mx = 255.0f;
+    int drc = qkf_dist_dataset_probe(o->data, 0, &meta, &mx);
+    if ((rc = qkf__dist_failed(drc == -2 ? 2 : drc || qkf__dataset_fits(&meta, &m.cfg))))
         goto done;
     if (qkf__check_agree(&m, NULL, 0)) {
         rc = QKF_APP_RANK0;
         goto done;
     }
-    if ((rc = qkf__report_held("test", &d, limit > 0 && limit < d.total ? limit : d.total, 0,
-                               log, ctx)))
+    int64_t used = o->limit > 0 && o->limit < meta.total ? o->limit : meta.total, lo, hi;
+    if (used < qkf_dist_size()) { /* the same on every rank */
+        rc = QKF_APP_RANK0;
+        qkf_set_error("%s: %lld samples for %d ranks (use fewer ranks)", meta.source,
+                      (long long)used, qkf_dist_size());
         goto done;
-    if (qkf_evaluate(&m, &d, limit, o->batch, o->tb, o->event, o->conv, &r->accuracy,
-                     &r->count)) {
+    }
+    qkf_dist_shard(used, &lo, &hi);
+    int64_t per = (int64_t)meta.c * meta.h * meta.w * (meta.t > 0 ? meta.t : 1);
+    int64_t block = qkf_stream_block(&meta, o->batch);
+    if (block > hi - lo)
+        block = hi - lo;
+    if ((rc = report_stream(&meta, hi - lo, used, block * (per + 4), log, ctx)))
+        goto done;
+    /* each rank classifies its contiguous shard, a block at a time; the counts are summed */
+    if (o->event)
+        ec.ev = qkf_sched_create(&m, o->batch, o->tb ? QKF_SCHED_TB_COMPAT : 0);
+    else
+        ec.e = qkf_dense_create(&m, o->batch, (o->tb ? QKF_DENSE_TB_COMPAT : 0) | o->conv);
+    int lrc = !ec.e && !ec.ev;
+    ec.K = m.cfg.num_classes;
+    ec.logits = qkf_malloc((size_t)o->batch * ec.K * sizeof(float));
+    if (!lrc)
+        lrc = qkf_stream_split(o->data, 0, &meta, mx, lo, hi, 0, o->batch, m.n_norm, m.input_mean,
+                               m.input_std, ec.K, eval_batch, &ec) != 0;
+    if ((rc = qkf__dist_failed(lrc)))
+        goto done;
+    int64_t tot[2] = {ec.ok, ec.n};
+    if (qkf_dist_sum_i64(tot, 2)) {
         rc = QKF_APP_RANK0;
         goto done;
     }
-    snprintf(r->source, sizeof r->source, "%s", d.source);
+    r->accuracy = tot[1] ? (double)tot[0] / (double)tot[1] : 0.0;
+    r->count = tot[1];
+    snprintf(r->source, sizeof r->source, "%s", meta.source);
     r->seconds = qkf_now() - t0;
 done:
-    qkf_dataset_free(&d);
+    qkf_free(ec.logits);
+    qkf_dense_free(ec.e);
+    qkf_sched_free(ec.ev);
     qkf_model_free(&m);
     return rc;
 }
@@ -245,81 +375,102 @@ void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r)
     memset(r, 0, sizeof *r);
 }
 
-int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const qkf_dataset *d,
-                     int64_t limit, int batch, int flips, qkf_evaluate_int_result *r)
+/* One batch of qkf_evaluate_int (a qkf_stream_split callback). */
+typedef struct {
+    qkf_dense_int *e;
+    qkf_dense *fe;
+    const qkf_graph *g;
+    float *lf, *lq;
+    int K;
+    qkf_evaluate_int_result *r;
+} eval_int_ctx;
+
+static int eval_int_batch(void *p, const float *x, const int32_t *lab, int B)
+{
+    eval_int_ctx *c = p;
+    qkf_evaluate_int_result *r = c->r;
+    int K = c->K;
+    double t1 = qkf_now();
+    if (qkf_dense_int_forward(c->e, x, B, c->lq, NULL, NULL))
+        return -1;
+    double t2 = qkf_now();
+    r->seconds_int += t2 - t1;
+    if (c->fe && qkf_dense_forward(c->fe, x, B, c->lf, NULL))
+        return -1;
+    r->seconds_float += qkf_now() - t2;
+    for (int b = 0; b < B; b++) {
+        int bq = 0, bf = 0;
+        for (int k = 1; k < K; k++) {
+            bq = c->lq[b * K + k] > c->lq[b * K + bq] ? k : bq;
+            if (c->fe)
+                bf = c->lf[b * K + k] > c->lf[b * K + bf] ? k : bf;
+        }
+        r->correct += bq == lab[b];
+        if (c->fe) {
+            r->correct_float += bf == lab[b];
+            r->agree += bf == bq;
+        }
+    }
+    if (r->flips)
+        for (int li = 0; li < c->g->n_lif; li++) {
+            int64_t t;
+            const float *sf = qkf_dense_tensor(c->fe, c->g->ops[c->g->lif_ops[li]].out);
+            r->flips[li] += qkf_dense_int_flips(c->e, li, sf, &t);
+            r->total[li] += t;
+        }
+    r->count += B;
+    return 0;
+}
+
+int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data, int64_t limit,
+                     int batch, int flips, qkf_evaluate_int_result *r)
 {
     memset(r, 0, sizeof *r);
     int have_float = fm && fm->params.data != NULL;
     if (flips && !have_float)
         return qkf_set_error("--flips compares with the float model: give the float checkpoint");
+    qkf_dataset d; /* the test split's probe: its size and shape; the samples are streamed */
+    memset(&d, 0, sizeof d);
+    float mx = 255.0f;
+    if (qkf_dataset_probe(data, 0, &d))
+        return -1;
+    snprintf(r->source, sizeof r->source, "%s", d.source);
     const qkf_config *c = &q->cfg;
-    if ((d->t > 0) != qkf_config_is_frames(c) || d->c != c->in_channels || d->h != c->img_size ||
-        d->w != c->img_size || (d->t > 0 && d->t != c->T))
-        return qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d",
-                             d->source, d->c, d->h, d->w, d->t > 0 ? " frames" : "",
-                             c->in_channels, c->img_size, c->img_size);
-    int K = c->num_classes, rc = -1;
-    qkf_dense_int *e = NULL;
-    qkf_dense *fe = NULL;
-    float *lf = NULL, *lq = NULL;
-    if (!(e = qkf_dense_int_create(q, batch, 0)))
+    int rc = -1;
+    eval_int_ctx ec;
+    memset(&ec, 0, sizeof ec);
+    if ((d.t > 0) != qkf_config_is_frames(c) || d.c != c->in_channels || d.h != c->img_size ||
+        d.w != c->img_size || (d.t > 0 && d.t != c->T)) {
+        qkf_set_error("%s: samples are %d x %d x %d%s, the model takes %d x %d x %d", d.source,
+                      d.c, d.h, d.w, d.t > 0 ? " frames" : "", c->in_channels, c->img_size,
+                      c->img_size);
         goto done;
-    if (have_float && !(fe = qkf_dense_create(fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+    }
+    if (qkf_dataset_max(data, 0, 0, d.total, &mx))
         goto done;
-    const qkf_graph *g = &q->g;
-    lf = qkf_malloc((size_t)batch * K * sizeof(float));
-    lq = qkf_malloc((size_t)batch * K * sizeof(float));
+    ec.K = c->num_classes, ec.g = &q->g, ec.r = r;
+    if (!(ec.e = qkf_dense_int_create(q, batch, 0)))
+        goto done;
+    if (have_float && !(ec.fe = qkf_dense_create(fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+        goto done;
+    ec.lf = qkf_malloc((size_t)batch * ec.K * sizeof(float));
+    ec.lq = qkf_malloc((size_t)batch * ec.K * sizeof(float));
     r->has_float = have_float;
     if (flips) {
-        r->n_lif = g->n_lif;
-        r->flips = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-        r->total = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+        r->n_lif = q->g.n_lif;
+        r->flips = qkf_calloc((size_t)q->g.n_lif, sizeof(int64_t));
+        r->total = qkf_calloc((size_t)q->g.n_lif, sizeof(int64_t));
     }
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = d, lc.batch = batch, lc.limit = limit, lc.n_norm = q->n_norm;
-    memcpy(lc.mean, q->input_mean, sizeof lc.mean);
-    memcpy(lc.std, q->input_std, sizeof lc.std);
-    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
-    const float *x;
-    const int32_t *lab;
-    int B, frc = 0;
-    while (qkf_loader_next(l, &x, &lab, &B)) {
-        double t1 = qkf_now();
-        if ((frc = qkf_dense_int_forward(e, x, B, lq, NULL, NULL)))
-            break;
-        double t2 = qkf_now();
-        r->seconds_int += t2 - t1;
-        if (fe && (frc = qkf_dense_forward(fe, x, B, lf, NULL)))
-            break;
-        r->seconds_float += qkf_now() - t2;
-        for (int b = 0; b < B; b++) {
-            int bq = 0, bf = 0;
-            for (int k = 1; k < K; k++) {
-                bq = lq[b * K + k] > lq[b * K + bq] ? k : bq;
-                bf = lf[b * K + k] > lf[b * K + bf] ? k : bf;
-            }
-            r->correct += bq == lab[b];
-            if (fe) {
-                r->correct_float += bf == lab[b];
-                r->agree += bf == bq;
-            }
-        }
-        if (flips)
-            for (int li = 0; li < g->n_lif; li++) {
-                int64_t t;
-                const float *sf = qkf_dense_tensor(fe, g->ops[g->lif_ops[li]].out);
-                r->flips[li] += qkf_dense_int_flips(e, li, sf, &t);
-                r->total[li] += t;
-            }
-        r->count += B;
-    }
-    qkf_loader_stop(l);
-    rc = frc ? -1 : 0;
+    int64_t hi = limit > 0 && limit < d.total ? limit : d.total;
+    if (qkf_stream_split(data, 0, &d, mx, 0, hi, 0, batch, q->n_norm, q->input_mean,
+                         q->input_std, ec.K, eval_int_batch, &ec))
+        goto done;
+    rc = 0;
 done:
-    qkf_dense_int_free(e);
-    qkf_dense_free(fe);
-    qkf_free(lf);
-    qkf_free(lq);
+    qkf_dense_int_free(ec.e);
+    qkf_dense_free(ec.fe);
+    qkf_free(ec.lf);
+    qkf_free(ec.lq);
+    qkf_dataset_free(&d);
     return rc;
 }

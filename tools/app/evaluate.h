@@ -28,6 +28,25 @@ typedef void (*qkf_log_fn)(void *ctx, const char *line);
 int qkf_evaluate(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch, int tb,
                  int event, int conv, double *acc, int64_t *count);
 
+/* One batch of a streamed split: x [B][...] normalised as the loader does, labels [B]. Returns 0
+ * to go on, non-zero to stop the stream with that value. */
+typedef int (*qkf_batch_fn)(void *ctx, const float *x, const int32_t *labels, int B);
+
+/* Samples per block when a split is streamed: whole batches, about 1 MB of pixels (at least one
+ * batch). Reading a block at a time keeps the batches (and so every result) those of a whole
+ * load while memory stays bounded by the block, whatever the split's size. */
+int64_t qkf_stream_block(const qkf_dataset *meta, int batch);
+
+/* Streams samples [lo, hi) of split `train` of NAME (meta: its probe; mx: qkf_dataset_max of the
+ * split) to fn, batch samples at a time in order (the batches of a whole load starting at lo),
+ * reading `block` samples at a time (0: qkf_stream_block; else a multiple of batch),
+ * each normalised with mean/std of n_norm channels; a label of num_classes or more is an error
+ * naming the sample. Local (no collective). Returns 0, fn's non-zero value, or -1 (a read
+ * error, message in qkf_last_error()). */
+int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float mx, int64_t lo,
+                     int64_t hi, int64_t block, int batch, int n_norm, const float *mean, const float *std,
+                     int num_classes, qkf_batch_fn fn, void *ctx);
+
 typedef struct {
     const char *weights; /* checkpoint (required) */
     const char *data;    /* dataset name (io/dataset.h; default fashion-mnist) */
@@ -46,8 +65,8 @@ typedef struct {
 } qkf_evaluate_result;
 
 void qkf_evaluate_opts_init(qkf_evaluate_opts *o);
-/* Loads the checkpoint and the test split (under mpirun: this rank's shard), checks they fit,
- * and evaluates. Collective under mpirun (every rank calls it with the same options). log
+/* Loads the checkpoint, checks the test split fits it, and evaluates, streaming the split (under
+ * mpirun: this rank's contiguous shard) a block at a time (qkf_stream_split). Collective under mpirun (every rank calls it with the same options). log
  * (optional) receives rank 0's lines about what each rank holds. Returns 0 or QKF_APP_*. */
 int qkf_evaluate_run(const qkf_evaluate_opts *o, qkf_log_fn log, void *ctx,
                      qkf_evaluate_result *r);
@@ -61,14 +80,16 @@ typedef struct {
     double seconds_int, seconds_float; /* in the engines' forwards */
     int n_lif;                   /* with flips: per LIF layer, spikes that differ between the */
     int64_t *flips, *total;      /* float and the integer model, and neurons x steps */
+    char source[1024];           /* the dataset as its reader names it */
 } qkf_evaluate_int_result;
 
-/* Accuracy of the integer model q (the dense integer engine) on the first `limit` samples of d
- * (0: all), batch samples at a time, with fm (optional: NULL or a model without parameters) the
- * float model beside it (accuracy, agreement) and with flips the spikes that differ per layer
- * (needs fm). One process. 0 or -1; free r with qkf_evaluate_int_result_free either way. */
-int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const qkf_dataset *d,
-                     int64_t limit, int batch, int flips, qkf_evaluate_int_result *r);
+/* Accuracy of the integer model q (the dense integer engine) on the first `limit` samples (0:
+ * all) of the test split of dataset `data`, streamed a block at a time (qkf_stream_split) and run
+ * batch samples at a time, with fm (optional: NULL or a model without parameters) the float
+ * model beside it (accuracy, agreement) and with flips the spikes that differ per layer (needs
+ * fm). One process. 0 or -1; free r with qkf_evaluate_int_result_free either way. */
+int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data, int64_t limit,
+                     int batch, int flips, qkf_evaluate_int_result *r);
 void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r);
 
 #endif

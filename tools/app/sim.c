@@ -351,7 +351,7 @@ static int source_next(sim_source *s, int64_t row, int n, const float **x, const
     if (s->ld)
         qkf_loader_stop(s->ld);
     s->ld = NULL;
-    if (qkf_dataset_stream_next(s->ds, n, &s->block))
+    if (qkf_dataset_stream_next(s->ds, n, &s->block) != n)
         return -1;
     for (int i = 0; i < n; i++)
         if (s->block.labels[i] >= s->num_classes)

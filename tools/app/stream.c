@@ -288,7 +288,7 @@ void qkf_server_opts_default(qkf_server_opts *o, const qkf_config *cfg)
     o->max_sessions = 64;
     o->idle_timeout = 30.0;
     o->queue_bytes = 1 << 20;
-    o->max_gap = 100000;
+    o->max_gap = QKF_SERVE_MAX_GAP;
     o->sndbuf = 65536;
     o->shutdown_timeout = 5.0;
 }
@@ -552,7 +552,7 @@ static int on_event(sess *s)
             if (ahead - 1 > srv->o.max_gap)
                 return fail(s, QKF_SERVE_E_BAD_TIME,
                             "event %lld: timestamp %lld us is %lld windows ahead (at most %lld "
-                            "empty windows in a row)",
+                            "empty windows in a row; FLUSH before a pause)",
                             i, (long long)t, (long long)ahead, (long long)srv->o.max_gap);
             while (t - s->t0 >= W) {
                 if (!close_window(s))

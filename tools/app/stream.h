@@ -29,6 +29,11 @@
 
 #define QKF_SERVE_VERSION 1
 #define QKF_SERVE_MAX_FRAME (1u << 20) /* largest frame length (type + payload), bytes */
+/* Default --max-gap: 1000 empty windows (10 s of the default 10 ms windows) in one timestamp
+ * jump. Every empty window is an engine step and an answer, so one event far ahead could make a
+ * session step and answer for minutes (100 000 windows before); a client that pauses longer
+ * sends FLUSH, after which the next event opens a fresh window (docs/serve.md). */
+#define QKF_SERVE_MAX_GAP 1000
 #define QKF_SERVE_EVENT_BYTES 13       /* i64 t, u16 x, u16 y, u8 p */
 #define QKF_SERVE_HELLO_BYTES 12       /* u16 version, u16 flags, u32 width, u32 height */
 
@@ -94,7 +99,8 @@ typedef struct {
     int64_t queue_bytes;     /* per session: window frames waiting for the engine; reading stops
                                 while they are full (default 1 MiB, at least one frame) */
     int64_t max_gap;         /* time windows: at most this many empty windows in one timestamp jump
-                                (default 100000) */
+                                (default QKF_SERVE_MAX_GAP); each is an engine step and an
+                                answer, so the bound is what one event can cost the server */
     double shutdown_timeout; /* server close: how long a session may take to answer its queued
                                 windows (a client that does not read them) before it is
                                 dropped, seconds (default 5) */
