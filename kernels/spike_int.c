@@ -136,6 +136,118 @@ int64_t qkf__spike_gather_rows_i32_portable(const qkf_spike_row *rows, int nrow,
     return spikes;
 }
 
+/* ---- the mantissa gather -------------------------------------------------------------------- */
+
+int64_t qkf_spike_gather_rows_m16_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                      const int16_t *w, int32_t stride, int width,
+                                      const int32_t *shift, int wmax)
+{
+    (void)wmax;
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        int32_t *out = (int32_t *)(void *)x->out + off;
+        const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+        for (int j = 0; j < width; j++) {
+            uint32_t acc = 0u; /* unsigned: wraps modulo 2^32 */
+            for (int i = 0; i < x->seg.n; i++) {
+                uint32_t wv = (uint32_t)(int32_t)w[x->seg.base + (int32_t)x->seg.ch[i] * stride + j];
+                uint32_t c = x->seg.cnt ? x->seg.cnt[i] : 1u;
+                acc += wv * c;
+            }
+            out[j] = (int32_t)((init ? (uint32_t)init[j] : 0u) + (acc << shift[j]));
+        }
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+int64_t qkf__spike_gather_row_m16_wide(const qkf_spike_row *x, int64_t off, const int16_t *w,
+                                       int32_t stride, int width, const int32_t *shift)
+{
+    int32_t *out = (int32_t *)(void *)x->out + off;
+    const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+    const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+    for (int j0 = 0; j0 < width; j0 += PBLK32) {
+        int nb = width - j0 < PBLK32 ? width - j0 : PBLK32;
+        uint32_t acc[PBLK32];
+        memset(acc, 0, sizeof acc);
+        const int16_t *wb = w + x->seg.base + j0;
+        for (int i = 0; i < x->seg.n; i++) {
+            const int16_t *p = wb + (int32_t)ch[i] * stride;
+            uint32_t c = cnt ? cnt[i] : 1u;
+            for (int j = 0; j < nb; j++)
+                acc[j] += (uint32_t)(int32_t)p[j] * c;
+        }
+        for (int j = 0; j < nb; j++)
+            out[j0 + j] =
+                (int32_t)((init ? (uint32_t)init[j0 + j] : 0u) + (acc[j] << shift[j0 + j]));
+    }
+    return qkf__row_spikes(x);
+}
+
+/* Portable: a row whose mantissa sum fits int16 in blocks of int16 accumulators (as the int16
+ * gather), widened, shifted and added to the int32 init at the block's end; others in int32. */
+int64_t qkf__spike_gather_rows_m16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int16_t *w, int32_t stride, int width,
+                                            const int32_t *shift, int wmax)
+{
+    int64_t spikes = 0;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+        int64_t sum = 0; /* the sum of counts: whether the mantissa sum fits int16 */
+        for (int i = cnt ? x->n1 : x->seg.n; i < x->seg.n; i++)
+            sum += cnt[i];
+        sum += cnt ? x->n1 : x->seg.n;
+        if (sum * wmax > 32767) {
+            spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, width, shift);
+            continue;
+        }
+        int32_t *out = (int32_t *)(void *)x->out + off;
+        const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+        for (int j0 = 0; j0 < width; j0 += PBLK16) {
+            int nb = width - j0 < PBLK16 ? width - j0 : PBLK16;
+            uint16_t acc[PBLK16];
+            memset(acc, 0, sizeof acc);
+            const int16_t *wb = w + x->seg.base + j0;
+            int i = 0, n1 = cnt ? x->n1 : x->seg.n;
+            for (; i < n1; i++) {
+                const int16_t *p = wb + (int32_t)ch[i] * stride;
+                for (int j = 0; j < nb; j++)
+                    acc[j] = (uint16_t)(acc[j] + (uint16_t)p[j]);
+            }
+            for (; i < x->seg.n; i++) {
+                const int16_t *p = wb + (int32_t)ch[i] * stride;
+                uint16_t c = cnt[i];
+                for (int j = 0; j < nb; j++)
+                    acc[j] = (uint16_t)(acc[j] + (uint16_t)((uint16_t)p[j] * c));
+            }
+            for (int j = 0; j < nb; j++) /* the exact sum, sign-extended */
+                out[j0 + j] = (int32_t)((init ? (uint32_t)init[j0 + j] : 0u) +
+                                        ((uint32_t)(int32_t)(int16_t)acc[j] << shift[j0 + j]));
+        }
+        spikes += sum;
+    }
+    return spikes;
+}
+
+int64_t qkf_spike_gather_rows_m16(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const int16_t *w, int32_t stride, int width,
+                                  const int32_t *shift, int wmax)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        return qkf__spike_gather_rows_m16_avx512(rows, nrow, off, w, stride, width, shift, wmax);
+    case QKF_ISA_AVX2:
+        return qkf__spike_gather_rows_m16_avx2(rows, nrow, off, w, stride, width, shift, wmax);
+#endif
+    default:
+        return qkf__spike_gather_rows_m16_portable(rows, nrow, off, w, stride, width, shift, wmax);
+    }
+}
+
 int64_t qkf_spike_gather_rows_i16(const qkf_spike_row *rows, int nrow, int64_t off,
                                   const int16_t *w, int32_t stride, int width)
 {

@@ -53,17 +53,70 @@
 #define IG_TAIL(n) ((n) >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << (n)) - 1u))
 #define IG_PORTABLE qkf__spike_gather_rows_i32_portable
 #include "spike_int_gather_internal.h"
+#undef IG
+#undef IG_T
+#undef IG_M
+#undef IG_L
+#undef IG_ADD
+#undef IG_MUL
+#undef IG_SET1
+#undef IG_LOADM
+#undef IG_STOREM
+#undef IG_TAIL
+#undef IG_PORTABLE
+
+/* The mantissa gather: int16 lanes as the int16 gather; at a row's end each vector of 32 sums is
+ * widened to two vectors of 16 int32, shifted per column and added to the int32 init. */
+static inline __attribute__((always_inline)) void wstore_m16(int32_t *o, const int32_t *i,
+                                                             __m512i v, const int32_t *s, int k,
+                                                             int nb, __mmask32 tm)
+{
+    __mmask32 m = k == nb - 1 ? tm : (__mmask32)0xFFFFFFFFu;
+    __mmask16 ml = (__mmask16)m, mh = (__mmask16)(m >> 16);
+    __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(v));
+    __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1));
+    lo = _mm512_sllv_epi32(lo, _mm512_maskz_loadu_epi32(ml, s + 32 * k));
+    hi = _mm512_sllv_epi32(hi, _mm512_maskz_loadu_epi32(mh, s + 32 * k + 16));
+    if (i) {
+        lo = _mm512_add_epi32(lo, _mm512_maskz_loadu_epi32(ml, i + 32 * k));
+        hi = _mm512_add_epi32(hi, _mm512_maskz_loadu_epi32(mh, i + 32 * k + 16));
+    }
+    _mm512_mask_storeu_epi32(o + 32 * k, ml, lo);
+    _mm512_mask_storeu_epi32(o + 32 * k + 16, mh, hi);
+}
+
+#define IG(name) name##_m16
+#define IG_T int16_t
+#define IG_M __mmask32
+#define IG_L 32
+#define IG_ADD(a, b) _mm512_add_epi16(a, b)
+#define IG_MUL(a, b) _mm512_mullo_epi16(a, b)
+#define IG_SET1(c) _mm512_set1_epi16((short)(c))
+#define IG_LOADM(m, p) _mm512_maskz_loadu_epi16(m, (const void *)(p))
+#define IG_STOREM(p, m, v) _mm512_mask_storeu_epi16((void *)(p), m, v)
+#define IG_TAIL(n) ((n) >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n)) - 1u))
+#define IG_WIDEN 1
+#define IG_WSTORE(o, i, v, s, k, nb, tm) wstore_m16(o, i, v, s, k, nb, tm)
+#define IG_PORTABLE qkf__spike_gather_rows_m16_portable
+#include "spike_int_gather_internal.h"
 
 int64_t qkf__spike_gather_rows_i16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
                                           const int16_t *w, int32_t stride, int width)
 {
-    return gather_rows_i16(rows, nrow, off, w, stride, width);
+    return gather_rows_i16(rows, nrow, off, w, stride, width, NULL, 0);
 }
 
 int64_t qkf__spike_gather_rows_i32_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
                                           const int32_t *w, int32_t stride, int width)
 {
-    return gather_rows_i32(rows, nrow, off, w, stride, width);
+    return gather_rows_i32(rows, nrow, off, w, stride, width, NULL, 0);
+}
+
+int64_t qkf__spike_gather_rows_m16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
+                                          const int16_t *w, int32_t stride, int width,
+                                          const int32_t *shift, int wmax)
+{
+    return gather_rows_m16(rows, nrow, off, w, stride, width, shift, wmax);
 }
 
 /* ---- the integer LIF ------------------------------------------------------------------------ */
