@@ -317,7 +317,7 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
     printf("\nwall time per sample, the median of %d alternating rounds of the float and the "
            "integer event\nengine (speedup: float / integer, the median of the rounds' ratios; "
            "cpu: CPU time of all threads;\nfloat acc, int acc: G accumulates per CPU second and "
-           "their share of the float or int16 ceiling above)\n",
+           "their share of the float or int16 ceiling above per CPU second)\n",
            ROUNDS);
     printf("%6s %9s %9s %8s %9s %9s %8s %10s %10s %10s %10s %9s\n", "batch", "float ms", "int ms",
            "speedup", "float cpu", "int cpu", "cpu x", "float rate", "int rate", "float acc",
@@ -353,10 +353,12 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
             qkf_isa_set(paths[p]);
             double fg = facc / cf[p], eg = eacc / ce[p];
             char fx[32], ex[32];
+            /* per CPU second against the ceiling per CPU second (its sum over the threads,
+             * each measured per second of its own CPU time, divided by the threads) */
             snprintf(fx, sizeof fx, "%.1f %.0f%%", fg * 1e-9,
-                     100 * fg / qkf_bench_add_peak(threads));
+                     100 * fg * (double)threads / qkf_bench_add_peak(threads));
             snprintf(ex, sizeof ex, "%.1f %.0f%%", eg * 1e-9,
-                     100 * eg / qkf_bench_add_peak_int16(threads));
+                     100 * eg * (double)threads / qkf_bench_add_peak_int16(threads));
             printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %9.2f%% %9.2f%% %10s %10s %9s\n",
                    B, 1e3 * qkf_bench_median(fr[p], ROUNDS), 1e3 * qkf_bench_median(er[p], ROUNDS),
                    qkf_bench_median(xr[p], ROUNDS), 1e3 * cf[p], 1e3 * ce[p], cf[p] / ce[p],
