@@ -59,42 +59,129 @@ int64_t qkf_spike_gather_rows_i32_ref(const qkf_spike_row *rows, int nrow, int64
     return spikes;
 }
 
-/* Portable: a row in blocks of outputs held in a local array the compiler keeps in vector
- * registers, the events' weight rows added into it (one pass over the list per block). */
-#define PBLK16 128
-#define PBLK32 64
+#define PBLK32 64 /* the wide mantissa row's block */
+
+/* Portable: fixed passes of 16-byte GCC vectors (SSE2 / NEON registers) held in registers while a
+ * row walks its list: up to 8 vectors a pass (8 int16 or 4 int32 lanes each; 16 registers), the
+ * vectors of a row split into passes of 8, 4, 2 and 1, the columns beyond the last whole vector
+ * one by one. Unsigned lanes: wrapping, as the sums are defined. */
+typedef uint16_t pv16 __attribute__((vector_size(16)));
+typedef uint32_t pv32 __attribute__((vector_size(16)));
+
+#define PG_PASS(NAME, V, E, NV)                                                                  \
+    static inline __attribute__((always_inline)) void NAME(V *acc, const E *wb, int32_t stride,  \
+                                                           const uint16_t *ch,                   \
+                                                           const uint16_t *cnt, int n1, int n)   \
+    {                                                                                            \
+        enum { L = 16 / sizeof(E) };                                                             \
+        int i = 0;                                                                               \
+        for (; i < n1; i++) {                                                                    \
+            const E *p = wb + (int32_t)ch[i] * stride;                                           \
+            for (int k = 0; k < NV; k++) {                                                       \
+                V w;                                                                             \
+                memcpy(&w, p + L * k, sizeof w);                                                 \
+                acc[k] += w;                                                                     \
+            }                                                                                    \
+        }                                                                                        \
+        for (; i < n; i++) {                                                                     \
+            const E *p = wb + (int32_t)ch[i] * stride;                                           \
+            V c = (V){0} + (E)cnt[i];                                                            \
+            for (int k = 0; k < NV; k++) {                                                       \
+                V w;                                                                             \
+                memcpy(&w, p + L * k, sizeof w);                                                 \
+                acc[k] += w * c;                                                                 \
+            }                                                                                    \
+        }                                                                                        \
+    }
+PG_PASS(pass16_8, pv16, uint16_t, 8)
+PG_PASS(pass16_4, pv16, uint16_t, 4)
+PG_PASS(pass16_2, pv16, uint16_t, 2)
+PG_PASS(pass16_1, pv16, uint16_t, 1)
+PG_PASS(pass32_8, pv32, uint32_t, 8)
+PG_PASS(pass32_4, pv32, uint32_t, 4)
+PG_PASS(pass32_2, pv32, uint32_t, 2)
+PG_PASS(pass32_1, pv32, uint32_t, 1)
+
+/* One row's columns [j, j + nv * L) in one pass of nv (8, 4, 2 or 1) vectors: the sums of the
+ * events into acc (from zero). */
+static void pass16(pv16 *acc, int nv, const uint16_t *wb, int32_t stride, const qkf_spike_row *x)
+{
+    const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+    int n = x->seg.n, n1 = cnt ? x->n1 : n;
+    for (int k = 0; k < nv; k++)
+        acc[k] = (pv16){0};
+    if (nv == 8)
+        pass16_8(acc, wb, stride, ch, cnt, n1, n);
+    else if (nv == 4)
+        pass16_4(acc, wb, stride, ch, cnt, n1, n);
+    else if (nv == 2)
+        pass16_2(acc, wb, stride, ch, cnt, n1, n);
+    else
+        pass16_1(acc, wb, stride, ch, cnt, n1, n);
+}
+
+static void pass32(pv32 *acc, int nv, const uint32_t *wb, int32_t stride, const qkf_spike_row *x)
+{
+    const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+    int n = x->seg.n, n1 = cnt ? x->n1 : n;
+    for (int k = 0; k < nv; k++)
+        acc[k] = (pv32){0};
+    if (nv == 8)
+        pass32_8(acc, wb, stride, ch, cnt, n1, n);
+    else if (nv == 4)
+        pass32_4(acc, wb, stride, ch, cnt, n1, n);
+    else if (nv == 2)
+        pass32_2(acc, wb, stride, ch, cnt, n1, n);
+    else
+        pass32_1(acc, wb, stride, ch, cnt, n1, n);
+}
+
+/* The vectors of a pass starting at vector v of vecs: 8, 4, 2 or 1. */
+static inline int pass_vecs(int left)
+{
+    return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+
+/* The sum of one column j of a row (the columns beyond the last whole vector), modulo 2^32. */
+static inline uint32_t col_sum(const qkf_spike_row *x, const void *w, int e16, int32_t stride,
+                               int j)
+{
+    uint32_t acc = 0;
+    for (int i = 0; i < x->seg.n; i++) {
+        int64_t at = x->seg.base + (int64_t)x->seg.ch[i] * stride + j;
+        uint32_t wv = e16 ? (uint32_t)(int32_t)((const int16_t *)w)[at] : ((const uint32_t *)w)[at];
+        acc += wv * (x->seg.cnt ? x->seg.cnt[i] : 1u);
+    }
+    return acc;
+}
 
 int64_t qkf__spike_gather_rows_i16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
                                             const int16_t *w, int32_t stride, int width)
 {
     int64_t spikes = 0;
+    int vecs = width / 8;
     for (int r = 0; r < nrow; r++) {
         const qkf_spike_row *x = &rows[r];
-        int16_t *out = (int16_t *)(void *)x->out + off;
-        const int16_t *init = x->init ? (const int16_t *)(const void *)x->init + off : NULL;
-        const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
-        for (int j0 = 0; j0 < width; j0 += PBLK16) {
-            int nb = width - j0 < PBLK16 ? width - j0 : PBLK16;
-            uint16_t acc[PBLK16];
-            if (init)
-                memcpy(acc, init + j0, (size_t)nb * sizeof *acc);
-            else
-                memset(acc, 0, (size_t)nb * sizeof *acc);
-            const int16_t *wb = w + x->seg.base + j0;
-            int i = 0, n1 = cnt ? x->n1 : x->seg.n;
-            for (; i < n1; i++) {
-                const int16_t *p = wb + (int32_t)ch[i] * stride;
-                for (int j = 0; j < nb; j++)
-                    acc[j] = (uint16_t)(acc[j] + (uint16_t)p[j]);
+        uint16_t *out = (uint16_t *)(void *)x->out + off;
+        const uint16_t *init = x->init ? (const uint16_t *)(const void *)x->init + off : NULL;
+        const uint16_t *wb = (const uint16_t *)(const void *)w + x->seg.base;
+        for (int v = 0; v < vecs;) {
+            int nv = pass_vecs(vecs - v);
+            pv16 acc[8];
+            pass16(acc, nv, wb + 8 * v, stride, x);
+            for (int k = 0; k < nv; k++) {
+                pv16 a = acc[k];
+                if (init) {
+                    pv16 i0;
+                    memcpy(&i0, init + 8 * (v + k), sizeof i0);
+                    a += i0;
+                }
+                memcpy(out + 8 * (v + k), &a, sizeof a);
             }
-            for (; i < x->seg.n; i++) {
-                const int16_t *p = wb + (int32_t)ch[i] * stride;
-                uint16_t c = cnt[i];
-                for (int j = 0; j < nb; j++)
-                    acc[j] = (uint16_t)(acc[j] + (uint16_t)((uint16_t)p[j] * c));
-            }
-            memcpy(out + j0, acc, (size_t)nb * sizeof *acc);
+            v += nv;
         }
+        for (int j = 8 * vecs; j < width; j++)
+            out[j] = (uint16_t)((init ? init[j] : 0u) + col_sum(x, w, 1, stride, j));
         spikes += qkf__row_spikes(x);
     }
     return spikes;
@@ -104,36 +191,140 @@ int64_t qkf__spike_gather_rows_i32_portable(const qkf_spike_row *rows, int nrow,
                                             const int32_t *w, int32_t stride, int width)
 {
     int64_t spikes = 0;
+    int vecs = width / 4;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        uint32_t *out = (uint32_t *)(void *)x->out + off;
+        const uint32_t *init = x->init ? (const uint32_t *)(const void *)x->init + off : NULL;
+        const uint32_t *wb = (const uint32_t *)(const void *)w + x->seg.base;
+        for (int v = 0; v < vecs;) {
+            int nv = pass_vecs(vecs - v);
+            pv32 acc[8];
+            pass32(acc, nv, wb + 4 * v, stride, x);
+            for (int k = 0; k < nv; k++) {
+                pv32 a = acc[k];
+                if (init) {
+                    pv32 i0;
+                    memcpy(&i0, init + 4 * (v + k), sizeof i0);
+                    a += i0;
+                }
+                memcpy(out + 4 * (v + k), &a, sizeof a);
+            }
+            v += nv;
+        }
+        for (int j = 4 * vecs; j < width; j++)
+            out[j] = (init ? init[j] : 0u) + col_sum(x, w, 0, stride, j);
+        spikes += qkf__row_spikes(x);
+    }
+    return spikes;
+}
+
+/* ---- the mantissa gather -------------------------------------------------------------------- */
+
+int64_t qkf_spike_gather_rows_m16_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                      const int16_t *w, int32_t stride, int width,
+                                      const int32_t *shift, int wmax)
+{
+    (void)wmax;
+    int64_t spikes = 0;
     for (int r = 0; r < nrow; r++) {
         const qkf_spike_row *x = &rows[r];
         int32_t *out = (int32_t *)(void *)x->out + off;
         const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
-        const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
-        for (int j0 = 0; j0 < width; j0 += PBLK32) {
-            int nb = width - j0 < PBLK32 ? width - j0 : PBLK32;
-            uint32_t acc[PBLK32];
-            if (init)
-                memcpy(acc, init + j0, (size_t)nb * sizeof *acc);
-            else
-                memset(acc, 0, (size_t)nb * sizeof *acc);
-            const int32_t *wb = w + x->seg.base + j0;
-            int i = 0, n1 = cnt ? x->n1 : x->seg.n;
-            for (; i < n1; i++) {
-                const int32_t *p = wb + (int32_t)ch[i] * stride;
-                for (int j = 0; j < nb; j++)
-                    acc[j] += (uint32_t)p[j];
+        for (int j = 0; j < width; j++) {
+            uint32_t acc = 0u; /* unsigned: wraps modulo 2^32 */
+            for (int i = 0; i < x->seg.n; i++) {
+                uint32_t wv = (uint32_t)(int32_t)w[x->seg.base + (int32_t)x->seg.ch[i] * stride + j];
+                uint32_t c = x->seg.cnt ? x->seg.cnt[i] : 1u;
+                acc += wv * c;
             }
-            for (; i < x->seg.n; i++) {
-                const int32_t *p = wb + (int32_t)ch[i] * stride;
-                uint32_t c = cnt[i];
-                for (int j = 0; j < nb; j++)
-                    acc[j] += (uint32_t)p[j] * c;
-            }
-            memcpy(out + j0, acc, (size_t)nb * sizeof *acc);
+            out[j] = (int32_t)((init ? (uint32_t)init[j] : 0u) + (acc << shift[j]));
         }
         spikes += qkf__row_spikes(x);
     }
     return spikes;
+}
+
+int64_t qkf__spike_gather_row_m16_wide(const qkf_spike_row *x, int64_t off, const int16_t *w,
+                                       int32_t stride, int width, const int32_t *shift)
+{
+    int32_t *out = (int32_t *)(void *)x->out + off;
+    const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+    const uint16_t *ch = x->seg.ch, *cnt = x->seg.cnt;
+    for (int j0 = 0; j0 < width; j0 += PBLK32) {
+        int nb = width - j0 < PBLK32 ? width - j0 : PBLK32;
+        uint32_t acc[PBLK32];
+        memset(acc, 0, sizeof acc);
+        const int16_t *wb = w + x->seg.base + j0;
+        for (int i = 0; i < x->seg.n; i++) {
+            const int16_t *p = wb + (int32_t)ch[i] * stride;
+            uint32_t c = cnt ? cnt[i] : 1u;
+            for (int j = 0; j < nb; j++)
+                acc[j] += (uint32_t)(int32_t)p[j] * c;
+        }
+        for (int j = 0; j < nb; j++)
+            out[j0 + j] =
+                (int32_t)((init ? (uint32_t)init[j0 + j] : 0u) + (acc[j] << shift[j0 + j]));
+    }
+    return qkf__row_spikes(x);
+}
+
+/* Portable: a row whose mantissa sum fits int16 in passes of int16 vectors (as the int16
+ * gather), widened, shifted and added to the int32 init at the pass's end; others in int32. */
+int64_t qkf__spike_gather_rows_m16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int16_t *w, int32_t stride, int width,
+                                            const int32_t *shift, int wmax)
+{
+    int64_t spikes = 0;
+    int vecs = width / 8;
+    for (int r = 0; r < nrow; r++) {
+        const qkf_spike_row *x = &rows[r];
+        const uint16_t *cnt = x->seg.cnt;
+        int64_t sum = 0; /* the sum of counts: whether the mantissa sum fits int16 */
+        for (int i = cnt ? x->n1 : x->seg.n; i < x->seg.n; i++)
+            sum += cnt[i];
+        sum += cnt ? x->n1 : x->seg.n;
+        if (sum * wmax > 32767) {
+            spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, width, shift);
+            continue;
+        }
+        int32_t *out = (int32_t *)(void *)x->out + off;
+        const int32_t *init = x->init ? (const int32_t *)(const void *)x->init + off : NULL;
+        const uint16_t *wb = (const uint16_t *)(const void *)w + x->seg.base;
+        for (int v = 0; v < vecs;) {
+            int nv = pass_vecs(vecs - v);
+            pv16 acc[8];
+            pass16(acc, nv, wb + 8 * v, stride, x);
+            int16_t t[64];
+            memcpy(t, acc, (size_t)nv * sizeof *acc);
+            for (int j = 0, j0 = 8 * v; j < 8 * nv; j++) /* the exact sum, sign-extended */
+                out[j0 + j] = (int32_t)((init ? (uint32_t)init[j0 + j] : 0u) +
+                                        ((uint32_t)(int32_t)t[j] << shift[j0 + j]));
+            v += nv;
+        }
+        for (int j = 8 * vecs; j < width; j++)
+            out[j] = (int32_t)((init ? (uint32_t)init[j] : 0u) +
+                               ((uint32_t)(int32_t)(int16_t)(uint16_t)col_sum(x, w, 1, stride, j)
+                                << shift[j]));
+        spikes += sum;
+    }
+    return spikes;
+}
+
+int64_t qkf_spike_gather_rows_m16(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const int16_t *w, int32_t stride, int width,
+                                  const int32_t *shift, int wmax)
+{
+    switch (qkf_isa_current()) {
+#ifdef QKF_X86
+    case QKF_ISA_AVX512:
+        return qkf__spike_gather_rows_m16_avx512(rows, nrow, off, w, stride, width, shift, wmax);
+    case QKF_ISA_AVX2:
+        return qkf__spike_gather_rows_m16_avx2(rows, nrow, off, w, stride, width, shift, wmax);
+#endif
+    default:
+        return qkf__spike_gather_rows_m16_portable(rows, nrow, off, w, stride, width, shift, wmax);
+    }
 }
 
 int64_t qkf_spike_gather_rows_i16(const qkf_spike_row *rows, int nrow, int64_t off,

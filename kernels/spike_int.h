@@ -40,6 +40,24 @@ int64_t qkf_spike_gather_rows_i32(const qkf_spike_row *rows, int nrow, int64_t o
 int64_t qkf_spike_gather_rows_i32_ref(const qkf_spike_row *rows, int nrow, int64_t off,
                                       const int32_t *w, int32_t stride, int width);
 
+/* The mantissa gather: integer weights W = m << shift[j] (an int16 mantissa m, a shift per output
+ * column) summed into int32 rows. For each r < nrow and j < width,
+ *   out[j] = init[j] + ((sum over events i of cnt[i] * m[base + ch[i]*stride + j]) << shift[j])
+ * modulo 2^32, which is init[j] + the sum of cnt[i] * W (the shift distributes over the sum
+ * modulo 2^32): the int32 gather's result on W, exactly, so it serves convolutions that pool
+ * (max needs the exact int32 sums). out and init are int32 rows as in the int32 gather (init NULL:
+ * from 0; may equal out); m has |m| <= wmax (1..32767); shift[j] in 0..31, shift pointing at the
+ * width's column 0. The fast paths add the mantissas in int16 lanes (twice the lanes per vector
+ * and half the bytes of the int32 weights) and widen at the row's end: a row's mantissa sum
+ * stays within int16 when the sum of its counts times wmax is at most 32767; rows beyond that
+ * are summed in int32. Returns the spikes delivered. */
+int64_t qkf_spike_gather_rows_m16(const qkf_spike_row *rows, int nrow, int64_t off,
+                                  const int16_t *w, int32_t stride, int width,
+                                  const int32_t *shift, int wmax);
+int64_t qkf_spike_gather_rows_m16_ref(const qkf_spike_row *rows, int nrow, int64_t off,
+                                      const int16_t *w, int32_t stride, int width,
+                                      const int32_t *shift, int wmax);
+
 /* The integer LIF of a layer (docs/hardware.md, "The integer form of every operation"), per
  * channel c, from the synaptic sum S of a step:
  *   A = reduce(S, current_bits, current_wrap)

@@ -37,17 +37,62 @@
 #define IG_SET1(c) _mm256_set1_epi32((int)(c))
 #define IG_PORTABLE qkf__spike_gather_rows_i32_portable
 #include "spike_int_gather_internal.h"
+#undef IG
+#undef IG_T
+#undef IG_L
+#undef IG_ADD
+#undef IG_MUL
+#undef IG_SET1
+#undef IG_PORTABLE
+
+/* The mantissa gather: int16 lanes as the int16 gather; at a row's end each vector of 16 sums is
+ * widened to two vectors of 8 int32, shifted per column and added to the int32 init. */
+static inline __attribute__((always_inline)) void wstore_m16(int32_t *o, const int32_t *i,
+                                                             __m256i v, const int32_t *s, int k)
+{
+    __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v));
+    __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1));
+    lo = _mm256_sllv_epi32(lo, _mm256_loadu_si256((const __m256i *)(const void *)(s + 16 * k)));
+    hi = _mm256_sllv_epi32(hi,
+                           _mm256_loadu_si256((const __m256i *)(const void *)(s + 16 * k + 8)));
+    if (i) {
+        lo = _mm256_add_epi32(lo,
+                              _mm256_loadu_si256((const __m256i *)(const void *)(i + 16 * k)));
+        hi = _mm256_add_epi32(
+            hi, _mm256_loadu_si256((const __m256i *)(const void *)(i + 16 * k + 8)));
+    }
+    _mm256_storeu_si256((__m256i *)(void *)(o + 16 * k), lo);
+    _mm256_storeu_si256((__m256i *)(void *)(o + 16 * k + 8), hi);
+}
+
+#define IG(name) name##_m16
+#define IG_T int16_t
+#define IG_L 16
+#define IG_ADD(a, b) _mm256_add_epi16(a, b)
+#define IG_MUL(a, b) _mm256_mullo_epi16(a, b)
+#define IG_SET1(c) _mm256_set1_epi16((short)(c))
+#define IG_WIDEN 1
+#define IG_WSTORE(o, i, v, s, k, nb, tm) wstore_m16(o, i, v, s, k)
+#define IG_PORTABLE qkf__spike_gather_rows_m16_portable
+#include "spike_int_gather_internal.h"
 
 int64_t qkf__spike_gather_rows_i16_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
                                         const int16_t *w, int32_t stride, int width)
 {
-    return gather_rows_i16(rows, nrow, off, w, stride, width);
+    return gather_rows_i16(rows, nrow, off, w, stride, width, NULL, 0);
 }
 
 int64_t qkf__spike_gather_rows_i32_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
                                         const int32_t *w, int32_t stride, int width)
 {
-    return gather_rows_i32(rows, nrow, off, w, stride, width);
+    return gather_rows_i32(rows, nrow, off, w, stride, width, NULL, 0);
+}
+
+int64_t qkf__spike_gather_rows_m16_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
+                                        const int16_t *w, int32_t stride, int width,
+                                        const int32_t *shift, int wmax)
+{
+    return gather_rows_m16(rows, nrow, off, w, stride, width, shift, wmax);
 }
 
 /* ---- the integer LIF ------------------------------------------------------------------------ */

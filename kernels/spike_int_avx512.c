@@ -53,17 +53,70 @@
 #define IG_TAIL(n) ((n) >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << (n)) - 1u))
 #define IG_PORTABLE qkf__spike_gather_rows_i32_portable
 #include "spike_int_gather_internal.h"
+#undef IG
+#undef IG_T
+#undef IG_M
+#undef IG_L
+#undef IG_ADD
+#undef IG_MUL
+#undef IG_SET1
+#undef IG_LOADM
+#undef IG_STOREM
+#undef IG_TAIL
+#undef IG_PORTABLE
+
+/* The mantissa gather: int16 lanes as the int16 gather; at a row's end each vector of 32 sums is
+ * widened to two vectors of 16 int32, shifted per column and added to the int32 init. */
+static inline __attribute__((always_inline)) void wstore_m16(int32_t *o, const int32_t *i,
+                                                             __m512i v, const int32_t *s, int k,
+                                                             int nb, __mmask32 tm)
+{
+    __mmask32 m = k == nb - 1 ? tm : (__mmask32)0xFFFFFFFFu;
+    __mmask16 ml = (__mmask16)m, mh = (__mmask16)(m >> 16);
+    __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(v));
+    __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1));
+    lo = _mm512_sllv_epi32(lo, _mm512_maskz_loadu_epi32(ml, s + 32 * k));
+    hi = _mm512_sllv_epi32(hi, _mm512_maskz_loadu_epi32(mh, s + 32 * k + 16));
+    if (i) {
+        lo = _mm512_add_epi32(lo, _mm512_maskz_loadu_epi32(ml, i + 32 * k));
+        hi = _mm512_add_epi32(hi, _mm512_maskz_loadu_epi32(mh, i + 32 * k + 16));
+    }
+    _mm512_mask_storeu_epi32(o + 32 * k, ml, lo);
+    _mm512_mask_storeu_epi32(o + 32 * k + 16, mh, hi);
+}
+
+#define IG(name) name##_m16
+#define IG_T int16_t
+#define IG_M __mmask32
+#define IG_L 32
+#define IG_ADD(a, b) _mm512_add_epi16(a, b)
+#define IG_MUL(a, b) _mm512_mullo_epi16(a, b)
+#define IG_SET1(c) _mm512_set1_epi16((short)(c))
+#define IG_LOADM(m, p) _mm512_maskz_loadu_epi16(m, (const void *)(p))
+#define IG_STOREM(p, m, v) _mm512_mask_storeu_epi16((void *)(p), m, v)
+#define IG_TAIL(n) ((n) >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n)) - 1u))
+#define IG_WIDEN 1
+#define IG_WSTORE(o, i, v, s, k, nb, tm) wstore_m16(o, i, v, s, k, nb, tm)
+#define IG_PORTABLE qkf__spike_gather_rows_m16_portable
+#include "spike_int_gather_internal.h"
 
 int64_t qkf__spike_gather_rows_i16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
                                           const int16_t *w, int32_t stride, int width)
 {
-    return gather_rows_i16(rows, nrow, off, w, stride, width);
+    return gather_rows_i16(rows, nrow, off, w, stride, width, NULL, 0);
 }
 
 int64_t qkf__spike_gather_rows_i32_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
                                           const int32_t *w, int32_t stride, int width)
 {
-    return gather_rows_i32(rows, nrow, off, w, stride, width);
+    return gather_rows_i32(rows, nrow, off, w, stride, width, NULL, 0);
+}
+
+int64_t qkf__spike_gather_rows_m16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
+                                          const int16_t *w, int32_t stride, int width,
+                                          const int32_t *shift, int wmax)
+{
+    return gather_rows_m16(rows, nrow, off, w, stride, width, shift, wmax);
 }
 
 /* ---- the integer LIF ------------------------------------------------------------------------ */
@@ -100,12 +153,29 @@ static inline __m512i clamp(__m512i x, __m512i lo, __m512i hi)
     return _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
 }
 
-/* One step of 16 lanes (qkf__ilif_step32, lane by lane): sums s, membranes *u, bias b, threshold
- * th; returns the spike mask. */
-static inline __attribute__((always_inline)) __mmask16 step16(const lifk *q, __m512i s, __m512i *u,
-                                                              __m512i b, __m512i th)
+/* Which reductions a layer's step needs (the others are identities and are left out: a
+ * specialised copy of the sequence per combination, lif_flags). */
+enum { LF_CS = 1, LF_CC = 2, LF_MS = 4, LF_MC = 8 };
+
+static int lif_flags(const qkf_ilif *p, int x16)
 {
-    __m512i a = clamp(sext(s, q->cur_sh), q->ncur_max, q->cur_max);
+    qkf__ilif_k k = qkf__ilif_consts(p);
+    /* an int16 sum is sign-extended from 16 bits: the wrap to 32 - cur_sh >= 16 bits keeps it */
+    return (k.cur_sh && !(x16 && k.cur_sh <= 16) ? LF_CS : 0) |
+           (k.cur_max != INT32_MAX ? LF_CC : 0) | (k.mem_sh ? LF_MS : 0) |
+           (k.mem_max != INT32_MAX ? LF_MC : 0);
+}
+
+/* One step of 16 lanes (qkf__ilif_step32, lane by lane): sums s, membranes *u, bias b, threshold
+ * th; returns the spike mask. f: lif_flags (a constant after inlining). */
+static inline __attribute__((always_inline)) __mmask16 step16(const lifk *q, __m512i s, __m512i *u,
+                                                              __m512i b, __m512i th, const int f)
+{
+    __m512i a = s;
+    if (f & LF_CS)
+        a = sext(a, q->cur_sh);
+    if (f & LF_CC)
+        a = clamp(a, q->ncur_max, q->cur_max);
     __m512i v = *u, av = _mm512_abs_epi32(v), d;
     if (q->dmul)
         d = _mm512_add_epi32(
@@ -115,11 +185,21 @@ static inline __attribute__((always_inline)) __mmask16 step16(const lifk *q, __m
         d = _mm512_srl_epi32(av, q->dshift);
     d = _mm512_mask_sub_epi32(d, _mm512_movepi32_mask(v), _mm512_setzero_si512(), d);
     __m512i h = _mm512_add_epi32(_mm512_add_epi32(d, _mm512_sll_epi32(a, q->cshift)), b);
-    h = clamp(sext(h, q->mem_sh), q->nmem_max, q->mem_max);
+    if (f & LF_MS)
+        h = sext(h, q->mem_sh);
+    if (f & LF_MC)
+        h = clamp(h, q->nmem_max, q->mem_max);
     __mmask16 sp = q->ge ? _mm512_cmpge_epi32_mask(h, th) : _mm512_cmpgt_epi32_mask(h, th);
-    __m512i r = q->rs ? clamp(sext(_mm512_sub_epi32(h, th), q->mem_sh), q->nmem_max, q->mem_max)
-                      : _mm512_setzero_si512();
-    *u = _mm512_mask_mov_epi32(h, sp, r);
+    if (q->rs) {
+        __m512i r = _mm512_sub_epi32(h, th);
+        if (f & LF_MS)
+            r = sext(r, q->mem_sh);
+        if (f & LF_MC)
+            r = clamp(r, q->nmem_max, q->mem_max);
+        *u = _mm512_mask_mov_epi32(h, sp, r);
+    } else {
+        *u = _mm512_maskz_mov_epi32((__mmask16)~sp, h);
+    }
     return sp;
 }
 
@@ -130,14 +210,11 @@ static inline __m512i load_sums(const void *x, int x16, int c, __mmask16 lanes)
     return _mm512_maskz_loadu_epi32(lanes, (const int32_t *)x + c);
 }
 
-void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int x16, int R,
-                                int C, const qkf_ilif *p, int32_t *v)
+static inline __attribute__((always_inline)) void
+ilif_seq(uint16_t *const *mask, const void *const *x, int x16, int R, int C, const qkf_ilif *p,
+         int32_t *v, const lifk *qp, const int f)
 {
-    if (!p->narrow) {
-        qkf__spike_ilif_seq_wide(mask, x, x16, R, C, p, v);
-        return;
-    }
-    lifk q = lif_consts(p);
+    lifk q = *qp;
     int c0 = 0;
     /* four vectors of 16 channels side by side: a neuron's steps depend on each other, so four
      * independent chains hide the latency; the membranes stay in registers for all R steps */
@@ -152,7 +229,7 @@ void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int
             uint16_t *m = mask[r] + c0 / 16;
             for (int k = 0; k < 4; k++)
                 m[k] = (uint16_t)step16(&q, load_sums(x[r], x16, c0 + 16 * k, 0xFFFF), &u[k],
-                                        b[k], th[k]);
+                                        b[k], th[k], f);
         }
         if (v)
             for (int k = 0; k < 4; k++)
@@ -165,10 +242,44 @@ void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int
         __m512i b = _mm512_maskz_loadu_epi32(lanes, p->bias + c0);
         __m512i th = _mm512_maskz_loadu_epi32(lanes, p->theta + c0);
         for (int r = 0; r < R; r++)
-            mask[r][c0 / 16] = (uint16_t)(step16(&q, load_sums(x[r], x16, c0, lanes), &u, b, th) &
-                                          lanes);
+            mask[r][c0 / 16] =
+                (uint16_t)(step16(&q, load_sums(x[r], x16, c0, lanes), &u, b, th, f) & lanes);
         if (v)
             _mm512_mask_storeu_epi32(v + c0, lanes, u);
+    }
+}
+
+#define ILIF_CASE(F)                                                                             \
+    case F:                                                                                      \
+        ilif_seq(mask, x, x16, R, C, p, v, &q, F);                                               \
+        return;
+
+void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int x16, int R,
+                                int C, const qkf_ilif *p, int32_t *v)
+{
+    if (!p->narrow) {
+        qkf__spike_ilif_seq_wide(mask, x, x16, R, C, p, v);
+        return;
+    }
+    lifk q = lif_consts(p);
+    switch (lif_flags(p, x16)) {
+        ILIF_CASE(0)
+        ILIF_CASE(1)
+        ILIF_CASE(2)
+        ILIF_CASE(3)
+        ILIF_CASE(4)
+        ILIF_CASE(5)
+        ILIF_CASE(6)
+        ILIF_CASE(7)
+        ILIF_CASE(8)
+        ILIF_CASE(9)
+        ILIF_CASE(10)
+        ILIF_CASE(11)
+        ILIF_CASE(12)
+        ILIF_CASE(13)
+        ILIF_CASE(14)
+    default:
+        ilif_seq(mask, x, x16, R, C, p, v, &q, 15);
     }
 }
 

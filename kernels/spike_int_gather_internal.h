@@ -13,11 +13,27 @@
  *                   0: widths must be multiples of IG_L (others go to the portable path)
  *   IG_NBMAX        the most vectors a row keeps in registers (a pass); wider rows take passes
  *   IG_PORTABLE     the portable function for what this path does not handle
+ *   IG_WIDEN        1: the mantissa gather (qkf_spike_gather_rows_m16): IG_T is int16_t, the
+ *                   accumulators start from zero, and the row's end widens them to int32, shifts
+ *                   each column by its shift and adds the int32 init: IG_WSTORE(o, i, acc, s, k,
+ *                   nb, tm) stores vector k's columns (o, i int32 rows, s the shifts, all at
+ *                   the pass's column 0). A row whose mantissa sum could leave int16 (the sum of
+ *                   its counts times wmax above 32767) goes to qkf__spike_gather_row_m16_wide.
+ *                   0 (or undefined): out and init have the weights' type IG_T
  *
  * Two rows walk their event lists side by side (twice the independent accumulator chains of one
  * row), the channels (and counts) of four events read with one 64-bit load; events with a count of
  * 1 (a row's first n1 with counts, every event of a binary list) are plain adds, the others add
  * their row times the count. The integer sums are exact in any order (spike_int.h). */
+
+#ifndef IG_WIDEN
+#define IG_WIDEN 0
+#endif
+#if IG_WIDEN
+#define IG_OT int32_t
+#else
+#define IG_OT IG_T
+#endif
 
 #ifndef IG_LOAD4_DEFINED
 #define IG_LOAD4_DEFINED
@@ -31,6 +47,20 @@ static inline uint64_t ig_sum4(uint64_t x)
 {
     uint64_t y = (x & 0x0000FFFF0000FFFFull) + (x >> 16 & 0x0000FFFF0000FFFFull);
     return (y & 0xFFFFFFFFull) + (y >> 32);
+}
+/* Whether a row's mantissa sum stays within int16 whatever the signs: the sum of its counts times
+ * wmax is at most 32767 (each product then fits as well). */
+static inline int ig_fits(const qkf_spike_row *x, int wmax)
+{
+    int64_t n = x->seg.n;
+    if (n * wmax > 32767)
+        return 0;
+    if (!x->seg.cnt)
+        return 1;
+    int64_t s = 0;
+    for (int i = x->n1; i < x->seg.n; i++)
+        s += x->seg.cnt[i];
+    return (s + x->n1) * wmax <= 32767;
 }
 #endif
 
@@ -121,41 +151,50 @@ static inline __attribute__((always_inline)) uint64_t IG(run1)(IG_V *a, const IG
     return sum;
 }
 
-/* Accumulators of a row from its init (or zero), and back to its output. */
-static inline __attribute__((always_inline)) void IG(load_acc)(IG_V *a, const IG_T *init, int nb,
+/* Accumulators of a row from its init (or zero), and back to its output. The mantissa gather
+ * (IG_WIDEN) starts from zero and widens into the int32 row at the end. */
+static inline __attribute__((always_inline)) void IG(load_acc)(IG_V *a, const IG_OT *init, int nb,
                                                                IG_M tm)
 {
     (void)tm;
+#if IG_WIDEN
+    (void)init;
+    _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++) a[k] = IG_ZERO;
+#else
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++) a[k] =
         init ? IG_LD(init + IG_L * k, k, nb, tm) : IG_ZERO;
+#endif
 }
 
-static inline __attribute__((always_inline)) void IG(store_acc)(IG_T *out, const IG_V *a, int nb,
-                                                                IG_M tm)
+static inline __attribute__((always_inline)) void
+IG(store_acc)(IG_OT *out, const IG_OT *init, const IG_V *a, const int32_t *sh, int nb, IG_M tm)
 {
-    (void)tm;
+    (void)tm, (void)init, (void)sh;
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
     {
+#if IG_WIDEN
+        IG_WSTORE(out, init, a[k], sh, k, nb, tm);
+#else
 #if IG_MASKED
         if (k == nb - 1)
             IG_STOREM(out + IG_L * k, tm, a[k]);
         else
 #endif
             IG_STORE(out + IG_L * k, a[k]);
+#endif
     }
 }
 
 /* Two rows of nb vectors (a constant after inlining), columns [col, col + nb * IG_L) of the rows
  * (the last vector under tm): a binary list in one phase, a list with counts in two (its single
  * events, then the others). Returns the spikes delivered. */
-static inline __attribute__((always_inline)) int64_t IG(pair)(const qkf_spike_row *x,
-                                                              const qkf_spike_row *y, int64_t off,
-                                                              const IG_T *w, int32_t stride, int nb,
-                                                              IG_M tm, int counts)
+static inline __attribute__((always_inline)) int64_t
+IG(pair)(const qkf_spike_row *x, const qkf_spike_row *y, int64_t off, const IG_T *w,
+         int32_t stride, int nb, IG_M tm, int counts, const int32_t *sh)
 {
-    const IG_T *i0 = x->init ? (const IG_T *)(const void *)x->init + off : NULL;
-    const IG_T *i1 = y->init ? (const IG_T *)(const void *)y->init + off : NULL;
-    IG_T *o0 = (IG_T *)(void *)x->out + off, *o1 = (IG_T *)(void *)y->out + off;
+    const IG_OT *i0 = x->init ? (const IG_OT *)(const void *)x->init + off : NULL;
+    const IG_OT *i1 = y->init ? (const IG_OT *)(const void *)y->init + off : NULL;
+    IG_OT *o0 = (IG_OT *)(void *)x->out + off, *o1 = (IG_OT *)(void *)y->out + off;
     const uint16_t *c0 = x->seg.ch, *k0 = x->seg.cnt, *c1 = y->seg.ch, *k1 = y->seg.cnt;
     const IG_T *w0 = w + x->seg.base, *w1 = w + y->seg.base;
     int n0 = x->seg.n, n1 = y->seg.n;
@@ -181,18 +220,18 @@ static inline __attribute__((always_inline)) int64_t IG(pair)(const qkf_spike_ro
         sum += IG(run1)(b, w1, c1 + p1 + f, k1 + p1 + f, f1 - f, stride, nb, tm, 1);
         spikes = (int64_t)sum;
     }
-    IG(store_acc)(o0, a, nb, tm);
-    IG(store_acc)(o1, b, nb, tm);
+    IG(store_acc)(o0, i0, a, sh, nb, tm);
+    IG(store_acc)(o1, i1, b, sh, nb, tm);
     return spikes;
 }
 
 /* One row alone (the last of an odd count, or rows that disagree on counts). */
 static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row *x, int64_t off,
                                                              const IG_T *w, int32_t stride, int nb,
-                                                             IG_M tm)
+                                                             IG_M tm, const int32_t *sh)
 {
-    const IG_T *i0 = x->init ? (const IG_T *)(const void *)x->init + off : NULL;
-    IG_T *o0 = (IG_T *)(void *)x->out + off;
+    const IG_OT *i0 = x->init ? (const IG_OT *)(const void *)x->init + off : NULL;
+    IG_OT *o0 = (IG_OT *)(void *)x->out + off;
     const uint16_t *c0 = x->seg.ch, *k0 = x->seg.cnt;
     const IG_T *w0 = w + x->seg.base;
     int n0 = x->seg.n, p0 = k0 ? x->n1 : n0;
@@ -202,16 +241,45 @@ static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row
     IG(run1)(a, w0, c0, NULL, p0, stride, nb, tm, 0);
     if (k0)
         sum += IG(run1)(a, w0, c0 + p0, k0 + p0, n0 - p0, stride, nb, tm, 1);
-    IG(store_acc)(o0, a, nb, tm);
+    IG(store_acc)(o0, i0, a, sh, nb, tm);
     return (int64_t)sum;
 }
 
 /* Every row of rows[0..nrow) with one nb: pairs when they agree on counts (the engine's always
- * do), a last odd row alone. */
+ * do), a last odd row alone. The mantissa gather (IG_WIDEN) pairs the rows whose sums fit int16
+ * and sends the others (columns [0, cols) of the pass) to the wide row. */
+#if IG_WIDEN
 #define IG_ROWS_FN(NB)                                                                           \
     static int64_t IG(rows##NB)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
-                                int32_t stride, IG_M tm)                                         \
+                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
     {                                                                                            \
+        int64_t spikes = 0;                                                                      \
+        int r = 0;                                                                               \
+        while (r < nrow) {                                                                       \
+            const qkf_spike_row *x = &rows[r];                                                   \
+            if (!ig_fits(x, wmax)) {                                                             \
+                spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, cols, sh);           \
+                r++;                                                                             \
+                continue;                                                                        \
+            }                                                                                    \
+            const qkf_spike_row *y = r + 1 < nrow ? &rows[r + 1] : NULL;                         \
+            if (y && (y->seg.cnt != NULL) == (x->seg.cnt != NULL) && ig_fits(y, wmax)) {         \
+                spikes += x->seg.cnt ? IG(pair)(x, y, off, w, stride, NB, tm, 1, sh)             \
+                                     : IG(pair)(x, y, off, w, stride, NB, tm, 0, sh);            \
+                r += 2;                                                                          \
+            } else {                                                                             \
+                spikes += IG(one)(x, off, w, stride, NB, tm, sh);                                \
+                r++;                                                                             \
+            }                                                                                    \
+        }                                                                                        \
+        return spikes;                                                                           \
+    }
+#else
+#define IG_ROWS_FN(NB)                                                                           \
+    static int64_t IG(rows##NB)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
+                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
+    {                                                                                            \
+        (void)wmax, (void)cols;                                                                  \
         int64_t spikes = 0;                                                                      \
         int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;                              \
         for (int r = 1; r < nrow; r++)                                                           \
@@ -219,14 +287,15 @@ static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row
         int paired = same ? nrow & ~1 : 0;                                                       \
         if (counts)                                                                              \
             for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1);           \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1, sh);       \
         else                                                                                     \
             for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0);           \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0, sh);       \
         for (int r = paired; r < nrow; r++)                                                      \
-            spikes += IG(one)(&rows[r], off, w, stride, NB, tm);                                 \
+            spikes += IG(one)(&rows[r], off, w, stride, NB, tm, sh);                             \
         return spikes;                                                                           \
     }
+#endif
 IG_ROWS_FN(1)
 IG_ROWS_FN(2)
 IG_ROWS_FN(3)
@@ -240,11 +309,13 @@ IG_ROWS_FN(8)
 #undef IG_ROWS_FN
 
 /* The rows in passes of at most IG_NBMAX vectors, split evenly (a 96-wide row of int32 under
- * AVX-512 is one pass of 6 vectors; 384 would be 2 of 12 / 2 = 6... of at most IG_NBMAX). */
+ * AVX-512 is one pass of 6 vectors; 384 would be 2 of 12 / 2 = 6... of at most IG_NBMAX). sh and
+ * wmax: the mantissa gather's shifts (at column 0) and mantissa bound, else NULL and 0. */
 static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w,
-                               int32_t stride, int width)
+                               int32_t stride, int width, const int32_t *sh, int wmax)
 {
-    typedef int64_t (*fn)(const qkf_spike_row *, int, int64_t, const IG_T *, int32_t, IG_M);
+    typedef int64_t (*fn)(const qkf_spike_row *, int, int64_t, const IG_T *, int32_t, IG_M,
+                          const int32_t *, int, int);
 #if IG_NBMAX > 4
     static const fn fns[9] = {NULL,      IG(rows1), IG(rows2), IG(rows3), IG(rows4),
                               IG(rows5), IG(rows6), IG(rows7), IG(rows8)};
@@ -253,20 +324,25 @@ static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off,
 #endif
 #if !IG_MASKED
     if (width % IG_L)
+#if IG_WIDEN
+        return IG_PORTABLE(rows, nrow, off, w, stride, width, sh, wmax);
+#else
         return IG_PORTABLE(rows, nrow, off, w, stride, width);
+#endif
 #endif
     int vecs = (width + IG_L - 1) / IG_L, passes = (vecs + IG_NBMAX - 1) / IG_NBMAX, v0 = 0;
     int64_t spikes = 0;
     for (int p = 0; p < passes; p++) {
         int nb = (vecs - v0) / (passes - p);
         int j0 = v0 * IG_L;
-#if IG_MASKED
         int cols = width - j0 < nb * IG_L ? width - j0 : nb * IG_L;
+#if IG_MASKED
         IG_M tm = IG_TAIL(cols - (nb - 1) * IG_L);
 #else
         IG_M tm = 0;
 #endif
-        int64_t s = fns[nb](rows, nrow, off + j0, w + j0, stride, tm);
+        int64_t s = fns[nb](rows, nrow, off + j0, w + j0, stride, tm, sh ? sh + j0 : NULL, wmax,
+                            cols);
         if (p == 0)
             spikes = s; /* every pass delivers the same spikes */
         v0 += nb;
@@ -279,3 +355,5 @@ static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off,
 #undef IG_ROW_MUL
 #undef IG_EV4
 #undef IG_EV1
+#undef IG_OT
+#undef IG_WIDEN

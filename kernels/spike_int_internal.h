@@ -12,6 +12,9 @@ int64_t qkf__spike_gather_rows_i16_avx512(const qkf_spike_row *rows, int nrow, i
                                           const int16_t *w, int32_t stride, int width);
 int64_t qkf__spike_gather_rows_i32_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
                                           const int32_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_m16_avx512(const qkf_spike_row *rows, int nrow, int64_t off,
+                                          const int16_t *w, int32_t stride, int width,
+                                          const int32_t *shift, int wmax);
 void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int x16, int R,
                                 int C, const qkf_ilif *p, int32_t *v);
 void qkf__spike_max_i32_avx512(int32_t *out, const int32_t *const *src, int n, int C);
@@ -20,6 +23,9 @@ int64_t qkf__spike_gather_rows_i16_avx2(const qkf_spike_row *rows, int nrow, int
                                         const int16_t *w, int32_t stride, int width);
 int64_t qkf__spike_gather_rows_i32_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
                                         const int32_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_m16_avx2(const qkf_spike_row *rows, int nrow, int64_t off,
+                                        const int16_t *w, int32_t stride, int width,
+                                        const int32_t *shift, int wmax);
 void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
                               const qkf_ilif *p, int32_t *v);
 void qkf__spike_max_i32_avx2(int32_t *out, const int32_t *const *src, int n, int C);
@@ -30,6 +36,13 @@ int64_t qkf__spike_gather_rows_i16_portable(const qkf_spike_row *rows, int nrow,
                                             const int16_t *w, int32_t stride, int width);
 int64_t qkf__spike_gather_rows_i32_portable(const qkf_spike_row *rows, int nrow, int64_t off,
                                             const int32_t *w, int32_t stride, int width);
+int64_t qkf__spike_gather_rows_m16_portable(const qkf_spike_row *rows, int nrow, int64_t off,
+                                            const int16_t *w, int32_t stride, int width,
+                                            const int32_t *shift, int wmax);
+/* The mantissa gather of one row whose sum may leave int16, in int32 (every path): columns
+ * [0, width) at off. Returns its spikes. */
+int64_t qkf__spike_gather_row_m16_wide(const qkf_spike_row *x, int64_t off, const int16_t *w,
+                                       int32_t stride, int width, const int32_t *shift);
 void qkf__spike_ilif_seq_wide(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
                               const qkf_ilif *p, int32_t *v);
 

@@ -99,7 +99,13 @@ typedef struct {
     /* integer mode (qkf_sched_create_int; see "The integer mode" below) */
     int i16;        /* conv: int16 accumulators (a wrapping current register of <= 16 bits, no
                        pool); otherwise int32 */
-    void *wti;      /* conv: int16 or int32 weights laid out as wt; encode: int32 [k][k][Cin][Cout] */
+    int m16;        /* conv, not i16: the mantissa gather (int16 mantissas, int32 sums: pools, or
+                       a saturating or wide current register), when the weights are small
+                       mantissas times a power of two per channel (fold_int) */
+    int wmax;       /* m16: the largest |mantissa| */
+    int32_t *ishift; /* m16: [cout] each output channel's power of two */
+    void *wti;      /* conv: int16 or int32 weights laid out as wt (m16: the int16 mantissas);
+                       encode: int32 [k][k][Cin][Cout] */
     qkf_ilif il;    /* the LIF's integer arithmetic (bias: the conv's, or zbias; theta: the LIF's) */
     int32_t *zbias; /* attention LIFs: their bias, zero [C] */
     int32_t in_weight; /* attention LIFs: P = in_weight * count */
@@ -438,12 +444,16 @@ static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, i
 }
 
 /* The rows against the slab at element offset slab of the node's weights (float, or in integer
- * mode int16 / int32: the rows then address integer rows, kernels/spike_int.h). */
+ * mode int16 / int32 / int16 mantissas: the rows then address integer rows, kernels/spike_int.h);
+ * c0: the block's first output channel. */
 static inline int64_t gather(const node *nd, const qkf_spike_row *rows, int nrow, int64_t off,
-                             int64_t slab, int width)
+                             int64_t slab, int width, int c0)
 {
     if (!nd->wti)
         return qkf_spike_gather_rows(rows, nrow, off, nd->wt + slab, width, width);
+    if (nd->m16)
+        return qkf_spike_gather_rows_m16(rows, nrow, off, (const int16_t *)nd->wti + slab, width,
+                                         width, nd->ishift + c0, nd->wmax);
     if (nd->i16)
         return qkf_spike_gather_rows_i16(rows, nrow, off, (const int16_t *)nd->wti + slab, width,
                                          width);
@@ -496,7 +506,7 @@ static void conv_blocks(const qkf_sched *e, const node *nd, int n, int j0, int j
             for (int t = 0; t < T; t++)
                 if (nr[t])
                     acs[t] +=
-                        gather(nd, rows + t * cap, nr[t], local ? 0 : c0, slab, width) * width;
+                        gather(nd, rows + t * cap, nr[t], local ? 0 : c0, slab, width, c0) * width;
         }
     }
 }
@@ -1438,14 +1448,48 @@ static void fold(node *nd, const qkf_model *m)
     qkf_free(shift);
 }
 
+/* The mantissa gather's bound: convs whose mantissas exceed it sum in int32 (a row's mantissa sum
+ * must stay within int16, kernels/spike_int.h: at least 64 events of count 1 per row then fit). */
+#define M16_WMAX 511
+
+/* Integer mode, a conv that does not sum in int16: whether its weights W are int16 mantissas
+ * times a power of two per output channel, W = m << s with |m| <= M16_WMAX (the largest s that
+ * divides the channel's weights: exact, whatever the quantiser's exponents). Sets nd->m16,
+ * nd->wmax and nd->ishift. */
+static void m16_plan(node *nd, const int32_t *W)
+{
+    int cout = nd->cout;
+    int64_t per = (int64_t)nd->cin * nd->k * nd->k;
+    int32_t *sh = qkf_malloc((size_t)cout * sizeof(int32_t));
+    int64_t wmax = 1;
+    for (int co = 0; co < cout; co++) {
+        uint32_t any = 0;
+        for (int64_t i = 0; i < per; i++)
+            any |= (uint32_t)W[co * per + i];
+        int s = any ? __builtin_ctz(any) : 0;
+        sh[co] = s;
+        for (int64_t i = 0; i < per; i++) {
+            int64_t m = (int64_t)W[co * per + i] / ((int64_t)1 << s), am = m < 0 ? -m : m;
+            wmax = am > wmax ? am : wmax;
+        }
+    }
+    if (wmax > M16_WMAX) {
+        qkf_free(sh);
+        return;
+    }
+    nd->m16 = 1, nd->wmax = (int)wmax, nd->ishift = sh;
+}
+
 /* Integer mode: the integer weights W[cout][cin][k][k] of conv op i, laid out as fold lays the
  * float ones (blocks [k][k][Cin][width]), as int16 (their low 16 bits: a wrapping register of
- * <= 16 bits sees only those, kernels/spike_int.h) or int32. */
+ * <= 16 bits sees only those, kernels/spike_int.h), as int16 mantissas W >> ishift (m16), or
+ * int32. */
 static void fold_int(node *nd, const qkf_qop *qo)
 {
     int cin = nd->cin, cout = nd->cout, k = nd->k;
     int64_t n = (int64_t)cin * k * k * cout;
-    nd->wti = qkf_malloc((size_t)n * (nd->i16 ? sizeof(int16_t) : sizeof(int32_t)));
+    int narrow = nd->i16 || nd->m16;
+    nd->wti = qkf_malloc((size_t)n * (narrow ? sizeof(int16_t) : sizeof(int32_t)));
     for (int co = 0; co < cout; co++) {
         int j0 = co / nd->bw * nd->bw, width = cout - j0 < nd->bw ? cout - j0 : nd->bw;
         int64_t blk = (int64_t)j0 * cin * k * k;
@@ -1455,6 +1499,8 @@ static void fold_int(node *nd, const qkf_qop *qo)
                 int32_t wv = qo->w[((int64_t)co * cin + ci) * k * k + kk];
                 if (nd->i16)
                     ((int16_t *)nd->wti)[at] = (int16_t)(uint16_t)(uint32_t)wv;
+                else if (nd->m16) /* exact: ishift divides the channel's weights */
+                    ((int16_t *)nd->wti)[at] = (int16_t)(wv >> nd->ishift[co]);
                 else
                     ((int32_t *)nd->wti)[at] = wv;
             }
@@ -1528,7 +1574,9 @@ static int nodes_build(qkf_sched *e)
                 if (e->q) {
                     const qkf_hw_arith *a = &e->q->arith;
                     nd->i16 = !nd->pool && a->current_wrap && a->current_bits <= 16;
-                    if (nd->i16) /* a slab of twice the channels in the same bytes */
+                    if (!nd->i16)
+                        m16_plan(nd, e->q->ops[info->op].w);
+                    if (nd->i16 || nd->m16) /* a slab of twice the channels in the same bytes */
                         nd->bw = block_width_i16(nd->cin, nd->cout);
                     fold_int(nd, &e->q->ops[info->op]);
                 } else {
@@ -1871,6 +1919,7 @@ void qkf_sched_free(qkf_sched *e)
             qkf_free(e->nodes[i].wt);
             qkf_free(e->nodes[i].bias);
             qkf_free(e->nodes[i].wti);
+            qkf_free(e->nodes[i].ishift);
             qkf_free(e->nodes[i].zbias);
         }
     if (e->tr_buf)

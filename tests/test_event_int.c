@@ -363,3 +363,61 @@ Test(event_int, cli)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* qkf bench event --hw loihi on the small cifar model, every kernel path this CPU runs: both row
+ * kernels' ceilings measured (positive, per path), one row per path with a positive speedup and
+ * both engines' accumulates per CPU second. Times are not checked (BENCHMARKS.md measures them). */
+Test(event_int, bench_event_hw)
+{
+    char dir[] = "/tmp/qkf-test-bench-int-XXXXXX", out[1 << 16], err[4096], args[2048];
+    char paths[64] = "";
+    int npath = 0;
+    cr_assert_not_null(mkdtemp(dir));
+    for (int p = 0; p < QKF_ISA_COUNT; p++)
+        if (qkf_isa_supported((qkf_isa)p)) {
+            snprintf(paths + strlen(paths), sizeof paths - strlen(paths), "%s%s",
+                     npath ? "," : "", qkf_isa_name((qkf_isa)p));
+            npath++;
+        }
+    snprintf(args, sizeof args,
+             "bench event --weights %s/cifar_small.weights.h5 --hw loihi --batch 2 --seconds 0.05 "
+             "--threads 1 --isa %s",
+             QKF_FIXTURE_DIR, paths);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    int rows = 0;
+    for (int p = 0; p < QKF_ISA_COUNT; p++) {
+        if (!qkf_isa_supported((qkf_isa)p))
+            continue;
+        char want[128];
+        snprintf(want, sizeof want, "the %s path's row kernels", qkf_isa_name((qkf_isa)p));
+        const char *c = strstr(out, want);
+        cr_assert_not_null(c, "no ceilings for %s: %s", qkf_isa_name((qkf_isa)p), out);
+        double gf, gi;
+        c = strstr(c, "per CPU second): ");
+        cr_assert_not_null(c, "%s", out);
+        cr_assert_eq(sscanf(c, "per CPU second): %lf G float adds/s, %lf G int16", &gf, &gi), 2,
+                     "%s", c);
+        cr_expect(gf > 0 && gi > 0, "%s", c);
+        for (const char *r = strstr(out, "\n     2 "); r; r = strstr(r + 1, "\n     2 ")) {
+            double fms, ims, sp;
+            char name[32];
+            const char *line_end = strchr(r + 1, '\n');
+            char line[512];
+            size_t n = line_end ? (size_t)(line_end - r - 1) : strlen(r + 1);
+            n = n < sizeof line - 1 ? n : sizeof line - 1;
+            memcpy(line, r + 1, n);
+            line[n] = 0;
+            cr_assert_eq(sscanf(line, "%*d %lf %lf %lfx", &fms, &ims, &sp), 3, "%s", line);
+            const char *last = strrchr(line, ' ');
+            cr_assert_eq(sscanf(last, " %31s", name), 1);
+            if (strcmp(name, qkf_isa_name((qkf_isa)p)) == 0) {
+                cr_expect(fms > 0 && ims > 0 && sp > 0, "%s", line);
+                rows++;
+            }
+        }
+    }
+    cr_expect_eq(rows, npath, "one row per path: %s", out);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -154,6 +154,105 @@ Test(spike_int, int16_sum_is_int32_sum_mod_2_16, .fini = restore_isa)
     }
 }
 
+/* The mantissa gather against its reference on every path: mantissas within +-wmax for wmax from
+ * 1 to 32767 (rows whose sums fit int16 and rows that do not: long lists, large counts), a shift
+ * per column, counts, init, in place, widths around every vector and pass boundary. */
+Test(spike_int, mantissa_gather_matches_reference_on_every_path, .fini = restore_isa)
+{
+    enum { CIN = 70, MAXW = 300, NROW = 7, PITCH = 320 };
+    static int16_t wm[CIN * MAXW + 64];
+    static int32_t outa[NROW][PITCH], outb[NROW][PITCH], init[NROW][PITCH], sh[PITCH];
+    static uint16_t ch[NROW * CIN], cnt[NROW * CIN];
+    qkf_spike_row ra[NROW], rb[NROW];
+    qkf_rng r;
+    qkf_rng_seed(&r, 15);
+    const int widths[] = {1, 7, 15, 16, 17, 31, 32, 33, 48, 64, 65, 96, 100, 128, 129, 192, 255,
+                          256, 257, 300};
+    const int wmaxes[] = {1, 127, 1000, 32767};
+    int runs = 0;
+    FOR_EACH_ISA(isa)
+    {
+        for (int wi = 0; wi < (int)(sizeof widths / sizeof *widths); wi++)
+            for (int mode = 0; mode < 16; mode++) {
+                int width = widths[wi], counts = mode & 1, with_init = mode >> 1 & 1,
+                    n1z = mode >> 2 & 1, uniform = mode >> 3 & 1;
+                int wmax = wmaxes[rnd(&r) % 4];
+                for (int i = 0; i < CIN * MAXW + 64; i++) /* some at +-wmax exactly */
+                    wm[i] = (int16_t)(rnd(&r) % 8 == 0 ? (rnd(&r) % 2 ? wmax : -wmax)
+                                                       : (int)(rnd(&r) % (2u * wmax + 1)) - wmax);
+                int s0 = (int)(rnd(&r) % 32);
+                for (int j = 0; j < PITCH; j++)
+                    sh[j] = uniform ? s0 : (int32_t)(rnd(&r) % 32);
+                int nrow = 1 + (int)(rnd(&r) % NROW);
+                float d = (mode % 3 == 0) ? 0.05f : mode % 3 == 1 ? 0.3f : 0.9f;
+                int64_t off = (int64_t)(rnd(&r) % 8);
+                make_rows(&r, ra, nrow, ch, cnt, CIN, d, counts, n1z);
+                for (int i = 0; i < nrow; i++) {
+                    for (int j = 0; j < PITCH; j++)
+                        init[i][j] = (int32_t)rnd(&r);
+                    memset(outa[i], 0x5A, sizeof outa[i]);
+                    memset(outb[i], 0x5A, sizeof outb[i]);
+                    ra[i].out = (float *)(void *)outa[i];
+                    ra[i].init = with_init ? (const float *)(const void *)init[i] : NULL;
+                    rb[i] = ra[i];
+                    rb[i].out = (float *)(void *)outb[i];
+                }
+                if (with_init && nrow > 1) /* a row accumulating in place */
+                    ra[1].init = ra[1].out, rb[1].init = rb[1].out,
+                    memcpy(outa[1], init[1], sizeof outa[1]),
+                    memcpy(outb[1], init[1], sizeof outb[1]);
+                int64_t sa = qkf_spike_gather_rows_m16(ra, nrow, off, wm, width, width, sh, wmax);
+                int64_t sb =
+                    qkf_spike_gather_rows_m16_ref(rb, nrow, off, wm, width, width, sh, wmax);
+                cr_assert_eq(sa, sb, "%s width %d mode %d wmax %d: spikes %lld vs %lld",
+                             qkf_isa_name((qkf_isa)isa), width, mode, wmax, (long long)sa,
+                             (long long)sb);
+                for (int i = 0; i < nrow; i++)
+                    cr_assert_eq(memcmp(outa[i], outb[i], sizeof outa[i]), 0,
+                                 "%s width %d mode %d wmax %d row %d differs (or wrote outside "
+                                 "its columns)",
+                                 qkf_isa_name((qkf_isa)isa), width, mode, wmax, i);
+            }
+        runs++;
+    }
+    cr_assert_geq(runs, 1);
+}
+
+/* The mantissa gather on m with shifts s is the int32 gather on W = m << s (the engine's premise
+ * for convolutions that pool), including sums far beyond int16. */
+Test(spike_int, mantissa_gather_is_int32_gather, .fini = restore_isa)
+{
+    enum { CIN = 300, W = 96 };
+    static int16_t wm[CIN * W];
+    static int32_t w32[CIN * W], o16[2][W], o32[2][W], sh[W];
+    static uint16_t ch[2 * CIN], cnt[2 * CIN];
+    qkf_spike_row rm[2], r32[2];
+    qkf_rng r;
+    qkf_rng_seed(&r, 19);
+    for (int j = 0; j < W; j++)
+        sh[j] = (int32_t)(rnd(&r) % 6);
+    for (int i = 0; i < CIN * W; i++) {
+        wm[i] = (int16_t)((int)(rnd(&r) % 255) - 127);
+        w32[i] = (int32_t)((uint32_t)(int32_t)wm[i] << sh[i % W]);
+    }
+    FOR_EACH_ISA(isa)
+    {
+        for (int k = 0; k < 4; k++) {
+            make_rows(&r, rm, 2, ch, cnt, CIN, k < 2 ? 0.1f : 0.95f, k & 1, 0);
+            for (int i = 0; i < 2; i++) {
+                r32[i] = rm[i];
+                rm[i].out = (float *)(void *)o16[i], rm[i].init = NULL;
+                r32[i].out = (float *)(void *)o32[i], r32[i].init = NULL;
+            }
+            qkf_spike_gather_rows_m16(rm, 2, 0, wm, W, W, sh, 127);
+            qkf_spike_gather_rows_i32(r32, 2, 0, w32, W, W);
+            for (int i = 0; i < 2; i++)
+                cr_assert_eq(memcmp(o16[i], o32[i], sizeof o16[i]), 0, "%s case %d row %d",
+                             qkf_isa_name((qkf_isa)isa), k, i);
+        }
+    }
+}
+
 /* A random integer LIF layer: narrow (Loihi-like, Speck-like) or wide (32-bit registers that
  * need int64), wrap or saturate, either comparator and reset. */
 static void random_lif(qkf_rng *r, qkf_ilif *p, int32_t *bias, int32_t *theta, int C, int kind)

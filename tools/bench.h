@@ -23,5 +23,8 @@ const char *qkf_bench_isa_desc(void);
 /* The accumulate ceiling of the kernel path in use, in float adds per second over `threads`
  * threads (bench/bench_peak.c): measured once, on the engine's own row kernel. */
 double qkf_bench_add_peak(long threads);
+/* The same for the integer engine's int16 row kernel (qkf_spike_gather_rows_i16): int16 adds per
+ * second. */
+double qkf_bench_add_peak_int16(long threads);
 
 #endif

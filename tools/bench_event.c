@@ -14,7 +14,6 @@
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "../kernels/isa.h"
-#include "../kernels/peak.h"
 #include "../models/quant.h"
 #include "../sim/dense.h"
 #include "../sim/dense_int.h"
@@ -57,9 +56,11 @@ static void help(void)
         "--hw PROFILE: the integer event engine on the chip's arithmetic beside the float event\n"
         "engine instead: the calibrated model quantised for the profile (its scales calibrated\n"
         "on the same sample, models/quant.h), both engines timed in alternating rounds at each\n"
-        "batch size; reports each one's time per sample, the speed ratio (float / integer, the\n"
-        "median of the rounds' ratios), both firing rates (quantisation moves some spikes) and\n"
-        "which sums run in int16 lanes. The rate curve is skipped.\n");
+        "batch size (and on each --isa path); reports each one's time per sample, the speed\n"
+        "ratio (float / integer, the median of the rounds' ratios), both firing rates\n"
+        "(quantisation moves some spikes), which sums run in int16 lanes, and each engine's\n"
+        "accumulates per CPU second against its own row kernel's ceiling (float, int16). The\n"
+        "rate curve is skipped.\n");
     fputs(qkf_hw_help, stdout);
 }
 
@@ -189,24 +190,6 @@ static void rates(const qkf_stats *s, double *avg, double *median)
     *median = n ? (n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2])) : 0.0;
 }
 
-/* The machine's float-add throughput, measured (kernels/peak.h: every thread adds an L1-resident
- * buffer into independent accumulators held in vector registers of the kernel path in use, one
- * load and one add per vector, for about 0.3 s): the sum over threads of adds per second. This is
- * the ceiling of an event's row accumulation (a load and an add per weight). Measured once.
- * (A loop over an accumulator array, as before, measured a third of the ceiling on Intel
- * machines: the array went through memory at every add.) */
-static double add_peak(long threads)
-{
-    static double peak;
-    if (peak > 0.0)
-        return peak;
-    double total = 0.0;
-#pragma omp parallel num_threads((int)threads) reduction(+ : total)
-    total += qkf_peak_adds(0, 0.3);
-    peak = total;
-    return peak;
-}
-
 static int parse_list(const char *s, double *v, int cap, double lo, double hi, const char *opt)
 {
     int n = 0;
@@ -297,9 +280,11 @@ static void event_torch_ratio(void *ctx, int b, double ips, double med_ms, doubl
 }
 
 /* As time_event for the integer engine is the same call; the float and the integer event
- * engines on the same calibrated model and input, alternating rounds. */
+ * engines on the same calibrated model and input, alternating rounds (each round: float, then
+ * integer, on every kernel path of paths). */
 static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, const double *bl,
-                     int nb, double seconds, long threads, float *logits)
+                     int nb, double seconds, long threads, float *logits, const qkf_isa *paths,
+                     int npath)
 {
     qkf_quant_opts o;
     memset(&o, 0, sizeof o);
@@ -317,20 +302,26 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
            hw->name, a->weight_bits, a->current_bits, a->current_wrap ? "wrapping" : "saturating",
            a->membrane_bits, qkf_now() - t0,
            a->current_wrap && a->current_bits <= 16
-               ? "int16 lanes (the current register wraps at <= 16 bits), int32 where a conv pools"
-               : "int32 lanes (the current register saturates or is wider than 16 bits)");
-    double pi = 0.0;
-#pragma omp parallel num_threads((int)threads) reduction(+ : pi)
-    pi += qkf_peak_adds(1, 0.3);
-    printf("add throughput (measured, %ld threads, %s kernels): %.1f G float adds/s, %.1f G "
-           "int16 adds/s\n\n",
-           threads, qkf_isa_name(qkf_isa_current()), add_peak(threads) * 1e-9, pi * 1e-9);
-    printf("wall time per sample, the median of %d alternating rounds of the float and the "
+               ? "int16 lanes (the current register wraps at <= 16 bits); convs that pool add "
+                 "int16 weight mantissas into int32 sums (the mantissa gather)"
+               : "int16 weight mantissas into int32 sums where the weights allow (the mantissa "
+                 "gather), else int32 lanes");
+    for (int p = 0; p < npath; p++) {
+        qkf_isa_set(paths[p]);
+        printf("accumulate ceilings (measured: the %s path's row kernels on L1-resident weights, "
+               "%ld threads, per CPU second): %.1f G float adds/s, %.1f G int16 adds/s\n",
+               qkf_isa_name(paths[p]), threads, qkf_bench_add_peak(threads) * 1e-9,
+               qkf_bench_add_peak_int16(threads) * 1e-9);
+    }
+    qkf_isa_set(paths[0]);
+    printf("\nwall time per sample, the median of %d alternating rounds of the float and the "
            "integer event\nengine (speedup: float / integer, the median of the rounds' ratios; "
-           "cpu: CPU time of all threads)\n",
+           "cpu: CPU time of all threads;\nfloat acc, int acc: G accumulates per CPU second and "
+           "their share of the float or int16 ceiling above per CPU second)\n",
            ROUNDS);
-    printf("%6s %9s %9s %8s %9s %9s %8s %10s %10s\n", "batch", "float ms", "int ms", "speedup",
-           "float cpu", "int cpu", "cpu x", "float rate", "int rate");
+    printf("%6s %9s %9s %8s %9s %9s %8s %10s %10s %10s %10s %9s\n", "batch", "float ms", "int ms",
+           "speedup", "float cpu", "int cpu", "cpu x", "float rate", "int rate", "float acc",
+           "int acc", "path");
     for (int i = 0; i < nb; i++) {
         int B = (int)bl[i];
         qkf_sched *f = qkf_sched_create(m, B, 0);
@@ -340,25 +331,45 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
             qkf_qmodel_free(&q);
             return -1;
         }
-        double fr[ROUNDS], er[ROUNDS], xr[ROUNDS], cf = 0, ce = 0, c;
-        for (int k = 0; k < ROUNDS; k++) {
-            fr[k] = time_event(f, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
-            cf += c / B / ROUNDS;
-            er[k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, k == 0) / B;
-            ce += c / B / ROUNDS;
-            xr[k] = fr[k] / er[k];
-        }
+        double fr[QKF_ISA_COUNT][ROUNDS], er[QKF_ISA_COUNT][ROUNDS], xr[QKF_ISA_COUNT][ROUNDS];
+        double cf[QKF_ISA_COUNT] = {0}, ce[QKF_ISA_COUNT] = {0}, c;
+        for (int k = 0; k < ROUNDS; k++)
+            for (int p = 0; p < npath; p++) {
+                qkf_isa_set(paths[p]);
+                int first = k == 0 && p == 0;
+                fr[p][k] = time_event(f, x, B, logits, seconds / ROUNDS, &c, first) / B;
+                cf[p] += c / B / ROUNDS;
+                er[p][k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, first) / B;
+                ce[p] += c / B / ROUNDS;
+                xr[p][k] = fr[p][k] / er[p][k];
+            }
         double fa, ea, med;
-        rates(qkf_sched_stats(f), &fa, &med);
-        rates(qkf_sched_stats(e), &ea, &med);
-        printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %9.2f%% %9.2f%%\n", B,
-               1e3 * qkf_bench_median(fr, ROUNDS), 1e3 * qkf_bench_median(er, ROUNDS),
-               qkf_bench_median(xr, ROUNDS), 1e3 * cf, 1e3 * ce, cf / ce, 100 * fa, 100 * ea);
+        qkf_stats *fs = qkf_sched_stats(f), *es = qkf_sched_stats(e);
+        rates(fs, &fa, &med);
+        rates(es, &ea, &med);
+        double facc = (double)qkf_stats_step_total(fs, -1).acs / (double)fs->samples;
+        double eacc = (double)qkf_stats_step_total(es, -1).acs / (double)es->samples;
+        for (int p = 0; p < npath; p++) {
+            qkf_isa_set(paths[p]);
+            double fg = facc / cf[p], eg = eacc / ce[p];
+            char fx[32], ex[32];
+            /* per CPU second against the ceiling per CPU second (its sum over the threads,
+             * each measured per second of its own CPU time, divided by the threads) */
+            snprintf(fx, sizeof fx, "%.1f %.0f%%", fg * 1e-9,
+                     100 * fg * (double)threads / qkf_bench_add_peak(threads));
+            snprintf(ex, sizeof ex, "%.1f %.0f%%", eg * 1e-9,
+                     100 * eg * (double)threads / qkf_bench_add_peak_int16(threads));
+            printf("%6d %9.2f %9.2f %7.2fx %9.2f %9.2f %7.2fx %9.2f%% %9.2f%% %10s %10s %9s\n",
+                   B, 1e3 * qkf_bench_median(fr[p], ROUNDS), 1e3 * qkf_bench_median(er[p], ROUNDS),
+                   qkf_bench_median(xr[p], ROUNDS), 1e3 * cf[p], 1e3 * ce[p], cf[p] / ce[p],
+                   100 * fa, 100 * ea, fx, ex, qkf_isa_name(paths[p]));
+        }
+        qkf_isa_set(paths[0]);
         if (getenv("QKF_PROFILE")) {
             printf("float:\n");
-            profile(qkf_sched_stats(f));
+            profile(fs);
             printf("integer:\n");
-            profile(qkf_sched_stats(e));
+            profile(es);
         }
         qkf_sched_free(f);
         qkf_sched_free(e);
@@ -479,7 +490,7 @@ int qkf_bench_event(int argc, char **argv)
                           hw.name);
             goto done;
         }
-        if (bench_int(&m, &hw, x, bl, nb, seconds, threads, logits))
+        if (bench_int(&m, &hw, x, bl, nb, seconds, threads, logits, paths, npath))
             goto done;
         rc = 0;
         goto done;
