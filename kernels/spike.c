@@ -112,6 +112,41 @@ static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float 
         a[k] = fma4_count(cf, qkf__ld4(p + 4 * k), a[k]);
 }
 
+/* Events of counts > 1 (the tail of a list with counts) into nb accumulators held in memory:
+ * a function of its own, so that its registers (the emulation needs many) do not push the
+ * accumulators of pblock's plain loop out of theirs. */
+static inline __attribute__((always_inline)) void pcounted(qkf__v4f *acc, const float *ws,
+                                                          const uint16_t *ch, const uint16_t *cnt,
+                                                          int n, int32_t stride, int nb)
+{
+    qkf__v4f a[8];
+    for (int k = 0; k < nb; k++)
+        a[k] = acc[k];
+    for (int i = 0; i < n; i++)
+        prow(a, ws + (int32_t)ch[i] * stride, cnt[i], nb);
+    for (int k = 0; k < nb; k++)
+        acc[k] = a[k];
+}
+
+static __attribute__((noinline)) void pcounted_nb(qkf__v4f *acc, const float *ws,
+                                                  const uint16_t *ch, const uint16_t *cnt, int n,
+                                                  int32_t stride, int nb)
+{
+    /* clang-format off */
+    switch (nb) {
+    case 1: pcounted(acc, ws, ch, cnt, n, stride, 1); break;
+    case 2: pcounted(acc, ws, ch, cnt, n, stride, 2); break;
+    case 3: pcounted(acc, ws, ch, cnt, n, stride, 3); break;
+    case 4: pcounted(acc, ws, ch, cnt, n, stride, 4); break;
+    case 5: pcounted(acc, ws, ch, cnt, n, stride, 5); break;
+    case 6: pcounted(acc, ws, ch, cnt, n, stride, 6); break;
+    case 7: pcounted(acc, ws, ch, cnt, n, stride, 7); break;
+    case 8: pcounted(acc, ws, ch, cnt, n, stride, 8); break;
+    default: break;
+    }
+    /* clang-format on */
+}
+
 /* nb vectors of 4 outputs (nb <= 8: 8 independent accumulators hide the add latency and fit
  * the 16 registers of SSE2) over every segment. */
 static inline __attribute__((always_inline)) void pblock(float *out, const float *init,
@@ -125,12 +160,23 @@ static inline __attribute__((always_inline)) void pblock(float *out, const float
         const uint16_t *ch = seg[s].ch, *cnt = seg[s].cnt;
         const float *ws = w + seg[s].base;
         int n = seg[s].n;
+        int i = 0;
         if (!cnt)
-            for (int i = 0; i < n; i++)
+            for (; i < n; i++)
                 prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
-        else
-            for (int i = 0; i < n; i++)
-                prow(a, ws + (int32_t)ch[i] * stride, cnt[i], nb);
+        else {
+            /* the leading events of count 1 (most of them, qkf_events) in the plain loop */
+            for (; i < n && cnt[i] == 1; i++)
+                prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
+            if (i < n) {
+                qkf__v4f t[8];
+                for (int k = 0; k < nb; k++)
+                    t[k] = a[k];
+                pcounted_nb(t, ws, ch + i, cnt + i, n - i, stride, nb);
+                for (int k = 0; k < nb; k++)
+                    a[k] = t[k];
+            }
+        }
     }
 #if !defined(__FP_FAST_FMAF)
     /* an infinite or NaN output may come from an overflowing power-of-two product (prow) or an
