@@ -44,8 +44,14 @@ int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int3
  * rounded sums: proved algorithms using rounding to odd", IEEE TC 2008). So the same float as
  * fmaf for finite operands, branch-free in SSE2 (and NEON) double and 64-bit integer lanes. An
  * infinite or NaN operand makes the result non-finite, as fmaf's is (gather_portable redoes
- * such outputs with the reference). */
-#if defined(__FP_FAST_FMAF)
+ * such outputs with the reference). -DQKF_EMULATE_FMA uses the emulation even where the target
+ * has an FMA (tools/cross/aarch64.sh checks it on NEON so). */
+#if defined(__FP_FAST_FMAF) && !defined(QKF_EMULATE_FMA)
+#define HW_FMA 1
+#else
+#define HW_FMA 0
+#endif
+#if HW_FMA
 static inline qkf__v4f fma4_count(float c, qkf__v4f x, qkf__v4f a)
 {
     for (int l = 0; l < 4; l++)
@@ -100,7 +106,7 @@ static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float 
         return;
     }
     float cf = (float)c;
-#if !defined(__FP_FAST_FMAF)
+#if !HW_FMA
     if (!(c & (c - 1))) {
         const qkf__v4f cv = {cf, cf, cf, cf};
         for (int k = 0; k < nb; k++)
@@ -178,7 +184,7 @@ static inline __attribute__((always_inline)) void pblock(float *out, const float
             }
         }
     }
-#if !defined(__FP_FAST_FMAF)
+#if !HW_FMA
     /* an infinite or NaN output may come from an overflowing power-of-two product (prow) or an
      * infinite operand: the reference redoes this block (from init, still intact when it is
      * out: nothing is stored yet). Finite outputs had finite, exact steps: non-finite values stay so under + and fma. */
