@@ -187,7 +187,8 @@ static inline __attribute__((always_inline)) void pblock(float *out, const float
 #if !HW_FMA
     /* an infinite or NaN output may come from an overflowing power-of-two product (prow) or an
      * infinite operand: the reference redoes this block (from init, still intact when it is
-     * out: nothing is stored yet). Finite outputs had finite, exact steps: non-finite values stay so under + and fma. */
+     * out: nothing is stored yet). Finite outputs had finite, exact steps: non-finite values
+     * stay non-finite under + and fma. */
     const qkf__v4i expo = {0x7F800000, 0x7F800000, 0x7F800000, 0x7F800000};
     qkf__v4i bad = {0, 0, 0, 0};
     for (int k = 0; k < nb; k++)
