@@ -33,34 +33,69 @@ int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int3
 
 /* ---- portable path -------------------------------------------------------------------------- */
 
-/* c * x + a with one rounding (fmaf) for a count c < 2^16. With a hardware FMA (aarch64,
- * x86-64 with -mfma: __FP_FAST_FMAF) that is the instruction. Without one (baseline x86-64),
- * where fmaf is a library call, it is computed in double: c * x is exact (17 + 24 bits), the
- * sum a + c * x is rounded to double with the rounding error recovered exactly (TwoSum), and an
+/* c * x + a with one rounding (fmaf) for a count c < 2^16, on 4 lanes. With a hardware FMA
+ * (aarch64, x86-64 with -mfma: __FP_FAST_FMAF) that is the instruction, lane by lane (the
+ * compiler makes one vector FMA of it). Without one (baseline x86-64, where fmaf is a library
+ * call) it is computed in two vectors of 2 doubles: c * x is exact (16 + 24 bits), the sum
+ * a + c * x is rounded to double with its rounding error recovered exactly (TwoSum), and an
  * inexact sum is then rounded to odd (its last bit set by moving one ulp toward the error):
  * rounding a double rounded to odd to the nearest float is the correctly rounded result, as
  * double has more than 24 + 2 bits (Boldo and Melquiond, "Emulation of FMA and correctly
  * rounded sums: proved algorithms using rounding to odd", IEEE TC 2008). So the same float as
- * fmaf, in straight-line code the compiler can vectorise. */
-static inline float fma_count(float c, float x, float a)
-{
-#if defined(__FP_FAST_FMAF)
-    return fmaf(c, x, a);
+ * fmaf for finite operands, branch-free in SSE2 (and NEON) double and 64-bit integer lanes. An
+ * infinite or NaN operand makes the result non-finite, as fmaf's is (gather_portable redoes
+ * such outputs with the reference). -DQKF_EMULATE_FMA uses the emulation even where the target
+ * has an FMA (tools/cross/aarch64.sh checks it on NEON so). */
+#if defined(__FP_FAST_FMAF) && !defined(QKF_EMULATE_FMA)
+#define HW_FMA 1
 #else
-    double p = (double)c * (double)x, ad = (double)a;
-    double s = p + ad, bv = s - p;
-    double e = (ad - bv) + (p - (s - bv)); /* a + p == s + e exactly */
-    uint64_t u;
-    memcpy(&u, &s, sizeof u);
-    if (e != 0.0 && !(u & 1u)) /* s != 0 here: a + p == 0 is exact */
-        u += (e > 0.0) == (s > 0.0) ? 1u : (uint64_t)-1;
-    memcpy(&s, &u, sizeof s);
-    return (float)s;
+#define HW_FMA 0
 #endif
+#if HW_FMA
+static inline qkf__v4f fma4_count(float c, qkf__v4f x, qkf__v4f a)
+{
+    for (int l = 0; l < 4; l++)
+        a[l] = fmaf(c, x[l], a[l]);
+    return a;
+}
+#else
+typedef double qkf__v2d __attribute__((vector_size(16)));
+typedef int64_t qkf__v2l __attribute__((vector_size(16)));
+typedef uint64_t qkf__v2ul __attribute__((vector_size(16)));
+typedef float qkf__v2f __attribute__((vector_size(8)));
+
+/* p + a (p = c * x exact), rounded to double, then to odd where inexact. */
+static inline qkf__v2d sum_odd2(qkf__v2d p, qkf__v2d a)
+{
+    qkf__v2d s = p + a, bv = s - p;
+    qkf__v2d e = (a - bv) + (p - (s - bv)); /* p + a == s + e exactly */
+    qkf__v2l u = (qkf__v2l)s;
+    qkf__v2l inexact = (e > 0.0) | (e < 0.0); /* ordered: no step for an infinite s (e NaN) */
+    qkf__v2l even = (u & 1) - 1;             /* -1 where the last bit is 0 */
+    qkf__v2l away = (qkf__v2l)(((qkf__v2ul)(u ^ (qkf__v2l)e)) >> 63); /* 1: e, s differ in sign */
+    u += (1 - 2 * away) & inexact & even;    /* s != 0 here: a + p == 0 is exact */
+    return (qkf__v2d)u;
 }
 
+static inline qkf__v4f fma4_count(float c, qkf__v4f x, qkf__v4f a)
+{
+    const qkf__v2d cd = {(double)c, (double)c};
+    qkf__v2f xl = __builtin_shufflevector(x, x, 0, 1), xh = __builtin_shufflevector(x, x, 2, 3);
+    qkf__v2f al = __builtin_shufflevector(a, a, 0, 1), ah = __builtin_shufflevector(a, a, 2, 3);
+    qkf__v2d lo = sum_odd2(cd * __builtin_convertvector(xl, qkf__v2d),
+                           __builtin_convertvector(al, qkf__v2d));
+    qkf__v2d hi = sum_odd2(cd * __builtin_convertvector(xh, qkf__v2d),
+                           __builtin_convertvector(ah, qkf__v2d));
+    qkf__v2f fl = __builtin_convertvector(lo, qkf__v2f), fh = __builtin_convertvector(hi, qkf__v2f);
+    return __builtin_shufflevector(fl, fh, 0, 1, 2, 3);
+}
+#endif
+
 /* A weight row into accumulators: a plain add for a count of 1 (fmaf(1, x, a) and a + x round
- * alike), else fma_count per output. Counts other than 1 are rare (residual sums list them after
+ * alike), else fma4_count per vector. Without a hardware FMA, a power-of-two count (2 and 4 are
+ * most of the counts above 1) multiplies in float instead: c * x is then exact unless it
+ * overflows, so a + c * x rounds once, as fmaf; an overflow leaves the output infinite or NaN,
+ * which gather_portable catches. Counts other than 1 are rare (residual sums list them after
  * their single events). */
 static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float *p, unsigned c,
                                                       int nb)
@@ -68,12 +103,54 @@ static inline __attribute__((always_inline)) void prow(qkf__v4f *a, const float 
     if (c == 1) {
         for (int k = 0; k < nb; k++)
             a[k] += qkf__ld4(p + 4 * k);
-    } else {
-        float cf = (float)c;
-        for (int k = 0; k < nb; k++)
-            for (int l = 0; l < 4; l++)
-                a[k][l] = fma_count(cf, p[4 * k + l], a[k][l]);
+        return;
     }
+    float cf = (float)c;
+#if !HW_FMA
+    if (!(c & (c - 1))) {
+        const qkf__v4f cv = {cf, cf, cf, cf};
+        for (int k = 0; k < nb; k++)
+            a[k] += cv * qkf__ld4(p + 4 * k);
+        return;
+    }
+#endif
+    for (int k = 0; k < nb; k++)
+        a[k] = fma4_count(cf, qkf__ld4(p + 4 * k), a[k]);
+}
+
+/* Events of counts > 1 (the tail of a list with counts) into nb accumulators held in memory:
+ * a function of its own, so that its registers (the emulation needs many) do not push the
+ * accumulators of pblock's plain loop out of theirs. */
+static inline __attribute__((always_inline)) void pcounted(qkf__v4f *acc, const float *ws,
+                                                          const uint16_t *ch, const uint16_t *cnt,
+                                                          int n, int32_t stride, int nb)
+{
+    qkf__v4f a[8];
+    for (int k = 0; k < nb; k++)
+        a[k] = acc[k];
+    for (int i = 0; i < n; i++)
+        prow(a, ws + (int32_t)ch[i] * stride, cnt[i], nb);
+    for (int k = 0; k < nb; k++)
+        acc[k] = a[k];
+}
+
+static __attribute__((noinline)) void pcounted_nb(qkf__v4f *acc, const float *ws,
+                                                  const uint16_t *ch, const uint16_t *cnt, int n,
+                                                  int32_t stride, int nb)
+{
+    /* clang-format off */
+    switch (nb) {
+    case 1: pcounted(acc, ws, ch, cnt, n, stride, 1); break;
+    case 2: pcounted(acc, ws, ch, cnt, n, stride, 2); break;
+    case 3: pcounted(acc, ws, ch, cnt, n, stride, 3); break;
+    case 4: pcounted(acc, ws, ch, cnt, n, stride, 4); break;
+    case 5: pcounted(acc, ws, ch, cnt, n, stride, 5); break;
+    case 6: pcounted(acc, ws, ch, cnt, n, stride, 6); break;
+    case 7: pcounted(acc, ws, ch, cnt, n, stride, 7); break;
+    case 8: pcounted(acc, ws, ch, cnt, n, stride, 8); break;
+    default: break;
+    }
+    /* clang-format on */
 }
 
 /* nb vectors of 4 outputs (nb <= 8: 8 independent accumulators hide the add latency and fit
@@ -89,13 +166,38 @@ static inline __attribute__((always_inline)) void pblock(float *out, const float
         const uint16_t *ch = seg[s].ch, *cnt = seg[s].cnt;
         const float *ws = w + seg[s].base;
         int n = seg[s].n;
+        int i = 0;
         if (!cnt)
-            for (int i = 0; i < n; i++)
+            for (; i < n; i++)
                 prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
-        else
-            for (int i = 0; i < n; i++)
-                prow(a, ws + (int32_t)ch[i] * stride, cnt[i], nb);
+        else {
+            /* the leading events of count 1 (most of them, qkf_events) in the plain loop */
+            for (; i < n && cnt[i] == 1; i++)
+                prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
+            if (i < n) {
+                qkf__v4f t[8];
+                for (int k = 0; k < nb; k++)
+                    t[k] = a[k];
+                pcounted_nb(t, ws, ch + i, cnt + i, n - i, stride, nb);
+                for (int k = 0; k < nb; k++)
+                    a[k] = t[k];
+            }
+        }
     }
+#if !HW_FMA
+    /* an infinite or NaN output may come from an overflowing power-of-two product (prow) or an
+     * infinite operand: the reference redoes this block (from init, still intact when it is
+     * out: nothing is stored yet). Finite outputs had finite, exact steps: non-finite values
+     * stay non-finite under + and fma. */
+    const qkf__v4i expo = {0x7F800000, 0x7F800000, 0x7F800000, 0x7F800000};
+    qkf__v4i bad = {0, 0, 0, 0};
+    for (int k = 0; k < nb; k++)
+        bad |= ((qkf__v4i)a[k] & expo) == expo;
+    if (bad[0] | bad[1] | bad[2] | bad[3]) {
+        qkf_spike_gather_ref(out, init, w, stride, seg, nseg, 4 * nb);
+        return;
+    }
+#endif
     for (int k = 0; k < nb; k++)
         qkf__st4(out + 4 * k, a[k]);
 }

@@ -18,6 +18,7 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -425,6 +426,85 @@ Test(event, gather_rows_matches_reference)
     qkf_free(ibuf);
     qkf_free(abuf);
     qkf_free(bbuf);
+}
+
+/* Counted events round once (fmaf), also where a product rounded to double and then to float
+ * would not: a + c * x built to lie within 2^-30 of a half float ulp from a (c * x = half an ulp
+ * times 1 +- 2^-30 or 2^-32: 1025 x 1047553, 32767 x 32769, 641 x 6700417, 65535 x 65537, each
+ * times 2^(e - 54..56)), at random exponents and signs, so that the sum in double lands on a
+ * float midpoint (the portable path without a hardware FMA emulates fmaf in double: kernels/
+ * spike.c). Also power-of-two counts whose float product overflows while the fmaf does not, and
+ * infinite weights. Every path against the reference (fmaf) bit for bit (or both NaN), through
+ * the gather and, in place, the row gather. */
+static float hard_f(double v)
+{
+    float f = (float)v;
+    cr_assert_eq((double)f, v, "hard case %a is not a float", v);
+    return f;
+}
+
+Test(event, gather_counts_round_once_reference)
+{
+    enum { W = 67, TRIALS = 40 }; /* 16 vectors + a tail of 3 */
+    static const struct {
+        unsigned c;
+        double x; /* times 2^(e - sh): c * x = 2^(e-24) (1 +- 2^-30 or 2^-32) */
+        int sh;
+    } cases[] = {{1025, 1047553, 54}, {32767, 32769, 54}, {641, 6700417, 56}, {65535, 65537, 56}};
+    float w[W], init[W], a[W], b[W];
+    qkf_rng r;
+    qkf_rng_seed(&r, 23);
+    int naive_wrong = 0, finite_pow2 = 0;
+    FOR_EACH_ISA(p)
+    for (int t = 0; t < TRIALS; t++) {
+        int ci = t % 4, special = t % 10 == 9;
+        unsigned c = cases[ci].c;
+        for (int j = 0; j < W; j++) {
+            int e = (int)(qkf_rng_u64(&r) % 41) - 20; /* a in [2^e, 2^(e+1)) */
+            double sa = qkf_rng_u64(&r) % 2 ? -1.0 : 1.0;
+            double av = sa * ldexp(1.0 + (double)(qkf_rng_u64(&r) % (1u << 23)) / 8388608.0, e);
+            init[j] = hard_f(av);
+            w[j] = hard_f(sa * ldexp(cases[ci].x, e - cases[ci].sh)); /* same sign: a + c x */
+            if (qkf_rng_u64(&r) % 4 == 0) /* or toward zero: midpoint below a */
+                w[j] = -w[j];
+            float naive = (float)((double)init[j] + (double)c * (double)w[j]);
+            naive_wrong += naive != fmaf((float)c, w[j], init[j]);
+        }
+        unsigned cnt = c;
+        if (special) { /* power-of-two counts: overflowing products, infinite weights */
+            cnt = t % 20 == 9 ? 2 : 4;
+            for (int j = 0; j < W; j++) {
+                int kind = j % 4;
+                init[j] = kind == 3 ? 1.0f : -FLT_MAX;
+                w[j] = kind == 0   ? ldexpf(1.5f, 127) / (float)(cnt / 2)
+                       : kind == 1 ? ldexpf(1.25f, 126)
+                       : kind == 2 ? (j % 8 == 2 ? INFINITY : -INFINITY)
+                                   : 3.0f;
+            }
+        }
+        uint16_t ch = 0, cn = (uint16_t)cnt;
+        qkf_spike_seg seg = {&ch, &cn, 1, 0};
+        qkf_spike_gather(a, init, w, W, &seg, 1, W);
+        qkf_spike_gather_ref(b, init, w, W, &seg, 1, W);
+        for (int j = 0; j < W; j++) {
+            int same = !memcmp(&a[j], &b[j], sizeof a[j]) || (isnan(a[j]) && isnan(b[j]));
+            cr_assert(same, "%s: count %u, a %a, x %a: %a, reference (fmaf) %a", ISA_NAME(p), cnt,
+                      (double)init[j], (double)w[j], (double)a[j], (double)b[j]);
+            finite_pow2 += special && j % 4 == 0 && isfinite(b[j]);
+        }
+        /* the row gather, in place: the output row starts as the init row */
+        float *o = a;
+        memcpy(o, init, sizeof init);
+        qkf_spike_row row = {o, o, seg, 0};
+        qkf_spike_gather_rows(&row, 1, 0, w, W, W);
+        for (int j = 0; j < W; j++)
+            cr_assert(!memcmp(&a[j], &b[j], sizeof a[j]) || (isnan(a[j]) && isnan(b[j])),
+                      "%s: rows, count %u, a %a, x %a: %a, reference (fmaf) %a", ISA_NAME(p), cnt,
+                      (double)init[j], (double)w[j], (double)a[j], (double)b[j]);
+    }
+    /* the cases are hard: rounding the sum in double, then to float, errs in about half */
+    cr_expect_gt(naive_wrong, 200, "only %d hard cases", naive_wrong);
+    cr_expect_gt(finite_pow2, 10, "only %d finite sums of overflowing products", finite_pow2);
 }
 
 /* The LIF row equals its reference and, stepped over time, the dense multi-step kernel. */

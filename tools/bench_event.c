@@ -3,6 +3,7 @@
  * event vs dense time at batch 1 and 8 with a median ~10% rate, and a curve of event time
  * against the average firing rate (1, 5, 10, 20, 40% by default), with the achieved
  * accumulates per second. Default model: the cifar10 preset (HST-4-384, T = 4). */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,9 @@ static void help(void)
         "alternating rounds (dense, then event on every path, per round): one row per path,\n"
         "each with its own accumulate ceiling; the dense engine's code does not change with the\n"
         "path. The firing-rate curve runs on the first path. --no-curve skips the curve.\n"
+        "The dense engine's sgemm is OpenBLAS's, picked by CPU at load time whatever the path:\n"
+        "OPENBLAS_CORETYPE=Haswell (AVX2) or Nehalem (SSE) times it as on that class of CPU\n"
+        "(the header names the kernels in use).\n"
         "--torch also times the PyTorch reference (tools/reference/bench_torch.py, dense: its\n"
         "time does not depend on firing rates) at the same batch sizes, in the same run, and\n"
         "prints event / PyTorch speed ratios. The firing-rate curve sets each rate's event time\n"
@@ -473,6 +477,13 @@ int qkf_bench_event(int argc, char **argv)
     printf("event vs dense: %s, T = %d, %d threads, BatchNorm calibrated on one sample, kernel "
            "path %s\n",
            weights ? weights : variant, m.cfg.T, (int)threads, qkf_bench_isa_desc());
+    /* OpenBLAS picks its sgemm kernels by CPU at load time, whatever the kernel path: the
+     * dense engine's BLAS stands for the CPU class OPENBLAS_CORETYPE names (BENCHMARKS.md
+     * "Kernel paths per CPU": Haswell for AVX2, Nehalem for SSE-class machines) */
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("dense engine's BLAS: OpenBLAS, %s kernels (%s)\n", openblas_get_corename(),
+           core && *core ? "set by OPENBLAS_CORETYPE"
+                         : "picked for this CPU; OPENBLAS_CORETYPE sets it");
     double busy = cores_busy();
     if (busy >= 0.2)
         printf("note: other processes kept %.1f cores busy just before the run: wall times are "

@@ -3,6 +3,8 @@
  * without Criterion, HDF5, OpenBLAS or OpenMP, so that it builds with a bare cross compiler and
  * runs under qemu-user (tools/cross/aarch64.sh). Prints one line per path and exits non-zero on
  * the first difference. */
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +94,50 @@ static void gather_rows(qkf_rng *r)
         }
 }
 
+/* Counted events round once (fmaf) where a sum rounded to double, then to float, would not
+ * (tests/test_event.c gather_counts_round_once_reference has the construction): a + c * x with
+ * c * x half a float ulp of a times 1 +- 2^-30 or 2^-32; and power-of-two counts whose float
+ * product overflows while the fmaf does not. Against fmaf itself, and against the reference. */
+static void gather_hard(qkf_rng *r)
+{
+    enum { W = 67 };
+    static const unsigned cs[] = {1025, 32767, 641, 65535};
+    static const double xs[] = {1047553, 32769, 6700417, 65537};
+    static const int sh[] = {54, 54, 56, 56};
+    static float w[W], init[W], a[W], b[W];
+    int hard = 0;
+    for (int t = 0; t < 40; t++) {
+        int ci = t % 4, special = t % 10 == 9;
+        unsigned c = cs[ci];
+        for (int j = 0; j < W; j++) {
+            int e = (int)(qkf_rng_u64(r) % 41) - 20;
+            float sg = qkf_rng_u64(r) % 2 ? -1.0f : 1.0f;
+            init[j] = sg * ldexpf(1.0f + (float)(qkf_rng_u64(r) % (1u << 23)) / 8388608.0f, e);
+            w[j] = sg * ldexpf((float)xs[ci], e - sh[ci]);
+            if (qkf_rng_u64(r) % 4 == 0)
+                w[j] = -w[j];
+            hard += (float)((double)init[j] + (double)c * (double)w[j]) !=
+                    fmaf((float)c, w[j], init[j]);
+        }
+        if (special) {
+            c = t % 20 == 9 ? 2 : 4;
+            for (int j = 0; j < W; j++) {
+                init[j] = j % 2 ? 1.0f : -FLT_MAX;
+                w[j] = j % 2 ? 3.0f : ldexpf(1.5f, 127) / (float)(c / 2);
+            }
+        }
+        uint16_t ch = 0, cn = (uint16_t)c;
+        qkf_spike_seg seg = {&ch, &cn, 1, 0};
+        qkf_spike_gather(a, init, w, W, &seg, 1, W);
+        qkf_spike_gather_ref(b, init, w, W, &seg, 1, W);
+        for (int j = 0; j < W; j++)
+            CHECK(!memcmp(&a[j], &b[j], sizeof a[j]) && a[j] == fmaf((float)c, w[j], init[j]),
+                  "gather count %u: %a + %u * %a = %a, fmaf %a", c, (double)init[j], c,
+                  (double)w[j], (double)a[j], (double)b[j]);
+    }
+    CHECK(hard > 200, "gather_hard: only %d hard cases", hard);
+}
+
 static void rows_and_lists(qkf_rng *r)
 {
     enum { MAXC = 200, R = 5 };
@@ -178,6 +224,7 @@ int main(void)
         qkf_rng_seed(&r, 1234);
         gather(&r);
         gather_rows(&r);
+        gather_hard(&r);
         rows_and_lists(&r);
         printf("kernel_check: %s path: %s\n", qkf_isa_name((qkf_isa)p),
                failures == before ? "every kernel equals its reference" : "DIFFERS");
