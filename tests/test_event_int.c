@@ -58,6 +58,7 @@ static void load(fixture *fx, const char *model, const char *prof, const char *a
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->ref, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
+    fixture_norm(fx->ref, &fx->m);
     cr_assert_eq(qkf_quantize(&fx->m, &a, prof, NULL, &fx->q), 0, "%s", qkf_last_error());
 }
 

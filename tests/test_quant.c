@@ -40,6 +40,7 @@ static void load_fixture(fixture *fx, const char *model, const char *prof)
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->path, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
+    fixture_norm(fx->path, &fx->m);
     cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", NULL, &fx->q), 0, "%s",
                  qkf_last_error());
 }

@@ -134,6 +134,27 @@ def input_scale(model, a, norm):
     return scale, in_max
 
 
+def input_offsets(norm, in_scale, in_max):
+    """Per input channel, the mean of X - x / in_scale over the 256 pixel values of 8-bit data
+    (x = p * (1 / (255 std)) + (-mean / std) in float32, as the dataset reader computes it)."""
+    if norm is None:
+        return None
+    import numpy as np
+    u = []
+    for mean, std in zip(*norm):
+        m32, s32 = np.float32(mean), np.float32(std)
+        a32 = np.float32(1.0) / (np.float32(255.0) * s32)
+        b32 = -m32 / s32
+        acc = 0.0
+        for p in range(256):
+            xf = float(np.float32(np.float32(p) * a32) + b32)
+            r = xf / in_scale
+            X = min(max(math.floor(r + 0.5), -in_max), in_max)
+            acc += X - r
+        u.append(acc / 256.0)
+    return u
+
+
 def quantize(model, a, norm=None, headroom=16.0):
     """The quantiser of models/quant.c, step for step (no calibration)."""
     q = OrderedDict()
@@ -151,6 +172,7 @@ def quantize(model, a, norm=None, headroom=16.0):
     while e_hi > e_lo and math.ldexp(mmax, e_hi) > 2147483647.0:
         e_hi -= 1
     first = None if model.cfg.is_frames else "patch_embed1.proj_conv"
+    u_in = input_offsets(norm, in_scale, in_max) if first else None
     for cname, conv, bn, lname in conv_units(model):
         vth = 1.0
         alpha, shift = bn_fold(bn)
@@ -204,6 +226,15 @@ def quantize(model, a, norm=None, headroom=16.0):
             delta[g] = dl
             for c in range(c0, c0 + group):
                 b = br[c].item() / dl
+                if cname == first and u_in is not None and len(u_in) == conv.in_channels:
+                    # the encoding's rounding offset, cancelled through the bias
+                    row = mant[c].tolist()
+                    per = len(row) // len(u_in)
+                    unit = math.ldexp(1.0, a["current_shift"] + e)
+                    corr = 0.0
+                    for j, mv in enumerate(row):
+                        corr += (mv * unit) * u_in[j // per]
+                    b = b - corr
                 be = None
                 for ex in range(0, a["bias_exp_max"] + 1):
                     if abs(rnd(math.ldexp(b, -ex))) <= bmax:
