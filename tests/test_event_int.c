@@ -84,7 +84,7 @@ static int64_t agree(const fixture *fx, int B, int tb, int ref_logits)
         cr_assert_eq(qkf_h5_read_i64(fx->ref, "logits_int", &ref, &nd, sh), 0, "%s",
                      qkf_last_error());
     qkf_set_threads(2);
-    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, 0);
+    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, tb ? QKF_DENSE_INT_TB_COMPAT : 0);
     cr_assert_not_null(d, "%s", qkf_last_error());
     cr_assert_eq(qkf_dense_int_forward(d, fx->x, B, ld, li, NULL), 0, "%s", qkf_last_error());
     for (int th = 1; th <= 3; th++) {
@@ -144,15 +144,17 @@ Test(event_int, dvs128_speck) { run("dvs128_small", "speck"); }
 Test(event_int, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
 Test(event_int, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
 
-/* The tb_compat model (the official SSA proj_lif over the T*B axis). The dense integer engine
- * runs per-sample LIFs only, which is the same axis for one sample: so one sample of the fixture
- * input, through the event engine's shared-membrane (tb) code. */
+/* The tb_compat model (the official SSA proj_lif over the T*B axis): its own fixture at B = 2,
+ * the event engine's shared-membrane (tb) code against the dense integer engine's T*B membrane
+ * and the reference's logits; and one sample (where the axes coincide). */
 Test(event_int, cifar_tb_loihi)
 {
     fixture fx;
-    load(&fx, "cifar_tb", "loihi", "cifar_small");
-    int64_t spikes = agree(&fx, 1, 1, 0);
+    load(&fx, "cifar_tb", "loihi", NULL);
+    cr_assert_eq(fx.B, 2);
+    int64_t spikes = agree(&fx, fx.B, 1, 1);
     cr_assert_gt(spikes, 0);
+    cr_assert_gt(agree(&fx, 1, 1, 0), 0);
     unload(&fx);
 }
 
@@ -344,7 +346,7 @@ Test(event_int, cli)
     cr_assert(strstr(out, "spikes against the float model") != NULL, "%s", out);
     cr_assert(strstr(out, "patch_embed1.proj_lif") != NULL);
     /* refusals: one line on stderr, non-zero, no output */
-    const char *bad[] = {"--mode event --cross-check --tb-compat", "--mode event --trace t.h5",
+    const char *bad[] = {"--cross-check", "--mode event --trace t.h5",
                          "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};
     for (int k = 0; k < 4; k++) {
         snprintf(args, sizeof args,

@@ -317,13 +317,16 @@ fail:
 
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
-                     int quiet)
+                     int quiet, int tb, const qkf_trace_opts *topt, int argc, char **argv)
 {
     qkf_model fm;
     qkf_qmodel q;
     float *x = NULL, *logits = NULL;
     int64_t *li = NULL, *counts = NULL, *pred = NULL;
     qkf_dense_int *e = NULL;
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     int rc = 1, ndim;
     int64_t shape[5];
     if (qkf_cli_qmodel(weights, hw, calib, data, base, &fm, &q))
@@ -342,9 +345,15 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     }
     int64_t B = shape[0];
     int nb = (int)(B < batch ? B : batch), K = q.cfg.num_classes;
-    if (!(e = qkf_dense_int_create(&q, nb, 0)))
+    if (!(e = qkf_dense_int_create(&q, nb, tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
         goto done;
-    const qkf_graph *g = &q.g;
+    const qkf_graph *g = qkf_dense_int_graph(e);
+    if (topt && topt->path) {
+        ts.qmodel = &q;
+        if (!(tr = qkf_trace_opts_open(topt, &ts, g, weights, "dense-int", argc, argv)) ||
+            qkf_dense_int_set_sink(e, qkf_trace_sink(tr)))
+            goto done;
+    }
     logits = qkf_malloc((size_t)(B * K) * sizeof(float));
     li = qkf_malloc((size_t)(B * K) * sizeof(int64_t));
     counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
@@ -359,6 +368,12 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
             goto done;
     }
     double dt = qkf_now() - t0;
+    if (tr) {
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
+    }
     if (qkf_cli_infer_int_write(output, weights, &q, g, "dense-int", "dense integer engine", B,
                                 logits, li, counts, pred, dt, quiet))
         goto done;
@@ -366,6 +381,8 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
 done:
     if (rc)
         qkf_cli_fail("infer");
+    qkf_trace_abort(tr);
+    qkf_trace_spec_free(&ts);
     qkf_dense_int_free(e);
     qkf_free(x);
     qkf_free(logits);

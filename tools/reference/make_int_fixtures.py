@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "tools/reference/make_int_fixtures.py"
 
 # (model, profile, seed, batch[, options]); options: norm = a PRESET_NORM entry the model is
-# given (as a checkpoint's input_mean / input_std)
+# given (as a checkpoint's input_mean / input_std); tb = run with tb_compat (the official SSA
+# proj_lif over the T*B axis; attribute tb_compat = 1)
 FIXTURES = [
     ("cifar_small", "loihi", 2001, 2),
     ("cifar_small", "speck", 2002, 2, dict(norm="cifar")),
@@ -51,6 +52,7 @@ FIXTURES = [
     ("cifar10dvs_small", "loihi", 2009, 2),
     ("cifar10dvs_small", "gtsat", 2010, 2),
     ("dvs128_small", "wrap", 2011, 2),
+    ("cifar_tb", "loihi", 2012, 2, dict(tb=True)),
 ]
 
 
@@ -71,7 +73,8 @@ def make_input(cfg, B, gen):
 
 def make(model_name, prof, seed, B, out, opts=None):
     opts = opts or {}
-    model, attrs = ref.load_checkpoint(str(out / f"{model_name}.weights.h5"))
+    model, attrs = ref.load_checkpoint(str(out / f"{model_name}.weights.h5"),
+                                       tb_compat=bool(opts.get("tb")))
     norm = None
     if "input_mean" in attrs:
         norm = (list(attrs["input_mean"]), list(attrs["input_std"]))
@@ -113,6 +116,7 @@ def make(model_name, prof, seed, B, out, opts=None):
             f.attrs["weights"] = f"{model_name}.weights.h5"
             f.attrs["seed"] = np.int64(seed)
             f.attrs["batch"] = np.int64(B)
+            f.attrs["tb_compat"] = np.int64(1 if opts.get("tb") else 0)
             f.attrs["script"] = SCRIPT
             f.attrs["git_commit"] = git_commit()
             f.attrs["torch_version"] = str(torch.__version__)

@@ -335,8 +335,9 @@ class IntRun:
         self.traces[lname] = out.reshape(T, B, -1).to(torch.uint8)
         return out
 
-    def conv_lif(self, cname, lname, x, one_d, pool=False):
-        """x [T, B, C, ...] int64 -> spikes [T, B, Cout, ...]."""
+    def conv_lif(self, cname, lname, x, one_d, pool=False, tb=False):
+        """x [T, B, C, ...] int64 -> spikes [T, B, Cout, ...]. tb: one membrane per neuron over
+        the T*B frames in the order (t0,b0),(t0,b1),... (the official SSA proj_lif quirk)."""
         conv = dict(self.model.named_modules())[cname]
         T, B = x.shape[:2]
         W = self.weight(cname).double()
@@ -349,7 +350,12 @@ class IntRun:
         if pool:  # int32 values are exact in float64: max of them is exact
             S = Fn.max_pool2d(S.double(), 3, 2, 1).long()
         S = S.reshape(T, B, *S.shape[1:])
-        return self.lif(lname, S, self.bias(cname), self.q[lname + ".threshold"], 2)
+        if not tb:
+            return self.lif(lname, S, self.bias(cname), self.q[lname + ".threshold"], 2)
+        s = self.lif(lname, S.reshape(T * B, 1, *S.shape[2:]), self.bias(cname),
+                     self.q[lname + ".threshold"], 2)
+        self.traces[lname] = s.reshape(T, B, -1).to(torch.uint8)
+        return s.reshape(T, B, *S.shape[2:])
 
     def speds(self, path, mod, x):
         outs = [x]
@@ -399,7 +405,8 @@ class IntRun:
         P = reduce(P, 32, 1).transpose(3, 4).reshape(T, B, C, N)
         th = self.q[f"{path}.attn_lif.threshold"]
         a = self.lif(f"{path}.attn_lif", P * self.q[f"{path}.attn_lif.in_weight"], 0, th, 2)
-        s = self.conv_lif(f"{path}.proj_conv", f"{path}.proj_lif", a, True)
+        s = self.conv_lif(f"{path}.proj_conv", f"{path}.proj_lif", a, True,
+                          tb=getattr(mod, "tb_compat", False))
         return s.reshape(T, B, C, H, W)
 
     def forward(self, x):
