@@ -345,6 +345,37 @@ Test(event_int, cli)
     cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(out, "spikes against the float model") != NULL, "%s", out);
     cr_assert(strstr(out, "patch_embed1.proj_lif") != NULL);
+    /* --trace: the integer spikes of every layer (the reference's count) in membrane units */
+    snprintf(args, sizeof args,
+             "sim --weights %s/dvs128_small.weights.h5 --input %s/dvs128_small_int_speck.h5 "
+             "--hw speck --threads 2 --trace ts.h5 --quiet",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    {
+        char pt[600], pf[600], key[300];
+        snprintf(pt, sizeof pt, "%s/ts.h5", dir);
+        snprintf(pf, sizeof pf, "%s/dvs128_small_int_speck.h5", F);
+        fixture fx;
+        load(&fx, "dvs128_small", "speck", NULL);
+        const qkf_graph *g = &fx.q.g;
+        for (int l = 0; l < g->n_lif; l++) {
+            const char *name = g->ops[g->lif_ops[l]].name;
+            int64_t *idx, *rs, s1[5], s2[5], ni = 0, nr = 0;
+            snprintf(key, sizeof key, "nodes/%s/observables/spikes/idx", name);
+            cr_assert_eq(qkf_h5_read_i64(pt, key, &idx, &nd, s1), 0, "%s", qkf_last_error());
+            snprintf(key, sizeof key, "spikes/%s", name);
+            cr_assert_eq(qkf_h5_read_i64(pf, key, &rs, &nd, s2), 0, "%s", qkf_last_error());
+            for (int64_t i = 0; i < s1[0] * s1[1]; i++)
+                ni += idx[i] >= 0;
+            for (int64_t i = 0; i < s2[0] * s2[1] * s2[2]; i++)
+                nr += rs[i];
+            cr_assert_eq(ni, nr, "%s: %lld spikes traced, the reference has %lld", name,
+                         (long long)ni, (long long)nr);
+            qkf_free(idx);
+            qkf_free(rs);
+        }
+        unload(&fx);
+    }
     /* refusals: one line on stderr, non-zero, no output */
     const char *bad[] = {"--cross-check", "--mode event --trace t.h5",
                          "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};

@@ -19,6 +19,7 @@
 #include "../kernels/base.h"
 #include "../models/quant.h"
 #include "../sim/dense.h"
+#include "../sim/dense_int.h"
 #include "../sim/dist.h"
 #include "app/dist_dataset.h"
 #include "../sim/sched.h"
@@ -79,7 +80,9 @@ static void help(void)
            "arithmetic (W.h5: a float checkpoint, quantised on load, or a qkf quantize output);\n"
            "the same counters, then per LIF layer how many spikes differ from the float model's\n"
            "(the float event engine on the same samples; not for a quantised checkpoint, which\n"
-           "holds no float model). Not with --mode dense, --trace or under mpirun.\n");
+           "holds no float model). Not with --mode dense or under mpirun. --trace records the\n"
+           "integer spikes and membranes (membrane units; docs/traces.md) from the dense integer\n"
+           "engine run beside the event engine (their spikes are equal bit for bit).\n");
     fputs(qkf_hw_help, stdout);
     printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
            "                   (float checkpoints; default: the profile's headroom)\n");
@@ -503,7 +506,8 @@ static void print_flips(const qkf_graph *g, const flip_row *fr)
 
 static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, const char *input,
                    const char *data, int64_t limit, long batch, int tb, const char *report,
-                   int json, int quiet, long threads, double e_ac, double e_mac)
+                   int json, int quiet, long threads, double e_ac, double e_mac,
+                   const qkf_trace_opts *topt, int argc, char **argv)
 {
     int rc = 1;
     qkf_model fm, view;
@@ -522,6 +526,10 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
     qkf_cost hcost;
     memset(&hcost, 0, sizeof hcost);
     const uint8_t **hsp = NULL;
+    qkf_dense_int *di = NULL; /* --trace: the dense integer engine beside, traced */
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     if (qkf_cli_qmodel(weights, hw, 0, NULL, NULL, &fm, &q))
         goto done;
     int have_float = fm.params.data != NULL;
@@ -573,6 +581,15 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     int K = q.cfg.num_classes, T = q.cfg.T;
+    if (topt->path) { /* the event engine's integer spikes are the dense integer engine's (tested
+                       * bit for bit); the dense one hands its membranes to the trace */
+        ts.qmodel = &q;
+        if (!(di = qkf_dense_int_create(&q, nb, tb ? QKF_DENSE_INT_TB_COMPAT : 0)) ||
+            !(tr = qkf_trace_opts_open(topt, &ts, qkf_dense_int_graph(di), weights, "dense-int",
+                                       argc, argv)) ||
+            qkf_dense_int_set_sink(di, qkf_trace_sink(tr)))
+            goto done;
+    }
     if (hw) { /* mapped before the run; a model the chip cannot hold still runs its arithmetic */
         if (qkf_map_build(&hmap, g, hw)) {
             fprintf(stderr, "qkf sim: %s: not priced, the integer arithmetic still runs (%s)\n",
@@ -613,6 +630,8 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
         if (qkf_sched_forward(e, xb, n, logits, NULL))
             goto done;
         busy += qkf_now() - t1;
+        if (di && qkf_dense_int_forward(di, xb, n, NULL, NULL, NULL))
+            goto done;
         if (hsp) {
             for (int l = 0; l < g->n_lif; l++)
                 hsp[l] = qkf_sched_spikes(e, l);
@@ -639,6 +658,12 @@ static int sim_int(const char *weights, const qkf_hw_profile *hw, long calib, co
             correct += best == labels[b];
         }
         b0 += n;
+    }
+    if (tr) {
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
     }
     qkf_stats *st = qkf_sched_stats(e);
     st->seconds = busy;
@@ -673,6 +698,9 @@ done:
         qkf_cli_fail("sim");
     if (ld)
         qkf_loader_stop(ld);
+    qkf_trace_abort(tr);
+    qkf_trace_spec_free(&ts);
+    qkf_dense_int_free(di);
     qkf_dataset_free(&dset);
     qkf_sched_free(e);
     qkf_sched_free(f);
@@ -811,13 +839,13 @@ static int sim_run(int argc, char **argv)
         qkf_set_threads((int)threads);
     int isq = qkf_qckpt_is_quant(weights);
     if ((have_hw && !hw.arith.is_float) || isq == 1) {
-        if (!event || topt.path || qkf_dist_size() > 1) {
+        if (!event || qkf_dist_size() > 1) {
             qkf_set_error("--hw (or a quantised checkpoint) runs the integer event engine here: no "
-                          "--mode dense, --trace or mpirun");
+                          "--mode dense or mpirun");
             return qkf_cli_fail_rank0("sim");
         }
         return sim_int(weights, have_hw ? &hw : NULL, calib, input, data, limit, batch, tb, report,
-                       json, quiet, threads, e_ac, e_mac);
+                       json, quiet, threads, e_ac, e_mac, &topt, argc, argv);
     }
     if (calib) {
         qkf_set_error("--calib applies with --hw");
