@@ -403,25 +403,67 @@ static void maxpool_i32(int32_t *out, const int32_t *in, int64_t planes, int h, 
     }
 }
 
+/* The integer LIF's arithmetic (models/quant.h), hoisted out of the row loop. */
+typedef struct {
+    int cs, ms, cwrap, mwrap, ge, rsub, iaf;
+    int64_t chi, mhi, mul, wgt;
+} lif_arith;
+
+/* One step of a row of N neurons: x the inputs, v the membranes, o the spikes; returns the
+ * spikes. xr, rh, rv (traces): where to write the input added, H and V, or NULL. Always inlined,
+ * so the calls without traces (NULL constants) keep the branch-free loop that vectorises. */
+__attribute__((always_inline)) static inline int64_t
+lif_row(const lif_arith *k, const int32_t *x, int32_t *v, int32_t *o, int N, int64_t bc, int64_t th,
+        float *xr, float *rh, float *rv)
+{
+    int64_t cnt = 0;
+    for (int n = 0; n < N; n++) {
+        int64_t P = k->wgt * (int64_t)x[n];
+        int64_t A = k->cwrap ? (int64_t)((uint64_t)P << k->cs) >> k->cs
+                             : (P > k->chi ? k->chi : P < -k->chi ? -k->chi : P);
+        int64_t V = v[n];
+        if (xr)
+            xr[n] = (float)(A * k->mul + bc);
+        int64_t h = (k->iaf ? V : V / 2) + A * k->mul + bc;
+        h = k->mwrap ? (int64_t)((uint64_t)h << k->ms) >> k->ms
+                     : (h > k->mhi ? k->mhi : h < -k->mhi ? -k->mhi : h);
+        int sp = k->ge ? h >= th : h > th;
+        int64_t r = h - th;
+        r = k->mwrap ? (int64_t)((uint64_t)r << k->ms) >> k->ms
+                     : (r > k->mhi ? k->mhi : r < -k->mhi ? -k->mhi : r);
+        v[n] = (int32_t)(sp ? (k->rsub ? r : 0) : h);
+        if (rh) {
+            rh[n] = (float)h;
+            rv[n] = (float)v[n];
+        }
+        o[n] = sp;
+        cnt += sp;
+    }
+    return cnt;
+}
+
 /* LIF over T: in [C][F or B][N] -> spikes [C][T*B][N]; returns the spike count. The step is
  * qkf_q_lif_step written branch-free over a row of N neurons (register reductions by shifts and
  * clamps, mode tests hoisted by the compiler), so it vectorises; the fixtures pin it to the
  * reference, and qkf_q_lif_step stays the plain statement of it. tb (tb_compat): one membrane per
  * neuron over all T*B frames, f = t*B + b in order (the frames are the same, only the membrane is
- * not reset between samples). */
+ * not reset between samples). rv, rh, rx (traces, or NULL): V, H [C][T*B][N] and the input added
+ * ([C][B][N] when in_static). */
 static int64_t lif_i32(qkf_dense_int *e, int32_t *s, const int32_t *in, int C, int T, int B, int N,
                        int in_static, const int32_t *bias, const int32_t *theta, int32_t in_weight,
                        int tb, float *rv, float *rh, float *rx)
 {
     const qkf_hw_arith *a = &e->q->arith;
-    const int cs = a->current_bits >= 64 ? 0 : 64 - a->current_bits;
-    const int ms = a->membrane_bits >= 64 ? 0 : 64 - a->membrane_bits;
-    const int64_t chi = cs ? ((int64_t)1 << (a->current_bits - 1)) - 1 : INT64_MAX;
-    const int64_t mhi = ms ? ((int64_t)1 << (a->membrane_bits - 1)) - 1 : INT64_MAX;
-    const int cwrap = a->current_wrap, mwrap = a->membrane_wrap, ge = a->threshold_ge;
-    const int rsub = a->reset_subtract, iaf = a->leak == QKF_HW_LEAK_NONE;
-    const int64_t mul = (int64_t)1 << a->current_shift;
-    const int64_t wgt = in_weight ? in_weight : 1;
+    lif_arith k;
+    k.cs = a->current_bits >= 64 ? 0 : 64 - a->current_bits;
+    k.ms = a->membrane_bits >= 64 ? 0 : 64 - a->membrane_bits;
+    k.chi = k.cs ? ((int64_t)1 << (a->current_bits - 1)) - 1 : INT64_MAX;
+    k.mhi = k.ms ? ((int64_t)1 << (a->membrane_bits - 1)) - 1 : INT64_MAX;
+    k.cwrap = a->current_wrap, k.mwrap = a->membrane_wrap, k.ge = a->threshold_ge;
+    k.rsub = a->reset_subtract, k.iaf = a->leak == QKF_HW_LEAK_NONE;
+    k.mul = (int64_t)1 << a->current_shift;
+    k.wgt = in_weight ? in_weight : 1;
+    const int trace = rv || rh || rx;
     int64_t count = 0;
     int64_t Fin = in_static ? B : (int64_t)T * B, Fout = (int64_t)T * B;
 #pragma omp parallel for schedule(static) reduction(+ : count)
@@ -432,38 +474,16 @@ static int64_t lif_i32(qkf_dense_int *e, int32_t *s, const int32_t *in, int C, i
             memset(v, 0, (size_t)N * sizeof(int32_t));
             for (int f = 0; f < (tb ? T * B : T); f++) {
                 int t = tb ? f / B : f, b = tb ? f % B : b0;
-                const int32_t *x =
-                    in + ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
+                int64_t xo = ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
                 int64_t oo = ((int64_t)c * Fout + (int64_t)t * B + b) * N;
-                int32_t *o = s + oo;
-                /* traces: the input of a static layer is the same at every step (its frame b) */
-                float *xr = rx && (!in_static || t == 0)
-                                ? rx + ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N
-                                : NULL;
-                int64_t cnt = 0;
-                for (int n = 0; n < N; n++) {
-                    int64_t P = wgt * (int64_t)x[n];
-                    int64_t A = cwrap ? (int64_t)((uint64_t)P << cs) >> cs
-                                      : (P > chi ? chi : P < -chi ? -chi : P);
-                    int64_t V = v[n];
-                    if (xr)
-                        xr[n] = (float)(A * mul + bc);
-                    int64_t h = (iaf ? V : V / 2) + A * mul + bc;
-                    h = mwrap ? (int64_t)((uint64_t)h << ms) >> ms
-                              : (h > mhi ? mhi : h < -mhi ? -mhi : h);
-                    int sp = ge ? h >= th : h > th;
-                    int64_t r = h - th;
-                    r = mwrap ? (int64_t)((uint64_t)r << ms) >> ms
-                              : (r > mhi ? mhi : r < -mhi ? -mhi : r);
-                    v[n] = (int32_t)(sp ? (rsub ? r : 0) : h);
-                    if (rh) {
-                        rh[oo + n] = (float)h;
-                        rv[oo + n] = (float)v[n];
-                    }
-                    o[n] = sp;
-                    cnt += sp;
+                if (!trace) {
+                    count += lif_row(&k, in + xo, v, s + oo, N, bc, th, NULL, NULL, NULL);
+                    continue;
                 }
-                count += cnt;
+                /* the input of a static layer is the same at every step: its frame b once */
+                float *xr = rx && (!in_static || t == 0) ? rx + xo : NULL;
+                count += lif_row(&k, in + xo, v, s + oo, N, bc, th, xr, rh ? rh + oo : NULL,
+                                 rh ? rv + oo : NULL);
             }
         }
     }
