@@ -618,6 +618,7 @@ struct qkf_trace {
     char *config_json, *cmdline, *engine, *weights;
     char sha[65];
     uint64_t seed;
+    const qkf_qmodel *q; /* integer traces: membrane units (qkf_trace_spec.qmodel) */
     int no_compress;
     int force;
     /* ring */
@@ -912,6 +913,10 @@ static int create_file(qkf_trace *tr)
     rc |= attr(tr->fid, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, -1, &tr->seed);
     rc |= attr_str(tr->fid, "command_line", tr->cmdline);
     rc |= attr_i64(tr->fid, "T", g->cfg.T);
+    if (tr->q) {
+        rc |= attr_str(tr->fid, "units", "membrane");
+        rc |= attr_str(tr->fid, "hw_name", tr->q->hw_name);
+    }
     if (rc)
         return writer_fail(tr, "cannot write provenance attributes", NULL, NULL);
     hid_t nodes = group(tr->fid, "nodes", NULL);
@@ -929,6 +934,16 @@ static int create_file(qkf_trace *tr)
             rc |= attr_i64(ng, "lif_index", l);
             rc |= attr_i64(ng, "n_neurons", qkf_graph_lif_neurons(g, l));
             rc |= attr(ng, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, shape);
+            if (tr->q) { /* membrane units: the real value is value * delta[c] */
+                const qkf_qop *qo = &tr->q->ops[g->lif_ops[l]];
+                int64_t *th = qkf_malloc((size_t)t->c * sizeof(int64_t));
+                for (int c = 0; c < t->c; c++)
+                    th[c] = qo->theta[c];
+                rc |= attr_str(ng, "units", "membrane");
+                rc |= attr(ng, "delta", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, t->c, qo->delta);
+                rc |= attr(ng, "threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, t->c, th);
+                qkf_free(th);
+            }
             hid_t obs = group(ng, "observables", NULL);
             rc |= obs < 0;
             for (; !rc && i < tr->n_slots && tr->slots[i].layer == l; i++)
@@ -1589,6 +1604,7 @@ qkf_trace *qkf_trace_open(const char *path, const qkf_trace_spec *spec, const qk
         dflt.force = spec->force;
         dflt.no_compress = spec->no_compress;
         dflt.writer_delay_us = spec->writer_delay_us;
+        dflt.qmodel = spec->qmodel;
         spec = &dflt;
     }
     qkf_trace *tr = qkf_calloc(1, sizeof *tr);
@@ -1596,6 +1612,7 @@ qkf_trace *qkf_trace_open(const char *path, const qkf_trace_spec *spec, const qk
     tr->g = g;
     tr->fid = H5I_INVALID_HID;
     tr->seed = spec->seed;
+    tr->q = spec->qmodel;
     tr->force = spec->force;
     tr->no_compress = spec->no_compress;
     tr->delay_us = spec->writer_delay_us;

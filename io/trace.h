@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
+#include "../models/quant.h"
 #include "../models/sink.h"
 
 /* Observables: QKF_TRACE_V, _H, _INPUT, _SPIKES (models/sink.h). */
@@ -68,6 +69,11 @@ typedef struct {
     int force;                 /* overwrite an existing file */
     int no_compress;           /* store membranes uncompressed (faster, ~1.3x larger files) */
     int writer_delay_us;       /* tests: the writer sleeps this long per block (a slow disk) */
+    /* An integer engine's trace (qkf_dense_int_set_sink): v, h and input are in membrane units
+     * of this integer model, which must outlive the trace; its nodes get the attributes units
+     * ("membrane"), delta (float64 [C], the real value of a unit) and threshold (int64 [C]), the
+     * root hw_name and units. NULL: a float engine's trace. */
+    const qkf_qmodel *qmodel;
 } qkf_trace_spec;
 
 void qkf_trace_spec_init(qkf_trace_spec *spec);

@@ -126,6 +126,27 @@ static void input_scale(const qkf_model *m, const qkf_hw_arith *a, const qkf_qua
     }
 }
 
+/* The encoding's rounding offset per input channel c: the mean over the 256 values p of 8-bit
+ * data of X(p) - x(p) / in_scale, x(p) = p * (1 / (255 std)) + (-mean / std) in float32 as the
+ * dataset reader computes it. With a scale on the pixel grid (input_scale) every pixel is off by
+ * the same constant (X = p - round(255 mean)), which the encoding conv's bias cancels. */
+static void input_offsets(const qkf_model *m, const qkf_qmodel *q, double *u)
+{
+    for (int c = 0; c < m->n_norm; c++) {
+        float s = m->input_std[c];
+        float a = 1.0f / (255.0f * s), b = -m->input_mean[c] / s;
+        double acc = 0.0;
+        for (int p = 0; p < 256; p++) {
+            float xf = (float)p * a + b; /* -ffp-contract=off: two roundings, as the reader */
+            double r = (double)xf / q->in_scale;
+            double X = floor(r + 0.5);
+            X = X > q->in_max ? q->in_max : X < -q->in_max ? -q->in_max : X;
+            acc += X - r;
+        }
+        u[c] = acc / 256.0;
+    }
+}
+
 static int bits_of(int64_t v)
 {
     int b = 0;
@@ -155,7 +176,12 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
     float *shift = qkf_malloc((size_t)cout * sizeof(float));
     qkf_bn_fold(cout, P + pp[op->p_bn_w].offset, P + pp[op->p_bn_b].offset,
                 P + pp[op->p_bn_mean].offset, P + pp[op->p_bn_var].offset, alpha, shift);
-    double sc = (op->in0 == g->input && q->in_max > 0) ? q->in_scale : 1.0;
+    int enc = op->in0 == g->input && q->in_max > 0;
+    double sc = enc ? q->in_scale : 1.0;
+    double u_in[4] = {0.0, 0.0, 0.0, 0.0}; /* the encoding's rounding offsets (input_offsets) */
+    int use_u = enc && m->n_norm > 0 && m->n_norm == op->cin;
+    if (use_u)
+        input_offsets(m, q, u_in);
     double *wr = qkf_malloc((size_t)(cout * per) * sizeof(double));
     double *br = qkf_malloc((size_t)cout * sizeof(double));
     for (int c = 0; c < cout; c++) {
@@ -275,6 +301,13 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
                 mant_max = am > mant_max ? am : mant_max;
             }
             double b = br[c] / delta;
+            if (use_u) { /* cancel the encoding's rounding offset: b -= sum_j W_j u_ci(j) */
+                double unit = ldexp(1.0, a->current_shift + e), corr = 0.0;
+                int64_t kk = per / op->cin;
+                for (int64_t j = 0; j < per; j++)
+                    corr += ((double)qo->w_mant[c * per + j] * unit) * u_in[j / kk];
+                b = b - corr;
+            }
             int be = -1;
             for (int ex = 0; ex <= a->bias_exp_max; ex++)
                 if (fabs(rnd(ldexp(b, -ex))) <= bmax) {

@@ -19,6 +19,8 @@
 struct qkf_dense_int {
     const qkf_qmodel *q;
     const qkf_graph *g;
+    qkf_graph gtb; /* QKF_DENSE_INT_TB_COMPAT: q's configuration walked with tb_compat */
+    int tb;
     int max_batch, B;
     int32_t **t;        /* per tensor */
     int32_t *col;       /* im2col scratch */
@@ -34,6 +36,8 @@ struct qkf_dense_int {
     int64_t fcol_cap;
     void *fout;         /* GEMM output, floats or doubles [cout][F*P] */
     double *wd;         /* double weights of the layer being run */
+    const qkf_lif_sink *sink; /* qkf_dense_int_set_sink */
+    float *rec[4];            /* the sink's v, h, input, spikes of one layer [C][F][N] */
 };
 
 static int64_t frames(const qkf_graph *g, int t, int B)
@@ -57,6 +61,22 @@ qkf_dense_int *qkf_dense_int_create(const qkf_qmodel *q, int max_batch, int flag
     e->q = q;
     e->g = &q->g;
     e->max_batch = max_batch;
+    if (flags & QKF_DENSE_INT_TB_COMPAT) {
+        if (qkf_graph_walk(&q->cfg, 1, &e->gtb)) {
+            qkf_free(e);
+            return NULL;
+        }
+        e->tb = 1;
+        e->g = &e->gtb;
+        if (e->gtb.n_ops != q->g.n_ops || e->gtb.n_tensors != q->g.n_tensors) {
+            qkf_set_error("dense integer engine: the tb_compat graph (%d ops) is not the integer "
+                          "model's (%d ops)",
+                          e->gtb.n_ops, q->g.n_ops);
+            qkf_graph_free(&e->gtb);
+            qkf_free(e);
+            return NULL;
+        }
+    }
     const qkf_graph *g = e->g;
     e->t = qkf_calloc((size_t)g->n_tensors, sizeof(int32_t *));
     for (int i = 0; i < g->n_tensors; i++)
@@ -143,7 +163,30 @@ void qkf_dense_int_free(qkf_dense_int *e)
     qkf_free(e->fcol);
     qkf_free(e->fout);
     qkf_free(e->wd);
+    if (e->tb)
+        qkf_graph_free(&e->gtb);
+    for (int k = 0; k < 4; k++)
+        qkf_free(e->rec[k]);
     qkf_free(e);
+}
+
+int qkf_dense_int_set_sink(qkf_dense_int *e, const qkf_lif_sink *sink)
+{
+    const qkf_graph *g = e->g;
+    if (sink && (g->n_lif != sink->n_lif || g->cfg.T != sink->T))
+        return qkf_set_error("%s: made for %d LIF layers and T = %d, the model has %d and T = %d",
+                             sink->name, sink->n_lif, sink->T, g->n_lif, g->cfg.T);
+    e->sink = sink;
+    if (sink && !e->rec[0]) {
+        int64_t n = 1;
+        for (int l = 0; l < g->n_lif; l++) {
+            int64_t k = tensor_len(g, g->ops[g->lif_ops[l]].out, e->max_batch);
+            n = k > n ? k : n;
+        }
+        for (int k = 0; k < 4; k++)
+            e->rec[k] = qkf_malloc((size_t)n * sizeof(float));
+    }
+    return 0;
 }
 
 const int32_t *qkf_dense_int_tensor(const qkf_dense_int *e, int tensor)
@@ -360,52 +403,87 @@ static void maxpool_i32(int32_t *out, const int32_t *in, int64_t planes, int h, 
     }
 }
 
+/* The integer LIF's arithmetic (models/quant.h), hoisted out of the row loop. */
+typedef struct {
+    int cs, ms, cwrap, mwrap, ge, rsub, iaf;
+    int64_t chi, mhi, mul, wgt;
+} lif_arith;
+
+/* One step of a row of N neurons: x the inputs, v the membranes, o the spikes; returns the
+ * spikes. xr, rh, rv (traces): where to write the input added, H and V, or NULL. Always inlined,
+ * so the calls without traces (NULL constants) keep the branch-free loop that vectorises. */
+__attribute__((always_inline)) static inline int64_t
+lif_row(const lif_arith *k, const int32_t *x, int32_t *v, int32_t *o, int N, int64_t bc, int64_t th,
+        float *xr, float *rh, float *rv)
+{
+    int64_t cnt = 0;
+    for (int n = 0; n < N; n++) {
+        int64_t P = k->wgt * (int64_t)x[n];
+        int64_t A = k->cwrap ? (int64_t)((uint64_t)P << k->cs) >> k->cs
+                             : (P > k->chi ? k->chi : P < -k->chi ? -k->chi : P);
+        int64_t V = v[n];
+        if (xr)
+            xr[n] = (float)(A * k->mul + bc);
+        int64_t h = (k->iaf ? V : V / 2) + A * k->mul + bc;
+        h = k->mwrap ? (int64_t)((uint64_t)h << k->ms) >> k->ms
+                     : (h > k->mhi ? k->mhi : h < -k->mhi ? -k->mhi : h);
+        int sp = k->ge ? h >= th : h > th;
+        int64_t r = h - th;
+        r = k->mwrap ? (int64_t)((uint64_t)r << k->ms) >> k->ms
+                     : (r > k->mhi ? k->mhi : r < -k->mhi ? -k->mhi : r);
+        v[n] = (int32_t)(sp ? (k->rsub ? r : 0) : h);
+        if (rh) {
+            rh[n] = (float)h;
+            rv[n] = (float)v[n];
+        }
+        o[n] = sp;
+        cnt += sp;
+    }
+    return cnt;
+}
+
 /* LIF over T: in [C][F or B][N] -> spikes [C][T*B][N]; returns the spike count. The step is
  * qkf_q_lif_step written branch-free over a row of N neurons (register reductions by shifts and
  * clamps, mode tests hoisted by the compiler), so it vectorises; the fixtures pin it to the
- * reference, and qkf_q_lif_step stays the plain statement of it. */
+ * reference, and qkf_q_lif_step stays the plain statement of it. tb (tb_compat): one membrane per
+ * neuron over all T*B frames, f = t*B + b in order (the frames are the same, only the membrane is
+ * not reset between samples). rv, rh, rx (traces, or NULL): V, H [C][T*B][N] and the input added
+ * ([C][B][N] when in_static). */
 static int64_t lif_i32(qkf_dense_int *e, int32_t *s, const int32_t *in, int C, int T, int B, int N,
-                       int in_static, const int32_t *bias, const int32_t *theta, int32_t in_weight)
+                       int in_static, const int32_t *bias, const int32_t *theta, int32_t in_weight,
+                       int tb, float *rv, float *rh, float *rx)
 {
     const qkf_hw_arith *a = &e->q->arith;
-    const int cs = a->current_bits >= 64 ? 0 : 64 - a->current_bits;
-    const int ms = a->membrane_bits >= 64 ? 0 : 64 - a->membrane_bits;
-    const int64_t chi = cs ? ((int64_t)1 << (a->current_bits - 1)) - 1 : INT64_MAX;
-    const int64_t mhi = ms ? ((int64_t)1 << (a->membrane_bits - 1)) - 1 : INT64_MAX;
-    const int cwrap = a->current_wrap, mwrap = a->membrane_wrap, ge = a->threshold_ge;
-    const int rsub = a->reset_subtract, iaf = a->leak == QKF_HW_LEAK_NONE;
-    const int64_t mul = (int64_t)1 << a->current_shift;
-    const int64_t wgt = in_weight ? in_weight : 1;
+    lif_arith k;
+    k.cs = a->current_bits >= 64 ? 0 : 64 - a->current_bits;
+    k.ms = a->membrane_bits >= 64 ? 0 : 64 - a->membrane_bits;
+    k.chi = k.cs ? ((int64_t)1 << (a->current_bits - 1)) - 1 : INT64_MAX;
+    k.mhi = k.ms ? ((int64_t)1 << (a->membrane_bits - 1)) - 1 : INT64_MAX;
+    k.cwrap = a->current_wrap, k.mwrap = a->membrane_wrap, k.ge = a->threshold_ge;
+    k.rsub = a->reset_subtract, k.iaf = a->leak == QKF_HW_LEAK_NONE;
+    k.mul = (int64_t)1 << a->current_shift;
+    k.wgt = in_weight ? in_weight : 1;
+    const int trace = rv || rh || rx;
     int64_t count = 0;
     int64_t Fin = in_static ? B : (int64_t)T * B, Fout = (int64_t)T * B;
 #pragma omp parallel for schedule(static) reduction(+ : count)
     for (int c = 0; c < C; c++) {
         int32_t *v = e->vmem + omp_get_thread_num() * e->vmem_per;
         const int64_t bc = bias ? bias[c] : 0, th = theta[c];
-        for (int b = 0; b < B; b++) {
+        for (int b0 = 0; b0 < (tb ? 1 : B); b0++) {
             memset(v, 0, (size_t)N * sizeof(int32_t));
-            for (int t = 0; t < T; t++) {
-                const int32_t *x =
-                    in + ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
-                int32_t *o = s + ((int64_t)c * Fout + (int64_t)t * B + b) * N;
-                int64_t cnt = 0;
-                for (int n = 0; n < N; n++) {
-                    int64_t P = wgt * (int64_t)x[n];
-                    int64_t A = cwrap ? (int64_t)((uint64_t)P << cs) >> cs
-                                      : (P > chi ? chi : P < -chi ? -chi : P);
-                    int64_t V = v[n];
-                    int64_t h = (iaf ? V : V / 2) + A * mul + bc;
-                    h = mwrap ? (int64_t)((uint64_t)h << ms) >> ms
-                              : (h > mhi ? mhi : h < -mhi ? -mhi : h);
-                    int sp = ge ? h >= th : h > th;
-                    int64_t r = h - th;
-                    r = mwrap ? (int64_t)((uint64_t)r << ms) >> ms
-                              : (r > mhi ? mhi : r < -mhi ? -mhi : r);
-                    v[n] = (int32_t)(sp ? (rsub ? r : 0) : h);
-                    o[n] = sp;
-                    cnt += sp;
+            for (int f = 0; f < (tb ? T * B : T); f++) {
+                int t = tb ? f / B : f, b = tb ? f % B : b0;
+                int64_t xo = ((int64_t)c * Fin + (in_static ? b : (int64_t)t * B + b)) * N;
+                int64_t oo = ((int64_t)c * Fout + (int64_t)t * B + b) * N;
+                if (!trace) {
+                    count += lif_row(&k, in + xo, v, s + oo, N, bc, th, NULL, NULL, NULL);
+                    continue;
                 }
-                count += cnt;
+                /* the input of a static layer is the same at every step: its frame b once */
+                float *xr = rx && (!in_static || t == 0) ? rx + xo : NULL;
+                count += lif_row(&k, in + xo, v, s + oo, N, bc, th, xr, rh ? rh + oo : NULL,
+                                 rh ? rv + oo : NULL);
             }
         }
     }
@@ -494,10 +572,30 @@ int qkf_dense_int_forward(qkf_dense_int *e, const float *input, int B, float *lo
         }
         case QKF_OP_LIF: {
             const int32_t *bias = qo->conv >= 0 ? qm->ops[qo->conv].bias : NULL;
+            unsigned want = e->sink ? e->sink->wants(e->sink->ctx, op->lif_index) : 0;
+            int wv = (want & ((1u << QKF_TRACE_V) | (1u << QKF_TRACE_H))) != 0;
+            int wx = (want & (1u << QKF_TRACE_INPUT)) != 0;
             int64_t n = lif_i32(e, out, in, x->c, T, B, N, x->static_t, bias, qo->theta,
-                                qo->conv >= 0 ? 0 : qo->in_weight);
+                                qo->conv >= 0 ? 0 : qo->in_weight, op->tb_compat,
+                                wv ? e->rec[QKF_TRACE_V] : NULL, wv ? e->rec[QKF_TRACE_H] : NULL,
+                                wx ? e->rec[QKF_TRACE_INPUT] : NULL);
             if (spike_count)
                 spike_count[op->lif_index] += n;
+            if (want) {
+                int64_t len = tensor_len(g, op->out, B);
+                float *sf = e->rec[QKF_TRACE_SPIKES];
+                for (int64_t j = 0; j < len; j++)
+                    sf[j] = (float)out[j];
+                qkf_lif_data d = {.lif_index = op->lif_index, .T = T, .B = B, .C = x->c, .N = N,
+                                  .x_static = x->static_t,
+                                  .s = sf,
+                                  .v = wv ? e->rec[QKF_TRACE_V] : NULL,
+                                  .h = wv ? e->rec[QKF_TRACE_H] : NULL,
+                                  .x = wx ? e->rec[QKF_TRACE_INPUT] : NULL};
+                int rc = e->sink->put_layer(e->sink->ctx, &d);
+                if (rc)
+                    return rc;
+            }
             break;
         }
         case QKF_OP_ADD: {

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../models/quant.h"
+#include "../models/sink.h"
 #include "dense.h"
 
 typedef struct qkf_dense_int qkf_dense_int;
@@ -20,6 +21,10 @@ typedef struct qkf_dense_int qkf_dense_int;
  * below 2^24, dgemm below 2^53: exact in any order) then shifted and wrapped to int32, or with
  * this flag by the plain integer GEMM (the reference twin; same bits). */
 enum { QKF_DENSE_INT_PLAIN = 1 };
+/* The official SSA proj_lif quirk (tb_compat, sim/dense.h): the engine walks q's configuration
+ * with tb_compat, and those LIFs keep one membrane per neuron stepped over all T*B frames in the
+ * order f = t*B + b (docs/hardware.md). */
+enum { QKF_DENSE_INT_TB_COMPAT = 2 };
 
 /* Plans every buffer for batches of up to max_batch (forward allocates nothing). The engine keeps
  * every tensor of the last forward (qkf_dense_int_tensor). */
@@ -38,6 +43,15 @@ const int32_t *qkf_dense_int_tensor(const qkf_dense_int *e, int tensor);
 /* LIF layer l's spikes of the last forward as bytes [T][B][n], n = c*N + token (the per-sample
  * neuron index of traces and fixtures). out holds T*B*C*N bytes. */
 void qkf_dense_int_lif_spikes(const qkf_dense_int *e, int lif_index, uint8_t *out);
+
+/* Hands every forward's LIF layers that sink wants to sink->put_layer from now on (models/sink.h;
+ * a trace: qkf_trace_sink), in the engine's [C][F][N] layout as floats in the integer form's
+ * units: v and h are the membrane after reset and before the spike decision (membrane units: V
+ * and H of docs/hardware.md, real value V * delta[c]), input the amount the step adds to the
+ * membrane, A << current_shift + bias[c] (membrane units; the float model's x / 2 is
+ * input * delta; [C][B][N] when the layer's input is static), spikes 0/1. float32 holds every
+ * integer up to 2^24 exactly: all of a membrane of <= 25 bits. NULL removes the sink. */
+int qkf_dense_int_set_sink(qkf_dense_int *e, const qkf_lif_sink *sink);
 
 /* Spikes of LIF layer l that differ between this engine's last forward and a float engine's
  * spikes s_float in the float engine's layout ([C][T*B][N], qkf_dense_tensor of a KEEP_ALL

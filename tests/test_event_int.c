@@ -58,6 +58,7 @@ static void load(fixture *fx, const char *model, const char *prof, const char *a
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->ref, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
+    fixture_norm(fx->ref, &fx->m);
     cr_assert_eq(qkf_quantize(&fx->m, &a, prof, NULL, &fx->q), 0, "%s", qkf_last_error());
 }
 
@@ -83,7 +84,7 @@ static int64_t agree(const fixture *fx, int B, int tb, int ref_logits)
         cr_assert_eq(qkf_h5_read_i64(fx->ref, "logits_int", &ref, &nd, sh), 0, "%s",
                      qkf_last_error());
     qkf_set_threads(2);
-    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, 0);
+    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, tb ? QKF_DENSE_INT_TB_COMPAT : 0);
     cr_assert_not_null(d, "%s", qkf_last_error());
     cr_assert_eq(qkf_dense_int_forward(d, fx->x, B, ld, li, NULL), 0, "%s", qkf_last_error());
     for (int th = 1; th <= 3; th++) {
@@ -143,15 +144,17 @@ Test(event_int, dvs128_speck) { run("dvs128_small", "speck"); }
 Test(event_int, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
 Test(event_int, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
 
-/* The tb_compat model (the official SSA proj_lif over the T*B axis). The dense integer engine
- * runs per-sample LIFs only, which is the same axis for one sample: so one sample of the fixture
- * input, through the event engine's shared-membrane (tb) code. */
+/* The tb_compat model (the official SSA proj_lif over the T*B axis): its own fixture at B = 2,
+ * the event engine's shared-membrane (tb) code against the dense integer engine's T*B membrane
+ * and the reference's logits; and one sample (where the axes coincide). */
 Test(event_int, cifar_tb_loihi)
 {
     fixture fx;
-    load(&fx, "cifar_tb", "loihi", "cifar_small");
-    int64_t spikes = agree(&fx, 1, 1, 0);
+    load(&fx, "cifar_tb", "loihi", NULL);
+    cr_assert_eq(fx.B, 2);
+    int64_t spikes = agree(&fx, fx.B, 1, 1);
     cr_assert_gt(spikes, 0);
+    cr_assert_gt(agree(&fx, 1, 1, 0), 0);
     unload(&fx);
 }
 
@@ -342,8 +345,39 @@ Test(event_int, cli)
     cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(out, "spikes against the float model") != NULL, "%s", out);
     cr_assert(strstr(out, "patch_embed1.proj_lif") != NULL);
+    /* --trace: the integer spikes of every layer (the reference's count) in membrane units */
+    snprintf(args, sizeof args,
+             "sim --weights %s/dvs128_small.weights.h5 --input %s/dvs128_small_int_speck.h5 "
+             "--hw speck --threads 2 --trace ts.h5 --quiet",
+             F, F);
+    cr_assert_eq(qkf_run(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    {
+        char pt[600], pf[600], key[300];
+        snprintf(pt, sizeof pt, "%s/ts.h5", dir);
+        snprintf(pf, sizeof pf, "%s/dvs128_small_int_speck.h5", F);
+        fixture fx;
+        load(&fx, "dvs128_small", "speck", NULL);
+        const qkf_graph *g = &fx.q.g;
+        for (int l = 0; l < g->n_lif; l++) {
+            const char *name = g->ops[g->lif_ops[l]].name;
+            int64_t *idx, *rs, s1[5], s2[5], ni = 0, nr = 0;
+            snprintf(key, sizeof key, "nodes/%s/observables/spikes/idx", name);
+            cr_assert_eq(qkf_h5_read_i64(pt, key, &idx, &nd, s1), 0, "%s", qkf_last_error());
+            snprintf(key, sizeof key, "spikes/%s", name);
+            cr_assert_eq(qkf_h5_read_i64(pf, key, &rs, &nd, s2), 0, "%s", qkf_last_error());
+            for (int64_t i = 0; i < s1[0] * s1[1]; i++)
+                ni += idx[i] >= 0;
+            for (int64_t i = 0; i < s2[0] * s2[1] * s2[2]; i++)
+                nr += rs[i];
+            cr_assert_eq(ni, nr, "%s: %lld spikes traced, the reference has %lld", name,
+                         (long long)ni, (long long)nr);
+            qkf_free(idx);
+            qkf_free(rs);
+        }
+        unload(&fx);
+    }
     /* refusals: one line on stderr, non-zero, no output */
-    const char *bad[] = {"--mode event --cross-check --tb-compat", "--mode event --trace t.h5",
+    const char *bad[] = {"--cross-check", "--mode event --trace t.h5",
                          "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};
     for (int k = 0; k < 4; k++) {
         snprintf(args, sizeof args,

@@ -40,6 +40,7 @@ static void load_fixture(fixture *fx, const char *model, const char *prof)
     qkf_free(av);
     cr_assert_eq(qkf_h5_read_f32(fx->path, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
+    fixture_norm(fx->path, &fx->m);
     cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", NULL, &fx->q), 0, "%s",
                  qkf_last_error());
 }
@@ -170,6 +171,41 @@ Test(quant, dvs128_speck) { run("dvs128_small", "speck"); }
 Test(quant, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
 Test(quant, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
 Test(quant, dvs128_wrap) { run("dvs128_small", "wrap"); }
+
+/* tb_compat (the official SSA proj_lif over the T*B axis) at B = 2: the reference's spikes and
+ * logits at 1-3 threads, both GEMM paths; and the per-sample engine differs from them (so the
+ * fixture exercises the shared membrane). */
+Test(quant, cifar_tb_loihi)
+{
+    fixture fx;
+    load_fixture(&fx, "cifar_tb", "loihi");
+    cr_assert_eq(fx.B, 2);
+    check_quant_ints(&fx);
+    for (int th = 1; th <= 3; th++)
+        check_engine(&fx, &fx.q, th, QKF_DENSE_INT_TB_COMPAT);
+    check_engine(&fx, &fx.q, 2, QKF_DENSE_INT_TB_COMPAT | QKF_DENSE_INT_PLAIN);
+    qkf_dense_int *e = qkf_dense_int_create(&fx.q, fx.B, 0);
+    cr_assert_eq(qkf_dense_int_forward(e, fx.x, fx.B, NULL, NULL, NULL), 0);
+    const qkf_graph *g = qkf_dense_int_graph(e);
+    int64_t differ = 0;
+    for (int l = 0; l < g->n_lif; l++) {
+        char key[256];
+        snprintf(key, sizeof key, "spikes/%s", g->ops[g->lif_ops[l]].name);
+        int64_t *rs, sh[5];
+        int nd;
+        cr_assert_eq(qkf_h5_read_i64(fx.path, key, &rs, &nd, sh), 0, "%s", qkf_last_error());
+        int64_t total = sh[0] * sh[1] * sh[2];
+        uint8_t *ours = qkf_malloc((size_t)total);
+        qkf_dense_int_lif_spikes(e, l, ours);
+        for (int64_t j = 0; j < total; j++)
+            differ += ours[j] != rs[j];
+        qkf_free(ours);
+        qkf_free(rs);
+    }
+    cr_assert_gt(differ, 0, "per-sample membranes give the tb_compat spikes: the test is vacuous");
+    qkf_dense_int_free(e);
+    free_fixture(&fx);
+}
 
 /* Every tensor of a forward and the integer logits are the same at 1, 2 and 3 threads. */
 static void threads_case(const char *model, const char *prof)
@@ -335,6 +371,96 @@ static char *slurp(const char *path)
     b[n] = 0;
     fclose(f);
     return b;
+}
+
+/* --tb-compat and --trace on the integer engines: qkf infer --hw loihi --tb-compat (dense, traced
+ * in membrane units; event with --cross-check) gives the tb_compat fixture's integer logits; the
+ * trace's spikes are the fixture's, every h is an integer that fires exactly when h > theta[c]
+ * (loihi's '>'), v is 0 after a spike and h otherwise, and the nodes carry delta and threshold. */
+Test(quant_cli, trace_tb_int, .init = cli_setup, .fini = cli_teardown, .timeout = 120)
+{
+    fixture fx;
+    load_fixture(&fx, "cifar_tb", "loihi");
+    const char *w = QKF_FIXTURE_DIR "/cifar_tb.weights.h5";
+    cr_assert_eq(run_cmd("%s infer --weights %s --hw loihi --tb-compat --input %s --output "
+                         "%s/y.h5 --trace %s/t.h5 --record '*:all' --quiet",
+                         QKF_BINARY, w, fx.path, cdir, cdir),
+                 0);
+    cr_assert_eq(run_cmd("%s infer --weights %s --hw loihi --tb-compat --mode event "
+                         "--cross-check --input %s --output %s/ye.h5 >%s/o.txt",
+                         QKF_BINARY, w, fx.path, cdir, cdir),
+                 0);
+    char *o = slurp(tmpdir_path(cdir, "o.txt"));
+    cr_assert(strstr(o, "engines agree"), "%s", o);
+    qkf_free(o);
+    int64_t *ref, *got, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(fx.path, "logits_int", &ref, &nd, sh), 0);
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(qkf_h5_read_i64(tmpdir_path(cdir, k ? "ye.h5" : "y.h5"), "logits_int", &got,
+                                     &nd, sh),
+                     0, "%s", qkf_last_error());
+        for (int64_t i = 0; i < sh[0] * sh[1]; i++)
+            cr_assert_eq(got[i], ref[i], "logit_int %lld (%s)", (long long)i, k ? "event" : "dense");
+        qkf_free(got);
+    }
+    qkf_free(ref);
+    const qkf_graph *g = &fx.q.g;
+    const char *tp = tmpdir_path(cdir, "t.h5");
+    int T = g->cfg.T, B = fx.B;
+    for (int l = 0; l < g->n_lif; l++) {
+        const qkf_op *op = &g->ops[g->lif_ops[l]];
+        const qkf_tensor *y = &g->tensors[op->out];
+        int64_t n = qkf_graph_lif_neurons(g, l), N = (int64_t)y->h * y->w;
+        char key[512];
+        float *h, *v, *tm;
+        int64_t *rs, *idx, sh2[5];
+        snprintf(key, sizeof key, "nodes/%s/observables/h/data", op->name);
+        cr_assert_eq(qkf_h5_read_f32(tp, key, &h, &nd, sh), 0, "%s", qkf_last_error());
+        cr_assert(sh[0] == B && sh[1] == T && sh[2] == n, "%s: shape", key);
+        snprintf(key, sizeof key, "nodes/%s/observables/v/data", op->name);
+        cr_assert_eq(qkf_h5_read_f32(tp, key, &v, &nd, sh), 0, "%s", qkf_last_error());
+        snprintf(key, sizeof key, "nodes/%s/observables/spikes/idx", op->name);
+        cr_assert_eq(qkf_h5_read_i64(tp, key, &idx, &nd, sh), 0, "%s", qkf_last_error());
+        snprintf(key, sizeof key, "nodes/%s/observables/spikes/time", op->name);
+        tm = qkf_malloc((size_t)(sh[0] * sh[1]) * sizeof(float)); /* padding +inf: raw read */
+        hid_t tf = H5Fopen(tp, H5F_ACC_RDONLY, H5P_DEFAULT), td = H5Dopen2(tf, key, H5P_DEFAULT);
+        cr_assert(td >= 0 && H5Dread(td, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tm) >= 0);
+        H5Dclose(td);
+        H5Fclose(tf);
+        snprintf(key, sizeof key, "spikes/%s", op->name);
+        cr_assert_eq(qkf_h5_read_i64(fx.path, key, &rs, &nd, sh2), 0, "%s", qkf_last_error());
+        uint8_t *ts = qkf_calloc((size_t)(T * B * n), 1); /* [T][B][n] from the events */
+        for (int b = 0; b < B; b++)
+            for (int64_t k = 0; k < sh[1]; k++)
+                if (idx[b * sh[1] + k] >= 0)
+                    ts[((int64_t)tm[b * sh[1] + k] * B + b) * n + idx[b * sh[1] + k]] = 1;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int64_t j = 0; j < n; j++) {
+                    int64_t f = ((int64_t)t * B + b) * n + j, r = ((int64_t)b * T + t) * n + j;
+                    int32_t th = fx.q.ops[g->lif_ops[l]].theta[j / N];
+                    cr_assert_eq(ts[f], rs[f], "%s: trace spike [t %d, b %d, n %lld]", op->name,
+                                 t, b, (long long)j);
+                    cr_assert_eq(h[r], floorf(h[r]), "%s: h not an integer", op->name);
+                    cr_assert_eq(ts[f], h[r] > (float)th, "%s: h %g, theta %d, spike %d", op->name,
+                                 (double)h[r], th, ts[f]);
+                    cr_assert_eq(v[r], ts[f] ? 0.0f : h[r], "%s: v", op->name);
+                }
+        snprintf(key, sizeof key, "nodes/%s", op->name);
+        hid_t fid = H5Fopen(tp, H5F_ACC_RDONLY, H5P_DEFAULT);
+        cr_assert(H5Aexists_by_name(fid, key, "delta", H5P_DEFAULT) > 0 &&
+                      H5Aexists_by_name(fid, key, "threshold", H5P_DEFAULT) > 0,
+                  "%s: no delta / threshold attribute", key);
+        H5Fclose(fid);
+        qkf_free(ts);
+        qkf_free(h);
+        qkf_free(v);
+        qkf_free(tm);
+        qkf_free(idx);
+        qkf_free(rs);
+    }
+    free_fixture(&fx);
 }
 
 /* qkf quantize writes the model the library makes; qkf infer runs it (and the float checkpoint

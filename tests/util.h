@@ -208,4 +208,23 @@ static inline void fixture_arith(const int64_t *v, qkf_hw_arith *a)
         *f[i] = (int)v[i];
 }
 
+/* An integer fixture made with a dataset normalisation (datasets norm_mean, norm_std) gives it to
+ * the float model m before quantisation, as a checkpoint's input_mean / input_std would. */
+static inline void fixture_norm(const char *path, qkf_model *m)
+{
+    if (qkf_h5_has(path, "norm_mean") != 1)
+        return;
+    float *mean, *sd;
+    int nd;
+    int64_t sh[5], sh2[5];
+    cr_assert_eq(qkf_h5_read_f32(path, "norm_mean", &mean, &nd, sh), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_h5_read_f32(path, "norm_std", &sd, &nd, sh2), 0, "%s", qkf_last_error());
+    cr_assert(sh[0] == sh2[0] && sh[0] >= 1 && sh[0] <= 4, "%s: norm shapes", path);
+    m->n_norm = (int)sh[0];
+    for (int c = 0; c < m->n_norm && c < 4; c++)
+        m->input_mean[c] = mean[c], m->input_std[c] = sd[c];
+    qkf_free(mean);
+    qkf_free(sd);
+}
+
 #endif

@@ -18,10 +18,12 @@ int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
 extern const char *const qkf_hw_help;
 
 /* qkf infer --hw and qkf eval --hw in dense mode (the integer model: qkf_app_qmodel,
- * tools/app/quantize.h); return the exit status (error printed). */
+ * tools/app/quantize.h); return the exit status (error printed). infer: tb runs the tb_compat
+ * graph (QKF_DENSE_INT_TB_COMPAT); topt->path traces the integer engine in membrane units
+ * (qkf_dense_int_set_sink; argc/argv: the trace's provenance). */
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
-                     int quiet);
+                     int quiet, int tb, const qkf_trace_opts *topt, int argc, char **argv);
 int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                     const qkf_quant_opts *base, long limit, int batch, int flips);
 /* --calib N, --headroom H, --clip-bias: 1 if consumed, 0 if not ours, -1 on error. */

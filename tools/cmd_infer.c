@@ -49,7 +49,9 @@ static void help(void)
            "With --mode event the integer event engine runs instead (same datasets); with\n"
            "--cross-check also the dense integer engine, and every spike and integer logit must\n"
            "be equal (integers are exact: no flip budget), else the first difference is named\n"
-           "and the command fails\n");
+           "and the command fails. --tb-compat runs the T*B membrane in either engine. --trace\n"
+           "(dense integer engine) records v, h and input in membrane units (node attributes\n"
+           "delta: the real value of a unit, threshold; docs/traces.md)\n");
     fputs(qkf_hw_help, stdout);
     fputs(qkf_quant_help, stdout);
     printf("  --data NAME      dataset of --calib (default fashion-mnist)\n");
@@ -146,14 +148,14 @@ int cmd_infer(int argc, char **argv)
         if (event && !topt.path) /* the integer event engine (tools/cmd_infer_int.c) */
             return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, &qo,
                                           input, output, (int)batch, xcheck, tb, quiet);
-        if (event || xcheck || tb || topt.path) {
+        if (event || xcheck) {
             qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine, or "
-                          "with --mode event the integer event engine: --cross-check and "
-                          "--tb-compat go with --mode event, --trace with neither");
+                          "with --mode event the integer event engine: --cross-check goes with "
+                          "--mode event, --trace with the dense integer engine");
             return qkf_cli_fail("infer");
         }
         return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, input,
-                                output, (int)batch, quiet);
+                                output, (int)batch, quiet, tb, &topt, argc, argv);
     }
 
     int rc = 1;

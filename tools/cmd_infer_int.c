@@ -35,11 +35,6 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
     memset(&first, 0, sizeof first);
     first.layer = -1;
     int64_t first_b0 = 0;
-    if (xcheck && tb) {
-        qkf_set_error("--cross-check with --tb-compat: the dense integer engine runs per-sample "
-                      "LIFs only");
-        return qkf_cli_fail("infer");
-    }
     if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
         return qkf_cli_fail("infer");
     if (qkf_cli_int_input(input, &q, &in, &B, &per)) /* a batch at a time, below */
@@ -48,7 +43,7 @@ int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long c
     if (!(e = qkf_sched_create_int(&q, nb, (xcheck ? QKF_SCHED_RECORD : 0) |
                                                (tb ? QKF_SCHED_TB_COMPAT : 0))))
         goto done;
-    if (xcheck && !(d = qkf_dense_int_create(&q, nb, 0)))
+    if (xcheck && !(d = qkf_dense_int_create(&q, nb, tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
         goto done;
     const qkf_graph *g = qkf_sched_graph(e);
     x = qkf_malloc((size_t)(nb * per) * sizeof(float));

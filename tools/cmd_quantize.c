@@ -284,7 +284,7 @@ fail:
 
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
-                     int quiet)
+                     int quiet, int tb, const qkf_trace_opts *topt, int argc, char **argv)
 {
     qkf_model fm;
     qkf_qmodel q;
@@ -294,6 +294,9 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     qkf_h5_rows *in = NULL;
     qkf_int_out w;
     memset(&w, 0, sizeof w);
+    qkf_trace *tr = NULL;
+    qkf_trace_spec ts;
+    qkf_trace_spec_init(&ts);
     int rc = 1;
     int64_t B, per;
     if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
@@ -301,9 +304,15 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
     if (qkf_cli_int_input(input, &q, &in, &B, &per)) /* a batch at a time, below */
         goto done;
     int nb = (int)(B < batch ? B : batch), K = q.cfg.num_classes;
-    if (!(e = qkf_dense_int_create(&q, nb, 0)))
+    if (!(e = qkf_dense_int_create(&q, nb, tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
         goto done;
-    const qkf_graph *g = &q.g;
+    const qkf_graph *g = qkf_dense_int_graph(e);
+    if (topt && topt->path) {
+        ts.qmodel = &q;
+        if (!(tr = qkf_trace_opts_open(topt, &ts, g, weights, "dense-int", argc, argv)) ||
+            qkf_dense_int_set_sink(e, qkf_trace_sink(tr)))
+            goto done;
+    }
     x = qkf_malloc((size_t)(nb * per) * sizeof(float));
     logits = qkf_malloc((size_t)nb * K * sizeof(float));
     li = qkf_malloc((size_t)nb * K * sizeof(int64_t));
@@ -322,6 +331,12 @@ int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, 
         if (qkf_cli_int_out_rows(&w, b0, n, logits, li))
             goto done;
     }
+    if (tr) {
+        int trc = qkf_trace_close(tr);
+        tr = NULL;
+        if (trc)
+            goto done;
+    }
     if (qkf_cli_int_out_close(&w, output, weights, &q, g, "dense-int", "dense integer engine",
                               counts, dt, quiet))
         goto done;
@@ -331,6 +346,8 @@ done:
         qkf_cli_fail("infer");
     qkf_cli_int_out_abort(&w);
     qkf_h5_rows_close(in);
+    qkf_trace_abort(tr);
+    qkf_trace_spec_free(&ts);
     qkf_dense_int_free(e);
     qkf_free(x);
     qkf_free(logits);

@@ -82,7 +82,9 @@ static void help(void)
            "(the float event engine on the same samples; not for a quantised checkpoint, which\n"
            "holds no float model), and NeuroBench's metrics of the integer model (its inputs,\n"
            "weight mantissas, integer membranes from the dense integer engine beside it, the\n"
-           "footprint at the profile's bit widths). Not with --mode dense, --trace or mpirun.\n");
+           "footprint at the profile's bit widths). Not with --mode dense or under mpirun.\n"
+           "--trace records the integer spikes and membranes (membrane units; docs/traces.md)\n"
+           "from that dense integer engine (their spikes equal the event engine's bit for bit).\n");
     fputs(qkf_hw_help, stdout);
     printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
            "                   (float checkpoints; default: the profile's headroom)\n");
@@ -375,9 +377,9 @@ static int sim_run(int argc, char **argv)
     so.latency_detailed = detailed;
     int isq = qkf_qckpt_is_quant(weights);
     if ((have_hw && !hw.arith.is_float) || isq == 1) {
-        if (!event || topt.path || qkf_dist_size() > 1) {
+        if (!event || qkf_dist_size() > 1) {
             qkf_set_error("--hw (or a quantised checkpoint) runs the integer event engine here: no "
-                          "--mode dense, --trace or mpirun");
+                          "--mode dense or mpirun");
             return qkf_cli_fail_rank0("sim");
         }
     } else if (calib) {

@@ -550,9 +550,22 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
             s->hsp = qkf_calloc((size_t)g->n_lif, sizeof *s->hsp);
         }
     }
-    if (hw && o->neurobench &&
-        (qkf_nb_init_int(&s->nb, &s->q) || !(s->dni = qkf_dense_int_create(&s->q, nb, 0))))
-        return here();
+    /* the dense integer engine beside the event engine, for NeuroBench's tensors and membranes
+     * and for a trace (its spikes equal the event engine's bit for bit, tested) */
+    int trace = o->trace && o->trace->path;
+    if ((hw && o->neurobench) || trace) {
+        if (!(s->dni = qkf_dense_int_create(&s->q, nb, o->tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
+            return here();
+        if (hw && o->neurobench && qkf_nb_init_int(&s->nb, &s->q))
+            return here();
+    }
+    if (trace) {
+        s->ts.qmodel = &s->q;
+        if (!(s->tr = qkf_trace_opts_open(o->trace, &s->ts, qkf_dense_int_graph(s->dni),
+                                          o->weights, "dense-int", o->argc, o->argv)) ||
+            qkf_dense_int_set_sink(s->dni, qkf_trace_sink(s->tr)))
+            return here();
+    }
     s->logits = qkf_malloc((size_t)nb * K * sizeof(float));
     s->lf = qkf_malloc((size_t)nb * K * sizeof(float));
     s->fr = qkf_calloc((size_t)g->n_lif, sizeof *s->fr);
@@ -570,7 +583,7 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
         if (price(s, &s->q.cfg, xb, n))
             return here();
         if (s->dni && (qkf_dense_int_forward(s->dni, xb, n, NULL, NULL, NULL) ||
-                       qkf_nb_add_int(&s->nb, s->dni, n)))
+                       (s->nb.layer && qkf_nb_add_int(&s->nb, s->dni, n))))
             return here();
         if (s->f) {
             if (qkf_sched_forward(s->f, xb, n, s->lf, NULL))
@@ -589,6 +602,12 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
         count_correct(s->logits, labels, n, K, &r->correct);
         b0 += n;
     }
+    if (s->tr) {
+        int trc = qkf_trace_close(s->tr);
+        s->tr = NULL;
+        if (trc)
+            return here();
+    }
     qkf_stats *st = qkf_sched_stats(s->e);
     st->seconds = busy;
     r->integer = 1;
@@ -597,7 +616,7 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
     r->hw_name = s->q.hw_name;
     r->st = st, r->g = g;
     r->cost = s->hsp ? &s->cost : NULL;
-    r->nb = s->dni ? &s->nb : NULL;
+    r->nb = s->nb.layer ? &s->nb : NULL;
     r->flips = s->f ? s->fr : NULL;
     r->has_labels = o->data != NULL;
     return 0;

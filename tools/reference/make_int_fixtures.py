@@ -8,6 +8,9 @@ Each file holds
                                   arith_fields names them)
   input              float32      [B,C,H,W] images uniform in [-1.2, 1.2] (some clamp), or
                                   [B,T,C,H,W] Poisson(0.5) event counts
+  norm_mean, norm_std float32 [C] only in fixtures made with a dataset normalisation (the
+                                  model's input_mean / input_std: the input scale on the pixel
+                                  grid and the encoding's rounding offset in the bias)
   q/<key>            int64        every integer of the quantised model under its quantised-
                                   checkpoint name (mantissas, exponents, biases, thresholds);
                                   q/in_max; float64 q/<lif>.delta, q/head.scale, q/in_scale
@@ -34,19 +37,22 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "tools/reference/make_int_fixtures.py"
 
-# (model, profile, seed, batch)
+# (model, profile, seed, batch[, options]); options: norm = a PRESET_NORM entry the model is
+# given (as a checkpoint's input_mean / input_std); tb = run with tb_compat (the official SSA
+# proj_lif over the T*B axis; attribute tb_compat = 1)
 FIXTURES = [
     ("cifar_small", "loihi", 2001, 2),
-    ("cifar_small", "speck", 2002, 2),
+    ("cifar_small", "speck", 2002, 2, dict(norm="cifar")),
     ("cifar_small", "gtsat", 2003, 2),
     ("cifar_qkca", "loihi", 2004, 2),
     ("imagenet_small", "loihi", 2005, 2),
-    ("imagenet_small", "wide16", 2006, 2),
+    ("imagenet_small", "wide16", 2006, 2, dict(norm="imagenet")),
     ("dvs128_small", "loihi", 2007, 2),
     ("dvs128_small", "speck", 2008, 2),
     ("cifar10dvs_small", "loihi", 2009, 2),
     ("cifar10dvs_small", "gtsat", 2010, 2),
     ("dvs128_small", "wrap", 2011, 2),
+    ("cifar_tb", "loihi", 2012, 2, dict(tb=True)),
 ]
 
 
@@ -65,11 +71,15 @@ def make_input(cfg, B, gen):
     return torch.rand(B, cfg.in_channels, cfg.img_size, cfg.img_size, generator=gen) * 2.4 - 1.2
 
 
-def make(model_name, prof, seed, B, out):
-    model, attrs = ref.load_checkpoint(str(out / f"{model_name}.weights.h5"))
+def make(model_name, prof, seed, B, out, opts=None):
+    opts = opts or {}
+    model, attrs = ref.load_checkpoint(str(out / f"{model_name}.weights.h5"),
+                                       tb_compat=bool(opts.get("tb")))
     norm = None
     if "input_mean" in attrs:
         norm = (list(attrs["input_mean"]), list(attrs["input_std"]))
+    if "norm" in opts:  # float32 values, as a checkpoint stores them
+        norm = tuple([float(np.float32(v)) for v in vals] for vals in ref.PRESET_NORM[opts["norm"]])
     a = qi.arith_of(prof)
     q = qi.quantize(model, a, norm)
     x = make_input(model.cfg, B, torch.Generator().manual_seed(seed))
@@ -84,6 +94,9 @@ def make(model_name, prof, seed, B, out):
             f.create_dataset("arith", data=np.array([a[k] for k in qi.ARITH_FIELDS], np.int64),
                              track_times=False)
             f.create_dataset("input", data=x.numpy().astype(np.float32), **gz)
+            if "norm" in opts:
+                f.create_dataset("norm_mean", data=np.array(norm[0], np.float32), track_times=False)
+                f.create_dataset("norm_std", data=np.array(norm[1], np.float32), track_times=False)
             for k, v in q.items():
                 if isinstance(v, torch.Tensor):
                     dt = np.float64 if v.dtype == torch.float64 else np.int64
@@ -103,6 +116,7 @@ def make(model_name, prof, seed, B, out):
             f.attrs["weights"] = f"{model_name}.weights.h5"
             f.attrs["seed"] = np.int64(seed)
             f.attrs["batch"] = np.int64(B)
+            f.attrs["tb_compat"] = np.int64(1 if opts.get("tb") else 0)
             f.attrs["script"] = SCRIPT
             f.attrs["git_commit"] = git_commit()
             f.attrs["torch_version"] = str(torch.__version__)
@@ -126,10 +140,10 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     total = 0
-    for m, p, s, b in FIXTURES:
+    for m, p, s, b, *opts in FIXTURES:
         if a.only and f"{m}_int_{p}" not in a.only:
             continue
-        total += make(m, p, s, b, a.out)
+        total += make(m, p, s, b, a.out, opts[0] if opts else None)
     print(f"total {total / 1e6:.2f} MB")
 
 

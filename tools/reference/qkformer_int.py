@@ -134,6 +134,27 @@ def input_scale(model, a, norm):
     return scale, in_max
 
 
+def input_offsets(norm, in_scale, in_max):
+    """Per input channel, the mean of X - x / in_scale over the 256 pixel values of 8-bit data
+    (x = p * (1 / (255 std)) + (-mean / std) in float32, as the dataset reader computes it)."""
+    if norm is None:
+        return None
+    import numpy as np
+    u = []
+    for mean, std in zip(*norm):
+        m32, s32 = np.float32(mean), np.float32(std)
+        a32 = np.float32(1.0) / (np.float32(255.0) * s32)
+        b32 = -m32 / s32
+        acc = 0.0
+        for p in range(256):
+            xf = float(np.float32(np.float32(p) * a32) + b32)
+            r = xf / in_scale
+            X = min(max(math.floor(r + 0.5), -in_max), in_max)
+            acc += X - r
+        u.append(acc / 256.0)
+    return u
+
+
 def quantize(model, a, norm=None, headroom=16.0):
     """The quantiser of models/quant.c, step for step (no calibration)."""
     q = OrderedDict()
@@ -151,6 +172,7 @@ def quantize(model, a, norm=None, headroom=16.0):
     while e_hi > e_lo and math.ldexp(mmax, e_hi) > 2147483647.0:
         e_hi -= 1
     first = None if model.cfg.is_frames else "patch_embed1.proj_conv"
+    u_in = input_offsets(norm, in_scale, in_max) if first else None
     for cname, conv, bn, lname in conv_units(model):
         vth = 1.0
         alpha, shift = bn_fold(bn)
@@ -204,6 +226,15 @@ def quantize(model, a, norm=None, headroom=16.0):
             delta[g] = dl
             for c in range(c0, c0 + group):
                 b = br[c].item() / dl
+                if cname == first and u_in is not None and len(u_in) == conv.in_channels:
+                    # the encoding's rounding offset, cancelled through the bias
+                    row = mant[c].tolist()
+                    per = len(row) // len(u_in)
+                    unit = math.ldexp(1.0, a["current_shift"] + e)
+                    corr = 0.0
+                    for j, mv in enumerate(row):
+                        corr += (mv * unit) * u_in[j // per]
+                    b = b - corr
                 be = None
                 for ex in range(0, a["bias_exp_max"] + 1):
                     if abs(rnd(math.ldexp(b, -ex))) <= bmax:
@@ -304,8 +335,9 @@ class IntRun:
         self.traces[lname] = out.reshape(T, B, -1).to(torch.uint8)
         return out
 
-    def conv_lif(self, cname, lname, x, one_d, pool=False):
-        """x [T, B, C, ...] int64 -> spikes [T, B, Cout, ...]."""
+    def conv_lif(self, cname, lname, x, one_d, pool=False, tb=False):
+        """x [T, B, C, ...] int64 -> spikes [T, B, Cout, ...]. tb: one membrane per neuron over
+        the T*B frames in the order (t0,b0),(t0,b1),... (the official SSA proj_lif quirk)."""
         conv = dict(self.model.named_modules())[cname]
         T, B = x.shape[:2]
         W = self.weight(cname).double()
@@ -318,7 +350,12 @@ class IntRun:
         if pool:  # int32 values are exact in float64: max of them is exact
             S = Fn.max_pool2d(S.double(), 3, 2, 1).long()
         S = S.reshape(T, B, *S.shape[1:])
-        return self.lif(lname, S, self.bias(cname), self.q[lname + ".threshold"], 2)
+        if not tb:
+            return self.lif(lname, S, self.bias(cname), self.q[lname + ".threshold"], 2)
+        s = self.lif(lname, S.reshape(T * B, 1, *S.shape[2:]), self.bias(cname),
+                     self.q[lname + ".threshold"], 2)
+        self.traces[lname] = s.reshape(T, B, -1).to(torch.uint8)
+        return s.reshape(T, B, *S.shape[2:])
 
     def speds(self, path, mod, x):
         outs = [x]
@@ -368,7 +405,8 @@ class IntRun:
         P = reduce(P, 32, 1).transpose(3, 4).reshape(T, B, C, N)
         th = self.q[f"{path}.attn_lif.threshold"]
         a = self.lif(f"{path}.attn_lif", P * self.q[f"{path}.attn_lif.in_weight"], 0, th, 2)
-        s = self.conv_lif(f"{path}.proj_conv", f"{path}.proj_lif", a, True)
+        s = self.conv_lif(f"{path}.proj_conv", f"{path}.proj_lif", a, True,
+                          tb=getattr(mod, "tb_compat", False))
         return s.reshape(T, B, C, H, W)
 
     def forward(self, x):

@@ -224,10 +224,16 @@ class TestIntegerForm(unittest.TestCase):
         self.assertGreaterEqual(len(files), 10)
         for path in files:
             with self.subTest(fixture=path.name), h5py.File(path, "r") as f:
-                model, attrs = ref.load_checkpoint(str(FIXTURES / f.attrs["weights"]))
+                tb = bool(f.attrs.get("tb_compat", 0))
+                model, attrs = ref.load_checkpoint(str(FIXTURES / f.attrs["weights"]),
+                                                   tb_compat=tb)
                 fields = json.loads(f.attrs["arith_fields"])
                 a = dict(zip(fields, (int(v) for v in f["arith"][()])))
-                q = qi.quantize(model, a)
+                norm = None
+                if "norm_mean" in f:
+                    norm = ([float(v) for v in f["norm_mean"][()]],
+                            [float(v) for v in f["norm_std"][()]])
+                q = qi.quantize(model, a, norm)
                 for k, v in q.items():
                     if isinstance(v, torch.Tensor):
                         self.assertTrue(np.array_equal(v.numpy(), f[f"q/{k}"][()]), k)
@@ -247,6 +253,23 @@ class TestIntegerForm(unittest.TestCase):
             count = torch.randint(0, 3, (8, 50))
             s = run.lif("x", count, 0, torch.tensor([th]), 1)
             self.assertTrue(torch.equal(s, (count >= 1).long()), prof)
+
+    def test_ssa_neuron_exact(self):
+        """SSA's attention neuron: the integer membrane (units of 1/16, decay by truncation)
+        fires exactly when the float one (x = 0.125 P, vth 0.5) does, at any T (docs/hardware.md:
+        P >= 0, so the integer membrane is the floor of the real one)."""
+        import qkformer_int as qi
+        for prof in ("loihi", "wide16", "wrap", "gtsat"):
+            a = qi.arith_of(prof)
+            if a["leak"] != qi.LEAK_DECAY or a["reset_subtract"]:  # not QKFormer's neuron
+                continue
+            th = (8 << a["current_shift"]) - (0 if a["threshold_ge"] else 1)
+            run = qi.IntRun(None, {}, a)
+            P = torch.randint(0, 12, (16, 4000), generator=torch.Generator().manual_seed(7))
+            P[:, ::3] = torch.randint(0, 3, (16, (4000 + 2) // 3))  # near-threshold sums
+            s = run.lif("x", P, 0, torch.tensor([th]), 1)
+            sf = ref.LIF(0.5)(P.float() * 0.125)
+            self.assertTrue(torch.equal(s, sf.long()), prof)
 
     def test_close_to_float_with_wide_registers(self):
         import qkformer_int as qi
