@@ -288,7 +288,6 @@ Test(qat, matches_float_without_rounding, .timeout = 120)
             ff += u * u, qq += v * v, fq += u * v;
         }
         double cosine = fq / sqrt(ff * qq), ratio = sqrt(qq / ff);
-        fprintf(stderr, "%s: cosine %.4f, norm ratio %.4f\n", p->name, cosine, ratio);
         cr_assert(cosine > 0.95 && ratio > 0.85 && ratio < 1.15,
                   "%s: the straight-through gradient against the float one: cosine %.4f, norm "
                   "ratio %.4f",

@@ -777,12 +777,12 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
             goto setup_end;
         }
     }
-    if (o.resume && check_resume_hw(o.resume, o.hw ? &hwp : NULL))
-        goto setup_end;
     /* model: resumed, initialised from weights, or fresh */
     const char *from = o.resume ? o.resume : o.init;
     if (from) {
         if (qkf_ckpt_load(from, &m))
+            goto setup_end;
+        if (o.resume && check_resume_hw(o.resume, o.hw ? &hwp : NULL))
             goto setup_end;
         if (o.cfg_given && !same_config(&o.cfg, &m.cfg)) {
             qkf_set_error("%s: the checkpoint's model configuration differs from the one given "
