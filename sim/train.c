@@ -24,15 +24,19 @@
  * other data gradients are sgemm over the token-major dz. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../kernels/backward.h"
 #include "../kernels/base.h"
 #include "../kernels/kernels.h"
 #include "../kernels/spike_train.h"
+#include "../kernels/surrogate.h"
 #include "../kernels/winograd.h"
+#include "../models/quant.h"
 #include "../models/sink.h"
 #include "dense.h"
+#include "dense_int.h"
 #include "train.h"
 
 typedef struct {
@@ -78,6 +82,17 @@ struct qkf_train {
     int bn_sums_op;  /* the convolution they belong to, -1: none */
     double *prof; /* qkf_train_profile: [5][n_ops] forward s, backward s, input density, calls,
                    * weight-gradient s */
+    /* quantisation-aware training (qkf_train_set_hw): the forward is the dense integer engine
+     * on the model quantised afresh every step; 0 / NULL otherwise */
+    int qat;
+    qkf_hw_arith qat_arith;
+    char qat_name[QKF_HW_NAME];
+    qkf_quant_opts qat_opts;
+    qkf_qmodel qm;          /* the last forward's integer model (qm.ops NULL: none) */
+    qkf_dense_int *di;      /* its engine, holding every tensor of the last forward */
+    float *qat_w, *qat_dw;  /* [largest conv weight]: integer weights in real units, gradient */
+    double *qat_gb;         /* [max cout]: gradient of a conv's folded bias (from its LIF) */
+    float *qat_head;        /* [classes][C]: the head's integer weights in real units */
 };
 
 static int64_t tensor_frames(const qkf_graph *g, int t, int B)
@@ -324,6 +339,12 @@ void qkf_train_set_trace(qkf_train *e, const qkf_lif_sink *tr)
 void qkf_train_free(qkf_train *e)
 {
     if (e) {
+        qkf_dense_int_free(e->di);
+        qkf_qmodel_free(&e->qm);
+        qkf_free(e->qat_w);
+        qkf_free(e->qat_dw);
+        qkf_free(e->qat_gb);
+        qkf_free(e->qat_head);
         qkf_free(e->tr_v);
         qkf_free(e->tr_h);
         qkf_free(e->tr_s);
@@ -523,6 +544,9 @@ static int check_threads(const qkf_train *e)
     return 0;
 }
 
+static int qat_forward(qkf_train *e, const float *input, int B, const float **logits);
+static int qat_backward(qkf_train *e, const float *dlogits);
+
 int qkf_train_forward(qkf_train *e, const float *input, int B, int update_running,
                       const float **logits)
 {
@@ -530,6 +554,8 @@ int qkf_train_forward(qkf_train *e, const float *input, int B, int update_runnin
         return qkf_set_error("batch %d outside 1..%d", B, e->max_batch);
     if (check_threads(e))
         return -1;
+    if (e->qat)
+        return qat_forward(e, input, B, logits);
     const qkf_graph *g = &e->g;
     const qkf_config *cfg = &g->cfg;
     float *P = e->m->params.data;
@@ -673,6 +699,8 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
         return qkf_set_error("backward without a forward");
     if (check_threads(e))
         return -1;
+    if (e->qat)
+        return qat_backward(e, dlogits);
     const qkf_graph *g = &e->g;
     const float *P = e->m->params.data;
     const qkf_param *pp = e->m->params.p;
@@ -932,4 +960,406 @@ void qkf_train_set_grad_hook(qkf_train *e, int (*fn)(void *ctx, int op), void *c
 {
     e->grad_hook = fn;
     e->grad_hook_ctx = ctx;
+}
+
+/* ---- quantisation-aware training (qkf train --hw) ------------------------------------------
+ *
+ * The forward IS the chip's arithmetic: the float master weights are quantised by the quantiser
+ * (qkf_quantize: BatchNorm folded with its running statistics, so it is frozen during the
+ * fine-tuning) and the dense integer engine runs the batch; its logits are the loss's. The
+ * backward is the float model's surrogate-gradient BPTT evaluated on the integer forward, with a
+ * straight-through estimator for every rounding, in real units (an integer value times its
+ * unit delta):
+ *   - conv: y = sum w_q x, w_q = W_int * delta_c * 2^current_shift (the integer weight's real
+ *     value), x the integer input (spike counts, or the quantised pixels X); dL/dw_q and dL/dx
+ *     from the conv backward kernels;
+ *   - the fold: w_q ~ wr = W * alpha_c * s / 2, b_q ~ br = (b alpha_c + beta - mean alpha_c)/2
+ *     (alpha_c = gamma / sqrt(running_var + eps)), so dL/dW = dL/dw_q * alpha_c * s / 2 and so on
+ *     for gamma, beta and the conv bias: identity through the rounding, zero for a weight or
+ *     bias the quantiser clamped;
+ *   - LIF: h_t = H_t * delta (H the integer membrane), spike surrogate sg'(h_t - vth) (the
+ *     spike is exactly H * delta >= vth: the quantiser's threshold compensation), decay 1/2
+ *     (trunc(V/2) straight through) or 1 for an integrate-and-fire chip, detached reset as the
+ *     float model; zero gradient through a current or membrane register that saturated or
+ *     wrapped at that step;
+ *   - attention neurons: h = v/2 + x/2 exactly as the float model (x the count or 0.125 q k^T v);
+ *   - Q-K sums and masks, SSA, residual sums: the float kernels on the integer spikes;
+ *   - head: logits = W_q feat + b_q with W_q the head's integer weights in real units. */
+
+#define QAT_TMAX 64
+#define QAT_TILE 64
+
+int qkf_train_set_hw(qkf_train *e, const qkf_hw_arith *a, const char *name,
+                     const qkf_quant_opts *o)
+{
+    qkf_dense_int_free(e->di);
+    e->di = NULL;
+    qkf_qmodel_free(&e->qm);
+    e->qat = 0;
+    if (!a)
+        return 0;
+    if (a->is_float)
+        return qkf_set_error("--hw %s: the float machine (run without --hw)", name ? name : "");
+    if (e->flags & QKF_TRAIN_TB_COMPAT)
+        return qkf_set_error("--hw trains on the chip's integer form, which has no --tb-compat "
+                             "quirk (drop --tb-compat)");
+    if (e->g.cfg.T > QAT_TMAX)
+        return qkf_set_error("--hw: T = %d time steps, quantisation-aware training takes up to "
+                             "%d",
+                             e->g.cfg.T, QAT_TMAX);
+    e->qat_arith = *a;
+    snprintf(e->qat_name, sizeof e->qat_name, "%s", name ? name : "");
+    memset(&e->qat_opts, 0, sizeof e->qat_opts);
+    if (o) { /* calibration statistics would go stale as the weights move: not taken */
+        e->qat_opts.headroom = o->headroom;
+        e->qat_opts.clip_bias = o->clip_bias;
+    }
+    /* the model as it is must be representable (the same refusal as qkf quantize) */
+    if (qkf_quantize(e->m, &e->qat_arith, e->qat_name, &e->qat_opts, &e->qm))
+        return -1;
+    const qkf_graph *g = &e->g;
+    if (e->qm.g.n_ops != g->n_ops || e->qm.g.n_tensors != g->n_tensors) {
+        qkf_qmodel_free(&e->qm);
+        return qkf_set_error("--hw: the integer model's graph differs from the training graph");
+    }
+    int64_t wmax = 1, cmax = 1, hmax = 1;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        if (op->kind == QKF_OP_CONV) {
+            int64_t n = (int64_t)op->cout * op->cin * op->k * op->k;
+            wmax = n > wmax ? n : wmax;
+            cmax = op->cout > cmax ? op->cout : cmax;
+        } else if (op->kind == QKF_OP_READOUT) {
+            int64_t n = (int64_t)g->cfg.num_classes * g->tensors[op->in0].c;
+            hmax = n > hmax ? n : hmax;
+            if (!e->sp[op->in0]) {
+                qkf_qmodel_free(&e->qm);
+                return qkf_set_error("--hw: the readout reads a float tensor");
+            }
+        }
+    }
+    if (!e->qat_w) {
+        e->qat_w = alloc(e, wmax, sizeof(float));
+        e->qat_dw = alloc(e, wmax, sizeof(float));
+        e->qat_gb = alloc(e, cmax, sizeof(double));
+        e->qat_head = alloc(e, hmax, sizeof(float));
+    }
+    e->qat = 1;
+    return 0;
+}
+
+const qkf_qmodel *qkf_train_qmodel(const qkf_train *e) { return e->qat && e->qm.ops ? &e->qm : NULL; }
+
+static int qat_forward(qkf_train *e, const float *input, int B, const float **logits)
+{
+    const qkf_graph *g = &e->g;
+    int T = g->cfg.T;
+    e->B = B;
+    qkf_dense_int_free(e->di);
+    e->di = NULL;
+    qkf_qmodel_free(&e->qm);
+    if (qkf_quantize(e->m, &e->qat_arith, e->qat_name, &e->qat_opts, &e->qm))
+        return -1;
+    e->di = qkf_dense_int_create(&e->qm, e->max_batch, 0);
+    if (qkf_dense_int_forward(e->di, input, B, e->logits, NULL, NULL))
+        return -1;
+    /* the integer tensors the backward kernels read: spikes and counts as bytes, the network
+     * input as floats (the quantised pixels X, or frame counts) */
+    for (int t = 0; t < g->n_tensors; t++) {
+        const int32_t *v = qkf_dense_int_tensor(e->di, t);
+        int64_t n = tensor_floats(g, t, B);
+        if (e->sp[t]) {
+            uint8_t *d = e->sp[t];
+            int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad)
+            for (int64_t j = 0; j < n; j++) {
+                bad |= v[j] < 0 || v[j] > 255;
+                d[j] = (uint8_t)v[j];
+            }
+            if (bad)
+                return qkf_set_error("--hw: a count of tensor %d is beyond a byte", t);
+        } else if (t == g->input) {
+            float *d = e->act[t];
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++)
+                d[j] = (float)v[j];
+        }
+    }
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_tensor *x = &g->tensors[op->in0];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        if (op->kind == QKF_OP_CONV && op->pool) {
+            /* the MaxPool's argmax, from the integer sums again: mantissas (the channel's
+             * exponent scales a whole plane) as floats, exact below 2^24 in any order */
+            const qkf_qop *qo = &e->qm.ops[i];
+            int64_t nw = (int64_t)op->cout * op->cin * op->k * op->k;
+            for (int64_t j = 0; j < nw; j++)
+                e->qat_w[j] = (float)qo->w_mant[j];
+            int hc, wc;
+            conv_out_hw(g, op, &hc, &wc);
+            conv_cache *c = &e->cc[i];
+            if (e->sp[op->in0])
+                qkf_spikeconv_forward(c->z, e->sp[op->in0], e->qat_w, (int)F, op->cin, x->h, x->w,
+                                      op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            else
+                qkf_conv_forward(c->z, e->act[op->in0], e->qat_w, (int)F, op->cin, x->h, x->w,
+                                 op->cout, op->k, op->stride, op->pad, e->col, e->col_cap);
+            qkf_maxpool3s2_train_forward(e->pre, c->arg, c->z, (int64_t)op->cout * F, hc, wc);
+        } else if (op->kind == QKF_OP_READOUT) {
+            /* the head's integer weights in real units, and the features the backward reads */
+            const qkf_qop *qo = &e->qm.ops[i];
+            int K = g->cfg.num_classes, C = x->c;
+            double sh = qo->head_scale * (double)T * (double)(x->h * x->w);
+            for (int64_t j = 0; j < (int64_t)K * C; j++)
+                e->qat_head[j] = (float)((double)qo->head_mant[j] * sh);
+            qkf_readout_forward_u8(e->probs, e->feat, e->sp[op->in0], e->qat_head,
+                                   P + pp[op->p_head_b].offset, C, T, B, x->h * x->w, K);
+        }
+    }
+    if (logits)
+        *logits = e->logits;
+    return 0;
+}
+
+/* BPTT of an integer LIF layer (op i) in real units; see the top of this section. ds: the
+ * gradient of its spikes; dx: of its input tensor (accumulated). A conv-fed layer's folded-bias
+ * gradient goes to e->qat_gb. */
+static void qat_lif_backward(qkf_train *e, int i, float *dx, const float *ds)
+{
+    const qkf_graph *g = &e->g;
+    const qkf_op *op = &g->ops[i];
+    const qkf_qop *qo = &e->qm.ops[i];
+    const qkf_hw_arith *a = &e->qm.arith;
+    const qkf_tensor *x = &g->tensors[op->in0];
+    const int C = x->c, N = x->h * x->w, T = g->cfg.T, B = e->B, xs = x->static_t;
+    const int32_t *in = qkf_dense_int_tensor(e->di, op->in0);
+    const int32_t *bias = qo->conv >= 0 ? e->qm.ops[qo->conv].bias : NULL;
+    const int64_t wgt = qo->conv >= 0 ? 1 : qo->in_weight;
+    const int64_t mul = (int64_t)1 << a->current_shift;
+    const int iaf = a->leak == QKF_HW_LEAK_NONE, ge = a->threshold_ge, rsub = a->reset_subtract;
+    const double lam = iaf ? 1.0 : 0.5;
+    /* conv-fed: the input tensor is the conv's output in real units (y = P * delta * 2^shift)
+     * and enters h with weight 1; attention neurons: h = v/2 + x/2 as the float model */
+    const double dxu = qo->conv >= 0 ? 1.0 : 0.5;
+    const float vth = op->vth;
+    const int64_t Fin = xs ? B : (int64_t)T * B, Fo = (int64_t)T * B;
+    double *gb = qo->conv >= 0 ? e->qat_gb : NULL;
+    const float lamf = (float)lam, dxf = (float)dxu;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c = 0; c < C; c++) {
+        const double dl = qo->delta[c];
+        const int64_t th = qo->theta[c], bc = bias ? bias[c] : 0;
+        double gbc = 0.0;
+        /* a tile of QAT_TILE neurons at a time: the integer membranes again (qkf_q_lif_step),
+         * then BPTT over rows the compiler vectorises */
+        int64_t V[QAT_TILE];
+        float hr[QAT_TMAX][QAT_TILE], km[QAT_TMAX][QAT_TILE], kc[QAT_TMAX][QAT_TILE],
+            rs[QAT_TMAX][QAT_TILE], gn[QAT_TILE];
+        for (int b = 0; b < B; b++)
+            for (int n0 = 0; n0 < N; n0 += QAT_TILE) {
+                int nn = N - n0 < QAT_TILE ? N - n0 : QAT_TILE;
+                for (int j = 0; j < nn; j++)
+                    V[j] = 0;
+                for (int t = 0; t < T; t++) {
+                    const int32_t *xr =
+                        in + ((int64_t)c * Fin + (xs ? b : (int64_t)t * B + b)) * N + n0;
+                    for (int j = 0; j < nn; j++) {
+                        int64_t Pv = wgt * xr[j];
+                        int64_t A = qkf_q_reduce(Pv, a->current_bits, a->current_wrap);
+                        int64_t hp = (iaf ? V[j] : V[j] / 2) + A * mul + bc;
+                        int64_t h = qkf_q_reduce(hp, a->membrane_bits, a->membrane_wrap);
+                        int sp = ge ? h >= th : h > th;
+                        kc[t][j] = A == Pv ? dxf : 0.0f;
+                        km[t][j] = h == hp ? 1.0f : 0.0f;
+                        hr[t][j] = (float)((double)h * dl) - vth;
+                        /* how the next step's membrane depends on this one's: decay times
+                         * dV/dH (detached reset: 1 - s, or 1 for a subtracting reset) */
+                        rs[t][j] = rsub ? lamf : sp ? 0.0f : lamf;
+                        V[j] = sp ? (rsub ? qkf_q_reduce(h - th, a->membrane_bits,
+                                                         a->membrane_wrap)
+                                          : 0)
+                                  : h;
+                    }
+                }
+                for (int j = 0; j < nn; j++)
+                    gn[j] = 0.0f; /* dL/d(membrane before reduction) at t + 1 */
+                for (int t = T - 1; t >= 0; t--) {
+                    int64_t fo = ((int64_t)c * Fo + (int64_t)t * B + b) * N + n0;
+                    float *d = dx + (xs ? ((int64_t)c * B + b) * N + n0 : fo);
+                    const float *dsr = ds + fo;
+                    float sum = 0.0f;
+                    for (int j = 0; j < nn; j++) {
+                        float gg = dsr[j] * qkf_surrogate(hr[t][j], QKF_SURROGATE_ALPHA) +
+                                  gn[j] * rs[t][j];
+                        gg *= km[t][j];
+                        sum += gg;
+                        d[j] += gg * kc[t][j];
+                        gn[j] = gg;
+                    }
+                    gbc += (double)sum;
+                }
+            }
+        if (gb)
+            gb[c] = gbc;
+    }
+}
+
+/* dL/d(float parameters) of conv op i from dL/dw_q (e->qat_dw) and dL/db_q (e->qat_gb), through
+ * the fold with the running statistics (straight through the rounding, zero where clamped). */
+static void qat_conv_params(qkf_train *e, int i)
+{
+    const qkf_graph *g = &e->g;
+    const qkf_op *op = &g->ops[i];
+    const qkf_qop *qo = &e->qm.ops[i], *ql = &e->qm.ops[i + 1];
+    const qkf_hw_arith *a = &e->qm.arith;
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    float *dP = e->grads;
+    const int64_t per = (int64_t)op->cin * op->k * op->k;
+    const float *W = P + pp[op->p_w].offset, *Bc = op->p_b >= 0 ? P + pp[op->p_b].offset : NULL;
+    const float *gm = P + pp[op->p_bn_w].offset, *bt = P + pp[op->p_bn_b].offset;
+    const float *mu = P + pp[op->p_bn_mean].offset, *var = P + pp[op->p_bn_var].offset;
+    float *dW = dP + pp[op->p_w].offset, *dg = dP + pp[op->p_bn_w].offset;
+    float *dbt = dP + pp[op->p_bn_b].offset, *db = op->p_b >= 0 ? dP + pp[op->p_b].offset : NULL;
+    const double sc = (op->in0 == g->input && e->qm.in_max > 0) ? e->qm.in_scale : 1.0;
+    const double mmax = ldexp(1.0, a->weight_bits - 1) - 1.0;
+    const double bmax = (ldexp(1.0, a->bias_bits - 1) - 1.0) * ldexp(1.0, a->bias_exp_max);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < op->cout; c++) {
+        float al, shf;
+        qkf_bn_fold(1, gm + c, bt + c, mu + c, var + c, &al, &shf);
+        double invs = 1.0 / sqrt((double)var[c] + 1e-5);
+        double wunit = ql->delta[c] * ldexp(1.0, a->current_shift + qo->w_exp[c]);
+        double ggam = 0.0;
+        for (int64_t j = 0; j < per; j++) {
+            float wf = W[c * per + j] * al;
+            double wr = ((double)wf * sc) * 0.5;
+            if (fabs(wr / wunit) > mmax + 0.5) /* clamped to the mantissa's range */
+                continue;
+            double gq = (double)e->qat_dw[c * per + j];
+            dW[c * per + j] += (float)(gq * (double)al * sc * 0.5);
+            ggam += gq * (double)W[c * per + j] * sc * 0.5 * invs;
+        }
+        float bf = shf;
+        if (Bc) {
+            float t = Bc[c] * al;
+            bf = t + shf;
+        }
+        double gbq = e->qat_gb[c];
+        if (fabs((double)bf * 0.5 / ql->delta[c]) > bmax + 0.5) /* clip_bias saturated it */
+            gbq = 0.0;
+        dbt[c] += (float)(gbq * 0.5);
+        ggam += gbq * 0.5 * ((Bc ? (double)Bc[c] : 0.0) - (double)mu[c]) * invs;
+        if (db)
+            db[c] += (float)(gbq * 0.5 * (double)al);
+        dg[c] += (float)ggam;
+    }
+}
+
+static int qat_backward(qkf_train *e, const float *dlogits)
+{
+    if (!e->di)
+        return qkf_set_error("backward without a forward");
+    const qkf_graph *g = &e->g;
+    const float *P = e->m->params.data;
+    const qkf_param *pp = e->m->params.p;
+    float *dP = e->grads;
+    const qkf_hw_arith *ar = &e->qm.arith;
+    int T = g->cfg.T, B = e->B;
+    for (int i = g->n_ops - 1; i >= 0; i--) {
+        const qkf_op *op = &g->ops[i];
+        int ins[3] = {op->in0, op->in1, op->in2};
+        for (int j = 0; j < 3; j++) /* first touch of an input's gradient: zero it */
+            if (ins[j] >= 0 && ins[j] != g->input && e->last_reader[ins[j]] == i)
+                memset(G(e, ins[j]), 0, (size_t)tensor_floats(g, ins[j], B) * sizeof(float));
+        const qkf_tensor *x = &g->tensors[op->in0];
+        int64_t F = x->static_t ? B : (int64_t)T * B;
+        int N = x->h * x->w;
+        float *gin = op->in0 == g->input ? NULL : G(e, op->in0);
+        switch (op->kind) {
+        case QKF_OP_CONV: {
+            int hc, wc;
+            conv_out_hw(g, op, &hc, &wc);
+            const conv_cache *c = &e->cc[i];
+            int64_t M = F * hc * wc, nw = (int64_t)op->cout * op->cin * op->k * op->k;
+            float *dy = G(e, op->out);
+            if (op->pool) {
+                qkf_maxpool3s2_backward(e->dpre, dy, c->arg, (int64_t)op->cout * F, hc, wc);
+                dy = e->dpre;
+            }
+            const qkf_qop *qo = &e->qm.ops[i], *ql = &e->qm.ops[i + 1];
+            int64_t per = nw / op->cout;
+            for (int co = 0; co < op->cout; co++) { /* the integer weights in real units */
+                double u = ql->delta[co] * ldexp(1.0, ar->current_shift);
+                for (int64_t j = 0; j < per; j++)
+                    e->qat_w[co * per + j] = (float)((double)qo->w[co * per + j] * u);
+            }
+            memset(e->qat_dw, 0, (size_t)nw * sizeof(float));
+            if (e->sp[op->in0]) {
+                qkf_transpose_f32(e->dzt, dy, op->cout, (int)M);
+                qkf_spikeconv_backward_weight(e->qat_dw, e->dzt, e->sp[op->in0], (int)F, op->cin,
+                                              x->h, x->w, op->cout, op->k, op->stride, op->pad,
+                                              e->col, e->col_cap);
+                if (gin)
+                    qkf_conv_backward_input_t(gin, e->dzt, e->qat_w, (int)F, op->cin, x->h, x->w,
+                                              op->cout, op->k, op->stride, op->pad, 0, e->col,
+                                              e->col_cap);
+            } else
+                qkf_conv_backward(gin, e->qat_dw, dy, e->act[op->in0], e->qat_w, (int)F, op->cin,
+                                  x->h, x->w, op->cout, op->k, op->stride, op->pad, e->col,
+                                  e->col_cap);
+            qat_conv_params(e, i);
+            break;
+        }
+        case QKF_OP_LIF:
+            qat_lif_backward(e, i, gin, G(e, op->out));
+            break;
+        case QKF_OP_ADD: {
+            int64_t n = tensor_floats(g, op->out, B);
+            const float *go = G(e, op->out);
+            float *g0 = G(e, op->in0), *g1 = G(e, op->in1);
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; j++) {
+                g0[j] += go[j];
+                g1[j] += go[j];
+            }
+            break;
+        }
+        case QKF_OP_QK_SUM:
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_sum_backward(gin, G(e, op->out), x->c, op->heads, (int)F, N);
+            else
+                qkf_qk_channel_sum_backward(gin, G(e, op->out), x->c, (int)F, N);
+            break;
+        case QKF_OP_QK_MASK: {
+            const qkf_tensor *k = &g->tensors[op->in1];
+            int Nk = k->h * k->w;
+            if (op->qk == QKF_QK_TOKEN)
+                qkf_qk_token_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
+                                              e->sp[op->in1], k->c, op->heads, (int)F, Nk);
+            else
+                qkf_qk_channel_mask_backward_u8(gin, G(e, op->in1), G(e, op->out),
+                                                e->sp[op->in0], e->sp[op->in1], k->c, (int)F,
+                                                Nk);
+            break;
+        }
+        case QKF_OP_SSA:
+            qkf_ssa_backward_u8(gin, G(e, op->in1), G(e, op->in2), G(e, op->out),
+                                e->sp[op->in0], e->sp[op->in1], e->sp[op->in2], x->c, op->heads,
+                                (int)F, N, e->ssa_scratch);
+            break;
+        case QKF_OP_READOUT:
+            qkf_readout_backward(gin, dP + pp[op->p_head_w].offset, dP + pp[op->p_head_b].offset,
+                                 dlogits, e->feat, e->qat_head, x->c, T, B, N,
+                                 g->cfg.num_classes);
+            break;
+        }
+        (void)P;
+        if (e->grad_hook && e->grad_hook(e->grad_hook_ctx, i))
+            return -1;
+    }
+    return 0;
 }

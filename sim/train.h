@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "../models/qkformer.h"
+#include "../models/quant.h"
 #include "../models/sink.h"
 
 enum {
@@ -54,6 +55,23 @@ int qkf_train_backward(qkf_train *e, const float *dlogits);
  * number of samples whose arg-max logit equals the arg-max target. */
 int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
                             double *loss, int *correct);
+
+/* ---- quantisation-aware training (qkf train --hw) ----------------------------------------- */
+
+/* From the next forward on, the forward runs the chip's integer arithmetic a (models/quant.h,
+ * docs/hardware.md): every forward quantises the float parameters afresh (qkf_quantize with o's
+ * headroom and clip_bias; BatchNorm folded with its running statistics, which stay frozen) and
+ * runs the dense integer engine (sim/dense_int.h), whose logits are the loss's; the backward is
+ * the surrogate-gradient BPTT on that forward with a straight-through estimator for every
+ * rounding (identity inside the registers' range, zero where a weight, bias, current or
+ * membrane was clamped or wrapped). The float parameters stay the master copy. a NULL: float
+ * training again. -1 for the float machine, --tb-compat, T > 64, or a model
+ * the arithmetic cannot represent (the quantiser's one line, naming the layer); QAT is off
+ * after a failure. */
+int qkf_train_set_hw(qkf_train *e, const qkf_hw_arith *a, const char *name,
+                     const qkf_quant_opts *o);
+/* The integer model of the last forward under qkf_train_set_hw (NULL otherwise). */
+const qkf_qmodel *qkf_train_qmodel(const qkf_train *e);
 
 /* ---- data-parallel hooks (qkf train under mpirun) ----------------------------------------- */
 

@@ -335,6 +335,18 @@ static void train_help(void)
         "  --eval-mode M        engine of the per-epoch evaluation: event (default, faster)\n"
         "                       or dense\n"
         "  --threads N  --eval-batch N (200)  --no-eval  --quiet\n"
+        "quantisation-aware fine-tuning (docs/hardware.md; one process):\n");
+    fputs(qkf_hw_help, stdout);
+    printf(
+        "                   the forward runs the chip's integer arithmetic: every step the\n"
+        "                   float weights are quantised as qkf quantize does (BatchNorm folded\n"
+        "                   with its running statistics, which stay frozen) and the dense\n"
+        "                   integer engine runs the batch; the backward is the surrogate\n"
+        "                   gradient through a straight-through estimator (identity inside a\n"
+        "                   register's range, zero where clamped). The checkpoint stays float\n"
+        "                   (qkf quantize / qkf eval --hw take it); epochs evaluate the integer\n"
+        "                   model. Start from trained weights with --init W.h5 and a low --lr;\n"
+        "                   --resume needs the same --hw again.\n"
         "traces (command line only; one process):\n"
         "  --trace T.h5 --record SPEC ... as in qkf infer --help, of training-mode forwards\n"
         "  --trace-steps LIST   updates to record, 1-based: N, A-B, comma lists (default 1)\n"

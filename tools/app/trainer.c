@@ -8,9 +8,11 @@
 #include <string.h>
 
 #include "../../io/dataset.h"
+#include "../../io/hw_profile.h"
 #include "../../io/io.h"
 #include "../../kernels/backward.h"
 #include "../../kernels/base.h"
+#include "../../sim/dense_int.h"
 #include "../../sim/dist.h"
 #include "../../sim/train.h"
 #include "app_internal.h"
@@ -70,7 +72,8 @@ int qkf_trainer_parse_opt(qkf_args *a, qkf_trainer_opts *o)
         const char *name;
         const char **dst;
     } strs[] = {{"--data", &o->data},     {"--out", &o->out},         {"--resume", &o->resume},
-                {"--init", &o->init},     {"--metrics", &o->metrics}};
+                {"--init", &o->init},     {"--metrics", &o->metrics},
+                {"--hw", &o->hw}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((r = qkf_arg(a, strs[i].name, strs[i].dst)) != 0)
             return r;
@@ -278,6 +281,17 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
         qkf_h5out_attr_f64(h, NULL, "train_lr", (double)o->opt.lr) < 0 ||
         qkf_h5out_attr_i64(h, NULL, "tb_compat", o->tb) < 0)
         goto fail;
+    if (o->hw_name) { /* quantisation-aware: the profile, which a --resume must give again */
+        int64_t nn = (int64_t)strlen(o->hw_name), na = (int64_t)(sizeof o->hw_arith / sizeof(int));
+        int64_t av[64];
+        const int *ai = (const int *)&o->hw_arith;
+        for (int64_t k = 0; k < na && k < 64; k++)
+            av[k] = ai[k];
+        if (qkf_h5out_attr_str(h, NULL, "train_hw", o->hw_name) < 0 ||
+            qkf_h5out_u8(h, "optim/hw", 1, &nn, (const uint8_t *)o->hw_name) < 0 ||
+            qkf_h5out_i64(h, "optim/hw_arith", 1, &na, av) < 0)
+            goto fail;
+    }
     for (int k = 0; k < ps->n; k++) { /* the AdamW moments beside the weights */
         const qkf_param *p = &ps->p[k];
         if (p->is_buffer || !opt)
@@ -423,6 +437,89 @@ static int load_train_options(const char *path, qkf_trainer_opts *o, char *data_
     qkf_free(d);
     o->data = data_buf;
     return 0;
+}
+
+/* --resume of a quantisation-aware run needs the same profile, and a float run none. */
+static int check_resume_hw(const char *path, const qkf_hw_profile *hw)
+{
+    int has = qkf_h5_has(path, "optim/hw");
+    if (has < 0)
+        return -1;
+    if (!has)
+        return hw ? qkf_set_error("%s: a float training run; resume it without --hw (or start a "
+                                  "quantisation-aware run from its weights: --init %s --hw %s)",
+                                  path, path, hw->name)
+                  : 0;
+    int64_t *d = NULL, *ar = NULL, s[5];
+    int nd, na;
+    if (qkf_h5_read_i64(path, "optim/hw", &d, &nd, s))
+        return -1;
+    char name[QKF_HW_NAME];
+    int64_t n = nd == 1 ? s[0] : 0;
+    int ok = nd == 1 && n > 0 && n < QKF_HW_NAME;
+    for (int64_t i = 0; ok && i < n; i++) {
+        ok = d[i] >= 0x20 && d[i] <= 0x7e;
+        name[i] = (char)d[i];
+    }
+    qkf_free(d);
+    if (!ok)
+        return qkf_set_error("%s: optim/hw is not a profile name", path);
+    name[n] = 0;
+    if (!hw)
+        return qkf_set_error("%s: a quantisation-aware run for --hw %s; resume it with --hw %s",
+                             path, name, name);
+    if (qkf_h5_read_i64(path, "optim/hw_arith", &ar, &na, s))
+        return -1;
+    int64_t cnt = na == 1 ? s[0] : 0;
+    int same = cnt == (int64_t)(sizeof hw->arith / sizeof(int));
+    const int *ai = (const int *)&hw->arith;
+    for (int64_t i = 0; same && i < cnt; i++)
+        same = ar[i] == ai[i];
+    qkf_free(ar);
+    if (strcmp(name, hw->name) || !same)
+        return qkf_set_error("%s: a quantisation-aware run for --hw %s, not --hw %s%s", path, name,
+                             hw->name,
+                             strcmp(name, hw->name) ? "" : " (the profile's arithmetic changed)");
+    return 0;
+}
+
+/* Accuracy of the integer model of m (quantised now) on the first `limit` samples of d. */
+static int evaluate_int(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch,
+                        const qkf_hw_profile *hw, double *acc, int64_t *count)
+{
+    qkf_qmodel q;
+    if (qkf_quantize(m, &hw->arith, hw->name, NULL, &q))
+        return -1;
+    qkf_dense_int *e = qkf_dense_int_create(&q, batch, 0);
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = d, lc.batch = batch, lc.limit = limit, lc.n_norm = m->n_norm;
+    memcpy(lc.mean, m->input_mean, sizeof lc.mean);
+    memcpy(lc.std, m->input_std, sizeof lc.std);
+    int K = m->cfg.num_classes;
+    int64_t *li = qkf_malloc((size_t)batch * K * sizeof(int64_t));
+    qkf_loader *l = qkf_loader_start(&lc, 0, 0);
+    const float *x;
+    const int32_t *lab;
+    int B, rc = 0;
+    int64_t n = 0, ok = 0;
+    while (!rc && qkf_loader_next(l, &x, &lab, &B)) {
+        rc = qkf_dense_int_forward(e, x, B, NULL, li, NULL);
+        for (int b = 0; b < B && !rc; b++) {
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                best = li[b * K + k] > li[b * K + best] ? k : best;
+            ok += best == lab[b];
+        }
+        n += B;
+    }
+    qkf_loader_stop(l);
+    qkf_free(li);
+    qkf_dense_int_free(e);
+    qkf_qmodel_free(&q);
+    *acc = n ? (double)ok / (double)n : 0.0;
+    *count = n;
+    return rc;
 }
 
 static int same_config(const qkf_config *a, const qkf_config *b)
@@ -674,6 +771,8 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     memset(&dshard, 0, sizeof dshard);
     memset(&opt, 0, sizeof opt);
     qkf_train *e = NULL;
+    qkf_hw_profile hwp; /* --hw: quantisation-aware fine-tuning */
+    o.hw_name = NULL;
     qkf_dist_buckets *bk = NULL; /* overlapped gradient all-reduce (several ranks) */
     grad_sync gsync;
     memset(&gsync, 0, sizeof gsync);
@@ -685,10 +784,29 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     int64_t step = 0, spe = 0;
 #define INTERRUPTED ((o.interrupt && *o.interrupt) || cb_stop)
 
+    if (o.hw) {
+        if (qkf_hw_load(o.hw, &hwp))
+            goto setup_end;
+        if (hwp.arith.is_float) {
+            qkf_set_error("--hw %s: the float machine (run without --hw)", hwp.name);
+            goto setup_end;
+        }
+        if (nr > 1) {
+            qkf_set_error("--hw: quantisation-aware training runs in one process (no mpirun)");
+            goto setup_end;
+        }
+        if (o.tb) {
+            qkf_set_error("--hw trains on the chip's integer form, which has no --tb-compat quirk "
+                          "(drop --tb-compat)");
+            goto setup_end;
+        }
+    }
     /* model: resumed, initialised from weights, or fresh */
     const char *from = o.resume ? o.resume : o.init;
     if (from) {
         if (qkf_ckpt_load(from, &m))
+            goto setup_end;
+        if (o.resume && check_resume_hw(o.resume, o.hw ? &hwp : NULL))
             goto setup_end;
         if (o.cfg_given && !same_config(&o.cfg, &m.cfg)) {
             qkf_set_error("%s: the checkpoint's model configuration differs from the one given "
@@ -786,6 +904,17 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     e = qkf_train_create(&m, (int)((o.batch + nr - 1) / nr), o.tb ? QKF_TRAIN_TB_COMPAT : 0);
     if (!e)
         goto setup_end;
+    if (o.hw) {
+        if (qkf_train_set_hw(e, &hwp.arith, hwp.name, NULL)) { /* the quantiser's refusal */
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s", qkf_last_error());
+            if (from)
+                qkf_set_error("%s: %s", from, msg);
+            goto setup_end;
+        }
+        o.hw_name = hwp.name;
+        o.hw_arith = hwp.arith;
+    }
     if (nr > 1 && o.sync_bn)
         qkf_train_set_bn_sync(e, qkf_dist_sum_f64);
     if (nr > 1 && o.bucket_mb > 0) {
@@ -856,6 +985,11 @@ setup_end:
              nr > 1 ? (o.sync_bn ? "; ranks share the batch, synchronised BatchNorm"
                                  : "; ranks share the batch, BatchNorm per rank")
                     : "");
+    if (!o.quiet && o.hw)
+        tlog(cb, cb_ctx, QKF_TRAINER_LOG,
+             "quantisation-aware: --hw %s (forward: the dense integer engine on the weights "
+             "quantised every step, BatchNorm frozen and folded; backward: straight-through)%s\n",
+             hwp.name, o.no_eval ? "" : "; epochs evaluate the integer model");
     if (!o.quiet)
         tlog(cb, cb_ctx, QKF_TRAINER_LOG,
              "training engine: %.0f MB of activations, gradients and optimiser state\n",
@@ -1064,8 +1198,11 @@ setup_end:
             goto quiet;
         double test_acc = -1.0;
         int64_t ntest = 0;
-        if (!o.no_eval && qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
-                                       o.eval_event, 0, &test_acc, &ntest))
+        if (!o.no_eval &&
+            (o.hw ? evaluate_int(&m, &dtest, o.limit_test, (int)o.eval_batch, &hwp, &test_acc,
+                                 &ntest)
+                  : qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
+                                 o.eval_event, 0, &test_acc, &ntest)))
             goto done;
         double secs = qkf_now() - t_epoch;
         {

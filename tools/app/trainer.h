@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "../../models/hw.h"
 #include "../../models/qkformer.h"
 #include "../../sim/train.h"
 #include "opts.h"
@@ -42,6 +43,13 @@ typedef struct {
     uint64_t seed;
     int flip, tb, quiet, no_eval, eval_event, sync_bn;
     double bucket_mb; /* gradient all-reduce buckets (MB); 0: one all-reduce after the backward */
+    /* --hw NAME|FILE.yaml: quantisation-aware fine-tuning on that chip profile's integer
+     * arithmetic (sim/train.h qkf_train_set_hw); NULL: float training */
+    const char *hw;
+    /* Set by the run itself (not options): the loaded profile's name and arithmetic, which
+     * its checkpoints record (optim/hw, optim/hw_arith) for --resume to check. */
+    const char *hw_name;
+    qkf_hw_arith hw_arith;
     /* Not options of a config file: */
     qkf_trace_opts trace;          /* --trace, --record, ...: trace training-mode forwards */
     qkf_trainer_steps trace_steps; /* of these updates (default 1) */
