@@ -171,7 +171,7 @@ static inline __attribute__((always_inline)) void pblock(float *out, const float
             for (; i < n; i++)
                 prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
         else {
-            /* the leading events of count 1 (most of them, qkf_events) in the plain loop */
+            /* the leading events of count 1 (most of them, qkf_spike_events) in the plain loop */
             for (; i < n && cnt[i] == 1; i++)
                 prow(a, ws + (int32_t)ch[i] * stride, 1, nb);
             if (i < n) {

@@ -23,7 +23,7 @@ typedef struct {
     uint16_t *ch;  /* [N][C] channel of each event, ascending within a token */
     uint16_t *cnt; /* [N][C] spikes carried by each event (>= 1), or NULL: all 1 */
     int32_t *len1; /* [N] with cnt: the leading events of each token whose count is 1 */
-} qkf_events;
+} qkf_spike_events;
 
 /* A run of events whose weight rows are w[base + ch[i] * stride ...]: the events of one input
  * token seen through one kernel position (3x3: base = (ky*3 + kx) * Cout, stride = 9 * Cout). */
@@ -97,8 +97,8 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
  * are added into acc (C counts, rounded up to a multiple of 32, all zero on entry and again on
  * return), which is then compressed to the channels with a non-zero count: those with a count of
  * 1 first (*ones of them), then the others, each part in ascending channel order (the layout of
- * qkf_events). The events of qkf_spike_merge, reordered so; its cost is the events plus C / 16
- * vector steps instead of a compare per event. ch and cnt have C slots. Returns the events
+ * qkf_spike_events). The events of qkf_spike_merge, reordered so; its cost is the events plus
+ * C / 16 vector steps instead of a compare per event. ch and cnt have C slots. Returns the events
  * written. The _ref twin is the plain loop over the row. */
 int qkf_spike_merge_dense(uint16_t *ch, uint16_t *cnt, int *ones, uint16_t *acc, int C,
                           const uint16_t *ch0, const uint16_t *cnt0, int n0, const uint16_t *ch1,

@@ -2,8 +2,8 @@
  * integer form of docs/hardware.md): the row gathers with int16 or int32 accumulators, the
  * integer LIF neuron row, max pooling on integer currents.
  *
- * Events and row descriptors are those of the float kernels (kernels/spike.h): qkf_events lists,
- * qkf_spike_seg segments and qkf_spike_row rows. In the integer gathers a row's out and init are
+ * Events and row descriptors are those of the float kernels (kernels/spike.h): qkf_spike_events
+ * lists, qkf_spike_seg segments and qkf_spike_row rows. In the integer gathers a row's out and init are
  * the addresses of rows of int16_t (int32_t) elements that the engine keeps in its float-sized
  * buffers: element j of the row is ((int16_t *)out)[off + j]. Weights are laid out as for the
  * float gathers: one event reads one contiguous row w[base + ch * stride ...].

@@ -12,8 +12,8 @@
  * official T*B time axis when a layer's membrane is shared across samples (tb_compat SSA
  * proj_lif). A session (one step at a time, T = 1) runs the same code.
  *
- * Data. Spike and count tensors travel as qkf_events (kernels/spike.h), one set per step, grouped
- * by token, sample b's token n at index b*N + n. Currents are token-major floats [B][N][C].
+ * Data. Spike and count tensors travel as qkf_spike_events (kernels/spike.h), one set per step,
+ * grouped by token, sample b's token n at index b*N + n. Currents are token-major floats [B][N][C].
  * Weights are folded with BatchNorm once at creation, W' = W * alpha, b' = b * alpha + shift
  * (qkf_bn_fold), and re-laid per block of 64 output channels as [ky][kx][Cin][64], so one event
  * reads a contiguous row and one kernel position of a block is a slab [Cin][64].
@@ -150,7 +150,7 @@ struct qkf_sched {
     int max_batch, flags, nthreads, T;
     int n_nodes;
     node *nodes;
-    qkf_events *ev; /* [n_tensors][T], N = max_batch * tokens; ch == NULL: not an event tensor */
+    qkf_spike_events *ev; /* [n_tensors][T], N = max_batch * tokens; ch == NULL: not events */
     float **cur;    /* [n_tensors][T]: currents [max_batch][N][C] of qk_sum and ssa outputs */
     int64_t *tev;   /* [n_tensors][T][2]: events, spikes published by producers */
     scratch *scr;
@@ -189,7 +189,7 @@ struct qkf_sched {
 
 /* The events (currents) of a tensor at step t: nodes run one after the other over all steps,
  * so every step of a tensor is kept until its consumers have run. */
-static inline qkf_events *ev_at(const qkf_sched *e, int tensor, int t)
+static inline qkf_spike_events *ev_at(const qkf_sched *e, int tensor, int t)
 {
     return &e->ev[(int64_t)tensor * e->T + t];
 }
@@ -329,7 +329,7 @@ static void transpose_nc(float *dst, const float *src, int64_t N, int C)
 static int lif_emit_v(qkf_sched *e, const node *nd, int t, int b, int p, const float *x,
                       float *vrow)
 {
-    qkf_events *out = ev_at(e, nd->out, t);
+    qkf_spike_events *out = ev_at(e, nd->out, t);
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C;
     float *old = trace_tmp(e, nd);
@@ -354,7 +354,7 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
 static int ilif_emit(qkf_sched *e, const node *nd, scratch *s, int t, int b, int p,
                      const int32_t *x)
 {
-    qkf_events *out = ev_at(e, nd->out, t);
+    qkf_spike_events *out = ev_at(e, nd->out, t);
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C, *mk = s->imask;
     int32_t *v = (int32_t *)(void *)(membrane(nd, b) + (int64_t)p * nd->C);
@@ -414,7 +414,7 @@ static inline int put_row(qkf_spike_row *r, const uint16_t *ch, const uint16_t *
 static int conv_rows(const qkf_sched *e, const node *nd, int t, int n, int kk, int64_t ostep,
                      const float *binit, int all, scratch *s, qkf_spike_row *rows)
 {
-    const qkf_events *in = ev_at(e, nd->in0, t);
+    const qkf_spike_events *in = ev_at(e, nd->in0, t);
     uint8_t *touched = s->touched + (int64_t)t * e->tile_cap;
     int ky = kk / nd->k, kx = kk % nd->k, nr = 0, every = all && kk == 0, C = in->C;
     int64_t dk = (int64_t)ky * nd->w + kx, to = t * ostep;
@@ -620,7 +620,7 @@ static void conv_lif_seq(qkf_sched *e, const node *nd, int p, int b0, int b1, in
 /* The event list of a conv's output token (sample b, position p) at step t from its mask. */
 static int conv_emit(qkf_sched *e, const node *nd, int t, int b, int p)
 {
-    qkf_events *out = ev_at(e, nd->out, t);
+    qkf_spike_events *out = ev_at(e, nd->out, t);
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C;
     int ns = qkf_spike_mask_emit(ch, mask_at(e, nd, t, tok), nd->C);
@@ -892,11 +892,11 @@ static void frames_run(qkf_sched *e, scratch *s)
     share sh = my_positions(N);
     FOR_SHARE(sh, T, B, N, t, b, q)
     {
-        qkf_events *ev = ev_at(e, e->g.input, t);
+        qkf_spike_events *ev = ev_at(e, e->g.input, t);
         const float *src = e->input + ((int64_t)b * e->T + t) * C * N + (q - (int64_t)b * N);
         uint16_t *ch = ev->ch + q * C, *cnt = ev->cnt + q * C;
         int k = 0;
-        for (int c = 0; c < C; c++) /* single events first (qkf_events), then the others */
+        for (int c = 0; c < C; c++) /* single events first (qkf_spike_events), then the others */
             if (src[(int64_t)c * N] == 1.0f)
                 ch[k] = (uint16_t)c, cnt[k++] = 1;
         ev->len1[q] = k;
@@ -970,7 +970,7 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
     for (int p = 0; p < nd->N; p++)
         for (int t = 0; t < T; t++)
             for (int b = 0; b < B; b++) {
-                qkf_events *out = ev_at(e, nd->out, t);
+                qkf_spike_events *out = ev_at(e, nd->out, t);
                 int64_t tok = (int64_t)b * nd->N + p;
                 const float *x = cur_at(e, nd->in0, t) + tok * C;
                 uint16_t *ch = out->ch + tok * C;
@@ -1042,7 +1042,7 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
         share sh = my_positions((int)(BN / B));
         FOR_SHARE(sh, T, B, BN / B, t, b, n)
         {
-            const qkf_events *q = ev_at(e, nd->in0, t);
+            const qkf_spike_events *q = ev_at(e, nd->in0, t);
             float *row = cur_at(e, nd->out, t) + n * nd->heads;
             const uint16_t *ch = q->ch + n * q->C;
             /* a head's sum of ones is its count of events (exact in float) */
@@ -1065,7 +1065,7 @@ static void qk_sum_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < T * B; r++) {
             int t = r / B, b = r % B;
-            const qkf_events *q = ev_at(e, nd->in0, t);
+            const qkf_spike_events *q = ev_at(e, nd->in0, t);
             int Nq = q->N / e->max_batch;
             float *row = cur_at(e, nd->out, t) + (int64_t)b * q->C;
             memset(row, 0, (size_t)q->C * sizeof(float));
@@ -1097,7 +1097,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
 {
     int d = nd->d, B = e->B, T = e->T;
     int token = nd->op->qk == QKF_QK_TOKEN;
-    const qkf_events *k0 = ev_at(e, nd->in1, 0);
+    const qkf_spike_events *k0 = ev_at(e, nd->in1, 0);
     int C = k0->C, N = k0->N / e->max_batch, H = (C + d - 1) / d;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
@@ -1108,7 +1108,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static)
         for (int r = 0; r < T * B; r++) {
             int t = r / B, b = r % B;
-            const qkf_events *a = ev_at(e, nd->in0, t);
+            const qkf_spike_events *a = ev_at(e, nd->in0, t);
             uint8_t *f = nd->fired + (int64_t)r * C;
             memset(f, 0, (size_t)C);
             const uint16_t *ac = a->ch + (int64_t)b * a->C;
@@ -1122,8 +1122,8 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
     share sh = my_positions(N);
     FOR_SHARE(sh, T, B, N, t, b, n)
     {
-        const qkf_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
-        qkf_events *out = ev_at(e, nd->out, t);
+        const qkf_spike_events *a = ev_at(e, nd->in0, t), *k = ev_at(e, nd->in1, t);
+        qkf_spike_events *out = ev_at(e, nd->out, t);
         const uint16_t *kc = k->ch + n * C;
         uint16_t *oc = out->ch + n * C;
         int nk = k->len[n], no = 0, *end = s->hend;
@@ -1187,7 +1187,7 @@ static void mask_run(qkf_sched *e, node *nd, scratch *s)
  * dense. */
 static void ssa_run(qkf_sched *e, node *nd, scratch *s)
 {
-    const qkf_events *q0 = ev_at(e, nd->in0, 0);
+    const qkf_spike_events *q0 = ev_at(e, nd->in0, 0);
     int d = nd->d, C = q0->C, B = e->B, H = nd->heads, N = q0->N / e->max_batch, T = e->T;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
     clear_all_heads(e, s);
@@ -1197,7 +1197,7 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
 #pragma omp for schedule(static)
     for (int r = 0; r < T * B * H; r++) {
         int t = r / (B * H), bh = r % (B * H), b = bh / H, h = bh % H, lo = h * d, hi = lo + d;
-        const qkf_events *k = ev_at(e, nd->in1, t), *v = ev_at(e, nd->in2, t);
+        const qkf_spike_events *k = ev_at(e, nd->in1, t), *v = ev_at(e, nd->in2, t);
         float *kv = nd->kv + (int64_t)r * d * d;
         memset(kv, 0, (size_t)d * d * sizeof(float));
         int64_t pairs = 0, nks = 0, nvs = 0;
@@ -1239,7 +1239,7 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
     share sh = my_positions(N);
     FOR_SHARE(sh, T, B, N, t, b, n)
     {
-        const qkf_events *q = ev_at(e, nd->in0, t);
+        const qkf_spike_events *q = ev_at(e, nd->in0, t);
         const uint16_t *qc = q->ch + n * C;
         float *row = cur_at(e, nd->out, t) + n * C;
         const float *kvb = nd->kv + ((int64_t)t * B + b) * H * d * d;
@@ -1272,7 +1272,7 @@ static void ssa_run(qkf_sched *e, node *nd, scratch *s)
 static void add_run(qkf_sched *e, node *nd, scratch *s)
 {
     int T = e->T;
-    const qkf_events *o0 = ev_at(e, nd->out, 0);
+    const qkf_spike_events *o0 = ev_at(e, nd->out, 0);
     int C = o0->C, N = o0->N / e->max_batch;
     memset(s->acs, 0, (size_t)T * sizeof(int64_t));
 #pragma omp master
@@ -1288,8 +1288,8 @@ static void add_run(qkf_sched *e, node *nd, scratch *s)
     FOR_SHARE(sh, T, e->B, N, t, b, n)
     {
         int64_t o = n * C;
-        const qkf_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
-        qkf_events *out = ev_at(e, nd->out, t);
+        const qkf_spike_events *x = ev_at(e, nd->in0, t), *y = ev_at(e, nd->in1, t);
+        qkf_spike_events *out = ev_at(e, nd->out, t);
         int ones;
         int k = qkf_spike_merge_dense(out->ch + o, out->cnt + o, &ones, s->acc, C, x->ch + o,
                                       x->cnt ? x->cnt + o : NULL, x->len[n], y->ch + o,
@@ -1308,7 +1308,7 @@ static void readout_run(qkf_sched *e, node *nd)
 {
 #pragma omp single
     for (int t = 0; t < e->T; t++) {
-        const qkf_events *x = ev_at(e, nd->in0, t);
+        const qkf_spike_events *x = ev_at(e, nd->in0, t);
         int N = x->N / e->max_batch;
         int64_t spikes = 0;
         for (int b = 0; b < e->B; b++) {
@@ -1380,7 +1380,7 @@ static void *st_calloc(qkf_sched *e, size_t n, size_t size)
 }
 
 /* Events of a tensor of N tokens per sample, for max_batch samples. */
-static void events_alloc(qkf_sched *e, qkf_events *ev, int N, int C, int counts)
+static void events_alloc(qkf_sched *e, qkf_spike_events *ev, int N, int C, int counts)
 {
     ev->N = N, ev->C = C;
     ev->len = st_calloc(e, (size_t)N, sizeof(int32_t));

@@ -381,7 +381,7 @@ Test(event, gather_rows_matches_reference)
                 float density = k == 1 ? 0.0f : 0.1f + 0.8f * qkf_rng_uniform(&r);
                 uint16_t many[CIN];
                 int n = 0, n1 = 0;
-                for (int c = 0; c < CIN; c++) /* counts: the events of count 1 first (qkf_events) */
+                for (int c = 0; c < CIN; c++) /* counts: the events of count 1 first (qkf_spike_events) */
                     if (qkf_rng_uniform(&r) < density) {
                         /* counts of 2..4, or DVS-size ones (sums of four overflow 16 bits) */
                         many[c] = (uint16_t)(qkf_rng_uniform(&r) < 0.6f ? 1

@@ -1,5 +1,4 @@
-/* The accumulate ceiling of qkf bench event's "of peak" columns (bench.h). Apart from
- * bench_event.c: io/events.h and kernels/spike.h both name a type qkf_events. */
+/* The accumulate ceiling of qkf bench event's "of peak" columns (bench.h). */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
