@@ -693,6 +693,52 @@ static float *G(qkf_train *e, int t)
     return e->grad_buf[t] >= 0 ? e->gbuf[e->grad_buf[t]] : NULL;
 }
 
+/* The backward of the ops on spikes that the float and the quantisation-aware backward share:
+ * residual sums, the QK attention sum and mask, SSA (gin: the gradient of in0, F frames of N
+ * tokens). */
+static void spike_op_backward(qkf_train *e, const qkf_graph *g, const qkf_op *op, float *gin,
+                              int64_t F, int N)
+{
+    const qkf_tensor *x = &g->tensors[op->in0];
+    int B = e->B;
+    switch (op->kind) {
+    case QKF_OP_ADD: {
+        int64_t n = tensor_floats(g, op->out, B);
+        const float *go = G(e, op->out);
+        float *g0 = G(e, op->in0), *g1 = G(e, op->in1);
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < n; j++) {
+            g0[j] += go[j];
+            g1[j] += go[j];
+        }
+        break;
+    }
+    case QKF_OP_QK_SUM:
+        if (op->qk == QKF_QK_TOKEN)
+            qkf_qk_token_sum_backward(gin, G(e, op->out), x->c, op->heads, (int)F, N);
+        else
+            qkf_qk_channel_sum_backward(gin, G(e, op->out), x->c, (int)F, N);
+        break;
+    case QKF_OP_QK_MASK: {
+        const qkf_tensor *k = &g->tensors[op->in1];
+        int Nk = k->h * k->w;
+        if (op->qk == QKF_QK_TOKEN)
+            qkf_qk_token_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
+                                          e->sp[op->in1], k->c, op->heads, (int)F, Nk);
+        else
+            qkf_qk_channel_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
+                                            e->sp[op->in1], k->c, (int)F, Nk);
+        break;
+    }
+    case QKF_OP_SSA:
+        qkf_ssa_backward_u8(gin, G(e, op->in1), G(e, op->in2), G(e, op->out), e->sp[op->in0],
+                            e->sp[op->in1], e->sp[op->in2], x->c, op->heads, (int)F, N,
+                            e->ssa_scratch);
+        break;
+    default: break;
+    }
+}
+
 int qkf_train_backward(qkf_train *e, const float *dlogits)
 {
     if (e->B < 1)
@@ -809,39 +855,11 @@ int qkf_train_backward(qkf_train *e, const float *dlogits)
                                 x->c, T, B, N, x->static_t, op->vth, op->tb_compat,
                                 QKF_SURROGATE_ALPHA);
             break;
-        case QKF_OP_ADD: {
-            int64_t n = tensor_floats(g, op->out, B);
-            const float *go = G(e, op->out);
-            float *g0 = G(e, op->in0), *g1 = G(e, op->in1);
-#pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < n; j++) {
-                g0[j] += go[j];
-                g1[j] += go[j];
-            }
-            break;
-        }
+        case QKF_OP_ADD:
         case QKF_OP_QK_SUM:
-            if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_sum_backward(gin, G(e, op->out), x->c, op->heads, (int)F, N);
-            else
-                qkf_qk_channel_sum_backward(gin, G(e, op->out), x->c, (int)F, N);
-            break;
-        case QKF_OP_QK_MASK: {
-            const qkf_tensor *k = &g->tensors[op->in1];
-            int Nk = k->h * k->w;
-            if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
-                                              e->sp[op->in1], k->c, op->heads, (int)F, Nk);
-            else
-                qkf_qk_channel_mask_backward_u8(gin, G(e, op->in1), G(e, op->out),
-                                                e->sp[op->in0], e->sp[op->in1], k->c, (int)F,
-                                                Nk);
-            break;
-        }
+        case QKF_OP_QK_MASK:
         case QKF_OP_SSA:
-            qkf_ssa_backward_u8(gin, G(e, op->in1), G(e, op->in2), G(e, op->out),
-                                e->sp[op->in0], e->sp[op->in1], e->sp[op->in2], x->c, op->heads,
-                                (int)F, N, e->ssa_scratch);
+            spike_op_backward(e, g, op, gin, F, N);
             break;
         case QKF_OP_READOUT:
             qkf_readout_backward(gin, dP + pp[op->p_head_w].offset, dP + pp[op->p_head_b].offset,
@@ -1317,39 +1335,11 @@ static int qat_backward(qkf_train *e, const float *dlogits)
         case QKF_OP_LIF:
             qat_lif_backward(e, i, gin, G(e, op->out));
             break;
-        case QKF_OP_ADD: {
-            int64_t n = tensor_floats(g, op->out, B);
-            const float *go = G(e, op->out);
-            float *g0 = G(e, op->in0), *g1 = G(e, op->in1);
-#pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < n; j++) {
-                g0[j] += go[j];
-                g1[j] += go[j];
-            }
-            break;
-        }
+        case QKF_OP_ADD:
         case QKF_OP_QK_SUM:
-            if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_sum_backward(gin, G(e, op->out), x->c, op->heads, (int)F, N);
-            else
-                qkf_qk_channel_sum_backward(gin, G(e, op->out), x->c, (int)F, N);
-            break;
-        case QKF_OP_QK_MASK: {
-            const qkf_tensor *k = &g->tensors[op->in1];
-            int Nk = k->h * k->w;
-            if (op->qk == QKF_QK_TOKEN)
-                qkf_qk_token_mask_backward_u8(gin, G(e, op->in1), G(e, op->out), e->sp[op->in0],
-                                              e->sp[op->in1], k->c, op->heads, (int)F, Nk);
-            else
-                qkf_qk_channel_mask_backward_u8(gin, G(e, op->in1), G(e, op->out),
-                                                e->sp[op->in0], e->sp[op->in1], k->c, (int)F,
-                                                Nk);
-            break;
-        }
+        case QKF_OP_QK_MASK:
         case QKF_OP_SSA:
-            qkf_ssa_backward_u8(gin, G(e, op->in1), G(e, op->in2), G(e, op->out),
-                                e->sp[op->in0], e->sp[op->in1], e->sp[op->in2], x->c, op->heads,
-                                (int)F, N, e->ssa_scratch);
+            spike_op_backward(e, g, op, gin, F, N);
             break;
         case QKF_OP_READOUT:
             qkf_readout_backward(gin, dP + pp[op->p_head_w].offset, dP + pp[op->p_head_b].offset,
