@@ -8,6 +8,25 @@
 #include "../kernels/base.h"
 #include "neurobench.h"
 
+/* NeuroBench's dense synaptic operations of a conv per frame: every output position sums its
+ * valid taps x cin, for every output channel. */
+static int64_t dense_per_frame(const qkf_graph *g, const qkf_op *op)
+{
+    const qkf_tensor *x = &g->tensors[op->in0];
+    int ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
+    int wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
+    int64_t taps = 0;
+    for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++)
+            for (int ky = 0; ky < op->k; ky++)
+                for (int kx = 0; kx < op->k; kx++) {
+                    int iy = oy * op->stride - op->pad + ky;
+                    int ix = ox * op->stride - op->pad + kx;
+                    taps += iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
+                }
+    return taps * op->cin * op->cout;
+}
+
 int qkf_nb_init(qkf_nb *nb, const qkf_model *m, const qkf_graph *g)
 {
     memset(nb, 0, sizeof *nb);
@@ -36,20 +55,7 @@ int qkf_nb_init(qkf_nb *nb, const qkf_model *m, const qkf_graph *g)
                         nb->zero_weights += zero;
                     }
             nb->weights += w->numel;
-            /* dense: every output position sums its valid taps x cin, for every channel */
-            const qkf_tensor *x = &g->tensors[op->in0];
-            int ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
-            int wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
-            int64_t taps = 0;
-            for (int oy = 0; oy < ho; oy++)
-                for (int ox = 0; ox < wo; ox++)
-                    for (int ky = 0; ky < op->k; ky++)
-                        for (int kx = 0; kx < op->k; kx++) {
-                            int iy = oy * op->stride - op->pad + ky;
-                            int ix = ox * op->stride - op->pad + kx;
-                            taps += iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
-                        }
-            l->dense_per_frame = taps * op->cin * op->cout;
+            l->dense_per_frame = dense_per_frame(g, op);
         } else {
             snprintf(l->name, sizeof l->name, "head");
             const qkf_param *w = &m->params.p[op->p_head_w];
@@ -216,19 +222,7 @@ int qkf_nb_init_int(qkf_nb *nb, const qkf_qmodel *q)
             nb->weights += n;
             bits += n * a->weight_bits + (int64_t)(a->per_channel ? op->cout : 1) * eb +
                     (int64_t)op->cout * bb;
-            const qkf_tensor *x = &g->tensors[op->in0];
-            int ho = (x->h + 2 * op->pad - op->k) / op->stride + 1;
-            int wo = (x->w + 2 * op->pad - op->k) / op->stride + 1;
-            int64_t taps = 0;
-            for (int oy = 0; oy < ho; oy++)
-                for (int ox = 0; ox < wo; ox++)
-                    for (int ky = 0; ky < op->k; ky++)
-                        for (int kx = 0; kx < op->k; kx++) {
-                            int iy = oy * op->stride - op->pad + ky;
-                            int ix = ox * op->stride - op->pad + kx;
-                            taps += iy >= 0 && iy < x->h && ix >= 0 && ix < x->w;
-                        }
-            l->dense_per_frame = taps * op->cin * op->cout;
+            l->dense_per_frame = dense_per_frame(g, op);
         } else {
             snprintf(l->name, sizeof l->name, "head");
             int K = g->cfg.num_classes, C = g->tensors[op->in0].c;

@@ -469,6 +469,16 @@ static void count_correct(const float *logits, const int32_t *labels, int n, int
     }
 }
 
+/* Closes the run's trace, if any (its last blocks written): 0 or -1. */
+static int close_trace(qkf_sim_state *s)
+{
+    if (!s->tr)
+        return 0;
+    int rc = qkf_trace_close(s->tr);
+    s->tr = NULL;
+    return rc;
+}
+
 /* qkf sim --hw (an integer profile) or a quantised checkpoint: the integer event engine, one
  * process. */
 static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_result *r)
@@ -602,12 +612,8 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
         count_correct(s->logits, labels, n, K, &r->correct);
         b0 += n;
     }
-    if (s->tr) {
-        int trc = qkf_trace_close(s->tr);
-        s->tr = NULL;
-        if (trc)
-            return here();
-    }
+    if (close_trace(s))
+        return here();
     qkf_stats *st = qkf_sched_stats(s->e);
     st->seconds = busy;
     r->integer = 1;
@@ -758,12 +764,8 @@ static int run_float(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_r
         count_correct(s->logits, labels, n, K, &r->correct);
         b0 += n;
     }
-    if (s->tr) {
-        int trc = qkf_trace_close(s->tr);
-        s->tr = NULL;
-        if (trc)
-            return here();
-    }
+    if (close_trace(s))
+        return here();
     if ((rc = fail_here_or_quiet(failed))) /* the failing rank names itself */
         return rc;
     qkf_stats *st = event ? qkf_sched_stats(s->e) : &s->ds;
