@@ -117,6 +117,24 @@ static int64_t conv_effective(const qkf_op *op, const qkf_tensor *xt, const floa
     return n;
 }
 
+/* One batch of conv layer l: its effective operations on input x ([cin][F][N] of B samples; MACs
+ * when any input is graded, else ACs) and its dense operations. */
+static void conv_add(qkf_nb_layer *l, const qkf_op *op, const qkf_tensor *xt, const float *x,
+                     int T, int B)
+{
+    int64_t F = xt->static_t ? B : (int64_t)T * B, eff = 0;
+    int graded = 0;
+    for (int64_t f = 0; f < F; f++)
+        eff += conv_effective(op, xt, x, F, f, l->nz, &graded);
+    int64_t rep = xt->static_t ? T : 1; /* the image runs through the conv T times */
+    eff *= rep;
+    if (graded)
+        l->eff_macs += eff;
+    else
+        l->eff_acs += eff;
+    l->dense += l->dense_per_frame * F * rep;
+}
+
 int qkf_nb_add(qkf_nb *nb, const qkf_dense *d, int B)
 {
     const qkf_graph *g = nb->g;
@@ -130,17 +148,7 @@ int qkf_nb_add(qkf_nb *nb, const qkf_dense *d, int B)
             return qkf_set_error("neurobench: the dense engine kept no tensors (KEEP_ALL)");
         int N = xt->h * xt->w;
         if (op->kind == QKF_OP_CONV) {
-            int64_t F = xt->static_t ? B : (int64_t)T * B, eff = 0;
-            int graded = 0;
-            for (int64_t f = 0; f < F; f++)
-                eff += conv_effective(op, xt, x, F, f, l->nz, &graded);
-            int64_t rep = xt->static_t ? T : 1; /* the image runs through the conv T times */
-            eff *= rep;
-            if (graded)
-                l->eff_macs += eff;
-            else
-                l->eff_acs += eff;
-            l->dense += l->dense_per_frame * F * rep;
+            conv_add(l, op, xt, x, T, B);
         } else { /* the head on the token and time mean: real values, MACs */
             for (int b = 0; b < B; b++)
                 for (int c = 0; c < xt->c; c++) {
@@ -271,17 +279,7 @@ int qkf_nb_add_int(qkf_nb *nb, const qkf_dense_int *d, int B)
             }
             for (int64_t j = 0; j < n; j++)
                 xf[j] = (float)x[j];
-            int64_t eff = 0;
-            int graded = 0;
-            for (int64_t f = 0; f < F; f++)
-                eff += conv_effective(op, xt, xf, F, f, l->nz, &graded);
-            int64_t rep = xt->static_t ? T : 1; /* the image runs through the conv T times */
-            eff *= rep;
-            if (graded)
-                l->eff_macs += eff;
-            else
-                l->eff_acs += eff;
-            l->dense += l->dense_per_frame * F * rep;
+            conv_add(l, op, xt, xf, T, B);
         } else { /* the head on the counts summed over steps and tokens: MACs */
             for (int b = 0; b < B; b++)
                 for (int c = 0; c < xt->c; c++) {
