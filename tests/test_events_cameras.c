@@ -18,6 +18,7 @@
 #include "io/events.h"
 #include "kernels/base.h"
 #include "util.h"
+#include "events_util.h"
 
 #define FIX QKF_FIXTURE_DIR "/events/"
 
@@ -27,20 +28,6 @@ static void setup(void) { tmpdir_make(tmpdir, sizeof tmpdir, "cameras"); }
 static void teardown(void) { tmpdir_remove(tmpdir); }
 
 TestSuite(cameras, .init = setup, .fini = teardown, .timeout = 300);
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static unsigned le16(const uint8_t *b) { return (unsigned)(b[0] | b[1] << 8); }
 
@@ -310,37 +297,7 @@ Test(cameras, truncation_and_corruption_sweep)
         size_t nvals = strstr(files[k], "aedat4") ? 3 : sizeof vals;
         char path[512];
         snprintf(path, sizeof path, FIX "%s", files[k]);
-        size_t len;
-        uint8_t *full = slurp(path, &len);
-        qkf_events ref, e;
-        cr_assert_eq(qkf_events_decode(full, len, path, NULL, &ref), 0);
-        for (size_t n = 0; n < len; n++) {
-            uint8_t *cut = malloc(n ? n : 1);
-            memcpy(cut, full, n);
-            if (qkf_events_decode(cut, n, path, NULL, &e) == 0) {
-                cr_assert_leq(e.n, ref.n);
-                for (int64_t i = 0; i < e.n; i++)
-                    cr_assert(e.ev[i].t == ref.ev[i].t && e.ev[i].x == ref.ev[i].x &&
-                                  e.ev[i].y == ref.ev[i].y && e.ev[i].p == ref.ev[i].p,
-                              "%s cut at %zu: event %lld differs", files[k], n, (long long)i);
-                qkf_events_free(&e);
-            } else {
-                cr_assert(strstr(qkf_last_error(), ": byte "), "%s", qkf_last_error());
-            }
-            free(cut);
-        }
-        for (size_t i = 0; i < len; i++)
-            for (size_t v = 0; v < nvals; v++) {
-                uint8_t save = full[i];
-                full[i] = vals[v];
-                if (qkf_events_decode(full, len, path, NULL, &e) == 0)
-                    qkf_events_free(&e);
-                else
-                    cr_assert(strstr(qkf_last_error(), ": byte "), "%s", qkf_last_error());
-                full[i] = save;
-            }
-        qkf_events_free(&ref);
-        free(full);
+        sweep_cuts_and_flips(files[k], path, vals, nvals, ": byte ", ": byte ");
     }
 }
 
