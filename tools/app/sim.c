@@ -561,19 +561,17 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
         }
     }
     /* the dense integer engine beside the event engine, for NeuroBench's tensors and membranes
-     * and for a trace (its spikes equal the event engine's bit for bit, tested) */
-    int trace = o->trace && o->trace->path;
-    if ((hw && o->neurobench) || trace) {
-        if (!(s->dni = qkf_dense_int_create(&s->q, nb, o->tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
-            return here();
-        if (hw && o->neurobench && qkf_nb_init_int(&s->nb, &s->q))
+     * (its spikes equal the event engine's bit for bit, tested) */
+    if (hw && o->neurobench) {
+        if (!(s->dni = qkf_dense_int_create(&s->q, nb, o->tb ? QKF_DENSE_INT_TB_COMPAT : 0)) ||
+            qkf_nb_init_int(&s->nb, &s->q))
             return here();
     }
-    if (trace) {
+    if (o->trace && o->trace->path) { /* the event engine's own, in membrane units */
         s->ts.qmodel = &s->q;
-        if (!(s->tr = qkf_trace_opts_open(o->trace, &s->ts, qkf_dense_int_graph(s->dni),
-                                          o->weights, "dense-int", o->argc, o->argv)) ||
-            qkf_dense_int_set_sink(s->dni, qkf_trace_sink(s->tr)))
+        if (!(s->tr = qkf_trace_opts_open(o->trace, &s->ts, g, o->weights, "event-int", o->argc,
+                                          o->argv)) ||
+            qkf_sched_set_trace(s->e, qkf_trace_sink(s->tr)))
             return here();
     }
     s->logits = qkf_malloc((size_t)nb * K * sizeof(float));
