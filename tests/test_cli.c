@@ -308,3 +308,44 @@ Test(cli, eval_hw_tb_compat_matches_infer, .timeout = 240)
     qkf_free(pred[0]);
     qkf_free(pred[1]);
 }
+
+/* qkf info on a quantised checkpoint: the float model's parameter counts as for a float
+ * checkpoint (parameters: N), then the arithmetic and a row per integer layer whose weight bits
+ * and thresholds are the ones qkf quantize reported for it. */
+Test(cli, info_quantised_checkpoint)
+{
+    char args[1024], rep[1 << 14], out[1 << 15], err[4096];
+    snprintf(args, sizeof args, "quantize --weights %s/cifar_small.weights.h5 --hw speck --out q.h5",
+             QKF_FIXTURE_DIR);
+    cr_assert_eq(run(args, rep, sizeof rep, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(run("info q.h5", out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "\nparameters: 425494\n"), "%s", out);
+    cr_assert(strstr(out, "arithmetic: weights 8 bits") && strstr(out, "leak none"), "%s", out);
+    const char *hd = strstr(out, "integer layer");
+    cr_assert_not_null(hd, "%s", out);
+    int rows = 0;
+    for (const char *l = strchr(rep, '\n') + 1; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char name[128], scale[16], bits[16], th[32];
+        int exp;
+        double e1, e2;
+        if (sscanf(l, "%127s %15s %15s %d %lf%% %lf%% %31s", name, scale, bits, &exp, &e1, &e2,
+                   th) != 7 || strcmp(name, "head") == 0)
+            continue;
+        char want[160];
+        snprintf(want, sizeof want, "\n%s ", name);
+        const char *r = strstr(hd, want);
+        cr_assert_not_null(r, "%s not in\n%s", name, out);
+        char rn[128], rb[16], re[16], rbb[16], rbe[16], rth[32];
+        long long bmax;
+        cr_assert_eq(sscanf(r + 1, "%127s %15s %15s %15s %lld %15s %31s", rn, rb, re, rbb, &bmax,
+                            rbe, rth),
+                     7, "%.200s", r + 1);
+        cr_expect_str_eq(rb, bits, "%s", name);
+        cr_expect_str_eq(rth, th, "%s", name);
+        cr_expect(bmax >= 0 && bmax <= 127, "%s: |bias| %lld beyond 8 bits", name, bmax);
+        rows++;
+    }
+    cr_assert_eq(rows, 31, "%d conv rows", rows); /* every conv of cifar_small */
+    cr_assert(strstr(hd, "\nhead ") && strstr(hd, "logit = logit_int * "), "%s", hd);
+}

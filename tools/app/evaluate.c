@@ -195,6 +195,25 @@ int64_t qkf_stream_block(const qkf_dataset *meta, int batch)
     return (nb < 1 ? 1 : nb) * (batch > 0 ? batch : 1);
 }
 
+qkf_loader *qkf__block_loader(const qkf_dataset *blk, qkf_dataset *view, int batch, int n_norm,
+                              const float *mean, const float *std, int num_classes)
+{
+    for (int64_t i = 0; i < blk->n; i++)
+        if (blk->labels[i] >= num_classes) {
+            qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
+                          blk->source, (long long)blk->index[i], blk->labels[i], num_classes);
+            return NULL;
+        }
+    *view = *blk; /* the block as a whole dataset of its own: batches from its start */
+    view->index = NULL, view->total = view->n;
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = view, lc.batch = batch, lc.n_norm = n_norm;
+    memcpy(lc.mean, mean, sizeof lc.mean);
+    memcpy(lc.std, std, sizeof lc.std);
+    return qkf_loader_start(&lc, 0, 0);
+}
+
 int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float mx, int64_t lo,
                      int64_t hi, int64_t block, int batch, int n_norm, const float *mean, const float *std,
                      int num_classes, qkf_batch_fn fn, void *ctx)
@@ -215,23 +234,13 @@ int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float
             rc = -1;
             break;
         }
-        for (int64_t i = 0; i < blk.n && rc == 0; i++)
-            if (blk.labels[i] >= num_classes)
-                rc = qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                   blk.source, (long long)blk.index[i], blk.labels[i],
-                                   num_classes);
-        /* the block as a whole dataset of its own: the loader's batches from its start */
-        qkf_dataset v = blk;
-        v.index = NULL, v.total = v.n;
-        qkf_loader_cfg lc;
-        memset(&lc, 0, sizeof lc);
-        lc.d = &v, lc.batch = batch, lc.n_norm = n_norm;
-        memcpy(lc.mean, mean, sizeof lc.mean);
-        memcpy(lc.std, std, sizeof lc.std);
-        qkf_loader *l = rc ? NULL : qkf_loader_start(&lc, 0, 0);
+        qkf_dataset v;
+        qkf_loader *l = qkf__block_loader(&blk, &v, batch, n_norm, mean, std, num_classes);
         const float *x;
         const int32_t *lab;
         int B;
+        if (!l)
+            rc = -1;
         while (l && rc == 0 && qkf_loader_next(l, &x, &lab, &B))
             rc = fn(ctx, x, lab, B);
         qkf_loader_stop(l);

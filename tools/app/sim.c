@@ -217,6 +217,7 @@ typedef struct {
     float mx;
     qkf_dataset_stream *ds;
     qkf_dataset block; /* the samples of the current batch */
+    qkf_dataset view;  /* the block as the loader reads it (qkf__block_loader) */
     qkf_loader *ld;    /* normalises the block */
     int num_classes, n_norm;
     float mean[4], std[4];
@@ -351,21 +352,10 @@ static int source_next(sim_source *s, int64_t row, int n, const float **x, const
     if (s->ld)
         qkf_loader_stop(s->ld);
     s->ld = NULL;
-    if (qkf_dataset_stream_next(s->ds, n, &s->block) != n)
+    if (qkf_dataset_stream_next(s->ds, n, &s->block) != n ||
+        !(s->ld = qkf__block_loader(&s->block, &s->view, n, s->n_norm, s->mean, s->std,
+                                    s->num_classes)))
         return -1;
-    for (int i = 0; i < n; i++)
-        if (s->block.labels[i] >= s->num_classes)
-            return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                 s->block.source, (long long)s->block.index[i],
-                                 s->block.labels[i], s->num_classes);
-    qkf_dataset view = s->block;
-    view.index = NULL, view.total = view.n;
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = &view, lc.batch = n, lc.limit = 0, lc.n_norm = s->n_norm;
-    memcpy(lc.mean, s->mean, sizeof lc.mean);
-    memcpy(lc.std, s->std, sizeof lc.std);
-    s->ld = qkf_loader_start(&lc, 0, 0);
     int got = 0;
     if (!qkf_loader_next(s->ld, x, labels, &got) || got != n)
         return qkf_set_error("%s: the loader gave %d of %d samples", s->block.source, got, n);
