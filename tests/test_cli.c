@@ -287,8 +287,9 @@ Test(cli, eval_hw_tb_compat_matches_infer, .timeout = 240)
         cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0, "%s", err);
         cr_expect_eq(eval_accuracy(out), 1.0, "--mode %s --tb-compat: %s", modes[k], out);
         cr_assert(strstr(err, "tb_compat") && strstr(err, modes[k]), "%s", err);
-        snprintf(args, sizeof args, "eval --weights %s --data h5:d.h5 --hw loihi --batch %d --mode %s",
-                 wts, batch, modes[k]);
+        snprintf(args, sizeof args,
+                 "eval --weights %s --data h5:d.h5 --hw loihi --batch %d --mode %s", wts, batch,
+                 modes[k]);
         cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0, "%s", err);
         cr_expect(fabs(eval_accuracy(out) - (double)same / n) < 1e-4, "--mode %s: %s (%d of %d)",
                   modes[k], out, same, n);
@@ -315,7 +316,8 @@ Test(cli, eval_hw_tb_compat_matches_infer, .timeout = 240)
 Test(cli, info_quantised_checkpoint)
 {
     char args[1024], rep[1 << 14], out[1 << 15], err[4096];
-    snprintf(args, sizeof args, "quantize --weights %s/cifar_small.weights.h5 --hw speck --out q.h5",
+    snprintf(args, sizeof args,
+             "quantize --weights %s/cifar_small.weights.h5 --hw speck --out q.h5",
              QKF_FIXTURE_DIR);
     cr_assert_eq(run(args, rep, sizeof rep, err, sizeof err), 0, "%s", err);
     cr_assert_eq(run("info q.h5", out, sizeof out, err, sizeof err), 0, "%s", err);

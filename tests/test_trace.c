@@ -1143,8 +1143,8 @@ Test(trace, int_engines_cli, .timeout = 120)
         }
     /* an existing trace: refused without --force (one line, the file kept), replaced with it */
     snprintf(args, sizeof args,
-             "infer --weights %s/cifar_small.weights.h5 --hw loihi --input %s/cifar_small_int_loihi.h5 "
-             "--output y.h5 --trace t.h5 --mode event --quiet",
+             "infer --weights %s/cifar_small.weights.h5 --hw loihi "
+             "--input %s/cifar_small_int_loihi.h5 --output y.h5 --trace t.h5 --mode event --quiet",
              F, F);
     cr_assert_eq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert_neq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0);

@@ -125,7 +125,8 @@ static void print_integer(const qkf_qmodel *q)
         range_i32(th, sizeof th, qo->theta, C);
         double dlo = qo->delta[0], dhi = qo->delta[0];
         for (int c = 1; c < C; c++)
-            dlo = qo->delta[c] < dlo ? qo->delta[c] : dlo, dhi = qo->delta[c] > dhi ? qo->delta[c] : dhi;
+            dlo = qo->delta[c] < dlo ? qo->delta[c] : dlo,
+            dhi = qo->delta[c] > dhi ? qo->delta[c] : dhi;
         snprintf(de, sizeof de, dlo == dhi ? "%.4g" : "%.4g..%.4g", dlo, dhi);
         if (!cv) { /* an attention neuron: P = in_weight * count, no weights or bias */
             snprintf(we, sizeof we, "x%ld", (long)qo->in_weight);
