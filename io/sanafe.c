@@ -94,12 +94,6 @@ static void place_range(int64_t a, int64_t b, void *arg)
 
 /* ---- the synapses ------------------------------------------------------------------------------- */
 
-/* The pooled token holding pre-pool position (oy, ox) (models/map.c: (oy / 2, ox / 2)). */
-static int home_of(const qkf_map_unit *u, int oy, int ox)
-{
-    return u->pool ? (oy / 2) * u->gw + ox / 2 : oy * u->gw + ox;
-}
-
 typedef void (*edge_fn)(int64_t target, double w, int has_w, void *arg);
 
 /* Every synapse neuron x of input slot `slot` of unit v looks up, one call per synapse (a pooled
@@ -113,22 +107,12 @@ static void targets(const qkf_map *m, const qkf_map_unit *u, int slot, int64_t x
     int ci = (int)(x / src_n), p = (int)(x % src_n);
     switch (u->kind) {
     case QKF_UNIT_CONV: {
-        int iy = p / u->iw, ix = p % u->iw;
-        for (int ky = 0; ky < u->k; ky++) {
-            int ty = iy + u->pad - ky;
-            if (ty < 0 || ty % u->stride || ty / u->stride >= u->ho)
-                continue;
-            for (int kx = 0; kx < u->k; kx++) {
-                int tx = ix + u->pad - kx;
-                if (tx < 0 || tx % u->stride || tx / u->stride >= u->wo)
-                    continue;
-                int q = home_of(u, ty / u->stride, tx / u->stride);
-                for (int co = 0; co < u->C; co++)
-                    f((int64_t)co * u->N + q,
-                      W ? W[(((int64_t)co * u->cin + ci) * u->k + ky) * u->k + kx] : 0.0f, 1,
-                      arg);
-            }
-        }
+        int hm[QKF_MAP_TAPS], kk[QKF_MAP_TAPS], nt = qkf_map_conv_taps(u, p, hm, kk);
+        int64_t k2 = (int64_t)u->k * u->k;
+        for (int i = 0; i < nt; i++)
+            for (int co = 0; co < u->C; co++)
+                f((int64_t)co * u->N + hm[i],
+                  W ? W[((int64_t)co * u->cin + ci) * k2 + kk[i]] : 0.0f, 1, arg);
         return;
     }
     case QKF_UNIT_QK_ATTN:

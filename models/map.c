@@ -226,6 +226,27 @@ static inline int home(const qkf_map_unit *u, int oy, int ox)
     return u->pool ? (oy / 2) * u->gw + ox / 2 : oy * u->gw + ox;
 }
 
+int qkf_map_conv_taps(const qkf_map_unit *u, int p, int *hm, int *kk)
+{
+    QKF_ASSERT(u->k * u->k <= QKF_MAP_TAPS);
+    int iy = p / u->iw, ix = p % u->iw, n = 0;
+    for (int ky = 0; ky < u->k; ky++) {
+        int ty = iy + u->pad - ky;
+        if (ty < 0 || ty % u->stride || ty / u->stride >= u->ho)
+            continue;
+        for (int kx = 0; kx < u->k; kx++) {
+            int tx = ix + u->pad - kx;
+            if (tx < 0 || tx % u->stride || tx / u->stride >= u->wo)
+                continue;
+            hm[n] = home(u, ty / u->stride, tx / u->stride);
+            if (kk)
+                kk[n] = ky * u->k + kx;
+            n++;
+        }
+    }
+    return n;
+}
+
 /* Pre-pool positions homed at token q of a conv unit: up to 4. */
 static int homes(const qkf_map_unit *u, int q, int *oy, int *ox)
 {
@@ -774,21 +795,10 @@ int qkf_map_targets(const qkf_map *m, int v, int slot, int64_t x, int *cores, in
     case QKF_UNIT_ENCODE: /* pixels are no spikes: the encoding's MACs run once (sim/cost.c) */
         return 0;
     case QKF_UNIT_CONV: {
-        int iy = p / u->iw, ix = p % u->iw;
-        int runs[64], nr = 0;
-        int64_t cnt[64];
-        for (int ky = 0; ky < u->k; ky++) {
-            int ty = iy + u->pad - ky;
-            if (ty < 0 || ty % u->stride || ty / u->stride >= u->ho)
-                continue;
-            for (int kx = 0; kx < u->k; kx++) {
-                int tx = ix + u->pad - kx;
-                if (tx < 0 || tx % u->stride || tx / u->stride >= u->wo)
-                    continue;
-                int q = home(u, ty / u->stride, tx / u->stride), r = q / u->tq;
-                nr = add_core(runs, cnt, nr, r, 1);
-            }
-        }
+        int runs[QKF_MAP_TAPS], nr = 0, hm[QKF_MAP_TAPS], nt = qkf_map_conv_taps(u, p, hm, NULL);
+        int64_t cnt[QKF_MAP_TAPS];
+        for (int i = 0; i < nt; i++)
+            nr = add_core(runs, cnt, nr, hm[i] / u->tq, 1);
         for (int i = 0; i < nr; i++)
             for (int g = 0; g < u->groups; g++) {
                 int c0 = g * u->cc, c1 = c0 + u->cc < u->C ? c0 + u->cc : u->C;
@@ -934,21 +944,13 @@ static void ival_push(ival_list *l, int a, int b)
 /* Runs of conv unit u holding the targets of input position p (as qkf_map_targets). */
 static int conv_target_runs(const qkf_map_unit *u, int p, int *runs)
 {
-    int iy = p / u->iw, ix = p % u->iw, nr = 0;
-    for (int ky = 0; ky < u->k; ky++) {
-        int ty = iy + u->pad - ky;
-        if (ty < 0 || ty % u->stride || ty / u->stride >= u->ho)
-            continue;
-        for (int kx = 0; kx < u->k; kx++) {
-            int tx = ix + u->pad - kx;
-            if (tx < 0 || tx % u->stride || tx / u->stride >= u->wo)
-                continue;
-            int r = home(u, ty / u->stride, tx / u->stride) / u->tq, seen = 0;
-            for (int i = 0; i < nr; i++)
-                seen |= runs[i] == r;
-            if (!seen)
-                runs[nr++] = r;
-        }
+    int hm[QKF_MAP_TAPS], nt = qkf_map_conv_taps(u, p, hm, NULL), nr = 0;
+    for (int j = 0; j < nt; j++) {
+        int r = hm[j] / u->tq, seen = 0;
+        for (int i = 0; i < nr; i++)
+            seen |= runs[i] == r;
+        if (!seen)
+            runs[nr++] = r;
     }
     return nr;
 }

@@ -121,6 +121,13 @@ static inline int qkf_map_core_of(const qkf_map *m, int u, int64_t x)
  * c*N + token it holds, ascending. Returns how many. */
 int qkf_map_core_ranges(const qkf_map *m, int i, void (*f)(int64_t, int64_t, void *), void *arg);
 
+/* The kernel taps of conv unit u that input position p (row-major in its ih x iw grid) reaches,
+ * in the order (ky, kx): for each tap whose output lands inside the ho x wo grid, the token that
+ * holds that pre-pool output (with a pool: the pooled neuron whose window holds it) in hm[i] and
+ * ky * k + kx in kk[i] (kk may be NULL). Returns how many (at most k * k <= QKF_MAP_TAPS). */
+#define QKF_MAP_TAPS 64
+int qkf_map_conv_taps(const qkf_map_unit *u, int p, int *hm, int *kk);
+
 /* The destinations of one spike: in consumer unit v, through its input slot, the targets of
  * source neuron x (per-sample index c*N + token in that input's tensor). Writes the distinct
  * cores holding targets and the synapse look-ups on each (per spike; SSA's kv table takes its

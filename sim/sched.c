@@ -349,6 +349,43 @@ static int lif_emit(qkf_sched *e, const node *nd, int t, int b, int p, const flo
     return lif_emit_v(e, nd, t, b, p, x, membrane(nd, b) + (int64_t)p * nd->C);
 }
 
+/* Integer mode, a traced LIF row (sample b, token p) of node nd: the reference step
+ * (qkf_spike_ilif_step) channel by channel on the sums x (int16 when x16, else int32) and the
+ * membranes v; emits its events and stores what the trace wants in membrane units, as the dense
+ * integer engine hands them to its sink: V after the reset, H (compared with the threshold), the
+ * input added (A << current_shift) + bias[c], spikes (token-major, as trace_row). */
+static int ilif_emit_traced(qkf_sched *e, const node *nd, int t, int b, int p, const void *x,
+                            int x16, int32_t *v)
+{
+    qkf_spike_events *out = ev_at(e, nd->out, t);
+    int64_t tok = (int64_t)b * nd->N + p;
+    uint16_t *ch = out->ch + tok * nd->C;
+    const qkf_ilif *il = &nd->il;
+    int l = nd->lif->lif_index, ns = 0;
+    unsigned w = e->tr_want[l];
+    int64_t n = (int64_t)nd->C * nd->N, plane = (int64_t)e->T * e->B * n;
+    float *V = e->tr_buf[l] + ((int64_t)t * e->B + b) * n + (int64_t)p * nd->C;
+    for (int c = 0; c < nd->C; c++) {
+        int32_t sum = x16 ? ((const int16_t *)x)[c] : ((const int32_t *)x)[c], h;
+        int sp = qkf_spike_ilif_step(il, c, sum, &v[c], &h);
+        if (sp)
+            ch[ns++] = (uint16_t)c;
+        if (w & (1u << QKF_TRACE_V))
+            V[c] = (float)v[c];
+        if (w & (1u << QKF_TRACE_H))
+            V[plane + c] = (float)h;
+        if (w & (1u << QKF_TRACE_INPUT))
+            V[2 * plane + c] = (float)(qkf_int_reduce(sum, il->current_bits, il->current_wrap) *
+                                           ((int64_t)1 << il->current_shift) +
+                                       il->bias[c]);
+        if (w & (1u << QKF_TRACE_SPIKES))
+            V[3 * plane + c] = (float)sp;
+    }
+    out->len[tok] = ns;
+    record(e, nd, t, b, p, ch, ns);
+    return ns;
+}
+
 /* Integer mode: one step of the integer LIF for the row (sample b, token p) of node nd from its
  * sums x, on the node's own membranes; emits its events. */
 static int ilif_emit(qkf_sched *e, const node *nd, scratch *s, int t, int b, int p,
@@ -358,6 +395,8 @@ static int ilif_emit(qkf_sched *e, const node *nd, scratch *s, int t, int b, int
     int64_t tok = (int64_t)b * nd->N + p;
     uint16_t *ch = out->ch + tok * nd->C, *mk = s->imask;
     int32_t *v = (int32_t *)(void *)(membrane(nd, b) + (int64_t)p * nd->C);
+    if (trace_tmp(e, nd))
+        return ilif_emit_traced(e, nd, t, b, p, x, 0, v);
     qkf_spike_ilif_seq_i32(&mk, &x, 1, nd->C, &nd->il, v);
     int ns = qkf_spike_mask_emit(ch, mk, nd->C);
     out->len[tok] = ns;
@@ -630,8 +669,8 @@ static int conv_emit(qkf_sched *e, const node *nd, int t, int b, int p)
 }
 
 /* The LIF of output position p for the samples b0..b1-1 over every step, and its events. A
- * traced layer steps row by row through lif_emit_v, which stores what the trace wants (its
- * membranes from zero in scratch, or a session's own). */
+ * traced layer steps row by row through lif_emit_v (integer mode: ilif_emit_traced), which
+ * stores what the trace wants (its membranes from zero in scratch, or a session's own). */
 static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const cur_src *src,
                      int traced, scratch *s)
 {
@@ -651,7 +690,9 @@ static void conv_lif(qkf_sched *e, const node *nd, int p, int b0, int b1, const 
         for (int b = b0; b < b1; b++) {
             float *v = e->view ? membrane(nd, b) + (int64_t)p * C
                                : s->vt + (int64_t)(nd->tb ? 0 : b - b0) * C;
-            s->spk[t] += lif_emit_v(e, nd, t, b, p, cur_of(src, t, b - b0), v);
+            s->spk[t] += e->q ? ilif_emit_traced(e, nd, t, b, p, cur_of(src, t, b - b0),
+                                                 nd->i16, (int32_t *)(void *)v)
+                              : lif_emit_v(e, nd, t, b, p, cur_of(src, t, b - b0), v);
         }
 }
 
@@ -1002,7 +1043,7 @@ static void attn_run(qkf_sched *e, node *nd, scratch *s)
                         memcpy(old, vrow, (size_t)C * sizeof(float));
                     ns = qkf_spike_lif_row(ch, vrow, x, C, nd->vth);
                 }
-                if (old)
+                if (old && !e->q) /* (ilif_emit traces integer rows itself) */
                     trace_row(e, nd, t, b, p, old, x, vrow, ch, ns);
                 if (!e->q) /* (ilif_emit wrote the list and recorded it) */
                     out->len[tok] = ns;
@@ -2215,9 +2256,6 @@ int qkf_sched_set_trace(qkf_sched *e, const qkf_lif_sink *tr)
     const qkf_graph *g = &e->g;
     if (e->view)
         return qkf_set_error("a session cannot record a trace");
-    if (e->q)
-        return qkf_set_error("the integer event engine does not record traces (use the float "
-                             "engine, without --hw, or the dense integer engine)");
     e->trace = tr;
     e->trace_base = 0;
     if (!tr || e->tr_buf)

@@ -38,8 +38,9 @@ qkf_sched *qkf_sched_create(const qkf_model *m, int max_batch, int flags);
  * <= 16 bits (no pooling) and int32 otherwise, the integer LIF, max pooling on int32 sums, the
  * integer readout. Integer sums are exact, so it agrees with the dense integer engine
  * (sim/dense_int.h) bit for bit on every spike and logit, at any thread count. Work is done only
- * where events are, as in float mode. The model must outlive the engine. Traces are not recorded
- * in integer mode. NULL on error (message recorded). */
+ * where events are, as in float mode. The model must outlive the engine. Traces
+ * (qkf_sched_set_trace) hold the integer form's values in membrane units, equal to the dense
+ * integer engine's (qkf_dense_int_set_sink). NULL on error (message recorded). */
 qkf_sched *qkf_sched_create_int(const qkf_qmodel *q, int max_batch, int flags);
 int qkf_sched_is_int(const qkf_sched *e);
 /* Integer mode: the exact integer logits [B][classes] of the last forward (its float logits are
@@ -49,7 +50,10 @@ const int64_t *qkf_sched_logits_int(const qkf_sched *e);
 /* Hands every forward from now on to sink (models/sink.h; a trace: qkf_trace_sink): v, h, input
  * and spikes of the layers it wants, through sink->put, with the values this engine computes (its
  * currents come from folded BatchNorm, so v, h and input agree with the dense engine's to
- * rounding; spikes exactly). sink must stay valid while the engine runs forwards. */
+ * rounding; spikes exactly). In integer mode: V, H and the input added, (A << current_shift) +
+ * bias, in membrane units as floats, equal to the dense integer engine's bit for bit (traced rows
+ * step through the reference arithmetic, qkf_spike_ilif_step). sink must stay valid while the
+ * engine runs forwards. */
 int qkf_sched_set_trace(qkf_sched *e, const qkf_lif_sink *sink);
 void qkf_sched_free(qkf_sched *e);
 const qkf_graph *qkf_sched_graph(const qkf_sched *e);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../io/dataset.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
 #include "util.h"
@@ -185,4 +186,168 @@ Test(cli, infer_bad_inputs)
     expect_clean_failure("infer --weights " W " --input good.h5", "--output");
     expect_clean_failure("infer --weights " W " --input good.h5 --output /nonexistent/dir/y.h5",
                          "/nonexistent/dir/y.h5");
+}
+
+/* Writes an h5: dataset of n random 3 x 16 x 16 images (byte pixels) with labels lab. */
+static void write_images(const char *name, int n, const int64_t *lab)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    qkf_h5out *o = qkf_h5out_open(path);
+    cr_assert_not_null(o, "%s", qkf_last_error());
+    int64_t per = 3 * 16 * 16, s[4] = {n, 3, 16, 16}, ls = n;
+    uint8_t *img = qkf_malloc((size_t)(n * per));
+    qkf_rng r;
+    qkf_rng_seed(&r, 77);
+    for (int64_t i = 0; i < n * per; i++)
+        img[i] = (uint8_t)(qkf_rng_u64(&r) % 256);
+    cr_assert_eq(qkf_h5out_u8(o, "images", 4, s, img), 0);
+    cr_assert_eq(qkf_h5out_i64(o, "labels", 1, &ls, lab), 0);
+    cr_assert_eq(qkf_h5out_commit(o), 0, "%s", qkf_last_error());
+    qkf_free(img);
+}
+
+/* The accuracy qkf eval printed ("accuracy: X" on stdout). */
+static double eval_accuracy(const char *out)
+{
+    const char *a = strstr(out, "accuracy: ");
+    cr_assert_not_null(a, "%s", out);
+    return atof(a + strlen("accuracy: "));
+}
+
+/* qkf eval --hw loihi --tb-compat classifies the test split as qkf infer --hw loihi --tb-compat
+ * classifies the same normalised samples in the same batches (the SSA proj_lif membrane runs over
+ * T*B, so a sample's class depends on its batch): labels set to infer's tb_compat predictions give
+ * accuracy 1 in both engines (--mode dense and event), and without --tb-compat eval's accuracy is
+ * the share of infer's plain predictions that equal those labels. */
+Test(cli, eval_hw_tb_compat_matches_infer, .timeout = 240)
+{
+    const int n = 13, batch = 5;
+    const char *wts = QKF_FIXTURE_DIR "/cifar_tb.weights.h5";
+    int64_t lab[13] = {0};
+    write_images("d.h5", n, lab);
+    /* the samples as eval's loader normalises them, into an infer input file */
+    qkf_model m;
+    cr_assert_eq(qkf_ckpt_load(wts, &m), 0, "%s", qkf_last_error());
+    char path[512], args[2048], out[1 << 14], err[4096];
+    snprintf(path, sizeof path, "h5:%s/d.h5", dir);
+    qkf_dataset d;
+    cr_assert_eq(qkf_dataset_load(path, 0, &d), 0, "%s", qkf_last_error());
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = &d, lc.batch = n, lc.n_norm = m.n_norm;
+    memcpy(lc.mean, m.input_mean, sizeof lc.mean);
+    memcpy(lc.std, m.input_std, sizeof lc.std);
+    qkf_loader *ld = qkf_loader_start(&lc, 0, 0);
+    const float *x;
+    const int32_t *l32;
+    int got = 0;
+    cr_assert(qkf_loader_next(ld, &x, &l32, &got) && got == n);
+    int64_t s[4] = {n, 3, 16, 16};
+    snprintf(path, sizeof path, "%s/x.h5", dir);
+    qkf_h5out *o = qkf_h5out_open(path);
+    cr_assert(o && qkf_h5out_f32(o, "input", 4, s, x) == 0 && qkf_h5out_commit(o) == 0);
+    qkf_loader_stop(ld);
+    qkf_dataset_free(&d);
+    qkf_model_free(&m);
+    int64_t *pred[2], sh[5];
+    int nd;
+    for (int tb = 0; tb < 2; tb++) {
+        snprintf(args, sizeof args,
+                 "infer --weights %s --hw loihi --input x.h5 --output y%d.h5 --batch %d %s --quiet",
+                 wts, tb, batch, tb ? "--tb-compat" : "");
+        cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+        snprintf(path, sizeof path, "%s/y%d.h5", dir, tb);
+        cr_assert_eq(qkf_h5_read_i64(path, "predictions", &pred[tb], &nd, sh), 0, "%s",
+                     qkf_last_error());
+        cr_assert_eq(sh[0], n);
+    }
+    int same = 0;
+    for (int i = 0; i < n; i++)
+        same += pred[0][i] == pred[1][i];
+    { /* the T*B membrane changes the integer logits: the test tells the two graphs apart */
+        int64_t *li[2], ndiff = 0;
+        for (int tb = 0; tb < 2; tb++) {
+            snprintf(path, sizeof path, "%s/y%d.h5", dir, tb);
+            cr_assert_eq(qkf_h5_read_i64(path, "logits_int", &li[tb], &nd, sh), 0);
+        }
+        for (int64_t i = 0; i < sh[0] * sh[1]; i++)
+            ndiff += li[0][i] != li[1][i];
+        cr_assert_gt(ndiff, 0);
+        qkf_free(li[0]);
+        qkf_free(li[1]);
+        cr_log_info("tb_compat: %d of %d predictions as without it", same, n);
+    }
+    write_images("d.h5", n, pred[1]);
+    static const char *modes[] = {"dense", "event"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args,
+                 "eval --weights %s --data h5:d.h5 --hw loihi --tb-compat --batch %d --mode %s",
+                 wts, batch, modes[k]);
+        cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+        cr_expect_eq(eval_accuracy(out), 1.0, "--mode %s --tb-compat: %s", modes[k], out);
+        cr_assert(strstr(err, "tb_compat") && strstr(err, modes[k]), "%s", err);
+        snprintf(args, sizeof args,
+                 "eval --weights %s --data h5:d.h5 --hw loihi --batch %d --mode %s", wts, batch,
+                 modes[k]);
+        cr_assert_eq(run(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+        cr_expect(fabs(eval_accuracy(out) - (double)same / n) < 1e-4, "--mode %s: %s (%d of %d)",
+                  modes[k], out, same, n);
+    }
+    /* --flips in event mode counts the integer event engine's spikes against the float model's:
+     * the same table as the dense integer engine's (their spikes are equal) */
+    char tab[2][1 << 14];
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args,
+                 "eval --weights %s --data h5:d.h5 --hw loihi --tb-compat --batch %d --mode %s "
+                 "--flips",
+                 wts, batch, modes[k]);
+        cr_assert_eq(run(args, tab[k], sizeof tab[k], err, sizeof err), 0, "%s", err);
+        cr_assert(strstr(tab[k], "neuron-steps"), "%s", tab[k]);
+    }
+    cr_expect_str_eq(tab[0], tab[1]);
+    qkf_free(pred[0]);
+    qkf_free(pred[1]);
+}
+
+/* qkf info on a quantised checkpoint: the float model's parameter counts as for a float
+ * checkpoint (parameters: N), then the arithmetic and a row per integer layer whose weight bits
+ * and thresholds are the ones qkf quantize reported for it. */
+Test(cli, info_quantised_checkpoint)
+{
+    char args[1024], rep[1 << 14], out[1 << 15], err[4096];
+    snprintf(args, sizeof args,
+             "quantize --weights %s/cifar_small.weights.h5 --hw speck --out q.h5",
+             QKF_FIXTURE_DIR);
+    cr_assert_eq(run(args, rep, sizeof rep, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(run("info q.h5", out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "\nparameters: 425494\n"), "%s", out);
+    cr_assert(strstr(out, "arithmetic: weights 8 bits") && strstr(out, "leak none"), "%s", out);
+    const char *hd = strstr(out, "integer layer");
+    cr_assert_not_null(hd, "%s", out);
+    int rows = 0;
+    for (const char *l = strchr(rep, '\n') + 1; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char name[128], scale[16], bits[16], th[32];
+        int exp;
+        double e1, e2;
+        if (sscanf(l, "%127s %15s %15s %d %lf%% %lf%% %31s", name, scale, bits, &exp, &e1, &e2,
+                   th) != 7 || strcmp(name, "head") == 0)
+            continue;
+        char want[160];
+        snprintf(want, sizeof want, "\n%s ", name);
+        const char *r = strstr(hd, want);
+        cr_assert_not_null(r, "%s not in\n%s", name, out);
+        char rn[128], rb[16], re[16], rbb[16], rbe[16], rth[32];
+        long long bmax;
+        cr_assert_eq(sscanf(r + 1, "%127s %15s %15s %15s %lld %15s %31s", rn, rb, re, rbb, &bmax,
+                            rbe, rth),
+                     7, "%.200s", r + 1);
+        cr_expect_str_eq(rb, bits, "%s", name);
+        cr_expect_str_eq(rth, th, "%s", name);
+        cr_expect(bmax >= 0 && bmax <= 127, "%s: |bias| %lld beyond 8 bits", name, bmax);
+        rows++;
+    }
+    cr_assert_eq(rows, 31, "%d conv rows", rows); /* every conv of cifar_small */
+    cr_assert(strstr(hd, "\nhead ") && strstr(hd, "logit = logit_int * "), "%s", hd);
 }

@@ -209,15 +209,13 @@ static void session_case(const char *model, const char *prof)
 Test(event_int, session_cifar_loihi) { session_case("cifar_small", "loihi"); }
 Test(event_int, session_dvs128_speck) { session_case("dvs128_small", "speck"); }
 
-/* Integer mode refuses traces and float arithmetic, with a message. */
+/* Integer mode refuses float arithmetic, with a message. */
 Test(event_int, refusals)
 {
     fixture fx;
     load(&fx, "cifar_small", "loihi", NULL);
     qkf_sched *e = qkf_sched_create_int(&fx.q, 1, 0);
     cr_assert_not_null(e);
-    cr_assert_eq(qkf_sched_set_trace(e, NULL), -1);
-    cr_assert(strstr(qkf_last_error(), "trace") != NULL, "%s", qkf_last_error());
     cr_assert_not_null(qkf_sched_logits_int(e));
     qkf_sched_free(e);
     qkf_sched *f = qkf_sched_create(&fx.m, 1, 0);
@@ -234,27 +232,26 @@ Test(event_int, refusals)
  * the stage-3 MLP exceed the engine's fused budget and run as (block, tile) items, block-major,
  * with int16 blocks of up to 256 channels and int32 pooled blocks; BatchNorms calibrated to fire
  * at ~15%, quantised with calibrated scales for each fixture arithmetic. */
-static void wide_case(const char *prof)
+static void wide_load(fixture *f, const char *prof)
 {
     char ref[512];
     snprintf(ref, sizeof ref, "%s/cifar_small_int_%s.h5", QKF_FIXTURE_DIR, prof);
     if (access(ref, R_OK))
         cr_skip_test("%s not present", ref);
-    fixture fx;
-    memset(&fx, 0, sizeof fx);
-    snprintf(fx.ref, sizeof fx.ref, "%s", ref);
-    cr_assert_eq(qkf_config_preset("cifar10", &fx.m.cfg), 0);
-    fx.m.cfg.img_size = 8, fx.m.cfg.T = 2;
-    cr_assert_eq(qkf_params_build(&fx.m.cfg, &fx.m.params), 0, "%s", qkf_last_error());
-    qkf_params_init(&fx.m.cfg, &fx.m.params, 31);
-    fx.B = 3;
-    int64_t n = (int64_t)fx.B * 3 * 8 * 8;
-    fx.x = qkf_malloc((size_t)n * sizeof(float));
+    memset(f, 0, sizeof *f);
+    snprintf(f->ref, sizeof f->ref, "%s", ref);
+    cr_assert_eq(qkf_config_preset("cifar10", &f->m.cfg), 0);
+    f->m.cfg.img_size = 8, f->m.cfg.T = 2;
+    cr_assert_eq(qkf_params_build(&f->m.cfg, &f->m.params), 0, "%s", qkf_last_error());
+    qkf_params_init(&f->m.cfg, &f->m.params, 31);
+    f->B = 3;
+    int64_t n = (int64_t)f->B * 3 * 8 * 8;
+    f->x = qkf_malloc((size_t)n * sizeof(float));
     qkf_rng r;
     qkf_rng_seed(&r, 32);
     for (int64_t i = 0; i < n; i++)
-        fx.x[i] = qkf_rng_normal(&r);
-    cr_assert_eq(qkf_stats_calibrate(&fx.m, fx.x, fx.B, 0.15, 0.6, 0, 33), 0, "%s",
+        f->x[i] = qkf_rng_normal(&r);
+    cr_assert_eq(qkf_stats_calibrate(&f->m, f->x, f->B, 0.15, 0.6, 0, 33), 0, "%s",
                  qkf_last_error());
     int64_t *av, sh[5];
     int nd;
@@ -264,9 +261,15 @@ static void wide_case(const char *prof)
     qkf_free(av);
     qkf_quant_opts o;
     memset(&o, 0, sizeof o);
-    cr_assert_eq(qkf_quant_calibrate(&fx.m, fx.x, fx.B, fx.B, &o), 0, "%s", qkf_last_error());
-    cr_assert_eq(qkf_quantize(&fx.m, &a, prof, &o, &fx.q), 0, "%s", qkf_last_error());
-    qkf_quant_calib_free(&o, &fx.m);
+    cr_assert_eq(qkf_quant_calibrate(&f->m, f->x, f->B, f->B, &o), 0, "%s", qkf_last_error());
+    cr_assert_eq(qkf_quantize(&f->m, &a, prof, &o, &f->q), 0, "%s", qkf_last_error());
+    qkf_quant_calib_free(&o, &f->m);
+}
+
+static void wide_case(const char *prof)
+{
+    fixture fx;
+    wide_load(&fx, prof);
     int64_t spikes = agree(&fx, fx.B, 0, 0);
     cr_assert_gt(spikes, 0);
     unload(&fx);
@@ -377,7 +380,7 @@ Test(event_int, cli)
         unload(&fx);
     }
     /* refusals: one line on stderr, non-zero, no output */
-    const char *bad[] = {"--cross-check", "--mode event --trace t.h5",
+    const char *bad[] = {"--cross-check", "--mode event --trace t.h5 --record nosuch:v",
                          "--mode event --hw nosuchchip", "--mode event --hw ideal-45nm"};
     for (int k = 0; k < 4; k++) {
         snprintf(args, sizeof args,
@@ -454,4 +457,199 @@ Test(event_int, bench_event_hw)
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- traces --------------------------------------------------------------------------------- */
+
+/* A LIF sink that keeps everything it is handed: per LIF layer [4][S][T][n] floats (v, h, input,
+ * spikes; sample s, step t, neuron n in per-sample order), NaN where nothing was written. The
+ * dense integer engine hands over whole layers (put_layer), the event engine rows of one (layer,
+ * sample, step) (put); both land in the same place. */
+typedef struct {
+    const qkf_graph *g;
+    int T, S;
+    float **d;
+    int64_t *next; /* put_layer: the next sample of each layer */
+    qkf_lif_sink sink;
+} capture;
+
+static unsigned cap_wants(void *ctx, int l)
+{
+    (void)ctx, (void)l;
+    return (1u << QKF_TRACE_NOBS) - 1;
+}
+
+static float *cap_at(const capture *c, int l, int k, int64_t s, int t)
+{
+    int64_t n = qkf_graph_lif_neurons(c->g, l);
+    return c->d[l] + (((int64_t)k * c->S + s) * c->T + t) * n;
+}
+
+static int cap_put(void *ctx, int l, int64_t s, int t, const float *v, const float *h,
+                   const float *x, const float *sp, int64_t n)
+{
+    capture *c = ctx;
+    if (s < 0 || s >= c->S || t < 0 || t >= c->T || n != qkf_graph_lif_neurons(c->g, l))
+        return -1;
+    const float *o[4] = {v, h, x, sp};
+    for (int k = 0; k < 4; k++)
+        if (o[k])
+            memcpy(cap_at(c, l, k, s, t), o[k], (size_t)n * sizeof(float));
+    return 0;
+}
+
+static int cap_put_layer(void *ctx, const qkf_lif_data *d)
+{
+    capture *c = ctx;
+    int l = d->lif_index, B = d->B, T = d->T;
+    int64_t N = d->N, s0 = c->next[l], F = (int64_t)T * B;
+    if (s0 + B > c->S)
+        return -1;
+    c->next[l] += B;
+    const float *o[4] = {d->v, d->h, d->x, d->s};
+    for (int k = 0; k < 4; k++)
+        for (int b = 0; b < B && o[k]; b++)
+            for (int t = 0; t < T; t++) {
+                float *dst = cap_at(c, l, k, s0 + b, t);
+                int64_t f = k == QKF_TRACE_INPUT && d->x_static ? b : (int64_t)t * B + b;
+                int64_t Fk = k == QKF_TRACE_INPUT && d->x_static ? B : F;
+                for (int ch = 0; ch < d->C; ch++)
+                    memcpy(dst + ch * N, o[k] + ((int64_t)ch * Fk + f) * N,
+                           (size_t)N * sizeof(float));
+            }
+    return 0;
+}
+
+static void cap_init(capture *c, const qkf_graph *g, int S)
+{
+    memset(c, 0, sizeof *c);
+    c->g = g, c->T = g->cfg.T, c->S = S;
+    c->d = qkf_calloc((size_t)g->n_lif, sizeof(float *));
+    c->next = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
+    for (int l = 0; l < g->n_lif; l++) {
+        int64_t n = 4 * (int64_t)S * c->T * qkf_graph_lif_neurons(g, l);
+        c->d[l] = qkf_malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            c->d[l][i] = NAN;
+    }
+    c->sink = (qkf_lif_sink){c, "capture", g->n_lif, c->T, cap_wants, cap_put, cap_put_layer};
+}
+
+static void cap_free(capture *c)
+{
+    for (int l = 0; l < c->g->n_lif; l++)
+        qkf_free(c->d[l]);
+    qkf_free(c->d);
+    qkf_free(c->next);
+}
+
+/* The integer event engine's trace (qkf_sched_set_trace in integer mode) against the dense
+ * integer engine's (qkf_dense_int_set_sink) on two forwards of the fixture's samples (sample
+ * numbering across forwards): every v, h, input and spike of every layer, bit for bit (integers
+ * in membrane units: no tolerance), at 1, 2 and 3 threads; every value written; H an integer
+ * that fires exactly where the comparator says (below 2^24, where float32 holds it); and
+ * tracing changes no integer logit. */
+static void trace_case(fixture *fx, int tb)
+{
+    const qkf_graph *g = &fx->q.g;
+    int B = fx->B, S = 2 * B, K = g->cfg.num_classes;
+    int64_t *ld = qkf_malloc((size_t)S * K * sizeof(int64_t));
+    float *lf = qkf_malloc((size_t)B * K * sizeof(float));
+    capture cd, ce;
+    cap_init(&cd, g, S);
+    qkf_dense_int *d = qkf_dense_int_create(&fx->q, B, tb ? QKF_DENSE_INT_TB_COMPAT : 0);
+    cr_assert_not_null(d, "%s", qkf_last_error());
+    cr_assert_eq(qkf_dense_int_set_sink(d, &cd.sink), 0, "%s", qkf_last_error());
+    for (int pass = 0; pass < 2; pass++)
+        cr_assert_eq(qkf_dense_int_forward(d, fx->x, B, lf, ld + (int64_t)pass * B * K, NULL), 0,
+                     "%s", qkf_last_error());
+    qkf_dense_int_free(d);
+    int64_t spikes = 0;
+    for (int l = 0; l < g->n_lif; l++) {
+        const qkf_qop *ql = &fx->q.ops[g->lif_ops[l]];
+        int64_t n = qkf_graph_lif_neurons(g, l), N = n / g->tensors[g->ops[g->lif_ops[l]].out].c;
+        for (int64_t s = 0; s < S; s++)
+            for (int t = 0; t < cd.T; t++) {
+                const float *h = cap_at(&cd, l, QKF_TRACE_H, s, t);
+                const float *sp = cap_at(&cd, l, QKF_TRACE_SPIKES, s, t);
+                for (int64_t j = 0; j < n; j++) {
+                    int64_t th = ql->theta[j / N];
+                    int fire = fx->q.arith.threshold_ge ? h[j] >= (float)th : h[j] > (float)th;
+                    if (fabsf(h[j]) >= 16777216.0f) /* float32 keeps 24 bits (wide16) */
+                        fire = sp[j] != 0.0f;
+                    cr_assert(h[j] == floorf(h[j]) && (float)fire == sp[j],
+                              "%s: %s s %lld t %d n %lld: h %g, threshold %lld, spike %g",
+                              fx->ref, g->ops[g->lif_ops[l]].name, (long long)s, t, (long long)j,
+                              (double)h[j], (long long)th, (double)sp[j]);
+                    spikes += fire;
+                }
+            }
+    }
+    cr_assert_gt(spikes, 0, "%s: no spikes (the comparison would prove nothing)", fx->ref);
+    for (int th = 1; th <= 3; th++) {
+        qkf_set_threads(th);
+        cap_init(&ce, g, S);
+        qkf_sched *e = qkf_sched_create_int(&fx->q, B, tb ? QKF_SCHED_TB_COMPAT : 0);
+        cr_assert_not_null(e, "%s", qkf_last_error());
+        cr_assert_eq(qkf_sched_set_trace(e, &ce.sink), 0, "%s", qkf_last_error());
+        for (int pass = 0; pass < 2; pass++) {
+            cr_assert_eq(qkf_sched_forward(e, fx->x, B, lf, NULL), 0, "%s", qkf_last_error());
+            cr_assert_eq(memcmp(qkf_sched_logits_int(e), ld + (int64_t)pass * B * K,
+                                (size_t)B * K * sizeof(int64_t)),
+                         0, "%s (%d threads): traced integer logits differ", fx->ref, th);
+        }
+        qkf_sched_free(e);
+        static const char *on[] = {"v", "h", "input", "spikes"};
+        for (int l = 0; l < g->n_lif; l++) {
+            int64_t n = 4 * (int64_t)S * cd.T * qkf_graph_lif_neurons(g, l), diff = 0, first = -1,
+                    unset = 0;
+            for (int64_t i = 0; i < n; i++) {
+                unset += isnan(ce.d[l][i]) || isnan(cd.d[l][i]);
+                if (memcmp(&ce.d[l][i], &cd.d[l][i], sizeof(float)) && diff++ == 0)
+                    first = i;
+            }
+            int64_t per = (int64_t)S * cd.T * qkf_graph_lif_neurons(g, l);
+            cr_assert_eq(unset, 0, "%s: %s: %lld values not written", fx->ref,
+                         g->ops[g->lif_ops[l]].name, (long long)unset);
+            cr_assert_eq(diff, 0,
+                         "%s (%d threads): %s: %lld values differ, first %s [%lld]: event %g, "
+                         "dense %g",
+                         fx->ref, th, g->ops[g->lif_ops[l]].name, (long long)diff,
+                         first >= 0 ? on[first / per] : "-", (long long)(first % per),
+                         first >= 0 ? (double)ce.d[l][first] : 0.0,
+                         first >= 0 ? (double)cd.d[l][first] : 0.0);
+        }
+        cap_free(&ce);
+    }
+    qkf_set_threads(2);
+    cap_free(&cd);
+    qkf_free(ld);
+    qkf_free(lf);
+}
+
+static void trace_run(const char *model, const char *prof, int tb)
+{
+    fixture fx;
+    load(&fx, model, prof, NULL);
+    trace_case(&fx, tb);
+    unload(&fx);
+}
+
+Test(event_int, trace_cifar_loihi) { trace_run("cifar_small", "loihi", 0); }
+Test(event_int, trace_cifar_speck) { trace_run("cifar_small", "speck", 0); }
+Test(event_int, trace_cifar_gt_saturate) { trace_run("cifar_small", "gtsat", 0); }
+Test(event_int, trace_cifar_qkca_loihi) { trace_run("cifar_qkca", "loihi", 0); }
+Test(event_int, trace_imagenet_wide16) { trace_run("imagenet_small", "wide16", 0); }
+Test(event_int, trace_dvs128_speck) { trace_run("dvs128_small", "speck", 0); }
+Test(event_int, trace_cifar10dvs_gt_saturate) { trace_run("cifar10dvs_small", "gtsat", 0); }
+Test(event_int, trace_cifar_tb_loihi) { trace_run("cifar_tb", "loihi", 1); }
+
+/* Block-major convs (int16 blocks, int32 pooled blocks) traced: they then run through the shared
+ * currents, one sample at a time. */
+Test(event_int, trace_wide_blocks_loihi)
+{
+    fixture fx;
+    wide_load(&fx, "loihi");
+    trace_case(&fx, 0);
+    unload(&fx);
 }

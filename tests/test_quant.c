@@ -559,8 +559,8 @@ Test(quant_cli, eval_hw, .init = cli_setup, .fini = cli_teardown, .timeout = 180
                   strstr(o, "stage1.0.tssa.attn_lif") && strstr(o, "neuron-steps"),
               "%s", o);
     qkf_free(o);
-    /* the integer event path is not this engine's: a clear refusal */
-    cr_assert_neq(run_cmd("%s eval --weights %s/w.h5 --data h5:%s/d.h5 --hw loihi --tb-compat "
+    /* an unknown engine: a clear refusal (--tb-compat and --mode event: tests/test_cli.c) */
+    cr_assert_neq(run_cmd("%s eval --weights %s/w.h5 --data h5:%s/d.h5 --hw loihi --mode quantum "
                           ">/dev/null 2>&1",
                           QKF_BINARY, cdir, cdir),
                   0);

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <fnmatch.h>
+#include <hdf5.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include "../kernels/base.h"
 #include "../sim/dense.h"
 #include "../sim/sched.h"
+#include "util.h"
 
 static void tmp_path(char *buf, size_t n, const char *name)
 {
@@ -1049,4 +1051,105 @@ Test(trace, train_records_chosen_steps, .timeout = 120)
     qkf_model_free(&mb);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* The root attribute key of trace path (a variable-length string) equals want. */
+static void expect_root_str(const char *path, const char *key, const char *want)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert_geq(f, 0, "%s", path);
+    hid_t a = H5Aopen(f, key, H5P_DEFAULT), t = H5Aget_type(a);
+    char *v = NULL;
+    cr_assert(a >= 0 && H5Tis_variable_str(t) > 0 && H5Aread(a, t, &v) >= 0, "%s: %s", path, key);
+    cr_expect_str_eq(v, want, "%s: %s", path, key);
+    H5free_memory(v);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(f);
+}
+
+/* qkf infer --hw loihi --trace with the dense integer engine and with --mode event: the same file
+ * content, dataset by dataset (values in membrane units, bit for bit), for every observable and
+ * the selections (neuron ranges, a random subset, steps every k, sample ranges, --trace-raw);
+ * only the engine attribute differs; an existing trace is refused without --force. */
+Test(trace, int_engines_cli, .timeout = 120)
+{
+    char dir[256], args[2048], out[1 << 14], err[4096];
+    tmpdir_make(dir, sizeof dir, "trace_int_cli");
+    const char *F = QKF_FIXTURE_DIR;
+    static const char *models[][2] = {{"cifar_small", "loihi"}, {"cifar_tb", "loihi"}};
+    static const char *rec =
+        "--record 'stage1.*.[qkm]*_lif:v,h,spikes:neurons=0-99,700-709:steps=1-3:every=2' "
+        "--record 'patch_embed1.*:input,h:random=37:seed=5:samples=1-' --record '*.attn_lif:all' "
+        "--record 'stage2.*:input,spikes'";
+    for (int m = 0; m < 2; m++)
+        for (int raw = 0; raw < 2; raw++) {
+            const char *tb = m ? "--tb-compat" : "";
+            for (int ev = 0; ev < 2; ev++) {
+                snprintf(args, sizeof args,
+                         "infer --weights %s/%s.weights.h5 --hw %s --input %s/%s_int_%s.h5 "
+                         "--output y%d.h5 --trace t%d.h5 %s %s %s --threads 2 --quiet %s",
+                         F, models[m][0], models[m][1], F, models[m][0], models[m][1], ev, ev, rec,
+                         raw ? "--trace-raw" : "", tb, ev ? "--mode event" : "");
+                cr_assert_eq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0, "%s: %s",
+                             args, err);
+            }
+            char pa[512], pb[512];
+            snprintf(pa, sizeof pa, "%s", tmpdir_path(dir, "t0.h5"));
+            snprintf(pb, sizeof pb, "%s", tmpdir_path(dir, "t1.h5"));
+            qkf_model fm;
+            char w[512];
+            snprintf(w, sizeof w, "%s/%s.weights.h5", F, models[m][0]);
+            cr_assert_eq(qkf_ckpt_load(w, &fm), 0, "%s", qkf_last_error());
+            qkf_graph g;
+            cr_assert_eq(qkf_graph_walk(&fm.cfg, 0, &g), 0, "%s", qkf_last_error());
+            int checked = 0;
+            for (int l = 0; l < g.n_lif; l++) {
+                const char *name = lif_name(&g, l);
+                static const char *on[] = {"v", "h", "input"};
+                char key[256];
+                for (int o = 0; o < 3; o++) {
+                    snprintf(key, sizeof key, "nodes/%s/observables/%s/data", name, on[o]);
+                    int has = qkf_h5_has(pa, key);
+                    cr_assert_eq(has, qkf_h5_has(pb, key), "%s", key);
+                    if (has == 1)
+                        expect_same_dataset(pa, pb, key), checked++;
+                    snprintf(key, sizeof key, "nodes/%s/observables/%s/neurons", name, on[o]);
+                    if (qkf_h5_has(pa, key) == 1) {
+                        int64_t *na, *nb, sa[3], sb[3];
+                        int nd;
+                        cr_assert_eq(qkf_report_read_i64(pa, key, &na, &nd, sa), 0);
+                        cr_assert_eq(qkf_report_read_i64(pb, key, &nb, &nd, sb), 0);
+                        cr_assert(sa[0] == sb[0] && !memcmp(na, nb, (size_t)sa[0] * 8), "%s", key);
+                        qkf_free(na);
+                        qkf_free(nb);
+                    }
+                }
+                snprintf(key, sizeof key, "nodes/%s/observables/spikes/idx", name);
+                if (qkf_h5_has(pa, key) == 1) {
+                    expect_same_dataset(pa, pb, key);
+                    snprintf(key, sizeof key, "nodes/%s/observables/spikes/time", name);
+                    expect_same_dataset(pa, pb, key), checked++;
+                }
+            }
+            cr_assert_gt(checked, 10, "%d datasets compared", checked);
+            expect_root_str(pa, "engine", "dense-int");
+            expect_root_str(pb, "engine", "event-int");
+            expect_root_str(pb, "units", "membrane");
+            qkf_graph_free(&g);
+            qkf_model_free(&fm);
+            unlink(pa);
+            unlink(pb);
+        }
+    /* an existing trace: refused without --force (one line, the file kept), replaced with it */
+    snprintf(args, sizeof args,
+             "infer --weights %s/cifar_small.weights.h5 --hw loihi "
+             "--input %s/cifar_small_int_loihi.h5 --output y.h5 --trace t.h5 --mode event --quiet",
+             F, F);
+    cr_assert_eq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert_neq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0);
+    cr_assert(strstr(err, "t.h5") && strchr(err, '\n') == err + strlen(err) - 1, "%s", err);
+    strcat(args, " --force");
+    cr_assert_eq(run_qkf(dir, args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    tmpdir_remove(dir);
 }

@@ -17,55 +17,29 @@
 int qkf_arg_hw(qkf_args *a, qkf_hw_profile *hw);
 extern const char *const qkf_hw_help;
 
-/* qkf infer --hw and qkf eval --hw in dense mode (the integer model: qkf_app_qmodel,
- * tools/app/quantize.h); return the exit status (error printed). infer: tb runs the tb_compat
- * graph (QKF_DENSE_INT_TB_COMPAT); topt->path traces the integer engine in membrane units
- * (qkf_dense_int_set_sink; argc/argv: the trace's provenance). */
+/* qkf infer --hw (tools/cmd_infer_int.c): the integer model (qkf_app_qmodel,
+ * tools/app/quantize.h) run by the dense integer engine or, with event, the integer event engine
+ * (xcheck: the dense one beside it, every spike and integer logit compared); tb runs the tb_compat
+ * graph; topt->path traces the running engine in membrane units (argc/argv: the trace's
+ * provenance). Returns the exit status (error printed). */
 int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                      const qkf_quant_opts *base, const char *input, const char *output, int batch,
-                     int quiet, int tb, const qkf_trace_opts *topt, int argc, char **argv);
+                     int event, int xcheck, int tb, int quiet, const qkf_trace_opts *topt,
+                     int argc, char **argv);
+/* qkf eval --hw (tools/cmd_quantize.c): the integer accuracy on the test split, in the dense
+ * integer engine or (event) the integer event engine, tb: the tb_compat graph; flips (dense
+ * only): spikes that differ from the float model's, per layer. Returns the exit status. */
 int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                    const qkf_quant_opts *base, long limit, int batch, int flips);
+                    const qkf_quant_opts *base, long limit, int batch, int event, int tb,
+                    int flips);
 /* --calib N, --headroom H, --clip-bias: 1 if consumed, 0 if not ours, -1 on error. */
 int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o);
 extern const char *const qkf_quant_help; /* --calib, --headroom, --clip-bias */
-/* The input of qkf infer --hw, either integer engine (cmd_quantize.c): dataset 'input' of the
- * file opened for reading a batch at a time (*in; qkf_h5_rows_close it), checked against the
- * checkpoint's own size and T; *B its samples, *per the values per sample. 0, or -1 with one
- * line naming the file and the key. */
-struct qkf_h5_rows;
-int qkf_cli_int_input(const char *input, const qkf_qmodel *q, struct qkf_h5_rows **in,
-                      int64_t *B, int64_t *per);
-/* The output of qkf infer --hw, either integer engine, written as the batches come: Y.h5
- * (logits, logits_int, predictions = argmax of the integer logits, spike_count/<layer>,
- * firing_rate/<layer>, attributes engine, hw, qkf_version, weights) via .tmp + rename, and the
- * summary. open, then rows for each batch in order, then close (commits and prints unless quiet)
- * or abort (nothing left). Each returns 0 or -1 with the error recorded. */
-typedef struct {
-    void *o; /* qkf_h5out */
-    int K;
-    int64_t B;
-    int64_t pred[16], logit_int[16];
-    float logit[16];
-} qkf_int_out;
-int qkf_cli_int_out_open(qkf_int_out *w, const char *output, int64_t B, int K);
-int qkf_cli_int_out_rows(qkf_int_out *w, int64_t b0, int n, const float *logits,
-                         const int64_t *li);
-int qkf_cli_int_out_close(qkf_int_out *w, const char *output, const char *weights,
-                          const qkf_qmodel *q, const qkf_graph *g, const char *engine,
-                          const char *label, const int64_t *counts, double dt, int quiet);
-void qkf_cli_int_out_abort(qkf_int_out *w);
 /* qkf map --export-sanafe DIR (tools/cmd_map_sanafe.c): runs the event engine on sample `sample`
  * of input (dataset 'input', images [B][C][H][W]), maps the model onto hw (the table unless
  * quiet), counts the sample's costs and writes DIR (io/sanafe.h). 0, or -1 (error recorded). */
 int qkf_cli_map_export_sanafe(const qkf_model *m, const qkf_hw_profile *hw, const char *input,
                               int64_t sample, const char *dir, int quiet);
-/* qkf infer --hw --mode event (tools/cmd_infer_int.c): the integer event engine, with
- * --cross-check against the dense integer engine; returns the exit status (error printed). */
-int qkf_cli_infer_hw_event(const char *weights, const qkf_hw_profile *hw, long calib,
-                           const char *data, const qkf_quant_opts *base, const char *input,
-                           const char *output, int batch, int xcheck, int tb, int quiet);
-
 /* Event-file reader options of qkf events and qkf client: --format, --sensor WxH (sides up to
  * max_side), --orient jaer|cifar10dvs, --backwards fail|drop. 1 if consumed, 0 if not ours,
  * -1 on error. */

@@ -50,8 +50,8 @@ static void help(void)
            "--cross-check also the dense integer engine, and every spike and integer logit must\n"
            "be equal (integers are exact: no flip budget), else the first difference is named\n"
            "and the command fails. --tb-compat runs the T*B membrane in either engine. --trace\n"
-           "(dense integer engine) records v, h and input in membrane units (node attributes\n"
-           "delta: the real value of a unit, threshold; docs/traces.md)\n");
+           "(either engine; the same values) records v, h and input in membrane units (node\n"
+           "attributes delta: the real value of a unit, threshold; docs/traces.md)\n");
     fputs(qkf_hw_help, stdout);
     fputs(qkf_quant_help, stdout);
     printf("  --data NAME      dataset of --calib (default fashion-mnist)\n");
@@ -144,18 +144,14 @@ int cmd_infer(int argc, char **argv)
     if (threads)
         qkf_set_threads((int)threads);
     int isq = qkf_qckpt_is_quant(weights);
-    if (have_hw || isq == 1) {
-        if (event && !topt.path) /* the integer event engine (tools/cmd_infer_int.c) */
-            return qkf_cli_infer_hw_event(weights, have_hw ? &hw : NULL, calib, data, &qo,
-                                          input, output, (int)batch, xcheck, tb, quiet);
-        if (event || xcheck) {
-            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine, or "
-                          "with --mode event the integer event engine: --cross-check goes with "
-                          "--mode event, --trace with the dense integer engine");
+    if (have_hw || isq == 1) { /* the integer engines (tools/cmd_infer_int.c) */
+        if (xcheck && !event) {
+            qkf_set_error("--cross-check compares the integer event engine with the dense "
+                          "integer one: it goes with --mode event");
             return qkf_cli_fail("infer");
         }
-        return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, input,
-                                output, (int)batch, quiet, tb, &topt, argc, argv);
+        return qkf_cli_infer_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, input, output,
+                                (int)batch, event, xcheck, tb, quiet, &topt, argc, argv);
     }
 
     int rc = 1;

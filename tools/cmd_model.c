@@ -59,6 +59,107 @@ static void print_params(const qkf_config *cfg, const qkf_params *ps)
     printf("parameters: %lld\n", (long long)ps->n_train);
 }
 
+/* Bits of a two's-complement register holding every value of magnitude up to m. */
+static int bits_for(int64_t m)
+{
+    int b = 1;
+    while (b < 63 && m > ((int64_t)1 << (b - 1)) - 1)
+        b++;
+    return b;
+}
+
+/* "lo" or "lo..hi" of n int32 values (n >= 1). */
+static void range_i32(char *buf, size_t cap, const int32_t *v, int64_t n)
+{
+    int32_t lo = v[0], hi = v[0];
+    for (int64_t i = 1; i < n; i++)
+        lo = v[i] < lo ? v[i] : lo, hi = v[i] > hi ? v[i] : hi;
+    snprintf(buf, cap, lo == hi ? "%ld" : "%ld..%ld", (long)lo, (long)hi);
+}
+
+/* The integer model of a quantised checkpoint as a chip engineer reads it: the arithmetic, then
+ * per layer (a conv with the LIF it feeds, an attention neuron, the head) the weight bits used
+ * of the profile's and their exponents (a weight is mantissa << exponent), the bias bits used and
+ * the largest |bias| in membrane units, the thresholds in membrane units and the real value of
+ * one membrane unit (delta). */
+static void print_integer(const qkf_qmodel *q)
+{
+    const qkf_hw_arith *a = &q->arith;
+    const qkf_graph *g = &q->g;
+    printf("\narithmetic: weights %d bits %s, exponents %d..%d; current %d bits %s, << %d; "
+           "membrane %d bits %s; bias %d bits; leak %s; spike when h %s threshold, reset %s\n",
+           a->weight_bits, a->per_channel ? "per channel" : "per layer", a->weight_exp_min,
+           a->weight_exp_max, a->current_bits, a->current_wrap ? "wrapping" : "saturating",
+           a->current_shift, a->membrane_bits, a->membrane_wrap ? "wrapping" : "saturating",
+           a->bias_bits,
+           a->leak == QKF_HW_LEAK_NONE ? "none (integrate and fire)"
+           : a->leak == QKF_HW_LEAK_LINEAR ? "linear"
+                                           : "V / 2 (tau 2)",
+           a->threshold_ge ? ">=" : ">", a->reset_subtract ? "by subtraction" : "to zero");
+    if (q->in_max)
+        printf("input: %d-bit pixels, X = round(x / %.6g), |X| <= %d\n", a->input_bits,
+               q->in_scale, (int)q->in_max);
+    else
+        printf("input: event counts as they are\n");
+    printf("\n%-34s %7s %7s %6s %11s %9s %17s %21s\n", "integer layer", "w bits", "w exp",
+           "b bits", "max |bias|", "b exp", "threshold", "delta (one unit)");
+    for (int i = 0; i < g->n_ops; i++) {
+        const qkf_op *op = &g->ops[i];
+        const qkf_qop *qo = &q->ops[i];
+        char we[24], bb[24], be[24], th[32], de[48];
+        if (op->kind == QKF_OP_READOUT) {
+            int64_t n = (int64_t)g->cfg.num_classes * g->tensors[op->in0].c, mm = 0;
+            for (int64_t j = 0; j < n; j++)
+                mm = abs(qo->head_mant[j]) > mm ? abs(qo->head_mant[j]) : mm;
+            snprintf(we, sizeof we, "%d/%d", bits_for(mm), a->weight_bits);
+            printf("%-34s %7s %7d %6s %11s %9s %17s %21s\n", "head", we, qo->head_exp, "-", "-",
+                   "-", "-", "-");
+            printf("%-34s logit = logit_int * %.6g\n", "", qo->head_scale);
+            continue;
+        }
+        if (op->kind != QKF_OP_LIF)
+            continue;
+        const qkf_op *cv = qo->conv >= 0 ? &g->ops[qo->conv] : NULL;
+        const qkf_qop *qc = qo->conv >= 0 ? &q->ops[qo->conv] : NULL;
+        int C = g->tensors[op->out].c;
+        range_i32(th, sizeof th, qo->theta, C);
+        double dlo = qo->delta[0], dhi = qo->delta[0];
+        for (int c = 1; c < C; c++)
+            dlo = qo->delta[c] < dlo ? qo->delta[c] : dlo,
+            dhi = qo->delta[c] > dhi ? qo->delta[c] : dhi;
+        snprintf(de, sizeof de, dlo == dhi ? "%.4g" : "%.4g..%.4g", dlo, dhi);
+        if (!cv) { /* an attention neuron: P = in_weight * count, no weights or bias */
+            snprintf(we, sizeof we, "x%ld", (long)qo->in_weight);
+            printf("%-34s %7s %7s %6s %11s %9s %17s %21s\n", op->name, we, "-", "-", "-", "-", th,
+                   de);
+            continue;
+        }
+        int64_t n = (int64_t)cv->cout * cv->cin * cv->k * cv->k, mm = 0, bm = 0, bmax = 0;
+        for (int64_t j = 0; j < n; j++)
+            mm = abs(qc->w_mant[j]) > mm ? abs(qc->w_mant[j]) : mm;
+        int elo = qc->w_exp[0], ehi = qc->w_exp[0], blo = qc->bias_exp[0], bhi = qc->bias_exp[0];
+        for (int c = 0; c < cv->cout; c++) {
+            elo = qc->w_exp[c] < elo ? qc->w_exp[c] : elo;
+            ehi = qc->w_exp[c] > ehi ? qc->w_exp[c] : ehi;
+            blo = qc->bias_exp[c] < blo ? qc->bias_exp[c] : blo;
+            bhi = qc->bias_exp[c] > bhi ? qc->bias_exp[c] : bhi;
+            int64_t m = qc->bias_mant[c] < 0 ? -(int64_t)qc->bias_mant[c] : qc->bias_mant[c];
+            int64_t v = qc->bias[c] < 0 ? -(int64_t)qc->bias[c] : qc->bias[c];
+            bm = m > bm ? m : bm;
+            bmax = v > bmax ? v : bmax;
+        }
+        char w2[24];
+        snprintf(w2, sizeof w2, "%d/%d", bits_for(mm), a->weight_bits);
+        snprintf(we, sizeof we, elo == ehi ? "%d" : "%d..%d", elo, ehi);
+        snprintf(bb, sizeof bb, "%d/%d", bits_for(bm), a->bias_bits);
+        snprintf(be, sizeof be, blo == bhi ? "%d" : "%d..%d", blo, bhi);
+        printf("%-34s %7s %7s %6s %11lld %9s %17s %21s\n", cv->name, w2, we, bb, (long long)bmax,
+               be, th, de);
+    }
+    printf("(w bits, b bits: used / the profile's; a conv row holds its LIF's threshold and unit; "
+           "x1: an attention neuron's input weight)\n");
+}
+
 int cmd_info(int argc, char **argv)
 {
     qkf_args a = {argc, argv, 1, "info"};
@@ -80,7 +181,9 @@ int cmd_info(int argc, char **argv)
                    "[--num-classes N] [--embed-dims N] [--num-heads N] [--mlp-ratio R] "
                    "[--depths N] [--T N] [--in-channels N] [--qk-attn token|channel]\n\n"
                    "Prints the model configuration, parameters per stage and a line "
-                   "'parameters: N'.\npresets: %s\n",
+                   "'parameters: N'.\nA quantised checkpoint (qkf quantize) also shows its "
+                   "arithmetic and, per layer, the\nweight and bias bits used, exponents, "
+                   "thresholds and membrane unit.\npresets: %s\n",
                    qkf_config_preset_list());
             return 0;
         }
@@ -119,8 +222,10 @@ int cmd_info(int argc, char **argv)
                q.arith.membrane_bits, q.arith.bias_bits);
         print_config(&q.cfg);
         int rc = qkf_params_build(&q.cfg, &m.params);
-        if (!rc)
+        if (!rc) {
             print_params(&q.cfg, &m.params);
+            print_integer(&q);
+        }
         qkf_params_free(&m.params);
         qkf_qmodel_free(&q);
         return rc ? qkf_cli_fail("info") : 0;

@@ -1,13 +1,12 @@
-/* qkf quantize, and the integer (--hw) paths of qkf infer and qkf eval in dense mode: a float
- * checkpoint quantised for a chip profile (models/quant.h) or a quantised checkpoint, run by the
- * dense integer engine (sim/dense_int.h). */
+/* qkf quantize, and qkf eval --hw: a float checkpoint quantised for a chip profile
+ * (models/quant.h) or a quantised checkpoint, evaluated by either integer engine
+ * (tools/app/evaluate.h). qkf infer --hw is tools/cmd_infer_int.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../io/dataset.h"
-#include "../io/h5_part.h"
 #include "../io/hw_profile.h"
 #include "../io/io.h"
 #include "../kernels/base.h"
@@ -159,209 +158,11 @@ int cmd_quantize(int argc, char **argv)
     return rc ? qkf_cli_fail("quantize") : 0;
 }
 
-/* ---- qkf infer --hw -------------------------------------------------------------------------- */
-
-int qkf_cli_int_input(const char *input, const qkf_qmodel *q, qkf_h5_rows **in, int64_t *B,
-                      int64_t *per)
-{
-    int ndim;
-    int64_t shape[5];
-    if (!(*in = qkf_h5_rows_open(input, "input", &ndim, shape)))
-        return -1;
-    int frames = qkf_config_is_frames(&q->cfg);
-    if (ndim != (frames ? 5 : 4) || shape[frames ? 2 : 1] != q->cfg.in_channels ||
-        shape[ndim - 1] != q->cfg.img_size || shape[ndim - 2] != q->cfg.img_size ||
-        (frames && shape[1] != q->cfg.T) || shape[0] < 1) {
-        qkf_set_error("%s: dataset 'input' does not fit the model (%s %d x %d x %d%s; --hw runs "
-                      "the checkpoint's own size and T)",
-                      input, frames ? "frames [B,T,C,H,W]:" : "images [B,C,H,W]:",
-                      q->cfg.in_channels, q->cfg.img_size, q->cfg.img_size,
-                      frames ? ", T frames" : "");
-        qkf_h5_rows_close(*in);
-        *in = NULL;
-        return -1;
-    }
-    *B = shape[0];
-    *per = 1;
-    for (int i = 1; i < ndim; i++)
-        *per *= shape[i];
-    return 0;
-}
-
-int qkf_cli_int_out_open(qkf_int_out *w, const char *output, int64_t B, int K)
-{
-    memset(w, 0, sizeof *w);
-    w->K = K, w->B = B;
-    qkf_h5out *o = qkf_h5out_open(output);
-    if (!o)
-        return -1;
-    w->o = o;
-    int64_t ls[2] = {B, K};
-    if (qkf_h5out_f32_create(o, "logits", 2, ls) || qkf_h5out_i64_create(o, "logits_int", 2, ls) ||
-        qkf_h5out_i64_create(o, "predictions", 1, &B)) {
-        qkf_cli_int_out_abort(w);
-        return -1;
-    }
-    return 0;
-}
-
-int qkf_cli_int_out_rows(qkf_int_out *w, int64_t b0, int n, const float *logits,
-                         const int64_t *li)
-{
-    int K = w->K;
-    int64_t pred[256];
-    for (int s = 0; s < n; s += 256) {
-        int m = n - s < 256 ? n - s : 256;
-        for (int b = 0; b < m; b++) {
-            const int64_t *r = li + (int64_t)(s + b) * K;
-            int best = 0;
-            for (int k = 1; k < K; k++)
-                best = r[k] > r[best] ? k : best;
-            pred[b] = best;
-            int64_t at = b0 + s + b;
-            if (at < 16)
-                w->pred[at] = best, w->logit[at] = logits[(int64_t)(s + b) * K + best],
-                w->logit_int[at] = r[best];
-        }
-        if (qkf_h5out_i64_rows(w->o, "predictions", b0 + s, m, pred))
-            return -1;
-    }
-    return qkf_h5out_f32_rows(w->o, "logits", b0, n, logits) ||
-                   qkf_h5out_i64_rows(w->o, "logits_int", b0, n, li)
-               ? -1
-               : 0;
-}
-
-void qkf_cli_int_out_abort(qkf_int_out *w)
-{
-    if (w->o)
-        qkf_h5out_abort(w->o);
-    w->o = NULL;
-}
-
-int qkf_cli_int_out_close(qkf_int_out *w, const char *output, const char *weights,
-                          const qkf_qmodel *q, const qkf_graph *g, const char *engine,
-                          const char *label, const int64_t *counts, double dt, int quiet)
-{
-    qkf_h5out *o = w->o;
-    int64_t B = w->B;
-    for (int l = 0; l < g->n_lif; l++) {
-        char name[QKF_MAX_NAME + 32];
-        const char *ln = g->ops[g->lif_ops[l]].name;
-        double rate =
-            (double)counts[l] / ((double)qkf_graph_lif_neurons(g, l) * q->cfg.T * (double)B);
-        snprintf(name, sizeof name, "spike_count/%s", ln);
-        if (qkf_h5out_i64(o, name, 0, NULL, &counts[l]))
-            goto fail;
-        snprintf(name, sizeof name, "firing_rate/%s", ln);
-        if (qkf_h5out_f64(o, name, 0, NULL, &rate))
-            goto fail;
-    }
-    if (qkf_h5out_attr_str(o, NULL, "engine", engine) ||
-        qkf_h5out_attr_str(o, NULL, "hw", q->hw_name) ||
-        qkf_h5out_attr_str(o, NULL, "qkf_version", QKF_VERSION) ||
-        qkf_h5out_attr_str(o, NULL, "weights", weights))
-        goto fail;
-    w->o = NULL;
-    if (qkf_h5out_commit(o))
-        return -1;
-    if (!quiet) {
-        printf("%lld samples, %s (%s), %.3f s\n", (long long)B, label, q->hw_name, dt);
-        int show = B < 16 ? (int)B : 16;
-        for (int b = 0; b < show; b++)
-            printf("sample %d: class %lld (logit %.4f, integer %lld)\n", b, (long long)w->pred[b],
-                   (double)w->logit[b], (long long)w->logit_int[b]);
-        if (B > show)
-            printf("... %lld more in %s\n", (long long)(B - show), output);
-        qkf_print_rates(g, counts, B);
-        printf("\nwrote %s\n", output);
-    }
-    return 0;
-fail:
-    qkf_cli_int_out_abort(w);
-    return -1;
-}
-
-int qkf_cli_infer_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                     const qkf_quant_opts *base, const char *input, const char *output, int batch,
-                     int quiet, int tb, const qkf_trace_opts *topt, int argc, char **argv)
-{
-    qkf_model fm;
-    qkf_qmodel q;
-    float *x = NULL, *logits = NULL;
-    int64_t *li = NULL, *counts = NULL;
-    qkf_dense_int *e = NULL;
-    qkf_h5_rows *in = NULL;
-    qkf_int_out w;
-    memset(&w, 0, sizeof w);
-    qkf_trace *tr = NULL;
-    qkf_trace_spec ts;
-    qkf_trace_spec_init(&ts);
-    int rc = 1;
-    int64_t B, per;
-    if (qkf_app_qmodel(weights, hw, calib, data, base, &fm, &q))
-        return qkf_cli_fail("infer");
-    if (qkf_cli_int_input(input, &q, &in, &B, &per)) /* a batch at a time, below */
-        goto done;
-    int nb = (int)(B < batch ? B : batch), K = q.cfg.num_classes;
-    if (!(e = qkf_dense_int_create(&q, nb, tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
-        goto done;
-    const qkf_graph *g = qkf_dense_int_graph(e);
-    if (topt && topt->path) {
-        ts.qmodel = &q;
-        if (!(tr = qkf_trace_opts_open(topt, &ts, g, weights, "dense-int", argc, argv)) ||
-            qkf_dense_int_set_sink(e, qkf_trace_sink(tr)))
-            goto done;
-    }
-    x = qkf_malloc((size_t)(nb * per) * sizeof(float));
-    logits = qkf_malloc((size_t)nb * K * sizeof(float));
-    li = qkf_malloc((size_t)nb * K * sizeof(int64_t));
-    counts = qkf_calloc((size_t)g->n_lif, sizeof(int64_t));
-    if (qkf_cli_int_out_open(&w, output, B, K))
-        goto done;
-    double dt = 0.0;
-    for (int64_t b0 = 0; b0 < B; b0 += nb) {
-        int n = (int)(B - b0 < nb ? B - b0 : nb);
-        if (qkf_h5_rows_read_f32(in, b0, n, x))
-            goto done;
-        double t0 = qkf_now();
-        if (qkf_dense_int_forward(e, x, n, logits, li, counts))
-            goto done;
-        dt += qkf_now() - t0;
-        if (qkf_cli_int_out_rows(&w, b0, n, logits, li))
-            goto done;
-    }
-    if (tr) {
-        int trc = qkf_trace_close(tr);
-        tr = NULL;
-        if (trc)
-            goto done;
-    }
-    if (qkf_cli_int_out_close(&w, output, weights, &q, g, "dense-int", "dense integer engine",
-                              counts, dt, quiet))
-        goto done;
-    rc = 0;
-done:
-    if (rc)
-        qkf_cli_fail("infer");
-    qkf_cli_int_out_abort(&w);
-    qkf_h5_rows_close(in);
-    qkf_trace_abort(tr);
-    qkf_trace_spec_free(&ts);
-    qkf_dense_int_free(e);
-    qkf_free(x);
-    qkf_free(logits);
-    qkf_free(li);
-    qkf_free(counts);
-    qkf_qmodel_free(&q);
-    qkf_model_free(&fm);
-    return rc;
-}
-
 /* ---- qkf eval --hw ----------------------------------------------------------------------------- */
 
 int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
-                    const qkf_quant_opts *base, long limit, int batch, int flips)
+                    const qkf_quant_opts *base, long limit, int batch, int event, int tb,
+                    int flips)
 {
     qkf_model fm;
     qkf_qmodel q;
@@ -376,15 +177,15 @@ int qkf_cli_eval_hw(const char *weights, const qkf_hw_profile *hw, long calib, c
                       weights);
         goto done;
     }
-    if (qkf_evaluate_int(&q, &fm, data, limit, batch, flips, &r))
+    if (qkf_evaluate_int(&q, &fm, data, limit, batch, event, tb, flips, &r))
         goto done;
     const qkf_graph *g = &q.g;
     int64_t n = r.count;
     double aq = n ? (double)r.correct / (double)n : 0.0,
            af = n ? (double)r.correct_float / (double)n : 0.0;
-    fprintf(stderr, "%lld test images of %s, dense integer engine (%s) %.1f s%s, %.1f s in all\n",
-            (long long)n, r.source, q.hw_name, r.seconds_int,
-            r.has_float ? " and float engine" : "", qkf_now() - t0);
+    fprintf(stderr, "%lld test images of %s, %s integer engine (%s%s) %.1f s%s, %.1f s in all\n",
+            (long long)n, r.source, event ? "event" : "dense", q.hw_name, tb ? ", tb_compat" : "",
+            r.seconds_int, r.has_float ? " and float engine" : "", qkf_now() - t0);
     if (flips) {
         int64_t fsum = 0, tsum = 0;
         printf("%-34s %12s %14s %9s\n", "layer", "flips", "neuron-steps", "flipped");

@@ -83,8 +83,8 @@ static void help(void)
            "holds no float model), and NeuroBench's metrics of the integer model (its inputs,\n"
            "weight mantissas, integer membranes from the dense integer engine beside it, the\n"
            "footprint at the profile's bit widths). Not with --mode dense or under mpirun.\n"
-           "--trace records the integer spikes and membranes (membrane units; docs/traces.md)\n"
-           "from that dense integer engine (their spikes equal the event engine's bit for bit).\n");
+           "--trace records the integer event engine's spikes and membranes (membrane units;\n"
+           "docs/traces.md; the dense integer engine records the same values bit for bit).\n");
     fputs(qkf_hw_help, stdout);
     printf("  --calib N        quantise with scales calibrated on the first N samples of the run\n"
            "                   (float checkpoints; default: the profile's headroom)\n");

@@ -191,13 +191,14 @@ static void eval_help(void)
            "  --mode M    dense (every neuron, GEMMs) or event (the event-driven scheduler)\n"
            "  --limit N   only the first N test images\n");
     fputs(qkf_conv_help, stdout);
-    printf("chip arithmetic (docs/hardware.md): the dense integer engine; with a float\n"
-           "checkpoint the float model's accuracy is printed beside the integer one. W.h5 may be\n"
-           "a qkf quantize output.\n");
+    printf("chip arithmetic (docs/hardware.md): the dense integer engine (--mode event: the\n"
+           "integer event engine, the same predictions); with a float checkpoint the float\n"
+           "model's accuracy is printed beside the integer one (both with --tb-compat when\n"
+           "given). W.h5 may be a qkf quantize output.\n");
     fputs(qkf_hw_help, stdout);
     fputs(qkf_quant_help, stdout);
     printf("  --flips          per LIF layer, spikes of the integer model that differ from the\n"
-           "                   float model's on the same images (a float checkpoint)\n");
+           "                   float model's on the same images (a float checkpoint; dense)\n");
 }
 
 static void print_log(void *ctx, const char *line)
@@ -259,13 +260,13 @@ static int eval_run(int argc, char **argv)
     if (threads)
         qkf_set_threads((int)threads);
     if (have_hw || qkf_qckpt_is_quant(weights) == 1) {
-        if (strcmp(mode, "dense") || tb || qkf_dist_size() > 1) {
-            qkf_set_error("--hw (or a quantised checkpoint) runs the dense integer engine in one "
-                          "process: no --mode event, --tb-compat or mpirun");
+        if (qkf_dist_size() > 1) {
+            qkf_set_error("--hw (or a quantised checkpoint) runs the integer engines in one "
+                          "process: not under mpirun");
             return qkf_cli_fail_rank0("eval");
         }
         return qkf_cli_eval_hw(weights, have_hw ? &hw : NULL, calib, data, &qo, limit,
-                               (int)batch, flips);
+                               (int)batch, !strcmp(mode, "event"), tb, flips);
     }
     eo.weights = weights, eo.data = data, eo.event = !strcmp(mode, "event"), eo.conv = conv;
     eo.tb = tb, eo.limit = limit, eo.batch = (int)batch;

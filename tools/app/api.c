@@ -786,7 +786,8 @@ int qkf_net_evaluate(qkf_net_t *n, const char *data, int64_t limit, const qkf_ru
         if (rc)
             return rc;
         qkf_evaluate_int_result r;
-        rc = qkf_evaluate_int(&n->q, NULL, data, limit, o->batch, 0, &r) ? QKF_EINVAL : QKF_OK;
+        rc = qkf_evaluate_int(&n->q, NULL, data, limit, o->batch, 0, 0, 0, &r) ? QKF_EINVAL
+                                                                               : QKF_OK;
         if (!rc) {
             if (accuracy)
                 *accuracy = r.count ? (double)r.correct / (double)r.count : 0.0;

@@ -35,4 +35,11 @@ int qkf__check_agree(const qkf_model *m, const void *extra, size_t n_extra);
 int qkf__report_held(const char *what, const qkf_dataset *d, int64_t used, int quiet,
                      qkf_log_fn log, void *ctx);
 
+/* A loader over blk, a block of a streamed split (qkf_dataset_stream_next), as a dataset of its
+ * own: batch samples at a time from the block's start, normalised with n_norm / mean / std.
+ * *view (which must outlive the loader) is set to the block without its index. Checks the
+ * block's labels against num_classes first: NULL with one line naming the sample then. */
+qkf_loader *qkf__block_loader(const qkf_dataset *blk, qkf_dataset *view, int batch, int n_norm,
+                              const float *mean, const float *std, int num_classes);
+
 #endif

@@ -195,6 +195,25 @@ int64_t qkf_stream_block(const qkf_dataset *meta, int batch)
     return (nb < 1 ? 1 : nb) * (batch > 0 ? batch : 1);
 }
 
+qkf_loader *qkf__block_loader(const qkf_dataset *blk, qkf_dataset *view, int batch, int n_norm,
+                              const float *mean, const float *std, int num_classes)
+{
+    for (int64_t i = 0; i < blk->n; i++)
+        if (blk->labels[i] >= num_classes) {
+            qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
+                          blk->source, (long long)blk->index[i], blk->labels[i], num_classes);
+            return NULL;
+        }
+    *view = *blk; /* the block as a whole dataset of its own: batches from its start */
+    view->index = NULL, view->total = view->n;
+    qkf_loader_cfg lc;
+    memset(&lc, 0, sizeof lc);
+    lc.d = view, lc.batch = batch, lc.n_norm = n_norm;
+    memcpy(lc.mean, mean, sizeof lc.mean);
+    memcpy(lc.std, std, sizeof lc.std);
+    return qkf_loader_start(&lc, 0, 0);
+}
+
 int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float mx, int64_t lo,
                      int64_t hi, int64_t block, int batch, int n_norm, const float *mean, const float *std,
                      int num_classes, qkf_batch_fn fn, void *ctx)
@@ -215,23 +234,13 @@ int qkf_stream_split(const char *name, int train, const qkf_dataset *meta, float
             rc = -1;
             break;
         }
-        for (int64_t i = 0; i < blk.n && rc == 0; i++)
-            if (blk.labels[i] >= num_classes)
-                rc = qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                   blk.source, (long long)blk.index[i], blk.labels[i],
-                                   num_classes);
-        /* the block as a whole dataset of its own: the loader's batches from its start */
-        qkf_dataset v = blk;
-        v.index = NULL, v.total = v.n;
-        qkf_loader_cfg lc;
-        memset(&lc, 0, sizeof lc);
-        lc.d = &v, lc.batch = batch, lc.n_norm = n_norm;
-        memcpy(lc.mean, mean, sizeof lc.mean);
-        memcpy(lc.std, std, sizeof lc.std);
-        qkf_loader *l = rc ? NULL : qkf_loader_start(&lc, 0, 0);
+        qkf_dataset v;
+        qkf_loader *l = qkf__block_loader(&blk, &v, batch, n_norm, mean, std, num_classes);
         const float *x;
         const int32_t *lab;
         int B;
+        if (!l)
+            rc = -1;
         while (l && rc == 0 && qkf_loader_next(l, &x, &lab, &B))
             rc = fn(ctx, x, lab, B);
         qkf_loader_stop(l);
@@ -377,13 +386,31 @@ void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r)
 
 /* One batch of qkf_evaluate_int (a qkf_stream_split callback). */
 typedef struct {
-    qkf_dense_int *e;
+    qkf_dense_int *e; /* the dense integer engine, or */
+    qkf_sched *ev;    /* the integer event engine */
     qkf_dense *fe;
     const qkf_graph *g;
     float *lf, *lq;
+    int64_t *li;
     int K;
     qkf_evaluate_int_result *r;
 } eval_int_ctx;
+
+/* Spikes of LIF layer l of the event engine's last forward (QKF_SCHED_RECORD, [T][B][c*N + n])
+ * that differ from the float dense engine's s_float ([C][T*B][N]); *total: the neuron-steps. */
+static int64_t event_flips(const qkf_sched *ev, const qkf_graph *g, int l, int B,
+                           const float *s_float, int64_t *total)
+{
+    const qkf_tensor *y = &g->tensors[g->ops[g->lif_ops[l]].out];
+    int T = g->cfg.T;
+    int64_t N = (int64_t)y->h * y->w, n = y->c * N, d = 0;
+    const uint8_t *s = qkf_sched_spikes(ev, l);
+    for (int f = 0; f < T * B; f++) /* f = t * B + b in both layouts */
+        for (int64_t j = 0; j < n; j++)
+            d += s[f * n + j] != (s_float[((j / N) * T * B + f) * N + j % N] != 0.0f);
+    *total = n * T * B;
+    return d;
+}
 
 static int eval_int_batch(void *p, const float *x, const int32_t *lab, int B)
 {
@@ -391,17 +418,21 @@ static int eval_int_batch(void *p, const float *x, const int32_t *lab, int B)
     qkf_evaluate_int_result *r = c->r;
     int K = c->K;
     double t1 = qkf_now();
-    if (qkf_dense_int_forward(c->e, x, B, c->lq, NULL, NULL))
+    if (c->ev) {
+        if (qkf_sched_forward(c->ev, x, B, c->lq, NULL))
+            return -1;
+        memcpy(c->li, qkf_sched_logits_int(c->ev), (size_t)B * K * sizeof(int64_t));
+    } else if (qkf_dense_int_forward(c->e, x, B, c->lq, c->li, NULL))
         return -1;
     double t2 = qkf_now();
     r->seconds_int += t2 - t1;
     if (c->fe && qkf_dense_forward(c->fe, x, B, c->lf, NULL))
         return -1;
     r->seconds_float += qkf_now() - t2;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B; b++) { /* the chip's class: the largest integer logit */
         int bq = 0, bf = 0;
         for (int k = 1; k < K; k++) {
-            bq = c->lq[b * K + k] > c->lq[b * K + bq] ? k : bq;
+            bq = c->li[b * K + k] > c->li[b * K + bq] ? k : bq;
             if (c->fe)
                 bf = c->lf[b * K + k] > c->lf[b * K + bf] ? k : bf;
         }
@@ -415,7 +446,8 @@ static int eval_int_batch(void *p, const float *x, const int32_t *lab, int B)
         for (int li = 0; li < c->g->n_lif; li++) {
             int64_t t;
             const float *sf = qkf_dense_tensor(c->fe, c->g->ops[c->g->lif_ops[li]].out);
-            r->flips[li] += qkf_dense_int_flips(c->e, li, sf, &t);
+            r->flips[li] += c->ev ? event_flips(c->ev, c->g, li, B, sf, &t)
+                                  : qkf_dense_int_flips(c->e, li, sf, &t);
             r->total[li] += t;
         }
     r->count += B;
@@ -423,7 +455,7 @@ static int eval_int_batch(void *p, const float *x, const int32_t *lab, int B)
 }
 
 int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data, int64_t limit,
-                     int batch, int flips, qkf_evaluate_int_result *r)
+                     int batch, int event, int tb, int flips, qkf_evaluate_int_result *r)
 {
     memset(r, 0, sizeof *r);
     int have_float = fm && fm->params.data != NULL;
@@ -448,13 +480,18 @@ int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data,
     }
     if (qkf_dataset_max(data, 0, 0, d.total, &mx))
         goto done;
-    ec.K = c->num_classes, ec.g = &q->g, ec.r = r;
-    if (!(ec.e = qkf_dense_int_create(q, batch, 0)))
+    ec.K = c->num_classes, ec.r = r;
+    if (event ? !(ec.ev = qkf_sched_create_int(q, batch, (flips ? QKF_SCHED_RECORD : 0) |
+                                                            (tb ? QKF_SCHED_TB_COMPAT : 0)))
+              : !(ec.e = qkf_dense_int_create(q, batch, tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
         goto done;
-    if (have_float && !(ec.fe = qkf_dense_create(fm, batch, flips ? QKF_DENSE_KEEP_ALL : 0)))
+    if (have_float && !(ec.fe = qkf_dense_create(fm, batch, (flips ? QKF_DENSE_KEEP_ALL : 0) |
+                                                                (tb ? QKF_DENSE_TB_COMPAT : 0))))
         goto done;
+    ec.g = event ? qkf_sched_graph(ec.ev) : qkf_dense_int_graph(ec.e);
     ec.lf = qkf_malloc((size_t)batch * ec.K * sizeof(float));
     ec.lq = qkf_malloc((size_t)batch * ec.K * sizeof(float));
+    ec.li = qkf_malloc((size_t)batch * ec.K * sizeof(int64_t));
     r->has_float = have_float;
     if (flips) {
         r->n_lif = q->g.n_lif;
@@ -468,9 +505,11 @@ int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data,
     rc = 0;
 done:
     qkf_dense_int_free(ec.e);
+    qkf_sched_free(ec.ev);
     qkf_dense_free(ec.fe);
     qkf_free(ec.lf);
     qkf_free(ec.lq);
+    qkf_free(ec.li);
     qkf_dataset_free(&d);
     return rc;
 }

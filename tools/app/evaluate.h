@@ -83,13 +83,16 @@ typedef struct {
     char source[1024];           /* the dataset as its reader names it */
 } qkf_evaluate_int_result;
 
-/* Accuracy of the integer model q (the dense integer engine) on the first `limit` samples (0:
- * all) of the test split of dataset `data`, streamed a block at a time (qkf_stream_split) and run
- * batch samples at a time, with fm (optional: NULL or a model without parameters) the float
- * model beside it (accuracy, agreement) and with flips the spikes that differ per layer (needs
- * fm). One process. 0 or -1; free r with qkf_evaluate_int_result_free either way. */
+/* Accuracy of the integer model q (the dense integer engine, or with event the integer event
+ * engine: the same integer logits; the class is the largest integer logit) on the first `limit`
+ * samples (0: all) of the test split of dataset `data`, streamed a block at a time
+ * (qkf_stream_split) and run batch samples at a time; tb: the tb_compat graph (the membrane of
+ * SSA proj_lif over T*B, so results depend on batch); fm (optional: NULL or a model without
+ * parameters) the float model beside it (accuracy, agreement; tb too) and with flips the spikes
+ * that differ per layer (needs fm). One process. 0 or -1; free r with
+ * qkf_evaluate_int_result_free either way. */
 int qkf_evaluate_int(const qkf_qmodel *q, const qkf_model *fm, const char *data, int64_t limit,
-                     int batch, int flips, qkf_evaluate_int_result *r);
+                     int batch, int event, int tb, int flips, qkf_evaluate_int_result *r);
 void qkf_evaluate_int_result_free(qkf_evaluate_int_result *r);
 
 #endif

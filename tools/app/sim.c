@@ -217,6 +217,7 @@ typedef struct {
     float mx;
     qkf_dataset_stream *ds;
     qkf_dataset block; /* the samples of the current batch */
+    qkf_dataset view;  /* the block as the loader reads it (qkf__block_loader) */
     qkf_loader *ld;    /* normalises the block */
     int num_classes, n_norm;
     float mean[4], std[4];
@@ -351,21 +352,10 @@ static int source_next(sim_source *s, int64_t row, int n, const float **x, const
     if (s->ld)
         qkf_loader_stop(s->ld);
     s->ld = NULL;
-    if (qkf_dataset_stream_next(s->ds, n, &s->block) != n)
+    if (qkf_dataset_stream_next(s->ds, n, &s->block) != n ||
+        !(s->ld = qkf__block_loader(&s->block, &s->view, n, s->n_norm, s->mean, s->std,
+                                    s->num_classes)))
         return -1;
-    for (int i = 0; i < n; i++)
-        if (s->block.labels[i] >= s->num_classes)
-            return qkf_set_error("%s: sample %lld has label %d but the model has %d classes",
-                                 s->block.source, (long long)s->block.index[i],
-                                 s->block.labels[i], s->num_classes);
-    qkf_dataset view = s->block;
-    view.index = NULL, view.total = view.n;
-    qkf_loader_cfg lc;
-    memset(&lc, 0, sizeof lc);
-    lc.d = &view, lc.batch = n, lc.limit = 0, lc.n_norm = s->n_norm;
-    memcpy(lc.mean, s->mean, sizeof lc.mean);
-    memcpy(lc.std, s->std, sizeof lc.std);
-    s->ld = qkf_loader_start(&lc, 0, 0);
     int got = 0;
     if (!qkf_loader_next(s->ld, x, labels, &got) || got != n)
         return qkf_set_error("%s: the loader gave %d of %d samples", s->block.source, got, n);
@@ -561,19 +551,17 @@ static int run_int(const qkf_sim_opts *o, qkf_log_fn log, void *ctx, qkf_sim_res
         }
     }
     /* the dense integer engine beside the event engine, for NeuroBench's tensors and membranes
-     * and for a trace (its spikes equal the event engine's bit for bit, tested) */
-    int trace = o->trace && o->trace->path;
-    if ((hw && o->neurobench) || trace) {
-        if (!(s->dni = qkf_dense_int_create(&s->q, nb, o->tb ? QKF_DENSE_INT_TB_COMPAT : 0)))
-            return here();
-        if (hw && o->neurobench && qkf_nb_init_int(&s->nb, &s->q))
+     * (its spikes equal the event engine's bit for bit, tested) */
+    if (hw && o->neurobench) {
+        if (!(s->dni = qkf_dense_int_create(&s->q, nb, o->tb ? QKF_DENSE_INT_TB_COMPAT : 0)) ||
+            qkf_nb_init_int(&s->nb, &s->q))
             return here();
     }
-    if (trace) {
+    if (o->trace && o->trace->path) { /* the event engine's own, in membrane units */
         s->ts.qmodel = &s->q;
-        if (!(s->tr = qkf_trace_opts_open(o->trace, &s->ts, qkf_dense_int_graph(s->dni),
-                                          o->weights, "dense-int", o->argc, o->argv)) ||
-            qkf_dense_int_set_sink(s->dni, qkf_trace_sink(s->tr)))
+        if (!(s->tr = qkf_trace_opts_open(o->trace, &s->ts, g, o->weights, "event-int", o->argc,
+                                          o->argv)) ||
+            qkf_sched_set_trace(s->e, qkf_trace_sink(s->tr)))
             return here();
     }
     s->logits = qkf_malloc((size_t)nb * K * sizeof(float));
