@@ -68,8 +68,10 @@ Test(spike_int, gathers_match_reference_on_every_path, .fini = restore_isa)
         w16[i] = (int16_t)rnd(&r);
         w32[i] = (int32_t)rnd(&r);
     }
-    const int widths[] = {1, 7, 12, 15, 16, 17, 31, 32, 33, 48, 64, 65, 96, 100, 128, 129, 192,
-                          255, 256, 257, 300};
+    /* every whole number of vectors 1..8 of 32 int16 or 16 int32 lanes (the paths' whole-width
+     * copies), and widths around them (the masked last vector, passes) */
+    const int widths[] = {1,   7,   12,  15,  16,  17,  31,  32,  33,  48,  64,  65,  80, 96,
+                          100, 112, 128, 129, 160, 192, 224, 255, 256, 257, 300};
     int runs = 0;
     FOR_EACH_ISA(isa)
     {
@@ -166,8 +168,8 @@ Test(spike_int, mantissa_gather_matches_reference_on_every_path, .fini = restore
     qkf_spike_row ra[NROW], rb[NROW];
     qkf_rng r;
     qkf_rng_seed(&r, 15);
-    const int widths[] = {1, 7, 15, 16, 17, 31, 32, 33, 48, 64, 65, 96, 100, 128, 129, 192, 255,
-                          256, 257, 300};
+    const int widths[] = {1,   7,   15,  16,  17,  31,  32,  33,  48,  64,  65,  96, 100,
+                          128, 129, 160, 192, 224, 255, 256, 257, 300};
     const int wmaxes[] = {1, 127, 1000, 32767};
     int runs = 0;
     FOR_EACH_ISA(isa)
