@@ -222,7 +222,8 @@ IG(pair)(const qkf_spike_row *x, const qkf_spike_row *y, int64_t off, const IG_T
         IG(run1)(b, w1, c1 + m, NULL, p1 - m, stride, nb, tm, 0, full);
         int f0 = n0 - p0, f1 = n1 - p1, f = f0 < f1 ? f0 : f1;
         uint64_t sum = (uint64_t)p0 + (uint64_t)p1;
-        sum += IG(run2)(a, b, w0, w1, c0 + p0, k0 + p0, c1 + p1, k1 + p1, f, stride, nb, tm, 1, full);
+        sum +=
+            IG(run2)(a, b, w0, w1, c0 + p0, k0 + p0, c1 + p1, k1 + p1, f, stride, nb, tm, 1, full);
         sum += IG(run1)(a, w0, c0 + p0 + f, k0 + p0 + f, f0 - f, stride, nb, tm, 1, full);
         sum += IG(run1)(b, w1, c1 + p1 + f, k1 + p1 + f, f1 - f, stride, nb, tm, 1, full);
         spikes = (int64_t)sum;
@@ -256,51 +257,51 @@ static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row
  * do), a last odd row alone. The mantissa gather (IG_WIDEN) pairs the rows whose sums fit int16
  * and sends the others (columns [0, cols) of the pass) to the wide row. */
 #if IG_WIDEN
-#define IG_ROWS_FN(NB, FULL, NAME)                                                                           \
-    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
-                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
-    {                                                                                            \
-        int64_t spikes = 0;                                                                      \
-        int r = 0;                                                                               \
-        while (r < nrow) {                                                                       \
-            const qkf_spike_row *x = &rows[r];                                                   \
-            if (!ig_fits(x, wmax)) {                                                             \
-                spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, cols, sh);           \
-                r++;                                                                             \
-                continue;                                                                        \
-            }                                                                                    \
-            const qkf_spike_row *y = r + 1 < nrow ? &rows[r + 1] : NULL;                         \
-            if (y && (y->seg.cnt != NULL) == (x->seg.cnt != NULL) && ig_fits(y, wmax)) {         \
-                spikes += x->seg.cnt ? IG(pair)(x, y, off, w, stride, NB, tm, 1, sh, FULL)             \
-                                     : IG(pair)(x, y, off, w, stride, NB, tm, 0, sh, FULL);            \
-                r += 2;                                                                          \
-            } else {                                                                             \
-                spikes += IG(one)(x, off, w, stride, NB, tm, sh, FULL);                                \
-                r++;                                                                             \
-            }                                                                                    \
-        }                                                                                        \
-        return spikes;                                                                           \
+#define IG_ROWS_FN(NB, FULL, NAME)                                                                 \
+    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w,       \
+                            int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)        \
+    {                                                                                              \
+        int64_t spikes = 0;                                                                        \
+        int r = 0;                                                                                 \
+        while (r < nrow) {                                                                         \
+            const qkf_spike_row *x = &rows[r];                                                     \
+            if (!ig_fits(x, wmax)) {                                                               \
+                spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, cols, sh);             \
+                r++;                                                                               \
+                continue;                                                                          \
+            }                                                                                      \
+            const qkf_spike_row *y = r + 1 < nrow ? &rows[r + 1] : NULL;                           \
+            if (y && (y->seg.cnt != NULL) == (x->seg.cnt != NULL) && ig_fits(y, wmax)) {           \
+                spikes += x->seg.cnt ? IG(pair)(x, y, off, w, stride, NB, tm, 1, sh, FULL)         \
+                                     : IG(pair)(x, y, off, w, stride, NB, tm, 0, sh, FULL);        \
+                r += 2;                                                                            \
+            } else {                                                                               \
+                spikes += IG(one)(x, off, w, stride, NB, tm, sh, FULL);                            \
+                r++;                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        return spikes;                                                                             \
     }
 #else
-#define IG_ROWS_FN(NB, FULL, NAME)                                                                           \
-    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
-                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
-    {                                                                                            \
-        (void)wmax, (void)cols;                                                                  \
-        int64_t spikes = 0;                                                                      \
-        int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;                              \
-        for (int r = 1; r < nrow; r++)                                                           \
-            same &= (rows[r].seg.cnt != NULL) == counts;                                         \
-        int paired = same ? nrow & ~1 : 0;                                                       \
-        if (counts)                                                                              \
-            for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1, sh, FULL);       \
-        else                                                                                     \
-            for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0, sh, FULL);       \
-        for (int r = paired; r < nrow; r++)                                                      \
-            spikes += IG(one)(&rows[r], off, w, stride, NB, tm, sh, FULL);                             \
-        return spikes;                                                                           \
+#define IG_ROWS_FN(NB, FULL, NAME)                                                                 \
+    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w,       \
+                            int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)        \
+    {                                                                                              \
+        (void)wmax, (void)cols;                                                                    \
+        int64_t spikes = 0;                                                                        \
+        int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;                                \
+        for (int r = 1; r < nrow; r++)                                                             \
+            same &= (rows[r].seg.cnt != NULL) == counts;                                           \
+        int paired = same ? nrow & ~1 : 0;                                                         \
+        if (counts)                                                                                \
+            for (int r = 0; r < paired; r += 2)                                                    \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1, sh, FULL);   \
+        else                                                                                       \
+            for (int r = 0; r < paired; r += 2)                                                    \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0, sh, FULL);   \
+        for (int r = paired; r < nrow; r++)                                                        \
+            spikes += IG(one)(&rows[r], off, w, stride, NB, tm, sh, FULL);                         \
+        return spikes;                                                                             \
     }
 #endif
 /* rowsNB: the last vector under the mask tm; rowsNBf (IG_MASKED only): every vector whole (a
