@@ -64,7 +64,8 @@ static void help(void)
         "ratio (float / integer, the median of the rounds' ratios), both firing rates\n"
         "(quantisation moves some spikes), which sums run in int16 lanes, and each engine's\n"
         "accumulates per CPU second against its own row kernel's ceiling (float, int16). The\n"
-        "rate curve is skipped.\n");
+        "rate curve is skipped. QKF_BENCH_ONLY=float|int times one of the two engines alone\n"
+        "(the other's columns read 0), for profiling it (perf record).\n");
     fputs(qkf_hw_help, stdout);
 }
 
