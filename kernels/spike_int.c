@@ -372,10 +372,16 @@ void qkf_spike_ilif_prepare(qkf_ilif *p, int C)
     int ok = p->membrane_bits <= 31 && p->decay_bits <= 15 && p->decay_keep >= 0 &&
              p->decay_keep <= (int32_t)1 << p->decay_bits && p->current_bits <= 31 &&
              p->current_shift <= 31;
+    p->hfree = 0;
     if (ok) {
         int64_t vmax = (int64_t)1 << (p->membrane_bits - 1);
         int64_t amax = ((int64_t)1 << (p->current_bits - 1)) << p->current_shift;
         ok = amax <= lim && vmax + amax + bmax <= lim && vmax + tmax <= lim;
+        /* |decay(V)| <= (vmax * keep) >> decay_bits; H within +-(2^(bits - 1) - 1) is left
+         * unchanged by both the wrap and the saturation, and so is H - theta within it */
+        int64_t hmax = ((vmax * p->decay_keep) >> p->decay_bits) + amax + bmax;
+        int64_t mlim = vmax - 1;
+        p->hfree = ok && hmax <= mlim && (!p->reset_subtract || hmax + tmax <= mlim);
     }
     p->narrow = ok;
 }
@@ -438,33 +444,31 @@ void qkf__spike_ilif_seq_wide(uint16_t *const *mask, const void *const *x, int x
 }
 
 /* Portable narrow path: 16 channels (one mask word) at a time, the membranes in a local array,
- * each step a fixed-width loop of the int32 step (vectorisable), then the mask word. */
-static void ilif_seq_portable(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
-                              const qkf_ilif *p, int32_t *v)
+ * each step a fixed-width loop of the int32 step (vectorisable), then the mask word; a copy per
+ * input width and combination of flags (qkf__ilif_flags), as the vector paths. */
+static inline __attribute__((always_inline)) void
+ilif_seq_portable_f(uint16_t *const *mask, const void *const *x, const int x16, int R, int C,
+                    const qkf_ilif *p, int32_t *v, const qkf__ilif_k *kp, const int f)
 {
-    if (!p->narrow) {
-        ilif_seq_ref(mask, x, x16, R, C, p, v);
-        return;
-    }
-    qkf__ilif_k k = qkf__ilif_consts(p);
+    qkf__ilif_k k = *kp;
     for (int c0 = 0; c0 < C; c0 += 16) {
         int nl = C - c0 < 16 ? C - c0 : 16;
-        int32_t u[16] = {0}, s[16] = {0};
+        int32_t u[16] = {0}, s[16] = {0}, b[16] = {0}, th[16] = {0}, thc[16];
         uint8_t sp[16] = {0};
         if (v)
             memcpy(u, v + c0, (size_t)nl * sizeof *u);
+        memcpy(b, p->bias + c0, (size_t)nl * sizeof *b);
+        memcpy(th, p->theta + c0, (size_t)nl * sizeof *th);
+        for (int j = 0; j < 16; j++) /* h >= th is h > th - 1 (narrow: th - 1 fits) */
+            thc[j] = th[j] - (p->threshold_ge ? 1 : 0);
         for (int r = 0; r < R; r++) {
             if (x16)
                 for (int j = 0; j < nl; j++)
                     s[j] = ((const int16_t *)x[r])[c0 + j];
             else
                 memcpy(s, (const int32_t *)x[r] + c0, (size_t)nl * sizeof *s);
-            if (nl == 16)
-                for (int j = 0; j < 16; j++)
-                    sp[j] = (uint8_t)qkf__ilif_step32(p, &k, c0 + j, s[j], &u[j]);
-            else
-                for (int j = 0; j < nl; j++)
-                    sp[j] = (uint8_t)qkf__ilif_step32(p, &k, c0 + j, s[j], &u[j]);
+            for (int j = 0; j < 16; j++) /* lanes past nl step zeros and are masked off */
+                sp[j] = (uint8_t)qkf__ilif_step32f(p, &k, b[j], thc[j], th[j], s[j], &u[j], f);
             unsigned m = 0;
             for (int j = 0; j < nl; j++)
                 m |= (unsigned)sp[j] << j;
@@ -474,6 +478,41 @@ static void ilif_seq_portable(uint16_t *const *mask, const void *const *x, int x
             memcpy(v + c0, u, (size_t)nl * sizeof *u);
     }
 }
+
+#define ILIF_CASE(F)                                                                             \
+    case F:                                                                                      \
+        if (x16)                                                                                 \
+            ilif_seq_portable_f(mask, x, 1, R, C, p, v, &k, F);                                  \
+        else                                                                                     \
+            ilif_seq_portable_f(mask, x, 0, R, C, p, v, &k, F);                                  \
+        return;
+#define ILIF_CASES(B)                                                                            \
+    ILIF_CASE(B + 0)                                                                             \
+    ILIF_CASE(B + 1)                                                                             \
+    ILIF_CASE(B + 2)                                                                             \
+    ILIF_CASE(B + 3)                                                                             \
+    ILIF_CASE(B + 4)                                                                             \
+    ILIF_CASE(B + 5)                                                                             \
+    ILIF_CASE(B + 6)                                                                             \
+    ILIF_CASE(B + 7)
+
+static void ilif_seq_portable(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v)
+{
+    if (!p->narrow) {
+        ilif_seq_ref(mask, x, x16, R, C, p, v);
+        return;
+    }
+    qkf__ilif_k k = qkf__ilif_consts(p);
+    switch (qkf__ilif_flags(p, &k, x16)) {
+        ILIF_CASES(0)
+        ILIF_CASES(8)
+        ILIF_CASES(16)
+        ILIF_CASES(24)
+    }
+}
+#undef ILIF_CASE
+#undef ILIF_CASES
 
 static void ilif_seq(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
                      const qkf_ilif *p, int32_t *v)

@@ -82,11 +82,18 @@ typedef struct {
     int threshold_ge;
     int reset_subtract;
     int narrow; /* set by qkf_spike_ilif_prepare: every value fits int32 (the vector paths) */
+    int hfree;  /* set by qkf_spike_ilif_prepare: narrow, and the membrane's reduction of H (and
+                   of H - theta on a subtracting reset) is the identity for every input: the
+                   bound |decay(V)| + |A| * 2^current_shift + |bias| (+ |theta|) is within the
+                   membrane's range (Loihi: 2^22 + 2^21 + 2^19 < 2^23), so the fast paths leave
+                   that reduction out (exact: it never changes a value) */
 } qkf_ilif;
 
 /* Decides p->narrow for C channels: whether int32 arithmetic is exact for every value the LIF can
  * meet (membranes, the shifted current, the bias and their sum). The fast paths step narrow layers
- * in int32 vector lanes and others with the reference's int64 arithmetic. */
+ * in int32 vector lanes and others with the reference's int64 arithmetic. Also decides p->hfree.
+ * Membranes passed to the LIF (v) are values the LIF can meet: within the membrane's range
+ * (|V| <= 2^(membrane_bits - 1)), as every reduced H and reset value is. */
 void qkf_spike_ilif_prepare(qkf_ilif *p, int C);
 
 /* The integer LIF of one neuron row of C channels stepped through R inputs in order (as

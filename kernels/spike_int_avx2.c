@@ -98,22 +98,22 @@ int64_t qkf__spike_gather_rows_m16_avx2(const qkf_spike_row *rows, int nrow, int
 /* ---- the integer LIF ------------------------------------------------------------------------ */
 
 typedef struct {
-    __m256i cur_max, ncur_max, mem_max, nmem_max, keep, dlo;
+    __m256i cur_max, ncur_max, mem_max, nmem_max, keep, dlo, ge;
     __m128i cur_sh, mem_sh, cshift, dshift, dbits;
-    int dmul, ge, rs;
+    int dmul;
 } lifk;
 
-static lifk lif_consts(const qkf_ilif *p)
+static lifk lif_consts(const qkf_ilif *p, const qkf__ilif_k *k)
 {
-    qkf__ilif_k k = qkf__ilif_consts(p);
     lifk q;
-    q.cur_max = _mm256_set1_epi32(k.cur_max), q.ncur_max = _mm256_set1_epi32(-k.cur_max);
-    q.mem_max = _mm256_set1_epi32(k.mem_max), q.nmem_max = _mm256_set1_epi32(-k.mem_max);
-    q.keep = _mm256_set1_epi32(p->decay_keep), q.dlo = _mm256_set1_epi32(k.dlo);
-    q.cur_sh = _mm_cvtsi32_si128(k.cur_sh), q.mem_sh = _mm_cvtsi32_si128(k.mem_sh);
-    q.cshift = _mm_cvtsi32_si128(p->current_shift), q.dshift = _mm_cvtsi32_si128(k.dshift);
+    q.cur_max = _mm256_set1_epi32(k->cur_max), q.ncur_max = _mm256_set1_epi32(-k->cur_max);
+    q.mem_max = _mm256_set1_epi32(k->mem_max), q.nmem_max = _mm256_set1_epi32(-k->mem_max);
+    q.keep = _mm256_set1_epi32(p->decay_keep), q.dlo = _mm256_set1_epi32(k->dlo);
+    q.ge = _mm256_set1_epi32(p->threshold_ge ? 1 : 0);
+    q.cur_sh = _mm_cvtsi32_si128(k->cur_sh), q.mem_sh = _mm_cvtsi32_si128(k->mem_sh);
+    q.cshift = _mm_cvtsi32_si128(p->current_shift), q.dshift = _mm_cvtsi32_si128(k->dshift);
     q.dbits = _mm_cvtsi32_si128(p->decay_bits);
-    q.dmul = k.dmul, q.ge = p->threshold_ge, q.rs = p->reset_subtract;
+    q.dmul = k->dmul;
     return q;
 }
 
@@ -127,11 +127,17 @@ static inline __m256i clamp(__m256i x, __m256i lo, __m256i hi)
     return _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
 }
 
-/* One step of 8 lanes (qkf__ilif_step32 lane by lane); returns the 8 spike bits. */
+/* One step of 8 lanes (qkf__ilif_step32f lane by lane; f: qkf__ilif_flags, a constant after
+ * inlining, as on the AVX-512 path); thc = theta - ge (h > thc); returns the 8 spike bits. */
 static inline __attribute__((always_inline)) unsigned step8(const lifk *q, __m256i s, __m256i *u,
-                                                            __m256i b, __m256i th)
+                                                            __m256i b, __m256i thc, __m256i th,
+                                                            const int f)
 {
-    __m256i a = clamp(sext(s, q->cur_sh), q->ncur_max, q->cur_max);
+    __m256i a = s;
+    if (f & QKF__LF_CS)
+        a = sext(a, q->cur_sh);
+    if (f & QKF__LF_CC)
+        a = clamp(a, q->ncur_max, q->cur_max);
     __m256i v = *u, av = _mm256_abs_epi32(v), d;
     if (q->dmul)
         d = _mm256_add_epi32(
@@ -141,12 +147,21 @@ static inline __attribute__((always_inline)) unsigned step8(const lifk *q, __m25
         d = _mm256_srl_epi32(av, q->dshift);
     d = _mm256_sign_epi32(d, v); /* -d where v < 0 (d is 0 where v is) */
     __m256i h = _mm256_add_epi32(_mm256_add_epi32(d, _mm256_sll_epi32(a, q->cshift)), b);
-    h = clamp(sext(h, q->mem_sh), q->nmem_max, q->mem_max);
-    __m256i sp = q->ge ? _mm256_xor_si256(_mm256_cmpgt_epi32(th, h), _mm256_set1_epi32(-1))
-                       : _mm256_cmpgt_epi32(h, th);
-    __m256i r = q->rs ? clamp(sext(_mm256_sub_epi32(h, th), q->mem_sh), q->nmem_max, q->mem_max)
-                      : _mm256_setzero_si256();
-    *u = _mm256_blendv_epi8(h, r, sp);
+    if (f & QKF__LF_MS)
+        h = sext(h, q->mem_sh);
+    if (f & QKF__LF_MC)
+        h = clamp(h, q->nmem_max, q->mem_max);
+    __m256i sp = _mm256_cmpgt_epi32(h, thc);
+    if (f & QKF__LF_RS) {
+        __m256i r = _mm256_sub_epi32(h, th);
+        if (f & QKF__LF_MS)
+            r = sext(r, q->mem_sh);
+        if (f & QKF__LF_MC)
+            r = clamp(r, q->nmem_max, q->mem_max);
+        *u = _mm256_blendv_epi8(h, r, sp);
+    } else {
+        *u = _mm256_andnot_si256(sp, h);
+    }
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(sp));
 }
 
@@ -157,26 +172,24 @@ static inline __m256i load_sums(const void *x, int x16, int c)
     return _mm256_loadu_si256((const __m256i *)(const void *)((const int32_t *)x + c));
 }
 
-void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
-                              const qkf_ilif *p, int32_t *v)
+static inline __attribute__((always_inline)) void
+ilif_seq(uint16_t *const *mask, const void *const *x, const int x16, int R, int C,
+         const qkf_ilif *p, int32_t *v, const lifk *qp, const int f)
 {
-    if (!p->narrow) {
-        qkf__spike_ilif_seq_wide(mask, x, x16, R, C, p, v);
-        return;
-    }
-    lifk q = lif_consts(p);
+    lifk q = *qp;
     int c0 = 0;
     for (; c0 + 16 <= C; c0 += 16) { /* one mask word: two vectors, two chains */
-        __m256i u[2], b[2], th[2];
+        __m256i u[2], b[2], th[2], thc[2];
         for (int k = 0; k < 2; k++) {
             u[k] = v ? _mm256_loadu_si256((const __m256i *)(const void *)(v + c0 + 8 * k))
                      : _mm256_setzero_si256();
             b[k] = _mm256_loadu_si256((const __m256i *)(const void *)(p->bias + c0 + 8 * k));
             th[k] = _mm256_loadu_si256((const __m256i *)(const void *)(p->theta + c0 + 8 * k));
+            thc[k] = _mm256_sub_epi32(th[k], q.ge);
         }
         for (int r = 0; r < R; r++) {
-            unsigned lo = step8(&q, load_sums(x[r], x16, c0), &u[0], b[0], th[0]);
-            unsigned hi = step8(&q, load_sums(x[r], x16, c0 + 8), &u[1], b[1], th[1]);
+            unsigned lo = step8(&q, load_sums(x[r], x16, c0), &u[0], b[0], thc[0], th[0], f);
+            unsigned hi = step8(&q, load_sums(x[r], x16, c0 + 8), &u[1], b[1], thc[1], th[1], f);
             mask[r][c0 / 16] = (uint16_t)(lo | hi << 8);
         }
         if (v)
@@ -201,6 +214,43 @@ void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x
             memcpy(v + c0, u, (size_t)nl * sizeof *u);
     }
 }
+
+/* A copy per input width and combination of flags (as the AVX-512 path). */
+#define ILIF_CASE(F)                                                                             \
+    case F:                                                                                      \
+        if (x16)                                                                                 \
+            ilif_seq(mask, x, 1, R, C, p, v, &q, F);                                             \
+        else                                                                                     \
+            ilif_seq(mask, x, 0, R, C, p, v, &q, F);                                             \
+        return;
+#define ILIF_CASES(B)                                                                            \
+    ILIF_CASE(B + 0)                                                                             \
+    ILIF_CASE(B + 1)                                                                             \
+    ILIF_CASE(B + 2)                                                                             \
+    ILIF_CASE(B + 3)                                                                             \
+    ILIF_CASE(B + 4)                                                                             \
+    ILIF_CASE(B + 5)                                                                             \
+    ILIF_CASE(B + 6)                                                                             \
+    ILIF_CASE(B + 7)
+
+void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
+                              const qkf_ilif *p, int32_t *v)
+{
+    if (!p->narrow) {
+        qkf__spike_ilif_seq_wide(mask, x, x16, R, C, p, v);
+        return;
+    }
+    qkf__ilif_k k = qkf__ilif_consts(p);
+    lifk q = lif_consts(p, &k);
+    switch (qkf__ilif_flags(p, &k, x16)) {
+        ILIF_CASES(0)
+        ILIF_CASES(8)
+        ILIF_CASES(16)
+        ILIF_CASES(24)
+    }
+}
+#undef ILIF_CASE
+#undef ILIF_CASES
 
 /* ---- max pooling ---------------------------------------------------------------------------- */
 

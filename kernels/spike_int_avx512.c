@@ -123,22 +123,22 @@ int64_t qkf__spike_gather_rows_m16_avx512(const qkf_spike_row *rows, int nrow, i
 
 /* The constants of a narrow layer's step, in vectors. */
 typedef struct {
-    __m512i cur_max, ncur_max, mem_max, nmem_max, keep, dlo;
+    __m512i cur_max, ncur_max, mem_max, nmem_max, keep, dlo, ge;
     __m128i cur_sh, mem_sh, cshift, dshift, dbits;
-    int dmul, ge, rs;
+    int dmul;
 } lifk;
 
-static lifk lif_consts(const qkf_ilif *p)
+static lifk lif_consts(const qkf_ilif *p, const qkf__ilif_k *k)
 {
-    qkf__ilif_k k = qkf__ilif_consts(p);
     lifk q;
-    q.cur_max = _mm512_set1_epi32(k.cur_max), q.ncur_max = _mm512_set1_epi32(-k.cur_max);
-    q.mem_max = _mm512_set1_epi32(k.mem_max), q.nmem_max = _mm512_set1_epi32(-k.mem_max);
-    q.keep = _mm512_set1_epi32(p->decay_keep), q.dlo = _mm512_set1_epi32(k.dlo);
-    q.cur_sh = _mm_cvtsi32_si128(k.cur_sh), q.mem_sh = _mm_cvtsi32_si128(k.mem_sh);
-    q.cshift = _mm_cvtsi32_si128(p->current_shift), q.dshift = _mm_cvtsi32_si128(k.dshift);
+    q.cur_max = _mm512_set1_epi32(k->cur_max), q.ncur_max = _mm512_set1_epi32(-k->cur_max);
+    q.mem_max = _mm512_set1_epi32(k->mem_max), q.nmem_max = _mm512_set1_epi32(-k->mem_max);
+    q.keep = _mm512_set1_epi32(p->decay_keep), q.dlo = _mm512_set1_epi32(k->dlo);
+    q.ge = _mm512_set1_epi32(p->threshold_ge ? 1 : 0);
+    q.cur_sh = _mm_cvtsi32_si128(k->cur_sh), q.mem_sh = _mm_cvtsi32_si128(k->mem_sh);
+    q.cshift = _mm_cvtsi32_si128(p->current_shift), q.dshift = _mm_cvtsi32_si128(k->dshift);
     q.dbits = _mm_cvtsi32_si128(p->decay_bits);
-    q.dmul = k.dmul, q.ge = p->threshold_ge, q.rs = p->reset_subtract;
+    q.dmul = k->dmul;
     return q;
 }
 
@@ -153,28 +153,18 @@ static inline __m512i clamp(__m512i x, __m512i lo, __m512i hi)
     return _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
 }
 
-/* Which reductions a layer's step needs (the others are identities and are left out: a
- * specialised copy of the sequence per combination, lif_flags). */
-enum { LF_CS = 1, LF_CC = 2, LF_MS = 4, LF_MC = 8 };
-
-static int lif_flags(const qkf_ilif *p, int x16)
-{
-    qkf__ilif_k k = qkf__ilif_consts(p);
-    /* an int16 sum is sign-extended from 16 bits: the wrap to 32 - cur_sh >= 16 bits keeps it */
-    return (k.cur_sh && !(x16 && k.cur_sh <= 16) ? LF_CS : 0) |
-           (k.cur_max != INT32_MAX ? LF_CC : 0) | (k.mem_sh ? LF_MS : 0) |
-           (k.mem_max != INT32_MAX ? LF_MC : 0);
-}
-
-/* One step of 16 lanes (qkf__ilif_step32, lane by lane): sums s, membranes *u, bias b, threshold
- * th; returns the spike mask. f: lif_flags (a constant after inlining). */
+/* One step of 16 lanes (qkf__ilif_step32f, lane by lane): sums s, membranes *u, bias b, the
+ * threshold for the comparison thc (theta - ge: h > thc) and for the reset th; returns the spike
+ * mask. f: qkf__ilif_flags (a constant after inlining: the reductions that are identities, and
+ * the reset that is not taken, are left out). */
 static inline __attribute__((always_inline)) __mmask16 step16(const lifk *q, __m512i s, __m512i *u,
-                                                              __m512i b, __m512i th, const int f)
+                                                              __m512i b, __m512i thc, __m512i th,
+                                                              const int f)
 {
     __m512i a = s;
-    if (f & LF_CS)
+    if (f & QKF__LF_CS)
         a = sext(a, q->cur_sh);
-    if (f & LF_CC)
+    if (f & QKF__LF_CC)
         a = clamp(a, q->ncur_max, q->cur_max);
     __m512i v = *u, av = _mm512_abs_epi32(v), d;
     if (q->dmul)
@@ -185,16 +175,16 @@ static inline __attribute__((always_inline)) __mmask16 step16(const lifk *q, __m
         d = _mm512_srl_epi32(av, q->dshift);
     d = _mm512_mask_sub_epi32(d, _mm512_movepi32_mask(v), _mm512_setzero_si512(), d);
     __m512i h = _mm512_add_epi32(_mm512_add_epi32(d, _mm512_sll_epi32(a, q->cshift)), b);
-    if (f & LF_MS)
+    if (f & QKF__LF_MS)
         h = sext(h, q->mem_sh);
-    if (f & LF_MC)
+    if (f & QKF__LF_MC)
         h = clamp(h, q->nmem_max, q->mem_max);
-    __mmask16 sp = q->ge ? _mm512_cmpge_epi32_mask(h, th) : _mm512_cmpgt_epi32_mask(h, th);
-    if (q->rs) {
+    __mmask16 sp = _mm512_cmpgt_epi32_mask(h, thc);
+    if (f & QKF__LF_RS) {
         __m512i r = _mm512_sub_epi32(h, th);
-        if (f & LF_MS)
+        if (f & QKF__LF_MS)
             r = sext(r, q->mem_sh);
-        if (f & LF_MC)
+        if (f & QKF__LF_MC)
             r = clamp(r, q->nmem_max, q->mem_max);
         *u = _mm512_mask_mov_epi32(h, sp, r);
     } else {
@@ -211,25 +201,26 @@ static inline __m512i load_sums(const void *x, int x16, int c, __mmask16 lanes)
 }
 
 static inline __attribute__((always_inline)) void
-ilif_seq(uint16_t *const *mask, const void *const *x, int x16, int R, int C, const qkf_ilif *p,
-         int32_t *v, const lifk *qp, const int f)
+ilif_seq(uint16_t *const *mask, const void *const *x, const int x16, int R, int C,
+         const qkf_ilif *p, int32_t *v, const lifk *qp, const int f)
 {
     lifk q = *qp;
     int c0 = 0;
     /* four vectors of 16 channels side by side: a neuron's steps depend on each other, so four
      * independent chains hide the latency; the membranes stay in registers for all R steps */
     for (; c0 + 64 <= C; c0 += 64) {
-        __m512i u[4], b[4], th[4];
+        __m512i u[4], b[4], th[4], thc[4];
         for (int k = 0; k < 4; k++) {
             u[k] = v ? _mm512_loadu_si512(v + c0 + 16 * k) : _mm512_setzero_si512();
             b[k] = _mm512_loadu_si512(p->bias + c0 + 16 * k);
             th[k] = _mm512_loadu_si512(p->theta + c0 + 16 * k);
+            thc[k] = _mm512_sub_epi32(th[k], q.ge);
         }
         for (int r = 0; r < R; r++) {
             uint16_t *m = mask[r] + c0 / 16;
             for (int k = 0; k < 4; k++)
                 m[k] = (uint16_t)step16(&q, load_sums(x[r], x16, c0 + 16 * k, 0xFFFF), &u[k],
-                                        b[k], th[k], f);
+                                        b[k], thc[k], th[k], f);
         }
         if (v)
             for (int k = 0; k < 4; k++)
@@ -241,18 +232,34 @@ ilif_seq(uint16_t *const *mask, const void *const *x, int x16, int R, int C, con
         __m512i u = v ? _mm512_maskz_loadu_epi32(lanes, v + c0) : _mm512_setzero_si512();
         __m512i b = _mm512_maskz_loadu_epi32(lanes, p->bias + c0);
         __m512i th = _mm512_maskz_loadu_epi32(lanes, p->theta + c0);
+        __m512i thc = _mm512_sub_epi32(th, q.ge);
         for (int r = 0; r < R; r++)
-            mask[r][c0 / 16] =
-                (uint16_t)(step16(&q, load_sums(x[r], x16, c0, lanes), &u, b, th, f) & lanes);
+            mask[r][c0 / 16] = (uint16_t)(
+                step16(&q, load_sums(x[r], x16, c0, lanes), &u, b, thc, th, f) & lanes);
         if (v)
             _mm512_mask_storeu_epi32(v + c0, lanes, u);
     }
 }
 
+/* A copy of the sequence per input width and combination of flags: the layers of one model use
+ * one or two of them (Loihi: int16 sums with no reduction at all; pooled int32 sums with the
+ * current's wrap). */
 #define ILIF_CASE(F)                                                                             \
     case F:                                                                                      \
-        ilif_seq(mask, x, x16, R, C, p, v, &q, F);                                               \
+        if (x16)                                                                                 \
+            ilif_seq(mask, x, 1, R, C, p, v, &q, F);                                             \
+        else                                                                                     \
+            ilif_seq(mask, x, 0, R, C, p, v, &q, F);                                             \
         return;
+#define ILIF_CASES(B)                                                                            \
+    ILIF_CASE(B + 0)                                                                             \
+    ILIF_CASE(B + 1)                                                                             \
+    ILIF_CASE(B + 2)                                                                             \
+    ILIF_CASE(B + 3)                                                                             \
+    ILIF_CASE(B + 4)                                                                             \
+    ILIF_CASE(B + 5)                                                                             \
+    ILIF_CASE(B + 6)                                                                             \
+    ILIF_CASE(B + 7)
 
 void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int x16, int R,
                                 int C, const qkf_ilif *p, int32_t *v)
@@ -261,27 +268,17 @@ void qkf__spike_ilif_seq_avx512(uint16_t *const *mask, const void *const *x, int
         qkf__spike_ilif_seq_wide(mask, x, x16, R, C, p, v);
         return;
     }
-    lifk q = lif_consts(p);
-    switch (lif_flags(p, x16)) {
-        ILIF_CASE(0)
-        ILIF_CASE(1)
-        ILIF_CASE(2)
-        ILIF_CASE(3)
-        ILIF_CASE(4)
-        ILIF_CASE(5)
-        ILIF_CASE(6)
-        ILIF_CASE(7)
-        ILIF_CASE(8)
-        ILIF_CASE(9)
-        ILIF_CASE(10)
-        ILIF_CASE(11)
-        ILIF_CASE(12)
-        ILIF_CASE(13)
-        ILIF_CASE(14)
-    default:
-        ilif_seq(mask, x, x16, R, C, p, v, &q, 15);
+    qkf__ilif_k k = qkf__ilif_consts(p);
+    lifk q = lif_consts(p, &k);
+    switch (qkf__ilif_flags(p, &k, x16)) {
+        ILIF_CASES(0)
+        ILIF_CASES(8)
+        ILIF_CASES(16)
+        ILIF_CASES(24)
     }
 }
+#undef ILIF_CASE
+#undef ILIF_CASES
 
 /* ---- max pooling ---------------------------------------------------------------------------- */
 

@@ -66,7 +66,7 @@ static inline int ig_fits(const qkf_spike_row *x, int wmax)
 
 /* The weight row at p into acc (nb vectors, the last one under the mask tm when IG_MASKED). */
 #if IG_MASKED
-#define IG_LD(p, k, nb, tm) ((k) == (nb) - 1 ? IG_LOADM(tm, p) : IG_LOAD(p))
+#define IG_LD(p, k, nb, tm) ((k) == (nb) - 1 && !full ? IG_LOADM(tm, p) : IG_LOAD(p))
 #else
 #define IG_LD(p, k, nb, tm) IG_LOAD(p)
 #endif
@@ -83,27 +83,32 @@ static inline int ig_fits(const qkf_spike_row *x, int wmax)
         _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++) acc[k] =                            \
             IG_ADD(acc[k], IG_MUL(c_, IG_LD(p_ + IG_L * k, k, nb, tm)));                         \
     } while (0)
+/* The weight row of channel ch: a byte offset, ch times the row pitch in bytes sb (one 64-bit
+ * multiply, no sign extension or scaled add per event). */
+#define IG_AT(w, ch) ((const IG_T *)(const void *)((const char *)(w) + (ch) * sb))
 #define IG_EV4(acc, w, x, xc, j)                                                                 \
     do {                                                                                         \
-        int32_t ch_ = (int32_t)((x) >> (16 * (j)) & 0xFFFFu);                                    \
+        size_t ch_ = (size_t)((x) >> (16 * (j)) & 0xFFFFu);                                      \
         if (mul)                                                                                 \
-            IG_ROW_MUL(acc, (w) + ch_ * stride, (int)((xc) >> (16 * (j)) & 0xFFFFu));            \
+            IG_ROW_MUL(acc, IG_AT(w, ch_), (int)((xc) >> (16 * (j)) & 0xFFFFu));                 \
         else                                                                                     \
-            IG_ROW_ADD(acc, (w) + ch_ * stride);                                                 \
+            IG_ROW_ADD(acc, IG_AT(w, ch_));                                                      \
     } while (0)
 #define IG_EV1(acc, w, ch, cn, i)                                                                \
     do {                                                                                         \
         if (mul)                                                                                 \
-            IG_ROW_MUL(acc, (w) + (int32_t)(ch)[i] * stride, (int)(cn)[i]);                      \
+            IG_ROW_MUL(acc, IG_AT(w, (size_t)(ch)[i]), (int)(cn)[i]);                            \
         else                                                                                     \
-            IG_ROW_ADD(acc, (w) + (int32_t)(ch)[i] * stride);                                    \
+            IG_ROW_ADD(acc, IG_AT(w, (size_t)(ch)[i]));                                          \
     } while (0)
 
 static inline __attribute__((always_inline)) uint64_t
 IG(run2)(IG_V *a, IG_V *b, const IG_T *wa, const IG_T *wb, const uint16_t *ca, const uint16_t *cna,
-         const uint16_t *cb, const uint16_t *cnb, int n, int32_t stride, int nb, IG_M tm, int mul)
+         const uint16_t *cb, const uint16_t *cnb, int n, int32_t stride, int nb, IG_M tm, int mul,
+         int full)
 {
-    (void)tm;
+    (void)tm, (void)full;
+    const size_t sb = (size_t)stride * sizeof(IG_T);
     uint64_t sum = 0;
     int i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -131,9 +136,10 @@ static inline __attribute__((always_inline)) uint64_t IG(run1)(IG_V *a, const IG
                                                                const uint16_t *c,
                                                                const uint16_t *cn, int n,
                                                                int32_t stride, int nb, IG_M tm,
-                                                               int mul)
+                                                               int mul, int full)
 {
-    (void)tm;
+    (void)tm, (void)full;
+    const size_t sb = (size_t)stride * sizeof(IG_T);
     uint64_t sum = 0;
     int i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -154,9 +160,9 @@ static inline __attribute__((always_inline)) uint64_t IG(run1)(IG_V *a, const IG
 /* Accumulators of a row from its init (or zero), and back to its output. The mantissa gather
  * (IG_WIDEN) starts from zero and widens into the int32 row at the end. */
 static inline __attribute__((always_inline)) void IG(load_acc)(IG_V *a, const IG_OT *init, int nb,
-                                                               IG_M tm)
+                                                               IG_M tm, int full)
 {
-    (void)tm;
+    (void)tm, (void)full;
 #if IG_WIDEN
     (void)init;
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++) a[k] = IG_ZERO;
@@ -167,16 +173,17 @@ static inline __attribute__((always_inline)) void IG(load_acc)(IG_V *a, const IG
 }
 
 static inline __attribute__((always_inline)) void
-IG(store_acc)(IG_OT *out, const IG_OT *init, const IG_V *a, const int32_t *sh, int nb, IG_M tm)
+IG(store_acc)(IG_OT *out, const IG_OT *init, const IG_V *a, const int32_t *sh, int nb, IG_M tm,
+              int full)
 {
-    (void)tm, (void)init, (void)sh;
+    (void)tm, (void)init, (void)sh, (void)full;
     _Pragma("GCC unroll 8") for (int k = 0; k < nb; k++)
     {
 #if IG_WIDEN
         IG_WSTORE(out, init, a[k], sh, k, nb, tm);
 #else
 #if IG_MASKED
-        if (k == nb - 1)
+        if (k == nb - 1 && !full)
             IG_STOREM(out + IG_L * k, tm, a[k]);
         else
 #endif
@@ -190,7 +197,7 @@ IG(store_acc)(IG_OT *out, const IG_OT *init, const IG_V *a, const int32_t *sh, i
  * events, then the others). Returns the spikes delivered. */
 static inline __attribute__((always_inline)) int64_t
 IG(pair)(const qkf_spike_row *x, const qkf_spike_row *y, int64_t off, const IG_T *w,
-         int32_t stride, int nb, IG_M tm, int counts, const int32_t *sh)
+         int32_t stride, int nb, IG_M tm, int counts, const int32_t *sh, int full)
 {
     const IG_OT *i0 = x->init ? (const IG_OT *)(const void *)x->init + off : NULL;
     const IG_OT *i1 = y->init ? (const IG_OT *)(const void *)y->init + off : NULL;
@@ -199,36 +206,37 @@ IG(pair)(const qkf_spike_row *x, const qkf_spike_row *y, int64_t off, const IG_T
     const IG_T *w0 = w + x->seg.base, *w1 = w + y->seg.base;
     int n0 = x->seg.n, n1 = y->seg.n;
     IG_V a[IG_NBMAX], b[IG_NBMAX];
-    IG(load_acc)(a, i0, nb, tm);
-    IG(load_acc)(b, i1, nb, tm);
+    IG(load_acc)(a, i0, nb, tm, full);
+    IG(load_acc)(b, i1, nb, tm, full);
     int64_t spikes;
     if (!counts) {
         int m = n0 < n1 ? n0 : n1;
-        IG(run2)(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, tm, 0);
-        IG(run1)(a, w0, c0 + m, NULL, n0 - m, stride, nb, tm, 0);
-        IG(run1)(b, w1, c1 + m, NULL, n1 - m, stride, nb, tm, 0);
+        IG(run2)(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, tm, 0, full);
+        IG(run1)(a, w0, c0 + m, NULL, n0 - m, stride, nb, tm, 0, full);
+        IG(run1)(b, w1, c1 + m, NULL, n1 - m, stride, nb, tm, 0, full);
         spikes = (int64_t)n0 + n1;
     } else {
         int p0 = x->n1, p1 = y->n1, m = p0 < p1 ? p0 : p1;
-        IG(run2)(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, tm, 0);
-        IG(run1)(a, w0, c0 + m, NULL, p0 - m, stride, nb, tm, 0);
-        IG(run1)(b, w1, c1 + m, NULL, p1 - m, stride, nb, tm, 0);
+        IG(run2)(a, b, w0, w1, c0, NULL, c1, NULL, m, stride, nb, tm, 0, full);
+        IG(run1)(a, w0, c0 + m, NULL, p0 - m, stride, nb, tm, 0, full);
+        IG(run1)(b, w1, c1 + m, NULL, p1 - m, stride, nb, tm, 0, full);
         int f0 = n0 - p0, f1 = n1 - p1, f = f0 < f1 ? f0 : f1;
         uint64_t sum = (uint64_t)p0 + (uint64_t)p1;
-        sum += IG(run2)(a, b, w0, w1, c0 + p0, k0 + p0, c1 + p1, k1 + p1, f, stride, nb, tm, 1);
-        sum += IG(run1)(a, w0, c0 + p0 + f, k0 + p0 + f, f0 - f, stride, nb, tm, 1);
-        sum += IG(run1)(b, w1, c1 + p1 + f, k1 + p1 + f, f1 - f, stride, nb, tm, 1);
+        sum +=
+            IG(run2)(a, b, w0, w1, c0 + p0, k0 + p0, c1 + p1, k1 + p1, f, stride, nb, tm, 1, full);
+        sum += IG(run1)(a, w0, c0 + p0 + f, k0 + p0 + f, f0 - f, stride, nb, tm, 1, full);
+        sum += IG(run1)(b, w1, c1 + p1 + f, k1 + p1 + f, f1 - f, stride, nb, tm, 1, full);
         spikes = (int64_t)sum;
     }
-    IG(store_acc)(o0, i0, a, sh, nb, tm);
-    IG(store_acc)(o1, i1, b, sh, nb, tm);
+    IG(store_acc)(o0, i0, a, sh, nb, tm, full);
+    IG(store_acc)(o1, i1, b, sh, nb, tm, full);
     return spikes;
 }
 
 /* One row alone (the last of an odd count, or rows that disagree on counts). */
 static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row *x, int64_t off,
                                                              const IG_T *w, int32_t stride, int nb,
-                                                             IG_M tm, const int32_t *sh)
+                                                             IG_M tm, const int32_t *sh, int full)
 {
     const IG_OT *i0 = x->init ? (const IG_OT *)(const void *)x->init + off : NULL;
     IG_OT *o0 = (IG_OT *)(void *)x->out + off;
@@ -236,12 +244,12 @@ static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row
     const IG_T *w0 = w + x->seg.base;
     int n0 = x->seg.n, p0 = k0 ? x->n1 : n0;
     IG_V a[IG_NBMAX];
-    IG(load_acc)(a, i0, nb, tm);
+    IG(load_acc)(a, i0, nb, tm, full);
     uint64_t sum = (uint64_t)p0;
-    IG(run1)(a, w0, c0, NULL, p0, stride, nb, tm, 0);
+    IG(run1)(a, w0, c0, NULL, p0, stride, nb, tm, 0, full);
     if (k0)
-        sum += IG(run1)(a, w0, c0 + p0, k0 + p0, n0 - p0, stride, nb, tm, 1);
-    IG(store_acc)(o0, i0, a, sh, nb, tm);
+        sum += IG(run1)(a, w0, c0 + p0, k0 + p0, n0 - p0, stride, nb, tm, 1, full);
+    IG(store_acc)(o0, i0, a, sh, nb, tm, full);
     return (int64_t)sum;
 }
 
@@ -249,62 +257,76 @@ static inline __attribute__((always_inline)) int64_t IG(one)(const qkf_spike_row
  * do), a last odd row alone. The mantissa gather (IG_WIDEN) pairs the rows whose sums fit int16
  * and sends the others (columns [0, cols) of the pass) to the wide row. */
 #if IG_WIDEN
-#define IG_ROWS_FN(NB)                                                                           \
-    static int64_t IG(rows##NB)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
-                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
-    {                                                                                            \
-        int64_t spikes = 0;                                                                      \
-        int r = 0;                                                                               \
-        while (r < nrow) {                                                                       \
-            const qkf_spike_row *x = &rows[r];                                                   \
-            if (!ig_fits(x, wmax)) {                                                             \
-                spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, cols, sh);           \
-                r++;                                                                             \
-                continue;                                                                        \
-            }                                                                                    \
-            const qkf_spike_row *y = r + 1 < nrow ? &rows[r + 1] : NULL;                         \
-            if (y && (y->seg.cnt != NULL) == (x->seg.cnt != NULL) && ig_fits(y, wmax)) {         \
-                spikes += x->seg.cnt ? IG(pair)(x, y, off, w, stride, NB, tm, 1, sh)             \
-                                     : IG(pair)(x, y, off, w, stride, NB, tm, 0, sh);            \
-                r += 2;                                                                          \
-            } else {                                                                             \
-                spikes += IG(one)(x, off, w, stride, NB, tm, sh);                                \
-                r++;                                                                             \
-            }                                                                                    \
-        }                                                                                        \
-        return spikes;                                                                           \
+#define IG_ROWS_FN(NB, FULL, NAME)                                                                 \
+    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w,       \
+                            int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)        \
+    {                                                                                              \
+        int64_t spikes = 0;                                                                        \
+        int r = 0;                                                                                 \
+        while (r < nrow) {                                                                         \
+            const qkf_spike_row *x = &rows[r];                                                     \
+            if (!ig_fits(x, wmax)) {                                                               \
+                spikes += qkf__spike_gather_row_m16_wide(x, off, w, stride, cols, sh);             \
+                r++;                                                                               \
+                continue;                                                                          \
+            }                                                                                      \
+            const qkf_spike_row *y = r + 1 < nrow ? &rows[r + 1] : NULL;                           \
+            if (y && (y->seg.cnt != NULL) == (x->seg.cnt != NULL) && ig_fits(y, wmax)) {           \
+                spikes += x->seg.cnt ? IG(pair)(x, y, off, w, stride, NB, tm, 1, sh, FULL)         \
+                                     : IG(pair)(x, y, off, w, stride, NB, tm, 0, sh, FULL);        \
+                r += 2;                                                                            \
+            } else {                                                                               \
+                spikes += IG(one)(x, off, w, stride, NB, tm, sh, FULL);                            \
+                r++;                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        return spikes;                                                                             \
     }
 #else
-#define IG_ROWS_FN(NB)                                                                           \
-    static int64_t IG(rows##NB)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w, \
-                                int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)  \
-    {                                                                                            \
-        (void)wmax, (void)cols;                                                                  \
-        int64_t spikes = 0;                                                                      \
-        int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;                              \
-        for (int r = 1; r < nrow; r++)                                                           \
-            same &= (rows[r].seg.cnt != NULL) == counts;                                         \
-        int paired = same ? nrow & ~1 : 0;                                                       \
-        if (counts)                                                                              \
-            for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1, sh);       \
-        else                                                                                     \
-            for (int r = 0; r < paired; r += 2)                                                  \
-                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0, sh);       \
-        for (int r = paired; r < nrow; r++)                                                      \
-            spikes += IG(one)(&rows[r], off, w, stride, NB, tm, sh);                             \
-        return spikes;                                                                           \
+#define IG_ROWS_FN(NB, FULL, NAME)                                                                 \
+    static int64_t IG(NAME)(const qkf_spike_row *rows, int nrow, int64_t off, const IG_T *w,       \
+                            int32_t stride, IG_M tm, const int32_t *sh, int wmax, int cols)        \
+    {                                                                                              \
+        (void)wmax, (void)cols;                                                                    \
+        int64_t spikes = 0;                                                                        \
+        int counts = nrow > 0 && rows[0].seg.cnt != NULL, same = 1;                                \
+        for (int r = 1; r < nrow; r++)                                                             \
+            same &= (rows[r].seg.cnt != NULL) == counts;                                           \
+        int paired = same ? nrow & ~1 : 0;                                                         \
+        if (counts)                                                                                \
+            for (int r = 0; r < paired; r += 2)                                                    \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 1, sh, FULL);   \
+        else                                                                                       \
+            for (int r = 0; r < paired; r += 2)                                                    \
+                spikes += IG(pair)(&rows[r], &rows[r + 1], off, w, stride, NB, tm, 0, sh, FULL);   \
+        for (int r = paired; r < nrow; r++)                                                        \
+            spikes += IG(one)(&rows[r], off, w, stride, NB, tm, sh, FULL);                         \
+        return spikes;                                                                             \
     }
 #endif
-IG_ROWS_FN(1)
-IG_ROWS_FN(2)
-IG_ROWS_FN(3)
-IG_ROWS_FN(4)
+/* rowsNB: the last vector under the mask tm; rowsNBf (IG_MASKED only): every vector whole (a
+ * width that is a multiple of IG_L, as the engine's are), plain loads that fold into the adds */
+IG_ROWS_FN(1, !IG_MASKED, rows1)
+IG_ROWS_FN(2, !IG_MASKED, rows2)
+IG_ROWS_FN(3, !IG_MASKED, rows3)
+IG_ROWS_FN(4, !IG_MASKED, rows4)
 #if IG_NBMAX > 4
-IG_ROWS_FN(5)
-IG_ROWS_FN(6)
-IG_ROWS_FN(7)
-IG_ROWS_FN(8)
+IG_ROWS_FN(5, !IG_MASKED, rows5)
+IG_ROWS_FN(6, !IG_MASKED, rows6)
+IG_ROWS_FN(7, !IG_MASKED, rows7)
+IG_ROWS_FN(8, !IG_MASKED, rows8)
+#endif
+#if IG_MASKED
+IG_ROWS_FN(1, 1, rows1f)
+IG_ROWS_FN(2, 1, rows2f)
+IG_ROWS_FN(3, 1, rows3f)
+IG_ROWS_FN(4, 1, rows4f)
+#if IG_NBMAX > 4
+IG_ROWS_FN(5, 1, rows5f)
+IG_ROWS_FN(6, 1, rows6f)
+IG_ROWS_FN(7, 1, rows7f)
+IG_ROWS_FN(8, 1, rows8f)
+#endif
 #endif
 #undef IG_ROWS_FN
 
@@ -319,8 +341,15 @@ static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off,
 #if IG_NBMAX > 4
     static const fn fns[9] = {NULL,      IG(rows1), IG(rows2), IG(rows3), IG(rows4),
                               IG(rows5), IG(rows6), IG(rows7), IG(rows8)};
+#if IG_MASKED
+    static const fn fnf[9] = {NULL,       IG(rows1f), IG(rows2f), IG(rows3f), IG(rows4f),
+                              IG(rows5f), IG(rows6f), IG(rows7f), IG(rows8f)};
+#endif
 #else
     static const fn fns[5] = {NULL, IG(rows1), IG(rows2), IG(rows3), IG(rows4)};
+#if IG_MASKED
+    static const fn fnf[5] = {NULL, IG(rows1f), IG(rows2f), IG(rows3f), IG(rows4f)};
+#endif
 #endif
 #if !IG_MASKED
     if (width % IG_L)
@@ -341,8 +370,13 @@ static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off,
 #else
         IG_M tm = 0;
 #endif
-        int64_t s = fns[nb](rows, nrow, off + j0, w + j0, stride, tm, sh ? sh + j0 : NULL, wmax,
-                            cols);
+#if IG_MASKED
+        const fn *f = cols == nb * IG_L ? fnf : fns;
+#else
+        const fn *f = fns;
+#endif
+        int64_t s = f[nb](rows, nrow, off + j0, w + j0, stride, tm, sh ? sh + j0 : NULL, wmax,
+                          cols);
         if (p == 0)
             spikes = s; /* every pass delivers the same spikes */
         v0 += nb;
@@ -355,5 +389,6 @@ static int64_t IG(gather_rows)(const qkf_spike_row *rows, int nrow, int64_t off,
 #undef IG_ROW_MUL
 #undef IG_EV4
 #undef IG_EV1
+#undef IG_AT
 #undef IG_OT
 #undef IG_WIDEN

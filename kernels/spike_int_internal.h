@@ -88,6 +88,22 @@ static inline qkf__ilif_k qkf__ilif_consts(const qkf_ilif *p)
     return k;
 }
 
+/* Which reductions a narrow layer's step needs (the others are identities, and every path keeps
+ * a copy of its step per combination, the flags then constants): the current's wrap (CS; an int16
+ * sum, x16, is sign-extended from 16 bits, so a wrap to >= 16 bits keeps it) and saturation (CC),
+ * the membrane's wrap (MS) and saturation (MC) unless p->hfree says they never bind, and the
+ * subtracting reset (RS). */
+enum { QKF__LF_CS = 1, QKF__LF_CC = 2, QKF__LF_MS = 4, QKF__LF_MC = 8, QKF__LF_RS = 16 };
+
+static inline int qkf__ilif_flags(const qkf_ilif *p, const qkf__ilif_k *k, int x16)
+{
+    return (k->cur_sh && !(x16 && k->cur_sh <= 16) ? QKF__LF_CS : 0) |
+           (k->cur_max != INT32_MAX ? QKF__LF_CC : 0) |
+           (k->mem_sh && !p->hfree ? QKF__LF_MS : 0) |
+           (k->mem_max != INT32_MAX && !p->hfree ? QKF__LF_MC : 0) |
+           (p->reset_subtract ? QKF__LF_RS : 0);
+}
+
 /* x << sh then arithmetic >> sh on int32 (the wrap to 32 - sh bits), without signed overflow. */
 static inline int32_t qkf__sext32(int32_t x, int sh)
 {
@@ -115,6 +131,40 @@ static inline int qkf__ilif_step32(const qkf_ilif *p, const qkf__ilif_k *k, int 
     r = qkf__sext32(r, k->mem_sh);
     r = r > k->mem_max ? k->mem_max : r < -k->mem_max ? -k->mem_max : r;
     *u = sp ? (p->reset_subtract ? r : 0) : h;
+    return sp;
+}
+
+/* qkf__ilif_step32 with the reductions of flags f only (qkf__ilif_flags; a constant after
+ * inlining: the portable path's copies per combination) and the comparison as h > th - ge. */
+static inline __attribute__((always_inline)) int
+qkf__ilif_step32f(const qkf_ilif *p, const qkf__ilif_k *k, int32_t b, int32_t thc, int32_t th,
+                  int32_t s, int32_t *u, const int f)
+{
+    int32_t a = s;
+    if (f & QKF__LF_CS)
+        a = qkf__sext32(a, k->cur_sh);
+    if (f & QKF__LF_CC)
+        a = a > k->cur_max ? k->cur_max : a < -k->cur_max ? -k->cur_max : a;
+    int32_t v = *u, av = v < 0 ? -v : v;
+    int32_t d = k->dmul ? (av >> p->decay_bits) * p->decay_keep +
+                              ((av & k->dlo) * p->decay_keep >> p->decay_bits)
+                        : av >> k->dshift;
+    d = v < 0 ? -d : d;
+    int32_t h = d + (int32_t)((uint32_t)a << p->current_shift) + b;
+    if (f & QKF__LF_MS)
+        h = qkf__sext32(h, k->mem_sh);
+    if (f & QKF__LF_MC)
+        h = h > k->mem_max ? k->mem_max : h < -k->mem_max ? -k->mem_max : h;
+    int sp = h > thc;
+    int32_t r = 0;
+    if (f & QKF__LF_RS) {
+        r = h - th;
+        if (f & QKF__LF_MS)
+            r = qkf__sext32(r, k->mem_sh);
+        if (f & QKF__LF_MC)
+            r = r > k->mem_max ? k->mem_max : r < -k->mem_max ? -k->mem_max : r;
+    }
+    *u = sp ? r : h;
     return sp;
 }
 

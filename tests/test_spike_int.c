@@ -68,8 +68,10 @@ Test(spike_int, gathers_match_reference_on_every_path, .fini = restore_isa)
         w16[i] = (int16_t)rnd(&r);
         w32[i] = (int32_t)rnd(&r);
     }
-    const int widths[] = {1, 7, 12, 15, 16, 17, 31, 32, 33, 48, 64, 65, 96, 100, 128, 129, 192,
-                          255, 256, 257, 300};
+    /* every whole number of vectors 1..8 of 32 int16 or 16 int32 lanes (the paths' whole-width
+     * copies), and widths around them (the masked last vector, passes) */
+    const int widths[] = {1,   7,   12,  15,  16,  17,  31,  32,  33,  48,  64,  65,  80, 96,
+                          100, 112, 128, 129, 160, 192, 224, 255, 256, 257, 300};
     int runs = 0;
     FOR_EACH_ISA(isa)
     {
@@ -166,8 +168,8 @@ Test(spike_int, mantissa_gather_matches_reference_on_every_path, .fini = restore
     qkf_spike_row ra[NROW], rb[NROW];
     qkf_rng r;
     qkf_rng_seed(&r, 15);
-    const int widths[] = {1, 7, 15, 16, 17, 31, 32, 33, 48, 64, 65, 96, 100, 128, 129, 192, 255,
-                          256, 257, 300};
+    const int widths[] = {1,   7,   15,  16,  17,  31,  32,  33,  48,  64,  65,  96, 100,
+                          128, 129, 160, 192, 224, 255, 256, 257, 300};
     const int wmaxes[] = {1, 127, 1000, 32767};
     int runs = 0;
     FOR_EACH_ISA(isa)
@@ -285,7 +287,7 @@ Test(spike_int, lif_matches_reference_on_every_path, .fini = restore_isa)
     qkf_rng r;
     qkf_rng_seed(&r, 13);
     const int Cs[] = {1, 8, 15, 16, 17, 40, 63, 64, 65, 96, 128, 130, 200};
-    int narrow_seen = 0, wide_seen = 0;
+    int narrow_seen = 0, wide_seen = 0, hfree_seen[2] = {0, 0}, hbound_seen = 0;
     FOR_EACH_ISA(isa)
     {
         for (int ci = 0; ci < (int)(sizeof Cs / sizeof *Cs); ci++)
@@ -294,6 +296,9 @@ Test(spike_int, lif_matches_reference_on_every_path, .fini = restore_isa)
                 qkf_ilif p;
                 random_lif(&r, &p, bias, theta, C, kind);
                 narrow_seen |= p.narrow, wide_seen |= !p.narrow;
+                if (p.hfree)
+                    hfree_seen[p.reset_subtract]++;
+                hbound_seen += p.narrow && !p.hfree;
                 int nr = 1 + (int)(rnd(&r) % R);
                 for (int k = 0; k < nr; k++)
                     for (int c = 0; c < C; c++) {
@@ -354,6 +359,8 @@ Test(spike_int, lif_matches_reference_on_every_path, .fini = restore_isa)
             }
     }
     cr_assert(narrow_seen && wide_seen, "both arithmetic widths were exercised");
+    cr_assert(hfree_seen[0] && hfree_seen[1] && hbound_seen,
+              "narrow layers whose membrane reduction never binds (both resets) and others");
 }
 
 /* The step itself on hand-computed cases: QKFormer's tau = 2 LIF as Loihi computes it (12-bit
@@ -361,7 +368,7 @@ Test(spike_int, lif_matches_reference_on_every_path, .fini = restore_isa)
 Test(spike_int, lif_step_by_hand)
 {
     int32_t bias[1] = {0}, theta[1] = {100};
-    qkf_ilif p = {bias, theta, 16, 1, 6, 24, 0, 12, 2048, 1, 0, 0};
+    qkf_ilif p = {bias, theta, 16, 1, 6, 24, 0, 12, 2048, 1, 0, 0, 0};
     qkf_spike_ilif_prepare(&p, 1);
     cr_assert(p.narrow);
     int32_t v = -7, h;

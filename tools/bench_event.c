@@ -64,7 +64,8 @@ static void help(void)
         "ratio (float / integer, the median of the rounds' ratios), both firing rates\n"
         "(quantisation moves some spikes), which sums run in int16 lanes, and each engine's\n"
         "accumulates per CPU second against its own row kernel's ceiling (float, int16). The\n"
-        "rate curve is skipped.\n");
+        "rate curve is skipped. QKF_BENCH_ONLY=float|int times one of the two engines alone\n"
+        "(the other's columns read 0), for profiling it (perf record).\n");
     fputs(qkf_hw_help, stdout);
 }
 
@@ -337,13 +338,20 @@ static int bench_int(qkf_model *m, const qkf_hw_profile *hw, const float *x, con
         }
         double fr[QKF_ISA_COUNT][ROUNDS], er[QKF_ISA_COUNT][ROUNDS], xr[QKF_ISA_COUNT][ROUNDS];
         double cf[QKF_ISA_COUNT] = {0}, ce[QKF_ISA_COUNT] = {0}, c;
+        /* QKF_BENCH_ONLY=float|int times one engine alone (for profiling: perf record; the
+         * other's columns then read 0) */
+        const char *only = getenv("QKF_BENCH_ONLY");
+        double sf = only && !strcmp(only, "int") ? 0 : seconds / ROUNDS;
+        double se = only && !strcmp(only, "float") ? 0 : seconds / ROUNDS;
         for (int k = 0; k < ROUNDS; k++)
             for (int p = 0; p < npath; p++) {
                 qkf_isa_set(paths[p]);
                 int first = k == 0 && p == 0;
-                fr[p][k] = time_event(f, x, B, logits, seconds / ROUNDS, &c, first) / B;
+                c = 0;
+                fr[p][k] = sf > 0 ? time_event(f, x, B, logits, sf, &c, first) / B : 0;
                 cf[p] += c / B / ROUNDS;
-                er[p][k] = time_event(e, x, B, logits, seconds / ROUNDS, &c, first) / B;
+                c = 0;
+                er[p][k] = se > 0 ? time_event(e, x, B, logits, se, &c, first) / B : 0;
                 ce[p] += c / B / ROUNDS;
                 xr[p][k] = fr[p][k] / er[p][k];
             }
