@@ -187,7 +187,8 @@ static int parse_bits_min(const char *spec, const qkf_graph *g, const qkf_hw_ari
             const qkf_op *op = &g->ops[i];
             if (op->kind != QKF_OP_CONV)
                 continue;
-            if (eq && (strlen(op->name) != (size_t)(eq - s) || memcmp(op->name, s, (size_t)(eq - s))))
+            if (eq &&
+                (strlen(op->name) != (size_t)(eq - s) || memcmp(op->name, s, (size_t)(eq - s))))
                 continue;
             out[i] = (int)v;
             found = 1;

@@ -936,7 +936,8 @@ double qkf_kd_loss(float *dlogits, const float *z, const float *target, const fl
         total += (1.0 - a) * ce + a * t * t * kl;
         for (int k = 0; k < K; k++)
             dlogits[(int64_t)b * K + k] =
-                (float)((double)w * ((1.0 - a) * (p1[k] - (double)yb[k]) + a * t * (ps[k] - pt[k])) /
+                (float)((double)w *
+                        ((1.0 - a) * (p1[k] - (double)yb[k]) + a * t * (ps[k] - pt[k])) /
                         (double)B);
         int bz = 0, by = 0;
         for (int k = 1; k < K; k++) {

@@ -418,9 +418,11 @@ Test(qat, val_split_disjoint)
             cr_assert_eq(qkf_trainer_split(n, limits[i], vals[j], 32, &t, &lo), 0, "%s",
                          qkf_last_error());
             cr_assert_eq(lo, n - vals[j]);
-            cr_assert_leq(t, lo, "limit %lld val %lld: trains on [0, %lld), validates on [%lld, "
-                          "%lld)", (long long)limits[i], (long long)vals[j], (long long)t,
-                          (long long)lo, (long long)n);
+            cr_assert_leq(t, lo,
+                          "limit %lld val %lld: trains on [0, %lld), validates on [%lld, "
+                          "%lld)",
+                          (long long)limits[i], (long long)vals[j], (long long)t, (long long)lo,
+                          (long long)n);
             int64_t want = limits[i] > 0 && limits[i] < n ? limits[i] : n;
             cr_assert_eq(t, want < n - vals[j] ? want : n - vals[j]);
         }
@@ -564,7 +566,8 @@ Test(qat_cli, train_resume_and_refusals, .init = cli_setup, .fini = cli_teardown
              "--data h5:%s",
              tdir, tdir, tdir, data);
     refused(args, "--distill-temp", n);
-    snprintf(args, sizeof args, "--init %s/f.h5 --hw speck --distill %s/none.h5 --out %s/r.h5 "
+    snprintf(args, sizeof args,
+             "--init %s/f.h5 --hw speck --distill %s/none.h5 --out %s/r.h5 "
              "--data h5:%s",
              tdir, tdir, tdir, data);
     refused(args, "none.h5", n);
@@ -591,8 +594,7 @@ Test(qat_cli, train_resume_and_refusals, .init = cli_setup, .fini = cli_teardown
     qkf_model_free(&m);
     int64_t *spec, sh[5];
     int nd;
-    cr_assert_eq(qkf_h5_read_i64(tmpdir_path(tdir, "k.best.h5"), "quant/bits_min", &spec, &nd,
-                                 sh),
+    cr_assert_eq(qkf_h5_read_i64(tmpdir_path(tdir, "k.best.h5"), "quant/bits_min", &spec, &nd, sh),
                  0, "%s", qkf_last_error());
     cr_assert(nd == 1 && sh[0] == 1 && spec[0] == '5');
     qkf_free(spec);

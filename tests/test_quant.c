@@ -48,8 +48,7 @@ static void load_fixture_bits(fixture *fx, const char *model, const char *prof,
     qkf_quant_opts o;
     memset(&o, 0, sizeof o);
     o.bits_min = bits_min;
-    cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", &o, &fx->q), 0, "%s",
-                 qkf_last_error());
+    cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", &o, &fx->q), 0, "%s", qkf_last_error());
 }
 
 static void load_fixture(fixture *fx, const char *model, const char *prof)
@@ -206,8 +205,8 @@ Test(quant, cifar_speck_bits_min)
         for (int c = 0; c < op->cout; c++)
             sat += qo->bias_mant[c] == 127 || qo->bias_mant[c] == -127;
         /* (a bias may also round to +-127 exactly) */
-        cr_assert_geq(sat, qo->clipped, "%s: %d biases at +-127, %d counted as saturated",
-                      op->name, sat, qo->clipped);
+        cr_assert_geq(sat, qo->clipped, "%s: %d biases at +-127, %d counted as saturated", op->name,
+                      sat, qo->clipped);
         /* the first conv's unit is held by the membrane's headroom as well (5 bits here) */
         if (strcmp(op->name, "patch_embed1.proj_conv"))
             cr_assert_geq(qo->bits_used, 7, "%s: %d weight bits", op->name, qo->bits_used);

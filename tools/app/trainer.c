@@ -73,10 +73,9 @@ int qkf_trainer_parse_opt(qkf_args *a, qkf_trainer_opts *o)
     struct {
         const char *name;
         const char **dst;
-    } strs[] = {{"--data", &o->data},     {"--out", &o->out},         {"--resume", &o->resume},
-                {"--init", &o->init},     {"--metrics", &o->metrics},
-                {"--hw", &o->hw},         {"--bits-min", &o->bits_min},
-                {"--distill", &o->distill}};
+    } strs[] = {{"--data", &o->data},         {"--out", &o->out},         {"--resume", &o->resume},
+                {"--init", &o->init},         {"--metrics", &o->metrics}, {"--hw", &o->hw},
+                {"--bits-min", &o->bits_min}, {"--distill", &o->distill}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((r = qkf_arg(a, strs[i].name, strs[i].dst)) != 0)
             return r;
@@ -554,8 +553,7 @@ static int check_resume_hw(const char *path, const qkf_hw_profile *hw)
 
 /* Accuracy of the integer model of m (quantised now) on the first `limit` samples of d. */
 static int evaluate_int(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch,
-                        const qkf_hw_profile *hw, const char *bits_min, double *acc,
-                        int64_t *count)
+                        const qkf_hw_profile *hw, const char *bits_min, double *acc, int64_t *count)
 {
     qkf_qmodel q;
     qkf_quant_opts qo;
@@ -600,8 +598,8 @@ static int evaluate_int(const qkf_model *m, const qkf_dataset *d, int64_t limit,
 static int save_dist(const char *path, const qkf_model *m, const qkf_optim *opt,
                      const qkf_trainer_opts *o, int64_t step);
 static int validate(qkf_trainer_opts *o, const qkf_model *m, const qkf_optim *opt,
-                    const qkf_dataset *dval, const qkf_hw_profile *hw, int64_t step,
-                    int64_t *done, const char *best_path, qkf_trainer_cb cb, void *cb_ctx)
+                    const qkf_dataset *dval, const qkf_hw_profile *hw, int64_t step, int64_t *done,
+                    const char *best_path, qkf_trainer_cb cb, void *cb_ctx)
 {
     if (o->val <= 0 || step == *done || step == o->val_best_step)
         return 0;
@@ -619,7 +617,8 @@ static int validate(qkf_trainer_opts *o, const qkf_model *m, const qkf_optim *op
     }
     if (!o->quiet) {
         char line[1300];
-        snprintf(line, sizeof line, "step %lld: validation accuracy %.2f%% (%lld held-out "
+        snprintf(line, sizeof line,
+                 "step %lld: validation accuracy %.2f%% (%lld held-out "
                  "samples%s)%s%s\n",
                  (long long)step, 100.0 * acc, (long long)n, hw ? ", integer model" : "",
                  better ? ", best so far: wrote " : "", better ? best_path : "");
@@ -1071,12 +1070,11 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     if (o.distill) { /* the teacher: a float model on the same inputs */
         if (qkf_ckpt_load(o.distill, &tm))
             goto setup_end;
-        int same_in = tm.cfg.num_classes == m.cfg.num_classes &&
-                      tm.cfg.in_channels == m.cfg.in_channels &&
-                      tm.cfg.img_size == m.cfg.img_size &&
-                      qkf_config_is_frames(&tm.cfg) == qkf_config_is_frames(&m.cfg) &&
-                      (!qkf_config_is_frames(&m.cfg) || tm.cfg.T == m.cfg.T) &&
-                      tm.n_norm == m.n_norm;
+        int same_in =
+            tm.cfg.num_classes == m.cfg.num_classes && tm.cfg.in_channels == m.cfg.in_channels &&
+            tm.cfg.img_size == m.cfg.img_size &&
+            qkf_config_is_frames(&tm.cfg) == qkf_config_is_frames(&m.cfg) &&
+            (!qkf_config_is_frames(&m.cfg) || tm.cfg.T == m.cfg.T) && tm.n_norm == m.n_norm;
         for (int c = 0; same_in && c < m.n_norm; c++)
             same_in = tm.input_mean[c] == m.input_mean[c] && tm.input_std[c] == m.input_std[c];
         if (!same_in) {
@@ -1290,10 +1288,10 @@ setup_end:
                 grad_sync_reset(&gsync);
             int lfail;
             if (te)
-                lfail = qkf_dense_forward(te, xin, Bl, tlogits, NULL) != 0 ||
-                        qkf_train_loss_backward_kd(e, xin, Bl, target, tlogits,
-                                                   (float)o.distill_weight, (float)o.distill_temp,
-                                                   &loss, &ok) != 0;
+                lfail =
+                    qkf_dense_forward(te, xin, Bl, tlogits, NULL) != 0 ||
+                    qkf_train_loss_backward_kd(e, xin, Bl, target, tlogits, (float)o.distill_weight,
+                                               (float)o.distill_temp, &loss, &ok) != 0;
             else
                 lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
             float *grads = qkf_train_grads(e);
@@ -1407,11 +1405,10 @@ setup_end:
             goto quiet;
         double test_acc = -1.0;
         int64_t ntest = 0;
-        if (!o.no_eval &&
-            (o.hw ? evaluate_int(&m, &dtest, o.limit_test, (int)o.eval_batch, &hwp, o.bits_min, &test_acc,
-                                 &ntest)
-                  : qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
-                                 o.eval_event, 0, &test_acc, &ntest)))
+        if (!o.no_eval && (o.hw ? evaluate_int(&m, &dtest, o.limit_test, (int)o.eval_batch, &hwp,
+                                               o.bits_min, &test_acc, &ntest)
+                                : qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
+                                               o.eval_event, 0, &test_acc, &ntest)))
             goto done;
         double secs = qkf_now() - t_epoch;
         {
@@ -1452,7 +1449,7 @@ setup_end:
             fflush(mf);
         }
         if (validate(&o, &m, &opt, &dval, o.hw ? &hwp : NULL, step, &val_done, best_path, cb,
-                          cb_ctx) ||
+                     cb_ctx) ||
             save_dist(o.out, &m, &opt, &o, step))
             goto done;
     }
