@@ -18,6 +18,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/base.h"
@@ -158,9 +159,52 @@ static int bits_of(int64_t v)
     return b + 1; /* sign */
 }
 
-/* Quantises conv op i and its LIF (op i + 1). */
+/* Parses o->bits_min ("M" or "M,LAYER=M,...") into out[n_ops] (per graph op of a conv). */
+static int parse_bits_min(const char *spec, const qkf_graph *g, const qkf_hw_arith *a, int *out)
+{
+    const char *s = spec;
+    while (*s) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *eq = memchr(s, '=', len);
+        const char *num = eq ? eq + 1 : s;
+        size_t nlen = len - (size_t)(num - s);
+        char buf[32];
+        long v = -1;
+        if (nlen > 0 && nlen < sizeof buf) {
+            memcpy(buf, num, nlen);
+            buf[nlen] = 0;
+            char *e;
+            v = strtol(buf, &e, 10);
+            if (*e || e == buf)
+                v = -1;
+        }
+        if (v != 0 && (v < 2 || v > a->weight_bits))
+            return qkf_set_error("bits_min '%.*s': M must be 0 (off) or 2..%d (the weight bits)",
+                                 (int)len, s, a->weight_bits);
+        int found = 0;
+        for (int i = 0; i < g->n_ops; i++) {
+            const qkf_op *op = &g->ops[i];
+            if (op->kind != QKF_OP_CONV)
+                continue;
+            if (eq &&
+                (strlen(op->name) != (size_t)(eq - s) || memcmp(op->name, s, (size_t)(eq - s))))
+                continue;
+            out[i] = (int)v;
+            found = 1;
+        }
+        if (!found)
+            return qkf_set_error("bits_min '%.*s': no convolution of that name", (int)len, s);
+        s += len;
+        if (*s == ',')
+            s++;
+    }
+    return 0;
+}
+
+/* Quantises conv op i and its LIF (op i + 1); bits_min: parse_bits_min's entry (0: none). */
 static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant_opts *o,
-                      qkf_qmodel *q, int i)
+                      qkf_qmodel *q, int i, int bits_min)
 {
     const qkf_graph *g = &q->g;
     const qkf_op *op = &g->ops[i];
@@ -251,8 +295,15 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
             dmin = rx / cur_range;
         if (vth / (tmax * ldexp(1.0, a->threshold_shift)) > dmin)
             dmin = vth / (tmax * ldexp(1.0, a->threshold_shift));
-        if (!(o && o->clip_bias) && maxb / (bmax * ldexp(1.0, a->bias_exp_max)) > dmin)
-            dmin = maxb / (bmax * ldexp(1.0, a->bias_exp_max));
+        double dbias = maxb / (bmax * ldexp(1.0, a->bias_exp_max));
+        if (o && o->clip_bias)
+            dbias = 0.0;
+        else if (bits_min > 0) { /* the weights keep bits_min bits; larger biases saturate */
+            double cap = maxw / (ldexp(1.0, a->current_shift) * (ldexp(1.0, bits_min - 1) - 1.0));
+            dbias = dbias > cap ? cap : dbias;
+        }
+        if (dbias > dmin)
+            dmin = dbias;
         double K = maxw / (ldexp(1.0, a->current_shift) * mmax);
         int e = e_lo;
         double d0 = dmin;
@@ -315,7 +366,7 @@ static int quant_conv(const qkf_model *m, const qkf_hw_arith *a, const qkf_quant
                     break;
                 }
             double bm = be >= 0 ? rnd(ldexp(b, -be)) : 0.0;
-            if (be < 0 && o && o->clip_bias) {
+            if (be < 0 && ((o && o->clip_bias) || bits_min > 0)) {
                 be = a->bias_exp_max;
                 bm = b < 0 ? -bmax : bmax;
                 qo->clipped++;
@@ -432,10 +483,13 @@ int qkf_quantize(const qkf_model *m, const qkf_hw_arith *a, const char *hw_name,
         q->ops[i].conv = -1;
     input_scale(m, a, o, q);
     int rc = 0;
+    int *bits_min = qkf_calloc((size_t)q->g.n_ops, sizeof(int));
+    if (o && o->bits_min && *o->bits_min)
+        rc = parse_bits_min(o->bits_min, &q->g, a, bits_min);
     for (int i = 0; i < q->g.n_ops && !rc; i++) {
         const qkf_op *op = &q->g.ops[i];
         if (op->kind == QKF_OP_CONV)
-            rc = quant_conv(m, a, o, q, i);
+            rc = quant_conv(m, a, o, q, i, bits_min[i]);
         else if (op->kind == QKF_OP_READOUT)
             rc = quant_head(m, a, q, i);
         else if (op->kind == QKF_OP_LIF && !q->ops[i].theta) {
@@ -450,6 +504,7 @@ int qkf_quantize(const qkf_model *m, const qkf_hw_arith *a, const char *hw_name,
                 rc = quant_attn_lif(a, q, i, src);
         }
     }
+    qkf_free(bits_min);
     if (rc) {
         qkf_qmodel_free(q);
         return -1;

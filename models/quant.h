@@ -101,6 +101,13 @@ typedef struct {
     /* 1: the bias register does not bound the membrane unit; a bias beyond it saturates (and is
      * counted in qkf_qop.clipped). Default 0: the unit widens until every bias fits. */
     int clip_bias;
+    /* Between the two, per layer: "M" or a comma list of "M" and "LAYER=M" items (a conv's
+     * official name; later items win; M = 0: none for that layer). M caps the unit the bias
+     * register asks for at the one that leaves the layer's largest weight M bits (2^(M-1) - 1
+     * mantissa steps, sign included, as the report's "bits"), 2 <= M <= weight_bits; a bias
+     * beyond the register then saturates (counted in qkf_qop.clipped). A layer whose biases fit
+     * at that unit is quantised as without it. NULL or "": off (the default). */
+    const char *bits_min;
 } qkf_quant_opts;
 
 /* Quantises m for arithmetic a (is_float must be 0) into *q (allocates; free with

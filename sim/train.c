@@ -900,6 +900,69 @@ int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float
     return qkf_train_backward(e, e->dlogits);
 }
 
+/* Softmax of z / T into p (double), returning log of the partition function of z / T. */
+static double softmax_t(double *p, const float *z, int K, double T)
+{
+    double mx = (double)z[0] / T;
+    for (int k = 1; k < K; k++)
+        mx = (double)z[k] / T > mx ? (double)z[k] / T : mx;
+    double s = 0.0;
+    for (int k = 0; k < K; k++)
+        s += (p[k] = exp((double)z[k] / T - mx));
+    for (int k = 0; k < K; k++)
+        p[k] /= s;
+    return mx + log(s);
+}
+
+double qkf_kd_loss(float *dlogits, const float *z, const float *target, const float *tz, int B,
+                   int K, float alpha, float T, float w, int *correct)
+{
+    QKF_ASSERT(K <= 1024 && B >= 1 && alpha >= 0.0f && alpha <= 1.0f && T > 0.0f);
+    double p1[1024], ps[1024], pt[1024];
+    const double a = (double)alpha, t = (double)T;
+    double total = 0.0;
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        const float *zb = z + (int64_t)b * K, *yb = target + (int64_t)b * K;
+        const float *tb = tz + (int64_t)b * K;
+        double l1 = softmax_t(p1, zb, K, 1.0), ls = softmax_t(ps, zb, K, t);
+        double lt = softmax_t(pt, tb, K, t);
+        double ce = 0.0, kl = 0.0;
+        for (int k = 0; k < K; k++) {
+            ce -= (double)yb[k] * ((double)zb[k] - l1);
+            if (pt[k] > 0.0) /* pt log(pt / ps), in logits: (tz - lt) - (z - ls) over T */
+                kl += pt[k] * (((double)tb[k] / t - lt) - ((double)zb[k] / t - ls));
+        }
+        total += (1.0 - a) * ce + a * t * t * kl;
+        for (int k = 0; k < K; k++)
+            dlogits[(int64_t)b * K + k] =
+                (float)((double)w *
+                        ((1.0 - a) * (p1[k] - (double)yb[k]) + a * t * (ps[k] - pt[k])) /
+                        (double)B);
+        int bz = 0, by = 0;
+        for (int k = 1; k < K; k++) {
+            bz = zb[k] > zb[bz] ? k : bz;
+            by = yb[k] > yb[by] ? k : by;
+        }
+        n += bz == by;
+    }
+    if (correct)
+        *correct = n;
+    return total / (double)B;
+}
+
+int qkf_train_loss_backward_kd(qkf_train *e, const float *input, int B, const float *target,
+                               const float *teacher_logits, float alpha, float T, double *loss,
+                               int *correct)
+{
+    const float *logits;
+    if (qkf_train_forward(e, input, B, 1, &logits))
+        return -1;
+    *loss = qkf_kd_loss(e->dlogits, logits, target, teacher_logits, B, e->g.cfg.num_classes, alpha,
+                        T, e->loss_weight, correct);
+    return qkf_train_backward(e, e->dlogits);
+}
+
 /* ---- optimiser ------------------------------------------------------------------------------ */
 
 void qkf_optim_defaults(qkf_optim_cfg *c)
@@ -1031,6 +1094,7 @@ int qkf_train_set_hw(qkf_train *e, const qkf_hw_arith *a, const char *name,
     if (o) { /* calibration statistics would go stale as the weights move: not taken */
         e->qat_opts.headroom = o->headroom;
         e->qat_opts.clip_bias = o->clip_bias;
+        e->qat_opts.bits_min = o->bits_min; /* the caller keeps the string */
     }
     /* the model as it is must be representable (the same refusal as qkf quantize) */
     if (qkf_quantize(e->m, &e->qat_arith, e->qat_name, &e->qat_opts, &e->qm))

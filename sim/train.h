@@ -56,6 +56,20 @@ int qkf_train_backward(qkf_train *e, const float *dlogits);
 int qkf_train_loss_backward(qkf_train *e, const float *input, int B, const float *target,
                             double *loss, int *correct);
 
+/* Knowledge distillation (Hinton et al. 2015) from a teacher's logits tz [B][classes]:
+ *   loss = mean over b of (1 - alpha) CE(softmax(z), target) + alpha T^2 KL(softmax(tz / T) ||
+ *          softmax(z / T))
+ * with the student's logits z. dlogits [B][classes] receives w * dloss/dz (w: the loss weight);
+ * returns the mean loss; correct (optional) as qkf_train_loss_backward counts it (arg-max of
+ * target). 0 <= alpha <= 1, T > 0. A kernel without state, for qkf_train_loss_backward_kd and
+ * its tests. */
+double qkf_kd_loss(float *dlogits, const float *z, const float *target, const float *tz, int B,
+                   int K, float alpha, float T, float w, int *correct);
+/* qkf_train_loss_backward with that loss: forward, qkf_kd_loss, backward. */
+int qkf_train_loss_backward_kd(qkf_train *e, const float *input, int B, const float *target,
+                               const float *teacher_logits, float alpha, float T, double *loss,
+                               int *correct);
+
 /* ---- quantisation-aware training (qkf train --hw) ----------------------------------------- */
 
 /* From the next forward on, the forward runs the chip's integer arithmetic a (models/quant.h,

@@ -15,6 +15,7 @@
 #include "../models/quant.h"
 #include "../sim/dense_int.h"
 #include "../sim/train.h"
+#include "../tools/app/trainer.h"
 #include "util.h"
 
 typedef struct {
@@ -299,6 +300,144 @@ Test(qat, matches_float_without_rounding, .timeout = 120)
     free_fixture(&fx);
 }
 
+/* ---- distillation and the validation split --------------------------------------------------- */
+
+/* qkf_kd_loss's gradient against central differences of its loss (double inside; z moved by
+ * h = 1e-2, so the O(h^2) truncation with |third derivative| <~ T^-1 stays below ~1e-4), and its
+ * limits: alpha = 0 is the soft-target cross-entropy of kernels/backward.h, a student equal to its
+ * teacher under alpha = 1 has zero loss and gradient, the loss weight scales the gradient. */
+Test(qat, kd_loss_central_differences)
+{
+    enum { B = 3, K = 7 };
+    float z[B * K], tz[B * K], tg[B * K], d[B * K], d2[B * K], probs[B * K];
+    qkf_rng r;
+    qkf_rng_seed(&r, 11);
+    for (int j = 0; j < B * K; j++) {
+        z[j] = 2.0f * (float)qkf_rng_normal(&r);
+        tz[j] = 3.0f * (float)qkf_rng_normal(&r);
+    }
+    int32_t lab[B] = {1, 6, 3};
+    qkf_xent_targets(tg, lab, B, K, 0.1f);
+    const float alphas[3] = {0.3f, 0.5f, 1.0f}, temps[3] = {1.0f, 2.0f, 4.0f};
+    for (int c = 0; c < 3; c++) {
+        int correct = -1;
+        qkf_kd_loss(d, z, tg, tz, B, K, alphas[c], temps[c], 1.0f, &correct);
+        cr_assert(correct >= 0 && correct <= B);
+        double worst = 0.0;
+        for (int j = 0; j < B * K; j++) {
+            float zp[B * K], zm[B * K];
+            memcpy(zp, z, sizeof z);
+            memcpy(zm, z, sizeof z);
+            const float h = 1e-2f;
+            zp[j] += h, zm[j] -= h;
+            double hp = (double)zp[j] - (double)z[j], hm = (double)z[j] - (double)zm[j];
+            double lp = qkf_kd_loss(d2, zp, tg, tz, B, K, alphas[c], temps[c], 1.0f, NULL);
+            double lm = qkf_kd_loss(d2, zm, tg, tz, B, K, alphas[c], temps[c], 1.0f, NULL);
+            double fd = (lp - lm) / (hp + hm);
+            double err = fabs(fd - (double)d[j]);
+            worst = err > worst ? err : worst;
+            cr_assert_lt(err, 2e-4, "alpha %g T %g: dz[%d] = %g, central difference %g",
+                         (double)alphas[c], (double)temps[c], j, (double)d[j], fd);
+        }
+        cr_assert_gt(worst, 0.0);
+    }
+    /* alpha 0: the cross-entropy kernel's loss and gradient */
+    double l0 = qkf_kd_loss(d, z, tg, tz, B, K, 0.0f, 2.0f, 1.0f, NULL);
+    double lx = qkf_xent_forward(probs, z, tg, B, K);
+    qkf_xent_backward(d2, probs, tg, B, K, 1.0f);
+    cr_assert_lt(fabs(l0 - lx), 1e-5 * fabs(lx), "%g vs %g", l0, lx);
+    for (int j = 0; j < B * K; j++)
+        cr_assert_lt(fabs((double)d[j] - (double)d2[j]), 1e-6, "%d: %g vs %g", j, (double)d[j],
+                     (double)d2[j]);
+    /* a student equal to its teacher (alpha 1): nothing to learn */
+    double l1 = qkf_kd_loss(d, tz, tg, tz, B, K, 1.0f, 3.0f, 1.0f, NULL);
+    cr_assert_lt(fabs(l1), 1e-9);
+    for (int j = 0; j < B * K; j++)
+        cr_assert_lt(fabs((double)d[j]), 1e-7);
+    /* the loss weight (a rank's share under mpirun) scales the gradient */
+    qkf_kd_loss(d, z, tg, tz, B, K, 0.5f, 2.0f, 1.0f, NULL);
+    qkf_kd_loss(d2, z, tg, tz, B, K, 0.5f, 2.0f, 0.25f, NULL);
+    for (int j = 0; j < B * K; j++)
+        cr_assert_lt(fabs(0.25 * (double)d[j] - (double)d2[j]), 1e-7);
+}
+
+/* The distillation step on the QAT engine: with alpha = 0 it is qkf_train_loss_backward (the
+ * same gradient, bit for bit: the same dlogits reach the same backward up to float rounding of the
+ * two softmax implementations); with alpha > 0 the gradient moves. */
+Test(qat, kd_step_speck, .timeout = 120)
+{
+    fixture fx;
+    load_fixture(&fx, "cifar_small", "speck");
+    qkf_train *e = qkf_train_create(&fx.m, fx.B, 0);
+    cr_assert_not_null(e, "%s", qkf_last_error());
+    cr_assert_eq(qkf_train_set_hw(e, &fx.a, "fixture", NULL), 0, "%s", qkf_last_error());
+    int64_t n = fx.m.params.total;
+    float *g0 = qkf_malloc((size_t)n * sizeof(float));
+    double loss, lk;
+    qkf_train_zero_grad(e);
+    cr_assert_eq(qkf_train_loss_backward(e, fx.x, fx.B, fx.target, &loss, NULL), 0);
+    memcpy(g0, qkf_train_grads(e), (size_t)n * sizeof(float));
+    float *tz = qkf_calloc((size_t)fx.B * fx.K, sizeof(float));
+    for (int j = 0; j < fx.B * fx.K; j++)
+        tz[j] = (float)((j * 7) % 5) - 2.0f;
+    qkf_train_zero_grad(e);
+    cr_assert_eq(qkf_train_loss_backward_kd(e, fx.x, fx.B, fx.target, tz, 0.0f, 2.0f, &lk, NULL),
+                 0);
+    cr_assert_lt(fabs(lk - loss), 1e-5 * fabs(loss), "%g vs %g", lk, loss);
+    const float *g = qkf_train_grads(e);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)g[i] - (double)g0[i]) * ((double)g[i] - (double)g0[i]);
+        den += (double)g0[i] * (double)g0[i];
+    }
+    cr_assert_gt(den, 0.0);
+    /* 1e-5 relative: two softmax codes (float kernel, double here) feed the same backward */
+    cr_assert_lt(sqrt(num / den), 1e-5, "relative gradient difference %g", sqrt(num / den));
+    qkf_train_zero_grad(e);
+    cr_assert_eq(qkf_train_loss_backward_kd(e, fx.x, fx.B, fx.target, tz, 0.7f, 2.0f, &lk, NULL),
+                 0);
+    num = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        num += ((double)g[i] - (double)g0[i]) * ((double)g[i] - (double)g0[i]);
+    cr_assert_gt(sqrt(num / den), 0.05, "the teacher did not change the gradient");
+    qkf_free(tz);
+    qkf_free(g0);
+    qkf_train_free(e);
+    free_fixture(&fx);
+}
+
+/* --val: the training samples [0, t) and the held-out [lo, n) never overlap, whatever the limit;
+ * refusals for a split that leaves less than a batch or holds out everything. */
+Test(qat, val_split_disjoint)
+{
+    const int64_t n = 1000;
+    const int64_t limits[4] = {0, 100, 900, 5000}, vals[4] = {0, 1, 100, 500};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            int64_t t = -1, lo = -1;
+            cr_assert_eq(qkf_trainer_split(n, limits[i], vals[j], 32, &t, &lo), 0, "%s",
+                         qkf_last_error());
+            cr_assert_eq(lo, n - vals[j]);
+            cr_assert_leq(t, lo,
+                          "limit %lld val %lld: trains on [0, %lld), validates on [%lld, "
+                          "%lld)",
+                          (long long)limits[i], (long long)vals[j], (long long)t, (long long)lo,
+                          (long long)n);
+            int64_t want = limits[i] > 0 && limits[i] < n ? limits[i] : n;
+            cr_assert_eq(t, want < n - vals[j] ? want : n - vals[j]);
+        }
+    int64_t t, lo;
+    cr_assert_eq(qkf_trainer_split(n, 0, 980, 32, &t, &lo), -1);
+    cr_assert(strstr(qkf_last_error(), "leaves 20 training samples"), "%s", qkf_last_error());
+    cr_assert_eq(qkf_trainer_split(n, 0, 1000, 32, &t, &lo), -1);
+    cr_assert(strstr(qkf_last_error(), "--val 1000"), "%s", qkf_last_error());
+    char b[64];
+    qkf_trainer_best_path("run/q.h5", b, sizeof b);
+    cr_assert_str_eq(b, "run/q.best.h5");
+    qkf_trainer_best_path("q", b, sizeof b);
+    cr_assert_str_eq(b, "q.best.h5");
+}
+
 /* ---- the command line ------------------------------------------------------------------------ */
 
 static char tdir[256];
@@ -402,6 +541,98 @@ Test(qat_cli, train_resume_and_refusals, .init = cli_setup, .fini = cli_teardown
                          QKF_BINARY, tdir, tdir, data, tdir),
                  0);
     cr_assert_eq(read_losses(tmpdir_path(tdir, "q.jsonl"), loss, 16), 8);
+    unlink(tmpdir_path(tdir, "q.jsonl"));
+    unlink(tmpdir_path(tdir, "o.txt"));
+    unlink(tmpdir_path(tdir, "e.txt"));
+    n = tmpdir_entries(tdir, NULL, 0); /* quad.h5, f.h5, q.h5 */
+    /* --bits-min, --distill, --val: refusals of absurd values, one line, no file */
+    snprintf(args, sizeof args, "--init %s/f.h5 --bits-min 7 --out %s/r.h5 --data h5:%s", tdir,
+             tdir, data);
+    refused(args, "needs --hw", n);
+    snprintf(args, sizeof args, "--init %s/f.h5 --hw speck --bits-min 1 --out %s/r.h5 --data h5:%s",
+             tdir, tdir, data);
+    refused(args, "M must be 0 (off) or 2..8", n);
+    snprintf(args, sizeof args,
+             "--init %s/f.h5 --hw speck --bits-min nosuch=7 --out %s/r.h5 --data h5:%s", tdir, tdir,
+             data);
+    refused(args, "no convolution of that name", n);
+    snprintf(args, sizeof args,
+             "--init %s/f.h5 --hw speck --distill %s/f.h5 --distill-weight 1.5 --out %s/r.h5 "
+             "--data h5:%s",
+             tdir, tdir, tdir, data);
+    refused(args, "--distill-weight", n);
+    snprintf(args, sizeof args,
+             "--init %s/f.h5 --hw speck --distill %s/f.h5 --distill-temp 0 --out %s/r.h5 "
+             "--data h5:%s",
+             tdir, tdir, tdir, data);
+    refused(args, "--distill-temp", n);
+    snprintf(args, sizeof args,
+             "--init %s/f.h5 --hw speck --distill %s/none.h5 --out %s/r.h5 "
+             "--data h5:%s",
+             tdir, tdir, tdir, data);
+    refused(args, "none.h5", n);
+    snprintf(args, sizeof args, "--init %s/f.h5 --hw speck --val 44 --out %s/r.h5 --data h5:%s",
+             tdir, tdir, data);
+    refused(args, "--val 44 leaves 4 training samples", n);
+    snprintf(args, sizeof args, "--init %s/f.h5 --hw speck --val -1 --out %s/r.h5 --data h5:%s",
+             tdir, tdir, data);
+    refused(args, "--val", n);
+    /* all three: the best validated checkpoint is written beside --out and records the spec */
+    cr_assert_eq(run_cmd("%s train --init %s/f.h5 --hw speck --bits-min 5 --distill %s/f.h5 "
+                         "--distill-weight 0.6 --distill-temp 3 --val 16 --data h5:%s --batch 8 "
+                         "--epochs 2 --max-steps 3 --save-every 2 --threads 1 --lr 1e-3 --no-eval "
+                         "--out %s/k.h5 >%s/o.txt 2>&1",
+                         QKF_BINARY, tdir, tdir, data, tdir, tdir),
+                 0);
+    o = slurp(tmpdir_path(tdir, "o.txt"));
+    cr_assert(strstr(o, "step 2: validation accuracy") && strstr(o, "16 held-out samples") &&
+                  strstr(o, "k.best.h5"),
+              "%s", o);
+    cr_assert(strstr(o, "32 train / "), "--val 16 of 48 leaves 32 to train on: %s", o);
+    qkf_free(o);
+    cr_assert_eq(qkf_ckpt_load(tmpdir_path(tdir, "k.best.h5"), &m), 0, "%s", qkf_last_error());
+    qkf_model_free(&m);
+    int64_t *spec, sh[5];
+    int nd;
+    cr_assert_eq(qkf_h5_read_i64(tmpdir_path(tdir, "k.best.h5"), "quant/bits_min", &spec, &nd, sh),
+                 0, "%s", qkf_last_error());
+    cr_assert(nd == 1 && sh[0] == 1 && spec[0] == '5');
+    qkf_free(spec);
+    /* qkf eval --hw quantises a checkpoint with the spec it was trained with: the same accuracy
+     * as --bits-min 5 given, and the report of qkf quantize shows saturated biases */
+    cr_assert_eq(run_cmd("%s eval --weights %s/k.h5 --hw speck --data h5:%s >%s/e1.txt 2>&1",
+                         QKF_BINARY, tdir, data, tdir),
+                 0);
+    cr_assert_eq(run_cmd("%s eval --weights %s/k.h5 --hw speck --bits-min 5 --data h5:%s "
+                         ">%s/e2.txt 2>&1",
+                         QKF_BINARY, tdir, data, tdir),
+                 0);
+    char *e1 = slurp(tmpdir_path(tdir, "e1.txt")), *e2 = slurp(tmpdir_path(tdir, "e2.txt"));
+    cr_assert_str_eq(strstr(e1, "accuracy:"), strstr(e2, "accuracy:"));
+    qkf_free(e1);
+    qkf_free(e2);
+    /* and qkf quantize the same integers as with the spec given (its report, line for line) */
+    cr_assert_eq(run_cmd("%s quantize --weights %s/k.h5 --hw speck --out %s/kq.h5 >%s/e1.txt",
+                         QKF_BINARY, tdir, tdir, tdir),
+                 0);
+    cr_assert_eq(run_cmd("%s quantize --weights %s/k.h5 --hw speck --bits-min 5 --out %s/kq.h5 "
+                         ">%s/e2.txt",
+                         QKF_BINARY, tdir, tdir, tdir),
+                 0);
+    e1 = slurp(tmpdir_path(tdir, "e1.txt"));
+    e2 = slurp(tmpdir_path(tdir, "e2.txt"));
+    cr_assert_str_eq(e1, e2);
+    qkf_free(e1);
+    qkf_free(e2);
+    /* --resume restores the spec, the teacher and the split (the run goes on with them) */
+    cr_assert_eq(run_cmd("%s train --resume %s/k.h5 --hw speck --max-steps 4 --data h5:%s "
+                         "--out %s/k.h5 >%s/o.txt 2>&1",
+                         QKF_BINARY, tdir, data, tdir, tdir),
+                 0);
+    o = slurp(tmpdir_path(tdir, "o.txt"));
+    cr_assert(strstr(o, "32 train / "), "%s", o);
+    cr_assert(strstr(o, "step 4: validation accuracy"), "%s", o);
+    qkf_free(o);
 }
 
 /* A model the arithmetic cannot represent is refused with the quantiser's own line (naming the

@@ -24,13 +24,17 @@ typedef struct {
     char path[512];
 } fixture;
 
-static void load_fixture(fixture *fx, const char *model, const char *prof)
+/* bits_min: the fixture made with the quantiser's --bits-min spec (MODEL_int_PROFILE_bitsM.h5),
+ * or NULL. */
+static void load_fixture_bits(fixture *fx, const char *model, const char *prof,
+                              const char *bits_min)
 {
     char wpath[512];
     memset(fx, 0, sizeof *fx);
     qkf_h5_quiet();
     snprintf(wpath, sizeof wpath, "%s/%s.weights.h5", QKF_FIXTURE_DIR, model);
-    snprintf(fx->path, sizeof fx->path, "%s/%s_int_%s.h5", QKF_FIXTURE_DIR, model, prof);
+    snprintf(fx->path, sizeof fx->path, "%s/%s_int_%s%s%s.h5", QKF_FIXTURE_DIR, model, prof,
+             bits_min ? "_bits" : "", bits_min ? bits_min : "");
     cr_assert_eq(qkf_ckpt_load(wpath, &fx->m), 0, "%s", qkf_last_error());
     int64_t *av, sh[5];
     int nd;
@@ -41,8 +45,15 @@ static void load_fixture(fixture *fx, const char *model, const char *prof)
     cr_assert_eq(qkf_h5_read_f32(fx->path, "input", &fx->x, &nd, sh), 0, "%s", qkf_last_error());
     fx->B = (int)sh[0];
     fixture_norm(fx->path, &fx->m);
-    cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", NULL, &fx->q), 0, "%s",
-                 qkf_last_error());
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    o.bits_min = bits_min;
+    cr_assert_eq(qkf_quantize(&fx->m, &fx->a, "fixture", &o, &fx->q), 0, "%s", qkf_last_error());
+}
+
+static void load_fixture(fixture *fx, const char *model, const char *prof)
+{
+    load_fixture_bits(fx, model, prof, NULL);
 }
 
 static void free_fixture(fixture *fx)
@@ -171,6 +182,83 @@ Test(quant, dvs128_speck) { run("dvs128_small", "speck"); }
 Test(quant, cifar10dvs_loihi) { run("cifar10dvs_small", "loihi"); }
 Test(quant, cifar10dvs_gt_saturate) { run("cifar10dvs_small", "gtsat"); }
 Test(quant, dvs128_wrap) { run("dvs128_small", "wrap"); }
+
+/* --bits-min 7 on speck (one 8-bit scale per layer for weights and biases): the reference's
+ * integers bit for bit, biases saturated at the register's +-127 where the unit was capped, and
+ * every capped layer's weights on at least 7 bits; an empty spec quantises as none, and "0" too. */
+Test(quant, cifar_speck_bits_min)
+{
+    fixture fx;
+    load_fixture_bits(&fx, "cifar_small", "speck", "7");
+    check_quant_ints(&fx);
+    check_engine(&fx, &fx.q, 2, 0);
+    check_engine(&fx, &fx.q, 1, QKF_DENSE_INT_PLAIN);
+    int clipped = 0, capped = 0;
+    for (int i = 0; i < fx.q.g.n_ops; i++) {
+        const qkf_op *op = &fx.q.g.ops[i];
+        const qkf_qop *qo = &fx.q.ops[i];
+        if (op->kind != QKF_OP_CONV || !qo->clipped)
+            continue;
+        clipped += qo->clipped;
+        capped++;
+        int sat = 0;
+        for (int c = 0; c < op->cout; c++)
+            sat += qo->bias_mant[c] == 127 || qo->bias_mant[c] == -127;
+        /* (a bias may also round to +-127 exactly) */
+        cr_assert_geq(sat, qo->clipped, "%s: %d biases at +-127, %d counted as saturated", op->name,
+                      sat, qo->clipped);
+        /* the first conv's unit is held by the membrane's headroom as well (5 bits here) */
+        if (strcmp(op->name, "patch_embed1.proj_conv"))
+            cr_assert_geq(qo->bits_used, 7, "%s: %d weight bits", op->name, qo->bits_used);
+    }
+    cr_assert_gt(capped, 10, "only %d layers saturate a bias under --bits-min 7", capped);
+    cr_assert_gt(clipped, 100);
+    /* off: "", "0" and NULL give the same integers */
+    const char *off[2] = {"", "0"};
+    qkf_quant_opts o;
+    memset(&o, 0, sizeof o);
+    qkf_qmodel q0, q1;
+    cr_assert_eq(qkf_quantize(&fx.m, &fx.a, "x", &o, &q0), 0, "%s", qkf_last_error());
+    for (int k = 0; k < 2; k++) {
+        o.bits_min = off[k];
+        cr_assert_eq(qkf_quantize(&fx.m, &fx.a, "x", &o, &q1), 0, "%s", qkf_last_error());
+        for (int i = 0; i < q0.g.n_ops; i++)
+            if (q0.g.ops[i].kind == QKF_OP_CONV) {
+                const qkf_op *op = &q0.g.ops[i];
+                cr_assert_eq(q1.ops[i].clipped, 0);
+                cr_assert_eq(memcmp(q0.ops[i].bias, q1.ops[i].bias, (size_t)op->cout * 4), 0);
+                cr_assert_eq(memcmp(q0.ops[i].w, q1.ops[i].w,
+                                    (size_t)op->cout * op->cin * op->k * op->k * 4),
+                             0);
+            }
+        qkf_qmodel_free(&q1);
+    }
+    qkf_qmodel_free(&q0);
+    /* a per-layer item overrides the default: only the first conv capped */
+    o.bits_min = "0,patch_embed2.proj3_conv=8";
+    cr_assert_eq(qkf_quantize(&fx.m, &fx.a, "x", &o, &q1), 0, "%s", qkf_last_error());
+    for (int i = 0; i < q1.g.n_ops; i++)
+        if (q1.g.ops[i].kind == QKF_OP_CONV) {
+            int is = !strcmp(q1.g.ops[i].name, "patch_embed2.proj3_conv");
+            cr_assert(is ? q1.ops[i].clipped > 0 && q1.ops[i].bits_used == 8
+                         : q1.ops[i].clipped == 0,
+                      "%s: %d clipped, %d bits", q1.g.ops[i].name, q1.ops[i].clipped,
+                      q1.ops[i].bits_used);
+        }
+    qkf_qmodel_free(&q1);
+    /* bad specs: one line naming the item */
+    const char *bad[][2] = {{"1", "'1': M must be 0 (off) or 2..8"},
+                            {"9", "'9': M must be"},
+                            {"x", "'x': M must be"},
+                            {"stage9.conv=7", "'stage9.conv=7': no convolution"},
+                            {"7,patch_embed1.proj_conv=", "'patch_embed1.proj_conv=': M must"}};
+    for (int k = 0; k < 5; k++) {
+        o.bits_min = bad[k][0];
+        cr_assert_eq(qkf_quantize(&fx.m, &fx.a, "x", &o, &q1), -1, "%s", bad[k][0]);
+        cr_assert(strstr(qkf_last_error(), bad[k][1]), "%s", qkf_last_error());
+    }
+    free_fixture(&fx);
+}
 
 /* tb_compat (the official SSA proj_lif over the T*B axis) at B = 2: the reference's spikes and
  * logits at 1-3 threads, both GEMM paths; and the per-sample engine differs from them (so the

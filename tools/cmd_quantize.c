@@ -26,7 +26,11 @@ const char *const qkf_quant_help =
     "                   (default 0: a headroom of --headroom thresholds)\n"
     "  --headroom H     without calibration, registers hold +-H thresholds (default 16)\n"
     "  --clip-bias      a bias beyond the bias register saturates (counted in the report)\n"
-    "                   instead of coarsening its layer's membrane unit until it fits\n";
+    "                   instead of coarsening its layer's membrane unit until it fits\n"
+    "  --bits-min SPEC  between the two: a layer's unit is never coarser than what leaves\n"
+    "                   its weights M bits; biases beyond the register saturate. SPEC is M\n"
+    "                   (every conv) or a comma list of M and LAYER=M (later items win;\n"
+    "                   M = 0: off for that layer; 2 <= M <= the profile's weight bits)\n";
 
 int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
 {
@@ -35,6 +39,14 @@ int qkf_arg_quant(qkf_args *a, long *calib, qkf_quant_opts *o)
     if ((r = qkf_arg_int(a, "--calib", 1, 100000, calib)) ||
         (r = qkf_arg_flag(a, "--clip-bias", &o->clip_bias)))
         return r;
+    if ((r = qkf_arg(a, "--bits-min", &v)) != 0) {
+        if (r < 0)
+            return -1;
+        if (!*v)
+            return qkf_set_error("option --bits-min: empty (M or LAYER=M,...)");
+        o->bits_min = v;
+        return 1;
+    }
     if ((r = qkf_arg(a, "--headroom", &v)) != 0)
         return r < 0 || qkf_parse_float("--headroom", v, 1.0, 1e6, &o->headroom) ? -1 : 1;
     return 0;
@@ -72,7 +84,8 @@ static void print_report(const qkf_qmodel *q)
             printf("%-34s %6s %2d/%-2d %7d %9.3f%% %9.3f%% %12s\n", "head", "layer", qo->bits_used,
                    a->weight_bits, qo->head_exp, 100.0 * qo->err_max, 100.0 * qo->err_rms, "-");
         if (op->kind == QKF_OP_CONV && qo->clipped)
-            printf("  %d biases of %s saturated (--clip-bias)\n", qo->clipped, op->name);
+            printf("  %d biases of %s saturated (--clip-bias / --bits-min)\n", qo->clipped,
+                   op->name);
     }
     if (q->in_max)
         printf("input: %d-bit pixels, X = round(x / %.6g), |X| <= %d\n", a->input_bits,
@@ -84,7 +97,7 @@ static void print_report(const qkf_qmodel *q)
 static void quantize_help(void)
 {
     printf("usage: qkf quantize --weights W.h5 --hw PROFILE --out Q.h5 [--calib N --data NAME]\n"
-           "                    [--headroom H] [--clip-bias] [--quiet]\n"
+           "                    [--headroom H] [--clip-bias | --bits-min SPEC] [--quiet]\n"
            "\n"
            "Turns a float checkpoint into the chip's integer model (docs/hardware.md, "
            "\"Quantisation\"):\n"

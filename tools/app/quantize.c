@@ -58,6 +58,7 @@ int qkf_app_quantize(const qkf_model *fm, const char *label, const qkf_hw_profil
     memset(&o, 0, sizeof o);
     o.headroom = base ? base->headroom : 0.0;
     o.clip_bias = base ? base->clip_bias : 0;
+    o.bits_min = base ? base->bits_min : NULL;
     float *x = NULL;
     int rc = 0;
     if (calib > 0) {
@@ -76,6 +77,29 @@ int qkf_app_quantize(const qkf_model *fm, const char *label, const qkf_hw_profil
     qkf_quant_calib_free(&o, fm);
     qkf_free(x);
     return rc ? -1 : 0;
+}
+
+int qkf_app_ckpt_bits_min(const char *path, char *buf, size_t cap)
+{
+    int has = qkf_h5_has(path, "quant/bits_min");
+    if (has <= 0)
+        return has;
+    int64_t *d = NULL, s[5];
+    int nd;
+    if (qkf_h5_read_i64(path, "quant/bits_min", &d, &nd, s))
+        return -1;
+    int ok = nd == 1 && s[0] > 0 && (size_t)s[0] < cap;
+    for (int64_t i = 0; ok && i < s[0]; i++) {
+        ok = d[i] > 0x20 && d[i] <= 0x7e;
+        buf[i] = (char)d[i];
+    }
+    qkf_free(d);
+    if (!ok)
+        return qkf_set_error("%s: quant/bits_min is not a --bits-min spec (printable characters, "
+                             "fewer than %zu)",
+                             path, cap);
+    buf[s[0]] = 0;
+    return 1;
 }
 
 int qkf_app_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
@@ -107,9 +131,21 @@ int qkf_app_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, co
                              weights);
     if (hw->arith.is_float)
         return qkf_set_error("--hw %s: the float machine (run without --hw)", hw->name);
+    char spec[256];
+    qkf_quant_opts ob;
+    memset(&ob, 0, sizeof ob);
+    if (base)
+        ob = *base;
+    if (!ob.bits_min) { /* fine-tuned with --bits-min: quantised as it was trained */
+        int r = qkf_app_ckpt_bits_min(weights, spec, sizeof spec);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            ob.bits_min = spec;
+    }
     if (qkf_ckpt_load(weights, fm))
         return -1;
-    if (qkf_app_quantize(fm, weights, hw, calib, data, base, q)) {
+    if (qkf_app_quantize(fm, weights, hw, calib, data, &ob, q)) {
         qkf_model_free(fm);
         return -1;
     }

@@ -9,6 +9,8 @@
 #include "../../models/quant.h"
 #include "../../models/qkformer.h"
 
+#include <stddef.h>
+
 /* Quantises the float model fm for hw (which must not be the float machine) with base's
  * headroom and clip_bias (base may be NULL: the defaults), calibrated first on the first `calib`
  * training samples of dataset `data` when calib > 0. label (the checkpoint's path, or NULL)
@@ -22,5 +24,11 @@ int qkf_app_quantize(const qkf_model *fm, const char *label, const qkf_hw_profil
  * both with qkf_model_free / qkf_qmodel_free. 0, or -1 with one line naming the file. */
 int qkf_app_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,
                    const qkf_quant_opts *base, qkf_model *fm, qkf_qmodel *q);
+
+/* The quantiser's --bits-min SPEC a float checkpoint was fine-tuned with (qkf train --hw
+ * --bits-min records it as dataset quant/bits_min, one character a value) into buf: 1, 0 when the
+ * checkpoint has none, -1 with one line naming the file when it is not a spec. qkf_app_qmodel
+ * quantises a float checkpoint with it unless base->bits_min is given. */
+int qkf_app_ckpt_bits_min(const char *path, char *buf, size_t cap);
 
 #endif

@@ -12,12 +12,14 @@
 #include "../../io/io.h"
 #include "../../kernels/backward.h"
 #include "../../kernels/base.h"
+#include "../../sim/dense.h"
 #include "../../sim/dense_int.h"
 #include "../../sim/dist.h"
 #include "../../sim/train.h"
 #include "app_internal.h"
 #include "dist_dataset.h"
 #include "trainer.h"
+#include "quantize.h"
 
 int qkf_trainer_parse_steps(const char *spec, qkf_trainer_steps *st)
 {
@@ -71,9 +73,9 @@ int qkf_trainer_parse_opt(qkf_args *a, qkf_trainer_opts *o)
     struct {
         const char *name;
         const char **dst;
-    } strs[] = {{"--data", &o->data},     {"--out", &o->out},         {"--resume", &o->resume},
-                {"--init", &o->init},     {"--metrics", &o->metrics},
-                {"--hw", &o->hw}};
+    } strs[] = {{"--data", &o->data},         {"--out", &o->out},         {"--resume", &o->resume},
+                {"--init", &o->init},         {"--metrics", &o->metrics}, {"--hw", &o->hw},
+                {"--bits-min", &o->bits_min}, {"--distill", &o->distill}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((r = qkf_arg(a, strs[i].name, strs[i].dst)) != 0)
             return r;
@@ -96,12 +98,12 @@ int qkf_trainer_parse_opt(qkf_args *a, qkf_trainer_opts *o)
                        ? -1
                        : 1;
     long lv;
-    const char *lim[2] = {"--limit-train", "--limit-test"};
-    for (int i = 0; i < 2; i++)
+    const char *lim[3] = {"--limit-train", "--limit-test", "--val"};
+    for (int i = 0; i < 3; i++)
         if ((r = qkf_arg(a, lim[i], &v)) != 0) {
-            if (r < 0 || qkf_parse_int(lim[i], v, 1, 1L << 40, &lv))
+            if (r < 0 || qkf_parse_int(lim[i], v, i == 2 ? 0 : 1, 1L << 40, &lv))
                 return -1;
-            *(i == 0 ? &o->limit_train : &o->limit_test) = lv;
+            *(i == 0 ? &o->limit_train : i == 1 ? &o->limit_test : &o->val) = lv;
             return 1;
         }
     if ((r = qkf_arg(a, "--eval-mode", &v)) != 0) {
@@ -131,7 +133,9 @@ int qkf_trainer_parse_opt(qkf_args *a, qkf_trainer_opts *o)
               {"--warmup-epochs", 0, 1e5, &o->warmup_epochs, NULL},
               {"--smoothing", 0, 0.99, &o->smoothing, NULL},
               {"--mixup", 0, 100, &o->mixup, NULL},
-              {"--bucket-mb", 0, 1024, &o->bucket_mb, NULL}};
+              {"--bucket-mb", 0, 1024, &o->bucket_mb, NULL},
+              {"--distill-weight", 0, 1, &o->distill_weight, NULL},
+              {"--distill-temp", 0.05, 100, &o->distill_temp, NULL}};
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
         if ((r = qkf_arg(a, fl[i].name, &v)) != 0) {
             double x;
@@ -291,6 +295,9 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
             qkf_h5out_u8(h, "optim/hw", 1, &nn, (const uint8_t *)o->hw_name) < 0 ||
             qkf_h5out_i64(h, "optim/hw_arith", 1, &na, av) < 0)
             goto fail;
+        int64_t nb = o->bits_min ? (int64_t)strlen(o->bits_min) : 0;
+        if (nb > 0 && qkf_h5out_u8(h, "quant/bits_min", 1, &nb, (const uint8_t *)o->bits_min) < 0)
+            goto fail;
     }
     for (int k = 0; k < ps->n; k++) { /* the AdamW moments beside the weights */
         const qkf_param *p = &ps->p[k];
@@ -315,6 +322,19 @@ static int save_train_ckpt(const char *path, const qkf_model *m, const qkf_optim
     if (qkf_h5out_f64(h, "optim/options", 1, &nopt, opts) < 0 ||
         qkf_h5out_u8(h, "optim/data", 1, &ndata, (const uint8_t *)o->data) < 0)
         goto fail;
+    if (o->val > 0 || o->distill) { /* --val and --distill, restored by --resume */
+        double ex[5] = {(double)o->val, o->distill_weight, o->distill_temp, o->val_best,
+                        (double)o->val_best_step};
+        int64_t nex = 5, nd = o->distill ? (int64_t)strlen(o->distill) : 0;
+        if (qkf_h5out_f64(h, "optim/extra", 1, &nex, ex) < 0 ||
+            (nd > 0 && qkf_h5out_u8(h, "optim/distill", 1, &nd, (const uint8_t *)o->distill) < 0))
+            goto fail;
+        if (o->val > 0 && o->val_best >= 0.0 &&
+            (qkf_h5out_attr_f64(h, NULL, "train_val_acc", o->val_best) < 0 ||
+             qkf_h5out_attr_i64(h, NULL, "train_val_step", o->val_best_step) < 0 ||
+             qkf_h5out_attr_i64(h, NULL, "train_val", o->val) < 0))
+            goto fail;
+    }
     int64_t one = 1, st[2] = {step, (int64_t)o->seed};
     if (qkf_h5out_i64(h, "optim/step", 1, &one, &st[0]) < 0 ||
         qkf_h5out_i64(h, "optim/seed", 1, &one, &st[1]) < 0)
@@ -378,6 +398,54 @@ static int load_train_state(const char *path, const qkf_params *ps, qkf_optim *o
     }
     opt->step = *step;
     return 0;
+}
+
+/* A string stored one character a value (optim/distill): 1, 0 when absent, -1 with one line. */
+static int read_name(const char *path, const char *key, char *buf, size_t cap)
+{
+    int has = qkf_h5_has(path, key);
+    if (has <= 0)
+        return has;
+    int64_t *d, s[5];
+    int nd;
+    if (qkf_h5_read_i64(path, key, &d, &nd, s))
+        return -1;
+    int ok = nd == 1 && s[0] > 0 && (size_t)s[0] < cap;
+    for (int64_t i = 0; ok && i < s[0]; i++) {
+        ok = d[i] >= 0x20 && d[i] <= 0x7e;
+        buf[i] = (char)d[i];
+    }
+    qkf_free(d);
+    if (!ok)
+        return qkf_set_error("%s: %s is not a path (printable characters, fewer than %zu)", path,
+                             key, cap);
+    buf[s[0]] = 0;
+    return 1;
+}
+
+int qkf_trainer_split(int64_t n, int64_t limit, int64_t val, int64_t batch, int64_t *train_n,
+                      int64_t *val_lo)
+{
+    if (val < 0 || val >= n)
+        return qkf_set_error("--val %lld: the training split has %lld samples (hold out fewer)",
+                             (long long)val, (long long)n);
+    int64_t t = limit > 0 && limit < n ? limit : n;
+    if (t > n - val)
+        t = n - val;
+    if (t < batch)
+        return qkf_set_error("--val %lld leaves %lld training samples, fewer than a batch of %lld",
+                             (long long)val, (long long)t, (long long)batch);
+    *train_n = t;
+    *val_lo = n - val;
+    return 0;
+}
+
+void qkf_trainer_best_path(const char *out, char *buf, size_t cap)
+{
+    size_t n = strlen(out);
+    if (n > 3 && !strcmp(out + n - 3, ".h5"))
+        n -= 3;
+    snprintf(buf, cap, "%.*s.best.h5", (int)n, out);
 }
 
 /* The options a training checkpoint was written with (optim/options, optim/data). data_buf
@@ -485,10 +553,13 @@ static int check_resume_hw(const char *path, const qkf_hw_profile *hw)
 
 /* Accuracy of the integer model of m (quantised now) on the first `limit` samples of d. */
 static int evaluate_int(const qkf_model *m, const qkf_dataset *d, int64_t limit, int batch,
-                        const qkf_hw_profile *hw, double *acc, int64_t *count)
+                        const qkf_hw_profile *hw, const char *bits_min, double *acc, int64_t *count)
 {
     qkf_qmodel q;
-    if (qkf_quantize(m, &hw->arith, hw->name, NULL, &q))
+    qkf_quant_opts qo;
+    memset(&qo, 0, sizeof qo);
+    qo.bits_min = bits_min;
+    if (qkf_quantize(m, &hw->arith, hw->name, &qo, &q))
         return -1;
     qkf_dense_int *e = qkf_dense_int_create(&q, batch, 0);
     qkf_loader_cfg lc;
@@ -520,6 +591,44 @@ static int evaluate_int(const qkf_model *m, const qkf_dataset *d, int64_t limit,
     *acc = n ? (double)ok / (double)n : 0.0;
     *count = n;
     return rc;
+}
+
+/* --val: the accuracy on the held-out samples (the integer model under --hw); a new best is
+ * written to best_path (and noted in o, which the checkpoints record). Nothing without --val. */
+static int save_dist(const char *path, const qkf_model *m, const qkf_optim *opt,
+                     const qkf_trainer_opts *o, int64_t step);
+static int validate(qkf_trainer_opts *o, const qkf_model *m, const qkf_optim *opt,
+                    const qkf_dataset *dval, const qkf_hw_profile *hw, int64_t step, int64_t *done,
+                    const char *best_path, qkf_trainer_cb cb, void *cb_ctx)
+{
+    if (o->val <= 0 || step == *done || step == o->val_best_step)
+        return 0;
+    *done = step;
+    double acc;
+    int64_t n;
+    if (hw ? evaluate_int(m, dval, 0, (int)o->eval_batch, hw, o->bits_min, &acc, &n)
+           : qkf_evaluate(m, dval, 0, (int)o->eval_batch, o->tb, o->eval_event, 0, &acc, &n))
+        return -1;
+    int better = acc > o->val_best;
+    if (better) {
+        o->val_best = acc, o->val_best_step = step;
+        if (save_dist(best_path, m, opt, o, step))
+            return -1;
+    }
+    if (!o->quiet) {
+        char line[1300];
+        snprintf(line, sizeof line,
+                 "step %lld: validation accuracy %.2f%% (%lld held-out "
+                 "samples%s)%s%s\n",
+                 (long long)step, 100.0 * acc, (long long)n, hw ? ", integer model" : "",
+                 better ? ", best so far: wrote " : "", better ? best_path : "");
+        qkf_trainer_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.kind = QKF_TRAINER_LOG, ev.text = line, ev.step = step;
+        if (cb)
+            cb(cb_ctx, &ev);
+    }
+    return 0;
 }
 
 static int same_config(const qkf_config *a, const qkf_config *b)
@@ -704,6 +813,7 @@ void qkf_trainer_opts_init(qkf_trainer_opts *o)
     o->bucket_mb = 4;
     o->warmup_epochs = 0.2, o->smoothing = 0.1, o->mixup_off_epoch = 100000, o->seed = 42;
     o->eval_event = 1;
+    o->distill_weight = 0.5, o->distill_temp = 2.0, o->val_best = -1.0, o->val_best_step = -1;
     qkf_optim_defaults(&o->opt);
     o->opt.lr = 1.5e-3f;
     qkf_trace_opts_init(&o->trace);
@@ -733,7 +843,42 @@ int qkf_trainer_set(qkf_trainer_opts *o, const char *name, const char *value)
 int qkf_trainer_resume_options(const char *path, qkf_trainer_opts *o)
 {
     qkf_h5_quiet();
-    return load_train_options(path, o, o->data_buf, sizeof o->data_buf);
+    if (load_train_options(path, o, o->data_buf, sizeof o->data_buf))
+        return -1;
+    char spec[256];
+    int r = qkf_app_ckpt_bits_min(path, spec, sizeof spec);
+    if (r < 0)
+        return -1;
+    if (r > 0 && !(o->bits_min = qkf__trainer_keep(o, spec)))
+        return qkf_set_error("%s: too much text in string options", path);
+    int has = qkf_h5_has(path, "optim/extra");
+    if (has < 0)
+        return -1;
+    if (has) {
+        float *v;
+        int nd;
+        int64_t sh[5];
+        if (qkf_h5_read_f32(path, "optim/extra", &v, &nd, sh))
+            return -1;
+        int ok = nd == 1 && sh[0] == 5 && v[0] >= 0.0f && v[0] == floorf(v[0]) && v[1] >= 0.0f &&
+                 v[1] <= 1.0f && v[2] > 0.0f && v[3] <= 1.0f && v[4] >= -1.0f;
+        if (ok) {
+            o->val = (int64_t)v[0], o->distill_weight = (double)v[1];
+            o->distill_temp = (double)v[2], o->val_best = (double)v[3];
+            o->val_best_step = (int64_t)v[4];
+        }
+        qkf_free(v);
+        if (!ok)
+            return qkf_set_error("%s: optim/extra must hold 5 values (val, distill weight and "
+                                 "temperature, best validation accuracy and step)",
+                                 path);
+        char dp[1024];
+        if ((r = read_name(path, "optim/distill", dp, sizeof dp)) < 0)
+            return -1;
+        if (r > 0 && !(o->distill = qkf__trainer_keep(o, dp)))
+            return qkf_set_error("%s: too much text in string options", path);
+    }
+    return 0;
 }
 
 int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
@@ -782,6 +927,15 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     float *xpack = NULL, *xall = NULL, *xmir = NULL; /* mixup under mpirun */
     int32_t *labmir = NULL;
     int64_t step = 0, spe = 0;
+    qkf_model tm; /* --distill: the teacher and its engine */
+    memset(&tm, 0, sizeof tm);
+    qkf_dense *te = NULL;
+    float *tlogits = NULL;
+    qkf_dataset dval; /* --val: the held-out end of the training split */
+    memset(&dval, 0, sizeof dval);
+    char best_path[1100];
+    int64_t val_done = -1;
+    qkf_trainer_best_path(o.out ? o.out : "qkf", best_path, sizeof best_path);
 #define INTERRUPTED ((o.interrupt && *o.interrupt) || cb_stop)
 
     if (o.hw) {
@@ -800,6 +954,13 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
                           "(drop --tb-compat)");
             goto setup_end;
         }
+    } else if (o.bits_min) {
+        qkf_set_error("--bits-min is an option of the quantiser: it needs --hw PROFILE");
+        goto setup_end;
+    }
+    if (o.val > 0 && nr > 1) {
+        qkf_set_error("--val: validation runs in one process (no mpirun)");
+        goto setup_end;
     }
     /* model: resumed, initialised from weights, or fresh */
     const char *from = o.resume ? o.resume : o.init;
@@ -831,6 +992,20 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
         if (m.n_norm == 0 && dtrain.t == 0) { /* images are normalised; event counts are not */
             m.n_norm = m.cfg.in_channels;
             qkf_dataset_stats(&dtrain, m.input_mean, m.input_std);
+        }
+        if (o.val > 0) { /* the last o.val samples: a copy the training never reads */
+            int64_t tn, lo;
+            if (qkf_trainer_split(dtrain.n, o.limit_train, o.val, o.batch, &tn, &lo))
+                goto setup_end;
+            o.limit_train = tn;
+            int64_t per_s = (int64_t)dtrain.c * dtrain.h * dtrain.w * (dtrain.t > 0 ? dtrain.t : 1);
+            dval = dtrain;
+            dval.n = o.val;
+            dval.pixels = qkf_malloc((size_t)(o.val * per_s));
+            dval.labels = qkf_malloc((size_t)o.val * sizeof(int32_t));
+            dval.total = o.val, dval.index = NULL; /* a split of its own to the loader */
+            memcpy(dval.pixels, dtrain.pixels + lo * per_s, (size_t)(o.val * per_s));
+            memcpy(dval.labels, dtrain.labels + lo, (size_t)o.val * sizeof(int32_t));
         }
     } else {
         /* every rank reads only what it needs: the training split's size now, its samples epoch
@@ -892,6 +1067,26 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     o.opt.total_steps = o.epochs * spe;
     o.opt.warmup_steps = (int64_t)(o.warmup_epochs * (double)spe);
     qkf_optim_init(&opt, &m.params, &o.opt);
+    if (o.distill) { /* the teacher: a float model on the same inputs */
+        if (qkf_ckpt_load(o.distill, &tm))
+            goto setup_end;
+        int same_in =
+            tm.cfg.num_classes == m.cfg.num_classes && tm.cfg.in_channels == m.cfg.in_channels &&
+            tm.cfg.img_size == m.cfg.img_size &&
+            qkf_config_is_frames(&tm.cfg) == qkf_config_is_frames(&m.cfg) &&
+            (!qkf_config_is_frames(&m.cfg) || tm.cfg.T == m.cfg.T) && tm.n_norm == m.n_norm;
+        for (int c = 0; same_in && c < m.n_norm; c++)
+            same_in = tm.input_mean[c] == m.input_mean[c] && tm.input_std[c] == m.input_std[c];
+        if (!same_in) {
+            qkf_set_error("%s: the teacher (--distill) must take the student's inputs and classes "
+                          "(size, channels, frames, normalisation, class count)",
+                          o.distill);
+            goto setup_end;
+        }
+        if (!(te = qkf_dense_create(&tm, (int)((o.batch + nr - 1) / nr), 0)))
+            goto setup_end;
+        tlogits = qkf_malloc((size_t)o.batch * (size_t)m.cfg.num_classes * sizeof(float));
+    }
     if (o.resume) {
         uint64_t seed = o.seed;
         if (load_train_state(o.resume, &m.params, &opt, &step, &seed))
@@ -905,7 +1100,10 @@ int qkf_trainer_run(qkf_trainer_opts *op, qkf_trainer_cb cb, void *cb_ctx)
     if (!e)
         goto setup_end;
     if (o.hw) {
-        if (qkf_train_set_hw(e, &hwp.arith, hwp.name, NULL)) { /* the quantiser's refusal */
+        qkf_quant_opts qo;
+        memset(&qo, 0, sizeof qo);
+        qo.bits_min = o.bits_min;
+        if (qkf_train_set_hw(e, &hwp.arith, hwp.name, &qo)) { /* the quantiser's refusal */
             char msg[600];
             snprintf(msg, sizeof msg, "%s", qkf_last_error());
             if (from)
@@ -1088,7 +1286,14 @@ setup_end:
             qkf_train_set_loss_weight(e, nr > 1 ? (float)Bl / (float)B : 1.0f);
             if (bk)
                 grad_sync_reset(&gsync);
-            int lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
+            int lfail;
+            if (te)
+                lfail =
+                    qkf_dense_forward(te, xin, Bl, tlogits, NULL) != 0 ||
+                    qkf_train_loss_backward_kd(e, xin, Bl, target, tlogits, (float)o.distill_weight,
+                                               (float)o.distill_temp, &loss, &ok) != 0;
+            else
+                lfail = qkf_train_loss_backward(e, xin, Bl, target, &loss, &ok) != 0;
             float *grads = qkf_train_grads(e);
             if (nr > 1) {
                 /* buckets the backward has not started go now, before any other collective,
@@ -1184,7 +1389,9 @@ setup_end:
             if (cb && cb(cb_ctx, &ev))
                 cb_stop = 1;
             if (o.save_every > 0 && step % o.save_every == 0 &&
-                save_dist(o.out, &m, &opt, &o, step))
+                (validate(&o, &m, &opt, &dval, o.hw ? &hwp : NULL, step, &val_done, best_path, cb,
+                          cb_ctx) ||
+                 save_dist(o.out, &m, &opt, &o, step)))
                 goto done;
         }
         double wait = qkf_loader_wait_seconds(ld);
@@ -1198,11 +1405,10 @@ setup_end:
             goto quiet;
         double test_acc = -1.0;
         int64_t ntest = 0;
-        if (!o.no_eval &&
-            (o.hw ? evaluate_int(&m, &dtest, o.limit_test, (int)o.eval_batch, &hwp, &test_acc,
-                                 &ntest)
-                  : qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
-                                 o.eval_event, 0, &test_acc, &ntest)))
+        if (!o.no_eval && (o.hw ? evaluate_int(&m, &dtest, o.limit_test, (int)o.eval_batch, &hwp,
+                                               o.bits_min, &test_acc, &ntest)
+                                : qkf_evaluate(&m, &dtest, o.limit_test, (int)o.eval_batch, o.tb,
+                                               o.eval_event, 0, &test_acc, &ntest)))
             goto done;
         double secs = qkf_now() - t_epoch;
         {
@@ -1242,7 +1448,9 @@ setup_end:
                         qkf_now() - t_start);
             fflush(mf);
         }
-        if (save_dist(o.out, &m, &opt, &o, step))
+        if (validate(&o, &m, &opt, &dval, o.hw ? &hwp : NULL, step, &val_done, best_path, cb,
+                     cb_ctx) ||
+            save_dist(o.out, &m, &opt, &o, step))
             goto done;
     }
     if (params_agree(&m, &opt, step))
@@ -1306,6 +1514,10 @@ quiet:
     qkf_dataset_free(&dtrain);
     qkf_dataset_free(&dtest);
     qkf_dataset_free(&dshard);
+    qkf_dataset_free(&dval);
+    qkf_dense_free(te);
+    qkf_free(tlogits);
+    qkf_model_free(&tm);
     qkf_model_free(&m);
     return rc;
 }

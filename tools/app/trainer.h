@@ -17,6 +17,7 @@
 #define QKF_TRAINER_H
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../../models/hw.h"
@@ -46,6 +47,19 @@ typedef struct {
     /* --hw NAME|FILE.yaml: quantisation-aware fine-tuning on that chip profile's integer
      * arithmetic (sim/train.h qkf_train_set_hw); NULL: float training */
     const char *hw;
+    /* --bits-min SPEC: the quantiser's per-layer weight-bit floor under --hw (models/quant.h
+     * qkf_quant_opts.bits_min), recorded in the checkpoints (dataset quant/bits_min) */
+    const char *bits_min;
+    /* --distill T.h5: knowledge distillation from that float model's logits (sim/train.h
+     * qkf_kd_loss) with --distill-weight (alpha, default 0.5) and --distill-temp (T, default 2) */
+    const char *distill;
+    double distill_weight, distill_temp;
+    /* --val N: the last N training samples are held out (never trained on); the model is
+     * evaluated on them (the integer model under --hw) at every --save-every and epoch end, and
+     * the best is written to <out>.best.h5 (val_best: its accuracy and step, kept by --resume) */
+    int64_t val;
+    double val_best;
+    int64_t val_best_step;
     /* Set by the run itself (not options): the loaded profile's name and arithmetic, which
      * its checkpoints record (optim/hw, optim/hw_arith) for --resume to check. */
     const char *hw_name;
@@ -99,6 +113,15 @@ typedef struct {
 /* A non-zero return stops the run after the current step, as Ctrl-C does (it saves and the
  * run returns 130). */
 typedef int (*qkf_trainer_cb)(void *ctx, const qkf_trainer_event *ev);
+
+/* The split of n training samples under --limit-train `limit` (0: all) and --val `val`: the run
+ * trains on samples [0, *train_n) and validates on [*val_lo, n) (*val_lo = n when val = 0),
+ * disjoint by construction. -1 with one line when val leaves fewer than `batch` samples to train
+ * on or is not below n. */
+int qkf_trainer_split(int64_t n, int64_t limit, int64_t val, int64_t batch, int64_t *train_n,
+                      int64_t *val_lo);
+/* <out> without its .h5 (if any) + ".best.h5" into buf. */
+void qkf_trainer_best_path(const char *out, char *buf, size_t cap);
 
 /* Runs the training job o describes (collective under mpirun). Returns 0, 130 when stopped
  * early (saved, resumable), or a QKF_APP_* failure (tools/app/evaluate.h). */

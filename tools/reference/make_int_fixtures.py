@@ -39,7 +39,8 @@ SCRIPT = "tools/reference/make_int_fixtures.py"
 
 # (model, profile, seed, batch[, options]); options: norm = a PRESET_NORM entry the model is
 # given (as a checkpoint's input_mean / input_std); tb = run with tb_compat (the official SSA
-# proj_lif over the T*B axis; attribute tb_compat = 1)
+# proj_lif over the T*B axis; attribute tb_compat = 1); bits_min = the quantiser's --bits-min
+# spec (attribute bits_min; the file is MODEL_int_PROFILE_bitsM.h5)
 FIXTURES = [
     ("cifar_small", "loihi", 2001, 2),
     ("cifar_small", "speck", 2002, 2, dict(norm="cifar")),
@@ -53,7 +54,13 @@ FIXTURES = [
     ("cifar10dvs_small", "gtsat", 2010, 2),
     ("dvs128_small", "wrap", 2011, 2),
     ("cifar_tb", "loihi", 2012, 2, dict(tb=True)),
+    ("cifar_small", "speck", 2013, 2, dict(norm="cifar", bits_min="7")),
 ]
+
+
+def fixture_name(model_name, prof, opts):
+    bm = (opts or {}).get("bits_min")
+    return f"{model_name}_int_{prof}" + (f"_bits{bm}" if bm else "")
 
 
 def git_commit():
@@ -81,11 +88,11 @@ def make(model_name, prof, seed, B, out, opts=None):
     if "norm" in opts:  # float32 values, as a checkpoint stores them
         norm = tuple([float(np.float32(v)) for v in vals] for vals in ref.PRESET_NORM[opts["norm"]])
     a = qi.arith_of(prof)
-    q = qi.quantize(model, a, norm)
+    q = qi.quantize(model, a, norm, bits_min=opts.get("bits_min"))
     x = make_input(model.cfg, B, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         li, logits, traces = qi.forward_int(model, q, a, x)
-    path = out / f"{model_name}_int_{prof}.h5"
+    path = out / f"{fixture_name(model_name, prof, opts)}.h5"
     tmp = f"{path}.tmp.{os.getpid()}"
     gz = dict(compression="gzip", compression_opts=9, shuffle=True, track_times=False)
     rates = {}
@@ -117,6 +124,8 @@ def make(model_name, prof, seed, B, out, opts=None):
             f.attrs["seed"] = np.int64(seed)
             f.attrs["batch"] = np.int64(B)
             f.attrs["tb_compat"] = np.int64(1 if opts.get("tb") else 0)
+            if opts.get("bits_min"):
+                f.attrs["bits_min"] = opts["bits_min"]
             f.attrs["script"] = SCRIPT
             f.attrs["git_commit"] = git_commit()
             f.attrs["torch_version"] = str(torch.__version__)
@@ -141,7 +150,7 @@ def main():
     torch.set_num_threads(1)
     total = 0
     for m, p, s, b, *opts in FIXTURES:
-        if a.only and f"{m}_int_{p}" not in a.only:
+        if a.only and fixture_name(m, p, opts[0] if opts else None) not in a.only:
             continue
         total += make(m, p, s, b, a.out, opts[0] if opts else None)
     print(f"total {total / 1e6:.2f} MB")

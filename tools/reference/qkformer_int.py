@@ -155,8 +155,27 @@ def input_offsets(norm, in_scale, in_max):
     return u
 
 
-def quantize(model, a, norm=None, headroom=16.0):
-    """The quantiser of models/quant.c, step for step (no calibration)."""
+def parse_bits_min(spec, names, a):
+    """qkf_quant_opts.bits_min: "M" or a comma list of "M" and "LAYER=M" (later items win)."""
+    out = {}
+    for item in (spec or "").split(","):
+        if not item:
+            continue
+        layer, _, m = item.rpartition("=")
+        m = int(m)
+        if m != 0 and not 2 <= m <= a["weight_bits"]:
+            raise ValueError(f"bits_min '{item}': M must be 0 or 2..{a['weight_bits']}")
+        hit = [n for n in names if not layer or n == layer]
+        if not hit:
+            raise ValueError(f"bits_min '{item}': no convolution of that name")
+        for n in hit:
+            out[n] = m
+    return out
+
+
+def quantize(model, a, norm=None, headroom=16.0, bits_min=None):
+    """The quantiser of models/quant.c, step for step (no calibration). bits_min: the
+    --bits-min spec (a layer's unit leaves its weights at least M bits; biases saturate)."""
     q = OrderedDict()
     in_scale, in_max = input_scale(model, a, norm)
     q["in_scale"], q["in_max"] = in_scale, in_max
@@ -173,7 +192,9 @@ def quantize(model, a, norm=None, headroom=16.0):
         e_hi -= 1
     first = None if model.cfg.is_frames else "patch_embed1.proj_conv"
     u_in = input_offsets(norm, in_scale, in_max) if first else None
+    bm_of = parse_bits_min(bits_min, [c for c, _, _, _ in conv_units(model)], a)
     for cname, conv, bn, lname in conv_units(model):
+        M = bm_of.get(cname, 0)
         vth = 1.0
         alpha, shift = bn_fold(bn)
         W = conv.weight.detach().float()
@@ -202,7 +223,11 @@ def quantize(model, a, norm=None, headroom=16.0):
             dmin = rh / mem_range
             dmin = max(dmin, rx / cur_range)
             dmin = max(dmin, vth / (tmax * math.ldexp(1.0, a["threshold_shift"])))
-            dmin = max(dmin, maxb / (bmax * math.ldexp(1.0, a["bias_exp_max"])))
+            dbias = maxb / (bmax * math.ldexp(1.0, a["bias_exp_max"]))
+            if M > 0:  # the weights keep M bits; larger biases saturate
+                cap = maxw / (math.ldexp(1.0, a["current_shift"]) * (math.ldexp(1.0, M - 1) - 1.0))
+                dbias = min(dbias, cap)
+            dmin = max(dmin, dbias)
             K = maxw / (math.ldexp(1.0, a["current_shift"]) * mmax)
             e, d0 = e_lo, dmin
             if maxw > 0:
@@ -240,9 +265,12 @@ def quantize(model, a, norm=None, headroom=16.0):
                     if abs(rnd(math.ldexp(b, -ex))) <= bmax:
                         be = ex
                         break
+                bm = None
+                if be is None and M > 0:
+                    be, bm = a["bias_exp_max"], (-bmax if b < 0 else bmax)
                 if be is None:
                     raise ValueError(f"{cname}: bias of channel {c} cannot be represented")
-                bmant[c] = int(rnd(math.ldexp(b, -be)))
+                bmant[c] = int(rnd(math.ldexp(b, -be))) if bm is None else int(bm)
                 bexp[c] = be
         q[cname + ".weight"] = mant.reshape(W.shape)
         q[cname + ".weight_exp"] = wexp

@@ -233,7 +233,9 @@ class TestIntegerForm(unittest.TestCase):
                 if "norm_mean" in f:
                     norm = ([float(v) for v in f["norm_mean"][()]],
                             [float(v) for v in f["norm_std"][()]])
-                q = qi.quantize(model, a, norm)
+                bits = f.attrs.get("bits_min")  # fixtures made with the quantiser's --bits-min
+                q = qi.quantize(model, a, norm, bits_min=bits.decode() if isinstance(bits, bytes)
+                                else bits)
                 for k, v in q.items():
                     if isinstance(v, torch.Tensor):
                         self.assertTrue(np.array_equal(v.numpy(), f[f"q/{k}"][()]), k)
