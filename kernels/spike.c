@@ -394,7 +394,7 @@ static inline void emit8(uint16_t *p, unsigned m, int c0)
 static inline int emit8_n(uint16_t *p, unsigned m, int c0)
 {
     uint16_t tmp[8];
-    int n = __builtin_popcount(m);
+    int n = qkf__pop8(m);
     emit8(tmp, m, c0);
     memcpy(p, tmp, (size_t)n * sizeof *p);
     return n;
@@ -421,16 +421,16 @@ int qkf_spike_lif_row(uint16_t *ch, float *v, const float *x, int C, float vth)
     const qkf__v4f half = {0.5f, 0.5f, 0.5f, 0.5f}, th = {vth, vth, vth, vth};
     int k = 0, c0 = 0;
     for (; c0 + 8 <= C; c0 += 8) {
-        unsigned m = 0;
+        qkf__v4i s[2];
         for (int q = 0; q < 2; q++) {
             qkf__v4f xv = qkf__ld4(x + c0 + 4 * q), vv = qkf__ld4(v + c0 + 4 * q);
             qkf__v4f h = vv + (xv - vv) * half;
-            qkf__v4i s = h >= th;
-            qkf__st4(v + c0 + 4 * q, (qkf__v4f)((qkf__v4i)h & ~s));
-            m |= qkf__bits4(s) << (4 * q);
+            s[q] = h >= th;
+            qkf__st4(v + c0 + 4 * q, (qkf__v4f)((qkf__v4i)h & ~s[q]));
         }
+        unsigned m = qkf__bits8(s[0], s[1]);
         emit8(ch + k, m, c0);
-        k += __builtin_popcount(m);
+        k += qkf__pop8(m);
     }
     int n = qkf_spike_lif_row_ref(ch + k, v + c0, x + c0, C - c0, vth); /* the last C % 8 */
     for (int i = 0; i < n; i++)
@@ -453,8 +453,7 @@ int qkf_spike_attn_row(uint16_t *ch, const float *cnt, int C)
     const qkf__v4f one = {1.0f, 1.0f, 1.0f, 1.0f};
     int k = 0, c0 = 0;
     for (; c0 + 8 <= C; c0 += 8) {
-        unsigned m = qkf__bits4(qkf__ld4(cnt + c0) >= one) |
-                     qkf__bits4(qkf__ld4(cnt + c0 + 4) >= one) << 4;
+        unsigned m = qkf__bits8(qkf__ld4(cnt + c0) >= one, qkf__ld4(cnt + c0 + 4) >= one);
         k += emit8_n(ch + k, m, c0); /* exactly its spikes: rows are short */
     }
     for (; c0 < C; c0++)
@@ -484,6 +483,15 @@ int qkf_spike_merge(uint16_t *ch, uint16_t *cnt, const uint16_t *ch0, const uint
     return k;
 }
 
+/* The OR of the 8 lanes of b, folded in the vector register (not lane by lane). */
+static inline unsigned fold8(qkf__v8u16 b)
+{
+    b |= __builtin_shufflevector(b, b, 4, 5, 6, 7, 0, 1, 2, 3);
+    b |= __builtin_shufflevector(b, b, 2, 3, 0, 1, 6, 7, 4, 5);
+    b |= __builtin_shufflevector(b, b, 1, 0, 3, 2, 5, 4, 7, 6);
+    return b[0];
+}
+
 /* The portable compression of a filled count row (qkf_spike_merge_dense): pass 1 packs the
  * channels with a count of 1, 8 at a time through the left-pack table (whole stores while they
  * land in the row's own slots [k, c0 + 8), c0 + 8 <= C); pass 2 (clearing the row, 8 counts at a
@@ -497,12 +505,11 @@ static int qkf__spike_merge_pack_portable(uint16_t *ch, uint16_t *cnt, int *ones
     for (; c0 < C; c0 += 8) {
         qkf__v8u16 v;
         memcpy(&v, acc + c0, sizeof v); /* acc has C rounded up to 32 counts, zero past C */
-        qkf__v8u16 b = (qkf__v8u16)(v == one) & bit;
-        unsigned m = (unsigned)(b[0] | b[1] | b[2] | b[3] | b[4] | b[5] | b[6] | b[7]);
+        unsigned m = fold8((qkf__v8u16)(v == one) & bit);
         if (c0 + 8 <= C) {
             emit8(ch + k, m, c0);
             memcpy(cnt + k, &one, sizeof one);
-            k += __builtin_popcount(m);
+            k += qkf__pop8(m);
         } else {
             int n = emit8_n(ch + k, m, c0);
             memcpy(cnt + k, &one, (size_t)n * sizeof *cnt);
@@ -513,8 +520,7 @@ static int qkf__spike_merge_pack_portable(uint16_t *ch, uint16_t *cnt, int *ones
     for (c0 = 0; c0 < C; c0 += 8) {
         qkf__v8u16 v;
         memcpy(&v, acc + c0, sizeof v);
-        qkf__v8u16 b = (qkf__v8u16)(v > one) & bit;
-        unsigned m = (unsigned)(b[0] | b[1] | b[2] | b[3] | b[4] | b[5] | b[6] | b[7]);
+        unsigned m = fold8((qkf__v8u16)(v > one) & bit);
         for (; m; m &= m - 1) {
             int c = c0 + __builtin_ctz(m);
             ch[k] = (uint16_t)c, cnt[k++] = acc[c];
