@@ -101,4 +101,39 @@ static inline unsigned qkf__bits4(qkf__v4i s)
     return (unsigned)(b[0] | b[1] | b[2] | b[3]);
 }
 
+/* The 8- and 16-bit masks of 2 or 4 comparison results (vector q gives bits 4q .. 4q + 3):
+ * the lanes' bits are combined in vector registers and folded twice, instead of extracting
+ * every lane (what qkf__bits4 compiles to on SSE2). */
+static inline unsigned qkf__fold4(qkf__v4i b)
+{
+    b |= __builtin_shufflevector(b, b, 2, 3, 0, 1);
+    b |= __builtin_shufflevector(b, b, 1, 0, 3, 2);
+    return (unsigned)b[0];
+}
+
+static inline unsigned qkf__bits8(qkf__v4i s0, qkf__v4i s1)
+{
+    return qkf__fold4((s0 & (qkf__v4i){1, 2, 4, 8}) | (s1 & (qkf__v4i){16, 32, 64, 128}));
+}
+
+static inline unsigned qkf__bits16(qkf__v4i s0, qkf__v4i s1, qkf__v4i s2, qkf__v4i s3)
+{
+    return qkf__fold4((s0 & (qkf__v4i){1, 2, 4, 8}) | (s1 & (qkf__v4i){16, 32, 64, 128}) |
+                      (s2 & (qkf__v4i){256, 512, 1024, 2048}) |
+                      (s3 & (qkf__v4i){4096, 8192, 16384, 32768}));
+}
+
+/* The set bits of a byte. Baseline x86-64 has no popcnt instruction, where __builtin_popcount
+ * is a library call: then a few shifts and masks. */
+static inline int qkf__pop8(unsigned b)
+{
+#if defined(__x86_64__) && !defined(__POPCNT__)
+    b = b - (b >> 1 & 0x55u);
+    b = (b & 0x33u) + (b >> 2 & 0x33u);
+    return (int)((b + (b >> 4)) & 0x0Fu);
+#else
+    return __builtin_popcount(b);
+#endif
+}
+
 #endif

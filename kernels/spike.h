@@ -41,8 +41,8 @@ typedef struct {
  * The order of the adds into one output depends only on the lists, never on threads or vector
  * width. init NULL: start from 0. Returns the spikes delivered (sum of counts): the synaptic
  * operations are that times width. The fast paths keep up to 16 AVX-512 accumulators (256
- * outputs), 12 AVX2 ones (96) or 8 of 4 floats (32, portable) in registers per pass over the
- * lists (PERF-NOTES.md). */
+ * outputs), 12 AVX2 ones (96) or 16 of 4 floats (64, portable; 8 on SSE2 for weight rows not
+ * 16-byte aligned) in registers per pass over the lists (PERF-NOTES.md). */
 int64_t qkf_spike_gather(float *out, const float *init, const float *w, int32_t stride,
                          const qkf_spike_seg *seg, int nseg, int width);
 int64_t qkf_spike_gather_ref(float *out, const float *init, const float *w, int32_t stride,

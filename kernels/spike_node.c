@@ -78,14 +78,13 @@ static void lif_seq_portable(uint16_t *const *mask, const float *const *x, int R
                 memcpy(buf, xr, (size_t)nc * sizeof(float));
                 xr = buf;
             }
-            unsigned m = 0;
+            qkf__v4i s[4];
             for (int k = 0; k < 4; k++) {
                 qkf__v4f h = a[k] + (qkf__ld4(xr + 4 * k) - a[k]) * half;
-                qkf__v4i s = h >= th;
-                a[k] = (qkf__v4f)((qkf__v4i)h & ~s);
-                m |= qkf__bits4(s) << (4 * k);
+                s[k] = h >= th;
+                a[k] = (qkf__v4f)((qkf__v4i)h & ~s[k]);
             }
-            mask[r][c0 / 16] = (uint16_t)(m & keep);
+            mask[r][c0 / 16] = (uint16_t)(qkf__bits16(s[0], s[1], s[2], s[3]) & keep);
             if (nc < 16)
                 memset(buf, 0, sizeof buf);
         }
@@ -120,7 +119,7 @@ int qkf_spike_mask_emit(uint16_t *ch, const uint16_t *mask, int C)
             memcpy(&l, &qkf__lut8[b], sizeof l);
             qkf__v8u16 idx = __builtin_convertvector(l, qkf__v8u16) + (uint16_t)(16 * k + 8 * j);
             memcpy(ch + n, &idx, sizeof idx);
-            n += __builtin_popcount(b);
+            n += qkf__pop8(b);
         }
     }
     for (; k < words; k++)

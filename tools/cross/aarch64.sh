@@ -2,8 +2,9 @@
 # Cross-builds the event kernels' portable path for aarch64 (Debian: gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross) and runs tools/cross/kernel_check.c under qemu-user (qemu-user), which
 # compares every kernel of kernels/spike.c and kernels/spike_node.c with its _ref twin bit for
-# bit, then again built with -DQKF_EMULATE_FMA (the portable gather's exact fmaf emulation and
-# power-of-two path of targets without an FMA, kernels/spike.c, on NEON). The rest of qkf (HDF5,
+# bit, then again built with -DQKF_EMULATE_FMA (the portable gather's path for targets without an
+# FMA, kernels/spike.c: power-of-two counts in float, other counts in double with the midpoint
+# test and the reference's redo, on NEON). The rest of qkf (HDF5,
 # OpenBLAS, OpenMP, Criterion) is not built here: see docs/design.md "Kernel paths per CPU" for
 # what was and was not checked on ARM. Also builds the same check
 # natively with -O3 as a control.
