@@ -216,22 +216,7 @@ ilif_seq(uint16_t *const *mask, const void *const *x, const int x16, int R, int 
 }
 
 /* A copy per input width and combination of flags (as the AVX-512 path). */
-#define ILIF_CASE(F)                                                                             \
-    case F:                                                                                      \
-        if (x16)                                                                                 \
-            ilif_seq(mask, x, 1, R, C, p, v, &q, F);                                             \
-        else                                                                                     \
-            ilif_seq(mask, x, 0, R, C, p, v, &q, F);                                             \
-        return;
-#define ILIF_CASES(B)                                                                            \
-    ILIF_CASE(B + 0)                                                                             \
-    ILIF_CASE(B + 1)                                                                             \
-    ILIF_CASE(B + 2)                                                                             \
-    ILIF_CASE(B + 3)                                                                             \
-    ILIF_CASE(B + 4)                                                                             \
-    ILIF_CASE(B + 5)                                                                             \
-    ILIF_CASE(B + 6)                                                                             \
-    ILIF_CASE(B + 7)
+#define ILIF_CALL(X16, F) ilif_seq(mask, x, X16, R, C, p, v, &q, F)
 
 void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x16, int R, int C,
                               const qkf_ilif *p, int32_t *v)
@@ -242,15 +227,9 @@ void qkf__spike_ilif_seq_avx2(uint16_t *const *mask, const void *const *x, int x
     }
     qkf__ilif_k k = qkf__ilif_consts(p);
     lifk q = lif_consts(p, &k);
-    switch (qkf__ilif_flags(p, &k, x16)) {
-        ILIF_CASES(0)
-        ILIF_CASES(8)
-        ILIF_CASES(16)
-        ILIF_CASES(24)
-    }
+    QKF__ILIF_SWITCH(qkf__ilif_flags(p, &k, x16), x16, ILIF_CALL)
 }
-#undef ILIF_CASE
-#undef ILIF_CASES
+#undef ILIF_CALL
 
 /* ---- max pooling ---------------------------------------------------------------------------- */
 

@@ -134,6 +134,33 @@ static inline int qkf__ilif_step32(const qkf_ilif *p, const qkf__ilif_k *k, int 
     return sp;
 }
 
+/* The switch every path's integer LIF sequence dispatches through: one call per input width
+ * (x16) and combination of qkf__ilif_flags, CALL(X16, F) with both constants, so that each
+ * call inlines a copy specialised for them. */
+#define QKF__ILIF_CASE(CALL, x16, F)                                                             \
+    case F:                                                                                      \
+        if (x16)                                                                                 \
+            CALL(1, F);                                                                          \
+        else                                                                                     \
+            CALL(0, F);                                                                          \
+        return;
+#define QKF__ILIF_CASES8(CALL, x16, B)                                                           \
+    QKF__ILIF_CASE(CALL, x16, B + 0)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 1)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 2)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 3)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 4)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 5)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 6)                                                             \
+    QKF__ILIF_CASE(CALL, x16, B + 7)
+#define QKF__ILIF_SWITCH(flags, x16, CALL)                                                       \
+    switch (flags) {                                                                             \
+        QKF__ILIF_CASES8(CALL, x16, 0)                                                           \
+        QKF__ILIF_CASES8(CALL, x16, 8)                                                           \
+        QKF__ILIF_CASES8(CALL, x16, 16)                                                          \
+        QKF__ILIF_CASES8(CALL, x16, 24)                                                          \
+    }
+
 /* qkf__ilif_step32 with the reductions of flags f only (qkf__ilif_flags; a constant after
  * inlining: the portable path's copies per combination) and the comparison as h > th - ge. */
 static inline __attribute__((always_inline)) int
