@@ -15,6 +15,12 @@ __attribute__((format(printf, 3, 4)))
 #endif
 void qkf__logf(qkf_log_fn log, void *ctx, const char *fmt, ...);
 
+/* A string a checkpoint stores one character a value (dataset key of path) into buf: 1, 0 when
+ * the file has no such dataset, -1 with one line naming the file and key ("... is not <what>")
+ * when it is not one value of 1 to cap-1 characters in [lo, 0x7e]. */
+int qkf__h5_chars(const char *path, const char *key, int lo, const char *what, char *buf,
+                  size_t cap);
+
 /* Checks that a dataset fits the model: frames or images, channels, square size, labels. */
 int qkf__dataset_fits(const qkf_dataset *d, const qkf_config *c);
 

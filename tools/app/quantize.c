@@ -6,6 +6,7 @@
 #include "../../io/io.h"
 #include "../../kernels/base.h"
 #include "../../sim/dense_int.h"
+#include "app_internal.h"
 #include "quantize.h"
 
 /* The first n samples of the training split of `data`, normalised as m's inputs are. */
@@ -79,27 +80,32 @@ int qkf_app_quantize(const qkf_model *fm, const char *label, const qkf_hw_profil
     return rc ? -1 : 0;
 }
 
-int qkf_app_ckpt_bits_min(const char *path, char *buf, size_t cap)
+int qkf__h5_chars(const char *path, const char *key, int lo, const char *what, char *buf,
+                  size_t cap)
 {
-    int has = qkf_h5_has(path, "quant/bits_min");
+    int has = qkf_h5_has(path, key);
     if (has <= 0)
         return has;
     int64_t *d = NULL, s[5];
     int nd;
-    if (qkf_h5_read_i64(path, "quant/bits_min", &d, &nd, s))
+    if (qkf_h5_read_i64(path, key, &d, &nd, s))
         return -1;
     int ok = nd == 1 && s[0] > 0 && (size_t)s[0] < cap;
     for (int64_t i = 0; ok && i < s[0]; i++) {
-        ok = d[i] > 0x20 && d[i] <= 0x7e;
+        ok = d[i] >= lo && d[i] <= 0x7e;
         buf[i] = (char)d[i];
     }
     qkf_free(d);
     if (!ok)
-        return qkf_set_error("%s: quant/bits_min is not a --bits-min spec (printable characters, "
-                             "fewer than %zu)",
-                             path, cap);
+        return qkf_set_error("%s: %s is not %s (printable characters, fewer than %zu)", path, key,
+                             what, cap);
     buf[s[0]] = 0;
     return 1;
+}
+
+int qkf_app_ckpt_bits_min(const char *path, char *buf, size_t cap)
+{
+    return qkf__h5_chars(path, "quant/bits_min", 0x21, "a --bits-min spec", buf, cap);
 }
 
 int qkf_app_qmodel(const char *weights, const qkf_hw_profile *hw, long calib, const char *data,

@@ -400,29 +400,6 @@ static int load_train_state(const char *path, const qkf_params *ps, qkf_optim *o
     return 0;
 }
 
-/* A string stored one character a value (optim/distill): 1, 0 when absent, -1 with one line. */
-static int read_name(const char *path, const char *key, char *buf, size_t cap)
-{
-    int has = qkf_h5_has(path, key);
-    if (has <= 0)
-        return has;
-    int64_t *d, s[5];
-    int nd;
-    if (qkf_h5_read_i64(path, key, &d, &nd, s))
-        return -1;
-    int ok = nd == 1 && s[0] > 0 && (size_t)s[0] < cap;
-    for (int64_t i = 0; ok && i < s[0]; i++) {
-        ok = d[i] >= 0x20 && d[i] <= 0x7e;
-        buf[i] = (char)d[i];
-    }
-    qkf_free(d);
-    if (!ok)
-        return qkf_set_error("%s: %s is not a path (printable characters, fewer than %zu)", path,
-                             key, cap);
-    buf[s[0]] = 0;
-    return 1;
-}
-
 int qkf_trainer_split(int64_t n, int64_t limit, int64_t val, int64_t batch, int64_t *train_n,
                       int64_t *val_lo)
 {
@@ -873,7 +850,7 @@ int qkf_trainer_resume_options(const char *path, qkf_trainer_opts *o)
                                  "temperature, best validation accuracy and step)",
                                  path);
         char dp[1024];
-        if ((r = read_name(path, "optim/distill", dp, sizeof dp)) < 0)
+        if ((r = qkf__h5_chars(path, "optim/distill", 0x20, "a path", dp, sizeof dp)) < 0)
             return -1;
         if (r > 0 && !(o->distill = qkf__trainer_keep(o, dp)))
             return qkf_set_error("%s: too much text in string options", path);
